@@ -1,0 +1,80 @@
+export {
+  NUROPB_VERSION,
+  NUROPB_PROTOCOL_VERSION,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  MessageType,
+  LifecycleState,
+  Header,
+  ENCRYPTED_YES,
+  CONTENT_TYPE_JSON,
+  DESCRIBE_METHOD,
+  DEFAULT_RPC_EXCHANGE,
+  DEFAULT_EVENTS_EXCHANGE,
+  DEFAULT_DL_EXCHANGE,
+  DEFAULT_DL_QUEUE,
+  DEFAULT_MESH,
+  DEFAULT_RPC_TTL_MS,
+  DESCRIBE_TTL_MS,
+  serviceQueueName,
+  responseQueueName,
+} from "./constants.ts";
+export { newId } from "./ids.ts";
+export {
+  NuropbError,
+  NuropbTimeoutError,
+  NuropbTransportError,
+  NuropbConnectionClosedError,
+  NuropbMessageError,
+  NuropbHandlingError,
+  NuropbDeprecatedError,
+  NuropbValidationError,
+  NuropbAuthenticationError,
+  NuropbAuthorizationError,
+  NuropbNotDeliveredError,
+  NuropbCallAgain,
+  NuropbCallAgainReject,
+  NuropbSuccess,
+  isNuropbError,
+  toErrorPayload,
+  fromErrorPayload,
+} from "./errors.ts";
+export { MAX_JSON_DEPTH, toWireJson, normaliseJson, parseWireJson } from "./json.ts";
+export { buildHeaders, encodePayload, decodeFrame } from "./codec.ts";
+export { noopLogger, createConsoleLogger } from "./logger.ts";
+export { createEventChannel } from "./event-channel.ts";
+export { topicMatches, assertTopicPattern } from "./topic.ts";
+
+export type { NuropbErrorOptions, PendingEvent } from "./errors.ts";
+export type {
+  JsonValue,
+  JsonObject,
+  ErrorPayload,
+  Context,
+  RequestPayload,
+  CommandPayload,
+  EventPayload,
+  ResponsePayload,
+  ServicePayload,
+  Payload,
+  EventType,
+  TransportServicePayload,
+  TransportRespondPayload,
+} from "./payloads.ts";
+export type { EncodeOptions, DecodedMessage, DecodableFrame } from "./codec.ts";
+export type {
+  WireHeaders,
+  Frame,
+  InboundFrame,
+  Delivery,
+  Destination,
+  ServiceQueueSpec,
+  ResponseQueueSpec,
+  DeliveryHandler,
+  ResponseHandler,
+  Listener,
+  TransportEvent,
+  TransportCapabilities,
+  Transport,
+} from "./transport.ts";
+export type { Logger, LogFields } from "./logger.ts";
+export type { EventChannel } from "./event-channel.ts";

@@ -1,0 +1,170 @@
+import { Buffer } from "node:buffer";
+import { NuropbMessageError } from "./errors.ts";
+
+/** Deepest nesting a body may have, counting the body object itself as level 1. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Turns any value into the JSON text NuroPb sends. Values JSON cannot hold are written as:
+ *
+ * | value | written as |
+ * |---|---|
+ * | `Date` | ISO 8601 UTC string with `Z` (`2020-01-01T00:00:00.000Z`); an invalid date → `null` |
+ * | `bigint` | decimal string (`"9223372036854775807"`), as Python writes `Decimal` |
+ * | `Map` | object, keys turned into strings |
+ * | `Set` | array |
+ * | `Uint8Array` / `Buffer` / other typed arrays | standard base64 string of the bytes |
+ * | `undefined`, function, symbol | key left out of an object; `null` inside an array |
+ * | `NaN`, `Infinity`, `-Infinity` | `null` (never the bare tokens Python emits) |
+ * | object with `toJSON()` | what `toJSON()` returns, normalised again |
+ *
+ * @throws NuropbMessageError for a cyclic value or one nested deeper than {@link MAX_JSON_DEPTH}.
+ */
+export function toWireJson(value: unknown): string {
+  return JSON.stringify(normaliseJson(value, 1)) ?? "null";
+}
+
+/**
+ * The JSON-safe form of `value` (see {@link toWireJson}). Returns the same object when nothing
+ * needed changing, so plain data costs one walk and no copies.
+ * @throws NuropbMessageError for cyclic or too deeply nested values.
+ */
+export function normaliseJson(value: unknown, depth = 1): unknown {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return value;
+    case "number":
+      return Number.isFinite(value) ? value : null;
+    case "bigint":
+      return value.toString();
+    case "undefined":
+    case "function":
+    case "symbol":
+      return undefined;
+    default:
+      break;
+  }
+  if (value === null) return null;
+  if (depth > MAX_JSON_DEPTH) {
+    throw new NuropbMessageError(
+      `value is cyclic or nested deeper than ${String(MAX_JSON_DEPTH)} levels; it cannot be sent as JSON`,
+    );
+  }
+  const next = depth + 1;
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i];
+      let n = normaliseJson(item, next);
+      if (n === undefined) n = null;
+      if (n !== item && out === undefined) out = value.slice(0, i);
+      if (out !== undefined) out.push(n);
+    }
+    return out ?? value;
+  }
+  const obj = value as object;
+  if (obj instanceof Date) {
+    return Number.isNaN(obj.getTime()) ? null : obj.toISOString();
+  }
+  if (ArrayBuffer.isView(obj)) {
+    return Buffer.from(obj.buffer, obj.byteOffset, obj.byteLength).toString("base64");
+  }
+  if (obj instanceof Map) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of obj) {
+      const n = normaliseJson(v, next);
+      if (n !== undefined) out[String(k)] = n;
+    }
+    return out;
+  }
+  if (obj instanceof Set) {
+    return normaliseJson([...obj], depth);
+  }
+  const toJSON = (obj as { toJSON?: unknown }).toJSON;
+  if (typeof toJSON === "function") {
+    return normaliseJson((toJSON as () => unknown).call(obj), next);
+  }
+  let out: Record<string, unknown> | undefined;
+  const rec = obj as Record<string, unknown>;
+  const keys = Object.keys(rec);
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string;
+    const item = rec[key];
+    const n = normaliseJson(item, next);
+    if (n !== item && out === undefined) {
+      out = {};
+      for (let j = 0; j < i; j++) out[keys[j] as string] = rec[keys[j] as string];
+    }
+    if (out !== undefined && n !== undefined) out[key] = n;
+  }
+  return out ?? value;
+}
+
+/**
+ * Parses a body's JSON text. Standard JSON first; if that fails, the bare `NaN`, `Infinity`
+ * and `-Infinity` tokens Python peers may send are accepted (as the numbers they name).
+ * @throws NuropbMessageError when the text is not JSON.
+ */
+export function parseWireJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (first) {
+    const lenient = parseWithNonFiniteTokens(text);
+    if (lenient.ok) return lenient.value;
+    throw new NuropbMessageError(`body is not valid JSON: ${(first as Error).message}`, {
+      cause: first,
+    });
+  }
+}
+
+const NON_FINITE_MARK = "\u0000nuropb-nonfinite:";
+
+function parseWithNonFiniteTokens(text: string): { ok: true; value: unknown } | { ok: false } {
+  // Rewrite NaN / Infinity / -Infinity tokens that stand outside strings into marked strings,
+  // then turn the marks back into numbers with a reviver.
+  let out = "";
+  let changed = false;
+  let i = 0;
+  let last = 0;
+  const n = text.length;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      i++;
+      while (i < n) {
+        const d = text.charCodeAt(i);
+        if (d === 92 /* \ */) i += 2;
+        else if (d === 34) break;
+        else i++;
+      }
+      i++;
+      continue;
+    }
+    let token: string | undefined;
+    if (text.startsWith("NaN", i)) token = "NaN";
+    else if (text.startsWith("Infinity", i)) token = "Infinity";
+    else if (text.startsWith("-Infinity", i)) token = "-Infinity";
+    if (token !== undefined) {
+      out += text.slice(last, i) + JSON.stringify(NON_FINITE_MARK + token);
+      i += token.length;
+      last = i;
+      changed = true;
+      continue;
+    }
+    i++;
+  }
+  if (!changed) return { ok: false };
+  out += text.slice(last);
+  try {
+    const value = JSON.parse(out, (_key, v: unknown) => {
+      if (typeof v === "string" && v.startsWith(NON_FINITE_MARK)) {
+        return Number(v.slice(NON_FINITE_MARK.length));
+      }
+      return v;
+    }) as unknown;
+    return { ok: true, value };
+  } catch {
+    return { ok: false };
+  }
+}
