@@ -118,11 +118,12 @@ export function parseWireJson(text: string): unknown {
   }
 }
 
-const NON_FINITE_MARK = "\u0000nuropb-nonfinite:";
-
 function parseWithNonFiniteTokens(text: string): { ok: true; value: unknown } | { ok: false } {
   // Rewrite NaN / Infinity / -Infinity tokens that stand outside strings into marked strings,
-  // then turn the marks back into numbers with a reviver.
+  // then turn the marks back into numbers with a reviver. The mark carries a fresh random
+  // nonce, so a string the peer sent can never be mistaken for one (a fixed mark could be
+  // written as "\u0000…" by anyone and would come back as a number).
+  const mark = `\u0000nuropb-nonfinite-${globalThis.crypto.randomUUID()}:`;
   let out = "";
   let changed = false;
   let i = 0;
@@ -146,7 +147,7 @@ function parseWithNonFiniteTokens(text: string): { ok: true; value: unknown } | 
     else if (text.startsWith("Infinity", i)) token = "Infinity";
     else if (text.startsWith("-Infinity", i)) token = "-Infinity";
     if (token !== undefined) {
-      out += text.slice(last, i) + JSON.stringify(NON_FINITE_MARK + token);
+      out += text.slice(last, i) + JSON.stringify(mark + token);
       i += token.length;
       last = i;
       changed = true;
@@ -158,8 +159,8 @@ function parseWithNonFiniteTokens(text: string): { ok: true; value: unknown } | 
   out += text.slice(last);
   try {
     const value = JSON.parse(out, (_key, v: unknown) => {
-      if (typeof v === "string" && v.startsWith(NON_FINITE_MARK)) {
-        return Number(v.slice(NON_FINITE_MARK.length));
+      if (typeof v === "string" && v.startsWith(mark)) {
+        return Number(v.slice(mark.length));
       }
       return v;
     }) as unknown;
