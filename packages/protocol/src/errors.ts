@@ -37,7 +37,12 @@ export class NuropbError extends Error {
 
   constructor(description?: string, options: NuropbErrorOptions = {}) {
     const ctor = new.target as unknown as { wireName: string; name: string };
-    const text = description === undefined || description === "" ? ctor.wireName : description;
+    // Like Python's NuropbException: no description means the (wire) class name. An unknown
+    // peer error (wireName "KeyError" with description "") falls back to its own name.
+    const text =
+      description === undefined || description === ""
+        ? (options.wireName ?? ctor.wireName)
+        : description;
     super(text, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = ctor.name;
     this.description = text;
@@ -160,30 +165,49 @@ export function isNuropbError(value: unknown): value is NuropbError {
  */
 export function toErrorPayload(err: unknown): ErrorPayload {
   if (isNuropbError(err)) {
+    // `err` may come from another installed copy (or be a look-alike carrying the brand), so
+    // every field is checked rather than trusted.
+    const e = err as Partial<Record<keyof NuropbError, unknown>>;
+    const error = nonEmptyString(e.wireName) ?? nonEmptyString(e.name) ?? NuropbError.wireName;
     const out: {
       error: string;
       description: string;
       retryable?: boolean;
       details?: Record<string, unknown>;
     } = {
-      error: err.wireName,
-      description: err.description,
+      error,
+      description: nonEmptyString(e.description) ?? nonEmptyString(e.message) ?? error,
     };
-    if (err.retryable) out.retryable = true;
-    if (err.details !== undefined) out.details = { ...err.details };
+    if (e.retryable === true) out.retryable = true;
+    if (typeof e.details === "object" && e.details !== null) out.details = { ...e.details };
     return out;
   }
   if (err instanceof Error) {
-    return { error: err.name || "Error", description: err.message || err.name || "Error" };
+    const error = nonEmptyString(err.name) ?? "Error";
+    const message: unknown = err.message;
+    const description =
+      typeof message === "string" ? message : message === undefined ? "" : safeString(message);
+    return { error, description: description === "" ? error : description };
   }
   return { error: "Error", description: typeof err === "string" ? err : safeString(err) };
 }
 
+function nonEmptyString(value: unknown): string | undefined {
+  return typeof value === "string" && value !== "" ? value : undefined;
+}
+
+/** Printable text for any value; never throws. */
 function safeString(value: unknown): string {
   try {
-    return JSON.stringify(value) ?? String(value);
+    const json = JSON.stringify(value);
+    if (json !== undefined) return json;
   } catch {
+    // cyclic, bigint or a throwing toJSON: fall through
+  }
+  try {
     return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
   }
 }
 
