@@ -35,6 +35,11 @@ export default tseslint.config(
     },
   },
   {
+    // Tests, examples, benchmarks and the integration harness are type-checked by tsconfig.test.json.
+    files: ["packages/*/test/**/*.ts", "integration-tests/**/*.ts", "bench/**/*.ts", "examples/**/*.ts", "vitest.config.ts"],
+    languageOptions: { parserOptions: { projectService: false, project: ["./tsconfig.test.json"] } },
+  },
+  {
     files: ["**/test/**", "integration-tests/**", "bench/**", "examples/**", "packages/cli/**", "**/*.config.*"],
     rules: { "no-console": "off" },
   },

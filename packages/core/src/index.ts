@@ -1,1 +1,25 @@
-export {};
+export { createService, createClient } from "./participant.ts";
+export { publishToMesh } from "./mesh-method.ts";
+export { normaliseDescription } from "./describe.ts";
+
+export type {
+  JSONSchema,
+  AuthorizeFunction,
+  AuthorizeInfo,
+  MeshMethodOptions,
+} from "./mesh-method.ts";
+export type { ServiceDescription, MethodDescription } from "./describe.ts";
+export type { RequestContext } from "./request-context.ts";
+export type {
+  RequestOptions,
+  CommandOptions,
+  PublishEventOptions,
+  EventToPublish,
+  MeshParticipant,
+  MeshService,
+  MeshClient,
+  ServiceProxy,
+  ParticipantOptions,
+  ClientOptions,
+  ServiceOptions,
+} from "./types.ts";

@@ -1,0 +1,178 @@
+import type { Context, Logger, ResponsePayload, Transport } from "@nuropb/protocol";
+import type { ServiceKeys } from "@nuropb/crypto";
+import type { MeshMethodOptions } from "./mesh-method.ts";
+import type { ServiceDescription } from "./describe.ts";
+
+/** Options of {@link MeshParticipant.request}. */
+export interface RequestOptions {
+  /** Time-to-live in ms: the message's expiry and the client's timeout. @defaultValue the participant's `defaultTtlMs` */
+  readonly ttlMs?: number;
+  /** Trace id carried in headers and bodies. @defaultValue a fresh id (or the handler's, inside a handler) */
+  readonly traceId?: string;
+  /**
+   * Encrypt the call end to end. @defaultValue true when the cached description of the target says
+   * the method requires encryption, else false.
+   */
+  readonly encrypted?: boolean;
+  /** `false`: resolve with the whole response payload (error included) instead of the result. @defaultValue true */
+  readonly rpcResponse?: boolean;
+  /** Abort waiting (rejects with the signal's reason). */
+  readonly signal?: AbortSignal;
+}
+
+/** Options of {@link MeshParticipant.command}. */
+export interface CommandOptions {
+  readonly ttlMs?: number;
+  readonly traceId?: string;
+  readonly encrypted?: boolean;
+}
+
+/** Options of {@link MeshParticipant.publishEvent}. */
+export interface PublishEventOptions {
+  readonly traceId?: string;
+  /** Instance or service names the event is meant for (informational, carried as `target`). */
+  readonly target?: readonly string[] | null;
+  /**
+   * Events are never encrypted: Python subscribers cannot read encrypted events and would
+   * dead-letter them. Passing `true` throws.
+   */
+  readonly encrypted?: false;
+}
+
+/** An event to publish after a handler succeeds. */
+export interface EventToPublish {
+  readonly topic: string;
+  readonly event: unknown;
+  readonly target?: readonly string[] | null;
+}
+
+/** What every participant (client or service) can do on the mesh. */
+export interface MeshParticipant extends AsyncDisposable {
+  /** The service name, or undefined for a client-only participant. */
+  readonly serviceName: string | undefined;
+  readonly instanceId: string;
+  /** True between a successful `connect()` and `disconnect()` (false while the transport is down). */
+  readonly connected: boolean;
+  /** Always true: nuropb has no leader election (Python's etcd container is not carried over). */
+  readonly isLeader: boolean;
+  /** This participant's reply address (its response queue name). */
+  readonly responseAddress: string;
+  /** Connects the transport if needed and starts consuming. @throws NuropbTransportError */
+  connect(): Promise<void>;
+  /** Stops consuming, drains in-flight handlers (bounded), rejects pending requests. Idempotent. */
+  disconnect(): Promise<void>;
+  /**
+   * Calls `service.method(params)` and resolves with its result.
+   * @throws NuropbTimeoutError when `ttlMs` passes without a response.
+   * @throws NuropbNotDeliveredError when no service is there.
+   * @throws the remote error rebuilt as its NuroPb class.
+   */
+  request<TResult = unknown>(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options?: RequestOptions & { readonly rpcResponse?: true },
+  ): Promise<TResult>;
+  request(
+    service: string,
+    method: string,
+    params: Readonly<Record<string, unknown>> | undefined,
+    context: Context | undefined,
+    options: RequestOptions & { readonly rpcResponse: false },
+  ): Promise<ResponsePayload>;
+  /**
+   * Sends a command (no response). Resolves when the transport has the message.
+   * @throws NuropbNotDeliveredError when no service is there.
+   */
+  command(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options?: CommandOptions,
+  ): Promise<void>;
+  /** Publishes an event to every service bound to a matching pattern. */
+  publishEvent(
+    topic: string,
+    event: unknown,
+    context?: Context,
+    options?: PublishEventOptions,
+  ): Promise<void>;
+  /** The description of a service (cached; `refresh: true` asks again). */
+  describeService(
+    name: string,
+    options?: { readonly refresh?: boolean },
+  ): Promise<ServiceDescription>;
+  /** Whether `service.method` requires encryption, from its description. @throws NuropbHandlingError for an unknown method */
+  requiresEncryption(service: string, method: string): Promise<boolean>;
+  /** Whether the service announces a public key (RSA or nacl). */
+  hasPublicKey(service: string): Promise<boolean>;
+  /** A typed proxy: `proxy.method(params, context?)` calls `request(service, "method", params, context)`. */
+  proxy<TService extends object>(service: string): ServiceProxy<TService>;
+}
+
+/** A typed proxy for a service class: each public method becomes a request returning a promise. */
+export type ServiceProxy<TService> = {
+  readonly [
+    K in keyof TService as K extends `_${string}` | "handleEvent"
+      ? never
+      : TService[K] extends (...args: never[]) => unknown
+        ? K
+        : never
+  ]: TService[K] extends (params: infer P, ...rest: never[]) => infer R
+    ? (params: P, context?: Context, options?: RequestOptions) => Promise<Awaited<R>>
+    : never;
+};
+
+/** Options shared by clients and services. */
+export interface ParticipantOptions {
+  /** The transport to use; core connects it if needed but never closes it (whoever created it does). */
+  readonly transport: Transport;
+  /** Instance id (32 hex chars by default). A fixed id makes a single-instance participant. */
+  readonly instanceId?: string;
+  /** Default request/command ttl in ms. @defaultValue 30000 */
+  readonly defaultTtlMs?: number;
+  readonly logger?: Logger;
+  /** Key material for end-to-end encryption (see `@nuropb/crypto`). */
+  readonly keys?: ServiceKeys;
+}
+
+/** Options of {@link createClient}. */
+export interface ClientOptions extends ParticipantOptions {
+  /** Name used in the response queue name. @defaultValue `{mesh}-client` */
+  readonly name?: string;
+}
+
+/** Options of {@link createService}. */
+export interface ServiceOptions<TService extends object> extends ParticipantOptions {
+  /** The service name (rpc routing key, queue `nuropb-{name}-sq`). */
+  readonly name: string;
+  /** The object whose public methods are served. */
+  readonly instance: TService;
+  /** Extra rpc names routed to this service. @defaultValue [] */
+  readonly rpcBindings?: readonly string[];
+  /** Event topic patterns delivered to `instance.handleEvent`. @defaultValue [] */
+  readonly eventBindings?: readonly string[];
+  /** Most messages handled at once by this instance. 0 = unlimited. @defaultValue 64 */
+  readonly prefetch?: number;
+  /** Method options for plain JavaScript (instead of the `publishToMesh` decorator). */
+  readonly methods?: Readonly<Record<string, MeshMethodOptions>>;
+  /** `service_version` in the description. */
+  readonly serviceVersion?: string;
+  /** `description` in the description. */
+  readonly description?: string;
+  /** How long `disconnect()` waits for in-flight handlers, in ms. @defaultValue 10000 */
+  readonly drainTimeoutMs?: number;
+}
+
+/** A service: a participant that also serves its instance's methods. */
+export interface MeshService<TService extends object = object> extends MeshParticipant {
+  readonly serviceName: string;
+  readonly instance: TService;
+  /** The description this service answers `nuropb_describe` with. */
+  describe(): ServiceDescription;
+}
+
+/** A client-only participant. */
+export type MeshClient = MeshParticipant;

@@ -1,0 +1,37 @@
+import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
+import type { Transport } from "@nuropb/protocol";
+
+/** A memory hub plus a factory of transports on it; everything made is closed by `cleanup`. */
+export function createMesh() {
+  const hub = createMemoryHub();
+  const transports: Transport[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  return {
+    hub,
+    transport(): Transport {
+      const t = createMemoryTransport({ hub });
+      transports.push(t);
+      return t;
+    },
+    defer(fn: () => Promise<void>): void {
+      closers.push(fn);
+    },
+    async cleanup(): Promise<void> {
+      for (const c of closers.reverse()) await c().catch(() => undefined);
+      await Promise.allSettled(transports.map((t) => t.close()));
+    },
+  };
+}
+
+/** Resolves when `predicate` holds, polling every few ms; rejects after `timeoutMs`. */
+export async function waitFor(
+  predicate: () => boolean,
+  timeoutMs = 2000,
+  what = "condition",
+): Promise<void> {
+  const start = Date.now();
+  while (!predicate()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
