@@ -1,0 +1,196 @@
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  createSecretKey,
+  randomBytes,
+  timingSafeEqual,
+  type KeyObject,
+} from "node:crypto";
+import { decodeBase64Strict, encodeBase64UrlPadded, toBuffer } from "./base64.ts";
+import { DecryptFailure, cryptoError } from "./failure.ts";
+
+const VERSION = 0x80;
+const HEADER_BYTES = 1 + 8 + 16; // version, timestamp, IV
+const MAC_BYTES = 32;
+const BLOCK_BYTES = 16;
+/** Allowed clock skew for tokens dated in the future, in seconds (Fernet spec). */
+const MAX_CLOCK_SKEW_SEC = 60;
+const SUITE = "fernet";
+
+/** Options of {@link Fernet.encrypt}. */
+export interface FernetEncryptOptions {
+  /**
+   * The token's time: a `Date` or milliseconds since the Unix epoch (stored in whole seconds).
+   * @defaultValue `Date.now()`
+   */
+  readonly now?: Date | number;
+  /** The 16-byte IV. Only for reproducible test vectors. @defaultValue 16 random bytes */
+  readonly iv?: Uint8Array;
+}
+
+/** Options of {@link Fernet.decrypt}. */
+export interface FernetDecryptOptions {
+  /**
+   * Maximum token age in seconds. When given, older tokens and tokens dated more than 60 s in
+   * the future are refused. @defaultValue none: the timestamp is not checked (as NuroPb Python)
+   */
+  readonly ttlSec?: number;
+  /** The current time, as a `Date` or milliseconds since the Unix epoch. @defaultValue `Date.now()` */
+  readonly now?: Date | number;
+  /**
+   * With `ttlSec`: how far in the future a token may be dated, in seconds.
+   * @defaultValue 60 (the Fernet spec)
+   */
+  readonly clockSkewSec?: number;
+}
+
+/** A Fernet key ready to encrypt and decrypt tokens (https://github.com/fernet/spec). */
+export interface Fernet {
+  /**
+   * Encrypts `plain` (bytes, or a string taken as UTF-8) into a Fernet token: URL-safe base64
+   * with padding, beginning `gAAAAA`.
+   */
+  encrypt(plain: Uint8Array | string, options?: FernetEncryptOptions): string;
+  /**
+   * Decrypts a token given as text or as its ASCII bytes.
+   * @throws NuropbMessageError with `details.reason` `malformed` (not base64, too short, bad
+   *   length), `unsupported` (unknown version byte), `tampered` (MAC or padding), `expired`
+   *   (older than `ttlSec`, or too far in the future).
+   */
+  decrypt(token: string | Uint8Array, options?: FernetDecryptOptions): Buffer;
+}
+
+/** A new random Fernet key: 32 bytes as 44 characters of URL-safe base64 with padding. */
+export function generateFernetKey(): string {
+  return encodeBase64UrlPadded(randomBytes(32));
+}
+
+/**
+ * A {@link Fernet} for `key`, given as its 44-character URL-safe base64 text or as 32 raw bytes.
+ * The first 16 bytes sign (HMAC-SHA256), the last 16 encrypt (AES-128-CBC).
+ * @throws TypeError when the key is not 32 bytes of URL-safe base64.
+ * @example
+ * ```ts
+ * const f = createFernet(generateFernetKey());
+ * const token = f.encrypt("hello");
+ * f.decrypt(token).toString(); // "hello"
+ * ```
+ */
+export function createFernet(key: string | Uint8Array): Fernet {
+  const raw = typeof key === "string" ? decodeBase64Strict(key, true) : toBuffer(key);
+  if (raw === null || raw.length !== 32) {
+    throw new TypeError(
+      typeof key === "string"
+        ? `Fernet key must be 32 bytes as 44 characters of URL-safe base64 with padding (got ${key.length} characters${raw === null ? " that are not canonical URL-safe base64" : ` decoding to ${raw.length} bytes`})`
+        : `Fernet key must be 32 bytes (got ${raw?.length ?? 0})`,
+    );
+  }
+  return new FernetKey(createSecretKey(raw.subarray(0, 16)), createSecretKey(raw.subarray(16)));
+}
+
+function toMs(now: Date | number | undefined): number {
+  if (now === undefined) return Date.now();
+  return typeof now === "number" ? now : now.getTime();
+}
+
+class FernetKey implements Fernet {
+  readonly #signing: KeyObject;
+  readonly #encryption: KeyObject;
+
+  constructor(signing: KeyObject, encryption: KeyObject) {
+    this.#signing = signing;
+    this.#encryption = encryption;
+  }
+
+  encrypt(plain: Uint8Array | string, options: FernetEncryptOptions = {}): string {
+    const data = typeof plain === "string" ? Buffer.from(plain, "utf8") : toBuffer(plain);
+    const iv = options.iv === undefined ? randomBytes(16) : toBuffer(options.iv);
+    if (iv.length !== 16) throw new TypeError(`Fernet IV must be 16 bytes (got ${iv.length})`);
+    const seconds = Math.floor(toMs(options.now) / 1000);
+    if (!Number.isSafeInteger(seconds) || seconds < 0) {
+      throw new TypeError(`Fernet timestamp out of range: ${seconds}`);
+    }
+    const ctLength = (Math.floor(data.length / BLOCK_BYTES) + 1) * BLOCK_BYTES;
+    const out = Buffer.allocUnsafe(HEADER_BYTES + ctLength + MAC_BYTES);
+    out[0] = VERSION;
+    out.writeUInt32BE(Math.floor(seconds / 2 ** 32), 1);
+    out.writeUInt32BE(seconds >>> 0, 5);
+    iv.copy(out, 9);
+    const cipher = createCipheriv("aes-128-cbc", this.#encryption, iv);
+    let offset = HEADER_BYTES + cipher.update(data).copy(out, HEADER_BYTES);
+    offset += cipher.final().copy(out, offset);
+    createHmac("sha256", this.#signing).update(out.subarray(0, offset)).digest().copy(out, offset);
+    return encodeBase64UrlPadded(out);
+  }
+
+  decrypt(token: string | Uint8Array, options: FernetDecryptOptions = {}): Buffer {
+    const text = typeof token === "string" ? token : toBuffer(token).toString("latin1");
+    const data = decodeBase64Strict(text, true);
+    if (data === null) {
+      throw cryptoError(DecryptFailure.malformed, "Fernet token is not URL-safe base64", SUITE);
+    }
+    if (data.length < HEADER_BYTES + BLOCK_BYTES + MAC_BYTES) {
+      throw cryptoError(
+        DecryptFailure.malformed,
+        `Fernet token too short (${data.length} bytes)`,
+        SUITE,
+      );
+    }
+    if (data[0] !== VERSION) {
+      throw cryptoError(
+        DecryptFailure.unsupported,
+        `Unknown Fernet version byte 0x${(data[0] ?? 0).toString(16)}`,
+        SUITE,
+      );
+    }
+    const macAt = data.length - MAC_BYTES;
+    if ((macAt - HEADER_BYTES) % BLOCK_BYTES !== 0) {
+      throw cryptoError(
+        DecryptFailure.malformed,
+        "Fernet ciphertext is not a multiple of the block size",
+        SUITE,
+      );
+    }
+    const mac = createHmac("sha256", this.#signing).update(data.subarray(0, macAt)).digest();
+    if (!timingSafeEqual(mac, data.subarray(macAt))) {
+      throw cryptoError(
+        DecryptFailure.tampered,
+        "Fernet token failed authentication (tampered, or encrypted with another key)",
+        SUITE,
+      );
+    }
+    if (options.ttlSec !== undefined) {
+      const timestamp = data.readUInt32BE(1) * 2 ** 32 + data.readUInt32BE(5);
+      const nowSec = Math.floor(toMs(options.now) / 1000);
+      if (timestamp + options.ttlSec < nowSec) {
+        throw cryptoError(
+          DecryptFailure.expired,
+          `Fernet token expired: ${nowSec - timestamp} s old, ttl ${options.ttlSec} s`,
+          SUITE,
+        );
+      }
+      const skew = options.clockSkewSec ?? MAX_CLOCK_SKEW_SEC;
+      if (nowSec + skew < timestamp) {
+        throw cryptoError(
+          DecryptFailure.expired,
+          `Fernet token dated ${timestamp - nowSec} s in the future (clock skew over ${skew} s)`,
+          SUITE,
+        );
+      }
+    }
+    try {
+      const decipher = createDecipheriv("aes-128-cbc", this.#encryption, data.subarray(9, 25));
+      const head = decipher.update(data.subarray(HEADER_BYTES, macAt));
+      const tail = decipher.final();
+      return tail.length === 0 ? head : Buffer.concat([head, tail]);
+    } catch (err) {
+      throw cryptoError(
+        DecryptFailure.tampered,
+        "Fernet token has invalid padding after a valid MAC",
+        SUITE,
+        err,
+      );
+    }
+  }
+}

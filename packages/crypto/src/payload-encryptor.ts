@@ -1,0 +1,707 @@
+import { constants, privateDecrypt, publicEncrypt, randomBytes, type KeyObject } from "node:crypto";
+import nacl from "tweetnacl";
+import { decodeBase64Strict, toBuffer } from "./base64.ts";
+import { DecryptFailure, cryptoError, guardOpen } from "./failure.ts";
+import { createFernet, generateFernetKey, type Fernet } from "./fernet.ts";
+import {
+  encodeNaclPublicKey,
+  generateNaclKeyPair,
+  naclKeyId,
+  parseRsaPublicKey,
+  type NaclKeyPair,
+  type RsaKeyPair,
+  type ServiceKeys,
+} from "./keys.ts";
+import { LruCache } from "./lru.ts";
+
+/** The two cipher suites. */
+export const CipherSuite = {
+  /** Python NuroPb's format: RSA-OAEP-SHA256 wrapping a Fernet key. */
+  rsaFernet: "rsa-fernet",
+  /** X25519 + XSalsa20-Poly1305 (tweetnacl), TypeScript peers only. */
+  nacl: "nacl",
+} as const;
+/** One of {@link CipherSuite}. */
+export type CipherSuite = (typeof CipherSuite)[keyof typeof CipherSuite];
+
+/** Headers this package adds to a `nacl` message (besides `encrypted: "yes"`, which core sets). */
+export const EncryptionHeader = {
+  /** The suite; absent means `rsa-fernet` (the Python format). */
+  suite: "nuropb_enc",
+  /** Key id of the recipient's nacl public key the request was sealed for. */
+  keyId: "nuropb_enc_kid",
+  /** The sender's nacl public key, standard base64. Requests only. */
+  senderKey: "nuropb_enc_pk",
+} as const;
+
+/** What a peer announced in its `nuropb_describe`. */
+export interface PeerKeys {
+  /** PEM SubjectPublicKeyInfo RSA public key (`public_key` in the Python describe). */
+  readonly rsaPublicKeyPem?: string | null;
+  /** Standard base64 of the peer's 32-byte X25519 public key. */
+  readonly naclPublicKey?: string | null;
+}
+
+/**
+ * Remembered by core per correlation id to open (client) or seal (service) the response.
+ * Opaque: the key material is held privately and never appears when the object is logged.
+ */
+export interface ReplyKey {
+  readonly suite: CipherSuite;
+}
+
+/** The encryption side of one participant (client, service, or both). */
+export interface PayloadEncryptor {
+  /** Public keys to announce in describe: PEM for Python-compatible `public_key`, base64 for nacl. */
+  readonly publicKeys: { readonly rsaPem: string | null; readonly nacl: string | null };
+  /**
+   * `nacl` when the peer announced a nacl key (and `nacl` is enabled), else `rsa-fernet` when it
+   * announced an RSA key.
+   * @throws NuropbMessageError (`details.reason` `unsupported`) when no enabled suite fits.
+   */
+  chooseSuite(peer: PeerKeys): CipherSuite;
+  /**
+   * Client: encrypts a request or command body for `peer`. `headers` are the extra headers to
+   * send besides `encrypted: "yes"` (none for `rsa-fernet`, so the wire stays Python's).
+   * @throws NuropbMessageError (`unsupported`) when the peer has no key for the suite, or
+   *   (`malformed`) when its announced key cannot be read.
+   */
+  sealRequest(
+    plain: Uint8Array,
+    peer: PeerKeys,
+    options?: { readonly suite?: CipherSuite },
+  ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey };
+  /**
+   * Client: opens the response to a request sealed with `replyKey`.
+   * @throws NuropbMessageError whose `details.reason` says why it could not be opened.
+   */
+  openResponse(
+    body: Uint8Array,
+    headers: Readonly<Record<string, unknown>>,
+    replyKey: ReplyKey,
+  ): Uint8Array;
+  /**
+   * Service: opens a received request or command. The suite comes from the `nuropb_enc` header
+   * (absent: `rsa-fernet`). `maxAgeMs` refuses a ciphertext older than that, or dated further in
+   * the future than the clock skew allows.
+   * @throws NuropbMessageError whose `details.reason` is `tampered`, `malformed`, `wrong-key`,
+   *   `expired` or `unsupported`.
+   */
+  openRequest(
+    body: Uint8Array,
+    headers: Readonly<Record<string, unknown>>,
+    options?: { readonly maxAgeMs?: number },
+  ): { plain: Uint8Array; replyKey: ReplyKey };
+  /**
+   * Service: seals the response to a request opened with `replyKey` (same key as the request).
+   * @throws NuropbMessageError (`unsupported`) when `replyKey` was not issued by this package.
+   */
+  sealResponse(
+    plain: Uint8Array,
+    replyKey: ReplyKey,
+  ): { body: Uint8Array; headers: Record<string, string> };
+}
+
+/** Options of {@link createPayloadEncryptor}. */
+export interface PayloadEncryptorOptions {
+  /** This participant's keys. @defaultValue none: it can seal requests and open their responses only */
+  readonly keys?: ServiceKeys;
+  /** Older keys still accepted when opening requests (key rotation); never announced. @defaultValue [] */
+  readonly previousKeys?: readonly ServiceKeys[];
+  /** Suites this participant uses, to seal and to open. @defaultValue ["nacl", "rsa-fernet"] */
+  readonly suites?: readonly CipherSuite[];
+  /**
+   * `rsa-fernet` sender: how long one RSA-wrapped Fernet key is reused for the same target, in
+   * milliseconds. 0 makes a fresh key per message, like Python. @defaultValue 30000
+   */
+  readonly rsaKeyReuseMs?: number;
+  /** `rsa-fernet` sender: how many messages one wrapped key may serve. @defaultValue 1000 */
+  readonly rsaKeyReuseMaxUses?: number;
+  /** `rsa-fernet` receiver: how many unwrapped keys to remember by their RSA ciphertext. @defaultValue 1024 */
+  readonly rsaUnwrapCacheSize?: number;
+  /** How many peers' parsed keys and nacl shared keys to remember. @defaultValue 1024 */
+  readonly peerCacheSize?: number;
+  /** With `maxAgeMs`: how far in the future a ciphertext may be dated, in milliseconds. @defaultValue 60000 */
+  readonly clockSkewMs?: number;
+  /** Clock, in milliseconds since the Unix epoch. @defaultValue `Date.now` */
+  readonly now?: () => number;
+}
+
+type ReplySecret =
+  | { readonly suite: "rsa-fernet"; readonly fernet: Fernet; readonly keyPart: string }
+  | {
+      readonly suite: "nacl";
+      readonly shared: Uint8Array;
+      readonly requestNonce: Uint8Array;
+      readonly kid: string;
+    };
+
+const replySecrets = new WeakMap<ReplyKey, ReplySecret>();
+
+function issueReplyKey(secret: ReplySecret): ReplyKey {
+  const key: ReplyKey = Object.freeze({ suite: secret.suite });
+  replySecrets.set(key, secret);
+  return key;
+}
+
+function replySecret(replyKey: ReplyKey): ReplySecret {
+  const secret =
+    typeof replyKey === "object" && replyKey !== null ? replySecrets.get(replyKey) : undefined;
+  if (secret === undefined) {
+    throw cryptoError(DecryptFailure.unsupported, "Reply key was not issued by @nuropb/crypto");
+  }
+  return secret;
+}
+
+// nacl envelope: body = VERSION ‖ nonce(24) ‖ secretbox(shared, nonce, inner), where
+// inner = kind(1) ‖ timestamp ms (8, big-endian) ‖ [response: request nonce (24)] ‖ plaintext.
+const NACL_VERSION = 0x01;
+const KIND_REQUEST = 0x01;
+const KIND_RESPONSE = 0x02;
+const NONCE_BYTES = nacl.secretbox.nonceLength; // 24
+const TAG_BYTES = nacl.secretbox.overheadLength; // 16
+const INNER_HEAD = 1 + 8;
+const NACL_MIN_BODY = 1 + NONCE_BYTES + TAG_BYTES + INNER_HEAD;
+
+const OAEP = constants.RSA_PKCS1_OAEP_PADDING;
+const RSA = CipherSuite.rsaFernet;
+const NACL = CipherSuite.nacl;
+
+interface WrappedKey {
+  readonly fernet: Fernet;
+  /** Standard base64 of the RSA-OAEP ciphertext of the key text: the first part of the body. */
+  readonly keyPart: string;
+  readonly expiresAtMs: number;
+  usesLeft: number;
+}
+interface RsaPeer {
+  readonly publicKey: KeyObject;
+  current: WrappedKey | undefined;
+}
+interface NaclPeer {
+  readonly kid: string;
+  readonly shared: Uint8Array;
+}
+
+function nonNegative(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    throw new TypeError(`${name} must be a finite number >= 0 (got ${String(value)})`);
+  }
+  return value;
+}
+
+/**
+ * Creates the payload encryptor core uses to seal and open message bodies.
+ * @throws TypeError for invalid options.
+ * @example
+ * ```ts
+ * const service = createPayloadEncryptor({ keys: createServiceKeys() });
+ * const client = createPayloadEncryptor({});
+ * const peer = { rsaPublicKeyPem: service.publicKeys.rsaPem, naclPublicKey: service.publicKeys.nacl };
+ * const sent = client.sealRequest(body, peer);                  // nacl: the peer announced a key
+ * const got = service.openRequest(sent.body, sent.headers, { maxAgeMs: 30_000 });
+ * const reply = service.sealResponse(answer, got.replyKey);
+ * client.openResponse(reply.body, reply.headers, sent.replyKey); // answer
+ * ```
+ */
+export function createPayloadEncryptor(options: PayloadEncryptorOptions = {}): PayloadEncryptor {
+  return new Encryptor(options);
+}
+
+class Encryptor implements PayloadEncryptor {
+  readonly publicKeys: { readonly rsaPem: string | null; readonly nacl: string | null };
+  readonly #keys: ServiceKeys | undefined;
+  readonly #rsaKeys: readonly RsaKeyPair[];
+  readonly #naclKeys: ReadonlyMap<string, NaclKeyPair>;
+  readonly #suites: ReadonlySet<CipherSuite>;
+  readonly #reuseMs: number;
+  readonly #reuseMaxUses: number;
+  readonly #clockSkewMs: number;
+  readonly #now: () => number;
+  readonly #unwrapped: LruCache<string, Fernet>;
+  readonly #rsaPeers: LruCache<string, RsaPeer>;
+  readonly #naclPeers: LruCache<string, NaclPeer>;
+  readonly #naclSenders: LruCache<string, Uint8Array>;
+  #sendingNacl: NaclKeyPair | undefined;
+
+  constructor(options: PayloadEncryptorOptions) {
+    const suites = options.suites ?? [NACL, RSA];
+    if (
+      !Array.isArray(suites) ||
+      suites.length === 0 ||
+      suites.some((s) => s !== NACL && s !== RSA)
+    ) {
+      throw new TypeError(`suites must be a non-empty list of "nacl" and "rsa-fernet"`);
+    }
+    this.#suites = new Set(suites);
+    this.#keys = options.keys;
+    const all = [options.keys, ...(options.previousKeys ?? [])].filter((k) => k !== undefined);
+    this.#rsaKeys = all.flatMap((k) => (k.rsa === null ? [] : [k.rsa]));
+    this.#naclKeys = new Map(
+      all.flatMap((k) => (k.nacl === null ? [] : [[k.nacl.kid, k.nacl] as const])),
+    );
+    this.#reuseMs = nonNegative("rsaKeyReuseMs", options.rsaKeyReuseMs, 30_000);
+    this.#reuseMaxUses = Math.floor(
+      nonNegative("rsaKeyReuseMaxUses", options.rsaKeyReuseMaxUses, 1000),
+    );
+    this.#clockSkewMs = nonNegative("clockSkewMs", options.clockSkewMs, 60_000);
+    const peerCache = Math.floor(nonNegative("peerCacheSize", options.peerCacheSize, 1024));
+    this.#unwrapped = new LruCache(
+      Math.floor(nonNegative("rsaUnwrapCacheSize", options.rsaUnwrapCacheSize, 1024)),
+    );
+    this.#rsaPeers = new LruCache(peerCache);
+    this.#naclPeers = new LruCache(peerCache);
+    this.#naclSenders = new LruCache(peerCache);
+    if (options.now !== undefined && typeof options.now !== "function") {
+      throw new TypeError("now must be a function returning milliseconds");
+    }
+    this.#now = options.now ?? Date.now;
+    const keys = options.keys;
+    this.publicKeys = Object.freeze({
+      rsaPem: this.#suites.has(RSA) ? (keys?.rsa?.publicKeyPem ?? null) : null,
+      nacl:
+        this.#suites.has(NACL) && keys?.nacl !== null && keys?.nacl !== undefined
+          ? encodeNaclPublicKey(keys.nacl.publicKey)
+          : null,
+    });
+  }
+
+  chooseSuite(peer: PeerKeys): CipherSuite {
+    if (this.#suites.has(NACL) && hasText(peer.naclPublicKey)) return NACL;
+    if (this.#suites.has(RSA) && hasText(peer.rsaPublicKeyPem)) return RSA;
+    throw cryptoError(
+      DecryptFailure.unsupported,
+      `Peer announced no public key for an enabled suite (enabled: ${[...this.#suites].join(", ")}; ` +
+        `peer has rsa: ${hasText(peer.rsaPublicKeyPem)}, nacl: ${hasText(peer.naclPublicKey)})`,
+    );
+  }
+
+  sealRequest(
+    plain: Uint8Array,
+    peer: PeerKeys,
+    options: { readonly suite?: CipherSuite } = {},
+  ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
+    const suite = options.suite ?? this.chooseSuite(peer);
+    if (!this.#suites.has(suite)) {
+      throw cryptoError(DecryptFailure.unsupported, `Suite ${String(suite)} is not enabled`, suite);
+    }
+    return suite === NACL ? this.#sealNaclRequest(plain, peer) : this.#sealRsaRequest(plain, peer);
+  }
+
+  openResponse(
+    body: Uint8Array,
+    headers: Readonly<Record<string, unknown>>,
+    replyKey: ReplyKey,
+  ): Uint8Array {
+    const secret = replySecret(replyKey);
+    return guardOpen(secret.suite, () => {
+      const suite = suiteOf(headers);
+      if (suite !== secret.suite) {
+        throw cryptoError(
+          DecryptFailure.unsupported,
+          `Response sealed with ${suite} but the request used ${secret.suite}`,
+          secret.suite,
+        );
+      }
+      if (secret.suite === RSA) return secret.fernet.decrypt(splitRsaBody(body).token);
+      const inner = openNacl(body, secret.shared, KIND_RESPONSE);
+      const nonce = inner.subarray(INNER_HEAD, INNER_HEAD + NONCE_BYTES);
+      if (inner.length < INNER_HEAD + NONCE_BYTES || !equalBytes(nonce, secret.requestNonce)) {
+        throw cryptoError(
+          DecryptFailure.tampered,
+          "nacl response belongs to another request",
+          NACL,
+        );
+      }
+      return inner.subarray(INNER_HEAD + NONCE_BYTES);
+    });
+  }
+
+  openRequest(
+    body: Uint8Array,
+    headers: Readonly<Record<string, unknown>>,
+    options: { readonly maxAgeMs?: number } = {},
+  ): { plain: Uint8Array; replyKey: ReplyKey } {
+    return guardOpen(undefined, () => {
+      const suite = suiteOf(headers);
+      if (!this.#suites.has(suite)) {
+        throw cryptoError(DecryptFailure.unsupported, `Suite ${suite} is not enabled here`, suite);
+      }
+      const maxAgeMs = options.maxAgeMs;
+      if (maxAgeMs !== undefined && !(maxAgeMs >= 0)) {
+        throw cryptoError(
+          DecryptFailure.unsupported,
+          `maxAgeMs must be >= 0 (got ${maxAgeMs})`,
+          suite,
+        );
+      }
+      return suite === NACL
+        ? this.#openNaclRequest(body, headers, maxAgeMs)
+        : this.#openRsaRequest(body, maxAgeMs);
+    });
+  }
+
+  sealResponse(
+    plain: Uint8Array,
+    replyKey: ReplyKey,
+  ): { body: Uint8Array; headers: Record<string, string> } {
+    const secret = replySecret(replyKey);
+    const now = this.#now();
+    if (secret.suite === RSA) {
+      // Python wraps the key again with the service's own public key; the request's key part is
+      // exactly that (the same key under the same public key), so it is reused at no RSA cost.
+      return { body: rsaBody(secret.keyPart, secret.fernet.encrypt(plain, { now })), headers: {} };
+    }
+    const body = sealNacl(plain, secret.shared, KIND_RESPONSE, now, secret.requestNonce).body;
+    return {
+      body,
+      headers: { [EncryptionHeader.suite]: NACL, [EncryptionHeader.keyId]: secret.kid },
+    };
+  }
+
+  // ---- rsa-fernet ----
+
+  #sealRsaRequest(plain: Uint8Array, peer: PeerKeys) {
+    const pem = peer.rsaPublicKeyPem;
+    if (!hasText(pem)) {
+      throw cryptoError(DecryptFailure.unsupported, "Peer announced no RSA public key", RSA);
+    }
+    let entry = this.#rsaPeers.get(pem);
+    if (entry === undefined) {
+      let publicKey: KeyObject;
+      try {
+        publicKey = parseRsaPublicKey(pem);
+      } catch (err) {
+        throw cryptoError(
+          DecryptFailure.malformed,
+          `Peer's RSA public key: ${err instanceof Error ? err.message : String(err)}`,
+          RSA,
+          err,
+        );
+      }
+      entry = { publicKey, current: undefined };
+      this.#rsaPeers.set(pem, entry);
+    }
+    const now = this.#now();
+    let wrapped = entry.current;
+    if (wrapped === undefined || wrapped.usesLeft <= 0 || now >= wrapped.expiresAtMs) {
+      const keyText = generateFernetKey();
+      const keyPart = publicEncrypt(
+        { key: entry.publicKey, padding: OAEP, oaepHash: "sha256" },
+        Buffer.from(keyText, "latin1"),
+      ).toString("base64");
+      wrapped = {
+        fernet: createFernet(keyText),
+        keyPart,
+        expiresAtMs: now + this.#reuseMs,
+        usesLeft: this.#reuseMaxUses,
+      };
+      entry.current = this.#reuseMs > 0 && this.#reuseMaxUses > 1 ? wrapped : undefined;
+    }
+    wrapped.usesLeft -= 1;
+    const body = rsaBody(wrapped.keyPart, wrapped.fernet.encrypt(plain, { now }));
+    return {
+      body,
+      headers: {},
+      replyKey: issueReplyKey({ suite: RSA, fernet: wrapped.fernet, keyPart: wrapped.keyPart }),
+    };
+  }
+
+  #openRsaRequest(
+    body: Uint8Array,
+    maxAgeMs: number | undefined,
+  ): { plain: Uint8Array; replyKey: ReplyKey } {
+    const { keyPart, token } = splitRsaBody(body);
+    let fernet = this.#unwrapped.get(keyPart);
+    if (fernet === undefined) {
+      fernet = this.#unwrap(keyPart);
+      this.#unwrapped.set(keyPart, fernet);
+    }
+    const plain =
+      maxAgeMs === undefined
+        ? fernet.decrypt(token)
+        : fernet.decrypt(token, {
+            ttlSec: maxAgeMs / 1000,
+            now: this.#now(),
+            clockSkewSec: this.#clockSkewMs / 1000,
+          });
+    return { plain, replyKey: issueReplyKey({ suite: RSA, fernet, keyPart }) };
+  }
+
+  #unwrap(keyPart: string): Fernet {
+    if (this.#rsaKeys.length === 0) {
+      throw cryptoError(
+        DecryptFailure.unsupported,
+        "This participant holds no RSA private key",
+        RSA,
+      );
+    }
+    const wrapped = decodeBase64Strict(keyPart);
+    if (wrapped === null) {
+      throw cryptoError(
+        DecryptFailure.malformed,
+        "Key part of the body is not standard base64",
+        RSA,
+      );
+    }
+    let keyText: Buffer | undefined;
+    for (const pair of this.#rsaKeys) {
+      if (wrapped.length !== Math.ceil(pair.modulusBits / 8)) continue;
+      try {
+        keyText = privateDecrypt(
+          { key: pair.privateKey, padding: OAEP, oaepHash: "sha256" },
+          wrapped,
+        );
+        break;
+      } catch {
+        // Not for this key (or damaged); try the next one.
+      }
+    }
+    if (keyText === undefined) {
+      throw cryptoError(
+        DecryptFailure.wrongKey,
+        `Cannot unwrap the key part (${wrapped.length} bytes): encrypted for another RSA key, or damaged`,
+        RSA,
+      );
+    }
+    try {
+      return createFernet(keyText.toString("latin1"));
+    } catch (err) {
+      throw cryptoError(DecryptFailure.malformed, "Unwrapped key is not a Fernet key", RSA, err);
+    }
+  }
+
+  // ---- nacl ----
+
+  #sendingKey(): NaclKeyPair {
+    // A participant without its own nacl key sends from an ephemeral one: its public key rides in
+    // the request header, so the recipient needs nothing in advance. It is never announced.
+    this.#sendingNacl ??= this.#keys?.nacl ?? generateNaclKeyPair();
+    return this.#sendingNacl;
+  }
+
+  #sealNaclRequest(plain: Uint8Array, peer: PeerKeys) {
+    const announced = peer.naclPublicKey;
+    if (!hasText(announced)) {
+      throw cryptoError(DecryptFailure.unsupported, "Peer announced no nacl public key", NACL);
+    }
+    const own = this.#sendingKey();
+    let entry = this.#naclPeers.get(announced);
+    if (entry === undefined) {
+      const publicKey = decodeBase64Strict(announced);
+      if (publicKey === null || publicKey.length !== nacl.box.publicKeyLength) {
+        throw cryptoError(
+          DecryptFailure.malformed,
+          `Peer's nacl public key must be ${nacl.box.publicKeyLength} bytes as standard base64`,
+          NACL,
+        );
+      }
+      entry = { kid: naclKeyId(publicKey), shared: nacl.box.before(publicKey, own.secretKey) };
+      this.#naclPeers.set(announced, entry);
+    }
+    const { body, nonce } = sealNacl(plain, entry.shared, KIND_REQUEST, this.#now(), undefined);
+    return {
+      body,
+      headers: {
+        [EncryptionHeader.suite]: NACL,
+        [EncryptionHeader.keyId]: entry.kid,
+        [EncryptionHeader.senderKey]: encodeNaclPublicKey(own.publicKey),
+      },
+      replyKey: issueReplyKey({
+        suite: NACL,
+        shared: entry.shared,
+        requestNonce: nonce,
+        kid: entry.kid,
+      }),
+    };
+  }
+
+  #openNaclRequest(
+    body: Uint8Array,
+    headers: Readonly<Record<string, unknown>>,
+    maxAgeMs: number | undefined,
+  ): { plain: Uint8Array; replyKey: ReplyKey } {
+    if (this.#naclKeys.size === 0) {
+      throw cryptoError(DecryptFailure.unsupported, "This participant holds no nacl key", NACL);
+    }
+    const kid = headerText(headers, EncryptionHeader.keyId);
+    const sender = headerText(headers, EncryptionHeader.senderKey);
+    if (kid === undefined || sender === undefined) {
+      throw cryptoError(
+        DecryptFailure.malformed,
+        `nacl request lacks the ${EncryptionHeader.keyId} or ${EncryptionHeader.senderKey} header`,
+        NACL,
+      );
+    }
+    const own = this.#naclKeys.get(kid);
+    if (own === undefined) {
+      throw cryptoError(
+        DecryptFailure.wrongKey,
+        `nacl request sealed for key id ${JSON.stringify(kid.slice(0, 64))}; this participant holds ${[...this.#naclKeys.keys()].join(", ")}`,
+        NACL,
+      );
+    }
+    const cacheKey = `${kid}:${sender}`;
+    let shared = this.#naclSenders.get(cacheKey);
+    if (shared === undefined) {
+      const senderKey = decodeBase64Strict(sender);
+      if (senderKey === null || senderKey.length !== nacl.box.publicKeyLength) {
+        throw cryptoError(
+          DecryptFailure.malformed,
+          `${EncryptionHeader.senderKey} must be a ${nacl.box.publicKeyLength}-byte key as standard base64`,
+          NACL,
+        );
+      }
+      shared = nacl.box.before(senderKey, own.secretKey);
+      this.#naclSenders.set(cacheKey, shared);
+    }
+    const inner = openNacl(body, shared, KIND_REQUEST);
+    if (maxAgeMs !== undefined) {
+      const sentAt = readUint64(inner, 1);
+      const now = this.#now();
+      if (now - sentAt > maxAgeMs) {
+        throw cryptoError(
+          DecryptFailure.expired,
+          `nacl request is ${now - sentAt} ms old (max ${maxAgeMs} ms)`,
+          NACL,
+        );
+      }
+      if (sentAt - now > this.#clockSkewMs) {
+        throw cryptoError(
+          DecryptFailure.expired,
+          `nacl request dated ${sentAt - now} ms in the future (clock skew over ${this.#clockSkewMs} ms)`,
+          NACL,
+        );
+      }
+    }
+    const nonce = toBuffer(body).subarray(1, 1 + NONCE_BYTES);
+    return {
+      plain: inner.subarray(INNER_HEAD),
+      replyKey: issueReplyKey({ suite: NACL, shared, requestNonce: Uint8Array.from(nonce), kid }),
+    };
+  }
+}
+
+function hasText(value: string | null | undefined): value is string {
+  return typeof value === "string" && value.length > 0;
+}
+
+function headerText(headers: Readonly<Record<string, unknown>>, name: string): string | undefined {
+  const value: unknown = headers[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === "string") return value;
+  if (value instanceof Uint8Array) return toBuffer(value).toString("utf8");
+  throw cryptoError(DecryptFailure.malformed, `Header ${name} is not text`);
+}
+
+function suiteOf(headers: Readonly<Record<string, unknown>>): CipherSuite {
+  const value = headerText(headers, EncryptionHeader.suite);
+  if (value === undefined || value === "" || value === RSA) return RSA;
+  if (value === NACL) return NACL;
+  throw cryptoError(
+    DecryptFailure.unsupported,
+    `Unknown encryption suite ${JSON.stringify(value.slice(0, 64))} in header ${EncryptionHeader.suite}`,
+  );
+}
+
+function rsaBody(keyPart: string, token: string): Uint8Array {
+  return Buffer.from(`${keyPart}.${Buffer.from(token, "latin1").toString("base64")}`, "latin1");
+}
+
+function splitRsaBody(body: Uint8Array): { keyPart: string; token: Buffer } {
+  const text = toBuffer(body).toString("latin1");
+  const dot = text.indexOf(".");
+  if (dot < 0) {
+    throw cryptoError(
+      DecryptFailure.malformed,
+      "Encrypted body has no '.' between key part and token",
+      RSA,
+    );
+  }
+  const token = decodeBase64Strict(text.slice(dot + 1));
+  if (token === null) {
+    throw cryptoError(
+      DecryptFailure.malformed,
+      "Token part of the body is not standard base64",
+      RSA,
+    );
+  }
+  return { keyPart: text.slice(0, dot), token };
+}
+
+function sealNacl(
+  plain: Uint8Array,
+  shared: Uint8Array,
+  kind: number,
+  nowMs: number,
+  requestNonce: Uint8Array | undefined,
+): { body: Uint8Array; nonce: Uint8Array } {
+  const extra = requestNonce === undefined ? 0 : NONCE_BYTES;
+  const inner = new Uint8Array(INNER_HEAD + extra + plain.length);
+  inner[0] = kind;
+  writeUint64(inner, 1, nowMs);
+  if (requestNonce !== undefined) inner.set(requestNonce, INNER_HEAD);
+  inner.set(plain, INNER_HEAD + extra);
+  const nonce = randomBytes(NONCE_BYTES);
+  const boxed = nacl.secretbox(inner, nonce, shared);
+  const body = Buffer.allocUnsafe(1 + NONCE_BYTES + boxed.length);
+  body[0] = NACL_VERSION;
+  nonce.copy(body, 1);
+  body.set(boxed, 1 + NONCE_BYTES);
+  return { body, nonce };
+}
+
+function openNacl(body: Uint8Array, shared: Uint8Array, kind: number): Uint8Array {
+  if (body.length < NACL_MIN_BODY) {
+    throw cryptoError(DecryptFailure.malformed, `nacl body too short (${body.length} bytes)`, NACL);
+  }
+  if (body[0] !== NACL_VERSION) {
+    throw cryptoError(
+      DecryptFailure.unsupported,
+      `Unknown nacl envelope version ${body[0] ?? 0}`,
+      NACL,
+    );
+  }
+  const inner = nacl.secretbox.open(
+    body.subarray(1 + NONCE_BYTES),
+    body.subarray(1, 1 + NONCE_BYTES),
+    shared,
+  );
+  if (inner === null) {
+    throw cryptoError(
+      DecryptFailure.tampered,
+      "nacl body failed authentication (tampered, truncated, or sealed with another key)",
+      NACL,
+    );
+  }
+  if (inner[0] !== kind) {
+    throw cryptoError(
+      DecryptFailure.tampered,
+      kind === KIND_REQUEST
+        ? "A nacl response was replayed as a request"
+        : "A nacl request was replayed as a response",
+      NACL,
+    );
+  }
+  return inner;
+}
+
+function writeUint64(target: Uint8Array, offset: number, value: number): void {
+  const view = new DataView(target.buffer, target.byteOffset, target.byteLength);
+  const ms = Math.max(0, Math.floor(value));
+  view.setUint32(offset, Math.floor(ms / 2 ** 32));
+  view.setUint32(offset + 4, ms >>> 0);
+}
+
+function readUint64(source: Uint8Array, offset: number): number {
+  const view = new DataView(source.buffer, source.byteOffset, source.byteLength);
+  return view.getUint32(offset) * 2 ** 32 + view.getUint32(offset + 4);
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
+  return diff === 0;
+}

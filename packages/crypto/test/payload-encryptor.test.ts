@@ -1,0 +1,398 @@
+import { describe, expect, it } from "vitest";
+import {
+  EncryptionHeader,
+  createPayloadEncryptor,
+  createServiceKeys,
+  naclKeyId,
+  type PeerKeys,
+  type ReplyKey,
+} from "../src/index.ts";
+import { expectFailure, text, utf8 } from "./helpers.ts";
+
+// RSA generation is the slow part; make the key material once.
+const serviceKeys = createServiceKeys();
+const otherKeys = createServiceKeys();
+const naclOnly = createServiceKeys({ nacl: true });
+
+function peerOf(keys: { publicKeys: { rsaPem: string | null; nacl: string | null } }): PeerKeys {
+  return { rsaPublicKeyPem: keys.publicKeys.rsaPem, naclPublicKey: keys.publicKeys.nacl };
+}
+
+function flip(body: Uint8Array, at: number): Uint8Array {
+  const copy = Uint8Array.from(body);
+  copy[at] = (copy[at] ?? 0) ^ 0x01;
+  return copy;
+}
+
+describe("suite choice", () => {
+  const client = createPayloadEncryptor();
+
+  it("prefers nacl when the peer announced a nacl key", () => {
+    expect(client.chooseSuite({ rsaPublicKeyPem: "x", naclPublicKey: "y" })).toBe("nacl");
+    expect(client.chooseSuite({ naclPublicKey: "y" })).toBe("nacl");
+  });
+
+  it("falls back to rsa-fernet for a peer without a nacl key", () => {
+    for (const peer of [
+      { rsaPublicKeyPem: "pem" },
+      { rsaPublicKeyPem: "pem", naclPublicKey: null },
+      { rsaPublicKeyPem: "pem", naclPublicKey: "" },
+    ]) {
+      expect(client.chooseSuite(peer)).toBe("rsa-fernet");
+    }
+  });
+
+  it("never seals nacl for a peer without a nacl key", () => {
+    const service = createPayloadEncryptor({
+      keys: createServiceKeys({ rsa: serviceKeys.rsa?.privateKey ?? false }),
+    });
+    expect(service.publicKeys.nacl).toBeNull();
+    const sealed = client.sealRequest(utf8("{}"), peerOf(service));
+    expect(sealed.replyKey.suite).toBe("rsa-fernet");
+    expect(sealed.headers).toEqual({});
+    expectFailure(
+      () => client.sealRequest(utf8("{}"), peerOf(service), { suite: "nacl" }),
+      "unsupported",
+    );
+  });
+
+  it("honours the enabled suites", () => {
+    const rsaOnly = createPayloadEncryptor({ suites: ["rsa-fernet"] });
+    expect(rsaOnly.chooseSuite({ rsaPublicKeyPem: "pem", naclPublicKey: "k" })).toBe("rsa-fernet");
+    expectFailure(() => rsaOnly.chooseSuite({ naclPublicKey: "k" }), "unsupported");
+    const naclOnlyClient = createPayloadEncryptor({ suites: ["nacl"] });
+    expectFailure(() => naclOnlyClient.chooseSuite({ rsaPublicKeyPem: "pem" }), "unsupported");
+    expect(
+      createPayloadEncryptor({ keys: serviceKeys, suites: ["nacl"] }).publicKeys.rsaPem,
+    ).toBeNull();
+  });
+
+  it("throws a typed error for a peer with no keys or unreadable keys", () => {
+    expectFailure(() => client.chooseSuite({}), "unsupported");
+    expectFailure(
+      () => client.sealRequest(utf8("{}"), { rsaPublicKeyPem: "not a pem" }),
+      "malformed",
+    );
+    expectFailure(() => client.sealRequest(utf8("{}"), { naclPublicKey: "AAAA" }), "malformed");
+    expectFailure(
+      () =>
+        client.sealRequest(utf8("{}"), {
+          rsaPublicKeyPem:
+            serviceKeys.rsa?.privateKey.export({ type: "pkcs8", format: "pem" }).toString() ?? "",
+        }),
+      "malformed",
+    );
+  });
+
+  it("validates its options", () => {
+    expect(() => createPayloadEncryptor({ rsaKeyReuseMs: -1 })).toThrow(TypeError);
+    expect(() => createPayloadEncryptor({ suites: [] })).toThrow(TypeError);
+    expect(() => createPayloadEncryptor({ suites: ["aes" as "nacl"] })).toThrow(TypeError);
+  });
+});
+
+describe("nacl suite", () => {
+  const service = createPayloadEncryptor({ keys: serviceKeys });
+  const peer = peerOf(service);
+
+  it("round-trips a request and its response; the envelope is as documented", () => {
+    const client = createPayloadEncryptor();
+    const plain = utf8(JSON.stringify({ tag: "request", params: { x: "héllo 🚀" } }));
+    const sealed = client.sealRequest(plain, peer);
+    expect(sealed.replyKey.suite).toBe("nacl");
+    expect(sealed.headers[EncryptionHeader.suite]).toBe("nacl");
+    expect(sealed.headers[EncryptionHeader.keyId]).toBe(
+      naclKeyId(serviceKeys.nacl?.publicKey ?? new Uint8Array()),
+    );
+    expect(sealed.headers[EncryptionHeader.keyId]).toMatch(/^[0-9a-f]{16}$/);
+    expect(Buffer.from(sealed.headers[EncryptionHeader.senderKey] ?? "", "base64").length).toBe(32);
+    // version(1) + nonce(24) + tag(16) + kind(1) + timestamp(8) + plaintext
+    expect(sealed.body.length).toBe(1 + 24 + 16 + 9 + plain.length);
+    expect(sealed.body[0]).toBe(1);
+
+    const opened = service.openRequest(
+      sealed.body,
+      { encrypted: "yes", ...sealed.headers },
+      { maxAgeMs: 30_000 },
+    );
+    expect(text(opened.plain)).toBe(text(plain));
+    const reply = service.sealResponse(utf8('{"result":42}'), opened.replyKey);
+    expect(reply.headers[EncryptionHeader.suite]).toBe("nacl");
+    expect(text(client.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe(
+      '{"result":42}',
+    );
+  });
+
+  it("uses the sender's own nacl key when it has one, and a fresh nonce per message", () => {
+    const client = createPayloadEncryptor({ keys: naclOnly });
+    const a = client.sealRequest(utf8("a"), peer);
+    const b = client.sealRequest(utf8("a"), peer);
+    expect(a.headers[EncryptionHeader.senderKey]).toBe(client.publicKeys.nacl);
+    expect(Buffer.from(a.body.subarray(1, 25)).equals(Buffer.from(b.body.subarray(1, 25)))).toBe(
+      false,
+    );
+    expect(text(service.openRequest(b.body, b.headers).plain)).toBe("a");
+  });
+
+  it("binds a response to its request", () => {
+    const client = createPayloadEncryptor();
+    const r1 = client.sealRequest(utf8("one"), peer);
+    const r2 = client.sealRequest(utf8("two"), peer);
+    const o1 = service.openRequest(r1.body, r1.headers);
+    const reply1 = service.sealResponse(utf8("answer one"), o1.replyKey);
+    expectFailure(() => client.openResponse(reply1.body, reply1.headers, r2.replyKey), "tampered");
+    // A request reflected back as a response, and a response replayed as a request.
+    expectFailure(() => client.openResponse(r1.body, r1.headers, r1.replyKey), "tampered");
+    expectFailure(() => service.openRequest(reply1.body, r1.headers), "tampered");
+  });
+
+  it("refuses tampered, truncated and extended bodies", () => {
+    const client = createPayloadEncryptor();
+    const sealed = client.sealRequest(utf8("payload"), peer);
+    for (const at of [1, 10, 25, 30, 40, sealed.body.length - 1]) {
+      expectFailure(() => service.openRequest(flip(sealed.body, at), sealed.headers), "tampered");
+    }
+    expectFailure(() => service.openRequest(flip(sealed.body, 0), sealed.headers), "unsupported");
+    expectFailure(
+      () => service.openRequest(sealed.body.subarray(0, 20), sealed.headers),
+      "malformed",
+    );
+    expectFailure(
+      () => service.openRequest(sealed.body.subarray(0, sealed.body.length - 1), sealed.headers),
+      "tampered",
+    );
+    const longer = new Uint8Array(sealed.body.length + 1);
+    longer.set(sealed.body);
+    expectFailure(() => service.openRequest(longer, sealed.headers), "tampered");
+  });
+
+  it("refuses a request sealed for another service's key (kid mismatch)", () => {
+    const other = createPayloadEncryptor({ keys: otherKeys });
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), peer);
+    const err = expectFailure(() => other.openRequest(sealed.body, sealed.headers), "wrong-key");
+    expect(err.description).toContain(sealed.headers[EncryptionHeader.keyId]);
+    expect(err.details).toMatchObject({ reason: "wrong-key", suite: "nacl" });
+  });
+
+  it("refuses a substituted sender key as tampered", () => {
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), peer);
+    const headers = {
+      ...sealed.headers,
+      [EncryptionHeader.senderKey]: naclOnly.nacl
+        ? Buffer.from(naclOnly.nacl.publicKey).toString("base64")
+        : "",
+    };
+    expectFailure(() => service.openRequest(sealed.body, headers), "tampered");
+  });
+
+  it("refuses missing or malformed headers and unknown suites", () => {
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), peer);
+    const { [EncryptionHeader.keyId]: _kid, ...noKid } = sealed.headers;
+    expectFailure(() => service.openRequest(sealed.body, noKid), "malformed");
+    expectFailure(
+      () =>
+        service.openRequest(sealed.body, { ...sealed.headers, [EncryptionHeader.senderKey]: "!!" }),
+      "malformed",
+    );
+    expectFailure(
+      () =>
+        service.openRequest(sealed.body, {
+          ...sealed.headers,
+          [EncryptionHeader.senderKey]: "AAAA",
+        }),
+      "malformed",
+    );
+    expectFailure(
+      () => service.openRequest(sealed.body, { ...sealed.headers, [EncryptionHeader.keyId]: 42 }),
+      "malformed",
+    );
+    expectFailure(
+      () =>
+        service.openRequest(sealed.body, {
+          ...sealed.headers,
+          [EncryptionHeader.suite]: "aes-gcm",
+        }),
+      "unsupported",
+    );
+  });
+
+  it("refuses nacl at a participant without a nacl key", () => {
+    const rsaService = createPayloadEncryptor({
+      keys: createServiceKeys({ rsa: serviceKeys.rsa?.privateKey ?? false }),
+    });
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), peer);
+    expectFailure(() => rsaService.openRequest(sealed.body, sealed.headers), "unsupported");
+  });
+
+  it("refuses requests older than maxAgeMs or too far in the future", () => {
+    let nowMs = 1_700_000_000_000;
+    const now = () => nowMs;
+    const client = createPayloadEncryptor({ now });
+    const clockedService = createPayloadEncryptor({ keys: serviceKeys, now, clockSkewMs: 5_000 });
+    const sealed = client.sealRequest(utf8("x"), peer);
+    nowMs += 10_000;
+    expect(
+      text(clockedService.openRequest(sealed.body, sealed.headers, { maxAgeMs: 10_000 }).plain),
+    ).toBe("x");
+    nowMs += 1;
+    expectFailure(
+      () => clockedService.openRequest(sealed.body, sealed.headers, { maxAgeMs: 10_000 }),
+      "expired",
+    );
+    // Without maxAgeMs the timestamp is not checked (as Python does not check Fernet's).
+    expect(text(clockedService.openRequest(sealed.body, sealed.headers).plain)).toBe("x");
+    nowMs -= 10_001 + 5_001;
+    expectFailure(
+      () => clockedService.openRequest(sealed.body, sealed.headers, { maxAgeMs: 10_000 }),
+      "expired",
+    );
+  });
+
+  it("keeps working through key rotation with previousKeys", () => {
+    const rotated = createServiceKeys({ nacl: true });
+    const oldPeer = peer; // a client still holding the old describe
+    const after = createPayloadEncryptor({ keys: rotated, previousKeys: [serviceKeys] });
+    expect(after.publicKeys.nacl).not.toBe(peer.naclPublicKey);
+    const client = createPayloadEncryptor();
+    const oldSealed = client.sealRequest(utf8("old"), oldPeer);
+    const newSealed = client.sealRequest(utf8("new"), peerOf(after));
+    expect(text(after.openRequest(oldSealed.body, oldSealed.headers).plain)).toBe("old");
+    expect(text(after.openRequest(newSealed.body, newSealed.headers).plain)).toBe("new");
+    const opened = after.openRequest(oldSealed.body, oldSealed.headers);
+    const reply = after.sealResponse(utf8("ok"), opened.replyKey);
+    expect(text(client.openResponse(reply.body, reply.headers, oldSealed.replyKey))).toBe("ok");
+    // Once the old key is retired for good, old requests fail as wrong-key.
+    const later = createPayloadEncryptor({ keys: rotated });
+    expectFailure(() => later.openRequest(oldSealed.body, oldSealed.headers), "wrong-key");
+  });
+});
+
+describe("rsa-fernet suite", () => {
+  const service = createPayloadEncryptor({ keys: serviceKeys });
+  const rsaPeer = { rsaPublicKeyPem: service.publicKeys.rsaPem };
+
+  it("round-trips requests, commands and responses", () => {
+    const client = createPayloadEncryptor();
+    const sealed = client.sealRequest(utf8('{"tag":"command"}'), rsaPeer);
+    const opened = service.openRequest(sealed.body, sealed.headers, { maxAgeMs: 60_000 });
+    expect(text(opened.plain)).toBe('{"tag":"command"}');
+    const reply = service.sealResponse(utf8('{"tag":"response"}'), opened.replyKey);
+    expect(text(client.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe(
+      '{"tag":"response"}',
+    );
+  });
+
+  it("reuses one wrapped key per target within the window, then rotates it", () => {
+    let nowMs = 1_700_000_000_000;
+    const client = createPayloadEncryptor({
+      now: () => nowMs,
+      rsaKeyReuseMs: 1_000,
+      rsaKeyReuseMaxUses: 3,
+    });
+    const keyPart = (): string => {
+      const wire = Buffer.from(client.sealRequest(utf8("x"), rsaPeer).body).toString("latin1");
+      return wire.slice(0, wire.indexOf("."));
+    };
+    const first = keyPart();
+    expect(keyPart()).toBe(first);
+    expect(keyPart()).toBe(first);
+    const second = keyPart(); // fourth use: max uses reached
+    expect(second).not.toBe(first);
+    nowMs += 1_000;
+    expect(keyPart()).not.toBe(second); // window over
+    const fresh = createPayloadEncryptor({ rsaKeyReuseMs: 0 });
+    const a = Buffer.from(fresh.sealRequest(utf8("x"), rsaPeer).body).toString("latin1");
+    const b = Buffer.from(fresh.sealRequest(utf8("x"), rsaPeer).body).toString("latin1");
+    expect(a.slice(0, 344)).not.toBe(b.slice(0, 344));
+  });
+
+  it("opens a reused key's requests independently, each with its own reply", () => {
+    const client = createPayloadEncryptor();
+    const r1 = client.sealRequest(utf8("one"), rsaPeer);
+    const r2 = client.sealRequest(utf8("two"), rsaPeer);
+    const o1 = service.openRequest(r1.body, r1.headers);
+    const o2 = service.openRequest(r2.body, r2.headers);
+    expect([text(o1.plain), text(o2.plain)]).toEqual(["one", "two"]);
+    const reply2 = service.sealResponse(utf8("answer two"), o2.replyKey);
+    expect(text(client.openResponse(reply2.body, reply2.headers, r2.replyKey))).toBe("answer two");
+  });
+
+  it("refuses a request wrapped for another RSA key as wrong-key", () => {
+    const other = createPayloadEncryptor({ keys: otherKeys });
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), rsaPeer);
+    expectFailure(() => other.openRequest(sealed.body, sealed.headers), "wrong-key");
+  });
+
+  it("accepts requests to a previous RSA key after rotation", () => {
+    const after = createPayloadEncryptor({ keys: otherKeys, previousKeys: [serviceKeys] });
+    const sealed = createPayloadEncryptor().sealRequest(utf8("old"), rsaPeer);
+    expect(text(after.openRequest(sealed.body, sealed.headers).plain)).toBe("old");
+  });
+
+  it("refuses tampered, truncated and malformed bodies", () => {
+    const sealed = createPayloadEncryptor().sealRequest(utf8("payload"), rsaPeer);
+    const wire = Buffer.from(sealed.body).toString("latin1");
+    const dot = wire.indexOf(".");
+    expectFailure(
+      () => service.openRequest(Buffer.from(wire.replace(".", ""), "latin1"), {}),
+      "malformed",
+    );
+    expectFailure(() => service.openRequest(Buffer.from(`${wire}A`, "latin1"), {}), "malformed");
+    expectFailure(
+      () => service.openRequest(Buffer.from(`!${wire.slice(1)}`, "latin1"), {}),
+      "malformed",
+    );
+    const otherChar = wire[5] === "A" ? "B" : "A";
+    expectFailure(
+      () =>
+        service.openRequest(
+          Buffer.from(wire.slice(0, 5) + otherChar + wire.slice(6), "latin1"),
+          {},
+        ),
+      "wrong-key",
+    );
+    // A different, valid token (another key) behind the right key part.
+    const foreign = createPayloadEncryptor({ rsaKeyReuseMs: 0 }).sealRequest(
+      utf8("payload"),
+      rsaPeer,
+    );
+    const foreignWire = Buffer.from(foreign.body).toString("latin1");
+    const spliced = wire.slice(0, dot) + foreignWire.slice(foreignWire.indexOf("."));
+    expectFailure(() => service.openRequest(Buffer.from(spliced, "latin1"), {}), "tampered");
+    expectFailure(() => service.openRequest(new Uint8Array(0), {}), "malformed");
+  });
+
+  it("refuses rsa-fernet at a participant without an RSA key", () => {
+    const naclService = createPayloadEncryptor({ keys: naclOnly });
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), rsaPeer);
+    expectFailure(() => naclService.openRequest(sealed.body, sealed.headers), "unsupported");
+  });
+
+  it("refuses a response whose suite differs from the request's", () => {
+    const client = createPayloadEncryptor();
+    const sealed = client.sealRequest(utf8("x"), rsaPeer);
+    const opened = service.openRequest(sealed.body, sealed.headers);
+    const reply = service.sealResponse(utf8("y"), opened.replyKey);
+    expectFailure(
+      () => client.openResponse(reply.body, { [EncryptionHeader.suite]: "nacl" }, sealed.replyKey),
+      "unsupported",
+    );
+  });
+});
+
+describe("reply keys", () => {
+  it("are opaque: logging one shows only its suite", () => {
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), {
+      naclPublicKey: createPayloadEncryptor({ keys: naclOnly }).publicKeys.nacl,
+    });
+    expect(JSON.stringify(sealed.replyKey)).toBe('{"suite":"nacl"}');
+    expect(Object.isFrozen(sealed.replyKey)).toBe(true);
+  });
+
+  it("refuses one that this package did not issue", () => {
+    const forged: ReplyKey = { suite: "nacl" };
+    const enc = createPayloadEncryptor({ keys: naclOnly });
+    expectFailure(() => enc.sealResponse(utf8("x"), forged), "unsupported");
+    expectFailure(() => enc.openResponse(utf8("x"), {}, forged), "unsupported");
+  });
+});
