@@ -1,1 +1,10 @@
-export {};
+export { createMemoryHub } from "./memory-hub.ts";
+export { createMemoryTransport, DEFAULT_MEMORY_MAX_FRAME_BYTES } from "./memory-transport.ts";
+
+export type {
+  MemoryHub,
+  MemoryHubOptions,
+  MemoryDeadLetter,
+  MemoryDisconnectOptions,
+} from "./memory-hub.ts";
+export type { MemoryTransportOptions } from "./memory-transport.ts";

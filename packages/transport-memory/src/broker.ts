@@ -1,0 +1,533 @@
+import { serviceQueueName, topicMatches } from "@nuropb/protocol";
+import type { Delivery, DeliveryHandler, Frame, Logger, ResponseHandler } from "@nuropb/protocol";
+import { copyInboundFrame } from "./frames.ts";
+
+// The in-process "broker": one VHost per mesh, holding durable service queues, their bindings,
+// the auto-deleted response queues and the dead letters. Everything here runs synchronously;
+// deliveries are handed to handlers from a later macrotask (see `schedule`).
+
+/** Why a message was dead-lettered. */
+export type DeadLetterReason = "rejected" | "expired";
+
+/** A dead-lettered message as the hub keeps it. */
+export interface StoredDeadLetter {
+  readonly queue: string;
+  readonly frame: Frame;
+  readonly reason: DeadLetterReason;
+}
+
+/**
+ * Runs `fn` on a later macrotask. A macrotask (not a microtask) keeps delivery out of the sender's
+ * call stack and lets timers and I/O run between deliveries, so a handler that requeues forever
+ * cannot starve the event loop.
+ */
+export function schedule(fn: () => void): void {
+  if (typeof globalThis.setImmediate === "function") globalThis.setImmediate(fn);
+  else globalThis.setTimeout(fn, 0);
+}
+
+/** A message in a service queue (internal). */
+export interface QueuedMessage {
+  readonly seq: number;
+  readonly frame: Frame;
+  redelivered: boolean;
+  /** `Date.now()` value after which the message is dead-lettered instead of delivered. */
+  readonly expiresAt: number | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** A delivery handed to a consumer and not yet settled (internal). */
+export interface InFlight {
+  readonly msg: QueuedMessage;
+  /** pending: awaiting settlement; settled: the handler settled it; lost: taken back by the broker. */
+  state: "pending" | "settled" | "lost";
+  /** The handler was called and has returned (or its promise settled). */
+  handlerDone: boolean;
+}
+
+/** One mesh (AMQP virtual host) of a hub. */
+export class VHost {
+  readonly mesh: string;
+  readonly serviceQueues = new Map<string, ServiceQueue>();
+  /** Direct-exchange routing: rpc routing key → queues bound for it. */
+  readonly #rpcRoutes = new Map<string, Set<ServiceQueue>>();
+  /** Response queues by address; a queue exists exactly while its (exclusive) consumer does. */
+  readonly responseQueues = new Map<string, ResponseConsumer>();
+  readonly deadLetters: StoredDeadLetter[] = [];
+  readonly #maxDeadLetters: number;
+
+  constructor(mesh: string, maxDeadLetters: number) {
+    this.mesh = mesh;
+    this.#maxDeadLetters = maxDeadLetters;
+  }
+
+  /** Declares (if absent) the durable queue of `service` and adds the given bindings to it. */
+  declareServiceQueue(
+    service: string,
+    rpcBindings: readonly string[],
+    eventBindings: readonly string[],
+  ): ServiceQueue {
+    const name = serviceQueueName(service);
+    let queue = this.serviceQueues.get(name);
+    if (queue === undefined) {
+      queue = new ServiceQueue(name, this);
+      this.serviceQueues.set(name, queue);
+    }
+    for (const key of [service, ...rpcBindings]) {
+      let bound = this.#rpcRoutes.get(key);
+      if (bound === undefined) {
+        bound = new Set();
+        this.#rpcRoutes.set(key, bound);
+      }
+      bound.add(queue);
+    }
+    for (const pattern of eventBindings) queue.eventPatterns.add(pattern);
+    return queue;
+  }
+
+  /** Routes a request or command; false when no queue is bound for `service` (basic.return). */
+  publishRpc(service: string, frame: Frame): boolean {
+    const bound = this.#rpcRoutes.get(service);
+    if (bound === undefined || bound.size === 0) return false;
+    for (const queue of bound) queue.enqueue(frame);
+    return true;
+  }
+
+  /** Routes an event to every queue with a matching binding (one copy per queue); returns how many. */
+  publishEvent(topic: string, frame: Frame): number {
+    let routed = 0;
+    for (const queue of this.serviceQueues.values()) {
+      for (const pattern of queue.eventPatterns) {
+        if (topicMatches(pattern, topic)) {
+          queue.enqueue(frame);
+          routed++;
+          break;
+        }
+      }
+    }
+    return routed;
+  }
+
+  /** Routes a response through the default exchange; false when the address has no queue. */
+  publishReply(address: string, frame: Frame): boolean {
+    const queue = this.responseQueues.get(address);
+    if (queue === undefined) return false;
+    queue.push(frame);
+    return true;
+  }
+
+  deadLetter(queue: string, frame: Frame, reason: DeadLetterReason): void {
+    this.deadLetters.push({ queue, frame, reason });
+    if (this.deadLetters.length > this.#maxDeadLetters) this.deadLetters.shift();
+  }
+
+  /** Ready (undelivered) messages of a queue: service queue or response queue. */
+  queueDepth(name: string): number {
+    return this.serviceQueues.get(name)?.depth ?? this.responseQueues.get(name)?.depth ?? 0;
+  }
+}
+
+/** A durable service queue: competing consumers, prefetch, requeue, dead-lettering and TTL. */
+export class ServiceQueue {
+  readonly name: string;
+  readonly eventPatterns = new Set<string>();
+  readonly #vhost: VHost;
+  readonly #ready: QueuedMessage[] = [];
+  readonly #consumers: ServiceConsumer[] = [];
+  #nextConsumer = 0;
+  #seq = 0;
+  #pumpScheduled = false;
+
+  constructor(name: string, vhost: VHost) {
+    this.name = name;
+    this.#vhost = vhost;
+  }
+
+  get depth(): number {
+    return this.#ready.length;
+  }
+
+  get consumerCount(): number {
+    return this.#consumers.length;
+  }
+
+  get unsettledCount(): number {
+    let n = 0;
+    for (const c of this.#consumers) n += c.unsettledCount;
+    return n;
+  }
+
+  enqueue(frame: Frame): void {
+    const ttl = frame.ttlMs;
+    const msg: QueuedMessage = {
+      seq: this.#seq++,
+      frame,
+      redelivered: false,
+      // PROTOCOL.md §3: a ttl of 0 means "no expiry".
+      expiresAt: ttl === undefined || ttl === 0 ? undefined : Date.now() + ttl,
+      timer: undefined,
+    };
+    this.#ready.push(msg);
+    this.#armTimer(msg);
+    this.pumpSoon();
+  }
+
+  /** Puts messages back at the head of the queue, in their original order, marked redelivered. */
+  returnToHead(messages: readonly QueuedMessage[]): void {
+    if (messages.length === 0) return;
+    const sorted = [...messages].sort((a, b) => a.seq - b.seq);
+    for (const msg of sorted) {
+      msg.redelivered = true;
+      this.#armTimer(msg);
+    }
+    this.#ready.unshift(...sorted);
+    this.pumpSoon();
+  }
+
+  deadLetter(msg: QueuedMessage, reason: DeadLetterReason): void {
+    this.#vhost.deadLetter(this.name, msg.frame, reason);
+  }
+
+  attach(consumer: ServiceConsumer): void {
+    if (!this.#consumers.includes(consumer)) this.#consumers.push(consumer);
+    this.pumpSoon();
+  }
+
+  detach(consumer: ServiceConsumer): void {
+    const i = this.#consumers.indexOf(consumer);
+    if (i < 0) return;
+    this.#consumers.splice(i, 1);
+    if (this.#nextConsumer > i) this.#nextConsumer--;
+  }
+
+  pumpSoon(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    schedule(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    // Pick first, call handlers afterwards: a handler that settles synchronously then only
+    // schedules another pump, instead of re-entering this loop.
+    const batch: [ServiceConsumer, InFlight][] = [];
+    const now = Date.now();
+    while (this.#ready.length > 0) {
+      const consumer = this.#pickConsumer();
+      if (consumer === undefined) break;
+      const msg = this.#ready.shift() as QueuedMessage;
+      this.#disarmTimer(msg);
+      if (msg.expiresAt !== undefined && msg.expiresAt <= now) {
+        this.deadLetter(msg, "expired");
+        continue;
+      }
+      batch.push([consumer, consumer.take(msg)]);
+    }
+    for (const [consumer, rec] of batch) consumer.invoke(rec);
+  }
+
+  #pickConsumer(): ServiceConsumer | undefined {
+    const n = this.#consumers.length;
+    for (let i = 0; i < n; i++) {
+      const index = (this.#nextConsumer + i) % n;
+      const consumer = this.#consumers[index] as ServiceConsumer;
+      if (consumer.hasCapacity()) {
+        this.#nextConsumer = (index + 1) % n;
+        return consumer;
+      }
+    }
+    return undefined;
+  }
+
+  #armTimer(msg: QueuedMessage): void {
+    if (msg.expiresAt === undefined || msg.timer !== undefined) return;
+    const timer = setTimeout(
+      () => {
+        msg.timer = undefined;
+        const i = this.#ready.indexOf(msg);
+        if (i < 0) return;
+        this.#ready.splice(i, 1);
+        this.deadLetter(msg, "expired");
+      },
+      Math.max(0, msg.expiresAt - Date.now()),
+    );
+    // A waiting message must not keep the process alive on its own.
+    (timer as { unref?: () => void }).unref?.();
+    msg.timer = timer;
+  }
+
+  #disarmTimer(msg: QueuedMessage): void {
+    if (msg.timer === undefined) return;
+    clearTimeout(msg.timer);
+    msg.timer = undefined;
+  }
+}
+
+/**
+ * One consumer of a service queue. `stop()` is Listener.stop(): no new deliveries; a delivery whose
+ * handler is still running may still be settled by it; unsettled deliveries whose handler has
+ * returned go back to the queue, marked redelivered. `loseAll()` is a lost channel: everything
+ * unsettled goes back at once and settling it afterwards is a no-op.
+ */
+export class ServiceConsumer {
+  readonly queue: ServiceQueue;
+  readonly prefetch: number;
+  readonly #handler: DeliveryHandler;
+  readonly #logger: Logger;
+  readonly #inFlight = new Set<InFlight>();
+  #stopped = false;
+  #attached = false;
+
+  constructor(queue: ServiceQueue, prefetch: number, handler: DeliveryHandler, logger: Logger) {
+    this.queue = queue;
+    this.prefetch = prefetch;
+    this.#handler = handler;
+    this.#logger = logger;
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  get unsettledCount(): number {
+    return this.#inFlight.size;
+  }
+
+  hasCapacity(): boolean {
+    return this.#attached && (this.prefetch === 0 || this.#inFlight.size < this.prefetch);
+  }
+
+  /** Starts (or resumes, after a reconnect) consuming. */
+  attach(): void {
+    if (this.#stopped || this.#attached) return;
+    this.#attached = true;
+    this.queue.attach(this);
+  }
+
+  /** Listener.stop(). Idempotent. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#detach();
+    const returned: InFlight[] = [];
+    for (const rec of this.#inFlight) if (rec.handlerDone) returned.push(rec);
+    this.#giveBack(returned);
+  }
+
+  /** The channel is gone (close or connection loss): every unsettled delivery goes back. */
+  loseAll(): void {
+    this.#detach();
+    this.#giveBack([...this.#inFlight]);
+  }
+
+  take(msg: QueuedMessage): InFlight {
+    const rec: InFlight = { msg, state: "pending", handlerDone: false };
+    this.#inFlight.add(rec);
+    return rec;
+  }
+
+  invoke(rec: InFlight): void {
+    if (rec.state !== "pending") return;
+    if (this.#stopped || !this.#attached) {
+      // Stopped or disconnected between being picked and being handed over.
+      rec.handlerDone = true;
+      this.#giveBack([rec]);
+      return;
+    }
+    this.#logger.debug("delivering", {
+      queue: this.queue.name,
+      correlationId: rec.msg.frame.correlationId,
+      redelivered: rec.msg.redelivered,
+    });
+    let result: unknown;
+    try {
+      result = this.#handler(this.#delivery(rec));
+    } catch (err) {
+      this.#handlerFailed(rec, err);
+      return;
+    }
+    if (isPromiseLike(result)) {
+      result.then(
+        () => this.#handlerReturned(rec),
+        (err: unknown) => this.#handlerFailed(rec, err),
+      );
+    } else {
+      this.#handlerReturned(rec);
+    }
+  }
+
+  #delivery(rec: InFlight): Delivery {
+    const frame = copyInboundFrame(rec.msg.frame, rec.msg.redelivered);
+    return {
+      ...frame,
+      ack: async () => {
+        if (!this.#settle(rec)) return;
+        this.queue.pumpSoon();
+      },
+      requeue: async () => {
+        if (!this.#settle(rec)) return;
+        this.queue.returnToHead([rec.msg]);
+      },
+      reject: async () => {
+        if (!this.#settle(rec)) return;
+        this.queue.deadLetter(rec.msg, "rejected");
+        this.queue.pumpSoon();
+      },
+    };
+  }
+
+  #settle(rec: InFlight): boolean {
+    if (rec.state !== "pending") return false;
+    rec.state = "settled";
+    this.#inFlight.delete(rec);
+    return true;
+  }
+
+  #handlerReturned(rec: InFlight): void {
+    rec.handlerDone = true;
+    if (this.#stopped && rec.state === "pending") this.#giveBack([rec]);
+  }
+
+  #handlerFailed(rec: InFlight, err: unknown): void {
+    rec.handlerDone = true;
+    if (rec.state === "pending") {
+      this.#logger.error("delivery handler failed without settling; rejecting the delivery", {
+        queue: this.queue.name,
+        correlationId: rec.msg.frame.correlationId,
+        error: err,
+      });
+      this.#settle(rec);
+      this.queue.deadLetter(rec.msg, "rejected");
+      this.queue.pumpSoon();
+    } else {
+      this.#logger.warn("delivery handler failed after settling", {
+        queue: this.queue.name,
+        correlationId: rec.msg.frame.correlationId,
+        error: err,
+      });
+    }
+  }
+
+  #giveBack(records: readonly InFlight[]): void {
+    const messages: QueuedMessage[] = [];
+    for (const rec of records) {
+      if (rec.state !== "pending") continue;
+      rec.state = "lost";
+      this.#inFlight.delete(rec);
+      messages.push(rec.msg);
+    }
+    this.queue.returnToHead(messages);
+  }
+
+  #detach(): void {
+    if (!this.#attached) return;
+    this.#attached = false;
+    this.queue.detach(this);
+  }
+}
+
+/**
+ * The consumer of a response queue, which is the queue itself: response queues are auto-deleted
+ * with their exclusive consumer. Responses are auto-acknowledged.
+ */
+export class ResponseConsumer {
+  readonly address: string;
+  readonly #vhost: VHost;
+  readonly #handler: ResponseHandler;
+  readonly #logger: Logger;
+  #pending: Frame[] = [];
+  #flushScheduled = false;
+  #stopped = false;
+
+  constructor(address: string, vhost: VHost, handler: ResponseHandler, logger: Logger) {
+    this.address = address;
+    this.#vhost = vhost;
+    this.#handler = handler;
+    this.#logger = logger;
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  get depth(): number {
+    return this.#pending.length;
+  }
+
+  /** True when this consumer holds its address in the vhost. */
+  get declared(): boolean {
+    return this.#vhost.responseQueues.get(this.address) === this;
+  }
+
+  /**
+   * Declares the queue and starts consuming.
+   * @returns false when another live consumer holds the address.
+   */
+  declare(): boolean {
+    if (this.#stopped) return true;
+    const holder = this.#vhost.responseQueues.get(this.address);
+    if (holder !== undefined && holder !== this) return false;
+    this.#vhost.responseQueues.set(this.address, this);
+    return true;
+  }
+
+  /** The queue goes away with its consumer; responses not yet handed over are lost. */
+  undeclare(): void {
+    if (this.declared) this.#vhost.responseQueues.delete(this.address);
+    this.#pending = [];
+  }
+
+  /** Listener.stop(). Idempotent. */
+  stop(): void {
+    this.#stopped = true;
+    this.undeclare();
+  }
+
+  push(frame: Frame): void {
+    this.#pending.push(frame);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    schedule(() => {
+      this.#flushScheduled = false;
+      this.#flush();
+    });
+  }
+
+  #flush(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    for (const frame of batch) {
+      if (!this.declared) return;
+      this.#logger.debug("delivering response", {
+        address: this.address,
+        correlationId: frame.correlationId,
+      });
+      try {
+        const result: unknown = this.#handler(copyInboundFrame(frame, false));
+        if (isPromiseLike(result)) {
+          result.then(undefined, (err: unknown) => this.#failed(frame, err));
+        }
+      } catch (err) {
+        this.#failed(frame, err);
+      }
+    }
+  }
+
+  #failed(frame: Frame, err: unknown): void {
+    this.#logger.error("response handler failed", {
+      address: this.address,
+      correlationId: frame.correlationId,
+      error: err,
+    });
+  }
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
+}

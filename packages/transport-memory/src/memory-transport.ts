@@ -1,0 +1,394 @@
+import {
+  DEFAULT_MESH,
+  NuropbConnectionClosedError,
+  NuropbNotDeliveredError,
+  NuropbTransportError,
+  assertTopicPattern,
+  createEventChannel,
+  noopLogger,
+} from "@nuropb/protocol";
+import type {
+  DeliveryHandler,
+  Destination,
+  Frame,
+  LifecycleState,
+  Listener,
+  Logger,
+  ResponseHandler,
+  ResponseQueueSpec,
+  ServiceQueueSpec,
+  Transport,
+  TransportCapabilities,
+  TransportEvent,
+} from "@nuropb/protocol";
+import { ResponseConsumer, ServiceConsumer, schedule } from "./broker.ts";
+import type { VHost } from "./broker.ts";
+import { assertDestination, copyOutgoingFrame } from "./frames.ts";
+import { brokerOf } from "./memory-hub.ts";
+import type { MemoryDisconnectOptions, MemoryHub } from "./memory-hub.ts";
+
+/** Default largest body a memory transport accepts: 16 MiB. */
+export const DEFAULT_MEMORY_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+/** Options of {@link createMemoryTransport}. */
+export interface MemoryTransportOptions {
+  /** The hub (in-process broker) to attach to, from `createMemoryHub()`. */
+  readonly hub: MemoryHub;
+  /**
+   * The mesh (AMQP virtual host) to join; transports only reach others on the same mesh.
+   * @defaultValue "nuropb"
+   */
+  readonly mesh?: string;
+  /** Where lifecycle (info) and per-message (debug) logs go. @defaultValue noopLogger */
+  readonly logger?: Logger;
+  /**
+   * Largest frame body `send` accepts, in bytes.
+   * @defaultValue 16777216 (16 MiB)
+   */
+  readonly maxFrameBytes?: number;
+}
+
+/**
+ * Creates an in-process transport that delivers like RabbitMQ as NuroPb uses it: durable service
+ * queues with competing consumers, prefetch, requeue, dead-lettering and per-message ttl; topic
+ * routing of events; exclusive, auto-deleted response queues; mandatory rpc delivery. Constructing
+ * does no work; call `connect()`.
+ * @throws TypeError when an option is invalid.
+ * @example
+ * ```ts
+ * const hub = createMemoryHub();
+ * await using transport = createMemoryTransport({ hub, mesh: "demo" });
+ * await transport.connect();
+ * ```
+ */
+export function createMemoryTransport(options: MemoryTransportOptions): Transport {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("createMemoryTransport needs an options object with a hub");
+  }
+  const broker = brokerOf(options.hub);
+  const mesh = options.mesh ?? DEFAULT_MESH;
+  if (typeof mesh !== "string" || mesh === "") {
+    throw new TypeError("mesh must be a non-empty string");
+  }
+  const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MEMORY_MAX_FRAME_BYTES;
+  if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) {
+    throw new TypeError("maxFrameBytes must be a positive integer number of bytes");
+  }
+  const logger = options.logger ?? noopLogger;
+  if (
+    typeof logger !== "object" ||
+    logger === null ||
+    typeof logger.child !== "function" ||
+    typeof logger.error !== "function"
+  ) {
+    throw new TypeError("logger must implement the Logger interface of @nuropb/protocol");
+  }
+  const transport = new MemoryTransport(
+    broker.vhost(mesh),
+    maxFrameBytes,
+    logger.child({ component: "transport-memory", mesh }),
+  );
+  broker.register(transport, {
+    simulateDisconnect: (o) => transport.simulateDisconnect(o),
+    fail: (error) => transport.fail(error),
+  });
+  return transport;
+}
+
+class MemoryTransport implements Transport {
+  readonly kind = "memory";
+  readonly mesh: string;
+  readonly capabilities: TransportCapabilities;
+  readonly #vhost: VHost;
+  readonly #logger: Logger;
+  readonly #events = createEventChannel<TransportEvent>();
+  readonly #serviceConsumers = new Set<ServiceConsumer>();
+  readonly #responseConsumers = new Set<ResponseConsumer>();
+  readonly #closed: Promise<Error | undefined>;
+  #resolveClosed: (reason: Error | undefined) => void = () => {};
+  #state: LifecycleState = "idle";
+  #connecting: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  /** Set while a simulated connection loss lasts; resolves when it is over. */
+  #outage: Promise<void> | undefined;
+
+  constructor(vhost: VHost, maxFrameBytes: number, logger: Logger) {
+    this.#vhost = vhost;
+    this.mesh = vhost.mesh;
+    this.#logger = logger;
+    this.capabilities = Object.freeze({
+      notDelivered: true,
+      redelivery: true,
+      deadLetter: true,
+      messageTtl: true,
+      maxFrameBytes,
+    });
+    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  get state(): LifecycleState {
+    return this.#state;
+  }
+
+  connect(options: { readonly signal?: AbortSignal } = {}): Promise<void> {
+    const signal = options.signal;
+    if (this.#state === "closing" || this.#state === "closed") {
+      return Promise.reject(closedError());
+    }
+    if (this.#state === "open") return Promise.resolve();
+    if (signal?.aborted === true) return Promise.reject(abortedError(signal));
+    if (this.#connecting === undefined) {
+      this.#state = "connecting";
+      this.#connecting = new Promise<void>((resolve, reject) => {
+        schedule(() => {
+          if (this.#state !== "connecting") {
+            reject(closedError("the transport was closed while connecting"));
+            return;
+          }
+          this.#state = "open";
+          this.#logger.info("connected");
+          resolve();
+        });
+      });
+      // Callers get their own (possibly abortable) view; the shared attempt never goes unhandled.
+      this.#connecting.catch(() => {});
+    }
+    return signal === undefined ? this.#connecting : abortable(this.#connecting, signal);
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown(undefined);
+    return this.#closing;
+  }
+
+  closed(): Promise<Error | undefined> {
+    return this.#closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  events(): AsyncIterable<TransportEvent> {
+    return this.#events.iterate();
+  }
+
+  async send(to: Destination, frame: Frame): Promise<void> {
+    this.#assertNotClosed();
+    assertDestination(to);
+    const copy = copyOutgoingFrame(frame, this.capabilities.maxFrameBytes);
+    if (this.#state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+    switch (to.kind) {
+      case "rpc":
+        if (!this.#vhost.publishRpc(to.service, copy)) {
+          throw new NuropbNotDeliveredError(`no queue is bound for service '${to.service}'`, {
+            details: { service: to.service },
+          });
+        }
+        break;
+      case "event":
+        this.#vhost.publishEvent(to.topic, copy);
+        break;
+      case "reply":
+        // The default exchange drops a message for a queue that does not exist.
+        this.#vhost.publishReply(to.address, copy);
+        break;
+    }
+    this.#logger.debug("sent", { kind: to.kind, correlationId: copy.correlationId });
+  }
+
+  async consumeService(spec: ServiceQueueSpec, handler: DeliveryHandler): Promise<Listener> {
+    this.#assertNotClosed();
+    assertServiceSpec(spec);
+    if (typeof handler !== "function") throw new TypeError("handler must be a function");
+    if (this.#state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+    const queue = this.#vhost.declareServiceQueue(
+      spec.service,
+      spec.rpcBindings,
+      spec.eventBindings,
+    );
+    const consumer = new ServiceConsumer(queue, spec.prefetch, handler, this.#logger);
+    this.#serviceConsumers.add(consumer);
+    consumer.attach();
+    this.#logger.info("consuming service queue", { queue: queue.name, prefetch: spec.prefetch });
+    return createListener(() => {
+      consumer.stop();
+      this.#serviceConsumers.delete(consumer);
+    });
+  }
+
+  async consumeResponses(spec: ResponseQueueSpec, handler: ResponseHandler): Promise<Listener> {
+    this.#assertNotClosed();
+    if (typeof spec !== "object" || spec === null) throw new TypeError("spec must be an object");
+    if (typeof spec.address !== "string" || spec.address === "") {
+      throw new TypeError("spec.address must be a non-empty string");
+    }
+    if (typeof handler !== "function") throw new TypeError("handler must be a function");
+    if (this.#state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+    const consumer = new ResponseConsumer(spec.address, this.#vhost, handler, this.#logger);
+    if (!consumer.declare()) {
+      throw new NuropbTransportError(
+        `response queue '${spec.address}' is in exclusive use by another consumer`,
+        { details: { address: spec.address } },
+      );
+    }
+    this.#responseConsumers.add(consumer);
+    this.#logger.info("consuming response queue", { address: spec.address });
+    return createListener(() => {
+      consumer.stop();
+      this.#responseConsumers.delete(consumer);
+    });
+  }
+
+  /** Hub fault injection: a connection loss followed by an automatic reconnect. */
+  simulateDisconnect(options: MemoryDisconnectOptions): Promise<void> {
+    if (this.#state !== "open") {
+      return Promise.reject(
+        new NuropbTransportError(`cannot disconnect a transport that is ${this.#state}`),
+      );
+    }
+    if (this.#outage !== undefined) return this.#outage;
+    const error =
+      options.error ??
+      new NuropbTransportError("connection lost (simulated by the memory hub)", {
+        retryable: true,
+      });
+    this.#logger.warn("disconnected", { error });
+    this.#events.emit({ type: "disconnected", error });
+    for (const consumer of this.#serviceConsumers) consumer.loseAll();
+    for (const consumer of this.#responseConsumers) consumer.undeclare();
+    this.#outage = new Promise<void>((resolve) => {
+      const restore = (): void => {
+        this.#outage = undefined;
+        if (this.#state === "open") this.#restore();
+        resolve();
+      };
+      const downMs = options.downMs ?? 0;
+      if (downMs > 0) setTimeout(restore, downMs);
+      else schedule(restore);
+    });
+    return this.#outage;
+  }
+
+  /** Hub fault injection: a connection loss the transport does not survive. */
+  fail(error: Error | undefined): Promise<void> {
+    const reason =
+      error ?? new NuropbTransportError("connection failed (simulated by the memory hub)");
+    this.#closing ??= this.#shutdown(reason);
+    return this.#closing;
+  }
+
+  #restore(): void {
+    for (const consumer of this.#serviceConsumers) consumer.attach();
+    for (const consumer of [...this.#responseConsumers]) {
+      if (consumer.declare()) continue;
+      const error = new NuropbTransportError(
+        `response queue '${consumer.address}' was taken by another consumer during a reconnect`,
+        { details: { address: consumer.address } },
+      );
+      this.#logger.error("could not resume a response consumer", { error });
+      consumer.stop();
+      this.#responseConsumers.delete(consumer);
+      this.#events.emit({ type: "errored", error });
+    }
+    this.#logger.info("reconnected");
+    this.#events.emit({ type: "reconnected" });
+  }
+
+  async #shutdown(error: Error | undefined): Promise<void> {
+    const was = this.#state;
+    this.#state = "closing";
+    for (const consumer of this.#serviceConsumers) {
+      consumer.loseAll();
+      consumer.stop();
+    }
+    for (const consumer of this.#responseConsumers) consumer.stop();
+    this.#serviceConsumers.clear();
+    this.#responseConsumers.clear();
+    this.#state = "closed";
+    if (error === undefined) this.#logger.info("closed", { was });
+    else this.#logger.warn("closed by a connection failure", { was, error });
+    this.#events.emit(error === undefined ? { type: "closed" } : { type: "closed", error });
+    this.#events.end();
+    this.#resolveClosed(error);
+  }
+
+  #assertNotClosed(): void {
+    if (this.#state === "closing" || this.#state === "closed") throw closedError();
+  }
+
+  /** Waits until the transport can be used (connected, not mid-outage). */
+  async #whenUsable(): Promise<void> {
+    for (;;) {
+      switch (this.#state) {
+        case "idle":
+          throw new NuropbTransportError("the transport is not connected: call connect() first");
+        case "closing":
+        case "closed":
+          throw closedError();
+        case "connecting":
+          await this.#connecting?.catch(() => {});
+          break;
+        case "open":
+          if (this.#outage === undefined) return;
+          await this.#outage;
+          break;
+      }
+    }
+  }
+}
+
+function assertServiceSpec(spec: ServiceQueueSpec): void {
+  if (typeof spec !== "object" || spec === null) throw new TypeError("spec must be an object");
+  if (typeof spec.service !== "string" || spec.service === "") {
+    throw new TypeError("spec.service must be a non-empty string");
+  }
+  if (!Array.isArray(spec.rpcBindings)) throw new TypeError("spec.rpcBindings must be an array");
+  for (const name of spec.rpcBindings) {
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError("spec.rpcBindings entries must be non-empty strings");
+    }
+  }
+  if (!Array.isArray(spec.eventBindings)) {
+    throw new TypeError("spec.eventBindings must be an array");
+  }
+  for (const pattern of spec.eventBindings) assertTopicPattern(pattern);
+  if (!Number.isSafeInteger(spec.prefetch) || spec.prefetch < 0) {
+    throw new TypeError("spec.prefetch must be an integer >= 0 (0 = unlimited)");
+  }
+}
+
+function createListener(stop: () => void): Listener {
+  let stopped = false;
+  const stopOnce = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    stop();
+  };
+  return { stop: stopOnce, [Symbol.asyncDispose]: stopOnce };
+}
+
+function closedError(description = "the transport is closed"): NuropbConnectionClosedError {
+  return new NuropbConnectionClosedError(description);
+}
+
+function abortedError(signal: AbortSignal): NuropbTransportError {
+  return new NuropbTransportError("connect was aborted", { cause: signal.reason });
+}
+
+function abortable(promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => reject(abortedError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err as Error);
+      },
+    );
+  });
+}
