@@ -212,11 +212,12 @@ class Participant<TService extends object> implements MeshService<TService> {
     });
     this.responseAddress = responseQueueName(name, this.instanceId, this.#transport.mesh);
     try {
-      this.#encryptor = createPayloadEncryptor(
-        options.keys === undefined ? {} : { keys: options.keys },
-      );
+      this.#encryptor = createPayloadEncryptor({
+        ...options.encryption,
+        ...(options.keys === undefined ? {} : { keys: options.keys }),
+      });
     } catch (err) {
-      throw new TypeError(`options.keys: ${(err as Error).message}`);
+      throw new TypeError(`options.keys / options.encryption: ${(err as Error).message}`);
     }
     const needsKeys = [...this.#methods.values()].some(
       (m) => m.options.requiresEncryption === true,

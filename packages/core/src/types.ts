@@ -1,5 +1,5 @@
 import type { Context, Logger, ResponsePayload, Transport } from "@nuropb/protocol";
-import type { ServiceKeys } from "@nuropb/crypto";
+import type { PayloadEncryptorOptions, ServiceKeys } from "@nuropb/crypto";
 import type { MeshMethodOptions } from "./mesh-method.ts";
 import type { ServiceDescription } from "./describe.ts";
 
@@ -136,6 +136,8 @@ export interface ParticipantOptions {
   readonly logger?: Logger;
   /** Key material for end-to-end encryption (see `@nuropb/crypto`). */
   readonly keys?: ServiceKeys;
+  /** Encryption tuning (suites, key reuse, caches); see `createPayloadEncryptor` in `@nuropb/crypto`. */
+  readonly encryption?: Omit<PayloadEncryptorOptions, "keys">;
 }
 
 /** Options of {@link createClient}. */

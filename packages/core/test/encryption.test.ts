@@ -1,0 +1,229 @@
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import {
+  NuropbAuthorizationError,
+  NuropbValidationError,
+  buildHeaders,
+  decodeFrame,
+  encodePayload,
+  newId,
+  type InboundFrame,
+  type ResponsePayload,
+} from "@nuropb/protocol";
+import { createServiceKeys, encodeNaclPublicKey, type ServiceKeys } from "@nuropb/crypto";
+import { createClient, createService, publishToMesh, type RequestContext } from "@nuropb/core";
+import { createMesh, waitFor } from "./helpers.ts";
+
+class Vault {
+  readonly remembered: unknown[] = [];
+  @publishToMesh({ requiresEncryption: true })
+  secretEcho(params: { card: string }, ctx: RequestContext): unknown {
+    ctx.addEvent({ topic: "vault.used", event: { last4: params.card.slice(-4) } });
+    return { secret: params, encrypted: ctx.encrypted };
+  }
+  @publishToMesh({ requiresEncryption: true })
+  secretFail(): never {
+    throw new NuropbValidationError("invalid field: pin");
+  }
+  @publishToMesh({ requiresEncryption: true })
+  remember(params: { value: string }): void {
+    this.remembered.push(params.value);
+  }
+  open(): string {
+    return "plain is fine here";
+  }
+}
+
+let keys: ServiceKeys;
+beforeAll(() => {
+  keys = createServiceKeys({ rsa: true, nacl: true });
+});
+
+for (const suite of ["nacl", "rsa-fernet"] as const) {
+  describe(`end-to-end encryption, ${suite}`, () => {
+    let mesh: ReturnType<typeof createMesh>;
+    let vault: Vault;
+    let service: ReturnType<typeof createService<Vault>>;
+    let client: ReturnType<typeof createClient>;
+    let events: InboundFrame[];
+
+    beforeEach(async () => {
+      mesh = createMesh();
+      vault = new Vault();
+      service = createService({
+        transport: mesh.transport(),
+        name: "vault",
+        instance: vault,
+        keys,
+      });
+      client = createClient({ transport: mesh.transport(), encryption: { suites: [suite] } });
+      await service.connect();
+      await client.connect();
+      events = [];
+      const tap = mesh.transport();
+      await tap.connect();
+      await tap.consumeService(
+        { service: `tap-${newId()}`, rpcBindings: [], eventBindings: ["vault.#"], prefetch: 0 },
+        async (d) => {
+          events.push(d);
+          await d.ack();
+        },
+      );
+      mesh.defer(() => client.disconnect());
+      mesh.defer(() => service.disconnect());
+    });
+    afterEach(() => mesh.cleanup());
+
+    it("describes the keys Python and TypeScript peers look for", async () => {
+      const d = await client.describeService("vault");
+      expect(d.public_key).toMatch(/^-----BEGIN PUBLIC KEY-----\n/);
+      expect(d.nacl_public_key).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+      expect(d.encrypted_methods).toBe(true);
+      expect(d.methods.secretEcho?.requires_encryption).toBe(true);
+      expect(await client.hasPublicKey("vault")).toBe(true);
+    });
+
+    it("encrypts request and response; events raised go out as honest plaintext", async () => {
+      const r = await client.request(
+        "vault",
+        "secretEcho",
+        { card: "4111" },
+        { who: "me" },
+        { encrypted: true },
+      );
+      expect(r).toEqual({ secret: { card: "4111" }, encrypted: true });
+      await waitFor(() => events.length === 1);
+      const ev = events[0] as InboundFrame;
+      expect(ev.headers.encrypted).toBe("");
+      expect(decodeFrame(ev).payload).toMatchObject({
+        topic: "vault.used",
+        event: { last4: "4111" },
+        context: { who: "me" },
+      });
+    });
+
+    it("encrypts automatically once the description says the method requires it", async () => {
+      await client.describeService("vault");
+      expect(await client.request("vault", "secretEcho", { card: "5500" })).toMatchObject({
+        encrypted: true,
+      });
+    });
+
+    it("refuses a plaintext call to a method that requires encryption; the handler never runs", async () => {
+      const e = await client
+        .request("vault", "secretEcho", { card: "1" }, {}, { encrypted: false })
+        .catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(NuropbAuthorizationError);
+      expect(events).toHaveLength(0);
+      await client.command("vault", "remember", { value: "plain" }, {}, { encrypted: false });
+      await waitFor(() => mesh.hub.deadLetters().length === 2);
+      expect(vault.remembered).toEqual([]);
+    });
+
+    it("errors of encrypted calls come back encrypted and typed; the dead letter holds only ciphertext", async () => {
+      const e = await client
+        .request("vault", "secretFail", {}, {}, { encrypted: true })
+        .catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(NuropbValidationError);
+      expect((e as NuropbValidationError).description).toBe("invalid field: pin");
+      await waitFor(() => mesh.hub.deadLetters().length === 1);
+      const dl = mesh.hub.deadLetters()[0];
+      expect(dl?.frame.headers.encrypted).toBe("yes");
+      expect(dl?.frame.headers.nuropb_enc).toBe(suite === "nacl" ? "nacl" : undefined);
+      expect(new TextDecoder().decode(dl?.frame.body)).not.toContain("secretFail");
+    });
+
+    it("encrypted commands run", async () => {
+      await client.command("vault", "remember", { value: "sealed" }, {}, { encrypted: true });
+      await waitFor(() => vault.remembered.length === 1);
+      expect(vault.remembered).toEqual(["sealed"]);
+    });
+
+    it("plain methods still work without encryption", async () => {
+      expect(await client.request("vault", "open")).toBe("plain is fine here");
+    });
+  });
+}
+
+describe("refusals of bad ciphertext", () => {
+  let mesh: ReturnType<typeof createMesh>;
+  beforeEach(async () => {
+    mesh = createMesh();
+    const service = createService({
+      transport: mesh.transport(),
+      name: "vault",
+      instance: new Vault(),
+      keys,
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+  });
+  afterEach(() => mesh.cleanup());
+
+  it("tampered, truncated and wrong-key ciphertexts get a typed error reply and are dead-lettered once", async () => {
+    const raw = mesh.transport();
+    await raw.connect();
+    const address = `nuropb-raw-${newId()}-rq`;
+    const replies: InboundFrame[] = [];
+    await raw.consumeResponses({ address }, (f) => replies.push(f));
+    // Seal genuine requests with a client, capture the ciphertext from the dead letters of a
+    // queue nobody consumes, then tamper with copies.
+    const other = createServiceKeys({ rsa: true, nacl: true });
+    const { createPayloadEncryptor } = await import("@nuropb/crypto");
+    const enc = createPayloadEncryptor({ suites: ["rsa-fernet"] });
+    const encWrong = createPayloadEncryptor({ suites: ["nacl"] });
+    const peer = { rsaPublicKeyPem: keys.rsa?.publicKeyPem ?? null, naclPublicKey: null };
+    const body = encodePayload({
+      tag: "request",
+      service: "vault",
+      method: "secretEcho",
+      params: { card: "4111" },
+      correlation_id: "c-x",
+      context: {},
+      trace_id: "t",
+    }).body;
+    const sealed = enc.sealRequest(body, peer);
+    const tampered = Uint8Array.from(sealed.body);
+    tampered[tampered.length - 10] = tampered[tampered.length - 10] === 65 ? 66 : 65;
+    const wrongKey = encWrong.sealRequest(body, {
+      naclPublicKey: other.nacl === null ? null : encodeNaclPublicKey(other.nacl.publicKey),
+    });
+    const cases = [
+      { id: "tampered", body: tampered, headers: {} },
+      { id: "truncated", body: sealed.body.slice(0, 200), headers: {} },
+      { id: "wrongkey", body: wrongKey.body, headers: wrongKey.headers },
+    ];
+    for (const c of cases) {
+      await raw.send(
+        { kind: "rpc", service: "vault" },
+        {
+          headers: { ...buildHeaders("request", "t", true), ...c.headers },
+          body: c.body,
+          correlationId: c.id,
+          replyTo: address,
+          ttlMs: 5000,
+        },
+      );
+    }
+    await waitFor(() => replies.length === cases.length);
+    for (const r of replies) {
+      const p = decodeFrame(r).payload as ResponsePayload;
+      expect(p.error?.error).toBe("NuropbMessageError");
+    }
+    await waitFor(() => mesh.hub.deadLetters().length === cases.length);
+    expect(mesh.hub.deadLetters()).toHaveLength(cases.length);
+  });
+
+  it("refuses ciphertext replayed after its ttl", async () => {
+    const old = createClient({
+      transport: mesh.transport(),
+      encryption: { now: () => Date.now() - 10 * 60_000 },
+    });
+    await old.connect();
+    mesh.defer(() => old.disconnect());
+    await old.describeService("vault");
+    const e = await old
+      .request("vault", "secretEcho", { card: "1" }, {}, { encrypted: true, ttlMs: 1000 })
+      .catch((x: unknown) => x);
+    expect((e as { wireName?: string }).wireName).toBe("NuropbMessageError");
+  });
+});
