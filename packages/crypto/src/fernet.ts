@@ -3,12 +3,12 @@ import {
   createDecipheriv,
   createHmac,
   createSecretKey,
-  randomBytes,
   timingSafeEqual,
   type KeyObject,
 } from "node:crypto";
 import { decodeBase64Strict, encodeBase64UrlPadded, toBuffer } from "./base64.ts";
 import { DecryptFailure, cryptoError } from "./failure.ts";
+import { randomPooled } from "./random.ts";
 
 const VERSION = 0x80;
 const HEADER_BYTES = 1 + 8 + 16; // version, timestamp, IV
@@ -63,7 +63,7 @@ export interface Fernet {
 
 /** A new random Fernet key: 32 bytes as 44 characters of URL-safe base64 with padding. */
 export function generateFernetKey(): string {
-  return encodeBase64UrlPadded(randomBytes(32));
+  return encodeBase64UrlPadded(randomPooled(32));
 }
 
 /**
@@ -105,7 +105,7 @@ class FernetKey implements Fernet {
 
   encrypt(plain: Uint8Array | string, options: FernetEncryptOptions = {}): string {
     const data = typeof plain === "string" ? Buffer.from(plain, "utf8") : toBuffer(plain);
-    const iv = options.iv === undefined ? randomBytes(16) : toBuffer(options.iv);
+    const iv = options.iv === undefined ? randomPooled(16) : toBuffer(options.iv);
     if (iv.length !== 16) throw new TypeError(`Fernet IV must be 16 bytes (got ${iv.length})`);
     const seconds = Math.floor(toMs(options.now) / 1000);
     if (!Number.isSafeInteger(seconds) || seconds < 0) {

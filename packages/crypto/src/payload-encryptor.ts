@@ -1,4 +1,4 @@
-import { constants, privateDecrypt, publicEncrypt, randomBytes, type KeyObject } from "node:crypto";
+import { constants, privateDecrypt, publicEncrypt, type KeyObject } from "node:crypto";
 import nacl from "tweetnacl";
 import { decodeBase64Strict, toBuffer } from "./base64.ts";
 import { DecryptFailure, cryptoError, guardOpen } from "./failure.ts";
@@ -13,6 +13,7 @@ import {
   type ServiceKeys,
 } from "./keys.ts";
 import { LruCache } from "./lru.ts";
+import { fillRandom } from "./random.ts";
 
 /** The two cipher suites. */
 export const CipherSuite = {
@@ -223,7 +224,7 @@ class Encryptor implements PayloadEncryptor {
   readonly #rsaPeers: LruCache<string, RsaPeer>;
   readonly #naclPeers: LruCache<string, NaclPeer>;
   readonly #naclSenders: LruCache<string, Uint8Array>;
-  #sendingNacl: NaclKeyPair | undefined;
+  #sendingNacl: { readonly pair: NaclKeyPair; readonly header: string } | undefined;
 
   constructor(options: PayloadEncryptorOptions) {
     const suites = options.suites ?? [NACL, RSA];
@@ -474,10 +475,13 @@ class Encryptor implements PayloadEncryptor {
 
   // ---- nacl ----
 
-  #sendingKey(): NaclKeyPair {
+  #sendingKey(): { readonly pair: NaclKeyPair; readonly header: string } {
     // A participant without its own nacl key sends from an ephemeral one: its public key rides in
     // the request header, so the recipient needs nothing in advance. It is never announced.
-    this.#sendingNacl ??= this.#keys?.nacl ?? generateNaclKeyPair();
+    if (this.#sendingNacl === undefined) {
+      const pair = this.#keys?.nacl ?? generateNaclKeyPair();
+      this.#sendingNacl = { pair, header: encodeNaclPublicKey(pair.publicKey) };
+    }
     return this.#sendingNacl;
   }
 
@@ -497,7 +501,7 @@ class Encryptor implements PayloadEncryptor {
           NACL,
         );
       }
-      entry = { kid: naclKeyId(publicKey), shared: nacl.box.before(publicKey, own.secretKey) };
+      entry = { kid: naclKeyId(publicKey), shared: nacl.box.before(publicKey, own.pair.secretKey) };
       this.#naclPeers.set(announced, entry);
     }
     const { body, nonce } = sealNacl(plain, entry.shared, KIND_REQUEST, this.#now(), undefined);
@@ -506,7 +510,7 @@ class Encryptor implements PayloadEncryptor {
       headers: {
         [EncryptionHeader.suite]: NACL,
         [EncryptionHeader.keyId]: entry.kid,
-        [EncryptionHeader.senderKey]: encodeNaclPublicKey(own.publicKey),
+        [EncryptionHeader.senderKey]: own.header,
       },
       replyKey: issueReplyKey({
         suite: NACL,
@@ -643,13 +647,12 @@ function sealNacl(
   writeUint64(inner, 1, nowMs);
   if (requestNonce !== undefined) inner.set(requestNonce, INNER_HEAD);
   inner.set(plain, INNER_HEAD + extra);
-  const nonce = randomBytes(NONCE_BYTES);
-  const boxed = nacl.secretbox(inner, nonce, shared);
-  const body = Buffer.allocUnsafe(1 + NONCE_BYTES + boxed.length);
+  const body = Buffer.allocUnsafe(1 + NONCE_BYTES + TAG_BYTES + inner.length);
   body[0] = NACL_VERSION;
-  nonce.copy(body, 1);
-  body.set(boxed, 1 + NONCE_BYTES);
-  return { body, nonce };
+  fillRandom(body, 1, NONCE_BYTES);
+  const nonce = body.subarray(1, 1 + NONCE_BYTES);
+  body.set(nacl.secretbox(inner, nonce, shared), 1 + NONCE_BYTES);
+  return { body, nonce: Uint8Array.from(nonce) };
 }
 
 function openNacl(body: Uint8Array, shared: Uint8Array, kind: number): Uint8Array {

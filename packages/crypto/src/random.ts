@@ -1,0 +1,25 @@
+import { randomFillSync } from "node:crypto";
+
+// Nonces and IVs are drawn from a pool refilled in one call: a randomFillSync per message costs
+// more than the secretbox of a small body. Bytes are handed out once and never reused.
+const POOL_BYTES = 4096;
+const pool = Buffer.allocUnsafe(POOL_BYTES);
+let used = POOL_BYTES;
+
+/** Writes `length` (at most 4096) cryptographically random bytes into `target` at `offset`. */
+export function fillRandom(target: Uint8Array, offset: number, length: number): void {
+  if (used + length > POOL_BYTES) {
+    randomFillSync(pool);
+    used = 0;
+  }
+  target.set(pool.subarray(used, used + length), offset);
+  pool.fill(0, used, used + length);
+  used += length;
+}
+
+/** `length` fresh random bytes (at most 4096). */
+export function randomPooled(length: number): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  fillRandom(out, 0, length);
+  return out;
+}
