@@ -134,6 +134,17 @@ describe("nacl suite", () => {
     expect(text(service.openRequest(b.body, b.headers).plain)).toBe("a");
   });
 
+  it("never repeats a nonce (the random pool refills many times over)", () => {
+    const client = createPayloadEncryptor();
+    const nonces = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      nonces.add(
+        Buffer.from(client.sealRequest(utf8(""), peer).body.subarray(1, 25)).toString("hex"),
+      );
+    }
+    expect(nonces.size).toBe(1000);
+  });
+
   it("binds a response to its request", () => {
     const client = createPayloadEncryptor();
     const r1 = client.sealRequest(utf8("one"), peer);
