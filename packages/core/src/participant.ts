@@ -445,7 +445,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     options.signal?.throwIfAborted();
     this.#assertOpen();
 
-    const encrypted = options.encrypted ?? (await this.#cachedRequiresEncryption(service, method));
+    const encrypted = options.encrypted ?? this.#cachedRequiresEncryption(service, method);
     const correlationId = newId();
     const traceId = options.traceId ?? newId();
     const payload: RequestPayload = {
@@ -532,7 +532,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     );
   }
 
-  async #cachedRequiresEncryption(service: string, method: string): Promise<boolean> {
+  #cachedRequiresEncryption(service: string, method: string): boolean {
     const d = this.#describeCache.get(service);
     return d?.methods[method]?.requires_encryption === true;
   }
@@ -619,7 +619,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     const ttlMs =
       options.ttlMs === undefined ? this.#defaultTtlMs : checkTtl(options.ttlMs, "options.ttlMs");
     this.#assertOpen();
-    const encrypted = options.encrypted ?? (await this.#cachedRequiresEncryption(service, method));
+    const encrypted = options.encrypted ?? this.#cachedRequiresEncryption(service, method);
     const payload: CommandPayload = {
       tag: "command",
       service,
