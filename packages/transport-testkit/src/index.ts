@@ -1,1 +1,12 @@
-export {};
+export { describeTransportConformance } from "./conformance.ts";
+export {
+  DEFAULT_WAIT_TIMEOUT_MS,
+  waitFor,
+  withTimeout,
+  createCollector,
+  watchEvents,
+  delay,
+} from "./helpers.ts";
+
+export type { TransportConformanceOptions } from "./conformance.ts";
+export type { Collector, EventWatcher } from "./helpers.ts";
