@@ -154,13 +154,17 @@ export function watchEvents(transport: Transport): EventWatcher {
   const collector = createCollector<TransportEvent>("transport events");
   const iterator = transport.events()[Symbol.asyncIterator]();
   let stopped = false;
-  const ended = (async () => {
+  let onStop: () => void = () => {};
+  const stoppedEarly = new Promise<void>((resolve) => (onStop = resolve));
+  const reading = (async () => {
     for (;;) {
       const next = await iterator.next();
       if (next.done === true || stopped) return;
       collector.push(next.value);
     }
   })();
+  // A pending next() may not settle when the stream is returned early, so stop() ends `ended` itself.
+  const ended = Promise.race([reading, stoppedEarly]);
   return {
     ...collector,
     items: collector.items,
@@ -168,6 +172,7 @@ export function watchEvents(transport: Transport): EventWatcher {
     stop() {
       if (stopped) return;
       stopped = true;
+      onStop();
       void iterator.return?.();
     },
   };
