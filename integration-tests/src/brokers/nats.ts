@@ -85,7 +85,11 @@ export async function launchBroker(spec: BrokerLaunchSpec): Promise<BrokerProces
       let tail = "";
       let ready = false;
       const timer = setTimeout(() => {
-        fail(new Error(`${spec.name} did not become ready within ${spec.readyTimeoutMs ?? 20_000} ms:\n${tail}`));
+        fail(
+          new Error(
+            `${spec.name} did not become ready within ${spec.readyTimeoutMs ?? 20_000} ms:\n${tail}`,
+          ),
+        );
       }, spec.readyTimeoutMs ?? 20_000);
       const fail = (err: Error): void => {
         clearTimeout(timer);
@@ -110,7 +114,11 @@ export async function launchBroker(spec: BrokerLaunchSpec): Promise<BrokerProces
       exited = new Promise<void>((done) => {
         proc.once("exit", (code, signal) => {
           live.delete(proc);
-          fail(new Error(`${spec.name} exited (code ${code}, signal ${signal}) before it was ready:\n${tail}`));
+          fail(
+            new Error(
+              `${spec.name} exited (code ${code}, signal ${signal}) before it was ready:\n${tail}`,
+            ),
+          );
           done();
         });
       });
@@ -118,7 +126,9 @@ export async function launchBroker(spec: BrokerLaunchSpec): Promise<BrokerProces
         live.delete(proc);
         fail(
           err.code === "ENOENT"
-            ? new Error(`${spec.command} is not installed (${spec.name}). Install it with: ${spec.installHint}`)
+            ? new Error(
+                `${spec.command} is not installed (${spec.name}). Install it with: ${spec.installHint}`,
+              )
             : err,
         );
       });

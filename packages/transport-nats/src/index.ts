@@ -1,1 +1,4 @@
-export {};
+export { createNatsTransport } from "./nats-transport.ts";
+export { DEFAULT_NATS_MAX_FRAME_BYTES } from "./options.ts";
+
+export type { NatsTransportOptions } from "./options.ts";

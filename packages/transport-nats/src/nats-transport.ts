@@ -1,0 +1,944 @@
+import {
+  AckPolicy,
+  connect as natsConnect,
+  DeliverPolicy,
+  DiscardPolicy,
+  Empty,
+  ErrorCode,
+  Events,
+  headers as natsHeaders,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerConfig,
+  type JetStreamClient,
+  type JetStreamManager,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type NatsError,
+  type StreamConfig,
+  type Subscription,
+} from "nats";
+import {
+  assertTopicPattern,
+  createEventChannel,
+  LifecycleState,
+  NuropbConnectionClosedError,
+  NuropbMessageError,
+  NuropbNotDeliveredError,
+  NuropbTransportError,
+  topicMatches,
+  type Destination,
+  type DeliveryHandler,
+  type Frame,
+  type Listener,
+  type ResponseHandler,
+  type ResponseQueueSpec,
+  type ServiceQueueSpec,
+  type Transport,
+  type TransportCapabilities,
+  type TransportEvent,
+} from "@nuropb/protocol";
+import { decodeFrameHeaders, encodeFrameHeaders, NatsHeader } from "./frame-headers.ts";
+import {
+  deadLetterStreamName,
+  deadLetterSubject,
+  deadLetterWildcard,
+  eventsConsumerName,
+  eventsStreamName,
+  eventSubject,
+  eventsWildcard,
+  isLiteralSubject,
+  replySubject,
+  rpcSubject,
+  SERVICE_CONSUMER,
+  serviceStreamName,
+  topicOfSubject,
+  type AckInfo,
+} from "./names.ts";
+import {
+  resolveNatsOptions,
+  type NatsTransportOptions,
+  type ResolvedNatsOptions,
+} from "./options.ts";
+import { ServiceConsumer, type DeadLetterReason } from "./service-consumer.ts";
+
+/** JetStream API error codes this transport reacts to. */
+const JsErr = {
+  streamNotFound: 10059,
+  consumerNotFound: 10014,
+  streamNameInUse: 10058,
+  subjectsOverlap: 10065,
+  consumerExists: 10148,
+  consumerNameExists: 10013,
+} as const;
+
+/** Headroom left for headers under the server's `max_payload`, in bytes. */
+const HEADER_ROOM_BYTES = 16_384;
+
+function apiErrorCode(err: unknown): number | undefined {
+  const api = (err as { api_error?: { err_code?: number } } | undefined)?.api_error;
+  return typeof api?.err_code === "number" ? api.err_code : undefined;
+}
+
+function natsCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+interface ServiceTopology {
+  readonly service: string;
+  readonly rpcNames: readonly string[];
+  readonly eventBindings: readonly string[];
+}
+
+class ResponseConsumer implements Listener {
+  #sub: Subscription | undefined;
+  readonly #nc: NatsConnection;
+  readonly #onStop: () => void;
+
+  constructor(nc: NatsConnection, sub: Subscription, onStop: () => void) {
+    this.#nc = nc;
+    this.#sub = sub;
+    this.#onStop = onStop;
+  }
+
+  async stop(): Promise<void> {
+    if (this.#sub === undefined) return;
+    this.#sub.unsubscribe();
+    this.#sub = undefined;
+    this.#onStop();
+    // Once the server has the unsubscribe, the address is free for another consumer.
+    await this.#nc.flush().catch(() => undefined);
+  }
+
+  /** The transport is closing. */
+  shutdown(): void {
+    this.#sub = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+class NatsTransport implements Transport {
+  readonly kind = "nats";
+  readonly mesh: string;
+  readonly #opts: ResolvedNatsOptions;
+  #state: LifecycleState = LifecycleState.idle;
+  #nc: NatsConnection | undefined;
+  #js: JetStreamClient | undefined;
+  #jsm: JetStreamManager | undefined;
+  #connecting: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  /** The socket is up (false between a disconnect and the client's reconnect). */
+  #linkUp = false;
+  /** `disconnected` was reported and `reconnected` not yet. */
+  #reportedDown = false;
+  /** Settles once the link is up again; replaced at every disconnect. */
+  #linkBack: { promise: Promise<void>; resolve: () => void } = settled();
+  /** Settles at the next disconnect; replaced at every reconnect. */
+  #linkLost: { promise: Promise<void>; resolve: () => void } = pending();
+  /** Settlements written while the link was down: sent when it is back (acks stay valid). */
+  readonly #heldControl: [subject: string, payload: string][] = [];
+  #recovering: Promise<void> | undefined;
+  #maxFrameBytes: number;
+  #nextFlush: Promise<void> | undefined;
+  readonly #channel = createEventChannel<TransportEvent>();
+  readonly #services = new Map<ServiceConsumer, ServiceTopology & { patterns: string[] }>();
+  readonly #responses = new Map<string, ResponseConsumer>();
+  readonly #closed: Promise<Error | undefined>;
+  #resolveClosed!: (reason: Error | undefined) => void;
+
+  constructor(opts: ResolvedNatsOptions) {
+    this.#opts = opts;
+    this.mesh = opts.mesh;
+    this.#maxFrameBytes = opts.maxFrameBytes;
+    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  get state(): LifecycleState {
+    return this.#state;
+  }
+
+  get capabilities(): TransportCapabilities {
+    return {
+      notDelivered: true,
+      redelivery: true,
+      deadLetter: true,
+      messageTtl: true,
+      maxFrameBytes: this.#maxFrameBytes,
+    };
+  }
+
+  connect(options: { readonly signal?: AbortSignal } = {}): Promise<void> {
+    switch (this.#state) {
+      case LifecycleState.open:
+        return Promise.resolve();
+      case LifecycleState.connecting:
+        return this.#connecting ?? Promise.resolve();
+      case LifecycleState.closing:
+      case LifecycleState.closed:
+        return Promise.reject(new NuropbConnectionClosedError("the NATS transport is closed"));
+      case LifecycleState.idle:
+        break;
+    }
+    this.#state = LifecycleState.connecting;
+    this.#connecting = this.#doConnect(options.signal).finally(
+      () => (this.#connecting = undefined),
+    );
+    return this.#connecting;
+  }
+
+  async #doConnect(signal: AbortSignal | undefined): Promise<void> {
+    const log = this.#opts.logger;
+    signal?.throwIfAborted();
+    let nc: NatsConnection;
+    try {
+      const pending = natsConnect({
+        ...this.#opts.connectionOptions,
+        servers: [...this.#opts.servers],
+        name: this.#opts.name,
+        timeout: this.#opts.connectTimeoutMs,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: this.#opts.reconnectWaitMs,
+        waitOnFirstConnect: false,
+      });
+      nc = await (signal === undefined
+        ? pending
+        : abortable(pending, signal, (late) => void late.close()));
+    } catch (err) {
+      if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.idle;
+      if (signal?.aborted === true)
+        throw new NuropbTransportError("connect aborted", { cause: signal.reason });
+      throw new NuropbTransportError(`cannot connect to NATS at ${this.#opts.servers.join(", ")}`, {
+        cause: err,
+        retryable: true,
+      });
+    }
+    if (this.#state !== LifecycleState.connecting) {
+      await nc.close().catch(() => undefined);
+      throw new NuropbConnectionClosedError("the NATS transport was closed while connecting");
+    }
+    try {
+      this.#jsm = await nc.jetstreamManager({ timeout: this.#opts.publishTimeoutMs });
+      this.#js = nc.jetstream({ timeout: this.#opts.publishTimeoutMs });
+    } catch (err) {
+      await nc.close().catch(() => undefined);
+      if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.idle;
+      throw new NuropbTransportError(
+        "JetStream is not available on this NATS server (start it with -js)",
+        {
+          cause: err,
+        },
+      );
+    }
+    if (this.#state !== LifecycleState.connecting) {
+      await nc.close().catch(() => undefined);
+      throw new NuropbConnectionClosedError("the NATS transport was closed while connecting");
+    }
+    const maxPayload = nc.info?.max_payload;
+    if (typeof maxPayload === "number" && maxPayload > HEADER_ROOM_BYTES) {
+      this.#maxFrameBytes = Math.min(this.#opts.maxFrameBytes, maxPayload - HEADER_ROOM_BYTES);
+    }
+    this.#nc = nc;
+    this.#linkUp = true;
+    this.#state = LifecycleState.open;
+    void this.#watchStatus(nc);
+    void nc.closed().then((err) => this.#onConnectionClosed(err));
+    log.info("connected", { servers: this.#opts.servers, mesh: this.mesh });
+  }
+
+  async #watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (this.#state !== LifecycleState.open) continue;
+      switch (s.type) {
+        case Events.Disconnect:
+          if (this.#linkUp) {
+            this.#linkUp = false;
+            this.#linkBack = pending();
+            this.#linkLost.resolve();
+            for (const c of this.#services.keys()) c.pause();
+          }
+          if (!this.#reportedDown) {
+            this.#reportedDown = true;
+            this.#opts.logger.warn("disconnected", { server: s.data });
+            this.#channel.emit({ type: "disconnected" });
+          }
+          break;
+        case Events.Reconnect:
+          if (!this.#linkUp) {
+            this.#linkUp = true;
+            this.#linkLost = pending();
+            this.#linkBack.resolve();
+            for (const [subject, payload] of this.#heldControl.splice(0))
+              this.#control(subject, payload);
+          }
+          void this.#recover();
+          break;
+        case Events.Error:
+          this.#channel.emit({
+            type: "errored",
+            error: new NuropbTransportError(`NATS reported an error: ${String(s.data)}`),
+          });
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  /** After a reconnect: re-declare streams and consumers, then pull again. */
+  #recover(): Promise<void> {
+    this.#recovering ??= (async () => {
+      const log = this.#opts.logger;
+      for (let attempt = 0; this.#state === LifecycleState.open; attempt++) {
+        try {
+          for (const [consumer, topo] of this.#services) {
+            topo.patterns = await this.#ensureServiceTopology(topo);
+            if (this.#state !== LifecycleState.open) return;
+            consumer.resume();
+          }
+          break;
+        } catch (err) {
+          log.warn("re-declaring topology after reconnect failed; retrying", {
+            attempt,
+            error: err,
+          });
+          if (attempt === 0) {
+            this.#channel.emit({
+              type: "errored",
+              error: new NuropbTransportError("re-declaring topology after reconnect failed", {
+                cause: err,
+              }),
+            });
+          }
+          await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+        }
+      }
+      if (this.#state !== LifecycleState.open || !this.#linkUp) return;
+      if (this.#reportedDown) {
+        this.#reportedDown = false;
+        log.info("reconnected");
+        this.#channel.emit({ type: "reconnected" });
+      }
+    })().finally(() => (this.#recovering = undefined));
+    return this.#recovering;
+  }
+
+  #onConnectionClosed(err: void | Error): void {
+    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) return;
+    const reason = new NuropbTransportError(
+      "the NATS connection closed",
+      err ? { cause: err } : {},
+    );
+    this.#opts.logger.error("connection closed unexpectedly", { error: err });
+    this.#finish(reason);
+  }
+
+  #finish(reason: Error | undefined): void {
+    this.#state = LifecycleState.closed;
+    this.#linkBack.resolve();
+    this.#linkLost.resolve();
+    for (const c of this.#services.keys()) c.shutdown();
+    this.#services.clear();
+    for (const r of this.#responses.values()) r.shutdown();
+    this.#responses.clear();
+    this.#channel.emit(
+      reason === undefined ? { type: "closed" } : { type: "closed", error: reason },
+    );
+    this.#channel.end();
+    this.#resolveClosed(reason);
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#doClose();
+    return this.#closing;
+  }
+
+  async #doClose(): Promise<void> {
+    if (this.#state === LifecycleState.closed) return;
+    const wasConnecting = this.#state === LifecycleState.connecting;
+    this.#state = LifecycleState.closing;
+    if (wasConnecting) await this.#connecting?.catch(() => undefined);
+    for (const c of this.#services.keys()) c.shutdown();
+    for (const r of this.#responses.values()) void r.stop();
+    const nc = this.#nc;
+    if (nc !== undefined && !nc.isClosed()) {
+      // Settlements and replies already written go out before the socket closes.
+      await Promise.race([
+        nc.flush().catch(() => undefined),
+        new Promise((r) => setTimeout(r, 2_000).unref()),
+      ]);
+      await nc.close().catch(() => undefined);
+    }
+    this.#opts.logger.info("closed");
+    this.#finish(undefined);
+  }
+
+  closed(): Promise<Error | undefined> {
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  events(): AsyncIterable<TransportEvent> {
+    return this.#channel.iterate();
+  }
+
+  #requireOpen(): { nc: NatsConnection; js: JetStreamClient; jsm: JetStreamManager } {
+    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
+      throw new NuropbConnectionClosedError("the NATS transport is closed");
+    }
+    if (
+      this.#state !== LifecycleState.open ||
+      this.#nc === undefined ||
+      this.#js === undefined ||
+      this.#jsm === undefined
+    ) {
+      throw new NuropbTransportError("the NATS transport is not connected: call connect() first");
+    }
+    return { nc: this.#nc, js: this.#js, jsm: this.#jsm };
+  }
+
+  /** Translates a broker error at the boundary; the original stays as `cause`. */
+  #translate(err: unknown, what: string): Error {
+    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
+      return new NuropbConnectionClosedError("the NATS transport is closed", { cause: err });
+    }
+    const code = natsCode(err);
+    if (code === ErrorCode.ConnectionClosed || code === ErrorCode.ConnectionDraining) {
+      return new NuropbConnectionClosedError(`${what}: the NATS connection is closed`, {
+        cause: err,
+      });
+    }
+    if (code === ErrorCode.Timeout) {
+      return new NuropbTransportError(
+        `${what}: NATS did not confirm in time (the frame may still arrive)`,
+        {
+          cause: err,
+          retryable: true,
+        },
+      );
+    }
+    if (code === ErrorCode.MaxPayloadExceeded) {
+      return new NuropbMessageError(`${what}: frame larger than the server accepts`, {
+        cause: err,
+      });
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    return new NuropbTransportError(`${what}: ${message}`, { cause: err, retryable: true });
+  }
+
+  async send(to: Destination, frame: Frame): Promise<void> {
+    const { nc, js } = this.#requireOpen();
+    if (frame.body.byteLength > this.#maxFrameBytes) {
+      throw new NuropbMessageError(
+        `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
+      );
+    }
+    const headers = encodeFrameHeaders(frame);
+    switch (to.kind) {
+      case "rpc": {
+        if (!isLiteralSubject(to.service)) {
+          throw new NuropbNotDeliveredError(`no service can be named '${to.service}' on NATS`);
+        }
+        try {
+          await this.#publishConfirmed(js, rpcSubject(this.mesh, to.service), frame.body, headers);
+        } catch (err) {
+          if (natsCode(err) === ErrorCode.NoResponders) {
+            throw new NuropbNotDeliveredError(`no service '${to.service}' on mesh '${this.mesh}'`, {
+              cause: err,
+              details: { service: to.service },
+            });
+          }
+          throw this.#translate(err, `send to service '${to.service}'`);
+        }
+        return;
+      }
+      case "event": {
+        if (!isLiteralSubject(to.topic)) {
+          throw new NuropbMessageError(
+            `'${to.topic}' is not a valid event topic (dot-separated words, no wildcards)`,
+          );
+        }
+        try {
+          await this.#publishConfirmed(js, eventSubject(this.mesh, to.topic), frame.body, headers);
+        } catch (err) {
+          // No events stream yet: no service subscribes to any event, so nobody misses this one.
+          if (natsCode(err) === ErrorCode.NoResponders) return;
+          throw this.#translate(err, `publish event '${to.topic}'`);
+        }
+        return;
+      }
+      case "reply": {
+        if (!isLiteralSubject(to.address)) {
+          throw new NuropbMessageError(`'${to.address}' is not a valid reply address on NATS`);
+        }
+        try {
+          await this.#publishReply(nc, replySubject(this.mesh, to.address), frame.body, headers);
+        } catch (err) {
+          throw this.#translate(err, `reply to '${to.address}'`);
+        }
+        return;
+      }
+    }
+  }
+
+  /**
+   * Waits until the link is up (the client drops what is written while it reconnects), within
+   * `deadline`.
+   * @throws NATS-style timeout error when the deadline passes first.
+   */
+  async #linkReady(deadline: number): Promise<void> {
+    while (!this.#linkUp) {
+      if (this.#state !== LifecycleState.open)
+        throw new NuropbConnectionClosedError("the NATS transport is closed");
+      const left = deadline - Date.now();
+      if (left <= 0) throw Object.assign(new Error("NATS link down"), { code: ErrorCode.Timeout });
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.#linkBack.promise,
+        new Promise<void>((r) => (timer = setTimeout(r, left))),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Publishes to JetStream and waits for its acknowledgement. A publish caught by a disconnect is
+   * sent again once the link is back (within `publishTimeoutMs`): delivery is at-least-once.
+   */
+  async #publishConfirmed(
+    js: JetStreamClient,
+    subject: string,
+    body: Uint8Array,
+    headers: MsgHdrs,
+  ): Promise<void> {
+    const deadline = Date.now() + this.#opts.publishTimeoutMs;
+    for (;;) {
+      await this.#linkReady(deadline);
+      const lost = this.#linkLost.promise.then(() => LOST);
+      const attempt = js.publish(subject, body, {
+        headers,
+        timeout: Math.max(1, deadline - Date.now()),
+      });
+      const outcome = await Promise.race([attempt, lost]);
+      if (outcome !== LOST) return;
+      attempt.catch(() => undefined);
+      if (Date.now() >= deadline || this.#state !== LifecycleState.open)
+        return void (await attempt);
+      this.#opts.logger.debug("publish caught by a disconnect; sending again", { subject });
+    }
+  }
+
+  /** Publishes on core NATS and flushes; sent again if a disconnect swallowed it. */
+  async #publishReply(
+    nc: NatsConnection,
+    subject: string,
+    body: Uint8Array,
+    headers: MsgHdrs,
+  ): Promise<void> {
+    const deadline = Date.now() + this.#opts.publishTimeoutMs;
+    for (;;) {
+      await this.#linkReady(deadline);
+      nc.publish(subject, body, { headers });
+      try {
+        await this.#flushSoon(nc);
+        return;
+      } catch (err) {
+        if (natsCode(err) !== ErrorCode.Disconnect || Date.now() >= deadline) throw err;
+      }
+    }
+  }
+
+  /** Acks, naks, progress and pulls: fire-and-forget, kept while the link is down. */
+  #control(subject: string, payload: string, reply?: string): void {
+    const nc = this.#nc;
+    if (nc === undefined || nc.isClosed()) return;
+    if (!this.#linkUp) {
+      if (reply === undefined) this.#heldControl.push([subject, payload]);
+      return;
+    }
+    try {
+      nc.publish(subject, payload, reply === undefined ? undefined : { reply });
+    } catch (err) {
+      this.#opts.logger.debug("control message not sent", { error: err });
+    }
+  }
+
+  /** One flush (PING/PONG) shared by every publish written before it goes out. */
+  #flushSoon(nc: NatsConnection): Promise<void> {
+    this.#nextFlush ??= Promise.resolve().then(() => {
+      this.#nextFlush = undefined;
+      return nc.flush();
+    });
+    return this.#nextFlush;
+  }
+
+  async consumeService(spec: ServiceQueueSpec, handler: DeliveryHandler): Promise<Listener> {
+    const { nc } = this.#requireOpen();
+    validateServiceSpec(spec);
+    const topo: ServiceTopology & { patterns: string[] } = {
+      service: spec.service,
+      rpcNames: [...new Set([spec.service, ...spec.rpcBindings])],
+      eventBindings: [...new Set(spec.eventBindings)],
+      patterns: [],
+    };
+    try {
+      topo.patterns = await this.#ensureServiceTopology(topo);
+    } catch (err) {
+      throw err instanceof NuropbTransportError
+        ? err
+        : this.#translate(err, `declare service '${spec.service}'`);
+    }
+    this.#requireOpen();
+    const mesh = this.mesh;
+    const consumer: ServiceConsumer = new ServiceConsumer({
+      nc,
+      control: (subject, payload, reply) => this.#control(subject, payload, reply),
+      logger: this.#opts.logger.child({ service: spec.service }),
+      sources: [
+        { stream: serviceStreamName(mesh, spec.service), consumer: SERVICE_CONSUMER },
+        ...(topo.eventBindings.length > 0
+          ? [
+              {
+                stream: eventsStreamName(mesh),
+                consumer: eventsConsumerName(spec.service),
+                accepts: (subject: string): boolean => {
+                  const topic = topicOfSubject(mesh, subject);
+                  return topo.patterns.some((p) => topicMatches(p, topic));
+                },
+              },
+            ]
+          : []),
+      ],
+      window: spec.prefetch === 0 ? this.#opts.prefetch : spec.prefetch,
+      ackWaitMs: this.#opts.ackWaitMs,
+      handler,
+      deadLetter: (msg, info, reason) => this.#deadLetter(spec.service, msg, info, reason),
+      onConsumerLost: () => void this.#recover(),
+      onStopped: (c) => this.#services.delete(c),
+    });
+    this.#services.set(consumer, topo);
+    consumer.start();
+    if (!this.#linkUp) consumer.pause();
+    this.#opts.logger.info("consuming service queue", {
+      service: spec.service,
+      rpcNames: topo.rpcNames,
+      eventBindings: topo.eventBindings,
+      prefetch: spec.prefetch,
+    });
+    return consumer;
+  }
+
+  async #deadLetter(
+    service: string,
+    msg: Msg,
+    info: AckInfo,
+    reason: DeadLetterReason,
+  ): Promise<void> {
+    const js = this.#js;
+    if (js === undefined) throw new NuropbTransportError("not connected");
+    const h = natsHeaders();
+    if (msg.headers !== undefined)
+      for (const [k, values] of msg.headers) for (const v of values) h.append(k, v);
+    h.set(NatsHeader.deadLetterReason, reason);
+    h.set(NatsHeader.deadLetterSubject, msg.subject);
+    h.set(NatsHeader.deadLetterSequence, `${info.stream}:${info.streamSequence}`);
+    await js.publish(deadLetterSubject(this.mesh, service), msg.data, {
+      headers: h,
+      // A retried dead-letter of the same stored message is stored once.
+      msgID: `${info.stream}:${info.streamSequence}:${info.deliveryCount}`,
+      timeout: this.#opts.publishTimeoutMs,
+    });
+  }
+
+  /** Declares (idempotently) what a service consumes; returns the service's event patterns. */
+  async #ensureServiceTopology(topo: ServiceTopology): Promise<string[]> {
+    const mesh = this.mesh;
+    const o = this.#opts;
+    await this.#ensureStream(
+      {
+        name: deadLetterStreamName(mesh),
+        subjects: [deadLetterWildcard(mesh)],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        max_age: nanos(o.deadLetterRetentionMs),
+      },
+      false,
+    );
+    const streamName = serviceStreamName(mesh, topo.service);
+    await this.#ensureStream(
+      {
+        name: streamName,
+        subjects: topo.rpcNames.map((n) => rpcSubject(mesh, n)),
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+      },
+      true,
+    );
+    await this.#ensureConsumer(streamName, {
+      durable_name: SERVICE_CONSUMER,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(o.ackWaitMs),
+      deliver_policy: DeliverPolicy.All,
+      max_deliver: -1,
+      max_ack_pending: -1,
+    });
+    if (topo.eventBindings.length === 0) return [];
+    const eventsName = eventsStreamName(mesh);
+    await this.#ensureStream(
+      {
+        name: eventsName,
+        subjects: [eventsWildcard(mesh)],
+        retention: RetentionPolicy.Interest,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        max_age: nanos(o.eventRetentionMs),
+      },
+      false,
+    );
+    const consumer = await this.#ensureConsumer(
+      eventsName,
+      {
+        durable_name: eventsConsumerName(topo.service),
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(o.ackWaitMs),
+        deliver_policy: DeliverPolicy.New,
+        filter_subject: eventsWildcard(mesh),
+        max_deliver: -1,
+        max_ack_pending: -1,
+        description: JSON.stringify([...topo.eventBindings].sort()),
+      },
+      topo.eventBindings,
+    );
+    return consumer;
+  }
+
+  async #ensureStream(
+    config: Partial<StreamConfig> & { name: string; subjects: string[] },
+    mergeSubjects: boolean,
+  ): Promise<void> {
+    const { jsm } = this.#requireOpen();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const info = await jsm.streams.info(config.name);
+        if (!mergeSubjects) return;
+        const have = new Set(info.config.subjects ?? []);
+        if (config.subjects.every((s) => have.has(s))) return;
+        await jsm.streams.update(config.name, {
+          ...info.config,
+          subjects: [...new Set([...have, ...config.subjects])],
+        });
+        return;
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if (code === JsErr.subjectsOverlap) {
+          throw new NuropbTransportError(
+            `an rpc name of stream ${config.name} is already bound to another service (subjects ${config.subjects.join(", ")})`,
+            { cause: err },
+          );
+        }
+        if (code !== JsErr.streamNotFound || attempt > 3) throw err;
+      }
+      try {
+        await jsm.streams.add(config);
+        return;
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if (code === JsErr.subjectsOverlap) {
+          throw new NuropbTransportError(
+            `an rpc name of stream ${config.name} is already bound to another service (subjects ${config.subjects.join(", ")})`,
+            { cause: err },
+          );
+        }
+        // Created by someone else meanwhile: look again.
+        if (code !== JsErr.streamNameInUse || attempt > 3) throw err;
+      }
+    }
+  }
+
+  /**
+   * Declares a durable consumer. With `bindings`, the consumer's description keeps the union of
+   * the event patterns of every instance of the service (the patterns this consumer serves).
+   */
+  async #ensureConsumer(
+    stream: string,
+    config: Partial<ConsumerConfig> & { durable_name: string },
+    bindings?: readonly string[],
+  ): Promise<string[]> {
+    const { jsm } = this.#requireOpen();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const info = await jsm.consumers.info(stream, config.durable_name);
+        if (bindings === undefined) return [];
+        let known: string[] = [];
+        try {
+          const parsed = JSON.parse(info.config.description ?? "[]") as unknown;
+          if (Array.isArray(parsed))
+            known = parsed.filter((p): p is string => typeof p === "string");
+        } catch {
+          known = [];
+        }
+        const union = [...new Set([...known, ...bindings])].sort();
+        if (union.length !== known.length) {
+          await jsm.consumers.update(stream, config.durable_name, {
+            description: JSON.stringify(union),
+          });
+        }
+        return union;
+      } catch (err) {
+        if (apiErrorCode(err) !== JsErr.consumerNotFound || attempt > 3) throw err;
+      }
+      try {
+        await jsm.consumers.add(stream, config);
+        return bindings === undefined ? [] : [...bindings];
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if ((code !== JsErr.consumerExists && code !== JsErr.consumerNameExists) || attempt > 3)
+          throw err;
+      }
+    }
+  }
+
+  async consumeResponses(spec: ResponseQueueSpec, handler: ResponseHandler): Promise<Listener> {
+    const { nc } = this.#requireOpen();
+    const address = spec.address;
+    if (!isLiteralSubject(address)) {
+      throw new NuropbTransportError(`'${address}' is not a valid reply address on NATS`);
+    }
+    if (this.#responses.has(address)) {
+      throw new NuropbTransportError(
+        `response address '${address}' is already consumed by this transport`,
+      );
+    }
+    const subject = replySubject(this.mesh, address);
+    // Exclusive consumer: ask whether anyone answers on the subject before taking it.
+    const probe = natsHeaders();
+    probe.set(NatsHeader.probe, "1");
+    let taken: boolean;
+    try {
+      await nc.request(subject, Empty, { timeout: 1_000, headers: probe });
+      taken = true;
+    } catch (err) {
+      const code = natsCode(err);
+      if (code === ErrorCode.NoResponders) taken = false;
+      else if (code === ErrorCode.Timeout) taken = true;
+      else throw this.#translate(err, `probe response address '${address}'`);
+    }
+    if (taken) {
+      throw new NuropbTransportError(
+        `response address '${address}' is in exclusive use by another consumer`,
+        {
+          details: { address },
+        },
+      );
+    }
+    this.#requireOpen();
+    if (this.#responses.has(address)) {
+      throw new NuropbTransportError(
+        `response address '${address}' is already consumed by this transport`,
+      );
+    }
+    const log = this.#opts.logger;
+    const sub = nc.subscribe(subject, {
+      callback: (err: NatsError | null, msg: Msg) => {
+        if (err !== null) {
+          log.warn("response subscription error", { address, error: err });
+          return;
+        }
+        if (msg.headers?.has(NatsHeader.probe) === true) {
+          if (msg.reply) msg.respond();
+          return;
+        }
+        try {
+          const fields = decodeFrameHeaders(msg.headers);
+          handler({ ...fields, body: msg.data.slice(), redelivered: false });
+        } catch (e) {
+          log.warn("response handler failed", { address, error: e });
+        }
+      },
+    });
+    const listener = new ResponseConsumer(nc, sub, () => this.#responses.delete(address));
+    this.#responses.set(address, listener);
+    try {
+      await nc.flush();
+    } catch (err) {
+      await listener.stop();
+      throw this.#translate(err, `consume responses on '${address}'`);
+    }
+    log.info("consuming responses", { address });
+    return listener;
+  }
+}
+
+function validateServiceSpec(spec: ServiceQueueSpec): void {
+  if (!isLiteralSubject(spec.service)) {
+    throw new TypeError(
+      `service name '${spec.service}' is not usable on NATS (no spaces, '*', '>' or empty words)`,
+    );
+  }
+  for (const name of spec.rpcBindings) {
+    if (!isLiteralSubject(name)) throw new TypeError(`rpc binding '${name}' is not usable on NATS`);
+  }
+  for (const pattern of spec.eventBindings) assertTopicPattern(pattern);
+  if (!Number.isSafeInteger(spec.prefetch) || spec.prefetch < 0) {
+    throw new TypeError(`prefetch must be an integer >= 0, got ${String(spec.prefetch)}`);
+  }
+}
+
+const LOST: unique symbol = Symbol("link lost");
+
+function settled(): { promise: Promise<void>; resolve: () => void } {
+  return { promise: Promise.resolve(), resolve: () => {} };
+}
+
+function pending(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+function abortable<T>(
+  promise: Promise<T>,
+  signal: AbortSignal,
+  onLate: (value: T) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) onLate(v);
+        else resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+/**
+ * Creates a NuroPb transport on NATS JetStream. Does no I/O: call `connect()`.
+ *
+ * @example
+ * ```ts
+ * const transport = createNatsTransport({ servers: "nats://127.0.0.1:4222" });
+ * await transport.connect();
+ * ```
+ * @throws TypeError when an option is invalid.
+ */
+export function createNatsTransport(options: NatsTransportOptions): Transport {
+  return new NatsTransport(resolveNatsOptions(options));
+}

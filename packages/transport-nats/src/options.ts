@@ -1,0 +1,131 @@
+import type { ConnectionOptions } from "nats";
+import { DEFAULT_MESH, noopLogger, type Logger } from "@nuropb/protocol";
+import { isSubjectToken } from "./names.ts";
+
+/** Options of {@link createNatsTransport}. */
+export interface NatsTransportOptions {
+  /** NATS server URL(s), e.g. `"nats://127.0.0.1:4222"`. The server must have JetStream enabled. */
+  readonly servers: string | readonly string[];
+  /**
+   * The mesh: first token of every subject and part of every stream name. One subject token
+   * (letters, digits, `_`, `-`).
+   * @defaultValue `"nuropb"`
+   */
+  readonly mesh?: string;
+  /**
+   * Pull window for a service queue whose spec asks for `prefetch: 0` (unlimited): JetStream
+   * pulls in batches, so "unlimited" still needs a bound. Deliveries, not bytes.
+   * @defaultValue 256
+   */
+  readonly prefetch?: number;
+  /** Logger; the transport logs as `{ component: "transport-nats" }`. @defaultValue noopLogger */
+  readonly logger?: Logger;
+  /** Connection name shown by the server's monitoring. @defaultValue `"nuropb-{mesh}"` */
+  readonly name?: string;
+  /** Time to establish the first connection, in milliseconds. @defaultValue 5000 */
+  readonly connectTimeoutMs?: number;
+  /** Pause between reconnect attempts, in milliseconds (attempts never stop). @defaultValue 500 */
+  readonly reconnectWaitMs?: number;
+  /**
+   * How long `send` waits for JetStream to confirm a request, command or event, in
+   * milliseconds; it then rejects a retryable `NuropbTransportError` (the frame may still arrive).
+   * @defaultValue 10000
+   */
+  readonly publishTimeoutMs?: number;
+  /**
+   * JetStream ack wait, in milliseconds: a delivery held this long by a consumer that died is
+   * delivered again. Live consumers send progress for deliveries they still hold, so a slow
+   * handler is never redelivered behind its back.
+   * @defaultValue 30000
+   */
+  readonly ackWaitMs?: number;
+  /** Longest an event waits in the events stream for a subscribing service, in milliseconds. @defaultValue 86400000 (1 day) */
+  readonly eventRetentionMs?: number;
+  /** How long dead letters are kept in the dead-letter stream, in milliseconds. @defaultValue 604800000 (7 days) */
+  readonly deadLetterRetentionMs?: number;
+  /**
+   * Largest body `send` accepts, in bytes; lowered at connect to what the server accepts
+   * (`max_payload` less 16 KiB for headers).
+   * @defaultValue 1032192 (1 MiB less 16 KiB)
+   */
+  readonly maxFrameBytes?: number;
+  /** Extra options for `nats` `connect()` (authentication, TLS…); `servers`, `name` and reconnect settings above win. */
+  readonly connectionOptions?: Partial<ConnectionOptions>;
+}
+
+/** {@link NatsTransportOptions} with defaults applied. */
+export interface ResolvedNatsOptions {
+  readonly servers: readonly string[];
+  readonly mesh: string;
+  readonly prefetch: number;
+  readonly logger: Logger;
+  readonly name: string;
+  readonly connectTimeoutMs: number;
+  readonly reconnectWaitMs: number;
+  readonly publishTimeoutMs: number;
+  readonly ackWaitMs: number;
+  readonly eventRetentionMs: number;
+  readonly deadLetterRetentionMs: number;
+  readonly maxFrameBytes: number;
+  readonly connectionOptions: Partial<ConnectionOptions>;
+}
+
+/** Default of {@link NatsTransportOptions.maxFrameBytes}. */
+export const DEFAULT_NATS_MAX_FRAME_BYTES = 1_048_576 - 16_384;
+
+function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new TypeError(
+      `createNatsTransport: '${name}' must be a positive integer, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Validates options once, at the factory, and applies defaults.
+ * @throws TypeError naming the first bad option.
+ */
+export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsOptions {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("createNatsTransport: options are required ({ servers })");
+  }
+  const servers = typeof options.servers === "string" ? [options.servers] : options.servers;
+  if (
+    !Array.isArray(servers) ||
+    servers.length === 0 ||
+    servers.some((s) => typeof s !== "string" || s === "")
+  ) {
+    throw new TypeError("createNatsTransport: 'servers' must be a URL or a non-empty list of URLs");
+  }
+  const mesh = options.mesh ?? DEFAULT_MESH;
+  if (!isSubjectToken(mesh) || !/^[A-Za-z0-9_-]+$/.test(mesh)) {
+    throw new TypeError(
+      `createNatsTransport: 'mesh' must be one subject token of letters, digits, '_' or '-', got '${mesh}'`,
+    );
+  }
+  return {
+    servers: [...(servers as readonly string[])],
+    mesh,
+    prefetch: positiveInt("prefetch", options.prefetch, 256),
+    logger: (options.logger ?? noopLogger).child({ component: "transport-nats" }),
+    name: options.name ?? `nuropb-${mesh}`,
+    connectTimeoutMs: positiveInt("connectTimeoutMs", options.connectTimeoutMs, 5_000),
+    reconnectWaitMs: positiveInt("reconnectWaitMs", options.reconnectWaitMs, 500),
+    publishTimeoutMs: positiveInt("publishTimeoutMs", options.publishTimeoutMs, 10_000),
+    ackWaitMs: positiveInt("ackWaitMs", options.ackWaitMs, 30_000),
+    eventRetentionMs: positiveInt("eventRetentionMs", options.eventRetentionMs, 86_400_000),
+    deadLetterRetentionMs: positiveInt(
+      "deadLetterRetentionMs",
+      options.deadLetterRetentionMs,
+      604_800_000,
+    ),
+    maxFrameBytes: positiveInt(
+      "maxFrameBytes",
+      options.maxFrameBytes,
+      DEFAULT_NATS_MAX_FRAME_BYTES,
+    ),
+    connectionOptions: { ...(options.connectionOptions ?? {}) },
+  };
+}

@@ -1,0 +1,379 @@
+import {
+  createInbox,
+  type Msg,
+  type NatsConnection,
+  type NatsError,
+  type Subscription,
+} from "nats";
+import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
+import { decodeFrameHeaders, type DecodedFrameFields } from "./frame-headers.ts";
+import { parseAckSubject, type AckInfo } from "./names.ts";
+
+/** A durable JetStream consumer a service listener pulls from. */
+export interface PullSource {
+  readonly stream: string;
+  readonly consumer: string;
+  /** For the events consumer: true when this listener's service wants the message's subject. */
+  readonly accepts?: (subject: string) => boolean;
+}
+
+/** Why a message went to the dead-letter stream. */
+export type DeadLetterReason = "rejected" | "expired" | "undecodable";
+
+/** What a {@link ServiceConsumer} needs from its transport. */
+export interface ServiceConsumerDeps {
+  readonly nc: NatsConnection;
+  /** Publishes a control message (pull, ack, nak…); fire-and-forget. Settlements are kept while the link is down. */
+  readonly control: (subject: string, payload: string, reply?: string) => void;
+  readonly logger: Logger;
+  readonly sources: readonly PullSource[];
+  /** Most deliveries received and not settled (handed out or waiting for a slot). */
+  readonly window: number;
+  readonly ackWaitMs: number;
+  readonly handler: DeliveryHandler;
+  /** Publishes a copy of `msg` to the dead-letter stream; rejects when the broker did not take it. */
+  readonly deadLetter: (msg: Msg, info: AckInfo, reason: DeadLetterReason) => Promise<void>;
+  /** A consumer was deleted under us: the transport re-declares the topology. */
+  readonly onConsumerLost: () => void;
+  readonly onStopped: (consumer: ServiceConsumer) => void;
+}
+
+/** Longest a pull request waits at the server, in milliseconds. */
+const PULL_EXPIRES_MS = 10_000;
+/** Largest batch asked for in one pull. */
+const MAX_BATCH = 256;
+
+class PullLoop {
+  outstanding = 0;
+  expiresAt = 0;
+  readonly inbox = createInbox();
+  #sub: Subscription | undefined;
+  readonly #nextSubject: string;
+  readonly source: PullSource;
+  readonly #deps: ServiceConsumerDeps;
+
+  constructor(source: PullSource, deps: ServiceConsumerDeps) {
+    this.source = source;
+    this.#deps = deps;
+    this.#nextSubject = `$JS.API.CONSUMER.MSG.NEXT.${source.stream}.${source.consumer}`;
+  }
+
+  subscribe(callback: (err: NatsError | null, msg: Msg) => void): void {
+    this.#sub = this.#deps.nc.subscribe(this.inbox, { callback });
+  }
+
+  pull(batch: number): void {
+    this.#deps.control(
+      this.#nextSubject,
+      JSON.stringify({ batch, expires: PULL_EXPIRES_MS * 1_000_000 }),
+      this.inbox,
+    );
+    this.outstanding += batch;
+    this.expiresAt = Date.now() + PULL_EXPIRES_MS;
+  }
+
+  unsubscribe(): void {
+    this.#sub?.unsubscribe();
+    this.#sub = undefined;
+  }
+}
+
+interface Held {
+  readonly msg: Msg;
+  readonly info: AckInfo;
+  /** The message's `$JS.ACK…` subject. */
+  readonly ackSubject: string;
+  readonly loop: PullLoop;
+  progressAt: number;
+  /** Acked, requeued, rejected or given back: later settle calls are no-ops. */
+  settled: boolean;
+  /** The handler has returned (or thrown). */
+  handlerDone: boolean;
+}
+
+/**
+ * One service listener: pulls from the service's stream (and the events stream when it has event
+ * bindings) into one window of `prefetch` unsettled deliveries, hands them to the handler and
+ * settles them with JetStream acks.
+ *
+ * Pull accounting: each loop keeps at most one small pull alive even when another loop holds the
+ * whole window, so a busy rpc stream never starves events; the window can thus be exceeded by
+ * one message per extra loop, which waits locally (never in the handler) until a slot frees.
+ */
+export class ServiceConsumer implements Listener {
+  readonly #deps: ServiceConsumerDeps;
+  readonly #loops: PullLoop[];
+  readonly #waiting: Held[] = [];
+  readonly #held = new Set<Held>();
+  #active = 0;
+  #paused = false;
+  #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(deps: ServiceConsumerDeps) {
+    this.#deps = deps;
+    this.#loops = deps.sources.map((s) => new PullLoop(s, deps));
+  }
+
+  /** Subscribes the pull inboxes and sends the first pulls. */
+  start(): void {
+    for (const loop of this.#loops) loop.subscribe((err, msg) => this.#onInbox(loop, err, msg));
+    const tick = Math.max(250, Math.min(this.#deps.ackWaitMs / 3, 5_000));
+    this.#timer = setInterval(() => this.#onTick(), tick);
+    this.#timer.unref();
+    this.#pump();
+  }
+
+  /** The connection dropped: pulls in flight are lost with it. */
+  pause(): void {
+    this.#paused = true;
+    for (const loop of this.#loops) loop.outstanding = 0;
+  }
+
+  /** The connection (and topology) is back: pull again. */
+  resume(): void {
+    this.#paused = false;
+    for (const loop of this.#loops) loop.outstanding = 0;
+    this.#pump();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    // Messages received but never handed out go back at once rather than after the ack wait.
+    for (const h of this.#waiting.splice(0)) {
+      this.#held.delete(h);
+      this.#settle(h, "-NAK");
+    }
+    // Unsettled deliveries whose handler has returned go back, marked redelivered; a handler
+    // still running may still settle its delivery.
+    for (const h of [...this.#held]) if (h.handlerDone) this.#giveBack(h);
+    // Pulls still open at the server may deliver a few more: keep the inboxes until they expire
+    // and send those back too, then let go.
+    const linger = setTimeout(() => this.#unsubscribe(), PULL_EXPIRES_MS + 1_000);
+    linger.unref();
+    if (this.#loops.every((l) => l.outstanding === 0)) this.#unsubscribe();
+    this.#deps.onStopped(this);
+  }
+
+  /** The transport is closing: every unsettled delivery goes back now; settling it later is a no-op. */
+  shutdown(): void {
+    this.#stopped = true;
+    for (const h of this.#waiting.splice(0)) {
+      this.#held.delete(h);
+      this.#settle(h, "-NAK");
+    }
+    for (const h of [...this.#held]) this.#giveBack(h);
+    this.#unsubscribe();
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  #unsubscribe(): void {
+    for (const loop of this.#loops) loop.unsubscribe();
+    if (this.#active === 0 && this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  #onInbox(loop: PullLoop, err: NatsError | null, msg: Msg): void {
+    if (err !== null) {
+      this.#deps.logger.warn("pull subscription error", { stream: loop.source.stream, error: err });
+      return;
+    }
+    const info = parseAckSubject(msg.reply);
+    if (info === undefined) {
+      this.#onStatus(loop, msg);
+      return;
+    }
+    loop.outstanding = Math.max(0, loop.outstanding - 1);
+    const held: Held = {
+      msg,
+      info,
+      ackSubject: msg.reply ?? "",
+      loop,
+      progressAt: Date.now(),
+      settled: false,
+      handlerDone: false,
+    };
+    if (this.#stopped) {
+      this.#settle(held, "-NAK");
+      if (this.#loops.every((l) => l.outstanding === 0)) this.#unsubscribe();
+      return;
+    }
+    if (loop.source.accepts !== undefined && !loop.source.accepts(msg.subject)) {
+      // An event none of this service's bindings match: done with it.
+      this.#settle(held, "+ACK");
+      this.#pump();
+      return;
+    }
+    this.#held.add(held);
+    this.#waiting.push(held);
+    this.#dispatch();
+    this.#pump();
+  }
+
+  #onStatus(loop: PullLoop, msg: Msg): void {
+    const code = msg.headers?.code ?? 0;
+    if (code === 100) return; // idle heartbeat / flow control
+    const pending = Number(msg.headers?.get("Nats-Pending-Messages") ?? "");
+    loop.outstanding =
+      Number.isFinite(pending) && pending >= 0 ? Math.max(0, loop.outstanding - pending) : 0;
+    if (code === 409) {
+      const description = msg.headers?.description ?? "";
+      this.#deps.logger.debug("pull status", { stream: loop.source.stream, code, description });
+      if (/deleted/i.test(description)) this.#deps.onConsumerLost();
+    }
+    if (this.#stopped) {
+      if (this.#loops.every((l) => l.outstanding === 0)) this.#unsubscribe();
+      return;
+    }
+    this.#pump();
+  }
+
+  #pump(): void {
+    if (this.#stopped || this.#paused) return;
+    const window = this.#deps.window;
+    const held = this.#held.size;
+    let total = 0;
+    for (const l of this.#loops) total += l.outstanding;
+    for (const loop of this.#loops) {
+      let room = window - held - total;
+      if (room <= 0) {
+        if (loop.outstanding === 0 && held < window) room = 1;
+        else continue;
+      }
+      if (loop.outstanding > 0 && room < Math.ceil(window / 2)) continue;
+      const batch = Math.min(room, MAX_BATCH);
+      try {
+        loop.pull(batch);
+        total += batch;
+      } catch (err) {
+        this.#deps.logger.debug("pull not sent", { error: err });
+        return;
+      }
+    }
+  }
+
+  #dispatch(): void {
+    while (this.#waiting.length > 0 && this.#active < this.#deps.window) {
+      const held = this.#waiting.shift() as Held;
+      this.#active++;
+      void this.#deliver(held);
+    }
+  }
+
+  #release(held: Held): void {
+    if (!this.#held.delete(held)) return;
+    this.#active--;
+    if (this.#stopped && this.#active === 0 && this.#loops.every((l) => l.outstanding === 0)) {
+      this.#unsubscribe();
+    }
+    this.#dispatch();
+    this.#pump();
+  }
+
+  #giveBack(held: Held): void {
+    if (held.settled) return;
+    held.settled = true;
+    this.#settle(held, "-NAK");
+    this.#release(held);
+  }
+
+  #settle(held: Held, verb: "+ACK" | "-NAK" | "+TERM" | "+WPI"): void {
+    // If the connection is gone for good, the broker redelivers the message after the ack wait.
+    this.#deps.control(held.ackSubject, verb);
+  }
+
+  async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
+    try {
+      await this.#deps.deadLetter(held.msg, held.info, reason);
+      this.#settle(held, "+TERM");
+    } catch (err) {
+      // Not dead-lettered: leave it unacknowledged so that it comes back after the ack wait.
+      this.#deps.logger.warn("dead-letter publish failed; the message will be redelivered", {
+        reason,
+        error: err,
+      });
+    }
+  }
+
+  async #deliver(held: Held): Promise<void> {
+    const { msg, info } = held;
+    let fields: DecodedFrameFields;
+    try {
+      fields = decodeFrameHeaders(msg.headers);
+    } catch (err) {
+      this.#deps.logger.warn("undecodable headers; dead-lettering", {
+        stream: info.stream,
+        error: err,
+      });
+      this.#release(held);
+      await this.#deadLetter(held, "undecodable");
+      return;
+    }
+    if (fields.ttlMs !== undefined && Date.now() > info.timestampMs + fields.ttlMs) {
+      this.#deps.logger.debug("expired; dead-lettering", {
+        stream: info.stream,
+        seq: info.streamSequence,
+      });
+      this.#release(held);
+      await this.#deadLetter(held, "expired");
+      return;
+    }
+    const once = (fn: () => Promise<void> | void): Promise<void> => {
+      if (held.settled) return Promise.resolve();
+      held.settled = true;
+      this.#release(held);
+      return Promise.resolve(fn());
+    };
+    const delivery: Delivery = {
+      headers: fields.headers,
+      // A copy: the received bytes are a view into the socket's read buffer.
+      body: msg.data.slice(),
+      correlationId: fields.correlationId,
+      ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
+      ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),
+      redelivered: info.deliveryCount > 1,
+      ack: () => once(() => this.#settle(held, "+ACK")),
+      requeue: () => once(() => this.#settle(held, "-NAK")),
+      reject: () => once(() => this.#deadLetter(held, "rejected")),
+    };
+    try {
+      await this.#deps.handler(delivery);
+    } catch (err) {
+      this.#deps.logger.warn("handler threw without settling; rejecting", { error: err });
+      await delivery.reject();
+    } finally {
+      held.handlerDone = true;
+    }
+    if (this.#stopped) this.#giveBack(held);
+  }
+
+  #onTick(): void {
+    const now = Date.now();
+    // Tell the server we still hold what we hold, so a slow handler is not redelivered elsewhere.
+    const every = this.#deps.ackWaitMs / 3;
+    for (const held of this.#held) {
+      if (now - held.progressAt >= every) {
+        held.progressAt = now;
+        this.#settle(held, "+WPI");
+      }
+    }
+    // A pull whose expiry status never came (lost with a connection): forget it and pull again.
+    let lost = false;
+    for (const loop of this.#loops) {
+      if (loop.outstanding > 0 && now > loop.expiresAt + 5_000) {
+        loop.outstanding = 0;
+        lost = true;
+      }
+    }
+    if (lost) this.#pump();
+    if (this.#stopped && this.#held.size === 0) this.#unsubscribe();
+  }
+}
