@@ -1,1 +1,27 @@
-export {};
+export { createAmqpTransport } from "./amqp-transport.ts";
+export { DEFAULT_MAX_FRAME_BYTES, obfuscateUrl } from "./options.ts";
+export {
+  buildAmqpUrl,
+  buildManagementUrl,
+  managementUrlFromAmqpUrl,
+  listVhosts,
+  vhostExists,
+  createVhost,
+  deleteVhost,
+  configureMesh,
+  teardownMesh,
+} from "./management.ts";
+
+export type {
+  AmqpTransportOptions,
+  AmqpConnectionSettings,
+  AmqpTlsOptions,
+  AmqpReconnectOptions,
+} from "./options.ts";
+export type {
+  ManagementOptions,
+  ManagementTarget,
+  ManagementUrlParts,
+  ConfigureMeshOptions,
+  MeshSetupResult,
+} from "./management.ts";
