@@ -59,6 +59,7 @@ export function createEventChannel<T>(): EventChannel<T> {
               subscribers.delete(sub);
               buffer.length = 0;
               buffer.push(END);
+              wake?.(); // a next() waiting right now must end too
               return { done: true, value: undefined };
             },
           };

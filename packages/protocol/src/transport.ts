@@ -77,7 +77,12 @@ export type ResponseHandler = (frame: InboundFrame) => void;
 
 /** A running consumer. */
 export interface Listener extends AsyncDisposable {
-  /** Stops taking new messages; deliveries already handed out can still be settled. Idempotent. */
+  /**
+   * Stops taking new messages. Idempotent. A handler still running may still settle its
+   * delivery; a delivery left unsettled once its handler has returned goes back to the queue
+   * (marked redelivered), and settling it later is a no-op. On AMQP cancelling the consumer is
+   * not enough for the second half: unsettled deliveries must be requeued explicitly.
+   */
   stop(): Promise<void>;
 }
 

@@ -1,4 +1,5 @@
 export { describeTransportConformance } from "./conformance.ts";
+export { describeCoreConformance } from "./core-conformance.ts";
 export {
   DEFAULT_WAIT_TIMEOUT_MS,
   waitFor,
@@ -9,4 +10,5 @@ export {
 } from "./helpers.ts";
 
 export type { TransportConformanceOptions } from "./conformance.ts";
+export type { CoreConformanceOptions } from "./core-conformance.ts";
 export type { Collector, EventWatcher } from "./helpers.ts";
