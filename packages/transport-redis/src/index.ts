@@ -1,1 +1,4 @@
-export {};
+export { createRedisTransport } from "./redis-transport.ts";
+export { DEFAULT_REDIS_MAX_FRAME_BYTES } from "./options.ts";
+
+export type { RedisTransportOptions } from "./options.ts";

@@ -1,0 +1,176 @@
+import { NuropbMessageError, type Frame, type WireHeaders } from "@nuropb/protocol";
+
+/**
+ * Field names of a service-stream entry. Operators reading the stream (or the dead-letter
+ * stream) see the frame field by field:
+ * `c` correlation id, `h` headers (JSON, `null` kept), `r` reply-to, `t` ttl in ms, `b` body bytes;
+ * a requeued copy adds `rd` (`1`) and `ts` (when the original was stored, in ms); a dead letter
+ * adds `reason`, `service` and `id` (the entry's id in its service stream).
+ */
+export const Field = {
+  correlationId: "c",
+  headers: "h",
+  replyTo: "r",
+  ttlMs: "t",
+  body: "b",
+  redelivered: "rd",
+  storedAtMs: "ts",
+} as const;
+
+/** A frame as stream-entry fields (names and values alternating), ready for XADD. */
+export function frameToFields(frame: Frame): (string | Buffer)[] {
+  const out: (string | Buffer)[] = [
+    Field.correlationId,
+    frame.correlationId,
+    Field.headers,
+    JSON.stringify(frame.headers),
+  ];
+  if (frame.replyTo !== undefined) out.push(Field.replyTo, frame.replyTo);
+  if (frame.ttlMs !== undefined && frame.ttlMs > 0)
+    out.push(Field.ttlMs, String(Math.floor(frame.ttlMs)));
+  out.push(Field.body, bufferOf(frame.body));
+  return out;
+}
+
+/** The frame fields of a stream entry, plus what the transport keeps about it. */
+export interface EntryFrame {
+  readonly headers: WireHeaders;
+  readonly body: Uint8Array;
+  readonly correlationId: string;
+  readonly replyTo?: string;
+  readonly ttlMs?: number;
+  /** A requeued copy. */
+  readonly requeued: boolean;
+  /** When the original was stored, in ms (requeued copies), else undefined. */
+  readonly storedAtMs?: number;
+}
+
+function parseHeaders(text: string): WireHeaders {
+  const parsed = JSON.parse(text) as unknown;
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new TypeError("headers are not a JSON object");
+  }
+  const out: Record<string, string | null> = {};
+  for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
+    if (typeof v === "string" || v === null) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Reads a stream entry's fields (as returned with Buffer replies).
+ * @throws NuropbMessageError when the entry is not a NuroPb frame.
+ */
+export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
+  let headers: WireHeaders | undefined;
+  let body: Uint8Array | undefined;
+  let correlationId = "";
+  let replyTo: string | undefined;
+  let ttlMs: number | undefined;
+  let requeued = false;
+  let storedAtMs: number | undefined;
+  try {
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      const name = (fields[i] as Buffer).toString("latin1");
+      const value = fields[i + 1] as Buffer;
+      switch (name) {
+        case Field.correlationId:
+          correlationId = value.toString("utf8");
+          break;
+        case Field.headers:
+          headers = parseHeaders(value.toString("utf8"));
+          break;
+        case Field.replyTo:
+          replyTo = value.toString("utf8");
+          break;
+        case Field.ttlMs: {
+          const n = Number(value.toString("latin1"));
+          if (Number.isSafeInteger(n) && n > 0) ttlMs = n;
+          break;
+        }
+        case Field.body:
+          // A copy: the reply parser reuses its buffers.
+          body = new Uint8Array(value);
+          break;
+        case Field.redelivered:
+          requeued = value.toString("latin1") === "1";
+          break;
+        case Field.storedAtMs: {
+          const n = Number(value.toString("latin1"));
+          if (Number.isSafeInteger(n)) storedAtMs = n;
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  } catch (err) {
+    throw new NuropbMessageError("malformed NuroPb stream entry", { cause: err });
+  }
+  if (headers === undefined || body === undefined) {
+    throw new NuropbMessageError("stream entry without headers or body");
+  }
+  return {
+    headers,
+    body,
+    correlationId,
+    ...(replyTo !== undefined ? { replyTo } : {}),
+    ...(ttlMs !== undefined ? { ttlMs } : {}),
+    requeued,
+    ...(storedAtMs !== undefined ? { storedAtMs } : {}),
+  };
+}
+
+function bufferOf(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes)
+    ? bytes
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** A response as one list element: 4-byte big-endian length of a JSON head, the head, the body. */
+export function frameToBlob(frame: Frame): Buffer {
+  const head = Buffer.from(
+    JSON.stringify({
+      c: frame.correlationId,
+      h: frame.headers,
+      ...(frame.replyTo !== undefined ? { r: frame.replyTo } : {}),
+      ...(frame.ttlMs !== undefined && frame.ttlMs > 0 ? { t: Math.floor(frame.ttlMs) } : {}),
+    }),
+    "utf8",
+  );
+  const out = Buffer.allocUnsafe(4 + head.length + frame.body.byteLength);
+  out.writeUInt32BE(head.length, 0);
+  head.copy(out, 4);
+  out.set(frame.body, 4 + head.length);
+  return out;
+}
+
+/**
+ * Reads a list element written by {@link frameToBlob}.
+ * @throws NuropbMessageError when it is not one.
+ */
+export function blobToFrame(blob: Buffer): Frame {
+  try {
+    if (blob.length < 4) throw new TypeError("too short");
+    const len = blob.readUInt32BE(0);
+    if (4 + len > blob.length) throw new TypeError("head length beyond the end");
+    const head = JSON.parse(blob.toString("utf8", 4, 4 + len)) as {
+      c?: unknown;
+      h?: unknown;
+      r?: unknown;
+      t?: unknown;
+    };
+    const headers = parseHeaders(JSON.stringify(head.h ?? null));
+    const body = blob.subarray(4 + len);
+    return {
+      headers,
+      // A copy: the reply parser reuses its buffers.
+      body: new Uint8Array(body),
+      correlationId: typeof head.c === "string" ? head.c : "",
+      ...(typeof head.r === "string" ? { replyTo: head.r } : {}),
+      ...(typeof head.t === "number" && head.t > 0 ? { ttlMs: head.t } : {}),
+    };
+  } catch (err) {
+    throw new NuropbMessageError("malformed NuroPb response blob", { cause: err });
+  }
+}

@@ -1,0 +1,576 @@
+import { Redis, type RedisOptions } from "ioredis";
+import {
+  assertTopicPattern,
+  createEventChannel,
+  LifecycleState,
+  newId,
+  NuropbConnectionClosedError,
+  NuropbMessageError,
+  NuropbNotDeliveredError,
+  NuropbTransportError,
+  type DeliveryHandler,
+  type Destination,
+  type Frame,
+  type Listener,
+  type ResponseHandler,
+  type ResponseQueueSpec,
+  type ServiceQueueSpec,
+  type Transport,
+  type TransportCapabilities,
+  type TransportEvent,
+} from "@nuropb/protocol";
+import { frameToBlob, frameToFields } from "./frame-codec.ts";
+import { isKeyName, meshKeys, type MeshKeys } from "./keys.ts";
+import {
+  resolveRedisOptions,
+  type RedisTransportOptions,
+  type ResolvedRedisOptions,
+} from "./options.ts";
+import { ResponseConsumer } from "./response-consumer.ts";
+import {
+  HOLD_LEASE,
+  PUBLISH_EVENT,
+  REGISTER_SERVICE,
+  runScript,
+  SEND_REPLY,
+  SEND_RPC,
+} from "./scripts.ts";
+import { AckBatcher, ServiceConsumer } from "./service-consumer.ts";
+import { SERVICE_GROUP } from "./keys.ts";
+
+interface ServiceRegistration {
+  readonly service: string;
+  readonly rpcNames: readonly string[];
+  readonly eventBindings: readonly string[];
+}
+
+/** Oldest Redis with every command used here (XAUTOCLAIM: 6.2, BLMPOP: 7.0). */
+const MIN_REDIS_MAJOR = 7;
+
+class RedisTransport implements Transport {
+  readonly kind = "redis";
+  readonly mesh: string;
+  readonly #opts: ResolvedRedisOptions;
+  readonly #keys: MeshKeys;
+  readonly #instance = newId();
+  #consumerSeq = 0;
+  #state: LifecycleState = LifecycleState.idle;
+  #redis: Redis | undefined;
+  #acks: AckBatcher | undefined;
+  #connecting: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  #linkUp = false;
+  #reportedDown = false;
+  #recovering: Promise<void> | undefined;
+  /** Server clock minus ours, in ms (for ttl checks against the ids Redis gives entries). */
+  #clockOffsetMs = 0;
+  readonly #channel = createEventChannel<TransportEvent>();
+  readonly #services = new Map<ServiceConsumer, ServiceRegistration>();
+  readonly #responses = new Map<string, ResponseConsumer>();
+  readonly #closed: Promise<Error | undefined>;
+  #resolveClosed!: (reason: Error | undefined) => void;
+
+  constructor(opts: ResolvedRedisOptions) {
+    this.#opts = opts;
+    this.mesh = opts.mesh;
+    this.#keys = meshKeys(opts.mesh);
+    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  get state(): LifecycleState {
+    return this.#state;
+  }
+
+  get capabilities(): TransportCapabilities {
+    return {
+      notDelivered: true,
+      redelivery: true,
+      deadLetter: true,
+      messageTtl: true,
+      maxFrameBytes: this.#opts.maxFrameBytes,
+    };
+  }
+
+  #redisOptions(): RedisOptions {
+    return {
+      ...this.#opts.redisOptions,
+      lazyConnect: true,
+      connectTimeout: this.#opts.connectTimeoutMs,
+      maxRetriesPerRequest: null,
+      enableOfflineQueue: true,
+      autoResendUnfulfilledCommands: true,
+      retryStrategy: (times: number) => Math.min(1_000, 50 * 2 ** Math.min(times, 5)),
+    };
+  }
+
+  #newConnection(name: string, autoPipelining: boolean): Redis {
+    const options: RedisOptions = {
+      ...this.#redisOptions(),
+      connectionName: `nuropb-${this.mesh}-${name}`,
+      enableAutoPipelining: autoPipelining,
+    };
+    const redis =
+      this.#opts.url === undefined ? new Redis(options) : new Redis(this.#opts.url, options);
+    // ioredis emits connection errors as events; without a listener they would crash the process.
+    redis.on("error", (err: unknown) =>
+      this.#opts.logger.debug("redis connection error", { connection: name, error: err }),
+    );
+    return redis;
+  }
+
+  connect(options: { readonly signal?: AbortSignal } = {}): Promise<void> {
+    switch (this.#state) {
+      case LifecycleState.open:
+        return Promise.resolve();
+      case LifecycleState.connecting:
+        return this.#connecting ?? Promise.resolve();
+      case LifecycleState.closing:
+      case LifecycleState.closed:
+        return Promise.reject(new NuropbConnectionClosedError("the Redis transport is closed"));
+      case LifecycleState.idle:
+        break;
+    }
+    this.#state = LifecycleState.connecting;
+    this.#connecting = this.#doConnect(options.signal).finally(
+      () => (this.#connecting = undefined),
+    );
+    return this.#connecting;
+  }
+
+  async #doConnect(signal: AbortSignal | undefined): Promise<void> {
+    signal?.throwIfAborted();
+    const redis = this.#newConnection("main", true);
+    const giveUp = (): void => redis.disconnect();
+    signal?.addEventListener("abort", giveUp, { once: true });
+    try {
+      // The first connection must succeed on its own: no silent retry loop before `open`.
+      await withDeadline(redis.connect(), this.#opts.connectTimeoutMs, "connect");
+      const info = await withDeadline(redis.info("server"), this.#opts.connectTimeoutMs, "INFO");
+      const version = /redis_version:(\d+)\./.exec(info)?.[1];
+      if (version !== undefined && Number(version) < MIN_REDIS_MAJOR) {
+        throw new NuropbTransportError(
+          `Redis ${MIN_REDIS_MAJOR}.0 or later is required (server is ${version}.x)`,
+        );
+      }
+      await this.#measureClock(redis);
+    } catch (err) {
+      redis.disconnect();
+      if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.idle;
+      if (signal?.aborted === true)
+        throw new NuropbTransportError("connect aborted", { cause: signal.reason });
+      if (err instanceof NuropbTransportError) throw err;
+      throw new NuropbTransportError(`cannot connect to Redis (${this.#where()})`, {
+        cause: err,
+        retryable: true,
+      });
+    } finally {
+      signal?.removeEventListener("abort", giveUp);
+    }
+    if (this.#state !== LifecycleState.connecting) {
+      redis.disconnect();
+      throw new NuropbConnectionClosedError("the Redis transport was closed while connecting");
+    }
+    this.#redis = redis;
+    this.#acks = new AckBatcher(redis, this.#opts.logger);
+    this.#linkUp = true;
+    this.#state = LifecycleState.open;
+    redis.on("close", () => this.#onLinkDown());
+    redis.on("ready", () => this.#onLinkUp());
+    this.#opts.logger.info("connected", { redis: this.#where(), mesh: this.mesh });
+  }
+
+  #where(): string {
+    if (this.#opts.url !== undefined) return this.#opts.url.replace(/\/\/[^@/]*@/, "//***@");
+    const o = this.#opts.redisOptions;
+    return `${o.host ?? "127.0.0.1"}:${o.port ?? 6379}`;
+  }
+
+  async #measureClock(redis: Redis): Promise<void> {
+    const before = Date.now();
+    const [sec, usec] = await redis.time();
+    const after = Date.now();
+    this.#clockOffsetMs =
+      Number(sec) * 1000 + Math.floor(Number(usec) / 1000) - (before + after) / 2;
+  }
+
+  #onLinkDown(): void {
+    if (this.#state !== LifecycleState.open || !this.#linkUp) return;
+    this.#linkUp = false;
+    if (!this.#reportedDown) {
+      this.#reportedDown = true;
+      this.#opts.logger.warn("disconnected");
+      this.#channel.emit({ type: "disconnected" });
+    }
+  }
+
+  #onLinkUp(): void {
+    if (this.#state !== LifecycleState.open || this.#linkUp) return;
+    this.#linkUp = true;
+    void this.#recover();
+  }
+
+  /** After a reconnect: declare every service again (Redis may have lost its data), retake leases. */
+  #recover(): Promise<void> {
+    this.#recovering ??= (async () => {
+      const log = this.#opts.logger;
+      const redis = this.#redis;
+      if (redis === undefined) return;
+      for (let attempt = 0; this.#state === LifecycleState.open; attempt++) {
+        try {
+          await this.#measureClock(redis);
+          for (const reg of this.#services.values()) await this.#register(reg);
+          for (const r of this.#responses.values()) await r.holdLease();
+          break;
+        } catch (err) {
+          log.warn("re-declaring after reconnect failed; retrying", { attempt, error: err });
+          if (attempt === 0) {
+            this.#channel.emit({
+              type: "errored",
+              error: new NuropbTransportError("re-declaring after reconnect failed", {
+                cause: err,
+              }),
+            });
+          }
+          await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+        }
+      }
+      if (this.#state !== LifecycleState.open || !this.#linkUp) return;
+      if (this.#reportedDown) {
+        this.#reportedDown = false;
+        log.info("reconnected");
+        this.#channel.emit({ type: "reconnected" });
+      }
+    })().finally(() => (this.#recovering = undefined));
+    return this.#recovering;
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#doClose();
+    return this.#closing;
+  }
+
+  async #doClose(): Promise<void> {
+    if (this.#state === LifecycleState.closed) return;
+    const wasConnecting = this.#state === LifecycleState.connecting;
+    this.#state = LifecycleState.closing;
+    if (wasConnecting) await this.#connecting?.catch(() => undefined);
+    const redis = this.#redis;
+    // Unsettled deliveries go back to their streams before the connection goes.
+    await withDeadline(
+      Promise.all([
+        ...[...this.#services.keys()].map((c) => c.shutdown()),
+        ...[...this.#responses.values()].map((r) => r.stop()),
+      ]),
+      5_000,
+      "close",
+    ).catch(() => undefined);
+    this.#services.clear();
+    this.#responses.clear();
+    if (redis !== undefined) {
+      await withDeadline(redis.quit(), 2_000, "QUIT").catch(() => undefined);
+      redis.disconnect();
+    }
+    this.#opts.logger.info("closed");
+    this.#state = LifecycleState.closed;
+    this.#channel.emit({ type: "closed" });
+    this.#channel.end();
+    this.#resolveClosed(undefined);
+  }
+
+  closed(): Promise<Error | undefined> {
+    return this.#closed;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  events(): AsyncIterable<TransportEvent> {
+    return this.#channel.iterate();
+  }
+
+  #requireOpen(): { redis: Redis; acks: AckBatcher } {
+    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
+      throw new NuropbConnectionClosedError("the Redis transport is closed");
+    }
+    if (
+      this.#state !== LifecycleState.open ||
+      this.#redis === undefined ||
+      this.#acks === undefined
+    ) {
+      throw new NuropbTransportError("the Redis transport is not connected: call connect() first");
+    }
+    return { redis: this.#redis, acks: this.#acks };
+  }
+
+  /** Translates a Redis error at the boundary; the original stays as `cause`. */
+  #translate(err: unknown, what: string): Error {
+    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
+      return new NuropbConnectionClosedError("the Redis transport is closed", { cause: err });
+    }
+    if (err instanceof NuropbTransportError) return err;
+    const message = err instanceof Error ? err.message : String(err);
+    return new NuropbTransportError(`${what}: ${message}`, { cause: err, retryable: true });
+  }
+
+  async send(to: Destination, frame: Frame): Promise<void> {
+    const { redis } = this.#requireOpen();
+    if (frame.body.byteLength > this.#opts.maxFrameBytes) {
+      throw new NuropbMessageError(
+        `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${this.#opts.maxFrameBytes})`,
+      );
+    }
+    const k = this.#keys;
+    const timeout = this.#opts.sendTimeoutMs;
+    switch (to.kind) {
+      case "rpc": {
+        if (!isKeyName(to.service)) {
+          throw new NuropbNotDeliveredError(`no service can be named '${to.service}'`);
+        }
+        let delivered: unknown;
+        try {
+          delivered = await withDeadline(
+            runScript(
+              redis,
+              SEND_RPC,
+              [k.rpcSet(to.service)],
+              [`${k.prefix}sq:`, ...frameToFields(frame)],
+            ),
+            timeout,
+            "Redis did not answer in time (the frame may still arrive)",
+          );
+        } catch (err) {
+          throw this.#translate(err, `send to service '${to.service}'`);
+        }
+        if (delivered === 0) {
+          throw new NuropbNotDeliveredError(`no service '${to.service}' on mesh '${this.mesh}'`, {
+            details: { service: to.service },
+          });
+        }
+        return;
+      }
+      case "event": {
+        if (
+          !isKeyName(to.topic) ||
+          to.topic.split(".").some((w) => w === "" || w === "*" || w === "#")
+        ) {
+          throw new NuropbMessageError(
+            `'${to.topic}' is not a valid event topic (dot-separated words, no wildcards)`,
+          );
+        }
+        try {
+          await withDeadline(
+            runScript(
+              redis,
+              PUBLISH_EVENT,
+              [k.eventServices],
+              [k.prefix, to.topic, ...frameToFields(frame)],
+            ),
+            timeout,
+            "Redis did not answer in time (the frame may still arrive)",
+          );
+        } catch (err) {
+          throw this.#translate(err, `publish event '${to.topic}'`);
+        }
+        return;
+      }
+      case "reply": {
+        if (!isKeyName(to.address)) {
+          throw new NuropbMessageError(`'${to.address}' is not a valid reply address`);
+        }
+        try {
+          await withDeadline(
+            runScript(
+              redis,
+              SEND_REPLY,
+              [k.responseLease(to.address), k.responseList(to.address)],
+              [frameToBlob(frame), this.#opts.responseTtlMs],
+            ),
+            timeout,
+            "Redis did not answer in time (the frame may still arrive)",
+          );
+        } catch (err) {
+          throw this.#translate(err, `reply to '${to.address}'`);
+        }
+        return;
+      }
+    }
+  }
+
+  async #register(reg: ServiceRegistration): Promise<void> {
+    const { redis } = this.#requireOpen();
+    await runScript(
+      redis,
+      REGISTER_SERVICE,
+      [this.#keys.serviceStream(reg.service)],
+      [
+        SERVICE_GROUP,
+        this.#keys.prefix,
+        reg.service,
+        reg.rpcNames.length,
+        ...reg.rpcNames,
+        ...reg.eventBindings,
+      ],
+    );
+  }
+
+  async consumeService(spec: ServiceQueueSpec, handler: DeliveryHandler): Promise<Listener> {
+    const { redis, acks } = this.#requireOpen();
+    validateServiceSpec(spec);
+    const reg: ServiceRegistration = {
+      service: spec.service,
+      rpcNames: [...new Set([spec.service, ...spec.rpcBindings])],
+      eventBindings: [...new Set(spec.eventBindings)],
+    };
+    try {
+      await withDeadline(
+        this.#register(reg),
+        this.#opts.sendTimeoutMs,
+        "Redis did not answer in time",
+      );
+    } catch (err) {
+      throw this.#translate(err, `declare service '${spec.service}'`);
+    }
+    const blocking = this.#newConnection(`sq-${spec.service}`, false);
+    try {
+      await withDeadline(blocking.connect(), this.#opts.connectTimeoutMs, "connect");
+    } catch (err) {
+      blocking.disconnect();
+      throw this.#translate(err, `consume service '${spec.service}'`);
+    }
+    if (this.#state !== LifecycleState.open) {
+      blocking.disconnect();
+      throw new NuropbConnectionClosedError("the Redis transport is closed");
+    }
+    const consumer: ServiceConsumer = new ServiceConsumer({
+      redis,
+      blocking,
+      acks,
+      logger: this.#opts.logger.child({ service: spec.service }),
+      stream: this.#keys.serviceStream(spec.service),
+      deadLetters: this.#keys.deadLetters,
+      service: spec.service,
+      consumer: `${this.#instance}-${++this.#consumerSeq}`,
+      window: spec.prefetch === 0 ? this.#opts.prefetch : spec.prefetch,
+      claimIdleMs: this.#opts.claimIdleMs,
+      deadLetterMaxLen: this.#opts.deadLetterMaxLen,
+      handler,
+      serverNow: () => Date.now() + this.#clockOffsetMs,
+      redeclare: () => this.#register(reg),
+      onStopped: (c) => this.#services.delete(c),
+    });
+    this.#services.set(consumer, reg);
+    await consumer.start();
+    this.#opts.logger.info("consuming service queue", {
+      service: spec.service,
+      rpcNames: reg.rpcNames,
+      eventBindings: reg.eventBindings,
+      prefetch: spec.prefetch,
+    });
+    return consumer;
+  }
+
+  async consumeResponses(spec: ResponseQueueSpec, handler: ResponseHandler): Promise<Listener> {
+    const { redis } = this.#requireOpen();
+    const address = spec.address;
+    if (!isKeyName(address))
+      throw new NuropbTransportError(`'${address}' is not a valid reply address`);
+    if (this.#responses.has(address)) {
+      throw new NuropbTransportError(
+        `response address '${address}' is already consumed by this transport`,
+      );
+    }
+    const lease = this.#keys.responseLease(address);
+    const token = `${this.#instance}-${++this.#consumerSeq}`;
+    let held: unknown;
+    try {
+      held = await withDeadline(
+        runScript(redis, HOLD_LEASE, [lease], [token, this.#opts.addressLeaseMs]),
+        this.#opts.sendTimeoutMs,
+        "Redis did not answer in time",
+      );
+    } catch (err) {
+      throw this.#translate(err, `consume responses on '${address}'`);
+    }
+    if (held !== 1) {
+      throw new NuropbTransportError(
+        `response address '${address}' is in exclusive use by another consumer`,
+        {
+          details: { address },
+        },
+      );
+    }
+    const blocking = this.#newConnection(`rq-${address}`, false);
+    try {
+      await withDeadline(blocking.connect(), this.#opts.connectTimeoutMs, "connect");
+    } catch (err) {
+      blocking.disconnect();
+      await runScript(redis, HOLD_LEASE, [lease], [token, 1]).catch(() => undefined);
+      throw this.#translate(err, `consume responses on '${address}'`);
+    }
+    const listener = new ResponseConsumer({
+      redis,
+      blocking,
+      logger: this.#opts.logger,
+      address,
+      list: this.#keys.responseList(address),
+      lease,
+      token,
+      leaseMs: this.#opts.addressLeaseMs,
+      handler,
+      onLeaseLost: (a) => {
+        this.#opts.logger.warn("response address taken by another consumer", { address: a });
+        this.#channel.emit({
+          type: "errored",
+          error: new NuropbTransportError(`response address '${a}' was taken by another consumer`),
+        });
+      },
+      onStopped: (r) => {
+        if (this.#responses.get(r.address) === r) this.#responses.delete(r.address);
+      },
+    });
+    this.#responses.set(address, listener);
+    await listener.start();
+    this.#opts.logger.info("consuming responses", { address });
+    return listener;
+  }
+}
+
+function validateServiceSpec(spec: ServiceQueueSpec): void {
+  if (!isKeyName(spec.service)) throw new TypeError(`service name '${spec.service}' is not usable`);
+  for (const name of spec.rpcBindings) {
+    if (!isKeyName(name)) throw new TypeError(`rpc binding '${name}' is not usable`);
+  }
+  for (const pattern of spec.eventBindings) assertTopicPattern(pattern);
+  if (!Number.isSafeInteger(spec.prefetch) || spec.prefetch < 0) {
+    throw new TypeError(`prefetch must be an integer >= 0, got ${String(spec.prefetch)}`);
+  }
+}
+
+/** Rejects with a retryable NuropbTransportError when `promise` takes longer than `ms`. */
+function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new NuropbTransportError(`${what} (after ${ms} ms)`, { retryable: true })),
+        ms,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Creates a NuroPb transport on Redis Streams. Does no I/O: call `connect()`.
+ *
+ * @example
+ * ```ts
+ * const transport = createRedisTransport({ url: "redis://127.0.0.1:6379" });
+ * await transport.connect();
+ * ```
+ * @throws TypeError when an option is invalid.
+ */
+export function createRedisTransport(options: RedisTransportOptions): Transport {
+  return new RedisTransport(resolveRedisOptions(options));
+}

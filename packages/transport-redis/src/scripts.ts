@@ -1,0 +1,250 @@
+import { createHash } from "node:crypto";
+import type { Redis } from "ioredis";
+
+/**
+ * A Lua script run with EVALSHA, falling back to EVAL (which caches it) when the server does not
+ * know it yet, e.g. after a restart.
+ */
+export interface Script {
+  readonly name: string;
+  readonly source: string;
+  readonly sha: string;
+}
+
+function script(name: string, source: string): Script {
+  return { name, source, sha: createHash("sha1").update(source).digest("hex") };
+}
+
+/** Runs `s` with `keys` and `args`; replies as Buffers when `buffers` is true. */
+export async function runScript(
+  redis: Redis,
+  s: Script,
+  keys: readonly string[],
+  args: readonly (string | Buffer | number)[],
+): Promise<unknown> {
+  try {
+    return await redis.evalsha(s.sha, keys.length, ...keys, ...args);
+  } catch (err) {
+    if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
+    return await redis.eval(s.source, keys.length, ...keys, ...args);
+  }
+}
+
+/** Splits a dotted topic or pattern into words, and AMQP topic matching (`*` one word, `#` zero or more). */
+const TOPIC_LUA = `
+local function words(s)
+  local out = {}
+  local start = 1
+  while true do
+    local dot = string.find(s, '.', start, true)
+    if dot == nil then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, dot - 1)
+    start = dot + 1
+  end
+end
+
+local function matches(p, i, t, j)
+  while i <= #p do
+    local w = p[i]
+    if w == '#' then
+      if i == #p then return true end
+      for k = j, #t + 1 do
+        if matches(p, i + 1, t, k) then return true end
+      end
+      return false
+    end
+    if j > #t then return false end
+    if w ~= '*' and w ~= t[j] then return false end
+    i = i + 1
+    j = j + 1
+  end
+  return j == #t + 1
+end
+`;
+
+/**
+ * Request or command: add the frame to the stream of every service bound to the rpc name, or
+ * report that there is none. KEYS[1] = `{mesh}:rpc:{name}`; ARGV[1] = `{mesh}:sq:`; ARGV[2…] =
+ * the entry's fields. Returns how many services got it (0 = not delivered).
+ */
+export const SEND_RPC = script(
+  "send-rpc",
+  `
+local services = redis.call('SMEMBERS', KEYS[1])
+for _, s in ipairs(services) do
+  redis.call('XADD', ARGV[1] .. s, '*', unpack(ARGV, 2))
+end
+return #services
+`,
+);
+
+/**
+ * Event: add the frame to the stream of every service with a binding that matches the topic,
+ * once per service. KEYS[1] = `{mesh}:evs`; ARGV[1] = `{mesh}:`; ARGV[2] = topic; ARGV[3…] =
+ * the entry's fields. Returns how many services got it.
+ */
+export const PUBLISH_EVENT = script(
+  "publish-event",
+  `${TOPIC_LUA}
+local topic = words(ARGV[2])
+local n = 0
+for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  for _, p in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'evb:' .. s)) do
+    if matches(words(p), 1, topic, 1) then
+      redis.call('XADD', ARGV[1] .. 'sq:' .. s, '*', unpack(ARGV, 3))
+      n = n + 1
+      break
+    end
+  end
+end
+return n
+`,
+);
+
+/** Topic matching alone, to test the Lua matcher against `topicMatches`. ARGV[1] = pattern, ARGV[2] = topic. */
+export const TOPIC_MATCHES = script(
+  "topic-matches",
+  `${TOPIC_LUA}
+if matches(words(ARGV[1]), 1, words(ARGV[2]), 1) then return 1 end
+return 0
+`,
+);
+
+/**
+ * Declares a service: its stream and group (from the start: what waited while no instance ran is
+ * delivered), its rpc names, its event bindings. KEYS[1] = the stream; ARGV[1] = group,
+ * ARGV[2] = `{mesh}:`, ARGV[3] = service, ARGV[4] = number of rpc names, then the rpc names, then
+ * the event patterns.
+ */
+export const REGISTER_SERVICE = script(
+  "register-service",
+  `
+local r = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if type(r) == 'table' and r.err and not string.find(r.err, 'BUSYGROUP', 1, true) then
+  return redis.error_reply(r.err)
+end
+local nrpc = tonumber(ARGV[4])
+for i = 5, 4 + nrpc do
+  redis.call('SADD', ARGV[2] .. 'rpc:' .. ARGV[i], ARGV[3])
+end
+if #ARGV > 4 + nrpc then
+  for i = 5 + nrpc, #ARGV do
+    redis.call('SADD', ARGV[2] .. 'evb:' .. ARGV[3], ARGV[i])
+  end
+  redis.call('SADD', ARGV[2] .. 'evs', ARGV[3])
+end
+return 1
+`,
+);
+
+/** Copies the entry's fields, dropping `drop` names. Shared by requeue and dead-letter. */
+const TAKE_LUA = `
+local function owned(stream, group, id, consumer)
+  local p = redis.call('XPENDING', stream, group, id, id, 1)
+  return #p > 0 and p[1][2] == consumer
+end
+
+local function take(stream, group, id)
+  local e = redis.call('XRANGE', stream, id, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+  if #e == 0 then return nil end
+  return e[1][2]
+end
+`;
+
+/**
+ * Requeue: put the entry back at the end of its stream, marked redelivered and keeping when the
+ * original was stored (for its ttl); only if this consumer still holds it. KEYS[1] = stream;
+ * ARGV[1] = group, ARGV[2] = id, ARGV[3] = consumer. Returns 1 when requeued.
+ */
+export const REQUEUE = script(
+  "requeue",
+  `${TAKE_LUA}
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+local f = take(KEYS[1], ARGV[1], ARGV[2])
+if f == nil then return 0 end
+local out = {}
+local ts = nil
+for i = 1, #f, 2 do
+  if f[i] == 'ts' then ts = f[i + 1]
+  elseif f[i] ~= 'rd' then
+    out[#out + 1] = f[i]
+    out[#out + 1] = f[i + 1]
+  end
+end
+if ts == nil then ts = string.match(ARGV[2], '^(%d+)') end
+out[#out + 1] = 'ts'
+out[#out + 1] = ts
+out[#out + 1] = 'rd'
+out[#out + 1] = '1'
+redis.call('XADD', KEYS[1], '*', unpack(out))
+return 1
+`,
+);
+
+/**
+ * Dead-letter: move the entry to the mesh's dead-letter stream with the reason, service and
+ * original id; only if this consumer still holds it. KEYS[1] = stream, KEYS[2] = dead-letter
+ * stream; ARGV[1] = group, ARGV[2] = id, ARGV[3] = consumer, ARGV[4] = reason, ARGV[5] = service,
+ * ARGV[6] = approximate max length of the dead-letter stream. Returns 1 when dead-lettered.
+ */
+export const DEAD_LETTER = script(
+  "dead-letter",
+  `${TAKE_LUA}
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+local f = take(KEYS[1], ARGV[1], ARGV[2])
+if f == nil then return 0 end
+f[#f + 1] = 'reason'
+f[#f + 1] = ARGV[4]
+f[#f + 1] = 'service'
+f[#f + 1] = ARGV[5]
+f[#f + 1] = 'id'
+f[#f + 1] = ARGV[2]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(f))
+return 1
+`,
+);
+
+/**
+ * Response: push to the address's list only while someone holds its lease (else drop, as AMQP
+ * drops a message for a queue that does not exist). KEYS[1] = lease, KEYS[2] = list;
+ * ARGV[1] = the response blob, ARGV[2] = list ttl in ms. Returns 1 when pushed.
+ */
+export const SEND_REPLY = script(
+  "send-reply",
+  `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+`,
+);
+
+/**
+ * Lease of a response address: take it when free, renew it when ours. KEYS[1] = lease;
+ * ARGV[1] = token, ARGV[2] = ttl in ms. Returns 1 when we hold it, 0 when someone else does.
+ */
+export const HOLD_LEASE = script(
+  "hold-lease",
+  `
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`,
+);
+
+/** Releases a lease if it is ours. KEYS[1] = lease; ARGV[1] = token. */
+export const RELEASE_LEASE = script(
+  "release-lease",
+  `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+`,
+);

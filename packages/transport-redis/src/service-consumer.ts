@@ -1,0 +1,376 @@
+import type { Redis } from "ioredis";
+import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
+import { fieldsToFrame, type EntryFrame } from "./frame-codec.ts";
+import { entryTimeMs, SERVICE_GROUP } from "./keys.ts";
+import { DEAD_LETTER, REQUEUE, runScript } from "./scripts.ts";
+
+/** Why an entry went to the dead-letter stream. */
+export type DeadLetterReason = "rejected" | "expired" | "undecodable";
+
+/** Collects acknowledgements and sends them in one XACK + XDEL per stream and tick. */
+export class AckBatcher {
+  readonly #redis: Redis;
+  readonly #logger: Logger;
+  #pending = new Map<string, { ids: string[]; done: (() => void)[] }>();
+  #scheduled = false;
+
+  constructor(redis: Redis, logger: Logger) {
+    this.#redis = redis;
+    this.#logger = logger;
+  }
+
+  /** Resolves once Redis has the acknowledgement (or it could not be sent: the entry comes back). */
+  ack(stream: string, id: string): Promise<void> {
+    let batch = this.#pending.get(stream);
+    if (batch === undefined) {
+      batch = { ids: [], done: [] };
+      this.#pending.set(stream, batch);
+    }
+    batch.ids.push(id);
+    const b = batch;
+    const p = new Promise<void>((resolve) => b.done.push(resolve));
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.#flush());
+    }
+    return p;
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const batches = this.#pending;
+    this.#pending = new Map();
+    for (const [stream, { ids, done }] of batches) {
+      Promise.all([
+        this.#redis.xack(stream, SERVICE_GROUP, ...ids),
+        this.#redis.xdel(stream, ...ids),
+      ]).then(
+        () => done.forEach((d) => d()),
+        (err: unknown) => {
+          this.#logger.debug("acknowledgement not sent; the entries will be claimed again", {
+            error: err,
+          });
+          done.forEach((d) => d());
+        },
+      );
+    }
+  }
+}
+
+/** What a {@link ServiceConsumer} needs from its transport. */
+export interface ServiceConsumerDeps {
+  /** Shared command connection. */
+  readonly redis: Redis;
+  /** This consumer's own connection for blocking reads. */
+  readonly blocking: Redis;
+  readonly acks: AckBatcher;
+  readonly logger: Logger;
+  readonly stream: string;
+  readonly deadLetters: string;
+  readonly service: string;
+  /** Consumer name in the group (unique per listener). */
+  readonly consumer: string;
+  readonly window: number;
+  readonly claimIdleMs: number;
+  readonly deadLetterMaxLen: number;
+  readonly handler: DeliveryHandler;
+  /** The server's clock, in ms since the epoch. */
+  readonly serverNow: () => number;
+  /** The group is gone (e.g. Redis restarted without data): declare the service again. */
+  readonly redeclare: () => Promise<void>;
+  readonly onStopped: (consumer: ServiceConsumer) => void;
+}
+
+/** How long one blocking read waits, in milliseconds. */
+const BLOCK_MS = 5_000;
+
+interface Held {
+  readonly id: string;
+  renewedAt: number;
+  settled: boolean;
+  handlerDone: boolean;
+}
+
+type Entry = [id: Buffer, fields: Buffer[] | null];
+
+function isEntryList(value: unknown): value is Entry[] {
+  return Array.isArray(value);
+}
+
+/**
+ * One service listener: reads its service stream with XREADGROUP (never more than the window of
+ * unsettled deliveries), claims entries idle too long at consumers that stopped answering
+ * (XAUTOCLAIM), renews what it holds, and settles with XACK/XDEL or the requeue/dead-letter scripts.
+ */
+export class ServiceConsumer implements Listener {
+  readonly #deps: ServiceConsumerDeps;
+  readonly #held = new Map<string, Held>();
+  #stopped = false;
+  #room: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #claimCursor = "0-0";
+  #claiming = false;
+  #loop: Promise<void> = Promise.resolve();
+  #blockingId: number | undefined;
+
+  constructor(deps: ServiceConsumerDeps) {
+    this.#deps = deps;
+  }
+
+  /** Starts reading. */
+  async start(): Promise<void> {
+    const { blocking } = this.#deps;
+    blocking.on("ready", () => void this.#learnBlockingId());
+    await this.#learnBlockingId();
+    const tick = Math.max(200, Math.min(this.#deps.claimIdleMs / 3, 5_000));
+    this.#timer = setInterval(() => void this.#onTick(), tick);
+    this.#timer.unref();
+    this.#loop = this.#readLoop();
+  }
+
+  async #learnBlockingId(): Promise<void> {
+    try {
+      this.#blockingId = Number(await this.#deps.blocking.client("ID"));
+    } catch {
+      this.#blockingId = undefined;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    // Unsettled deliveries whose handler has returned go back, marked redelivered; a handler
+    // still running may still settle its delivery.
+    const back = [...this.#held.values()]
+      .filter((h) => h.handlerDone)
+      .map((h) => this.#giveBack(h));
+    await this.#endLoop();
+    await Promise.all(back);
+    this.#deps.onStopped(this);
+    if (this.#held.size === 0) this.#clearTimer();
+  }
+
+  /** The transport is closing: every unsettled delivery goes back now; settling it later is a no-op. */
+  async shutdown(): Promise<void> {
+    this.#stopped = true;
+    const back = [...this.#held.values()].map((h) => this.#giveBack(h));
+    await this.#endLoop();
+    await Promise.all(back);
+    this.#clearTimer();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  async #endLoop(): Promise<void> {
+    this.#room?.();
+    const { redis, blocking } = this.#deps;
+    if (this.#blockingId !== undefined) {
+      await redis.client("UNBLOCK", this.#blockingId).catch(() => undefined);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#loop, new Promise((r) => (timer = setTimeout(r, 1_000)))]);
+    clearTimeout(timer);
+    blocking.disconnect();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Free slots in the window. */
+  #free(): number {
+    return this.#deps.window - this.#held.size;
+  }
+
+  async #readLoop(): Promise<void> {
+    const { blocking, stream, consumer, logger } = this.#deps;
+    let backoff = 0;
+    while (!this.#stopped) {
+      if (this.#free() <= 0) {
+        await new Promise<void>((r) => (this.#room = r));
+        this.#room = undefined;
+        continue;
+      }
+      let reply: unknown;
+      try {
+        reply = await blocking.callBuffer("XREADGROUP", [
+          "GROUP",
+          SERVICE_GROUP,
+          consumer,
+          "COUNT",
+          this.#free(),
+          "BLOCK",
+          BLOCK_MS,
+          "STREAMS",
+          stream,
+          ">",
+        ]);
+        backoff = 0;
+      } catch (err) {
+        if (this.#stopped) break;
+        if (err instanceof Error && err.message.includes("NOGROUP")) {
+          logger.warn("consumer group missing; declaring the service again", { stream });
+          await this.#deps
+            .redeclare()
+            .catch((e: unknown) => logger.warn("re-declare failed", { error: e }));
+        } else {
+          logger.debug("read failed; retrying", { stream, error: err });
+        }
+        backoff = Math.min(1_000, backoff === 0 ? 50 : backoff * 2);
+        await new Promise((r) => setTimeout(r, backoff));
+        continue;
+      }
+      if (!Array.isArray(reply)) continue;
+      for (const perStream of reply as unknown[]) {
+        const entries = Array.isArray(perStream) ? (perStream[1] as unknown) : undefined;
+        if (!isEntryList(entries)) continue;
+        for (const [id, fields] of entries) this.#accept(id.toString("latin1"), fields, false);
+      }
+    }
+  }
+
+  #accept(id: string, fields: Buffer[] | null, claimed: boolean): void {
+    const { logger } = this.#deps;
+    if (this.#held.has(id)) return;
+    if (fields === null) {
+      // Deleted while pending: nothing left to deliver.
+      void this.#deps.acks.ack(this.#deps.stream, id);
+      return;
+    }
+    const held: Held = { id, renewedAt: Date.now(), settled: false, handlerDone: false };
+    this.#held.set(id, held);
+    if (this.#stopped) {
+      void this.#giveBack(held);
+      return;
+    }
+    let frame: EntryFrame;
+    try {
+      frame = fieldsToFrame(fields);
+    } catch (err) {
+      logger.warn("undecodable entry; dead-lettering", { id, error: err });
+      void this.#deadLetter(held, "undecodable");
+      return;
+    }
+    const storedAt = frame.storedAtMs ?? entryTimeMs(id);
+    if (frame.ttlMs !== undefined && this.#deps.serverNow() > storedAt + frame.ttlMs) {
+      logger.debug("expired; dead-lettering", { id });
+      void this.#deadLetter(held, "expired");
+      return;
+    }
+    void this.#deliver(held, frame, claimed || frame.requeued);
+  }
+
+  async #deliver(held: Held, frame: EntryFrame, redelivered: boolean): Promise<void> {
+    const once = (fn: () => Promise<void>): Promise<void> => {
+      if (held.settled) return Promise.resolve();
+      return fn();
+    };
+    const delivery: Delivery = {
+      headers: frame.headers,
+      body: frame.body,
+      correlationId: frame.correlationId,
+      ...(frame.replyTo !== undefined ? { replyTo: frame.replyTo } : {}),
+      ...(frame.ttlMs !== undefined ? { ttlMs: frame.ttlMs } : {}),
+      redelivered,
+      ack: () =>
+        once(() => {
+          this.#release(held);
+          return this.#deps.acks.ack(this.#deps.stream, held.id);
+        }),
+      requeue: () => once(() => this.#giveBack(held)),
+      reject: () => once(() => this.#deadLetter(held, "rejected")),
+    };
+    try {
+      await this.#deps.handler(delivery);
+    } catch (err) {
+      this.#deps.logger.warn("handler threw without settling; rejecting", { error: err });
+      await delivery.reject();
+    } finally {
+      held.handlerDone = true;
+    }
+    if (this.#stopped) await this.#giveBack(held);
+  }
+
+  #release(held: Held): void {
+    if (held.settled) return;
+    held.settled = true;
+    this.#held.delete(held.id);
+    this.#room?.();
+    if (this.#stopped && this.#held.size === 0) this.#clearTimer();
+  }
+
+  async #giveBack(held: Held): Promise<void> {
+    if (held.settled) return;
+    this.#release(held);
+    const { redis, stream, consumer } = this.#deps;
+    try {
+      await runScript(redis, REQUEUE, [stream], [SERVICE_GROUP, held.id, consumer]);
+    } catch (err) {
+      this.#deps.logger.debug("requeue failed; the entry will be claimed again", { error: err });
+    }
+  }
+
+  async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
+    if (held.settled) return;
+    this.#release(held);
+    const d = this.#deps;
+    try {
+      await runScript(
+        d.redis,
+        DEAD_LETTER,
+        [d.stream, d.deadLetters],
+        [SERVICE_GROUP, held.id, d.consumer, reason, d.service, d.deadLetterMaxLen],
+      );
+    } catch (err) {
+      d.logger.warn("dead-letter failed; the entry will be claimed again", { reason, error: err });
+    }
+  }
+
+  async #onTick(): Promise<void> {
+    const d = this.#deps;
+    const now = Date.now();
+    // Renew what we hold, so that nobody claims a delivery whose handler is merely slow.
+    const stale = [...this.#held.values()].filter((h) => now - h.renewedAt >= d.claimIdleMs / 3);
+    if (stale.length > 0) {
+      for (const h of stale) h.renewedAt = now;
+      await d.redis
+        .xclaim(d.stream, SERVICE_GROUP, d.consumer, 0, ...stale.map((h) => h.id), "JUSTID")
+        .catch((err: unknown) => d.logger.debug("renewal failed", { error: err }));
+    }
+    if (this.#stopped || this.#claiming || this.#free() <= 0) return;
+    // Claim what consumers that stopped answering held too long (including our own entries
+    // whose read reply was lost with a connection).
+    this.#claiming = true;
+    try {
+      const reply = await d.redis.callBuffer("XAUTOCLAIM", [
+        d.stream,
+        SERVICE_GROUP,
+        d.consumer,
+        d.claimIdleMs,
+        this.#claimCursor,
+        "COUNT",
+        this.#free(),
+      ]);
+      if (Array.isArray(reply)) {
+        const [cursor, entries] = reply as [Buffer, unknown];
+        this.#claimCursor = Buffer.isBuffer(cursor) ? cursor.toString("latin1") : "0-0";
+        if (isEntryList(entries)) {
+          for (const [id, fields] of entries) {
+            d.logger.debug("claimed an entry held too long elsewhere", {
+              id: id.toString("latin1"),
+            });
+            this.#accept(id.toString("latin1"), fields, true);
+          }
+        }
+      }
+    } catch (err) {
+      if (err instanceof Error && err.message.includes("NOGROUP")) this.#claimCursor = "0-0";
+      d.logger.debug("claim failed", { error: err });
+    } finally {
+      this.#claiming = false;
+    }
+  }
+}
