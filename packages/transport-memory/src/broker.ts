@@ -1,5 +1,12 @@
 import { serviceQueueName, topicMatches } from "@nuropb/protocol";
-import type { Delivery, DeliveryHandler, Frame, Logger, ResponseHandler } from "@nuropb/protocol";
+import type {
+  Delivery,
+  DeliveryHandler,
+  Frame,
+  InboundFrame,
+  Logger,
+  ResponseHandler,
+} from "@nuropb/protocol";
 import { copyInboundFrame } from "./frames.ts";
 
 // The in-process "broker": one VHost per mesh, holding durable service queues, their bindings,
@@ -19,7 +26,8 @@ export interface StoredDeadLetter {
 /**
  * Runs `fn` on a later macrotask. A macrotask (not a microtask) keeps delivery out of the sender's
  * call stack and lets timers and I/O run between deliveries, so a handler that requeues forever
- * cannot starve the event loop.
+ * cannot starve the event loop. (Measured: a microtask fast path with a budget gained 7 % at 64 in
+ * flight and lost half at 1 in flight, so it is not used.)
  */
 export function schedule(fn: () => void): void {
   if (typeof globalThis.setImmediate === "function") globalThis.setImmediate(fn);
@@ -33,7 +41,6 @@ export interface QueuedMessage {
   redelivered: boolean;
   /** `Date.now()` value after which the message is dead-lettered instead of delivered. */
   readonly expiresAt: number | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** A delivery handed to a consumer and not yet settled (internal). */
@@ -137,6 +144,8 @@ export class ServiceQueue {
   #nextConsumer = 0;
   #seq = 0;
   #pumpScheduled = false;
+  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
+  #expiryAt = Number.POSITIVE_INFINITY;
 
   constructor(name: string, vhost: VHost) {
     this.name = name;
@@ -165,10 +174,9 @@ export class ServiceQueue {
       redelivered: false,
       // PROTOCOL.md §3: a ttl of 0 means "no expiry".
       expiresAt: ttl === undefined || ttl === 0 ? undefined : Date.now() + ttl,
-      timer: undefined,
     };
     this.#ready.push(msg);
-    this.#armTimer(msg);
+    if (msg.expiresAt !== undefined) this.#armExpiry(msg.expiresAt);
     this.pumpSoon();
   }
 
@@ -178,7 +186,7 @@ export class ServiceQueue {
     const sorted = [...messages].sort((a, b) => a.seq - b.seq);
     for (const msg of sorted) {
       msg.redelivered = true;
-      this.#armTimer(msg);
+      if (msg.expiresAt !== undefined) this.#armExpiry(msg.expiresAt);
     }
     this.#ready.unshift(...sorted);
     this.pumpSoon();
@@ -218,7 +226,6 @@ export class ServiceQueue {
       const consumer = this.#pickConsumer();
       if (consumer === undefined) break;
       const msg = this.#ready.shift() as QueuedMessage;
-      this.#disarmTimer(msg);
       if (msg.expiresAt !== undefined && msg.expiresAt <= now) {
         this.deadLetter(msg, "expired");
         continue;
@@ -241,27 +248,37 @@ export class ServiceQueue {
     return undefined;
   }
 
-  #armTimer(msg: QueuedMessage): void {
-    if (msg.expiresAt === undefined || msg.timer !== undefined) return;
-    const timer = setTimeout(
-      () => {
-        msg.timer = undefined;
-        const i = this.#ready.indexOf(msg);
-        if (i < 0) return;
-        this.#ready.splice(i, 1);
-        this.deadLetter(msg, "expired");
-      },
-      Math.max(0, msg.expiresAt - Date.now()),
-    );
+  /**
+   * Makes sure the expiry sweep runs by `expiresAt`. One timer per queue, armed for the earliest
+   * expiry among waiting messages, instead of one timer per message: with traffic flowing,
+   * messages leave the queue long before they expire and the timer rarely fires.
+   */
+  #armExpiry(expiresAt: number): void {
+    if (this.#expiryTimer !== undefined && this.#expiryAt <= expiresAt) return;
+    if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
+    this.#expiryAt = expiresAt;
+    const timer = setTimeout(() => this.#sweepExpired(), Math.max(0, expiresAt - Date.now()));
     // A waiting message must not keep the process alive on its own.
     (timer as { unref?: () => void }).unref?.();
-    msg.timer = timer;
+    this.#expiryTimer = timer;
   }
 
-  #disarmTimer(msg: QueuedMessage): void {
-    if (msg.timer === undefined) return;
-    clearTimeout(msg.timer);
-    msg.timer = undefined;
+  #sweepExpired(): void {
+    this.#expiryTimer = undefined;
+    const now = Date.now();
+    let next: number | undefined;
+    const keep: QueuedMessage[] = [];
+    for (const msg of this.#ready) {
+      if (msg.expiresAt !== undefined && msg.expiresAt <= now) this.deadLetter(msg, "expired");
+      else {
+        keep.push(msg);
+        if (msg.expiresAt !== undefined && (next === undefined || msg.expiresAt < next))
+          next = msg.expiresAt;
+      }
+    }
+    this.#ready.length = 0;
+    this.#ready.push(...keep);
+    if (next !== undefined) this.#armExpiry(next);
   }
 }
 
@@ -359,23 +376,24 @@ export class ServiceConsumer {
   }
 
   #delivery(rec: InFlight): Delivery {
-    const frame = copyInboundFrame(rec.msg.frame, rec.msg.redelivered);
-    return {
-      ...frame,
-      ack: async () => {
-        if (!this.#settle(rec)) return;
+    return new MemoryDelivery(copyInboundFrame(rec.msg.frame, rec.msg.redelivered), rec, this);
+  }
+
+  /** Settles `rec` with `outcome` unless it was settled (or taken back) already. */
+  settle(rec: InFlight, outcome: "ack" | "requeue" | "reject"): void {
+    if (!this.#settle(rec)) return;
+    switch (outcome) {
+      case "ack":
         this.queue.pumpSoon();
-      },
-      requeue: async () => {
-        if (!this.#settle(rec)) return;
+        return;
+      case "requeue":
         this.queue.returnToHead([rec.msg]);
-      },
-      reject: async () => {
-        if (!this.#settle(rec)) return;
+        return;
+      case "reject":
         this.queue.deadLetter(rec.msg, "rejected");
         this.queue.pumpSoon();
-      },
-    };
+        return;
+    }
   }
 
   #settle(rec: InFlight): boolean {
@@ -521,6 +539,41 @@ export class ResponseConsumer {
       correlationId: frame.correlationId,
       error: err,
     });
+  }
+}
+
+/** One delivery of a service-queue message: the frame plus its settle methods. */
+class MemoryDelivery implements Delivery {
+  readonly headers: InboundFrame["headers"];
+  readonly body: Uint8Array;
+  readonly correlationId: string;
+  readonly replyTo?: string;
+  readonly ttlMs?: number;
+  readonly redelivered: boolean;
+  readonly #rec: InFlight;
+  readonly #consumer: ServiceConsumer;
+
+  constructor(frame: InboundFrame, rec: InFlight, consumer: ServiceConsumer) {
+    this.headers = frame.headers;
+    this.body = frame.body;
+    this.correlationId = frame.correlationId;
+    if (frame.replyTo !== undefined) this.replyTo = frame.replyTo;
+    if (frame.ttlMs !== undefined) this.ttlMs = frame.ttlMs;
+    this.redelivered = frame.redelivered;
+    this.#rec = rec;
+    this.#consumer = consumer;
+  }
+
+  async ack(): Promise<void> {
+    this.#consumer.settle(this.#rec, "ack");
+  }
+
+  async requeue(): Promise<void> {
+    this.#consumer.settle(this.#rec, "requeue");
+  }
+
+  async reject(): Promise<void> {
+    this.#consumer.settle(this.#rec, "reject");
   }
 }
 

@@ -29,25 +29,31 @@ export function copyOutgoingFrame(frame: Frame, maxFrameBytes: number): Frame {
       { details: { bodyBytes: frame.body.byteLength, maxFrameBytes } },
     );
   }
-  return {
+  const out: { -readonly [K in keyof Frame]: Frame[K] } = {
     headers,
     body: new Uint8Array(frame.body),
     correlationId: frame.correlationId,
-    ...(frame.replyTo === undefined ? {} : { replyTo: frame.replyTo }),
-    ...(frame.ttlMs === undefined ? {} : { ttlMs: frame.ttlMs }),
   };
+  if (frame.replyTo !== undefined) out.replyTo = frame.replyTo;
+  if (frame.ttlMs !== undefined) out.ttlMs = frame.ttlMs;
+  return out;
 }
 
-/** A fresh copy of a stored frame for one delivery, marked with the redelivered flag. */
+/**
+ * A fresh copy of a stored frame for one delivery, marked with the redelivered flag. The stored
+ * headers are frozen at send time, so deliveries share them; the body bytes are copied so that a
+ * handler mutating its body cannot change what a redelivery carries.
+ */
 export function copyInboundFrame(frame: Frame, redelivered: boolean): InboundFrame {
-  return {
-    headers: Object.freeze(copyHeaders(frame.headers)),
-    body: new Uint8Array(frame.body),
+  const out: { -readonly [K in keyof InboundFrame]: InboundFrame[K] } = {
+    headers: frame.headers,
+    body: frame.body.slice(),
     correlationId: frame.correlationId,
-    ...(frame.replyTo === undefined ? {} : { replyTo: frame.replyTo }),
-    ...(frame.ttlMs === undefined ? {} : { ttlMs: frame.ttlMs }),
     redelivered,
   };
+  if (frame.replyTo !== undefined) out.replyTo = frame.replyTo;
+  if (frame.ttlMs !== undefined) out.ttlMs = frame.ttlMs;
+  return out;
 }
 
 /** A copy of a stored frame without the delivery flag (for dead-letter inspection). */
@@ -56,18 +62,23 @@ export function copyFrame(frame: Frame): Frame {
   return rest;
 }
 
-function copyHeaders(headers: WireHeaders): Record<string, string | null> {
+/** A frozen copy of the headers, checked: every value a string or null. */
+function copyHeaders(headers: WireHeaders): Readonly<Record<string, string | null>> {
   if (typeof headers !== "object" || headers === null || Array.isArray(headers)) {
     throw new TypeError("frame.headers must be an object");
   }
-  // Object.fromEntries defines own data properties, so even a "__proto__" key survives.
-  const entries = Object.entries(headers);
-  for (const [name, value] of entries) {
+  const out: Record<string, string | null> = {};
+  for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue;
+    const value = headers[name];
     if (value !== null && typeof value !== "string") {
       throw new TypeError(`frame header '${name}' must be a string or null`);
     }
+    // defineProperty keeps even a "__proto__" header an own data property.
+    if (name === "__proto__") Object.defineProperty(out, name, { value, enumerable: true });
+    else out[name] = value;
   }
-  return Object.fromEntries(entries) as Record<string, string | null>;
+  return Object.freeze(out);
 }
 
 /**
