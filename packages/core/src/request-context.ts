@@ -52,7 +52,8 @@ export interface HandlerContext extends RequestContext {
   readonly events: EventToPublish[];
 }
 
-export function createRequestContext(args: {
+/** The fields a request context is built from. */
+export interface RequestContextFields {
   readonly participant: MeshParticipant;
   readonly context: Context;
   readonly userClaims: unknown;
@@ -61,56 +62,89 @@ export function createRequestContext(args: {
   readonly service: string;
   readonly method: string;
   readonly encrypted: boolean;
-}): HandlerContext {
-  const { participant } = args;
-  const events: EventToPublish[] = [];
-  const trace = args.traceId ?? undefined;
-  return {
-    context: args.context,
-    userClaims: args.userClaims,
-    traceId: args.traceId,
-    correlationId: args.correlationId,
-    service: args.service,
-    method: args.method,
-    encrypted: args.encrypted,
-    events,
-    addEvent(event: EventToPublish): void {
-      if (
-        typeof event !== "object" ||
-        event === null ||
-        typeof event.topic !== "string" ||
-        event.topic === ""
-      ) {
-        throw new NuropbValidationError(
-          "ctx.addEvent needs { topic: non-empty string, event, target? }",
-        );
-      }
-      events.push(event);
-    },
-    request<TResult>(
-      service: string,
-      method: string,
-      params?: Readonly<Record<string, unknown>>,
-      context?: Context,
-      options: RequestOptions = {},
-    ): Promise<TResult> {
-      return participant.request<TResult>(service, method, params, context ?? args.context, {
-        ...(trace !== undefined ? { traceId: trace } : {}),
-        ...options,
-        rpcResponse: true,
-      });
-    },
-    command(service, method, params, context, options = {}) {
-      return participant.command(service, method, params, context ?? args.context, {
-        ...(trace !== undefined ? { traceId: trace } : {}),
-        ...options,
-      });
-    },
-    publishEvent(topic, event, context, options = {}) {
-      return participant.publishEvent(topic, event, context ?? args.context, {
-        ...(trace !== undefined ? { traceId: trace } : {}),
-        ...options,
-      });
-    },
-  };
+}
+
+/** A class rather than an object of closures: one is made per handled message. */
+class HandlerContextImpl implements HandlerContext {
+  readonly context: Context;
+  readonly userClaims: unknown;
+  readonly traceId: string | null;
+  readonly correlationId: string;
+  readonly service: string;
+  readonly method: string;
+  readonly encrypted: boolean;
+  readonly events: EventToPublish[] = [];
+  readonly #participant: MeshParticipant;
+
+  constructor(f: RequestContextFields) {
+    this.context = f.context;
+    this.userClaims = f.userClaims;
+    this.traceId = f.traceId;
+    this.correlationId = f.correlationId;
+    this.service = f.service;
+    this.method = f.method;
+    this.encrypted = f.encrypted;
+    this.#participant = f.participant;
+  }
+
+  addEvent(event: EventToPublish): void {
+    if (
+      typeof event !== "object" ||
+      event === null ||
+      typeof event.topic !== "string" ||
+      event.topic === ""
+    ) {
+      throw new NuropbValidationError(
+        "ctx.addEvent needs { topic: non-empty string, event, target? }",
+      );
+    }
+    this.events.push(event);
+  }
+
+  #trace(): { traceId?: string } {
+    return this.traceId === null ? {} : { traceId: this.traceId };
+  }
+
+  request<TResult>(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options: RequestOptions = {},
+  ): Promise<TResult> {
+    return this.#participant.request<TResult>(service, method, params, context ?? this.context, {
+      ...this.#trace(),
+      ...options,
+      rpcResponse: true,
+    });
+  }
+
+  command(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options: CommandOptions = {},
+  ): Promise<void> {
+    return this.#participant.command(service, method, params, context ?? this.context, {
+      ...this.#trace(),
+      ...options,
+    });
+  }
+
+  publishEvent(
+    topic: string,
+    event: unknown,
+    context?: Context,
+    options: PublishEventOptions = {},
+  ): Promise<void> {
+    return this.#participant.publishEvent(topic, event, context ?? this.context, {
+      ...this.#trace(),
+      ...options,
+    });
+  }
+}
+
+export function createRequestContext(fields: RequestContextFields): HandlerContext {
+  return new HandlerContextImpl(fields);
 }
