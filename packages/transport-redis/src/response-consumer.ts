@@ -102,14 +102,15 @@ export class ResponseConsumer implements Listener {
     while (!this.#stopped) {
       let reply: unknown;
       try {
-        reply = await d.blocking.callBuffer("BLMPOP", [
+        reply = await d.blocking.callBuffer(
+          "BLMPOP",
           BLOCK_SECONDS,
           1,
           d.list,
           "LEFT",
           "COUNT",
           POP_COUNT,
-        ]);
+        );
         backoff = 0;
       } catch (err) {
         if (this.#stopped) break;

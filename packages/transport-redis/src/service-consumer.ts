@@ -196,7 +196,8 @@ export class ServiceConsumer implements Listener {
       }
       let reply: unknown;
       try {
-        reply = await blocking.callBuffer("XREADGROUP", [
+        reply = await blocking.callBuffer(
+          "XREADGROUP",
           "GROUP",
           SERVICE_GROUP,
           consumer,
@@ -207,7 +208,7 @@ export class ServiceConsumer implements Listener {
           "STREAMS",
           stream,
           ">",
-        ]);
+        );
         backoff = 0;
       } catch (err) {
         if (this.#stopped) break;
@@ -345,7 +346,8 @@ export class ServiceConsumer implements Listener {
     // whose read reply was lost with a connection).
     this.#claiming = true;
     try {
-      const reply = await d.redis.callBuffer("XAUTOCLAIM", [
+      const reply = await d.redis.callBuffer(
+        "XAUTOCLAIM",
         d.stream,
         SERVICE_GROUP,
         d.consumer,
@@ -353,7 +355,7 @@ export class ServiceConsumer implements Listener {
         this.#claimCursor,
         "COUNT",
         this.#free(),
-      ]);
+      );
       if (Array.isArray(reply)) {
         const [cursor, entries] = reply as [Buffer, unknown];
         this.#claimCursor = Buffer.isBuffer(cursor) ? cursor.toString("latin1") : "0-0";
