@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import { createNatsTransport, DEFAULT_NATS_MAX_FRAME_BYTES } from "@nuropb/transport-nats";
+import { resolveNatsOptions } from "../src/options.ts";
+
+describe("createNatsTransport options", () => {
+  it("applies defaults and does no I/O", () => {
+    const t = createNatsTransport({ servers: "nats://127.0.0.1:1" });
+    expect(t.kind).toBe("nats");
+    expect(t.mesh).toBe("nuropb");
+    expect(t.state).toBe("idle");
+    expect(t.capabilities).toEqual({
+      notDelivered: true,
+      redelivery: true,
+      deadLetter: true,
+      messageTtl: true,
+      maxFrameBytes: DEFAULT_NATS_MAX_FRAME_BYTES,
+    });
+    const o = resolveNatsOptions({ servers: ["nats://a:4222", "nats://b:4222"] });
+    expect(o).toMatchObject({
+      prefetch: 256,
+      ackWaitMs: 30_000,
+      publishTimeoutMs: 10_000,
+      name: "nuropb-nuropb",
+    });
+  });
+
+  it.each([
+    [{}, /servers/],
+    [{ servers: [] }, /servers/],
+    [{ servers: "" }, /servers/],
+    [{ servers: "nats://x", mesh: "a.b" }, /mesh/],
+    [{ servers: "nats://x", mesh: "a b" }, /mesh/],
+    [{ servers: "nats://x", mesh: "" }, /mesh/],
+    [{ servers: "nats://x", prefetch: 0 }, /prefetch/],
+    [{ servers: "nats://x", ackWaitMs: -1 }, /ackWaitMs/],
+    [{ servers: "nats://x", maxFrameBytes: 1.5 }, /maxFrameBytes/],
+  ])("refuses %j", (options, message) => {
+    expect(() => createNatsTransport(options as never)).toThrowError(message);
+  });
+
+  it("rejects operations before connect and after close with typed errors", async () => {
+    const t = createNatsTransport({ servers: "nats://127.0.0.1:1" });
+    const frame = { headers: {}, body: new Uint8Array(), correlationId: "c" };
+    await expect(t.send({ kind: "rpc", service: "x" }, frame)).rejects.toMatchObject({
+      name: "NuropbTransportError",
+    });
+    await t.close();
+    expect(t.state).toBe("closed");
+    await expect(t.closed()).resolves.toBeUndefined();
+    await expect(t.send({ kind: "rpc", service: "x" }, frame)).rejects.toMatchObject({
+      name: "NuropbConnectionClosedError",
+    });
+    await expect(t.connect()).rejects.toMatchObject({ name: "NuropbConnectionClosedError" });
+  });
+});

@@ -1,0 +1,101 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import type { Frame } from "@nuropb/protocol";
+import {
+  blobToFrame,
+  Field,
+  fieldsToFrame,
+  frameToBlob,
+  frameToFields,
+} from "../src/frame-codec.ts";
+
+/** As Redis hands fields back with Buffer replies. */
+const asReply = (fields: (string | Buffer)[]): Buffer[] =>
+  fields.map((f) => (typeof f === "string" ? Buffer.from(f, "utf8") : Buffer.from(f)));
+
+const frameArb = fc.record(
+  {
+    headers: fc.dictionary(
+      fc.string({ maxLength: 12 }),
+      fc.option(fc.string({ unit: "grapheme", maxLength: 16 }), { nil: null }),
+      { maxKeys: 6 },
+    ),
+    body: fc.uint8Array({ maxLength: 256 }),
+    correlationId: fc.string({ unit: "grapheme", maxLength: 40 }),
+    replyTo: fc.string({ unit: "grapheme", maxLength: 30 }),
+    ttlMs: fc.integer({ min: 1, max: 2 ** 40 }),
+  },
+  { requiredKeys: ["headers", "body", "correlationId"] },
+);
+
+describe("stream entry fields", () => {
+  it("round-trip any frame exactly (fast-check)", () => {
+    fc.assert(
+      fc.property(frameArb, (frame: Frame) => {
+        const got = fieldsToFrame(asReply(frameToFields(frame)));
+        expect(got.headers).toEqual(frame.headers);
+        expect(got.body).toEqual(new Uint8Array(frame.body));
+        expect(got.correlationId).toBe(frame.correlationId);
+        expect(got.replyTo).toBe(frame.replyTo);
+        expect(got.ttlMs).toBe(frame.ttlMs);
+        expect(got.requeued).toBe(false);
+      }),
+      { seed: 11, numRuns: 1_000 },
+    );
+  });
+
+  it("keep a null trace_id null and read the requeue marks", () => {
+    const fields = frameToFields({
+      headers: { trace_id: null },
+      body: new Uint8Array([0, 255]),
+      correlationId: "c",
+    });
+    const got = fieldsToFrame(
+      asReply([...fields, Field.redelivered, "1", Field.storedAtMs, "1700000000000"]),
+    );
+    expect(got.headers).toEqual({ trace_id: null });
+    expect(got.requeued).toBe(true);
+    expect(got.storedAtMs).toBe(1_700_000_000_000);
+  });
+
+  it("copy the body out of the reply buffer (the parser reuses its buffers)", () => {
+    const reply = asReply(
+      frameToFields({ headers: {}, body: new Uint8Array([1, 2, 3]), correlationId: "c" }),
+    );
+    const got = fieldsToFrame(reply);
+    (reply[reply.length - 1] as Buffer).fill(9);
+    expect(got.body).toEqual(new Uint8Array([1, 2, 3]));
+  });
+
+  it("refuse entries that are not frames with NuropbMessageError", () => {
+    expect(() => fieldsToFrame(asReply(["x", "y"]))).toThrowError(/without headers or body/);
+    expect(() => fieldsToFrame(asReply([Field.headers, "[1]", Field.body, "b"]))).toThrowError(
+      /malformed/,
+    );
+  });
+});
+
+describe("response blobs", () => {
+  it("round-trip any frame exactly (fast-check)", () => {
+    fc.assert(
+      fc.property(frameArb, (frame: Frame) => {
+        const got = blobToFrame(frameToBlob(frame));
+        expect(got.headers).toEqual(frame.headers);
+        expect(got.body).toEqual(new Uint8Array(frame.body));
+        expect(got.correlationId).toBe(frame.correlationId);
+        expect(got.replyTo).toBe(frame.replyTo);
+        expect(got.ttlMs).toBe(frame.ttlMs);
+      }),
+      { seed: 12, numRuns: 1_000 },
+    );
+  });
+
+  it("refuse truncated or garbled blobs with NuropbMessageError", () => {
+    const blob = frameToBlob({ headers: {}, body: new Uint8Array([1]), correlationId: "c" });
+    expect(() => blobToFrame(blob.subarray(0, 3))).toThrowError(/malformed/);
+    expect(() => blobToFrame(blob.subarray(0, 8))).toThrowError(/malformed/);
+    const garbled = Buffer.from(blob);
+    garbled[4] = 0x7b + 1;
+    expect(() => blobToFrame(garbled)).toThrowError(/malformed/);
+  });
+});
