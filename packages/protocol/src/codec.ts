@@ -1,3 +1,4 @@
+import { Buffer } from "node:buffer";
 import {
   ENCRYPTED_YES,
   Header,
@@ -19,7 +20,6 @@ import type {
 } from "./payloads.ts";
 import type { Frame, WireHeaders } from "./transport.ts";
 
-const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 /** Options for {@link encodePayload}. */
@@ -85,7 +85,7 @@ export function encodePayload(payload: Payload, options: EncodeOptions = {}): Fr
       `cannot encode a ${tag}: correlation_id must be a non-empty string`,
     );
   }
-  const body = utf8Encoder.encode(
+  const body = utf8Bytes(
     toWireJson(
       payload.tag === "event" && payload.target === undefined
         ? { ...payload, target: null }
@@ -93,6 +93,11 @@ export function encodePayload(payload: Payload, options: EncodeOptions = {}): Fr
     ),
   );
   const headers = buildHeaders(tag, payload.trace_id ?? null);
+  const frame: { -readonly [K in keyof Frame]: Frame[K] } = {
+    headers,
+    body,
+    correlationId: payload.correlation_id,
+  };
   if (tag === "request" || tag === "command") {
     const { ttlMs, replyTo } = options;
     if (ttlMs !== undefined && (!Number.isSafeInteger(ttlMs) || ttlMs < 0)) {
@@ -100,15 +105,35 @@ export function encodePayload(payload: Payload, options: EncodeOptions = {}): Fr
         `ttlMs must be a non-negative integer of milliseconds, got ${describe(ttlMs)}`,
       );
     }
-    return {
-      headers,
-      body,
-      correlationId: payload.correlation_id,
-      ...(replyTo !== undefined ? { replyTo } : {}),
-      ...(ttlMs !== undefined && ttlMs > 0 ? { ttlMs } : {}),
-    };
+    if (replyTo !== undefined) frame.replyTo = replyTo;
+    if (ttlMs !== undefined && ttlMs > 0) frame.ttlMs = ttlMs;
   }
-  return { headers, body, correlationId: payload.correlation_id };
+  return frame;
+}
+
+const SLAB_BYTES = 16 * 1024;
+let slab: Buffer | undefined;
+let slabUsed = 0;
+const utf8Encoder = new TextEncoder();
+
+/**
+ * UTF-8 bytes of `text`, as a plain `Uint8Array`. Bodies up to a few KB are written into a
+ * shared slab (as Node's own Buffer pool does): a fresh ArrayBuffer per message
+ * (`TextEncoder.encode`) costs more than the JSON.stringify of a small body. Like any view, the
+ * result may share its `ArrayBuffer`: readers honour `byteOffset`/`byteLength` and never transfer
+ * `body.buffer`. Views never overlap, and the slab is never written again where a view lies.
+ */
+function utf8Bytes(text: string): Uint8Array {
+  const max = text.length * 3; // UTF-8 needs at most 3 bytes per UTF-16 code unit
+  if (max > SLAB_BYTES >>> 2) return utf8Encoder.encode(text);
+  if (slab === undefined || max > SLAB_BYTES - slabUsed) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const written = slab.write(text, slabUsed, max, "utf8");
+  const bytes = new Uint8Array(slab.buffer, slab.byteOffset + slabUsed, written);
+  slabUsed = (slabUsed + written + 7) & ~7;
+  return bytes;
 }
 
 /**
@@ -140,7 +165,7 @@ function decodeUnchecked(frame: DecodableFrame): DecodedMessage {
   if (typeof protocol !== "string") {
     throw new NuropbMessageError(`header ${Header.protocol} is missing`);
   }
-  if (!SUPPORTED_PROTOCOL_VERSIONS.includes(protocol)) {
+  if (protocol !== NUROPB_PROTOCOL_VERSION && !SUPPORTED_PROTOCOL_VERSIONS.includes(protocol)) {
     throw new NuropbMessageError(`nuropb_protocol '${protocol}' is not supported`);
   }
   const type = headers[Header.type];

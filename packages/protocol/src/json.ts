@@ -38,14 +38,16 @@ export function normaliseJson(value: unknown, depth = 1): unknown {
       return Number.isFinite(value) ? value : null;
     case "bigint":
       return value.toString();
-    case "undefined":
-    case "function":
-    case "symbol":
+    case "object":
+      return value === null ? null : normaliseObject(value, depth);
+    default: // undefined, function, symbol
       return undefined;
-    default:
-      break;
   }
-  if (value === null) return null;
+}
+
+/** `normaliseJson` of a non-null object; strings, booleans, null and finite numbers inside are
+ * the bulk of most bodies and are handled inline, without a call. */
+function normaliseObject(value: object, depth: number): unknown {
   if (depth > MAX_JSON_DEPTH) {
     throw new NuropbMessageError(
       `value is cyclic or nested deeper than ${String(MAX_JSON_DEPTH)} levels; it cannot be sent as JSON`,
@@ -56,14 +58,48 @@ export function normaliseJson(value: unknown, depth = 1): unknown {
     let out: unknown[] | undefined;
     for (let i = 0; i < value.length; i++) {
       const item: unknown = value[i];
-      let n = normaliseJson(item, next);
-      if (n === undefined) n = null;
+      let n: unknown;
+      if (typeof item === "object" && item !== null) n = normaliseObject(item, next) ?? null;
+      else if (isJsonLeaf(item)) {
+        if (out !== undefined) out.push(item);
+        continue;
+      } else n = normaliseJson(item, next) ?? null;
       if (n !== item && out === undefined) out = value.slice(0, i);
       if (out !== undefined) out.push(n);
     }
     return out ?? value;
   }
-  const obj = value as object;
+  // Plain data (what JSON.parse makes, object literals, null-prototype records) is by far the
+  // common case: walk it with for-in, which allocates nothing, and skip the class checks.
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return normaliseOtherObject(value, depth, next);
+  const rec = value as Record<string, unknown>;
+  if (typeof rec.toJSON === "function") return normaliseOtherObject(value, depth, next);
+  let out: Record<string, unknown> | undefined;
+  for (const key in rec) {
+    // Enumerable keys inherited from a polluted Object.prototype: JSON.stringify skips them too.
+    // (V8 optimises this exact for-in + hasOwnProperty.call pattern; Object.hasOwn is slower.)
+    if (!Object.prototype.hasOwnProperty.call(rec, key)) continue;
+    const item = rec[key];
+    let n: unknown;
+    if (typeof item === "object" && item !== null) n = normaliseObject(item, next);
+    else if (isJsonLeaf(item)) {
+      if (out !== undefined) setKey(out, key, item);
+      continue;
+    } else n = normaliseJson(item, next);
+    if (n !== item && out === undefined) {
+      out = {};
+      for (const k in rec) {
+        if (k === key) break;
+        if (Object.prototype.hasOwnProperty.call(rec, k)) setKey(out, k, rec[k]);
+      }
+    }
+    if (out !== undefined && n !== undefined) setKey(out, key, n);
+  }
+  return out ?? rec;
+}
+
+function normaliseOtherObject(obj: object, depth: number, next: number): unknown {
   if (obj instanceof Date) {
     return Number.isNaN(obj.getTime()) ? null : obj.toISOString();
   }
@@ -74,7 +110,7 @@ export function normaliseJson(value: unknown, depth = 1): unknown {
     const out: Record<string, unknown> = {};
     for (const [k, v] of obj) {
       const n = normaliseJson(v, next);
-      if (n !== undefined) out[String(k)] = n;
+      if (n !== undefined) setKey(out, String(k), n);
     }
     return out;
   }
@@ -94,11 +130,34 @@ export function normaliseJson(value: unknown, depth = 1): unknown {
     const n = normaliseJson(item, next);
     if (n !== item && out === undefined) {
       out = {};
-      for (let j = 0; j < i; j++) out[keys[j] as string] = rec[keys[j] as string];
+      for (let j = 0; j < i; j++) setKey(out, keys[j] as string, rec[keys[j] as string]);
     }
-    if (out !== undefined && n !== undefined) out[key] = n;
+    if (out !== undefined && n !== undefined) setKey(out, key, n);
   }
-  return out ?? value;
+  return out ?? obj;
+}
+
+/** True for values JSON writes as they are: strings, booleans, null, finite numbers. */
+function isJsonLeaf(value: unknown): boolean {
+  const t = typeof value;
+  return (
+    t === "string" ||
+    t === "boolean" ||
+    value === null ||
+    (t === "number" && Number.isFinite(value))
+  );
+}
+
+/** `out[key] = value`, except that a `__proto__` key becomes an own property, as in JSON. */
+function setKey(out: Record<string, unknown>, key: string, value: unknown): void {
+  if (key === "__proto__") {
+    Object.defineProperty(out, key, {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  } else out[key] = value;
 }
 
 /**
