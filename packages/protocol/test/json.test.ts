@@ -118,6 +118,34 @@ describe("toWireJson writing rules", () => {
     expect(toWireJson({ p: new Point(1, 2) })).toBe('{"p":[1,2]}');
   });
 
+  it("toJSON returning undefined: omitted in objects, null in arrays", () => {
+    const gone = { toJSON: () => undefined };
+    expect(toWireJson({ a: 1, gone })).toBe('{"a":1}');
+    expect(toWireJson([gone, 1])).toBe("[null,1]");
+  });
+
+  it("an own __proto__ key (as JSON.parse makes) survives a copy as an own key", () => {
+    const parsed = JSON.parse('{"__proto__": {"x": 1}, "when": null}') as Record<string, unknown>;
+    parsed.when = new Date(0);
+    const out = normaliseJson(parsed) as Record<string, unknown>;
+    expect(Object.getPrototypeOf(out)).toBe(Object.prototype);
+    expect(Object.hasOwn(out, "__proto__")).toBe(true);
+    expect(toWireJson(parsed)).toBe('{"__proto__":{"x":1},"when":"1970-01-01T00:00:00.000Z"}');
+    const viaMap = toWireJson(new Map([["__proto__", 1]]));
+    expect(viaMap).toBe('{"__proto__":1}');
+  });
+
+  it("enumerable keys inherited from a polluted Object.prototype are not written", () => {
+    const proto = Object.prototype as Record<string, unknown>;
+    proto.polluted = "yes";
+    try {
+      expect(toWireJson({ a: 1 })).toBe('{"a":1}');
+      expect(toWireJson({ a: 1n, b: 2 })).toBe('{"a":"1","b":2}');
+    } finally {
+      delete proto.polluted;
+    }
+  });
+
   it("class instances and null-prototype objects are written by their own enumerable keys", () => {
     class Thing {
       a = 1;

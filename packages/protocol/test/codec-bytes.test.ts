@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { decodeFrame, encodePayload, newId } from "@nuropb/protocol";
+import type { Frame, RequestPayload } from "@nuropb/protocol";
+
+function request(params: Record<string, unknown>): RequestPayload {
+  return {
+    tag: "request",
+    service: "svc",
+    method: "echo",
+    params,
+    correlation_id: newId(),
+    context: {},
+    trace_id: null,
+  };
+}
+
+const text = (frame: Frame): string => new TextDecoder().decode(frame.body);
+
+describe("encoded body bytes", () => {
+  it("are a plain Uint8Array holding exactly the UTF-8 of the JSON", () => {
+    const payload = request({ s: "é 😀 \u2028", n: 1 });
+    const frame = encodePayload(payload);
+    expect(Object.getPrototypeOf(frame.body)).toBe(Uint8Array.prototype);
+    expect(text(frame)).toBe(JSON.stringify(payload));
+    expect(Array.from(frame.body)).toEqual(Array.from(new TextEncoder().encode(text(frame))));
+  });
+
+  it("many bodies kept at once stay intact (no shared bytes between frames)", () => {
+    const frames: [RequestPayload, Frame][] = [];
+    for (let i = 0; i < 2_000; i++) {
+      const p = request({ i, s: "x".repeat(i % 97), u: i % 5 === 0 ? "ü€😀" : "a" });
+      frames.push([p, encodePayload(p)]);
+    }
+    const starts = new Map<ArrayBufferLike, Set<number>>();
+    for (const [p, f] of frames) {
+      expect(decodeFrame(f).payload).toEqual(p);
+      // Views into a shared slab: no two live frames start at the same place of one buffer.
+      const used = starts.get(f.body.buffer) ?? new Set<number>();
+      expect(used.has(f.body.byteOffset)).toBe(false);
+      used.add(f.body.byteOffset);
+      starts.set(f.body.buffer, used);
+    }
+  });
+
+  it("a large body gets its own bytes and round-trips", () => {
+    const big = request({ blob: "z".repeat(100_000), more: "ß".repeat(10_000) });
+    const frame = encodePayload(big);
+    expect(frame.body.byteOffset).toBe(0);
+    expect(frame.body.buffer.byteLength).toBe(frame.body.byteLength);
+    expect(decodeFrame(frame).payload).toEqual(big);
+  });
+
+  it("lone surrogates are escaped by JSON.stringify and come back unchanged", () => {
+    const p = request({ s: "a\ud800b" });
+    const frame = encodePayload(p);
+    expect(text(frame)).toContain('"a\\ud800b"');
+    expect(decodeFrame(frame).payload).toEqual(p);
+  });
+});
