@@ -1,0 +1,201 @@
+import { assertTopicPattern } from "@nuropb/protocol";
+import { obfuscateUrl } from "@nuropb/transport-amqp";
+import { usageError } from "./errors.ts";
+
+/** An AMQP URL the CLI checked, with the parts it needs. */
+export interface BrokerUrl {
+  /** The URL as given (with credentials: never print it). */
+  readonly url: string;
+  /** The URL with its password masked, for messages. */
+  readonly shown: string;
+  /** The mesh: the URL's vhost, decoded. */
+  readonly vhost: string;
+  /** The password, for scrubbing it out of foreign error text. */
+  readonly password: string;
+  /** The user name. */
+  readonly username: string;
+}
+
+const URL_EXAMPLE = "amqp://user:password@host:5672/vhost";
+
+/**
+ * The broker URL from `--url`, else `NUROPB_AMQP_URL`, checked: an `amqp://` or `amqps://` URL with
+ * a host and a vhost path.
+ * @throws CliError (usage) saying what to fix; the password is never echoed.
+ */
+export function brokerUrl(
+  option: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): BrokerUrl {
+  const fromEnv = env.NUROPB_AMQP_URL;
+  const text = option ?? (fromEnv === "" ? undefined : fromEnv);
+  if (text === undefined || text === "") {
+    throw usageError(`no broker URL: pass --url ${URL_EXAMPLE} or set NUROPB_AMQP_URL`);
+  }
+  const where = option !== undefined ? "--url" : "NUROPB_AMQP_URL";
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw usageError(`${where} is not a URL (${obfuscateUrl(text)}); expected ${URL_EXAMPLE}`);
+  }
+  const shown = obfuscateUrl(text);
+  if (u.protocol !== "amqp:" && u.protocol !== "amqps:") {
+    throw usageError(
+      `${where} must be an amqp:// or amqps:// URL, got ${shown}; expected ${URL_EXAMPLE}`,
+    );
+  }
+  if (u.hostname === "")
+    throw usageError(`${where} has no host: ${shown}; expected ${URL_EXAMPLE}`);
+  const path = u.pathname.replace(/^\//, "");
+  if (path === "") {
+    throw usageError(
+      `${where} has no vhost (the mesh is the URL's path): ${shown}; expected ${URL_EXAMPLE}`,
+    );
+  }
+  if (path.includes("/")) {
+    throw usageError(`${where} path must be one vhost segment (write '/' as %2F): ${shown}`);
+  }
+  let vhost: string;
+  try {
+    vhost = decodeURIComponent(path);
+  } catch {
+    throw usageError(`${where} vhost is not valid percent-encoding: ${shown}`);
+  }
+  return {
+    url: text,
+    shown,
+    vhost,
+    password: safeDecode(u.password),
+    username: safeDecode(u.username),
+  };
+}
+
+/**
+ * The management API URL from `--management-url`, else `NUROPB_MANAGEMENT_URL`, or `undefined`
+ * (derive it from the AMQP URL).
+ * @throws CliError (usage) for a URL that is not http(s).
+ */
+export function managementUrl(
+  option: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): string | undefined {
+  const fromEnv = env.NUROPB_MANAGEMENT_URL;
+  const text = option ?? (fromEnv === "" ? undefined : fromEnv);
+  if (text === undefined) return undefined;
+  const where = option !== undefined ? "--management-url" : "NUROPB_MANAGEMENT_URL";
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw usageError(
+      `${where} is not a URL (${obfuscateUrl(text)}); expected http://user:password@host:15672/api`,
+    );
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") {
+    throw usageError(`${where} must be an http:// or https:// URL, got ${obfuscateUrl(text)}`);
+  }
+  return text;
+}
+
+/**
+ * Parses a JSON object argument (params, context).
+ * @throws CliError (usage) naming the argument and what is wrong with the text.
+ */
+export function jsonObject(text: string | undefined, what: string): Record<string, unknown> {
+  if (text === undefined) return {};
+  const value = jsonValue(text, what);
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw usageError(
+      `${what} must be a JSON object like '{"key":"value"}', got ${value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`}`,
+    );
+  }
+  return value as Record<string, unknown>;
+}
+
+/**
+ * Parses any JSON value (an event).
+ * @throws CliError (usage) naming the argument and where the JSON breaks.
+ */
+export function jsonValue(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw usageError(
+      `${what} is not valid JSON (${reason}): ${text.length > 60 ? `${text.slice(0, 57)}...` : text}`,
+      "quote JSON for the shell, e.g. '{\"id\": 42}'",
+    );
+  }
+}
+
+/**
+ * Parses a positive whole number of milliseconds.
+ * @throws CliError (usage)
+ */
+export function milliseconds(text: string, what: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n <= 0) {
+    throw usageError(`${what} must be a positive whole number of milliseconds, got '${text}'`);
+  }
+  return n;
+}
+
+/**
+ * Parses a positive whole number (a count).
+ * @throws CliError (usage)
+ */
+export function positiveInteger(text: string, what: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n <= 0) {
+    throw usageError(`${what} must be a positive whole number, got '${text}'`);
+  }
+  return n;
+}
+
+const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
+
+/**
+ * Checks a service name (letters, digits, `_ . : -`).
+ * @throws CliError (usage)
+ */
+export function serviceName(text: string): string {
+  if (!NAME_RE.test(text)) {
+    throw usageError(`service name must be letters, digits, '_', '.', ':' or '-', got '${text}'`);
+  }
+  return text;
+}
+
+/**
+ * Checks an event topic: non-empty, no wildcards.
+ * @throws CliError (usage)
+ */
+export function topic(text: string): string {
+  if (text === "" || text.includes("*") || text.includes("#")) {
+    throw usageError(`'${text}' is not a topic: no wildcards, e.g. orders.created`);
+  }
+  return text;
+}
+
+/**
+ * Checks a topic binding pattern: dot-separated words, `*` for one word, `#` for any number.
+ * @throws CliError (usage)
+ */
+export function topicPattern(text: string): string {
+  try {
+    assertTopicPattern(text);
+  } catch (err) {
+    throw usageError(
+      `${(err as Error).message}; a pattern is dot-separated words, '*' for one word, '#' for any number`,
+    );
+  }
+  return text;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
