@@ -1,0 +1,69 @@
+import { decodeFrame, encodePayload, newId } from "@nuropb/protocol";
+import type { RequestPayload } from "@nuropb/protocol";
+import { formatInt, formatPercent, measureInterleaved, median } from "../suite.ts";
+import type { BenchSuite, SuiteResult } from "../suite.ts";
+
+/** nuropb's encode+decode must reach this share of bare JSON.stringify + JSON.parse. */
+export const CODEC_TARGET_RATIO = 0.7;
+
+/** A ~100-byte request body, the size of the small-message anchors in BENCH-ANCHORS.md. */
+function smallRequest(): RequestPayload {
+  return {
+    tag: "request",
+    service: "svc",
+    method: "echo",
+    params: { n: 1 },
+    correlation_id: newId(),
+    context: {},
+    trace_id: null,
+  };
+}
+
+const REPLY_TO = "nuropb-svc-0123456789abcdef0123456789abcdef-rq";
+
+/** Codec throughput beside bare JSON in the same process. */
+export const codecSuite: BenchSuite = {
+  name: "codec",
+  description:
+    "encodePayload + decodeFrame of a ~100 B request vs bare JSON.stringify + JSON.parse",
+  run(): Promise<SuiteResult> {
+    const payload = smallRequest();
+    const options = { replyTo: REPLY_TO, ttlMs: 30_000 };
+    const frame = encodePayload(payload, options);
+    const text = JSON.stringify(payload);
+    const cases = [
+      { name: "nuropb encode+decode", op: () => decodeFrame(encodePayload(payload, options)) },
+      {
+        name: "bare JSON.stringify+parse",
+        op: () => JSON.parse(JSON.stringify(payload)) as unknown,
+      },
+      { name: "nuropb encodePayload", op: () => encodePayload(payload, options) },
+      { name: "nuropb decodeFrame", op: () => decodeFrame(frame) },
+      { name: "bare JSON.stringify", op: () => JSON.stringify(payload) },
+      { name: "bare JSON.parse", op: () => JSON.parse(text) as unknown },
+    ] as const;
+    const results = measureInterleaved(cases);
+    const [ours, bare] = results;
+    if (ours === undefined || bare === undefined) throw new Error("codec suite lost its cases");
+    // Ratio per round (both measured side by side), then the median of those.
+    const ratios = ours.opsPerSec.map((v, i) => v / (bare.opsPerSec[i] ?? NaN));
+    const ratio = median(ratios);
+    const ok = ratio >= CODEC_TARGET_RATIO;
+    const rows = results.map((r) => [
+      r.name,
+      formatInt(r.medianOpsPerSec),
+      formatInt(Math.min(...r.opsPerSec)),
+      formatInt(Math.max(...r.opsPerSec)),
+      formatInt(1e9 / r.medianOpsPerSec),
+    ]);
+    return Promise.resolve({
+      columns: ["case", "ops/s (median)", "min", "max", "ns/op"],
+      rows,
+      notes: [
+        `body ${String(frame.body.length)} B; ${String(ours.opsPerSec.length)} interleaved rounds after warm-up; ratio = median of per-round ratios (${ratios.map((x) => formatPercent(x)).join(", ")})`,
+      ],
+      comparison: `nuropb codec = ${formatPercent(ratio)} of bare JSON (target ≥ ${formatPercent(CODEC_TARGET_RATIO)}): ${ok ? "OK" : "BELOW TARGET"}`,
+      ok,
+    });
+  },
+};
