@@ -44,6 +44,14 @@ export function replySubject(mesh: string, address: string): string {
   return `${mesh}.reply.${address}`;
 }
 
+/**
+ * Core-NATS subject on which instances of a service announce the union of its event patterns,
+ * so that every instance filters the shared events consumer with the same patterns.
+ */
+export function bindingsSubject(mesh: string, service: string): string {
+  return `${mesh}.ctl.evb.${service}`;
+}
+
 /** Dead-letter subject of a service. */
 export function deadLetterSubject(mesh: string, service: string): string {
   return `${mesh}.dl.${service}`;

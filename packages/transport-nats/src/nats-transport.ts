@@ -42,6 +42,7 @@ import {
 } from "@nuropb/protocol";
 import { decodeFrameHeaders, encodeFrameHeaders, NatsHeader } from "./frame-headers.ts";
 import {
+  bindingsSubject,
   deadLetterStreamName,
   deadLetterSubject,
   deadLetterWildcard,
@@ -91,6 +92,14 @@ interface ServiceTopology {
   readonly service: string;
   readonly rpcNames: readonly string[];
   readonly eventBindings: readonly string[];
+}
+
+/** A service listener's topology and the event patterns it currently serves. */
+interface ServiceRecord extends ServiceTopology {
+  /** Union of the event patterns of every instance of the service (grows, never shrinks). */
+  patterns: string[];
+  /** Announcements of that union by other instances. */
+  announcements?: Subscription;
 }
 
 class ResponseConsumer implements Listener {
@@ -147,7 +156,7 @@ class NatsTransport implements Transport {
   #maxFrameBytes: number;
   #nextFlush: Promise<void> | undefined;
   readonly #channel = createEventChannel<TransportEvent>();
-  readonly #services = new Map<ServiceConsumer, ServiceTopology & { patterns: string[] }>();
+  readonly #services = new Map<ServiceConsumer, ServiceRecord>();
   readonly #responses = new Map<string, ResponseConsumer>();
   readonly #closed: Promise<Error | undefined>;
   #resolveClosed!: (reason: Error | undefined) => void;
@@ -298,7 +307,7 @@ class NatsTransport implements Transport {
       for (let attempt = 0; this.#state === LifecycleState.open; attempt++) {
         try {
           for (const [consumer, topo] of this.#services) {
-            topo.patterns = await this.#ensureServiceTopology(topo);
+            await this.#ensureServiceTopology(topo);
             if (this.#state !== LifecycleState.open) return;
             consumer.resume();
           }
@@ -584,20 +593,44 @@ class NatsTransport implements Transport {
   async consumeService(spec: ServiceQueueSpec, handler: DeliveryHandler): Promise<Listener> {
     const { nc } = this.#requireOpen();
     validateServiceSpec(spec);
-    const topo: ServiceTopology & { patterns: string[] } = {
+    const topo: ServiceRecord = {
       service: spec.service,
       rpcNames: [...new Set([spec.service, ...spec.rpcBindings])],
       eventBindings: [...new Set(spec.eventBindings)],
       patterns: [],
     };
+    if (topo.eventBindings.length > 0) {
+      // Announcements arrive on this connection in order with the events themselves, so an
+      // event published after another instance widened the bindings is never filtered out here.
+      topo.announcements = nc.subscribe(bindingsSubject(this.mesh, spec.service), {
+        callback: (err, msg) => {
+          if (err !== null) return;
+          try {
+            const announced = JSON.parse(new TextDecoder().decode(msg.data)) as unknown;
+            if (Array.isArray(announced)) {
+              const valid = announced.filter((p): p is string => typeof p === "string");
+              topo.patterns = [...new Set([...topo.patterns, ...valid])].sort();
+            }
+          } catch {
+            this.#opts.logger.debug("malformed bindings announcement", { service: spec.service });
+          }
+        },
+      });
+    }
     try {
-      topo.patterns = await this.#ensureServiceTopology(topo);
+      await this.#ensureServiceTopology(topo);
     } catch (err) {
+      topo.announcements?.unsubscribe();
       throw err instanceof NuropbTransportError
         ? err
         : this.#translate(err, `declare service '${spec.service}'`);
     }
-    this.#requireOpen();
+    try {
+      this.#requireOpen();
+    } catch (err) {
+      topo.announcements?.unsubscribe();
+      throw err;
+    }
     const mesh = this.mesh;
     const consumer: ServiceConsumer = new ServiceConsumer({
       nc,
@@ -623,7 +656,10 @@ class NatsTransport implements Transport {
       handler,
       deadLetter: (msg, info, reason) => this.#deadLetter(spec.service, msg, info, reason),
       onConsumerLost: () => void this.#recover(),
-      onStopped: (c) => this.#services.delete(c),
+      onStopped: (c) => {
+        this.#services.get(c)?.announcements?.unsubscribe();
+        this.#services.delete(c);
+      },
     });
     this.#services.set(consumer, topo);
     consumer.start();
@@ -659,8 +695,11 @@ class NatsTransport implements Transport {
     });
   }
 
-  /** Declares (idempotently) what a service consumes; returns the service's event patterns. */
-  async #ensureServiceTopology(topo: ServiceTopology): Promise<string[]> {
+  /**
+   * Declares (idempotently) what a service consumes, merges the service's event patterns into
+   * `topo.patterns` and announces them to the other instances.
+   */
+  async #ensureServiceTopology(topo: ServiceRecord): Promise<void> {
     const mesh = this.mesh;
     const o = this.#opts;
     await this.#ensureStream(
@@ -693,7 +732,7 @@ class NatsTransport implements Transport {
       max_deliver: -1,
       max_ack_pending: -1,
     });
-    if (topo.eventBindings.length === 0) return [];
+    if (topo.eventBindings.length === 0) return;
     const eventsName = eventsStreamName(mesh);
     await this.#ensureStream(
       {
@@ -706,7 +745,7 @@ class NatsTransport implements Transport {
       },
       false,
     );
-    const consumer = await this.#ensureConsumer(
+    const union = await this.#ensureConsumer(
       eventsName,
       {
         durable_name: eventsConsumerName(topo.service),
@@ -720,7 +759,10 @@ class NatsTransport implements Transport {
       },
       topo.eventBindings,
     );
-    return consumer;
+    topo.patterns = [...new Set([...topo.patterns, ...union])].sort();
+    const { nc } = this.#requireOpen();
+    nc.publish(bindingsSubject(mesh, topo.service), JSON.stringify(topo.patterns));
+    await nc.flush();
   }
 
   async #ensureStream(
