@@ -93,6 +93,10 @@ interface Held {
 
 type Entry = [id: Buffer, fields: Buffer[] | null];
 
+interface AutoClaimBuffer {
+  xautoclaimBuffer(...args: (string | number)[]): Promise<unknown>;
+}
+
 function isEntryList(value: unknown): value is Entry[] {
   return Array.isArray(value);
 }
@@ -346,8 +350,9 @@ export class ServiceConsumer implements Listener {
     // whose read reply was lost with a connection).
     this.#claiming = true;
     try {
-      const reply = await d.redis.callBuffer(
-        "XAUTOCLAIM",
+      // ioredis generates `xautoclaimBuffer` but does not type it; `callBuffer` on an
+      // auto-pipelined connection loses the command name (ioredis 5.11).
+      const reply = await (d.redis as unknown as AutoClaimBuffer).xautoclaimBuffer(
         d.stream,
         SERVICE_GROUP,
         d.consumer,

@@ -1,0 +1,282 @@
+import fc from "fast-check";
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import {
+  newId,
+  topicMatches,
+  type Delivery,
+  type Frame,
+  type ServiceQueueSpec,
+  type Transport,
+} from "@nuropb/protocol";
+import { createRedisTransport, type RedisTransportOptions } from "@nuropb/transport-redis";
+import { createCollector, delay, waitFor } from "@nuropb/transport-testkit";
+
+// What the conformance suite cannot see: the dead-letter stream, expiry, the server-side topic
+// matching, claiming from consumers that died, and the keys other processes read.
+const url = inject("redisUrl");
+const mesh = `rb${newId().slice(0, 10)}`;
+const made: Transport[] = [];
+let raw: Redis;
+
+beforeAll(async () => {
+  raw = new Redis(url, { lazyConnect: true });
+  await raw.connect();
+});
+afterAll(async () => {
+  await raw.quit();
+});
+afterEach(async () => {
+  await Promise.allSettled(made.splice(0).map((t) => t.close()));
+});
+
+async function open(options: Partial<RedisTransportOptions> = {}): Promise<Transport> {
+  const t = createRedisTransport({ url, mesh, ...options });
+  made.push(t);
+  await t.connect();
+  return t;
+}
+
+const enc = new TextEncoder();
+const label = (d: { body: Uint8Array }): string => new TextDecoder().decode(d.body);
+const frame = (text: string, extra: Partial<Frame> = {}): Frame => ({
+  headers: { nuropb_type: "request", trace_id: null, encrypted: "" },
+  body: enc.encode(text),
+  correlationId: text,
+  ...extra,
+});
+const spec = (service: string, extra: Partial<ServiceQueueSpec> = {}): ServiceQueueSpec => ({
+  service,
+  rpcBindings: [],
+  eventBindings: [],
+  prefetch: 1,
+  ...extra,
+});
+const unique = (): string => `s${newId().slice(0, 16)}`;
+
+/** Dead letters of `service`, as field maps. */
+async function deadLetters(service: string): Promise<Map<string, Buffer>[]> {
+  const entries = (await raw.xrangeBuffer(`${mesh}:dl`, "-", "+")) as [Buffer, Buffer[]][];
+  return entries
+    .map(([, fields]) => {
+      const m = new Map<string, Buffer>();
+      for (let i = 0; i + 1 < fields.length; i += 2)
+        m.set(String(fields[i]), fields[i + 1] as Buffer);
+      return m;
+    })
+    .filter((m) => m.get("service")?.toString() === service);
+}
+
+describe("redis transport behaviour", () => {
+  it("reject() dead-letters the entry once, fields intact, with reason, service and original id", async () => {
+    const t = await open();
+    const service = unique();
+    await t.consumeService(spec(service), (d) => d.reject());
+    const body = new Uint8Array([0, 1, 2, 254, 255]);
+    await t.send(
+      { kind: "rpc", service },
+      frame("x", { body, replyTo: "nuropb-x-rq", ttlMs: 60_000 }),
+    );
+    await waitFor(async () => (await deadLetters(service)).length > 0, 10_000, "a dead letter");
+    await delay(300);
+    const dls = await deadLetters(service);
+    expect(dls).toHaveLength(1);
+    const dl = dls[0] as Map<string, Buffer>;
+    expect(dl.get("reason")?.toString()).toBe("rejected");
+    expect(dl.get("c")?.toString()).toBe("x");
+    expect(dl.get("r")?.toString()).toBe("nuropb-x-rq");
+    expect(JSON.parse(dl.get("h")?.toString() ?? "")).toEqual({
+      nuropb_type: "request",
+      trace_id: null,
+      encrypted: "",
+    });
+    expect(new Uint8Array(dl.get("b") ?? Buffer.alloc(0))).toEqual(body);
+    expect(dl.get("id")?.toString()).toMatch(/^\d+-\d+$/);
+    expect(await raw.xlen(`${mesh}:sq:${service}`)).toBe(0);
+  });
+
+  it("a request that outlives its ttl in the queue is dead-lettered as expired, never delivered", async () => {
+    const t = await open();
+    const service = unique();
+    const got = createCollector<Delivery>("deliveries");
+    await t.consumeService(spec(service, { prefetch: 1 }), (d) => got.push(d));
+    await t.send({ kind: "rpc", service }, frame("first", { ttlMs: 60_000 }));
+    const [first] = await got.waitForCount(1);
+    await t.send({ kind: "rpc", service }, frame("expires", { ttlMs: 100 }));
+    await delay(400); // the ttl passes while the request waits behind "first"
+    await first?.ack();
+    await t.send({ kind: "rpc", service }, frame("marker", { ttlMs: 60_000 }));
+    const items = await got.waitForCount(2);
+    expect(items.map(label)).toEqual(["first", "marker"]);
+    await waitFor(async () => (await deadLetters(service)).length > 0, 10_000, "a dead letter");
+    const [dl] = await deadLetters(service);
+    expect(dl?.get("reason")?.toString()).toBe("expired");
+    expect(dl?.get("b")?.toString()).toBe("expires");
+  });
+
+  it("the server-side topic matcher (Lua) agrees with topicMatches (fast-check)", async () => {
+    const t = await open();
+    const word = fc.constantFrom("a", "b", "c");
+    const pattern = fc
+      .array(fc.oneof(word, fc.constant("*"), fc.constant("#")), { minLength: 1, maxLength: 4 })
+      .map((w) => w.join("."));
+    const topic = fc.array(word, { minLength: 1, maxLength: 4 }).map((w) => w.join("."));
+    const patterns = [...new Set(fc.sample(pattern, { seed: 5, numRuns: 40 }))];
+    const topics = [...new Set(fc.sample(topic, { seed: 6, numRuns: 60 }))];
+    // Bindings written as another process would find them: one service per pattern.
+    const services = patterns.map((p, i) => ({
+      service: `lua${i}-${newId().slice(0, 6)}`,
+      pattern: p,
+    }));
+    for (const { service, pattern: p } of services) {
+      await raw.sadd(`${mesh}:evb:${service}`, p);
+      await raw.sadd(`${mesh}:evs`, service);
+    }
+    const prefix = newId().slice(0, 6);
+    for (const tp of topics)
+      await t.send({ kind: "event", topic: `${tp}` }, frame(`${prefix}|${tp}`));
+    for (const { service, pattern: p } of services) {
+      const entries = (await raw.xrangeBuffer(`${mesh}:sq:${service}`, "-", "+")) as [
+        Buffer,
+        Buffer[],
+      ][];
+      const got = entries
+        .map(([, f]) => f[f.findIndex((x) => x.toString() === "c") + 1]?.toString() ?? "")
+        .filter((c) => c.startsWith(`${prefix}|`))
+        .map((c) => c.slice(prefix.length + 1))
+        .sort();
+      expect(got, `pattern ${p}`).toEqual(topics.filter((tp) => topicMatches(p, tp)).sort());
+    }
+    await raw.srem(`${mesh}:evs`, ...services.map((s) => s.service));
+  });
+
+  it("instances of one service with different bindings serve the union, each event once", async () => {
+    const a = await open();
+    const b = await open();
+    const service = unique();
+    const topic = unique();
+    const got = createCollector<string>("events");
+    const handler = async (d: Delivery): Promise<void> => {
+      got.push(label(d));
+      await d.ack();
+    };
+    await a.consumeService(
+      spec(service, { eventBindings: [`${topic}.one`], prefetch: 4 }),
+      handler,
+    );
+    await b.consumeService(
+      spec(service, { eventBindings: [`${topic}.two`, `${topic}.*`], prefetch: 4 }),
+      handler,
+    );
+    const sent: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const tp = `${topic}.${i % 2 === 0 ? "one" : "two"}`;
+      sent.push(`${tp}#${i}`);
+      await a.send({ kind: "event", topic: tp }, frame(`${tp}#${i}`));
+    }
+    await got.waitForCount(10);
+    await delay(300);
+    expect([...got.items].sort()).toEqual(sent.sort());
+    expect((await raw.smembers(`${mesh}:evb:${service}`)).sort()).toEqual(
+      [`${topic}.one`, `${topic}.two`, `${topic}.*`].sort(),
+    );
+  });
+
+  it("an entry held by a consumer that died is claimed and redelivered", async () => {
+    const t = await open({ claimIdleMs: 500 });
+    const service = unique();
+    await (await t.consumeService(spec(service), (d) => d.ack())).stop();
+    await t.send({ kind: "rpc", service }, frame("orphan"));
+    // A consumer that reads the entry and dies without a word.
+    const read = await raw.xreadgroup(
+      "GROUP",
+      "nuropb",
+      "dead",
+      "COUNT",
+      1,
+      "STREAMS",
+      `${mesh}:sq:${service}`,
+      ">",
+    );
+    expect(read).not.toBeNull();
+    const got = createCollector<Delivery>("deliveries");
+    await t.consumeService(spec(service), async (d) => {
+      got.push(d);
+      await d.ack();
+    });
+    const [again] = await got.waitForCount(1, 10_000);
+    expect(again === undefined ? undefined : label(again)).toBe("orphan");
+    expect(again?.redelivered).toBe(true);
+    await waitFor(
+      async () => (await raw.xlen(`${mesh}:sq:${service}`)) === 0,
+      5_000,
+      "the stream to empty",
+    );
+  });
+
+  it("a handler slower than the claim time keeps its delivery: nobody else gets it", async () => {
+    const service = unique();
+    const a = await open({ claimIdleMs: 500 });
+    const b = await open({ claimIdleMs: 500 });
+    const onA = createCollector<string>("deliveries on A");
+    const onB = createCollector<string>("deliveries on B");
+    await a.consumeService(spec(service), async (d) => {
+      onA.push(label(d));
+      await delay(1_500); // three claim times
+      await d.ack();
+    });
+    await a.send({ kind: "rpc", service }, frame("slow"));
+    await onA.waitForCount(1);
+    await b.consumeService(spec(service), async (d) => {
+      onB.push(label(d));
+      await d.ack();
+    });
+    await delay(2_000);
+    expect(onA.items).toEqual(["slow"]);
+    expect(onB.items).toEqual([]);
+  });
+
+  it("an rpc alias bound to two services reaches both (AMQP direct-exchange semantics); bindings live in Redis", async () => {
+    const t = await open();
+    const other = await open();
+    const alias = unique();
+    const [s1, s2] = [unique(), unique()];
+    const got = createCollector<string>("deliveries");
+    for (const s of [s1, s2]) {
+      await t.consumeService(spec(s, { rpcBindings: [alias] }), async (d) => {
+        got.push(`${s}:${label(d)}`);
+        await d.ack();
+      });
+    }
+    expect((await raw.smembers(`${mesh}:rpc:${alias}`)).sort()).toEqual([s1, s2].sort());
+    await other.send({ kind: "rpc", service: alias }, frame("both"));
+    await got.waitForCount(2);
+    expect([...got.items].sort()).toEqual([`${s1}:both`, `${s2}:both`].sort());
+  });
+
+  it("competing consumers share the queue: each request once, every instance busy", async () => {
+    const service = unique();
+    const seen = new Map<string, string[]>();
+    const instances = await Promise.all([open(), open(), open()]);
+    for (const [i, t] of instances.entries()) {
+      await t.consumeService(spec(service, { prefetch: 4 }), async (d) => {
+        seen.set(label(d), [...(seen.get(label(d)) ?? []), `i${i}`]);
+        await delay(1);
+        await d.ack();
+      });
+    }
+    const sender = instances[0] as Transport;
+    await Promise.all(
+      Array.from({ length: 300 }, (_, i) => sender.send({ kind: "rpc", service }, frame(`m${i}`))),
+    );
+    await waitFor(() => seen.size === 300, 10_000, "300 distinct deliveries");
+    await delay(300);
+    expect([...seen.values()].every((who) => who.length === 1)).toBe(true);
+    expect(new Set([...seen.values()].flat()).size).toBe(3);
+    await waitFor(
+      async () => (await raw.xlen(`${mesh}:sq:${service}`)) === 0,
+      5_000,
+      "acked entries deleted",
+    );
+  });
+});
