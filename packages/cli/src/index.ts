@@ -1,6 +1,6 @@
 export { run, CLI_VERSION } from "./run.ts";
 export { DEFAULT_CONNECT_TIMEOUT_MS } from "./commands/context.ts";
-export { ExitCode, CliError, exitCodeFor } from "./errors.ts";
+export { ExitCode } from "./errors.ts";
 export {
   formatTable,
   formatParameters,
