@@ -156,6 +156,15 @@ export function positiveInteger(text: string, what: string): number {
 const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
 
 /**
+ * Checks a method name (not empty).
+ * @throws CliError (usage)
+ */
+export function methodName(text: string): string {
+  if (text.trim() === "") throw usageError("method name must not be empty");
+  return text;
+}
+
+/**
  * Checks a service name (letters, digits, `_ . : -`).
  * @throws CliError (usage)
  */

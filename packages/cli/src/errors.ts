@@ -53,12 +53,12 @@ const TRANSPORT_ERRORS = new Set([
 /**
  * The exit code for an error thrown while running a command: {@link CliError} carries its own;
  * transport, not-delivered and timeout errors are 4; other NuroPb errors (what a service answered)
- * are 3; a `TypeError` from a library's argument check is 2; anything else is 1.
+ * are 3; anything else is 1 (arguments are checked before anything is sent, so a `TypeError`
+ * here is a bug, not a usage error).
  */
 export function exitCodeFor(err: unknown): ExitCode {
   if (err instanceof CliError) return err.exitCode;
   if (isNuropbError(err))
     return TRANSPORT_ERRORS.has(err.wireName) ? ExitCode.transport : ExitCode.remote;
-  if (err instanceof TypeError) return ExitCode.usage;
   return ExitCode.failed;
 }

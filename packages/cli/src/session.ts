@@ -21,6 +21,7 @@ export const amqpTransportFactory: TransportFactory = (url, settings) =>
 
 /** A connected client and how to let go of it. */
 export interface Session {
+  /** The connected client. */
   readonly client: MeshClient;
   /** Disconnects the client and closes the transport. Never throws. */
   close(): Promise<void>;

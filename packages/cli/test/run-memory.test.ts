@@ -2,6 +2,7 @@ import { createService, publishToMesh, type MeshService, type RequestContext } f
 import { createServiceKeys } from "@nuropb/crypto";
 import { NuropbTransportError, NuropbValidationError } from "@nuropb/protocol";
 import { createMemoryHub, createMemoryTransport, type MemoryHub } from "@nuropb/transport-memory";
+import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { run, type CliIo } from "../src/index.ts";
 import { capture } from "./helpers.ts";
@@ -222,6 +223,51 @@ describe("call", () => {
       "error: cannot connect to amqp://guest:****@rabbit.invalid:5672/nuropb: refused by amqp://guest:****@rabbit.invalid (****)\n" +
         "hint: is RabbitMQ running there? check the URL, the credentials and the vhost (`nuropb mesh setup` creates it)\n",
     );
+  });
+});
+
+describe("spinner", () => {
+  it("spins on the terminal's stderr while waiting, never on stdout", async () => {
+    const spun: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        spun.push(chunk.toString());
+        callback();
+      },
+    });
+    // What ora needs of a terminal stream.
+    Object.assign(stream, {
+      isTTY: true,
+      columns: 80,
+      cursorTo: () => true,
+      clearLine: () => true,
+      moveCursor: () => true,
+    });
+    const r = await cli(["call", "orders", "echo", '{"id":1}'], {
+      stderrIsTTY: true,
+      spinnerStream: stream,
+    });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ params: { id: 1 } });
+    const drawn = spun.join("");
+    expect(drawn).toContain("connecting to amqp://guest:****@rabbit.invalid:5672/nuropb");
+    expect(drawn).toContain("calling orders.echo");
+    expect(drawn).not.toContain("hunter22");
+    expect(r.stderr).toBe("");
+  });
+
+  it("does not spin when stderr is not a terminal", async () => {
+    const spun: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        spun.push(chunk.toString());
+        callback();
+      },
+    });
+    const r = await cli(["call", "orders", "echo"], { spinnerStream: stream });
+    expect(r.code).toBe(0);
+    expect(spun).toEqual([]);
   });
 });
 

@@ -66,6 +66,7 @@ describe("usage errors exit 2 with one line saying what to fix", () => {
     [["listen", "a.b#"], "error: topic pattern 'a.b#'"],
     [["listen", "a.b", "--count", "x"], "error: --count must be a positive whole number"],
     [["call", "no spaces", "m"], "error: service name must be letters"],
+    [["command", "svc", ""], "error: method name must not be empty"],
     [["call", "svc", "m"], "error: no broker URL: pass --url"],
     [["services"], "error: no broker URL"],
     [["mesh", "setup"], "error: no broker URL"],

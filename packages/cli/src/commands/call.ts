@@ -1,14 +1,18 @@
 import type { ErrorPayload } from "@nuropb/protocol";
-import { brokerUrl, jsonObject, milliseconds, serviceName } from "../args.ts";
+import { brokerUrl, jsonObject, methodName, milliseconds, serviceName } from "../args.ts";
 import { ExitCode } from "../errors.ts";
 import { openSession } from "../session.ts";
 import { connectTimeoutOf, type CommandContext } from "./context.ts";
 
 /** Options of `nuropb call` and `nuropb command`. */
 export interface CallOptions {
+  /** `--context`: a JSON object, as typed. */
   readonly context?: string;
+  /** `--ttl`: time-to-live and timeout in milliseconds, as typed. @defaultValue 10000 */
   readonly ttl?: string;
+  /** `--encrypted`: seal the call end to end. */
   readonly encrypted?: boolean;
+  /** `--trace-id`. @defaultValue a fresh id */
   readonly traceId?: string;
 }
 
@@ -29,6 +33,7 @@ export async function callCommand(
   opts: CallOptions,
 ): Promise<ExitCode> {
   serviceName(service);
+  methodName(method);
   const params = jsonObject(paramsJson, "params");
   const context = jsonObject(opts.context, "--context");
   const ttlMs = opts.ttl === undefined ? DEFAULT_CALL_TTL_MS : milliseconds(opts.ttl, "--ttl");

@@ -15,9 +15,13 @@ export interface GlobalOptions {
 
 /** What a command runs with. */
 export interface CommandContext {
+  /** Environment, streams and the interrupt signal. */
   readonly io: CliIo;
+  /** Where and how to write. */
   readonly output: Output;
+  /** The global options as parsed. */
   readonly globals: GlobalOptions;
+  /** Makes the transport of `describe`, `call`, `command` and `publish`. */
   readonly createTransport: TransportFactory;
   /** Remembers the broker URL once parsed, so error reports can scrub its password. */
   useBroker(broker: BrokerUrl): BrokerUrl;

@@ -9,7 +9,9 @@ import { connectTimeoutOf, type CommandContext } from "./context.ts";
 
 /** Options of `nuropb describe`. */
 export interface DescribeOptions {
+  /** `--json`: print the (normalised) description as JSON. */
   readonly json?: boolean;
+  /** `--ttl`: how long to wait for the answer, in milliseconds, as typed. @defaultValue 10000 */
   readonly ttl?: string;
 }
 

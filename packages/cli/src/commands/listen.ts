@@ -16,6 +16,7 @@ import { connectTimeoutOf, type CommandContext } from "./context.ts";
 
 /** Options of `nuropb listen`. */
 export interface ListenOptions {
+  /** `--json`: one JSON object per event and line. */
   readonly json?: boolean;
   /** Stop after this many events (as typed). */
   readonly count?: string;

@@ -36,6 +36,7 @@ export async function meshSetupCommand(cx: CommandContext): Promise<ExitCode> {
 
 /** Options of `nuropb mesh teardown`. */
 export interface TeardownOptions {
+  /** `--yes`: confirms the deletion (required). */
   readonly yes?: boolean;
 }
 

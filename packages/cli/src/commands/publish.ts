@@ -5,7 +5,9 @@ import { connectTimeoutOf, type CommandContext } from "./context.ts";
 
 /** Options of `nuropb publish`. */
 export interface PublishOptions {
+  /** `--context`: a JSON object, as typed. */
   readonly context?: string;
+  /** `--trace-id`. @defaultValue a fresh id */
   readonly traceId?: string;
 }
 

@@ -7,6 +7,7 @@ import { connectTimeoutOf, type CommandContext } from "./context.ts";
 
 /** Options of `nuropb services`. */
 export interface ServicesOptions {
+  /** `--json`: print the list as JSON. */
   readonly json?: boolean;
 }
 
