@@ -8,7 +8,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "./constants.ts";
 import { NuropbMessageError } from "./errors.ts";
-import { parseWireJson, toWireJson } from "./json.ts";
+import { normaliseJson, parseWireJson } from "./json.ts";
 import type {
   CommandPayload,
   Context,
@@ -60,20 +60,29 @@ export function buildHeaders(
   traceId: string | null,
   encrypted = false,
 ): WireHeaders {
+  // The names of `Header`, written out: a literal with fixed keys is cloned from a boilerplate,
+  // computed keys cost a property definition each (about twice the time per message).
   return {
-    [Header.protocol]: NUROPB_PROTOCOL_VERSION,
-    [Header.version]: NUROPB_VERSION,
-    [Header.type]: type,
-    [Header.traceId]: traceId,
-    [Header.encrypted]: encrypted ? ENCRYPTED_YES : "",
-  };
+    nuropb_protocol: NUROPB_PROTOCOL_VERSION,
+    nuropb_version: NUROPB_VERSION,
+    nuropb_type: type,
+    trace_id: traceId,
+    encrypted: encrypted ? ENCRYPTED_YES : "",
+  } satisfies Record<(typeof Header)[keyof typeof Header], string | null>;
 }
 
 /**
  * Encodes a payload to the frame a transport sends: the exact JSON body plus correlation id,
  * reply-to, ttl and the NuroPb headers.
- * @throws NuropbMessageError when the payload cannot be sent (bad ttl, missing correlation id,
- *   a value that cannot become JSON).
+ *
+ * The body holds exactly the protocol's fields for the type, in the order Python writes them
+ * (PROTOCOL.md §4), and always all of them, since Python peers read them with hard key access:
+ * an `undefined` `result`, `event` or `error`, or an absent `target`, `trace_id` or `warning`, is
+ * written as `null`; an absent `context` as `{}`. Other keys of `payload` are not sent. Values are
+ * written by the rules of {@link toWireJson}.
+ * @throws NuropbMessageError when the payload cannot be sent: bad ttl, missing correlation id, a
+ *   field of the wrong type (e.g. a non-string `service`, `params` that is not an object), a
+ *   value that cannot become JSON (cyclic, too deep).
  */
 export function encodePayload(payload: Payload, options: EncodeOptions = {}): Frame {
   const tag = (payload as { tag?: unknown }).tag;
@@ -85,14 +94,11 @@ export function encodePayload(payload: Payload, options: EncodeOptions = {}): Fr
       `cannot encode a ${tag}: correlation_id must be a non-empty string`,
     );
   }
-  const body = utf8Bytes(
-    toWireJson(
-      payload.tag === "event" && payload.target === undefined
-        ? { ...payload, target: null }
-        : payload,
-    ),
-  );
-  const headers = buildHeaders(tag, payload.trace_id ?? null);
+  const traceId = outgoingTraceId(payload);
+  // Building the body from the known fields also means only the free-form values (params,
+  // context, event, result…) need the JSON walk, not the whole payload.
+  const body = utf8Bytes(JSON.stringify(wireBody(payload, traceId)));
+  const headers = buildHeaders(tag, traceId);
   const frame: { -readonly [K in keyof Frame]: Frame[K] } = {
     headers,
     body,
@@ -134,6 +140,108 @@ function utf8Bytes(text: string): Uint8Array {
   const bytes = new Uint8Array(slab.buffer, slab.byteOffset + slabUsed, written);
   slabUsed = (slabUsed + written + 7) & ~7;
   return bytes;
+}
+
+/** The body object to write for `payload`: its protocol fields, checked and normalised. */
+function wireBody(payload: Payload, traceId: string | null): Record<string, unknown> {
+  switch (payload.tag) {
+    case "request":
+    case "command":
+      return {
+        tag: payload.tag,
+        service: outgoingString(payload, "service"),
+        method: outgoingString(payload, "method"),
+        params: outgoingObject(payload, "params", false),
+        correlation_id: payload.correlation_id,
+        context: outgoingObject(payload, "context", true),
+        trace_id: traceId,
+      };
+    case "event":
+      return {
+        tag: "event",
+        topic: outgoingString(payload, "topic"),
+        event: normaliseJson(payload.event, 2) ?? null,
+        context: outgoingObject(payload, "context", true),
+        trace_id: traceId,
+        correlation_id: payload.correlation_id,
+        target: outgoingTarget(payload),
+      };
+    case "response":
+      return {
+        tag: "response",
+        result: normaliseJson(payload.result, 2) ?? null,
+        error: outgoingError(payload),
+        correlation_id: payload.correlation_id,
+        trace_id: traceId,
+        context: outgoingObject(payload, "context", true),
+        warning: outgoingNullableString(payload, "warning"),
+        reply_to: outgoingString(payload, "reply_to"),
+      };
+  }
+}
+
+type Fields = Readonly<Record<string, unknown>>;
+
+function cannotEncode(payload: Payload, key: string, wanted: string, got: unknown): never {
+  throw new NuropbMessageError(
+    `cannot encode a ${payload.tag}: field '${key}' must be ${wanted}, got ${describe(got)}`,
+  );
+}
+
+function outgoingTraceId(payload: Payload): string | null {
+  const v = (payload as unknown as Fields).trace_id;
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "string") cannotEncode(payload, "trace_id", "a string or null", v);
+  return v;
+}
+
+function outgoingString(payload: Payload, key: string): string {
+  const v = (payload as unknown as Fields)[key];
+  if (typeof v !== "string") cannotEncode(payload, key, "a string", v);
+  return v;
+}
+
+function outgoingNullableString(payload: Payload, key: string): string | null {
+  const v = (payload as unknown as Fields)[key];
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "string") cannotEncode(payload, key, "a string or null", v);
+  return v;
+}
+
+/** A JSON object field (`params`, `context`); `context` may be left out (written as `{}`). */
+function outgoingObject(payload: Payload, key: string, optional: boolean): unknown {
+  const v = (payload as unknown as Fields)[key];
+  if (optional && (v === undefined || v === null)) return {};
+  const n = normaliseJson(v, 2);
+  if (typeof n !== "object" || n === null || Array.isArray(n)) {
+    cannotEncode(payload, key, "an object", v);
+  }
+  return n;
+}
+
+function outgoingTarget(payload: Payload): readonly string[] | null {
+  const v = (payload as unknown as Fields).target;
+  if (v === undefined || v === null) return null;
+  if (!Array.isArray(v) || !v.every((t) => typeof t === "string")) {
+    cannotEncode(payload, "target", "a list of strings or null", v);
+  }
+  return v as string[];
+}
+
+function outgoingError(payload: Payload): unknown {
+  const v = (payload as unknown as Fields).error;
+  if (v === undefined || v === null) return null;
+  const n = normaliseJson(v, 2) as Record<string, unknown> | null | undefined;
+  if (
+    typeof n !== "object" ||
+    n === null ||
+    Array.isArray(n) ||
+    typeof n.error !== "string" ||
+    typeof n.description !== "string"
+  ) {
+    cannotEncode(payload, "error", "null or an object with string 'error' and 'description'", v);
+  }
+  return n;
 }
 
 /**
