@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { decodeFrame, encodePayload, newId } from "@nuropb/protocol";
-import type { Frame, RequestPayload } from "@nuropb/protocol";
+import type { Frame, Payload, RequestPayload } from "@nuropb/protocol";
 
 function request(params: Record<string, unknown>): RequestPayload {
   return {
@@ -55,5 +55,87 @@ describe("encoded body bytes", () => {
     const frame = encodePayload(p);
     expect(text(frame)).toContain('"a\\ud800b"');
     expect(decodeFrame(frame).payload).toEqual(p);
+  });
+});
+
+describe("encoded body fields", () => {
+  const bodyOf = (frame: Frame): Record<string, unknown> =>
+    JSON.parse(text(frame)) as Record<string, unknown>;
+
+  it("always writes every field Python reads, null or {} when left undefined", () => {
+    const response = bodyOf(
+      encodePayload({
+        tag: "response",
+        result: undefined,
+        error: undefined,
+        correlation_id: "c1",
+        reply_to: "rq",
+      } as unknown as Payload),
+    );
+    expect(response).toEqual({
+      tag: "response",
+      result: null,
+      error: null,
+      correlation_id: "c1",
+      trace_id: null,
+      context: {},
+      warning: null,
+      reply_to: "rq",
+    });
+    const event = encodePayload({
+      tag: "event",
+      topic: "t",
+      correlation_id: "c2",
+    } as unknown as Payload);
+    expect(bodyOf(event)).toEqual({
+      tag: "event",
+      topic: "t",
+      event: null,
+      context: {},
+      trace_id: null,
+      correlation_id: "c2",
+      target: null,
+    });
+    expect(event.headers.trace_id).toBeNull();
+  });
+
+  it("writes the fields in Python's order and leaves out keys that are not protocol fields", () => {
+    const frame = encodePayload({
+      extra: "not sent",
+      trace_id: "t",
+      context: { k: 1 },
+      correlation_id: "c3",
+      params: { a: 1 },
+      method: "m",
+      service: "s",
+      tag: "request",
+    } as unknown as Payload);
+    expect(Object.keys(bodyOf(frame))).toEqual([
+      "tag",
+      "service",
+      "method",
+      "params",
+      "correlation_id",
+      "context",
+      "trace_id",
+    ]);
+    expect(text(frame)).not.toContain("not sent");
+  });
+
+  it("free-form values follow the JSON writing rules", () => {
+    const frame = encodePayload({
+      tag: "response",
+      result: { when: new Date(0), big: 10n, set: new Set([1]) },
+      error: null,
+      correlation_id: "c4",
+      trace_id: null,
+      context: new Map([["user", "u1"]]) as unknown as Record<string, unknown>,
+      warning: null,
+      reply_to: "rq",
+    });
+    expect(bodyOf(frame)).toMatchObject({
+      result: { when: "1970-01-01T00:00:00.000Z", big: "10", set: [1] },
+      context: { user: "u1" },
+    });
   });
 });

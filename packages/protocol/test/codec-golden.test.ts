@@ -14,7 +14,14 @@ import type {
   RequestPayload,
   ResponsePayload,
 } from "@nuropb/protocol";
-import { ALL_SAMPLES, DECODABLE_SAMPLES, bodyOf, frameOf, sample } from "./support/wire-samples.ts";
+import {
+  ALL_SAMPLES,
+  DECODABLE_SAMPLES,
+  bodyOf,
+  frameOf,
+  pythonDumps,
+  sample,
+} from "./support/wire-samples.ts";
 import type { WireSample } from "./support/wire-samples.ts";
 
 const utf8 = new TextDecoder();
@@ -244,6 +251,19 @@ describe("encodePayload writes what Python writes", () => {
     const frame = encodePayload(payload);
     expect(ourBody(frame)).toEqual(bodyOf(m));
     expectSameEnvelope(m, frame);
+  });
+
+  it.each([
+    ["request (echo)", "request"],
+    ["command (remember)", "command"],
+    ["event published by the client", "event"],
+    ["request (echo)", "response"],
+    ["request whose method emits an event (NuropbSuccess with events)", "request"],
+  ] as const)("%s / %s: same bytes as Python once written with Python's separators", (s, kind) => {
+    const m = sample(s, kind);
+    const frame = encodeLike(m, decodeFrame(frameOf(m)).payload);
+    // Same keys in the same order with the same values: only the separators differ.
+    expect(pythonDumps(ourBody(frame))).toBe(m.rawBody);
   });
 
   it.each(DECODABLE_SAMPLES.map((m) => [m.label, m] as const))(

@@ -345,6 +345,40 @@ describe("encodePayload refuses what cannot be sent", () => {
     expect(f.replyTo).toBeUndefined();
   });
 
+  it.each([
+    [
+      "request",
+      "service",
+      1,
+      /cannot encode a request: field 'service' must be a string, got number 1/,
+    ],
+    ["request", "service", undefined, /field 'service' must be a string, got missing/],
+    ["command", "method", null, /cannot encode a command: field 'method' must be a string/],
+    ["request", "params", [1], /field 'params' must be an object, got a list/],
+    ["request", "params", undefined, /field 'params' must be an object, got missing/],
+    ["request", "params", "p", /field 'params' must be an object, got 'p'/],
+    ["request", "context", "ctx", /field 'context' must be an object, got 'ctx'/],
+    ["request", "trace_id", 5, /field 'trace_id' must be a string or null, got number 5/],
+    ["event", "topic", 1, /cannot encode a event: field 'topic' must be a string/],
+    ["event", "target", ["a", 1], /field 'target' must be a list of strings or null/],
+    ["event", "target", "a", /field 'target' must be a list of strings or null/],
+    [
+      "response",
+      "error",
+      { error: 1, description: "d" },
+      /field 'error' must be null or an object/,
+    ],
+    ["response", "error", { error: "E" }, /field 'error' must be null or an object/],
+    ["response", "error", "boom", /field 'error' must be null or an object/],
+    ["response", "warning", 5, /field 'warning' must be a string or null, got number 5/],
+    ["response", "reply_to", undefined, /field 'reply_to' must be a string, got missing/],
+    ["response", "context", [], /field 'context' must be an object, got a list/],
+  ] as const)("%s with %s = %j", (kind, field, value, pattern) => {
+    const payload = { ...VALID[kind], [field]: value } as unknown as Payload;
+    expect(() => encodePayload(payload)).toThrow(NuropbMessageError);
+    expect(() => encodePayload(payload)).toThrow(pattern);
+  });
+
   it("a cyclic params object", () => {
     const params: Record<string, unknown> = {};
     params.self = params;
