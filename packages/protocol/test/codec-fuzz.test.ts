@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { NuropbMessageError, decodeFrame } from "@nuropb/protocol";
-import type { DecodableFrame, DecodedMessage } from "@nuropb/protocol";
+import { NuropbMessageError, decodeFrame, encodePayload } from "@nuropb/protocol";
+import type { DecodableFrame, DecodedMessage, Payload } from "@nuropb/protocol";
 import { DECODABLE_SAMPLES, bodyOf, plaintextOf, pythonDumps } from "./support/wire-samples.ts";
 import type { LabelledSample } from "./support/wire-samples.ts";
 
@@ -299,6 +299,59 @@ describe("decodeFrame fuzz (fast-check, fixed seed)", () => {
         return { ...envelope(m), body: text };
       },
       7,
+    );
+  });
+
+  it("random valid payloads survive encode → decode unchanged", () => {
+    const json = fc.jsonValue({ maxDepth: 3 });
+    const obj = fc.dictionary(fc.string({ maxLength: 8 }), json, { maxKeys: 5 });
+    const id = fc.stringMatching(/^[0-9a-f]{32}$/);
+    const trace = fc.option(fc.string({ maxLength: 20 }), { nil: null });
+    const payload: fc.Arbitrary<Payload> = fc.oneof(
+      fc.record({
+        tag: fc.constantFrom("request" as const, "command" as const),
+        service: fc.string({ maxLength: 12 }),
+        method: fc.string({ maxLength: 12 }),
+        params: obj,
+        correlation_id: id,
+        context: obj,
+        trace_id: trace,
+      }),
+      fc.record({
+        tag: fc.constant("event" as const),
+        topic: fc.string({ maxLength: 20 }),
+        event: json,
+        context: obj,
+        trace_id: trace,
+        correlation_id: id,
+        target: fc.option(fc.array(fc.string({ maxLength: 8 }), { maxLength: 3 }), { nil: null }),
+      }),
+      fc.record({
+        tag: fc.constant("response" as const),
+        result: json,
+        error: fc.option(
+          fc.record({ error: fc.string({ maxLength: 20 }), description: fc.string() }),
+          { nil: null },
+        ),
+        correlation_id: id,
+        trace_id: trace,
+        context: obj,
+        warning: fc.option(fc.string({ maxLength: 10 }), { nil: null }),
+        reply_to: fc.string({ maxLength: 30 }),
+      }),
+    );
+    fc.assert(
+      fc.property(payload, fc.boolean(), (p, withTtl) => {
+        const frame = encodePayload(p, withTtl ? { replyTo: "rq", ttlMs: 1000 } : {});
+        const decoded = decodeFrame(frame);
+        // JSON's own view of the payload (-0 is written as 0).
+        expect(decoded.payload).toEqual(JSON.parse(JSON.stringify(p)));
+        expect(decoded.type).toBe(p.tag);
+        expect(decoded.correlationId).toBe(p.correlation_id);
+        expect(decoded.traceId).toBe(p.trace_id);
+        expect(decoded.encrypted).toBe(false);
+      }),
+      { seed: SEED + 8, numRuns: 1_000 },
     );
   });
 
