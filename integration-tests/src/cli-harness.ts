@@ -106,45 +106,62 @@ export function cli(argv: readonly string[], env?: Record<string, string>): Prom
   return startCli(argv, env !== undefined ? { env } : {}).done;
 }
 
-/** A spawned `nuropb` process (the real bin, `packages/cli/src/main.ts`, run through tsx). */
-export interface SpawnedCli {
+/** A spawned TypeScript program (run through tsx from the repository root). */
+export interface Spawned {
   /** Resolves with the exit code (or `128 + n` for a signal) and the output. */
   readonly done: Promise<CliResult>;
+  /** Resolves once stdout contains `text`; rejects when the process ends first or after the timeout. */
+  stdoutContains(text: string, timeoutMs?: number): Promise<void>;
   /** Resolves once stderr contains `text`; rejects when the process ends first or after the timeout. */
   stderrContains(text: string, timeoutMs?: number): Promise<void>;
   kill(signal: NodeJS.Signals): void;
 }
 
 /**
- * Spawns the real binary: `node --import tsx --conditions=@nuropb/source packages/cli/src/main.ts`.
+ * Spawns `node --import tsx --conditions=@nuropb/source <script> ...argv` in the repository root.
  * The environment is `env` plus PATH and HOME only.
  */
-export function spawnCli(argv: readonly string[], env: Record<string, string> = {}): SpawnedCli {
+export function spawnTs(
+  script: string,
+  argv: readonly string[],
+  env: Record<string, string> = {},
+): Spawned {
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "--conditions=@nuropb/source", "packages/cli/src/main.ts", ...argv],
+    ["--import", "tsx", "--conditions=@nuropb/source", script, ...argv],
     {
       cwd: REPO_ROOT,
       env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
-  let stdout = "";
-  const stderr = watched("the nuropb process");
-  child.stdout.setEncoding("utf8").on("data", (t: string) => (stdout += t));
+  const stdout = watched(script);
+  const stderr = watched(script);
+  child.stdout.setEncoding("utf8").on("data", (t: string) => stdout.append(t));
   child.stderr.setEncoding("utf8").on("data", (t: string) => stderr.append(t));
   const done = new Promise<CliResult>((resolve, reject) => {
     child.on("error", reject);
     child.on("close", (code, signal) => {
+      stdout.end();
       stderr.end();
-      resolve({ code: code ?? 128 + signalNumber(signal), stdout, stderr: stderr.text() });
+      resolve({
+        code: code ?? 128 + signalNumber(signal),
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+      });
     });
   });
   return {
     done,
     kill: (signal) => void child.kill(signal),
+    stdoutContains: (text, timeoutMs = 30_000) => stdout.contains(text, timeoutMs),
     stderrContains: (text, timeoutMs = 30_000) => stderr.contains(text, timeoutMs),
   };
+}
+
+/** Spawns the real `nuropb` binary, `packages/cli/src/main.ts`. */
+export function spawnCli(argv: readonly string[], env: Record<string, string> = {}): Spawned {
+  return spawnTs("packages/cli/src/main.ts", argv, env);
 }
 
 function signalNumber(signal: NodeJS.Signals | null): number {

@@ -11,6 +11,7 @@ import { main as serverBasic } from "../../examples/server-basic/src/main.ts";
 import { main as server } from "../../examples/server/src/main.ts";
 import { main as serviceExample } from "../../examples/service-example/src/main.ts";
 import { rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
+import { spawnTs } from "../src/cli-harness.ts";
 
 // Every example as a smoke test on the private RabbitMQ: each gets a fresh vhost (the examples set
 // their mesh up themselves) that is deleted afterwards.
@@ -201,4 +202,23 @@ describe("examples on RabbitMQ", () => {
     );
     expect((await running.stop()).at(-1)).toBe("service-example stopped");
   });
+
+  it.each(["SIGINT", "SIGTERM"] as const)(
+    "server-basic run as a program stops on %s and disconnects cleanly (exit 0)",
+    async (signal) => {
+      const url = freshUrl("ex-signal");
+      const program = spawnTs("examples/server-basic/src/main.ts", [], { NUROPB_AMQP_URL: url });
+      cleanups.push(() => program.kill("SIGKILL"));
+      await program.stdoutContains("Ctrl-C to stop");
+      const c = await connectClient(url);
+      expect(await c.request("basic-example", "test_async_method")).toBe(
+        "response from test_async_method",
+      );
+      program.kill(signal);
+      const r = await program.done;
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim().split("\n").at(-1)).toBe("basic-example stopped");
+    },
+  );
 });
