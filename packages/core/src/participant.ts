@@ -692,18 +692,14 @@ class Participant<TService extends object> implements MeshService<TService> {
 
   async describeService(
     name: string,
-    options: { readonly refresh?: boolean } = {},
+    options: { readonly refresh?: boolean; readonly ttlMs?: number } = {},
   ): Promise<ServiceDescription> {
     checkName(name, "service name");
+    const ttlMs =
+      options.ttlMs === undefined ? DESCRIBE_TTL_MS : checkTtl(options.ttlMs, "options.ttlMs");
     const cached = this.#describeCache.get(name);
     if (cached !== undefined && options.refresh !== true) return cached;
-    const raw = await this.#request(
-      name,
-      DESCRIBE_METHOD,
-      {},
-      {},
-      { ttlMs: DESCRIBE_TTL_MS, encrypted: false },
-    );
+    const raw = await this.#request(name, DESCRIBE_METHOD, {}, {}, { ttlMs, encrypted: false });
     let d: ServiceDescription;
     try {
       d = normaliseDescription(raw);
@@ -932,6 +928,7 @@ class Participant<TService extends object> implements MeshService<TService> {
           service: this.serviceName,
           method: payload.method,
           encrypted: decoded.encrypted,
+          redelivered: delivery.redelivered,
         });
         result = await entry.fn.call(this.#service?.instance, payload.params, ctx);
         events = ctx.events;
@@ -1081,6 +1078,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       service: this.serviceName,
       method: EVENT_HOOK,
       encrypted: false,
+      redelivered: delivery.redelivered,
     });
     try {
       await hook.call(

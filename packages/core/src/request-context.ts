@@ -23,6 +23,8 @@ export interface RequestContext {
   readonly method: string;
   /** True when the call arrived encrypted. */
   readonly encrypted: boolean;
+  /** True when the broker delivered this message before (e.g. after `NuropbCallAgain`). */
+  readonly redelivered: boolean;
   /** Queues an event; published after the response, and only if the handler succeeds. */
   addEvent(event: EventToPublish): void;
   request<TResult = unknown>(
@@ -62,6 +64,7 @@ export interface RequestContextFields {
   readonly service: string;
   readonly method: string;
   readonly encrypted: boolean;
+  readonly redelivered: boolean;
 }
 
 /** A class rather than an object of closures: one is made per handled message. */
@@ -73,6 +76,7 @@ class HandlerContextImpl implements HandlerContext {
   readonly service: string;
   readonly method: string;
   readonly encrypted: boolean;
+  readonly redelivered: boolean;
   readonly events: EventToPublish[] = [];
   readonly #participant: MeshParticipant;
 
@@ -84,6 +88,7 @@ class HandlerContextImpl implements HandlerContext {
     this.service = f.service;
     this.method = f.method;
     this.encrypted = f.encrypted;
+    this.redelivered = f.redelivered;
     this.#participant = f.participant;
   }
 

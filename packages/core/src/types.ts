@@ -99,10 +99,13 @@ export interface MeshParticipant extends AsyncDisposable {
     context?: Context,
     options?: PublishEventOptions,
   ): Promise<void>;
-  /** The description of a service (cached; `refresh: true` asks again). */
+  /**
+   * The description of a service (cached; `refresh: true` asks again). `ttlMs` bounds the wait.
+   * @defaultValue ttlMs 60000
+   */
   describeService(
     name: string,
-    options?: { readonly refresh?: boolean },
+    options?: { readonly refresh?: boolean; readonly ttlMs?: number },
   ): Promise<ServiceDescription>;
   /** Whether `service.method` requires encryption, from its description. @throws NuropbHandlingError for an unknown method */
   requiresEncryption(service: string, method: string): Promise<boolean>;

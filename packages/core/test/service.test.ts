@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   NuropbAuthenticationError,
+  NuropbCallAgain,
   NuropbError,
   NuropbHandlingError,
   NuropbTimeoutError,
@@ -23,6 +24,10 @@ class Calculator {
   }
   _private(): string {
     return "secret";
+  }
+  againOnce(_p: unknown, ctx: RequestContext): unknown {
+    if (!ctx.redelivered) throw new NuropbCallAgain("once more");
+    return { redelivered: ctx.redelivered };
   }
   @publishToMesh({
     authorize: (token) => (token === "Bearer good" ? { user: "u1", roles: ["admin"] } : false),
@@ -102,6 +107,26 @@ describe("core on the memory transport", () => {
     expect(client.instanceId).toMatch(/^[0-9a-f]{32}$/);
     expect(client.responseAddress).toBe(`nuropb-nuropb-client-${client.instanceId}-rq`);
     expect(service.responseAddress).toBe(`nuropb-calc-${service.instanceId}-rq`);
+  });
+
+  it("tells a handler whether its message was redelivered", async () => {
+    expect(await client.request("calc", "againOnce")).toEqual({ redelivered: true });
+  });
+
+  it("describeService takes a ttl and rejects a bad one at once", async () => {
+    const t = mesh.transport();
+    await t.connect();
+    const l = await t.consumeService(
+      { service: "mute", rpcBindings: [], eventBindings: [], prefetch: 1 },
+      () => {},
+    );
+    await l.stop();
+    await expect(client.describeService("mute", { ttlMs: 50 })).rejects.toBeInstanceOf(
+      NuropbTimeoutError,
+    );
+    await expect(client.describeService("mute", { ttlMs: 0 })).rejects.toThrow(
+      /ttlMs must be a positive integer/,
+    );
   });
 
   it("hidden methods stay callable but are not described", async () => {
