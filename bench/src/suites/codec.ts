@@ -6,7 +6,7 @@ import type { BenchSuite, SuiteResult } from "../suite.ts";
 /** nuropb's encode+decode must reach this share of bare JSON.stringify + JSON.parse. */
 export const CODEC_TARGET_RATIO = 0.7;
 
-/** A ~100-byte request body, the size of the small-message anchors in BENCH-ANCHORS.md. */
+/** The smallest realistic request (147 B of JSON): the "~100 B" class of BENCH-ANCHORS.md. */
 function smallRequest(): RequestPayload {
   return {
     tag: "request",
@@ -25,7 +25,7 @@ const REPLY_TO = "nuropb-svc-0123456789abcdef0123456789abcdef-rq";
 export const codecSuite: BenchSuite = {
   name: "codec",
   description:
-    "encodePayload + decodeFrame of a ~100 B request vs bare JSON.stringify + JSON.parse",
+    "encodePayload + decodeFrame of a small request (the smallest full body, 147 B) vs bare JSON.stringify + JSON.parse",
   run(): Promise<SuiteResult> {
     const payload = smallRequest();
     const options = { replyTo: REPLY_TO, ttlMs: 30_000 };
