@@ -48,11 +48,13 @@ export function createEventChannel<T>(): EventChannel<T> {
             async next(): Promise<IteratorResult<T>> {
               while (buffer.length === 0) await new Promise<void>((r) => (wake = r));
               wake = undefined;
-              const e = buffer.shift() as T | typeof END;
+              const e = buffer[0] as T | typeof END;
               if (e === END) {
+                // END stays in the buffer: every later next() is done at once too.
                 subscribers.delete(sub);
                 return { done: true, value: undefined };
               }
+              buffer.shift();
               return { done: false, value: e };
             },
             async return(): Promise<IteratorResult<T>> {

@@ -120,3 +120,19 @@ describe("createEventChannel", () => {
     expect(seen).toEqual(["a1", "b1"]);
   });
 });
+
+describe("a finished stream", () => {
+  it("answers every later next() with done, after end() and after return()", async () => {
+    const ch = createEventChannel<number>();
+    const a = ch.iterate()[Symbol.asyncIterator]();
+    const b = ch.iterate()[Symbol.asyncIterator]();
+    ch.emit(1);
+    ch.end();
+    expect(await a.next()).toEqual({ done: false, value: 1 });
+    expect(await a.next()).toEqual({ done: true, value: undefined });
+    expect(await a.next()).toEqual({ done: true, value: undefined });
+    await b.return?.();
+    expect(await b.next()).toEqual({ done: true, value: undefined });
+    expect(await b.next()).toEqual({ done: true, value: undefined });
+  });
+});
