@@ -148,8 +148,8 @@ class NatsTransport implements Transport {
   #reportedDown = false;
   /** Settles once the link is up again; replaced at every disconnect. */
   #linkBack: { promise: Promise<void>; resolve: () => void } = settled();
-  /** Settles at the next disconnect; replaced at every reconnect. */
-  #linkLost: { promise: Promise<void>; resolve: () => void } = pending();
+  /** Publishes waiting for their confirmation: told to give up when the link drops. */
+  readonly #awaitingConfirm = new Set<() => void>();
   /** Settlements written while the link was down: sent when it is back (acks stay valid). */
   readonly #heldControl: [subject: string, payload: string][] = [];
   #recovering: Promise<void> | undefined;
@@ -269,7 +269,7 @@ class NatsTransport implements Transport {
           if (this.#linkUp) {
             this.#linkUp = false;
             this.#linkBack = pending();
-            this.#linkLost.resolve();
+            this.#abandonConfirms();
             for (const c of this.#services.keys()) c.pause();
           }
           if (!this.#reportedDown) {
@@ -281,7 +281,6 @@ class NatsTransport implements Transport {
         case Events.Reconnect:
           if (!this.#linkUp) {
             this.#linkUp = true;
-            this.#linkLost = pending();
             this.#linkBack.resolve();
             for (const [subject, payload] of this.#heldControl.splice(0))
               this.#control(subject, payload);
@@ -351,7 +350,7 @@ class NatsTransport implements Transport {
   #finish(reason: Error | undefined): void {
     this.#state = LifecycleState.closed;
     this.#linkBack.resolve();
-    this.#linkLost.resolve();
+    this.#abandonConfirms();
     for (const c of this.#services.keys()) c.shutdown();
     this.#services.clear();
     for (const r of this.#responses.values()) r.shutdown();
@@ -532,18 +531,30 @@ class NatsTransport implements Transport {
     const deadline = Date.now() + this.#opts.publishTimeoutMs;
     for (;;) {
       await this.#linkReady(deadline);
-      const lost = this.#linkLost.promise.then(() => LOST);
+      let abandon!: () => void;
+      const lost = new Promise<typeof LOST>((resolve) => (abandon = () => resolve(LOST)));
+      this.#awaitingConfirm.add(abandon);
       const attempt = js.publish(subject, body, {
         headers,
         timeout: Math.max(1, deadline - Date.now()),
       });
-      const outcome = await Promise.race([attempt, lost]);
+      let outcome: unknown;
+      try {
+        outcome = await Promise.race([attempt, lost]);
+      } finally {
+        this.#awaitingConfirm.delete(abandon);
+      }
       if (outcome !== LOST) return;
       attempt.catch(() => undefined);
       if (Date.now() >= deadline || this.#state !== LifecycleState.open)
         return void (await attempt);
       this.#opts.logger.debug("publish caught by a disconnect; sending again", { subject });
     }
+  }
+
+  #abandonConfirms(): void {
+    for (const abandon of this.#awaitingConfirm) abandon();
+    this.#awaitingConfirm.clear();
   }
 
   /** Publishes on core NATS and flushes; sent again if a disconnect swallowed it. */

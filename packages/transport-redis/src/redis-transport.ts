@@ -103,11 +103,17 @@ class RedisTransport implements Transport {
     };
   }
 
-  #newConnection(name: string, autoPipelining: boolean): Redis {
+  /**
+   * A connection. The shared command connection pipelines automatically and bounds every
+   * command by `sendTimeoutMs` (including time spent waiting for a reconnect); blocking
+   * connections do neither.
+   */
+  #newConnection(name: string, shared: boolean): Redis {
     const options: RedisOptions = {
       ...this.#redisOptions(),
       connectionName: `nuropb-${this.mesh}-${name}`,
-      enableAutoPipelining: autoPipelining,
+      enableAutoPipelining: false,
+      ...(shared ? { commandTimeout: this.#opts.sendTimeoutMs } : {}),
     };
     const redis =
       this.#opts.url === undefined ? new Redis(options) : new Redis(this.#opts.url, options);
@@ -266,6 +272,7 @@ class RedisTransport implements Transport {
     ).catch(() => undefined);
     this.#services.clear();
     this.#responses.clear();
+    this.#acks?.flush();
     if (redis !== undefined) {
       await withDeadline(redis.quit(), 2_000, "QUIT").catch(() => undefined);
       redis.disconnect();
@@ -310,6 +317,12 @@ class RedisTransport implements Transport {
     }
     if (err instanceof NuropbTransportError) return err;
     const message = err instanceof Error ? err.message : String(err);
+    if (message === "Command timed out") {
+      return new NuropbTransportError(
+        `${what}: Redis did not answer within ${this.#opts.sendTimeoutMs} ms (the frame may still arrive)`,
+        { cause: err, retryable: true },
+      );
+    }
     return new NuropbTransportError(`${what}: ${message}`, { cause: err, retryable: true });
   }
 
@@ -321,7 +334,6 @@ class RedisTransport implements Transport {
       );
     }
     const k = this.#keys;
-    const timeout = this.#opts.sendTimeoutMs;
     switch (to.kind) {
       case "rpc": {
         if (!isKeyName(to.service)) {
@@ -329,15 +341,11 @@ class RedisTransport implements Transport {
         }
         let delivered: unknown;
         try {
-          delivered = await withDeadline(
-            runScript(
-              redis,
-              SEND_RPC,
-              [k.rpcSet(to.service)],
-              [`${k.prefix}sq:`, ...frameToFields(frame)],
-            ),
-            timeout,
-            "Redis did not answer in time (the frame may still arrive)",
+          delivered = await runScript(
+            redis,
+            SEND_RPC,
+            [k.rpcSet(to.service)],
+            [`${k.prefix}sq:`, ...frameToFields(frame)],
           );
         } catch (err) {
           throw this.#translate(err, `send to service '${to.service}'`);
@@ -359,15 +367,11 @@ class RedisTransport implements Transport {
           );
         }
         try {
-          await withDeadline(
-            runScript(
-              redis,
-              PUBLISH_EVENT,
-              [k.eventServices],
-              [k.prefix, to.topic, ...frameToFields(frame)],
-            ),
-            timeout,
-            "Redis did not answer in time (the frame may still arrive)",
+          await runScript(
+            redis,
+            PUBLISH_EVENT,
+            [k.eventServices],
+            [k.prefix, to.topic, ...frameToFields(frame)],
           );
         } catch (err) {
           throw this.#translate(err, `publish event '${to.topic}'`);
@@ -379,15 +383,11 @@ class RedisTransport implements Transport {
           throw new NuropbMessageError(`'${to.address}' is not a valid reply address`);
         }
         try {
-          await withDeadline(
-            runScript(
-              redis,
-              SEND_REPLY,
-              [k.responseLease(to.address), k.responseList(to.address)],
-              [frameToBlob(frame), this.#opts.responseTtlMs],
-            ),
-            timeout,
-            "Redis did not answer in time (the frame may still arrive)",
+          await runScript(
+            redis,
+            SEND_REPLY,
+            [k.responseLease(to.address), k.responseList(to.address)],
+            [frameToBlob(frame), this.#opts.responseTtlMs],
           );
         } catch (err) {
           throw this.#translate(err, `reply to '${to.address}'`);

@@ -2,16 +2,21 @@ import type { Redis } from "ioredis";
 import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
 import { fieldsToFrame, type EntryFrame } from "./frame-codec.ts";
 import { entryTimeMs, SERVICE_GROUP } from "./keys.ts";
-import { DEAD_LETTER, REQUEUE, runScript } from "./scripts.ts";
+import { coalesceWrites, DEAD_LETTER, REQUEUE, runScript } from "./scripts.ts";
 
 /** Why an entry went to the dead-letter stream. */
 export type DeadLetterReason = "rejected" | "expired" | "undecodable";
 
-/** Collects acknowledgements and sends them in one XACK + XDEL per stream and tick. */
+/**
+ * Collects acknowledgements and sends them as one XACK + XDEL per stream and tick. Like an AMQP
+ * basic.ack, an acknowledgement is not confirmed: commands on one connection run in order, so
+ * anything sent after it (the reply, say) reaches Redis after it; if the connection drops first,
+ * the entry is claimed again (at-least-once).
+ */
 export class AckBatcher {
   readonly #redis: Redis;
   readonly #logger: Logger;
-  #pending = new Map<string, { ids: string[]; done: (() => void)[] }>();
+  #pending = new Map<string, string[]>();
   #scheduled = false;
 
   constructor(redis: Redis, logger: Logger) {
@@ -19,40 +24,34 @@ export class AckBatcher {
     this.#logger = logger;
   }
 
-  /** Resolves once Redis has the acknowledgement (or it could not be sent: the entry comes back). */
-  ack(stream: string, id: string): Promise<void> {
-    let batch = this.#pending.get(stream);
-    if (batch === undefined) {
-      batch = { ids: [], done: [] };
-      this.#pending.set(stream, batch);
+  ack(stream: string, id: string): void {
+    let ids = this.#pending.get(stream);
+    if (ids === undefined) {
+      ids = [];
+      this.#pending.set(stream, ids);
     }
-    batch.ids.push(id);
-    const b = batch;
-    const p = new Promise<void>((resolve) => b.done.push(resolve));
+    ids.push(id);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.#flush());
+      queueMicrotask(() => this.flush());
     }
-    return p;
   }
 
-  #flush(): void {
+  /** Sends what is collected now. */
+  flush(): void {
     this.#scheduled = false;
     const batches = this.#pending;
     this.#pending = new Map();
-    for (const [stream, { ids, done }] of batches) {
+    coalesceWrites(this.#redis);
+    for (const [stream, ids] of batches) {
       Promise.all([
         this.#redis.xack(stream, SERVICE_GROUP, ...ids),
         this.#redis.xdel(stream, ...ids),
-      ]).then(
-        () => done.forEach((d) => d()),
-        (err: unknown) => {
-          this.#logger.debug("acknowledgement not sent; the entries will be claimed again", {
-            error: err,
-          });
-          done.forEach((d) => d());
-        },
-      );
+      ]).catch((err: unknown) => {
+        this.#logger.debug("acknowledgement not sent; the entries will be claimed again", {
+          error: err,
+        });
+      });
     }
   }
 }
@@ -242,7 +241,7 @@ export class ServiceConsumer implements Listener {
     if (this.#held.has(id)) return;
     if (fields === null) {
       // Deleted while pending: nothing left to deliver.
-      void this.#deps.acks.ack(this.#deps.stream, id);
+      this.#deps.acks.ack(this.#deps.stream, id);
       return;
     }
     const held: Held = { id, renewedAt: Date.now(), settled: false, handlerDone: false };
@@ -281,9 +280,9 @@ export class ServiceConsumer implements Listener {
       ...(frame.ttlMs !== undefined ? { ttlMs: frame.ttlMs } : {}),
       redelivered,
       ack: () =>
-        once(() => {
+        once(async () => {
           this.#release(held);
-          return this.#deps.acks.ack(this.#deps.stream, held.id);
+          this.#deps.acks.ack(this.#deps.stream, held.id);
         }),
       requeue: () => once(() => this.#giveBack(held)),
       reject: () => once(() => this.#deadLetter(held, "rejected")),
@@ -303,7 +302,10 @@ export class ServiceConsumer implements Listener {
     if (held.settled) return;
     held.settled = true;
     this.#held.delete(held.id);
-    this.#room?.();
+    // Read again once a quarter of the window is free (or all of it): one read per slot freed
+    // would cost a round trip per delivery when the window is full.
+    const free = this.#free();
+    if (free >= Math.ceil(this.#deps.window / 4) || this.#held.size === 0) this.#room?.();
     if (this.#stopped && this.#held.size === 0) this.#clearTimer();
   }
 
