@@ -7,7 +7,7 @@ import type {
   Logger,
   ResponseHandler,
 } from "@nuropb/protocol";
-import { copyInboundFrame } from "./frames.ts";
+import { inboundFrame } from "./frames.ts";
 
 // The in-process "broker": one VHost per mesh, holding durable service queues, their bindings,
 // the auto-deleted response queues and the dead letters. Everything here runs synchronously;
@@ -376,7 +376,7 @@ export class ServiceConsumer {
   }
 
   #delivery(rec: InFlight): Delivery {
-    return new MemoryDelivery(copyInboundFrame(rec.msg.frame, rec.msg.redelivered), rec, this);
+    return new MemoryDelivery(inboundFrame(rec.msg.frame, rec.msg.redelivered, true), rec, this);
   }
 
   /** Settles `rec` with `outcome` unless it was settled (or taken back) already. */
@@ -523,7 +523,7 @@ export class ResponseConsumer {
         correlationId: frame.correlationId,
       });
       try {
-        const result: unknown = this.#handler(copyInboundFrame(frame, false));
+        const result: unknown = this.#handler(inboundFrame(frame, false, false));
         if (isPromiseLike(result)) {
           result.then(undefined, (err: unknown) => this.#failed(frame, err));
         }

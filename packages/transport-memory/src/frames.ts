@@ -40,14 +40,16 @@ export function copyOutgoingFrame(frame: Frame, maxFrameBytes: number): Frame {
 }
 
 /**
- * A fresh copy of a stored frame for one delivery, marked with the redelivered flag. The stored
- * headers are frozen at send time, so deliveries share them; the body bytes are copied so that a
- * handler mutating its body cannot change what a redelivery carries.
+ * A stored frame as one delivery sees it, marked with the redelivered flag. The headers were frozen
+ * at send time and are shared. The body is copied when the stored frame may be delivered again
+ * (service queues: requeue, redelivery, event fan-out), so a handler mutating its bytes cannot
+ * change what another delivery carries; a response is delivered once and keeps the bytes `send`
+ * copied.
  */
-export function copyInboundFrame(frame: Frame, redelivered: boolean): InboundFrame {
+export function inboundFrame(frame: Frame, redelivered: boolean, copyBody: boolean): InboundFrame {
   const out: { -readonly [K in keyof InboundFrame]: InboundFrame[K] } = {
     headers: frame.headers,
-    body: frame.body.slice(),
+    body: copyBody ? frame.body.slice() : frame.body,
     correlationId: frame.correlationId,
     redelivered,
   };
@@ -58,7 +60,7 @@ export function copyInboundFrame(frame: Frame, redelivered: boolean): InboundFra
 
 /** A copy of a stored frame without the delivery flag (for dead-letter inspection). */
 export function copyFrame(frame: Frame): Frame {
-  const { redelivered: _redelivered, ...rest } = copyInboundFrame(frame, false);
+  const { redelivered: _redelivered, ...rest } = inboundFrame(frame, false, true);
   return rest;
 }
 
