@@ -1,10 +1,13 @@
 import os from "node:os";
+import { stopBrokers } from "./brokers.ts";
+import { amqpSuite } from "./suites/amqp.ts";
 import { codecSuite } from "./suites/codec.ts";
+import { memorySuite } from "./suites/memory.ts";
 import { printResult } from "./suite.ts";
 import type { BenchSuite } from "./suite.ts";
 
 // The registry: add a suite here (one file per suite under ./suites/) and it can be run by name.
-const SUITES: readonly BenchSuite[] = [codecSuite];
+const SUITES: readonly BenchSuite[] = [codecSuite, memorySuite, amqpSuite];
 
 function usage(): string {
   return [
@@ -40,19 +43,55 @@ async function main(args: readonly string[]): Promise<number> {
   );
   const crashed: string[] = [];
   const missed: string[] = [];
-  for (const suite of picked) {
-    try {
-      const result = await suite.run();
-      printResult(suite, result);
-      if (result.ok === false) missed.push(suite.name);
-    } catch (err) {
-      crashed.push(suite.name);
-      console.error(`\n## ${suite.name}: FAILED\n`, err);
+  try {
+    for (const suite of picked) {
+      try {
+        const result = await withDeadline(suite.run(), SUITE_DEADLINE_MS, suite.name);
+        printResult(suite, result);
+        if (result.ok === false) missed.push(suite.name);
+      } catch (err) {
+        crashed.push(suite.name);
+        console.error(`\n## ${suite.name}: FAILED\n`, err);
+      }
     }
+  } finally {
+    // Brokers are started on first use by the suites that need them; stop them whatever happened.
+    await stopBrokers();
   }
   if (missed.length > 0) console.log(`\ntarget missed: ${missed.join(", ")}`);
+  if (crashed.length > 0) console.log(`\nFAILED: ${crashed.join(", ")}`);
   if (crashed.length > 0) return 1;
   return strict && missed.length > 0 ? 1 : 0;
 }
 
+/** A suite that has not finished after this long has hung (each is meant to take well under a minute). */
+const SUITE_DEADLINE_MS = 180_000;
+
+function withDeadline<T>(p: Promise<T>, ms: number, name: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`suite ${name} did not finish within ${String(ms / 1000)} s`)),
+      ms,
+    );
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
+// Ctrl-C / kill: stop the brokers this run started before leaving.
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: stopping brokers…`);
+    void stopBrokers().finally(() => process.exit(130));
+  });
+}
+
 process.exitCode = await main(process.argv.slice(2));
+// A suite that timed out may leave connections behind; do not hang on them.
+setTimeout(() => {
+  console.error("bench: handles still open after the run; exiting");
+  process.exit();
+}, 2_000).unref();

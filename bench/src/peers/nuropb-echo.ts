@@ -1,0 +1,89 @@
+import { createClient, createService } from "@nuropb/core";
+import type { MeshParticipant } from "@nuropb/core";
+import type { ServiceKeys } from "@nuropb/crypto";
+import type { Transport } from "@nuropb/protocol";
+
+/** The benchmark service: answers with its params (decoded from the request, re-encoded). */
+class Echo {
+  echo(params: Record<string, unknown>): Record<string, unknown> {
+    return params;
+  }
+}
+
+/** A client of an {@link startNuropbEcho} service, with its own transport. */
+export interface NuropbEchoClient {
+  readonly client: MeshParticipant;
+  call(params: unknown): Promise<unknown>;
+}
+
+/** A nuropb echo service plus as many clients as asked for, each on its own transport. */
+export interface NuropbEcho {
+  readonly serviceName: string;
+  /** Adds a client (own transport, like a separate process), connected. */
+  addClient(options?: {
+    readonly encryption?: { readonly suites: readonly ("nacl" | "rsa-fernet")[] };
+    /** Sent with every request (`encrypted: true` seals it). */
+    readonly encrypted?: boolean;
+  }): Promise<NuropbEchoClient>;
+  /** Disconnects the clients and the service and closes every transport. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the echo service `serviceName` on a transport from `makeTransport` (called once for the
+ * service and once per client, so each has its own connection).
+ */
+export async function startNuropbEcho(
+  makeTransport: () => Transport,
+  serviceName: string,
+  options: { readonly keys?: ServiceKeys } = {},
+): Promise<NuropbEcho> {
+  const transports: Transport[] = [];
+  const participants: MeshParticipant[] = [];
+  const close = async (): Promise<void> => {
+    for (const p of participants.reverse()) await p.disconnect().catch(() => undefined);
+    for (const t of transports.reverse()) await t.close().catch(() => undefined);
+  };
+  try {
+    const serviceTransport = makeTransport();
+    transports.push(serviceTransport);
+    const service = createService({
+      transport: serviceTransport,
+      name: serviceName,
+      instance: new Echo(),
+      ...(options.keys !== undefined ? { keys: options.keys } : {}),
+    });
+    participants.push(service);
+    await service.connect();
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return {
+    serviceName,
+    async addClient(clientOptions = {}) {
+      const transport = makeTransport();
+      transports.push(transport);
+      const client = createClient({
+        transport,
+        ...(clientOptions.encryption !== undefined
+          ? { encryption: { suites: [...clientOptions.encryption.suites] } }
+          : {}),
+      });
+      participants.push(client);
+      await client.connect();
+      const encrypted = clientOptions.encrypted;
+      return {
+        client,
+        call:
+          encrypted === undefined
+            ? (params) => client.request(serviceName, "echo", params as Record<string, unknown>)
+            : (params) =>
+                client.request(serviceName, "echo", params as Record<string, unknown>, undefined, {
+                  encrypted,
+                }),
+      };
+    },
+    close,
+  };
+}

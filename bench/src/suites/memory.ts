@@ -1,0 +1,75 @@
+import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
+import { startMoleculerEcho } from "../peers/moleculer-echo.ts";
+import { startNuropbEcho } from "../peers/nuropb-echo.ts";
+import {
+  RR_COLUMNS,
+  describeRatio,
+  errorNotes,
+  jsonBytes,
+  measureScenario,
+  pick,
+  runTag,
+  sizeLabel,
+  smallParams,
+  statsRow,
+  throughputRatio,
+  withCleanup,
+} from "../rr.ts";
+import type { CaseStats, Scenario } from "../rr.ts";
+import { formatPercent } from "../suite.ts";
+import type { BenchSuite, SuiteResult } from "../suite.ts";
+
+/** nuropb over memory must reach this multiple of Moleculer's Fake transporter at c=64. */
+export const MEMORY_TARGET_RATIO = 2;
+
+const NUROPB = "nuropb memory";
+const MOLECULER = "Moleculer Fake";
+
+/** nuropb request/response in one process vs Moleculer's Fake transporter. */
+export const memorySuite: BenchSuite = {
+  name: "memory",
+  description:
+    "request/response echo in one process: nuropb over the memory transport vs Moleculer's Fake transporter (two brokers)",
+  run(): Promise<SuiteResult> {
+    return withCleanup(async (defer) => {
+      const hub = createMemoryHub();
+      const mesh = `bench-${runTag()}`;
+      const nuropb = await startNuropbEcho(
+        () => createMemoryTransport({ hub, mesh }),
+        `echo-${runTag()}`,
+      );
+      defer(() => nuropb.close());
+      const client = await nuropb.addClient();
+      const moleculer = await startMoleculerEcho("Fake");
+      defer(() => moleculer.close());
+      const cases = [
+        { name: NUROPB, call: client.call },
+        { name: MOLECULER, call: moleculer.call },
+      ];
+      const params = smallParams();
+      const size = sizeLabel(jsonBytes(params));
+      const stats: CaseStats[] = [];
+      for (const concurrency of [1, 64]) {
+        const scenario: Scenario = { size, concurrency, params };
+        stats.push(...(await measureScenario(cases, scenario, { rounds: 5, sampleMs: 700 })));
+      }
+      const at64 = stats.filter((s) => s.scenario.concurrency === 64);
+      const ours = pick(at64, NUROPB);
+      const theirs = pick(at64, MOLECULER);
+      const ratio = throughputRatio(ours, theirs);
+      const ok = ratio >= MEMORY_TARGET_RATIO && ours.errors === 0;
+      return {
+        columns: RR_COLUMNS,
+        rows: stats.map(statsRow),
+        notes: [
+          "medians of 5 interleaved rounds of 700 ms per case, after warm-up; echo of a JSON object",
+          "nuropb: service + client on their own memory transports (one hub); Moleculer: two brokers, transporter Fake, JSON serializer",
+          `c=1: nuropb = ${describeRatio(pick(stats, NUROPB), pick(stats, MOLECULER), "throughput")} of Moleculer's req/s`,
+          ...errorNotes(stats),
+        ],
+        comparison: `nuropb memory at c=64 = ${describeRatio(ours, theirs, "throughput")} of Moleculer Fake req/s (target ≥ ${formatPercent(MEMORY_TARGET_RATIO)}): ${ok ? "OK" : "BELOW TARGET"}`,
+        ok,
+      };
+    });
+  },
+};
