@@ -279,4 +279,31 @@ describe("redis transport behaviour", () => {
       "acked entries deleted",
     );
   });
+
+  it("stopped listeners and closed transports leave no consumer behind in the group", async () => {
+    const a = await open();
+    const b = await open();
+    const service = unique();
+    const stream = `${mesh}:sq:${service}`;
+    const consumers = async (): Promise<number> =>
+      ((await raw.xinfo("CONSUMERS", stream, "nuropb")) as unknown[]).length;
+    const got = createCollector<string>("deliveries");
+    const handler = async (d: Delivery): Promise<void> => {
+      got.push(label(d));
+      await d.ack();
+    };
+    // Redis 7.0 adds a consumer to the group when it first receives an entry.
+    const listener = await a.consumeService(spec(service), handler);
+    await a.send({ kind: "rpc", service }, frame("to-a"));
+    await got.waitForCount(1);
+    expect(await consumers()).toBe(1);
+    await listener.stop();
+    expect(await consumers()).toBe(0);
+    await b.consumeService(spec(service), handler);
+    await a.send({ kind: "rpc", service }, frame("to-b"));
+    await got.waitForCount(2);
+    expect(await consumers()).toBe(1);
+    await b.close();
+    expect(await consumers()).toBe(0);
+  });
 });

@@ -274,3 +274,29 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 
 return 0
 `,
 );
+
+/**
+ * Forgets consumers of a group that hold nothing: this listener's own when it stops
+ * (ARGV[3] = its name, ARGV[2] = ''), or every one idle longer than ARGV[2] ms (consumers of
+ * instances that died, once their entries were claimed; ARGV[3] = ''). KEYS[1] = stream;
+ * ARGV[1] = group. Returns how many.
+ */
+export const FORGET_CONSUMERS = script(
+  "forget-consumers",
+  `
+local n = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1]
+    elseif c[i] == 'pending' then pending = c[i + 1]
+    elseif c[i] == 'idle' then idle = c[i + 1] end
+  end
+  if pending == 0 and (name == ARGV[3] or (ARGV[2] ~= '' and idle > tonumber(ARGV[2]))) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    n = n + 1
+  end
+end
+return n
+`,
+);

@@ -2,7 +2,7 @@ import type { Redis } from "ioredis";
 import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
 import { fieldsToFrame, type EntryFrame } from "./frame-codec.ts";
 import { entryTimeMs, SERVICE_GROUP } from "./keys.ts";
-import { coalesceWrites, DEAD_LETTER, REQUEUE, runScript } from "./scripts.ts";
+import { coalesceWrites, DEAD_LETTER, FORGET_CONSUMERS, REQUEUE, runScript } from "./scripts.ts";
 
 /** Why an entry went to the dead-letter stream. */
 export type DeadLetterReason = "rejected" | "expired" | "undecodable";
@@ -80,6 +80,9 @@ export interface ServiceConsumerDeps {
   readonly onStopped: (consumer: ServiceConsumer) => void;
 }
 
+/** How often a listener removes idle, empty consumers from its group, in milliseconds. */
+const FORGET_EVERY_MS = 60_000;
+
 /** How long one blocking read waits, in milliseconds. */
 const BLOCK_MS = 5_000;
 
@@ -115,6 +118,7 @@ export class ServiceConsumer implements Listener {
   #claiming = false;
   #loop: Promise<void> = Promise.resolve();
   #blockingId: number | undefined;
+  #nextForget = Date.now() + FORGET_EVERY_MS;
 
   constructor(deps: ServiceConsumerDeps) {
     this.#deps = deps;
@@ -150,7 +154,10 @@ export class ServiceConsumer implements Listener {
     await this.#endLoop();
     await Promise.all(back);
     this.#deps.onStopped(this);
-    if (this.#held.size === 0) this.#clearTimer();
+    if (this.#held.size === 0) {
+      this.#clearTimer();
+      await this.#forget();
+    }
   }
 
   /** The transport is closing: every unsettled delivery goes back now; settling it later is a no-op. */
@@ -160,6 +167,15 @@ export class ServiceConsumer implements Listener {
     await this.#endLoop();
     await Promise.all(back);
     this.#clearTimer();
+    await this.#forget();
+  }
+
+  /** Removes this consumer from the group when it holds nothing (so the group does not grow). */
+  async #forget(): Promise<void> {
+    const d = this.#deps;
+    await runScript(d.redis, FORGET_CONSUMERS, [d.stream], [SERVICE_GROUP, "", d.consumer]).catch(
+      (err: unknown) => d.logger.debug("consumer not removed", { error: err }),
+    );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -339,6 +355,14 @@ export class ServiceConsumer implements Listener {
   async #onTick(): Promise<void> {
     const d = this.#deps;
     const now = Date.now();
+    if (now >= this.#nextForget) {
+      // Consumers of instances that died, once others claimed what they held.
+      this.#nextForget = now + FORGET_EVERY_MS;
+      const idle = Math.max(FORGET_EVERY_MS, 10 * d.claimIdleMs);
+      void runScript(d.redis, FORGET_CONSUMERS, [d.stream], [SERVICE_GROUP, idle, ""]).catch(
+        (err: unknown) => d.logger.debug("idle consumers not removed", { error: err }),
+      );
+    }
     // Renew what we hold, so that nobody claims a delivery whose handler is merely slow.
     const stale = [...this.#held.values()].filter((h) => now - h.renewedAt >= d.claimIdleMs / 3);
     if (stale.length > 0) {
