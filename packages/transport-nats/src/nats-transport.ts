@@ -527,6 +527,7 @@ class NatsTransport implements Transport {
     subject: string,
     body: Uint8Array,
     headers: MsgHdrs,
+    msgID?: string,
   ): Promise<void> {
     const deadline = Date.now() + this.#opts.publishTimeoutMs;
     for (;;) {
@@ -537,6 +538,7 @@ class NatsTransport implements Transport {
       const attempt = js.publish(subject, body, {
         headers,
         timeout: Math.max(1, deadline - Date.now()),
+        ...(msgID !== undefined ? { msgID } : {}),
       });
       let outcome: unknown;
       try {
@@ -582,7 +584,8 @@ class NatsTransport implements Transport {
     const nc = this.#nc;
     if (nc === undefined || nc.isClosed()) return;
     if (!this.#linkUp) {
-      if (reply === undefined) this.#heldControl.push([subject, payload]);
+      // Settlements stay valid across a reconnect; pulls and progress are sent afresh after it.
+      if (reply === undefined && payload !== "+WPI") this.#heldControl.push([subject, payload]);
       return;
     }
     try {
@@ -698,12 +701,14 @@ class NatsTransport implements Transport {
     h.set(NatsHeader.deadLetterReason, reason);
     h.set(NatsHeader.deadLetterSubject, msg.subject);
     h.set(NatsHeader.deadLetterSequence, `${info.stream}:${info.streamSequence}`);
-    await js.publish(deadLetterSubject(this.mesh, service), msg.data, {
-      headers: h,
-      // A retried dead-letter of the same stored message is stored once.
-      msgID: `${info.stream}:${info.streamSequence}:${info.deliveryCount}`,
-      timeout: this.#opts.publishTimeoutMs,
-    });
+    // A dead letter sent again (after a disconnect) is stored once: the stream deduplicates it.
+    await this.#publishConfirmed(
+      js,
+      deadLetterSubject(this.mesh, service),
+      msg.data,
+      h,
+      `${info.stream}:${info.streamSequence}:${info.deliveryCount}`,
+    );
   }
 
   /**
