@@ -2,12 +2,15 @@ import os from "node:os";
 import { stopBrokers } from "./brokers.ts";
 import { amqpSuite } from "./suites/amqp.ts";
 import { codecSuite } from "./suites/codec.ts";
+import { cryptoSuite } from "./suites/crypto.ts";
 import { memorySuite } from "./suites/memory.ts";
+import { natsSuite } from "./suites/nats.ts";
+import { redisSuite } from "./suites/redis.ts";
 import { printResult } from "./suite.ts";
 import type { BenchSuite } from "./suite.ts";
 
 // The registry: add a suite here (one file per suite under ./suites/) and it can be run by name.
-const SUITES: readonly BenchSuite[] = [codecSuite, memorySuite, amqpSuite];
+const SUITES: readonly BenchSuite[] = [codecSuite, memorySuite, amqpSuite, natsSuite, redisSuite, cryptoSuite];
 
 function usage(): string {
   return [

@@ -1,5 +1,6 @@
 // Shared machinery of the request/response suites: echo params, interleaved rounds of closed-loop
 // load over several cases, medians, per-round ratios and table rows.
+import { deepStrictEqual } from "node:assert/strict";
 import { runClosedLoop } from "./load.ts";
 import type { ClosedLoopResult } from "./load.ts";
 import { formatInt, formatPercent, median, quantile } from "./suite.ts";
@@ -81,6 +82,7 @@ export function sizeLabel(bytes: number): string {
  * Measures every case at one scenario: a warm-up per case, then `rounds` rounds in which each
  * case runs one closed-loop sample in turn (order reversed every other round, so drift and noisy
  * neighbours hit all cases alike). Failed calls are counted, not thrown.
+ * @throws Error when a case does not answer with its params (checked once before the warm-up).
  */
 export async function measureScenario(
   cases: readonly EchoCase[],
@@ -93,6 +95,12 @@ export async function measureScenario(
   const settleMs = options.settleMs ?? 80;
   const { concurrency, params } = scenario;
   for (const c of cases) {
+    // Every case must really echo (a wrong answer would make any figure meaningless).
+    try {
+      deepStrictEqual(await c.call(params), params);
+    } catch (err) {
+      throw new Error(`${c.name} does not echo its params: ${String(err)}`, { cause: err });
+    }
     await runClosedLoop(() => c.call(params), {
       concurrency,
       durationMs: warmupMs,

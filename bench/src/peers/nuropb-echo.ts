@@ -1,11 +1,15 @@
 import { createClient, createService } from "@nuropb/core";
-import type { MeshParticipant } from "@nuropb/core";
+import type { MeshParticipant, RequestContext } from "@nuropb/core";
 import type { ServiceKeys } from "@nuropb/crypto";
 import type { Transport } from "@nuropb/protocol";
 
 /** The benchmark service: answers with its params (decoded from the request, re-encoded). */
 class Echo {
-  echo(params: Record<string, unknown>): Record<string, unknown> {
+  /** Requests that arrived encrypted (so a suite can check that encryption really happened). */
+  _encrypted = 0;
+
+  echo(params: Record<string, unknown>, ctx: RequestContext): Record<string, unknown> {
+    if (ctx.encrypted) this._encrypted++;
     return params;
   }
 }
@@ -19,6 +23,8 @@ export interface NuropbEchoClient {
 /** A nuropb echo service plus as many clients as asked for, each on its own transport. */
 export interface NuropbEcho {
   readonly serviceName: string;
+  /** How many requests arrived encrypted so far. */
+  readonly encryptedCount: number;
   /** Adds a client (own transport, like a separate process), connected. */
   addClient(options?: {
     readonly encryption?: { readonly suites: readonly ("nacl" | "rsa-fernet")[] };
@@ -39,6 +45,7 @@ export async function startNuropbEcho(
   options: { readonly keys?: ServiceKeys } = {},
 ): Promise<NuropbEcho> {
   const transports: Transport[] = [];
+  const instance = new Echo();
   const participants: MeshParticipant[] = [];
   const close = async (): Promise<void> => {
     for (const p of participants.reverse()) await p.disconnect().catch(() => undefined);
@@ -50,7 +57,7 @@ export async function startNuropbEcho(
     const service = createService({
       transport: serviceTransport,
       name: serviceName,
-      instance: new Echo(),
+      instance,
       ...(options.keys !== undefined ? { keys: options.keys } : {}),
     });
     participants.push(service);
@@ -61,6 +68,9 @@ export async function startNuropbEcho(
   }
   return {
     serviceName,
+    get encryptedCount() {
+      return instance._encrypted;
+    },
     async addClient(clientOptions = {}) {
       const transport = makeTransport();
       transports.push(transport);

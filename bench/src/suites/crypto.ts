@@ -1,0 +1,108 @@
+import { createServiceKeys } from "@nuropb/crypto";
+import type { Transport } from "@nuropb/protocol";
+import { configureMesh, createAmqpTransport } from "@nuropb/transport-amqp";
+import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
+import { provided, useBroker } from "../brokers.ts";
+import { startNuropbEcho } from "../peers/nuropb-echo.ts";
+import {
+  RR_COLUMNS,
+  describeRatio,
+  errorNotes,
+  jsonBytes,
+  measureScenario,
+  pick,
+  runTag,
+  sizeLabel,
+  smallParams,
+  statsRow,
+  throughputRatio,
+  withCleanup,
+} from "../rr.ts";
+import type { CaseStats, EchoCase, Scenario } from "../rr.ts";
+import { formatPercent } from "../suite.ts";
+import type { BenchSuite, SuiteResult } from "../suite.ts";
+
+/** Encrypted req/s over AMQP at c=64 must reach this share of plain (encryption costs ≤ 15 %). */
+export const CRYPTO_AMQP_TARGET = 0.85;
+
+const SUITES = ["nacl", "rsa-fernet"] as const;
+
+/**
+ * One service with RSA + nacl keys and three clients (plain, nacl, rsa-fernet) on `makeTransport`,
+ * checked to really encrypt, then measured at c=64 in interleaved rounds.
+ */
+async function measureTransport(
+  label: string,
+  makeTransport: () => Transport,
+  defer: (cleanup: () => Promise<unknown>) => void,
+): Promise<CaseStats[]> {
+  const keys = createServiceKeys({ rsa: true, nacl: true });
+  const echo = await startNuropbEcho(makeTransport, `echo-${runTag()}`, { keys });
+  defer(() => echo.close());
+  const plain = await echo.addClient();
+  const cases: EchoCase[] = [{ name: `${label} plain`, call: plain.call }];
+  for (const suite of SUITES) {
+    const client = await echo.addClient({ encryption: { suites: [suite] }, encrypted: true });
+    cases.push({ name: `${label} ${suite}`, call: client.call });
+  }
+  const params = smallParams();
+  const before = echo.encryptedCount;
+  await plain.call(params);
+  if (echo.encryptedCount !== before) throw new Error(`${label}: a plain request arrived encrypted`);
+  for (const c of cases.slice(1)) {
+    const n = echo.encryptedCount;
+    await c.call(params);
+    if (echo.encryptedCount !== n + 1) throw new Error(`${c.name}: the request was not encrypted`);
+  }
+  const scenario: Scenario = { size: sizeLabel(jsonBytes(params)), concurrency: 64, params };
+  return measureScenario(cases, scenario, { rounds: 5, sampleMs: 600 });
+}
+
+/** What encryption costs: encrypted vs plain request/response, both suites, memory and AMQP. */
+export const cryptoSuite: BenchSuite = {
+  name: "crypto",
+  description:
+    "encrypted (nacl, rsa-fernet) vs plain request/response at c=64, over the memory transport and over RabbitMQ",
+  async run(): Promise<SuiteResult> {
+    const base = provided(await useBroker("rabbitmq"), "amqpUrl");
+    return withCleanup(async (defer) => {
+      const hub = createMemoryHub();
+      const mesh = `bench-${runTag()}`;
+      const memory = await measureTransport(
+        "memory",
+        () => createMemoryTransport({ hub, mesh }),
+        defer,
+      );
+      const url = `${base}/bench-crypto-${runTag()}`;
+      await configureMesh({ url });
+      const amqp = await measureTransport("amqp", () => createAmqpTransport({ url }), defer);
+      const stats = [...memory, ...amqp];
+      const verdicts = SUITES.map((suite) => {
+        const enc = pick(amqp, `amqp ${suite}`);
+        const ratio = throughputRatio(enc, pick(amqp, "amqp plain"));
+        return { suite, ok: ratio >= CRYPTO_AMQP_TARGET && enc.errors === 0, enc };
+      });
+      return {
+        columns: RR_COLUMNS,
+        rows: stats.map(statsRow),
+        notes: [
+          "medians of 5 interleaved rounds of 600 ms per case (per transport), after warm-up; echo of a JSON object",
+          "one service created with createServiceKeys({ rsa: true, nacl: true }); clients with encryption.suites [suite] and encrypted: true (checked: the service sees ctx.encrypted)",
+          "rsa-fernet: default key reuse (one wrapped Fernet key per target for 30 s / 1000 messages; receiver caches unwrapped keys)",
+          ...SUITES.map(
+            (suite) =>
+              `memory ${suite} = ${describeRatio(pick(memory, `memory ${suite}`), pick(memory, "memory plain"), "throughput")} of plain req/s`,
+          ),
+          ...errorNotes(stats),
+        ],
+        comparison: verdicts
+          .map(
+            (v) =>
+              `amqp ${v.suite} at c=64 = ${describeRatio(v.enc, pick(amqp, "amqp plain"), "throughput")} of plain req/s (target ≥ ${formatPercent(CRYPTO_AMQP_TARGET)}): ${v.ok ? "OK" : "BELOW TARGET"}`,
+          )
+          .join("\n"),
+        ok: verdicts.every((v) => v.ok),
+      };
+    });
+  },
+};
