@@ -10,7 +10,14 @@ import { printResult } from "./suite.ts";
 import type { BenchSuite } from "./suite.ts";
 
 // The registry: add a suite here (one file per suite under ./suites/) and it can be run by name.
-const SUITES: readonly BenchSuite[] = [codecSuite, memorySuite, amqpSuite, natsSuite, redisSuite, cryptoSuite];
+const SUITES: readonly BenchSuite[] = [
+  codecSuite,
+  memorySuite,
+  amqpSuite,
+  natsSuite,
+  redisSuite,
+  cryptoSuite,
+];
 
 function usage(): string {
   return [

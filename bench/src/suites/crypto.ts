@@ -48,7 +48,8 @@ async function measureTransport(
   const params = smallParams();
   const before = echo.encryptedCount;
   await plain.call(params);
-  if (echo.encryptedCount !== before) throw new Error(`${label}: a plain request arrived encrypted`);
+  if (echo.encryptedCount !== before)
+    throw new Error(`${label}: a plain request arrived encrypted`);
   for (const c of cases.slice(1)) {
     const n = echo.encryptedCount;
     await c.call(params);
