@@ -4,15 +4,28 @@ import tseslint from "typescript-eslint";
 
 // Layer arrows (STYLE.md §1): protocol <- crypto <- core; protocol <- transports <- testkit.
 // core never imports a transport and a transport never imports core.
-const TRANSPORTS = ["@nuropb/transport-memory", "@nuropb/transport-amqp", "@nuropb/transport-nats", "@nuropb/transport-redis"];
+const TRANSPORTS = [
+  "@nuropb/transport-memory",
+  "@nuropb/transport-amqp",
+  "@nuropb/transport-nats",
+  "@nuropb/transport-redis",
+];
 const layer = (files, forbidden) => ({
   files,
   rules: {
     "no-restricted-imports": [
       "error",
       {
-        paths: forbidden.map((name) => ({ name, message: "This import crosses a layer boundary (STYLE.md §1)." })),
-        patterns: [{ group: ["**/src/**", "**/dist/**", "../../*/src/*"], message: "Import sibling packages by name." }],
+        paths: forbidden.map((name) => ({
+          name,
+          message: "This import crosses a layer boundary (STYLE.md §1).",
+        })),
+        patterns: [
+          {
+            group: ["**/src/**", "**/dist/**", "../../*/src/*"],
+            message: "Import sibling packages by name.",
+          },
+        ],
       },
     ],
   },
@@ -24,26 +37,53 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ["*.js", "*.ts"] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: {
+        projectService: { allowDefaultProject: ["*.js", "*.ts"] },
+        tsconfigRootDir: import.meta.dirname,
+      },
     },
     rules: {
       "@typescript-eslint/no-floating-promises": "error",
-      "@typescript-eslint/switch-exhaustiveness-check": ["error", { considerDefaultExhaustiveForUnions: true }],
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/switch-exhaustiveness-check": [
+        "error",
+        { considerDefaultExhaustiveForUnions: true },
+      ],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_" },
+      ],
       "@typescript-eslint/no-explicit-any": "error",
       "no-console": "error",
     },
   },
   {
     // Tests, examples, benchmarks and the integration harness are type-checked by tsconfig.test.json.
-    files: ["packages/*/test/**/*.ts", "integration-tests/**/*.ts", "bench/**/*.ts", "examples/**/*.ts", "vitest.config.ts"],
-    languageOptions: { parserOptions: { projectService: false, project: ["./tsconfig.test.json"] } },
+    files: [
+      "packages/*/test/**/*.ts",
+      "integration-tests/**/*.ts",
+      "bench/**/*.ts",
+      "examples/**/*.ts",
+      "vitest.config.ts",
+    ],
+    languageOptions: {
+      parserOptions: { projectService: false, project: ["./tsconfig.test.json"] },
+    },
   },
   {
-    files: ["**/test/**", "integration-tests/**", "bench/**", "examples/**", "packages/cli/**", "**/*.config.*"],
+    files: [
+      "**/test/**",
+      "integration-tests/**",
+      "bench/**",
+      "examples/**",
+      "packages/cli/**",
+      "**/*.config.*",
+    ],
     rules: { "no-console": "off" },
   },
-  layer(["packages/protocol/src/**"], ["@nuropb/core", "@nuropb/crypto", "@nuropb/transport-testkit", ...TRANSPORTS]),
+  layer(
+    ["packages/protocol/src/**"],
+    ["@nuropb/core", "@nuropb/crypto", "@nuropb/transport-testkit", ...TRANSPORTS],
+  ),
   layer(["packages/crypto/src/**"], ["@nuropb/core", "@nuropb/transport-testkit", ...TRANSPORTS]),
   layer(["packages/core/src/**"], ["@nuropb/transport-testkit", ...TRANSPORTS]),
   // The testkit is a test tool at the top of the graph: its core suite drives @nuropb/core over a
