@@ -1,8 +1,11 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { configureMesh, teardownMesh } from "@nuropb/transport-amqp";
-import type { ConfigureMeshOptions } from "@nuropb/transport-amqp";
+import type { Transport } from "@nuropb/protocol";
+import { configureMesh, createAmqpTransport, teardownMesh } from "@nuropb/transport-amqp";
+import type { AmqpTransportOptions, ConfigureMeshOptions } from "@nuropb/transport-amqp";
 import { inject } from "vitest";
+import { startAmqpSniffer } from "./amqp-sniffer.ts";
+import type { AmqpSniffer } from "./amqp-sniffer.ts";
 
 /** What the RabbitMQ harness provides, read once per test file. */
 export interface RabbitEnv {
@@ -173,4 +176,45 @@ export async function stopRabbitApp(): Promise<void> {
 export async function startRabbitApp(): Promise<void> {
   await rabbitCtl("start_app");
   await rabbitCtl("await_startup", "--timeout", "60");
+}
+
+/** Transports that each reach the broker through a private TCP proxy, so one can be cut off. */
+export interface DisruptableTransports {
+  /** A new transport for `amqp://guest:guest@127.0.0.1:{its proxy}/{vhost}`. */
+  create(vhost: string, options?: Omit<AmqpTransportOptions, "url">): Promise<Transport>;
+  /**
+   * Cuts the transport's TCP connection (like a network failure: no AMQP close, the socket just
+   * dies). The proxy keeps listening, so the transport can reconnect at once.
+   */
+  disrupt(transport: Transport): Promise<void>;
+  /** Closes every proxy. */
+  closeAll(): Promise<void>;
+}
+
+/** See {@link DisruptableTransports}. */
+export function disruptableTransports(): DisruptableTransports {
+  const proxies = new WeakMap<Transport, AmqpSniffer>();
+  const all: AmqpSniffer[] = [];
+  const brokerPort = Number(new URL(rabbitEnv().amqpUrl).port);
+  return {
+    async create(vhost, options = {}) {
+      const proxy = await startAmqpSniffer(brokerPort, { sniff: false });
+      all.push(proxy);
+      const t = createAmqpTransport({
+        reconnect: { initialDelayMs: 50, maxDelayMs: 1_000 },
+        ...options,
+        url: `amqp://guest:guest@127.0.0.1:${proxy.port}/${encodeURIComponent(vhost)}`,
+      });
+      proxies.set(t, proxy);
+      return t;
+    },
+    async disrupt(t) {
+      const proxy = proxies.get(t);
+      if (proxy === undefined) throw new Error("disrupt() got a transport it did not create");
+      proxy.dropConnections();
+    },
+    async closeAll() {
+      await Promise.allSettled(all.splice(0).map((p) => p.close()));
+    },
+  };
 }

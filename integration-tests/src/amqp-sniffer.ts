@@ -51,8 +51,15 @@ const PROPERTY_ORDER = [
   "cluster-id",
 ] as const;
 
-/** Starts a proxy on a free port forwarding to `127.0.0.1:targetPort`. */
-export async function startAmqpSniffer(targetPort: number): Promise<AmqpSniffer> {
+/**
+ * Starts a proxy on a free port forwarding to `127.0.0.1:targetPort`. With `sniff: false` it only
+ * forwards (and can still drop connections).
+ */
+export async function startAmqpSniffer(
+  targetPort: number,
+  options: { readonly sniff?: boolean } = {},
+): Promise<AmqpSniffer> {
+  const sniff = options.sniff ?? true;
   const publishes: SniffedPublish[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
@@ -74,7 +81,7 @@ export async function startAmqpSniffer(targetPort: number): Promise<AmqpSniffer>
     upstream.on("close", end);
     upstream.connect(targetPort, "127.0.0.1");
     client.on("data", (chunk: Buffer) => {
-      parser.push(chunk);
+      if (sniff) parser.push(chunk);
       upstream.write(chunk);
     });
     upstream.on("data", (chunk: Buffer) => client.write(chunk));

@@ -1,39 +1,24 @@
-import { createAmqpTransport } from "@nuropb/transport-amqp";
-import type { Transport } from "@nuropb/protocol";
+import { configureMesh, teardownMesh } from "@nuropb/transport-amqp";
 import { describeTransportConformance } from "@nuropb/transport-testkit";
 import { afterAll, beforeAll } from "vitest";
-import { closeConnectionByName, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
-import { configureMesh, teardownMesh } from "@nuropb/transport-amqp";
+import { disruptableTransports, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
 
-// One vhost for the whole suite: the suite makes every name unique per test.
-const env = rabbitEnv();
+// One vhost for the whole suite: the suite makes every name unique per test. Each transport
+// reaches the broker through its own TCP proxy, so `disrupt` can cut exactly that connection.
 const vhost = uniqueVhost("conformance");
-const url = `${env.amqpUrl}/${vhost}`;
-const names = new WeakMap<Transport, string>();
-let seq = 0;
+const url = `${rabbitEnv().amqpUrl}/${vhost}`;
+const transports = disruptableTransports();
 
 beforeAll(async () => {
   await configureMesh({ url });
 });
 afterAll(async () => {
+  await transports.closeAll();
   await teardownMesh({ url });
 });
 
 describeTransportConformance({
   name: "amqp (RabbitMQ, amqplib)",
-  create: () => {
-    const connectionName = `conformance-${vhost}-${++seq}`;
-    const t = createAmqpTransport({
-      url,
-      connectionName,
-      reconnect: { initialDelayMs: 50, maxDelayMs: 1_000 },
-    });
-    names.set(t, connectionName);
-    return t;
-  },
-  disrupt: async (t) => {
-    const name = names.get(t);
-    if (name === undefined) throw new Error("disrupt() got a transport this file did not create");
-    await closeConnectionByName(name);
-  },
+  create: () => transports.create(vhost),
+  disrupt: (t) => transports.disrupt(t),
 });

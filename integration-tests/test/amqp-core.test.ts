@@ -1,17 +1,15 @@
 import amqplib from "amqplib";
 import { afterAll, beforeAll } from "vitest";
-import type { Transport } from "@nuropb/protocol";
-import { configureMesh, createAmqpTransport, teardownMesh } from "@nuropb/transport-amqp";
+import { configureMesh, teardownMesh } from "@nuropb/transport-amqp";
 import { describeCoreConformance } from "@nuropb/transport-testkit";
-import { closeConnectionByName, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
+import { disruptableTransports, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
 
 // Every rule of @nuropb/core, end to end over RabbitMQ, on a vhost of its own. Dead letters are
 // counted on the mesh's dead-letter queue (bound to the fanout dead-letter exchange by configureMesh).
 const env = rabbitEnv();
 const vhost = uniqueVhost("core");
 const url = `${env.amqpUrl}/${vhost}`;
-const names = new WeakMap<Transport, string>();
-let seq = 0;
+const transports = disruptableTransports();
 let counter: amqplib.ChannelModel | undefined;
 
 beforeAll(async () => {
@@ -19,22 +17,16 @@ beforeAll(async () => {
   counter = await amqplib.connect(url);
 });
 afterAll(async () => {
+  await transports.closeAll();
   await counter?.close();
   await teardownMesh({ url });
 });
 
 describeCoreConformance({
   name: "amqp (RabbitMQ, amqplib)",
-  create: () => {
-    const connectionName = `core-${vhost}-${++seq}`;
-    const t = createAmqpTransport({
-      url,
-      connectionName,
-      reconnect: { initialDelayMs: 50, maxDelayMs: 1_000 },
-    });
-    names.set(t, connectionName);
-    return t;
-  },
+  // Each transport reaches the broker through its own TCP proxy, so `disrupt` cuts exactly its
+  // connection at once (the management API lists new connections only after a stats interval).
+  create: () => transports.create(vhost),
   deadLetterCount: async () => {
     if (counter === undefined) throw new Error("not connected");
     const ch = await counter.createChannel();
@@ -44,9 +36,5 @@ describeCoreConformance({
       await ch.close();
     }
   },
-  disrupt: async (t) => {
-    const name = names.get(t);
-    if (name === undefined) throw new Error("disrupt() got a transport this file did not create");
-    await closeConnectionByName(name);
-  },
+  disrupt: (t) => transports.disrupt(t),
 });
