@@ -32,7 +32,9 @@ export default defineConfig({
           globalSetup: ["src/global-setup.ts"],
           testTimeout: 60_000,
           hookTimeout: 120_000,
-          fileParallelism: false,
+          // One file at a time: some files stop and restart the shared brokers.
+          pool: "forks",
+          poolOptions: { forks: { singleFork: true } },
         },
       },
     ],

@@ -12,7 +12,7 @@ const mesh = `core${newId().slice(0, 12)}`;
 let nc: NatsConnection | undefined;
 
 beforeAll(async () => {
-  nc = await connect({ servers: server.url, reconnectTimeWaitMs: 100, maxReconnectAttempts: -1 });
+  nc = await connect({ servers: server.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
 });
 afterAll(async () => {
   await nc?.close();
