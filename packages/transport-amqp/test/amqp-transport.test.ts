@@ -1,0 +1,495 @@
+import {
+  NuropbConnectionClosedError,
+  NuropbMessageError,
+  NuropbNotDeliveredError,
+  NuropbTransportError,
+  buildHeaders,
+} from "@nuropb/protocol";
+import type { Delivery, Frame, Transport, TransportEvent } from "@nuropb/protocol";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { createAmqpTransport } from "../src/index.ts";
+import { FakeConnection, broker } from "./fake-amqplib.ts";
+import type { FakeChannel } from "./fake-amqplib.ts";
+
+vi.mock("amqplib", async () => (await import("./fake-amqplib.ts")).fakeAmqplib);
+
+const URL = "amqp://guest:guest@broker:5672/mesh-a";
+const enc = new TextEncoder();
+const frame = (id: string, extra: Partial<Frame> = {}): Frame => ({
+  headers: buildHeaders("request", null),
+  body: enc.encode(`{"id":"${id}"}`),
+  correlationId: id,
+  ...extra,
+});
+const spec = { service: "svc", rpcBindings: ["alias"], eventBindings: ["a.*"], prefetch: 7 };
+
+const made: Transport[] = [];
+function transport(extra: Parameters<typeof createAmqpTransport>[0] = {}): Transport {
+  const t = createAmqpTransport({
+    url: URL,
+    reconnect: { initialDelayMs: 1, maxDelayMs: 5 },
+    ...extra,
+  });
+  made.push(t);
+  return t;
+}
+function events(t: Transport): TransportEvent[] {
+  const seen: TransportEvent[] = [];
+  void (async () => {
+    for await (const e of t.events()) seen.push(e);
+  })();
+  return seen;
+}
+const conn = (i = -1): FakeConnection => {
+  const c = broker.connections.at(i);
+  if (c === undefined) throw new Error("no connection");
+  return c;
+};
+
+beforeEach(() => broker.reset());
+afterEach(async () => {
+  await Promise.allSettled(made.splice(0).map((t) => t.close()));
+});
+
+describe("connect", () => {
+  it("does no I/O until connect(); connects with TCP_NODELAY, heartbeat, connection_name and the vhost", async () => {
+    const t = transport({ connectionName: "my-conn", heartbeatSec: 15 });
+    expect(broker.connectCalls).toHaveLength(0);
+    expect(t.kind).toBe("amqp");
+    expect(t.mesh).toBe("mesh-a");
+    expect(t.state).toBe("idle");
+    await t.connect();
+    expect(t.state).toBe("open");
+    const [call] = broker.connectCalls;
+    expect(call?.url).toMatchObject({
+      protocol: "amqp",
+      hostname: "broker",
+      port: 5672,
+      username: "guest",
+      vhost: "mesh-a",
+      heartbeat: 15,
+    });
+    expect(call?.socketOptions).toMatchObject({ noDelay: true });
+    expect(call?.socketOptions.clientProperties).toMatchObject({
+      connection_name: "my-conn",
+      product: "Nuropb",
+      protocol: "0.1.1",
+    });
+    // Exchanges are not declared on connect.
+    expect(conn().channels.flatMap((c) => c.declared)).toEqual([]);
+  });
+
+  it("a refusal fails at once, without retrying, and names the user but not the password", async () => {
+    broker.connect = () =>
+      Promise.reject(
+        new Error(
+          'Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - Login was refused"',
+        ),
+      );
+    const t = transport({
+      url: "amqp://alice:Sup3rS3cret@broker/mesh-a",
+      connectTimeoutMs: 60_000,
+    });
+    const err = await t.connect().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as NuropbTransportError).retryable).toBe(false);
+    expect((err as Error).message).toContain("alice");
+    expect((err as Error).message).not.toContain("Sup3rS3cret");
+    expect(broker.connectCalls).toHaveLength(1);
+    expect(t.state).toBe("idle");
+  });
+
+  it("a missing vhost is a refusal too", async () => {
+    broker.connect = () =>
+      Promise.reject(new Error("Expected ConnectionOpenOk; got <ConnectionClose channel:0>"));
+    const err = await transport()
+      .connect()
+      .catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/vhost 'mesh-a'/);
+    expect(broker.connectCalls).toHaveLength(1);
+  });
+
+  it("an unreachable broker is retried until it answers", async () => {
+    let attempts = 0;
+    broker.connect = () =>
+      ++attempts < 3
+        ? Promise.reject(
+            Object.assign(new Error("connect ECONNREFUSED 10.0.0.1:5672"), {
+              code: "ECONNREFUSED",
+            }),
+          )
+        : Promise.resolve(new FakeConnection());
+    const t = transport();
+    await t.connect();
+    expect(attempts).toBe(3);
+    expect(t.state).toBe("open");
+  });
+
+  it("close() during connect() ends closed; the late connection is closed", async () => {
+    let release: (c: FakeConnection) => void = () => {};
+    broker.connect = () => new Promise<FakeConnection>((r) => (release = r));
+    const t = transport();
+    const connecting = t.connect().catch((e: unknown) => e);
+    await vi.waitFor(() => expect(broker.connectCalls).toHaveLength(1));
+    const closing = t.close();
+    const late = new FakeConnection();
+    release(late);
+    expect(await connecting).toBeInstanceOf(NuropbConnectionClosedError);
+    await closing;
+    expect(t.state).toBe("closed");
+    await vi.waitFor(() => expect(late.closed).toBe(true));
+    await expect(t.connect()).rejects.toBeInstanceOf(NuropbConnectionClosedError);
+  });
+});
+
+describe("send", () => {
+  it("maps destinations to exchange, routing key and mandatory, with exactly the NuroPb properties", async () => {
+    const t = transport({ rpcExchange: "rpc-x", eventsExchange: "ev-x" });
+    await t.connect();
+    broker.bound.add("svc");
+    await t.send(
+      { kind: "rpc", service: "svc" },
+      frame("r1", { replyTo: "nuropb-me-rq", ttlMs: 3_600_000 }),
+    );
+    await t.send(
+      { kind: "event", topic: "a.b" },
+      frame("e1", { headers: buildHeaders("event", "tr") }),
+    );
+    await t.send(
+      { kind: "reply", address: "nuropb-you-rq" },
+      frame("p1", { headers: buildHeaders("response", "tr") }),
+    );
+    await t.send(
+      { kind: "rpc", service: "svc" },
+      frame("r0", { replyTo: "nuropb-me-rq", ttlMs: 0 }),
+    );
+    const published = conn().publisher().published;
+    expect(published.map((p) => [p.exchange, p.routingKey, p.options.mandatory])).toEqual([
+      ["rpc-x", "svc", true],
+      ["ev-x", "a.b", undefined],
+      ["", "nuropb-you-rq", undefined],
+      ["rpc-x", "svc", true],
+    ]);
+    expect(published[0]?.options).toStrictEqual({
+      contentType: "application/json",
+      correlationId: "r1",
+      replyTo: "nuropb-me-rq",
+      headers: buildHeaders("request", null),
+      expiration: "3600000",
+      mandatory: true,
+    });
+    expect(published[1]?.options).toStrictEqual({
+      contentType: "application/json",
+      correlationId: "e1",
+      replyTo: "",
+      headers: buildHeaders("event", "tr"),
+    });
+    expect(published[2]?.options.replyTo).toBe("");
+    expect(published[3]?.options).not.toHaveProperty("expiration");
+    expect(published[0]?.content.toString()).toBe('{"id":"r1"}');
+  });
+
+  it("pairs a basic.return with its own publish: only the unroutable request rejects NuropbNotDeliveredError", async () => {
+    const t = transport();
+    await t.connect();
+    broker.bound.add("here");
+    const results = await Promise.allSettled([
+      t.send({ kind: "rpc", service: "here" }, frame("same")),
+      t.send({ kind: "rpc", service: "gone" }, frame("same")),
+      t.send({ kind: "rpc", service: "here" }, frame("other")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect((results[1] as PromiseRejectedResult).reason).toBeInstanceOf(NuropbNotDeliveredError);
+    expect(String((results[1] as PromiseRejectedResult).reason.message)).toContain("gone");
+  });
+
+  it("refuses oversize bodies with NuropbMessageError and stays usable", async () => {
+    const t = transport({ maxFrameBytes: 8 });
+    await t.connect();
+    await expect(t.send({ kind: "event", topic: "t" }, frame("a-long-one"))).rejects.toBeInstanceOf(
+      NuropbMessageError,
+    );
+    await t.send({ kind: "event", topic: "t" }, { ...frame("x"), body: new Uint8Array(8) });
+    expect(t.capabilities.maxFrameBytes).toBe(8);
+  });
+
+  it("before connect: a non-retryable transport error; after close: NuropbConnectionClosedError", async () => {
+    const t = transport();
+    const early = await t.send({ kind: "event", topic: "t" }, frame("x")).catch((e: unknown) => e);
+    expect(early).toBeInstanceOf(NuropbTransportError);
+    expect((early as NuropbTransportError).retryable).toBe(false);
+    await t.close();
+    await expect(t.send({ kind: "event", topic: "t" }, frame("x"))).rejects.toBeInstanceOf(
+      NuropbConnectionClosedError,
+    );
+  });
+
+  it("a publisher channel the broker closes rejects its in-flight sends with the broker's reason, then is replaced", async () => {
+    const t = transport();
+    const seen = events(t);
+    await t.connect();
+    const pub = conn().publisher();
+    const inflight = t.send({ kind: "event", topic: "t" }, frame("x"));
+    pub.serverClose(404, "NOT_FOUND - no exchange 'nuropb-events-exchange' in vhost 'mesh-a'");
+    const err = await inflight.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as Error).message).toContain("NOT_FOUND - no exchange");
+    expect((err as NuropbTransportError).retryable).toBe(false);
+    await vi.waitFor(() => expect(conn().publisher()).not.toBe(pub));
+    await t.send({ kind: "event", topic: "t" }, frame("y"));
+    expect(seen.map((e) => e.type)).toContain("errored");
+    expect(t.state).toBe("open");
+  });
+});
+
+describe("consuming", () => {
+  it("declares the service queue exactly as Python does, binds rpc and events, sets per-consumer prefetch", async () => {
+    const t = transport({ dlExchange: "my-dlx" });
+    await t.connect();
+    await t.consumeService(spec, () => {});
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    expect(ch.qos).toEqual([[7, false]]);
+    expect(ch.declared).toEqual([
+      {
+        queue: "nuropb-svc-sq",
+        options: {
+          durable: true,
+          exclusive: false,
+          autoDelete: false,
+          arguments: { "x-dead-letter-exchange": "my-dlx" },
+        },
+      },
+    ]);
+    expect(ch.bindings).toEqual([
+      ["nuropb-svc-sq", "nuropb-rpc-exchange", "svc"],
+      ["nuropb-svc-sq", "nuropb-rpc-exchange", "alias"],
+      ["nuropb-svc-sq", "nuropb-events-exchange", "a.*"],
+    ]);
+    expect([...ch.consumers.values()][0]?.options).toEqual({ noAck: false, exclusive: false });
+  });
+
+  it("declares the response queue non-durable, auto-delete, no arguments; consumes exclusive and no-ack", async () => {
+    const t = transport();
+    await t.connect();
+    await t.consumeResponses({ address: "nuropb-x-1-rq" }, () => {});
+    const ch = conn().consumerChannel("nuropb-x-1-rq");
+    expect(ch.declared).toEqual([
+      { queue: "nuropb-x-1-rq", options: { durable: false, exclusive: false, autoDelete: true } },
+    ]);
+    expect([...ch.consumers.values()][0]?.options).toEqual({ noAck: true, exclusive: true });
+  });
+
+  it("maps a message to a delivery: headers (absent → {}, bytes → text), replyTo '' → absent, expiration → ttlMs", async () => {
+    const t = transport();
+    await t.connect();
+    const got: Delivery[] = [];
+    await t.consumeService(spec, (d) => void got.push(d));
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.deliver("a", {
+      correlationId: "c1",
+      replyTo: "rq",
+      expiration: "5000",
+      headers: { trace_id: null, x: Buffer.from("y"), n: 5 },
+    });
+    ch.deliver("b", { correlationId: "c2", replyTo: "" }, true);
+    ch.deliver("c", { expiration: "soon" });
+    expect(got[0]).toMatchObject({
+      correlationId: "c1",
+      replyTo: "rq",
+      ttlMs: 5000,
+      redelivered: false,
+    });
+    expect({ ...got[0]?.headers }).toStrictEqual({ trace_id: null, x: "y", n: "5" });
+    expect(got[1]?.replyTo).toBeUndefined();
+    expect(got[1]?.redelivered).toBe(true);
+    expect({ ...got[1]?.headers }).toStrictEqual({});
+    expect(got[2]?.correlationId).toBe("");
+    expect(got[2]?.ttlMs).toBeUndefined();
+    expect(Buffer.from(got[0]?.body ?? []).toString()).toBe("a");
+  });
+
+  it("settles once: later calls and calls after the channel is gone touch nothing", async () => {
+    const t = transport();
+    await t.connect();
+    const got: Delivery[] = [];
+    await t.consumeService(spec, (d) => void got.push(d));
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.deliver("a");
+    ch.deliver("b");
+    await got[0]?.ack();
+    await got[0]?.ack();
+    await got[0]?.reject();
+    await got[0]?.requeue();
+    expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]);
+    conn().drop(); // the channel goes with the connection
+    await expect(got[1]?.ack()).resolves.toBeUndefined();
+    expect(ch.settled).toHaveLength(1);
+  });
+
+  it("requeue is nack(requeue) and reject is reject(no requeue); a throwing handler has its delivery rejected once", async () => {
+    const t = transport();
+    await t.connect();
+    await t.consumeService(spec, async (d) => {
+      const body = Buffer.from(d.body).toString();
+      if (body === "requeue") await d.requeue();
+      else if (body === "reject") await d.reject();
+      else if (body === "sync-throw") throw new Error("boom");
+      else if (body === "async-throw") await Promise.reject(new Error("boom"));
+      else if (body === "ack-then-throw") {
+        await d.ack();
+        throw new Error("late boom");
+      }
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    for (const b of ["requeue", "reject", "sync-throw", "async-throw", "ack-then-throw"])
+      ch.deliver(b);
+    await vi.waitFor(() => expect(ch.settled).toHaveLength(5));
+    expect([...ch.settled].sort((a, b) => a.tag - b.tag)).toEqual([
+      { how: "nack", tag: 1, requeue: true },
+      { how: "reject", tag: 2, requeue: false },
+      { how: "reject", tag: 3, requeue: false },
+      { how: "reject", tag: 4, requeue: false },
+      { how: "ack", tag: 5 },
+    ]);
+  });
+
+  it("a refused consumeResponses (exclusive use) is a NuropbTransportError and leaves the transport open", async () => {
+    const t = transport();
+    await t.connect();
+    const c = conn();
+    const original = c.createChannel.bind(c);
+    c.createChannel = async () => {
+      const ch = await original();
+      ch.consume = async () => {
+        const err = Object.assign(
+          new Error(
+            `Operation failed: BasicConsume; 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - queue 'q' in vhost 'mesh-a' in exclusive use"`,
+          ),
+          { code: 403 },
+        );
+        ch.serverClose(403, "ACCESS_REFUSED");
+        throw err;
+      };
+      return ch;
+    };
+    const err = await t.consumeResponses({ address: "q" }, () => {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as Error).message).toMatch(
+      /already consumed by another participant.*exclusive use/,
+    );
+    expect(t.state).toBe("open");
+  });
+
+  it("a stopped listener keeps its channel while a handler runs, then closes it", async () => {
+    const t = transport();
+    await t.connect();
+    let finish: () => void = () => {};
+    const running = new Promise<void>((r) => (finish = r));
+    const got: Delivery[] = [];
+    const l = await t.consumeService(spec, async (d) => {
+      got.push(d);
+      await running;
+      await d.ack();
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.deliver("a");
+    await l.stop();
+    expect(ch.consumers.size).toBe(0);
+    expect(ch.closed).toBe(false);
+    finish();
+    await vi.waitFor(() => expect(ch.closed).toBe(true));
+    expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]);
+  });
+});
+
+describe("connection loss", () => {
+  it("reports disconnected, refuses sends at once, reconnects, re-declares and resumes consumers, reports reconnected", async () => {
+    const t = transport();
+    const seen = events(t);
+    await t.connect();
+    const got: string[] = [];
+    await t.consumeService(spec, async (d) => {
+      got.push(Buffer.from(d.body).toString());
+      await d.ack();
+    });
+    await t.consumeResponses(
+      { address: "nuropb-x-rq" },
+      (f) => void got.push(`reply:${Buffer.from(f.body).toString()}`),
+    );
+    let release: (c: FakeConnection) => void = () => {};
+    broker.connect = () => new Promise<FakeConnection>((r) => (release = r));
+    const first = conn();
+    first.drop(320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'");
+    await vi.waitFor(() => expect(seen.map((e) => e.type)).toEqual(["disconnected"]));
+    expect(t.state).toBe("connecting");
+    const err = await t.send({ kind: "event", topic: "t" }, frame("x")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as NuropbTransportError).retryable).toBe(true);
+    await vi.waitFor(() => expect(broker.connectCalls.length).toBeGreaterThan(1));
+    release(new FakeConnection());
+    await vi.waitFor(() =>
+      expect(seen.map((e) => e.type)).toEqual(["disconnected", "reconnected"]),
+    );
+    expect(t.state).toBe("open");
+    const second = conn();
+    expect(second).not.toBe(first);
+    second.consumerChannel("nuropb-svc-sq").deliver("after");
+    second.consumerChannel("nuropb-x-rq").deliver("r");
+    expect(got).toEqual(["after", "reply:r"]);
+    await t.send({ kind: "event", topic: "t" }, frame("y"));
+  });
+
+  it("a consumer cancelled by the broker (queue deleted) is re-declared and consumed again on the same connection", async () => {
+    const t = transport();
+    await t.connect();
+    await t.consumeService(spec, () => {});
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.serverCancel();
+    await vi.waitFor(() => expect(conn().consumerChannel("nuropb-svc-sq")).not.toBe(ch));
+    expect(broker.connections).toHaveLength(1);
+  });
+
+  it("access refused after startup closes the transport with that reason", async () => {
+    const t = transport();
+    const seen = events(t);
+    await t.connect();
+    conn().drop(403, "ACCESS_REFUSED");
+    const reason = await t.closed();
+    expect(reason).toBeInstanceOf(NuropbTransportError);
+    expect(t.state).toBe("closed");
+    await vi.waitFor(() => expect(seen.map((e) => e.type)).toEqual(["disconnected", "closed"]));
+  });
+
+  it("close() is idempotent, ends every event stream and settles closed() with undefined", async () => {
+    const t = transport();
+    const seen = events(t);
+    await t.connect();
+    await Promise.all([t.close(), t.close()]);
+    await t.close();
+    expect(await t.closed()).toBeUndefined();
+    expect(seen.map((e) => e.type)).toEqual(["closed"]);
+    expect(conn().closed).toBe(true);
+  });
+});
+
+describe("closing", () => {
+  it("waits for outstanding confirms before closing the connection", async () => {
+    const t = transport();
+    await t.connect();
+    const pub = conn().publisher() as FakeChannel;
+    let confirm: (err: unknown) => void = () => {};
+    pub.publish = (exchange, routingKey, content, options, cb) => {
+      pub.published.push({ exchange, routingKey, content, options });
+      confirm = cb ?? (() => {});
+      return true;
+    };
+    const sent = t.send({ kind: "event", topic: "t" }, frame("x"));
+    const closing = t.close();
+    await Promise.resolve();
+    expect(conn().closed).toBe(false);
+    confirm(null);
+    await sent;
+    await closing;
+    expect(conn().closed).toBe(true);
+  });
+});
