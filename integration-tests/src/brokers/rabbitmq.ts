@@ -134,6 +134,23 @@ export async function startRabbitMq(): Promise<StartedBroker> {
     // Two shared cores: do not let idle schedulers spin.
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "+sbwt none +sbwtdcpu none +sbwtdio none",
   };
+  // Our own epmd on a private port, started with relaxed checks so that `epmd -kill` always
+  // works (a plain epmd refuses while a node is still registered, and would outlive us).
+  const epmd = spawnSync(
+    "epmd",
+    ["-daemon", "-port", String(ports.epmd), "-relaxed_command_check"],
+    {
+      env,
+      stdio: "ignore",
+      timeout: 10_000,
+    },
+  );
+  if (epmd.error !== undefined || epmd.status !== 0) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(
+      `RabbitMQ harness: cannot start epmd (${String(epmd.error ?? epmd.status)}). ${INSTALL_HINT}`,
+    );
+  }
   const ctl = join(bin, "rabbitmqctl");
   const server = join(bin, "rabbitmq-server");
   const command = ids !== undefined ? "setpriv" : server;
