@@ -223,7 +223,10 @@ class AmqpTransport implements Transport {
         clientProperties: this.#o.clientProperties,
       }),
       [this.#shutdown.signal, signal],
-      (late) => void late.close().catch(() => undefined),
+      (late) => {
+        late.on("error", () => undefined);
+        void late.close().catch(() => undefined);
+      },
     );
     const session: Session = {
       id: ++this.#sessionSeq,
@@ -674,6 +677,11 @@ class AmqpTransport implements Transport {
       l.handle = handle;
       l.consumerTag = consumerTag;
       ready = true;
+      if (l.stopped) {
+        // stop() ran while we were (re)starting: do not leave a consumer behind.
+        await ch.cancel(consumerTag).catch(() => undefined);
+        this.#maybeRetire(l, handle);
+      }
     } catch (err) {
       void closeQuietly(ch);
       throw this.#listenerError(err, l);

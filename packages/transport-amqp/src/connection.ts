@@ -96,7 +96,7 @@ function toPem(v: string | Uint8Array): string | Buffer {
   return typeof v === "string" ? v : Buffer.from(v);
 }
 
-function withTimeout<T extends { close(): Promise<void> }>(
+function withTimeout<T extends ChannelModel>(
   p: Promise<T>,
   ms: number,
   target: ResolvedTarget,
@@ -110,8 +110,10 @@ function withTimeout<T extends { close(): Promise<void> }>(
     p.then(
       (v) => {
         clearTimeout(timer);
-        if (timedOut) v.close().catch(() => undefined);
-        else resolve(v);
+        if (timedOut) {
+          v.on("error", () => undefined);
+          v.close().catch(() => undefined);
+        } else resolve(v);
       },
       (err: unknown) => {
         clearTimeout(timer);

@@ -449,6 +449,21 @@ describe("connection loss", () => {
     expect(broker.connections).toHaveLength(1);
   });
 
+  it("stop() while the consumer is being re-established leaves no consumer behind", async () => {
+    const t = transport();
+    await t.connect();
+    const l = await t.consumeService(spec, () => {});
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.serverCancel(); // the restart starts now, asynchronously
+    await l.stop();
+    // The restarted channel gets its consumer, sees the stop, cancels it and closes.
+    await vi.waitFor(() => {
+      const restarted = conn().channels.filter((c) => c !== ch && !c.confirm);
+      expect(restarted.length).toBeGreaterThan(0);
+      expect(restarted.every((c) => c.closed && c.consumers.size === 0)).toBe(true);
+    });
+  });
+
   it("access refused after startup closes the transport with that reason", async () => {
     const t = transport();
     const seen = events(t);
