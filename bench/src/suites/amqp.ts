@@ -2,7 +2,7 @@ import { configureMesh, createAmqpTransport } from "@nuropb/transport-amqp";
 import { provided, useBroker } from "../brokers.ts";
 import { startMoleculerEcho } from "../peers/moleculer-echo.ts";
 import { startNuropbEcho } from "../peers/nuropb-echo.ts";
-import { RAW_AMQP_SETTINGS, startRawAmqpEcho } from "../peers/raw-amqp.ts";
+import { RAW_AMQP_NUROPB_WIRE, RAW_AMQP_SETTINGS, startRawAmqpEcho } from "../peers/raw-amqp.ts";
 import {
   RR_COLUMNS,
   describeRatio,
@@ -30,6 +30,7 @@ export const AMQP_LATENCY_TARGET = 1.1;
 
 const NUROPB = "nuropb amqp";
 const RAW = "amqplib (raw)";
+const RAW_WIRE = "amqplib, nuropb wire";
 const MOLECULER = "Moleculer AMQP";
 
 /** Moleculer's AMQP transporter settings (its defaults are prefetch 1 and Nagle on). */
@@ -51,6 +52,8 @@ export const amqpSuite: BenchSuite = {
       const client = await nuropb.addClient();
       const raw = await startRawAmqpEcho(url);
       defer(() => raw.close());
+      const rawWire = await startRawAmqpEcho(url, { nuropbWire: true });
+      defer(() => rawWire.close());
       const moleculer = await startMoleculerEcho({
         type: "AMQP",
         options: { url, ...MOLECULER_AMQP },
@@ -59,6 +62,7 @@ export const amqpSuite: BenchSuite = {
       const cases = [
         { name: NUROPB, call: client.call },
         { name: RAW, call: raw.call },
+        { name: RAW_WIRE, call: rawWire.call },
         { name: MOLECULER, call: moleculer.call },
       ];
       const small = smallParams();
@@ -90,6 +94,7 @@ export const amqpSuite: BenchSuite = {
           `raw: ${RAW_AMQP_SETTINGS}`,
           "Moleculer: AMQP transporter with prefetch 64 and socketOptions.noDelay (its defaults, prefetch 1 + Nagle, give ~23 req/s); no publisher confirms",
           `nuropb vs Moleculer: c=64 ${describeRatio(at(64, NUROPB), at(64, MOLECULER), "throughput")} of its req/s; c=16 16 KB ${describeRatio(at(16, NUROPB), at(16, MOLECULER), "throughput")}`,
+          `${RAW_WIRE}: ${RAW_AMQP_NUROPB_WIRE}; at c=64 it reaches ${describeRatio(at(64, RAW_WIRE), at(64, RAW), "throughput")} of raw req/s (the wire's own cost), nuropb ${describeRatio(at(64, NUROPB), at(64, RAW_WIRE), "throughput")} of it; c=1 p50 ${describeRatio(at(1, RAW_WIRE), at(1, RAW), "latency")} of raw's`,
           `nuropb vs raw at c=16 16 KB: ${describeRatio(at(16, NUROPB), at(16, RAW), "throughput")} of raw req/s`,
           ...errorNotes(stats),
         ],
