@@ -1,4 +1,5 @@
 import os from "node:os";
+import { performance } from "node:perf_hooks";
 import { stopBrokers } from "./brokers.ts";
 import { amqpSuite } from "./suites/amqp.ts";
 import { codecSuite } from "./suites/codec.ts";
@@ -56,10 +57,13 @@ async function main(args: readonly string[]): Promise<number> {
   try {
     for (const suite of picked) {
       try {
+        const t0 = performance.now();
         const result = await withDeadline(suite.run(), SUITE_DEADLINE_MS, suite.name);
         printResult(suite, result);
+        console.log(`(${suite.name}: ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
         if (result.ok === false) missed.push(suite.name);
       } catch (err) {
+        if (interrupted) break; // Ctrl-C stopped the brokers under the suite: not a finding
         crashed.push(suite.name);
         console.error(`\n## ${suite.name}: FAILED\n`, err);
       }
