@@ -7,6 +7,7 @@
 import { createClient, createService, publishToMesh, type RequestContext } from "@nuropb/core";
 import { NuropbAuthorizationError, type Transport } from "@nuropb/protocol";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
+import { runIfMain } from "@nuropb-examples/shared";
 
 /** Checks a bearer token; a real service would verify a JWT here. */
 function authorise(token: unknown): { user: string } {
@@ -109,9 +110,4 @@ export async function main(
   return lines;
 }
 
-if (import.meta.url === `file://${process.argv[1] ?? ""}`) {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  });
-}
+runIfMain(import.meta.url, () => main());

@@ -18,23 +18,14 @@ import {
   SandboxService,
   type ReceivedEvent,
 } from "../../server/src/sandbox-service.ts";
+import { createPrinter, amqpUrlOf, runIfMain, type MainOptions } from "@nuropb-examples/shared";
 
-/** Options of {@link main}; the defaults are what `npm start` uses. */
-export interface MainOptions {
-  /** Receives each line the example prints. @defaultValue console.log */
-  readonly print?: (line: string) => void;
-  /** RabbitMQ URL; empty means the memory transport. @defaultValue process.env.NUROPB_AMQP_URL */
-  readonly amqpUrl?: string;
-}
+export type { MainOptions };
 
 /** Runs the example and returns the lines it printed. */
 export async function main(options: MainOptions = {}): Promise<string[]> {
-  const lines: string[] = [];
-  const print = (line: string): void => {
-    lines.push(line);
-    (options.print ?? console.log)(line);
-  };
-  const url = options.amqpUrl ?? process.env.NUROPB_AMQP_URL ?? "";
+  const { lines, print } = createPrinter(options);
+  const url = amqpUrlOf(options);
 
   // On memory, the sandbox service runs here too; `eventArrived` lets us wait for its handler.
   let sandbox: MeshService | undefined;
@@ -103,9 +94,4 @@ export async function main(options: MainOptions = {}): Promise<string[]> {
   return lines;
 }
 
-if (import.meta.url === `file://${process.argv[1] ?? ""}`) {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  });
-}
+runIfMain(import.meta.url, () => main());

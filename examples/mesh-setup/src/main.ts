@@ -7,23 +7,14 @@
  * is found at the AMQP port + 10000. On the in-memory transport there is nothing to set up.
  */
 import { configureMesh, obfuscateUrl } from "@nuropb/transport-amqp";
+import { createPrinter, amqpUrlOf, type MainOptions } from "@nuropb-examples/shared";
 
-/** Options of {@link main}; the defaults are what `npm start` uses. */
-export interface MainOptions {
-  /** Receives each line the example prints. @defaultValue console.log */
-  readonly print?: (line: string) => void;
-  /** RabbitMQ URL; empty means the memory transport. @defaultValue process.env.NUROPB_AMQP_URL */
-  readonly amqpUrl?: string;
-}
+export type { MainOptions };
 
 /** Runs the example and returns the lines it printed. */
 export async function main(options: MainOptions = {}): Promise<string[]> {
-  const lines: string[] = [];
-  const print = (line: string): void => {
-    lines.push(line);
-    (options.print ?? console.log)(line);
-  };
-  const url = options.amqpUrl ?? process.env.NUROPB_AMQP_URL ?? "";
+  const { lines, print } = createPrinter(options);
+  const url = amqpUrlOf(options);
 
   if (url === "") {
     print(

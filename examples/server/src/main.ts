@@ -13,30 +13,27 @@ import { loadOrCreateKeyFile } from "@nuropb/crypto";
 import { configureMesh, createAmqpTransport, obfuscateUrl } from "@nuropb/transport-amqp";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import { DEMO_TOKEN, SERVICE_NAME, SandboxService } from "./sandbox-service.ts";
+import {
+  amqpUrlOf,
+  createPrinter,
+  runIfMain,
+  untilStopped,
+  type MainOptions as SharedOptions,
+} from "@nuropb-examples/shared";
 
 /** Options of {@link main}; the defaults are what `npm start` uses. */
-export interface MainOptions {
-  /** Receives each line the example prints. @defaultValue console.log */
-  readonly print?: (line: string) => void;
-  /** RabbitMQ URL; empty means the memory transport. @defaultValue process.env.NUROPB_AMQP_URL */
-  readonly amqpUrl?: string;
+export interface MainOptions extends SharedOptions {
   /**
    * The service's key file, created on first use. Every instance of a service must share it.
    * @defaultValue process.env.NUROPB_KEY_FILE, else `nuropb-example-sandbox.keys.json` in the OS temp dir
    */
   readonly keyFile?: string;
-  /** Stops a service running on RabbitMQ, as SIGINT and SIGTERM do. */
-  readonly signal?: AbortSignal;
 }
 
 /** Runs the example and returns the lines it printed. */
 export async function main(options: MainOptions = {}): Promise<string[]> {
-  const lines: string[] = [];
-  const print = (line: string): void => {
-    lines.push(line);
-    (options.print ?? console.log)(line);
-  };
-  const url = options.amqpUrl ?? process.env.NUROPB_AMQP_URL ?? "";
+  const { lines, print } = createPrinter(options);
+  const url = amqpUrlOf(options);
   const keyFile =
     options.keyFile ??
     process.env.NUROPB_KEY_FILE ??
@@ -103,25 +100,4 @@ export async function main(options: MainOptions = {}): Promise<string[]> {
   return lines;
 }
 
-/** Resolves on SIGINT, SIGTERM or when `signal` aborts. */
-function untilStopped(signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      signal?.removeEventListener("abort", stop);
-      resolve();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-    if (signal?.aborted === true) stop();
-    else signal?.addEventListener("abort", stop);
-  });
-}
-
-if (import.meta.url === `file://${process.argv[1] ?? ""}`) {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  });
-}
+runIfMain(import.meta.url, () => main());

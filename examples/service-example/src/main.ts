@@ -9,28 +9,23 @@ import { createClient, createService } from "@nuropb/core";
 import { configureMesh, createAmqpTransport, obfuscateUrl } from "@nuropb/transport-amqp";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import { ServiceExample, type ExampleEvent } from "./service-example.ts";
+import {
+  createPrinter,
+  amqpUrlOf,
+  untilStopped,
+  runIfMain,
+  type MainOptions,
+} from "@nuropb-examples/shared";
+
+export type { MainOptions };
 
 /** The service name on the mesh. */
 export const SERVICE_NAME = "service-example";
 
-/** Options of {@link main}; the defaults are what `npm start` uses. */
-export interface MainOptions {
-  /** Receives each line the example prints. @defaultValue console.log */
-  readonly print?: (line: string) => void;
-  /** RabbitMQ URL; empty means the memory transport. @defaultValue process.env.NUROPB_AMQP_URL */
-  readonly amqpUrl?: string;
-  /** Stops a service running on RabbitMQ, as SIGINT and SIGTERM do. */
-  readonly signal?: AbortSignal;
-}
-
 /** Runs the example and returns the lines it printed. */
 export async function main(options: MainOptions = {}): Promise<string[]> {
-  const lines: string[] = [];
-  const print = (line: string): void => {
-    lines.push(line);
-    (options.print ?? console.log)(line);
-  };
-  const url = options.amqpUrl ?? process.env.NUROPB_AMQP_URL ?? "";
+  const { lines, print } = createPrinter(options);
+  const url = amqpUrlOf(options);
   const eventLine = (e: ExampleEvent): string =>
     `handleEvent <- ${e.topic} ${JSON.stringify(e.event)}`;
   let onEvent = (event: ExampleEvent): void => print(eventLine(event));
@@ -86,25 +81,4 @@ export async function main(options: MainOptions = {}): Promise<string[]> {
   return lines;
 }
 
-/** Resolves on SIGINT, SIGTERM or when `signal` aborts. */
-function untilStopped(signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const stop = (): void => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      signal?.removeEventListener("abort", stop);
-      resolve();
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-    if (signal?.aborted === true) stop();
-    else signal?.addEventListener("abort", stop);
-  });
-}
-
-if (import.meta.url === `file://${process.argv[1] ?? ""}`) {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exitCode = 1;
-  });
-}
+runIfMain(import.meta.url, () => main());
