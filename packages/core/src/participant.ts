@@ -1005,9 +1005,18 @@ class Participant<TService extends object> implements MeshService<TService> {
     }
     // Events go out after the response, in plaintext with `encrypted: ""` even when the call was
     // encrypted (never plaintext marked "yes": that kills Python subscribers).
+    await this.#publishRaised(events, payload.context, decoded);
+  }
+
+  /** Publishes the events a handler raised, with the ids of the message it handled. */
+  async #publishRaised(
+    events: readonly EventToPublish[],
+    context: Context,
+    handled: DecodedMessage,
+  ): Promise<void> {
     for (const e of events) {
       try {
-        await this.#publishEvent(e, payload.context, decoded.traceId, decoded.correlationId);
+        await this.#publishEvent(e, context, handled.traceId, handled.correlationId);
       } catch (err) {
         this.#log.error("could not publish an event raised by a handler", {
           topic: e.topic,
@@ -1113,16 +1122,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       ctx.events.push(...err.events);
     }
     await delivery.ack();
-    for (const e of ctx.events) {
-      try {
-        await this.#publishEvent(e, p.context, decoded.traceId, decoded.correlationId);
-      } catch (err) {
-        this.#log.error("could not publish an event raised by an event handler", {
-          topic: e.topic,
-          error: String(err),
-        });
-      }
-    }
+    await this.#publishRaised(ctx.events, p.context, decoded);
   }
 }
 
