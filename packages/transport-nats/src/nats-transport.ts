@@ -799,12 +799,7 @@ class NatsTransport implements Transport {
         return;
       } catch (err) {
         const code = apiErrorCode(err);
-        if (code === JsErr.subjectsOverlap) {
-          throw new NuropbTransportError(
-            `an rpc name of stream ${config.name} is already bound to another service (subjects ${config.subjects.join(", ")})`,
-            { cause: err },
-          );
-        }
+        if (code === JsErr.subjectsOverlap) throw overlapError(config, err);
         if (code !== JsErr.streamNotFound || attempt > 3) throw err;
       }
       try {
@@ -812,12 +807,7 @@ class NatsTransport implements Transport {
         return;
       } catch (err) {
         const code = apiErrorCode(err);
-        if (code === JsErr.subjectsOverlap) {
-          throw new NuropbTransportError(
-            `an rpc name of stream ${config.name} is already bound to another service (subjects ${config.subjects.join(", ")})`,
-            { cause: err },
-          );
-        }
+        if (code === JsErr.subjectsOverlap) throw overlapError(config, err);
         // Created by someone else meanwhile: look again.
         if (code !== JsErr.streamNameInUse || attempt > 3) throw err;
       }
@@ -936,6 +926,16 @@ class NatsTransport implements Transport {
     log.info("consuming responses", { address });
     return listener;
   }
+}
+
+function overlapError(
+  config: { name: string; subjects: string[] },
+  cause: unknown,
+): NuropbTransportError {
+  return new NuropbTransportError(
+    `an rpc name of stream ${config.name} is already bound to another service (subjects ${config.subjects.join(", ")})`,
+    { cause },
+  );
 }
 
 function validateServiceSpec(spec: ServiceQueueSpec): void {
