@@ -101,8 +101,9 @@ export function summariseProfile(
   return lines.join("\n");
 }
 
-// As a program: summarise a profile file (e.g. one written by `node --cpu-prof`).
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
+// As a program: summarise a profile file (e.g. one written by `node --cpu-prof`). Checked by
+// file name, because the compiled tools bundle this module into profile.mjs too.
+if (/profile-summary\.(ts|mjs|js)$/.test(process.argv[1] ?? "")) {
   const file = process.argv[2];
   if (file === undefined) {
     console.error("usage: profile-summary.ts FILE.cpuprofile [top]");
