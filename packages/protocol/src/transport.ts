@@ -105,7 +105,10 @@ export interface TransportCapabilities {
   readonly redelivery: boolean;
   /** `reject()` keeps the message where an operator can read it. */
   readonly deadLetter: boolean;
-  /** `ttlMs` is enforced by the broker (expired messages are not delivered). */
+  /**
+   * `ttlMs` is honoured: a message that waited longer than its ttl is dead-lettered, never
+   * delivered (RabbitMQ expires it in the queue; NATS and Redis check at delivery).
+   */
   readonly messageTtl: boolean;
   /** Largest body the transport accepts, in bytes. */
   readonly maxFrameBytes: number;
