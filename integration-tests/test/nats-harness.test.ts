@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { expect, it } from "vitest";
-import { launchBroker, launchNats } from "../src/brokers/nats.ts";
+import { launchNats } from "../src/brokers/nats.ts";
+import { launchBroker } from "../src/brokers/process.ts";
 
 const alive = (pid: number): boolean => {
   try {

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 // The generic process launcher lives beside the NATS harness (the first broker written).
-import { freePort, killPidFile, launchBroker, stopBroker, type BrokerProcess } from "./nats.ts";
+import { freePort, killPidFile, launchBroker, stopBroker, type BrokerProcess } from "./process.ts";
 import type { StartedBroker } from "./types.ts";
 
 declare module "vitest" {
