@@ -238,6 +238,10 @@ class Participant<TService extends object> implements MeshService<TService> {
     return this.#service.instance;
   }
 
+  get pendingRequests(): number {
+    return this.#pending.size;
+  }
+
   get connected(): boolean {
     return this.#state === "open" && this.#transportUp;
   }

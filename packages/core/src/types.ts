@@ -57,6 +57,11 @@ export interface MeshParticipant extends AsyncDisposable {
   readonly isLeader: boolean;
   /** This participant's reply address (its response queue name). */
   readonly responseAddress: string;
+  /**
+   * Requests waiting for their response. Each holds its timer and, for an encrypted call, its
+   * reply key; both are dropped when the response arrives, the ttl passes or the connection is lost.
+   */
+  readonly pendingRequests: number;
   /** Connects the transport if needed and starts consuming. @throws NuropbTransportError */
   connect(): Promise<void>;
   /** Stops consuming, drains in-flight handlers (bounded), rejects pending requests. Idempotent. */

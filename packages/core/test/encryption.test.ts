@@ -138,6 +138,30 @@ for (const suite of ["nacl", "rsa-fernet"] as const) {
       expect(vault.remembered).toEqual(["sealed"]);
     });
 
+    it("forgets per-request keys once calls complete, fail or time out", async () => {
+      await client.describeService("vault");
+      const calls = [
+        client.request("vault", "secretEcho", { card: "1" }, {}, { encrypted: true }),
+        client.request("vault", "secretFail", {}, {}, { encrypted: true }),
+        client.request("vault", "secretEcho", { card: "2" }, {}, { encrypted: true }),
+      ];
+      const outcomes = await Promise.allSettled(calls);
+      expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      expect(client.pendingRequests).toBe(0);
+      // A call nobody answers: its key goes with the timeout.
+      const t = mesh.transport();
+      await t.connect();
+      const l = await t.consumeService(
+        { service: "vault2", rpcBindings: [], eventBindings: [], prefetch: 1 },
+        () => {},
+      );
+      await l.stop();
+      const late = client.request("vault2", "x", {}, {}, { ttlMs: 50 }).catch((x: unknown) => x);
+      expect(client.pendingRequests).toBe(1);
+      await late;
+      expect(client.pendingRequests).toBe(0);
+    });
+
     it("plain methods still work without encryption", async () => {
       expect(await client.request("vault", "open")).toBe("plain is fine here");
     });
