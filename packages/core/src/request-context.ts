@@ -150,6 +150,7 @@ class HandlerContextImpl implements HandlerContext {
   }
 }
 
+/** The context handed to one handler call (internal to core). */
 export function createRequestContext(fields: RequestContextFields): HandlerContext {
   return new HandlerContextImpl(fields);
 }

@@ -48,10 +48,13 @@ export const CONTENT_TYPE_JSON = "application/json";
 /** Reserved method answered by every service with its description (PROTOCOL.md §9). */
 export const DESCRIBE_METHOD = "nuropb_describe";
 
-/** Default RabbitMQ object names (PROTOCOL.md §2). */
+/** Default rpc exchange (direct, durable) (PROTOCOL.md §2). */
 export const DEFAULT_RPC_EXCHANGE = "nuropb-rpc-exchange";
+/** Default events exchange (topic, durable). */
 export const DEFAULT_EVENTS_EXCHANGE = "nuropb-events-exchange";
+/** Default dead-letter exchange (fanout, durable). */
 export const DEFAULT_DL_EXCHANGE = "nuropb-dl-exchange";
+/** Default dead-letter queue declared by mesh setup (non-durable, as Python declares it). */
 export const DEFAULT_DL_QUEUE = "nuropb-dl-queue";
 /** Default mesh (vhost) name. */
 export const DEFAULT_MESH = "nuropb";
