@@ -894,6 +894,21 @@ class Participant<TService extends object> implements MeshService<TService> {
     const payload = decoded.payload;
     const isRequest = decoded.type === "request";
     const replyTo = delivery.replyTo;
+    /** Requests get exactly one response; commands none. */
+    const answer = async (result: unknown, error: ErrorPayload | null): Promise<void> => {
+      if (!isRequest || replyTo === undefined) return;
+      await this.#respond(
+        replyTo,
+        {
+          correlationId: decoded.correlationId,
+          traceId: decoded.traceId,
+          context: payload.context,
+          result,
+          error,
+        },
+        replyKey,
+      );
+    };
     let ctx: HandlerContext | undefined;
     let result: unknown;
     let events: readonly EventToPublish[] = [];
@@ -955,58 +970,25 @@ class Participant<TService extends object> implements MeshService<TService> {
           return;
         }
         await delivery.reject();
-        if (isRequest && replyTo !== undefined) {
-          await this.#respond(
-            replyTo,
-            {
-              correlationId: decoded.correlationId,
-              traceId: decoded.traceId,
-              context: payload.context,
-              result: null,
-              error: toErrorPayload(
-                new NuropbCallAgainReject(
-                  `Rejecting second call again request for trace_id: ${String(decoded.traceId)}, correlation_id: ${decoded.correlationId}`,
-                ),
-              ),
-            },
-            replyKey,
-          );
-        }
+        await answer(
+          null,
+          toErrorPayload(
+            new NuropbCallAgainReject(
+              `Rejecting second call again request for trace_id: ${String(decoded.traceId)}, correlation_id: ${decoded.correlationId}`,
+            ),
+          ),
+        );
         return;
       } else {
         const error = this.#asHandlingError(err, payload.method);
         this.#log.debug("handler failed", { method: payload.method, error: error.wireName });
         await delivery.reject();
-        if (isRequest && replyTo !== undefined) {
-          await this.#respond(
-            replyTo,
-            {
-              correlationId: decoded.correlationId,
-              traceId: decoded.traceId,
-              context: payload.context,
-              result: null,
-              error: toErrorPayload(error),
-            },
-            replyKey,
-          );
-        }
+        await answer(null, toErrorPayload(error));
         return;
       }
     }
     await delivery.ack();
-    if (isRequest && replyTo !== undefined) {
-      await this.#respond(
-        replyTo,
-        {
-          correlationId: decoded.correlationId,
-          traceId: decoded.traceId,
-          context: payload.context,
-          result,
-          error: null,
-        },
-        replyKey,
-      );
-    }
+    await answer(result, null);
     // Events go out after the response, in plaintext with `encrypted: ""` even when the call was
     // encrypted (never plaintext marked "yes": that kills Python subscribers).
     await this.#publishRaised(events, payload.context, decoded);
