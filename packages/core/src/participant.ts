@@ -91,9 +91,19 @@ function checkName(value: unknown, what: string): string {
   return value;
 }
 
+/** The longest ttl a timer can hold (about 24.8 days); longer ones would fire at once. */
+const MAX_TTL_MS = 2_147_483_647;
+
 function checkTtl(value: unknown, what: string): number {
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
-    throw new TypeError(`${what} must be a positive integer of milliseconds, got ${String(value)}`);
+  if (
+    typeof value !== "number" ||
+    !Number.isSafeInteger(value) ||
+    value <= 0 ||
+    value > MAX_TTL_MS
+  ) {
+    throw new TypeError(
+      `${what} must be a positive integer of milliseconds up to ${String(MAX_TTL_MS)}, got ${String(value)}`,
+    );
   }
   return value;
 }

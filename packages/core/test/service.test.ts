@@ -249,6 +249,9 @@ describe("core on the memory transport", () => {
     await expect(client.request("calc", "add", {}, {}, { ttlMs: -1 })).rejects.toThrow(
       /ttlMs must be a positive integer/,
     );
+    await expect(client.request("calc", "add", {}, {}, { ttlMs: 30 * 86_400_000 })).rejects.toThrow(
+      /up to 2147483647/,
+    );
     await expect(client.publishEvent("a.*", {})).rejects.toThrow(/without wildcards/);
     expect(() =>
       createService({ transport: mesh.transport(), name: "bad name", instance: {} }),
