@@ -12,6 +12,7 @@ import {
   type EventType,
 } from "@nuropb/protocol";
 import { createClient, createService, publishToMesh, type RequestContext } from "@nuropb/core";
+import { Ajv } from "ajv";
 import { createMesh, waitFor } from "./helpers.ts";
 
 class Calculator {
@@ -211,6 +212,11 @@ describe("core on the memory transport", () => {
 
   it("describes itself with JSON Schema parameters and the fields Python reads", async () => {
     const d = await client.describeService("calc");
+    // Every method's parameters is a JSON Schema a standard validator compiles.
+    const ajv = new Ajv({ strict: true });
+    for (const [name, m] of Object.entries(d.methods)) {
+      expect(() => ajv.compile(m.parameters), name).not.toThrow();
+    }
     expect(d.service_name).toBe("calc");
     expect(d.service_version).toBe("1.2.3");
     expect(d.description).toBe("A calculator");
