@@ -12,7 +12,7 @@ import type {
  * and correlation ids, events to publish on success, and calls to other services that carry the
  * trace id (and, unless given another, the caller's context) along.
  */
-export interface RequestContext {
+export interface RequestContext extends Pick<MeshParticipant, "command" | "publishEvent"> {
   /** The caller's context, as sent. */
   readonly context: Context;
   /** What the method's `authorize` returned, or undefined. */
@@ -27,6 +27,7 @@ export interface RequestContext {
   readonly redelivered: boolean;
   /** Queues an event; published after the response, and only if the handler succeeds. */
   addEvent(event: EventToPublish): void;
+  /** Like {@link MeshParticipant.request}, always resolving with the result. */
   request<TResult = unknown>(
     service: string,
     method: string,
@@ -34,19 +35,6 @@ export interface RequestContext {
     context?: Context,
     options?: RequestOptions & { readonly rpcResponse?: true },
   ): Promise<TResult>;
-  command(
-    service: string,
-    method: string,
-    params?: Readonly<Record<string, unknown>>,
-    context?: Context,
-    options?: CommandOptions,
-  ): Promise<void>;
-  publishEvent(
-    topic: string,
-    event: unknown,
-    context?: Context,
-    options?: PublishEventOptions,
-  ): Promise<void>;
 }
 
 /** Internal: a RequestContext plus the events it gathered. */
@@ -55,17 +43,17 @@ export interface HandlerContext extends RequestContext {
 }
 
 /** The fields a request context is built from. */
-export interface RequestContextFields {
-  readonly participant: MeshParticipant;
-  readonly context: Context;
-  readonly userClaims: unknown;
-  readonly traceId: string | null;
-  readonly correlationId: string;
-  readonly service: string;
-  readonly method: string;
-  readonly encrypted: boolean;
-  readonly redelivered: boolean;
-}
+export type RequestContextFields = Pick<
+  RequestContext,
+  | "context"
+  | "userClaims"
+  | "traceId"
+  | "correlationId"
+  | "service"
+  | "method"
+  | "encrypted"
+  | "redelivered"
+> & { readonly participant: MeshParticipant };
 
 /** A class rather than an object of closures: one is made per handled message. */
 class HandlerContextImpl implements HandlerContext {
