@@ -1,5 +1,5 @@
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
-import type { Transport } from "@nuropb/protocol";
+import { decodeFrame, encodePayload, type ErrorPayload, type Transport } from "@nuropb/protocol";
 
 /** A memory hub plus a factory of transports on it; everything made is closed by `cleanup`. */
 export function createMesh() {
@@ -34,4 +34,37 @@ export async function waitFor(
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
   }
+}
+
+/**
+ * A bare service made of a raw transport (no core), as a foreign peer would be: it acks each
+ * request and answers with `answer(method)`.
+ */
+export async function serveRaw(
+  transport: Transport,
+  service: string,
+  answer: (method: string) => { result: unknown; error: ErrorPayload | null },
+): Promise<void> {
+  await transport.connect();
+  await transport.consumeService(
+    { service, rpcBindings: [], eventBindings: [], prefetch: 0 },
+    async (d) => {
+      await d.ack();
+      const req = decodeFrame(d);
+      const { result, error } = answer((req.payload as { method: string }).method);
+      await transport.send(
+        { kind: "reply", address: d.replyTo as string },
+        encodePayload({
+          tag: "response",
+          result,
+          error,
+          correlation_id: req.correlationId,
+          trace_id: req.traceId,
+          context: {},
+          warning: null,
+          reply_to: d.replyTo as string,
+        }),
+      );
+    },
+  );
 }

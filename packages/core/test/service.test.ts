@@ -6,14 +6,13 @@ import {
   NuropbHandlingError,
   NuropbTimeoutError,
   NuropbValidationError,
-  decodeFrame,
   encodePayload,
   newId,
   type EventType,
 } from "@nuropb/protocol";
 import { createClient, createService, publishToMesh, type RequestContext } from "@nuropb/core";
 import { Ajv } from "ajv";
-import { createMesh, waitFor } from "./helpers.ts";
+import { createMesh, serveRaw, waitFor } from "./helpers.ts";
 
 class Calculator {
   readonly events: EventType[] = [];
@@ -182,28 +181,10 @@ describe("core on the memory transport", () => {
   });
 
   it("rebuilds an unknown remote error name readably", async () => {
-    const raw = mesh.transport();
-    await raw.connect();
-    await raw.consumeService(
-      { service: "py2", rpcBindings: [], eventBindings: [], prefetch: 0 },
-      async (d) => {
-        await d.ack();
-        const req = decodeFrame(d);
-        await raw.send(
-          { kind: "reply", address: d.replyTo as string },
-          encodePayload({
-            tag: "response",
-            result: null,
-            error: { error: "RuntimeError", description: "boom-async" },
-            correlation_id: req.correlationId,
-            trace_id: null,
-            context: {},
-            warning: null,
-            reply_to: "",
-          }),
-        );
-      },
-    );
+    await serveRaw(mesh.transport(), "py2", () => ({
+      result: null,
+      error: { error: "RuntimeError", description: "boom-async" },
+    }));
     const e = (await client.request("py2", "x").catch((x: unknown) => x)) as NuropbError;
     expect(e).toBeInstanceOf(NuropbError);
     expect(e.wireName).toBe("RuntimeError");
@@ -324,49 +305,31 @@ describe("core on the memory transport", () => {
   });
 
   it("normalises a Python describe (list-of-pairs properties)", async () => {
-    const raw = mesh.transport();
-    await raw.connect();
-    await raw.consumeService(
-      { service: "py-peer", rpcBindings: [], eventBindings: [], prefetch: 0 },
-      async (d) => {
-        await d.ack();
-        const req = decodeFrame(d);
-        await raw.send(
-          { kind: "reply", address: d.replyTo as string },
-          encodePayload({
-            tag: "response",
-            result: {
-              service_name: "py-peer",
-              service_version: "2.0.1",
-              description: "Python",
-              warnings: [],
-              encrypted_methods: true,
-              public_key: "-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n",
-              methods: {
-                get_orders: {
-                  description: null,
-                  requires_encryption: true,
-                  parameters: {
-                    type: "object",
-                    properties: [
-                      ["order_date", { type: "datetime", description: "", default: "" }],
-                      ["account", { type: "str", description: "", default: null }],
-                    ],
-                    required: ["order_date"],
-                  },
-                },
-              },
+    await serveRaw(mesh.transport(), "py-peer", () => ({
+      result: {
+        service_name: "py-peer",
+        service_version: "2.0.1",
+        description: "Python",
+        warnings: [],
+        encrypted_methods: true,
+        public_key: "-----BEGIN PUBLIC KEY-----\nX\n-----END PUBLIC KEY-----\n",
+        methods: {
+          get_orders: {
+            description: null,
+            requires_encryption: true,
+            parameters: {
+              type: "object",
+              properties: [
+                ["order_date", { type: "datetime", description: "", default: "" }],
+                ["account", { type: "str", description: "", default: null }],
+              ],
+              required: ["order_date"],
             },
-            error: null,
-            correlation_id: req.correlationId,
-            trace_id: req.traceId,
-            context: {},
-            warning: null,
-            reply_to: "",
-          }),
-        );
+          },
+        },
       },
-    );
+      error: null,
+    }));
     const d = await client.describeService("py-peer");
     expect(d.methods.get_orders?.parameters).toEqual({
       type: "object",
