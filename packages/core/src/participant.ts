@@ -145,6 +145,8 @@ class Participant<TService extends object> implements MeshService<TService> {
   #state: State = "idle";
   #transportUp = true;
   #connecting: Promise<void> | undefined;
+  /** The running (or finished) disconnect, shared by concurrent disconnect() calls. */
+  #closed: Promise<void> = Promise.resolve();
   #listeners: Listener[] = [];
   #stopEvents: (() => void) | undefined;
   // service part
@@ -365,7 +367,6 @@ class Participant<TService extends object> implements MeshService<TService> {
     this.#closed = this.#doDisconnect();
     return this.#closed;
   }
-  #closed: Promise<void> = Promise.resolve();
 
   async #doDisconnect(): Promise<void> {
     // 1. stop taking service messages; 2. let in-flight handlers finish (bounded), they still
