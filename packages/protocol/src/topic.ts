@@ -1,9 +1,15 @@
 /**
  * True when an AMQP topic `pattern` matches `topic`: words are dot-separated, `*` matches exactly
- * one word, `#` zero or more. Shared by transports that route events themselves.
+ * one word, `#` zero or more. Shared by transports that route events themselves. As in RabbitMQ,
+ * the empty string is zero words (so `#` matches it and `*` does not), while `"a..b"` has an empty
+ * middle word.
  */
 export function topicMatches(pattern: string, topic: string): boolean {
-  return matchWords(pattern.split("."), 0, topic.split("."), 0);
+  return matchWords(topicWords(pattern), 0, topicWords(topic), 0);
+}
+
+function topicWords(s: string): readonly string[] {
+  return s === "" ? [] : s.split(".");
 }
 
 function matchWords(p: readonly string[], i: number, t: readonly string[], j: number): boolean {

@@ -70,6 +70,13 @@ const TABLE: readonly (readonly [pattern: string, topic: string, matches: boolea
   ["a.*.b", "a..b", true],
   ["a..b", "a..b", true],
   ["a.b", "a..b", false],
+  // the empty topic is zero words (RabbitMQ splits it so; amqp-topic-oracle checks against it)
+  ["*", "", false],
+  ["*.#", "", false],
+  ["#.#", "", true],
+  ["a.#", "", false],
+  ["*", ".", false],
+  ["*.*", ".", true],
 ];
 
 describe("topicMatches", () => {

@@ -59,6 +59,7 @@ export async function runScript(
 /** Splits a dotted topic or pattern into words, and AMQP topic matching (`*` one word, `#` zero or more). */
 const TOPIC_LUA = `
 local function words(s)
+  if s == '' then return {} end
   local out = {}
   local start = 1
   while true do
@@ -127,15 +128,6 @@ for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 return n
-`,
-);
-
-/** Topic matching alone, to test the Lua matcher against `topicMatches`. ARGV[1] = pattern, ARGV[2] = topic. */
-export const TOPIC_MATCHES = script(
-  "topic-matches",
-  `${TOPIC_LUA}
-if matches(words(ARGV[1]), 1, words(ARGV[2]), 1) then return 1 end
-return 0
 `,
 );
 
