@@ -603,7 +603,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       });
       return;
     }
-    const response = decoded.payload as ResponsePayload;
+    const response = decoded.payload;
     if (pending.replyKey !== undefined && !decoded.encrypted && response.error === null) {
       // A plaintext success answering an encrypted request would be a downgrade; refuse it.
       this.#pending.delete(frame.correlationId);
@@ -803,14 +803,10 @@ class Participant<TService extends object> implements MeshService<TService> {
     switch (decoded.type) {
       case "request":
       case "command":
-        await this.#handleCall(
-          delivery,
-          decoded as DecodedMessage<RequestPayload | CommandPayload>,
-          replyKey,
-        );
+        await this.#handleCall(delivery, decoded, replyKey);
         return;
       case "event":
-        await this.#handleEvent(delivery, decoded as DecodedMessage<EventPayload>);
+        await this.#handleEvent(delivery, decoded);
         return;
       case "response":
         this.#log.warn("a response arrived on the service queue; dead-lettering it", {

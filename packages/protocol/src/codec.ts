@@ -30,8 +30,17 @@ export interface EncodeOptions {
   readonly ttlMs?: number;
 }
 
-/** A decoded message: its typed payload plus the fields that came from the envelope. */
-export interface DecodedMessage<P extends Payload = Payload> {
+/**
+ * A decoded message: its typed payload plus the fields that came from the envelope. A union over
+ * the payload kinds, so checking `type` narrows `payload` (`type === "response"` gives a
+ * {@link ResponsePayload}).
+ */
+export type DecodedMessage<P extends Payload = Payload> = P extends Payload
+  ? DecodedMessageOf<P>
+  : never;
+
+/** {@link DecodedMessage} for one payload kind. */
+export interface DecodedMessageOf<P extends Payload> {
   readonly type: P["tag"];
   readonly payload: P;
   /** From the transport's correlation id when present, else the body's. */
@@ -334,7 +343,8 @@ function decodeUnchecked(frame: DecodableFrame): DecodedMessage {
   } else traceId = bodyTrace;
 
   const payload = checkBody(type, b, correlationId, traceId);
-  return { type, payload, correlationId, traceId, protocol, version, encrypted };
+  // checkBody returns the payload kind named by `type` (the tag was checked against it above).
+  return { type, payload, correlationId, traceId, protocol, version, encrypted } as DecodedMessage;
 }
 
 function checkBody(

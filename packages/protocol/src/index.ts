@@ -60,7 +60,7 @@ export type {
   TransportServicePayload,
   TransportRespondPayload,
 } from "./payloads.ts";
-export type { EncodeOptions, DecodedMessage, DecodableFrame } from "./codec.ts";
+export type { EncodeOptions, DecodedMessage, DecodedMessageOf, DecodableFrame } from "./codec.ts";
 export type {
   WireHeaders,
   Frame,

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, expectTypeOf, it } from "vitest";
 import { decodeFrame, encodePayload, newId } from "@nuropb/protocol";
 import type { Frame, Payload, RequestPayload } from "@nuropb/protocol";
 
@@ -137,5 +137,17 @@ describe("encoded body fields", () => {
       result: { when: "1970-01-01T00:00:00.000Z", big: "10", set: [1] },
       context: { user: "u1" },
     });
+  });
+});
+
+describe("DecodedMessage", () => {
+  it("is narrowed by its type: the payload of a request is a RequestPayload", () => {
+    const payload = request({ n: 1 });
+    const decoded = decodeFrame(encodePayload(payload));
+    expectTypeOf(decoded.payload).toEqualTypeOf<Payload>();
+    if (decoded.type !== "request") throw new Error(`decoded as ${decoded.type}`);
+    expectTypeOf(decoded.payload).toEqualTypeOf<RequestPayload>();
+    expect(decoded.payload.method).toBe("echo");
+    expect(decoded.payload.params).toEqual({ n: 1 });
   });
 });

@@ -4,7 +4,6 @@ import {
   Header,
   decodeFrame,
   newId,
-  type EventPayload,
 } from "@nuropb/protocol";
 import amqp from "amqplib";
 import type { ChannelModel, ConsumeMessage } from "amqplib";
@@ -140,7 +139,7 @@ function toEvent(msg: ConsumeMessage): ReceivedEvent | string {
         typeof msg.properties.correlationId === "string" ? msg.properties.correlationId : undefined,
     });
     if (decoded.type !== "event") return `not an event (${decoded.type})`;
-    const p = decoded.payload as EventPayload;
+    const p = decoded.payload;
     return {
       topic: p.topic,
       event: p.event,
