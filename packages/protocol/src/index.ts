@@ -42,6 +42,7 @@ export { MAX_JSON_DEPTH, toWireJson, normaliseJson, parseWireJson } from "./json
 export { buildHeaders, encodePayload, decodeFrame } from "./codec.ts";
 export { noopLogger, createConsoleLogger } from "./logger.ts";
 export { createEventChannel } from "./event-channel.ts";
+export { createTransportLifecycle } from "./lifecycle.ts";
 export { topicMatches, assertTopicPattern } from "./topic.ts";
 
 export type { NuropbErrorOptions, PendingEvent } from "./errors.ts";
@@ -78,3 +79,4 @@ export type {
 } from "./transport.ts";
 export type { Logger, LogFields } from "./logger.ts";
 export type { EventChannel } from "./event-channel.ts";
+export type { TransportLifecycle } from "./lifecycle.ts";

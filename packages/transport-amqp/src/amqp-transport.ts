@@ -1,19 +1,17 @@
 import {
   CONTENT_TYPE_JSON,
   LifecycleState,
-  NuropbConnectionClosedError,
   NuropbMessageError,
   NuropbNotDeliveredError,
   NuropbTransportError,
   assertTopicPattern,
-  createEventChannel,
+  createTransportLifecycle,
   serviceQueueName,
 } from "@nuropb/protocol";
 import type {
   Delivery,
   DeliveryHandler,
   Destination,
-  EventChannel,
   Frame,
   InboundFrame,
   Listener,
@@ -104,20 +102,16 @@ class AmqpTransport implements Transport {
 
   readonly #o: ResolvedOptions;
   readonly #log: Logger;
-  readonly #events: EventChannel<TransportEvent> = createEventChannel<TransportEvent>();
+  readonly #life = createTransportLifecycle("AMQP");
   readonly #listeners = new Set<ListenerState>();
   readonly #inflight = new Set<Promise<unknown>>();
   /** Aborted by close(): stops connect and reconnect loops. */
   readonly #shutdown = new AbortController();
-  readonly #closedPromise: Promise<Error | undefined>;
-  #resolveClosed!: (reason: Error | undefined) => void;
 
-  #state: LifecycleState = LifecycleState.idle;
   #session: Session | undefined;
   #sessionSeq = 0;
   #connectTask: Promise<void> | undefined;
   #reconnectTask: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
 
   constructor(options: ResolvedOptions) {
     this.#o = options;
@@ -134,25 +128,24 @@ class AmqpTransport implements Transport {
       target: describeTarget(options.target),
       connectionName: options.connectionName,
     });
-    this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   get state(): LifecycleState {
-    return this.#state;
+    return this.#life.state;
   }
 
   // ---------------------------------------------------------------- lifecycle
 
   connect(options?: { readonly signal?: AbortSignal }): Promise<void> {
-    if (this.#state === LifecycleState.open) return RESOLVED;
-    if (this.#closing !== undefined) return Promise.reject(this.#closedError());
+    if (this.#life.state === LifecycleState.open) return RESOLVED;
+    if (this.#life.ending) return Promise.reject(this.#life.closedError());
     if (this.#connectTask !== undefined) return this.#connectTask;
     if (this.#reconnectTask !== undefined) {
       return this.#reconnectTask.then(() => {
-        if (this.#state !== LifecycleState.open) throw this.#closedError();
+        if (this.#life.state !== LifecycleState.open) throw this.#life.closedError();
       });
     }
-    this.#state = LifecycleState.connecting;
+    this.#life.state = LifecycleState.connecting;
     const task = this.#initialConnect(options?.signal).finally(() => {
       this.#connectTask = undefined;
     });
@@ -165,11 +158,11 @@ class AmqpTransport implements Transport {
   }
 
   closed(): Promise<Error | undefined> {
-    return this.#closedPromise;
+    return this.#life.closed();
   }
 
   events(): AsyncIterable<TransportEvent> {
-    return this.#events.iterate();
+    return this.#life.events();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -179,26 +172,26 @@ class AmqpTransport implements Transport {
   async #initialConnect(signal: AbortSignal | undefined): Promise<void> {
     const deadline = Date.now() + this.#o.connectTimeoutMs;
     for (let attempt = 0; ; attempt++) {
-      if (this.#shutdown.signal.aborted) throw this.#closedError();
+      if (this.#shutdown.signal.aborted) throw this.#life.closedError();
       if (signal?.aborted) {
-        this.#state = LifecycleState.idle;
+        this.#life.state = LifecycleState.idle;
         throw new NuropbTransportError("connect() was aborted", { cause: signal.reason });
       }
       try {
         const remaining = Math.max(1, deadline - Date.now());
         await this.#establish(Math.min(remaining, this.#o.connectTimeoutMs), signal);
-        this.#state = LifecycleState.open;
+        this.#life.state = LifecycleState.open;
         this.#log.info("connected");
         return;
       } catch (err) {
-        if (this.#shutdown.signal.aborted) throw this.#closedError();
+        if (this.#shutdown.signal.aborted) throw this.#life.closedError();
         const e = toTransportError(err, this.#o);
         if (signal?.aborted) {
-          this.#state = LifecycleState.idle;
+          this.#life.state = LifecycleState.idle;
           throw new NuropbTransportError("connect() was aborted", { cause: signal.reason });
         }
         if (isPermanent(e) || Date.now() >= deadline) {
-          this.#state = LifecycleState.idle;
+          this.#life.state = LifecycleState.idle;
           this.#log.warn("connect failed", { error: e.message });
           throw e;
         }
@@ -260,14 +253,14 @@ class AmqpTransport implements Transport {
   #onConnectionClosed(session: Session, err: Error | undefined): void {
     if (this.#session !== session) return;
     this.#session = undefined;
-    if (this.#closing !== undefined) return;
+    if (this.#life.ending) return;
     const code = (err as { code?: unknown } | undefined)?.code;
     const error =
       err === undefined
         ? new NuropbTransportError("connection closed", { retryable: true })
         : channelError(err, "connection lost", this.#o.target.password);
     this.#log.warn("disconnected", { error: error.message });
-    this.#events.emit({ type: "disconnected", error });
+    this.#life.emit({ type: "disconnected", error });
     if (code === 403 || code === 530) {
       // The broker revoked our access: retrying cannot help.
       void this.#close(error);
@@ -277,17 +270,17 @@ class AmqpTransport implements Transport {
   }
 
   #startReconnect(): void {
-    if (this.#reconnectTask !== undefined || this.#closing !== undefined) return;
-    this.#state = LifecycleState.connecting;
+    if (this.#reconnectTask !== undefined || this.#life.ending) return;
+    this.#life.state = LifecycleState.connecting;
     const task = (async () => {
       for (let attempt = 0; ; attempt++) {
         await sleep(this.#backoff(attempt), [this.#shutdown.signal]);
         if (this.#shutdown.signal.aborted) return;
         try {
           await this.#establish(this.#o.connectTimeoutMs);
-          this.#state = LifecycleState.open;
+          this.#life.state = LifecycleState.open;
           this.#log.info("reconnected", { attempts: attempt + 1 });
-          this.#events.emit({ type: "reconnected" });
+          this.#life.emit({ type: "reconnected" });
           return;
         } catch (err) {
           if (this.#shutdown.signal.aborted) return;
@@ -312,11 +305,9 @@ class AmqpTransport implements Transport {
   }
 
   #close(reason: Error | undefined): Promise<void> {
-    if (this.#closing !== undefined) return this.#closing;
-    const wasIdle = this.#state === LifecycleState.idle;
-    this.#state = LifecycleState.closing;
-    this.#shutdown.abort();
-    this.#closing = (async () => {
+    const wasIdle = this.#life.state === LifecycleState.idle;
+    return this.#life.close(async () => {
+      this.#shutdown.abort();
       await this.#connectTask?.catch(() => undefined);
       await this.#reconnectTask?.catch(() => undefined);
       const session = this.#session;
@@ -338,33 +329,22 @@ class AmqpTransport implements Transport {
       }
       for (const l of this.#listeners) l.stopped = true;
       this.#listeners.clear();
-      this.#state = LifecycleState.closed;
       if (!wasIdle || reason !== undefined) {
         this.#log.info("closed", reason === undefined ? {} : { reason: reason.message });
       }
-      this.#events.emit(
-        reason === undefined ? { type: "closed" } : { type: "closed", error: reason },
-      );
-      this.#events.end();
-      this.#resolveClosed(reason);
-    })();
-    return this.#closing;
-  }
-
-  #closedError(): NuropbConnectionClosedError {
-    return new NuropbConnectionClosedError("the AMQP transport is closed");
+    }, reason);
   }
 
   /** Rejects unless the transport can talk to the broker right now. */
   #requireOpen(what: string): Session {
-    if (this.#closing !== undefined) throw this.#closedError();
+    if (this.#life.ending) throw this.#life.closedError();
     const s = this.#session;
-    if (this.#state !== LifecycleState.open || s === undefined) {
+    if (this.#life.state !== LifecycleState.open || s === undefined) {
       throw new NuropbTransportError(
-        this.#state === LifecycleState.idle
+        this.#life.state === LifecycleState.idle
           ? `cannot ${what}: the transport is not connected (call connect() first)`
           : `cannot ${what}: the connection to the broker is down (reconnecting)`,
-        { retryable: this.#state !== LifecycleState.idle },
+        { retryable: this.#life.state !== LifecycleState.idle },
       );
     }
     return s;
@@ -383,7 +363,7 @@ class AmqpTransport implements Transport {
     ch.on("close", () => {
       handle.closed = true;
       if (handle.closeError === undefined) return; // our close, or the connection's
-      if (this.#session !== session || session.publisher !== publisher || this.#closing) return;
+      if (this.#session !== session || session.publisher !== publisher || this.#life.ending) return;
       // The broker closed only this channel (e.g. a publish to a missing exchange): the
       // affected sends have been rejected; open a fresh channel, or reconnect if we cannot.
       session.publisher = undefined;
@@ -393,7 +373,7 @@ class AmqpTransport implements Transport {
         this.#o.target.password,
       );
       this.#log.warn("publisher channel closed by the broker", { error: error.message });
-      this.#events.emit({ type: "errored", error });
+      this.#life.emit({ type: "errored", error });
       this.#openPublisher(session).then(
         (p) => {
           if (this.#session === session) session.publisher = p;
@@ -625,9 +605,9 @@ class AmqpTransport implements Transport {
       state.kind === "service" ? "consume a service queue" : "consume responses",
     );
     await this.#startListener(session, state);
-    if (this.#closing !== undefined) {
+    if (this.#life.ending) {
       state.stopped = true;
-      throw this.#closedError();
+      throw this.#life.closedError();
     }
     this.#listeners.add(state);
     this.#log.info("consuming", { queue: state.queue, kind: state.kind });
@@ -651,7 +631,8 @@ class AmqpTransport implements Transport {
     ch.on("close", () => {
       handle.closed = true;
       if (!ready || handle.closeError === undefined) return;
-      if (l.handle !== handle || l.stopped || this.#session !== session || this.#closing) return;
+      if (l.handle !== handle || l.stopped || this.#session !== session || this.#life.ending)
+        return;
       this.#restartListener(session, l, handle.closeError);
     });
     try {
@@ -661,7 +642,12 @@ class AmqpTransport implements Transport {
         (msg) => {
           if (msg === null) {
             // The broker cancelled the consumer (e.g. the queue was deleted).
-            if (l.handle === handle && !l.stopped && this.#session === session && !this.#closing) {
+            if (
+              l.handle === handle &&
+              !l.stopped &&
+              this.#session === session &&
+              !this.#life.ending
+            ) {
               this.#restartListener(
                 session,
                 l,
@@ -717,9 +703,9 @@ class AmqpTransport implements Transport {
     }
     const error = channelError(cause, `consumer of ${l.queue} lost`, this.#o.target.password);
     this.#log.warn("consumer lost, re-establishing", { queue: l.queue, error: error.message });
-    this.#events.emit({ type: "errored", error });
+    this.#life.emit({ type: "errored", error });
     this.#startListener(session, l).then(undefined, (err: unknown) => {
-      if (this.#closing !== undefined || l.stopped) return;
+      if (this.#life.ending || l.stopped) return;
       if (isPermanent(err)) {
         this.#log.error("cannot re-establish consumer, closing", {
           queue: l.queue,

@@ -1,10 +1,9 @@
 import {
   DEFAULT_MESH,
-  NuropbConnectionClosedError,
   NuropbNotDeliveredError,
   NuropbTransportError,
   assertTopicPattern,
-  createEventChannel,
+  createTransportLifecycle,
   noopLogger,
 } from "@nuropb/protocol";
 import type {
@@ -101,14 +100,9 @@ class MemoryTransport implements Transport {
   readonly capabilities: TransportCapabilities;
   readonly #vhost: VHost;
   readonly #logger: Logger;
-  readonly #events = createEventChannel<TransportEvent>();
+  readonly #life = createTransportLifecycle("memory");
   readonly #serviceConsumers = new Set<ServiceConsumer>();
   readonly #responseConsumers = new Set<ResponseConsumer>();
-  readonly #closed: Promise<Error | undefined>;
-  #resolveClosed: (reason: Error | undefined) => void = () => {};
-  #state: LifecycleState = "idle";
-  #connecting: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
   /** Set while a simulated connection loss lasts; resolves when it is over. */
   #outage: Promise<void> | undefined;
 
@@ -123,46 +117,38 @@ class MemoryTransport implements Transport {
       messageTtl: true,
       maxFrameBytes,
     });
-    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   get state(): LifecycleState {
-    return this.#state;
+    return this.#life.state;
   }
 
   connect(options: { readonly signal?: AbortSignal } = {}): Promise<void> {
     const signal = options.signal;
-    if (this.#state === "closing" || this.#state === "closed") {
-      return Promise.reject(closedError());
+    const state = this.#life.state;
+    if (signal?.aborted === true && (state === "idle" || state === "connecting")) {
+      return Promise.reject(abortedError(signal));
     }
-    if (this.#state === "open") return Promise.resolve();
-    if (signal?.aborted === true) return Promise.reject(abortedError(signal));
-    if (this.#connecting === undefined) {
-      this.#state = "connecting";
-      this.#connecting = new Promise<void>((resolve, reject) => {
-        schedule(() => {
-          if (this.#state !== "connecting") {
-            reject(closedError("the transport was closed while connecting"));
-            return;
-          }
-          this.#state = "open";
-          this.#logger.info("connected");
-          resolve();
-        });
-      });
-      // Callers get their own (possibly abortable) view; the shared attempt never goes unhandled.
-      this.#connecting.catch(() => {});
-    }
-    return signal === undefined ? this.#connecting : abortable(this.#connecting, signal);
+    const attempt = this.#life.connect(
+      () =>
+        new Promise<void>((resolve) =>
+          schedule(() => {
+            if (!this.#life.ending) this.#logger.info("connected");
+            resolve();
+          }),
+        ),
+    );
+    // Callers get their own (possibly abortable) view; the shared attempt never goes unhandled.
+    attempt.catch(() => {});
+    return signal === undefined ? attempt : abortable(attempt, signal);
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.#shutdown(undefined);
-    return this.#closing;
+    return this.#life.close(() => this.#shutdown(undefined));
   }
 
   closed(): Promise<Error | undefined> {
-    return this.#closed;
+    return this.#life.closed();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -170,14 +156,14 @@ class MemoryTransport implements Transport {
   }
 
   events(): AsyncIterable<TransportEvent> {
-    return this.#events.iterate();
+    return this.#life.events();
   }
 
   async send(to: Destination, frame: Frame): Promise<void> {
     this.#assertNotClosed();
     assertDestination(to);
     const copy = copyOutgoingFrame(frame, this.capabilities.maxFrameBytes);
-    if (this.#state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+    if (this.#life.state !== "open" || this.#outage !== undefined) await this.#whenUsable();
     switch (to.kind) {
       case "rpc":
         if (!this.#vhost.publishRpc(to.service, copy)) {
@@ -201,7 +187,7 @@ class MemoryTransport implements Transport {
     this.#assertNotClosed();
     assertServiceSpec(spec);
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
-    if (this.#state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+    if (this.#life.state !== "open" || this.#outage !== undefined) await this.#whenUsable();
     const queue = this.#vhost.declareServiceQueue(
       spec.service,
       spec.rpcBindings,
@@ -224,7 +210,7 @@ class MemoryTransport implements Transport {
       throw new TypeError("spec.address must be a non-empty string");
     }
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
-    if (this.#state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+    if (this.#life.state !== "open" || this.#outage !== undefined) await this.#whenUsable();
     const consumer = new ResponseConsumer(spec.address, this.#vhost, handler, this.#logger);
     if (!consumer.declare()) {
       throw new NuropbTransportError(
@@ -242,9 +228,9 @@ class MemoryTransport implements Transport {
 
   /** Hub fault injection: a connection loss followed by an automatic reconnect. */
   simulateDisconnect(options: MemoryDisconnectOptions): Promise<void> {
-    if (this.#state !== "open") {
+    if (this.#life.state !== "open") {
       return Promise.reject(
-        new NuropbTransportError(`cannot disconnect a transport that is ${this.#state}`),
+        new NuropbTransportError(`cannot disconnect a transport that is ${this.#life.state}`),
       );
     }
     if (this.#outage !== undefined) return this.#outage;
@@ -254,13 +240,13 @@ class MemoryTransport implements Transport {
         retryable: true,
       });
     this.#logger.warn("disconnected", { error });
-    this.#events.emit({ type: "disconnected", error });
+    this.#life.emit({ type: "disconnected", error });
     for (const consumer of this.#serviceConsumers) consumer.loseAll();
     for (const consumer of this.#responseConsumers) consumer.undeclare();
     this.#outage = new Promise<void>((resolve) => {
       const restore = (): void => {
         this.#outage = undefined;
-        if (this.#state === "open") this.#restore();
+        if (this.#life.state === "open") this.#restore();
         resolve();
       };
       const downMs = options.downMs ?? 0;
@@ -274,8 +260,7 @@ class MemoryTransport implements Transport {
   fail(error: Error | undefined): Promise<void> {
     const reason =
       error ?? new NuropbTransportError("connection failed (simulated by the memory hub)");
-    this.#closing ??= this.#shutdown(reason);
-    return this.#closing;
+    return this.#life.close(() => this.#shutdown(reason), reason);
   }
 
   #restore(): void {
@@ -289,15 +274,14 @@ class MemoryTransport implements Transport {
       this.#logger.error("could not resume a response consumer", { error });
       consumer.stop();
       this.#responseConsumers.delete(consumer);
-      this.#events.emit({ type: "errored", error });
+      this.#life.emit({ type: "errored", error });
     }
     this.#logger.info("reconnected");
-    this.#events.emit({ type: "reconnected" });
+    this.#life.emit({ type: "reconnected" });
   }
 
+  /** Drops every consumer; the lifecycle is `closing` and reports `closed` when this returns. */
   async #shutdown(error: Error | undefined): Promise<void> {
-    const was = this.#state;
-    this.#state = "closing";
     for (const consumer of this.#serviceConsumers) {
       consumer.loseAll();
       consumer.stop();
@@ -305,29 +289,25 @@ class MemoryTransport implements Transport {
     for (const consumer of this.#responseConsumers) consumer.stop();
     this.#serviceConsumers.clear();
     this.#responseConsumers.clear();
-    this.#state = "closed";
-    if (error === undefined) this.#logger.info("closed", { was });
-    else this.#logger.warn("closed by a connection failure", { was, error });
-    this.#events.emit(error === undefined ? { type: "closed" } : { type: "closed", error });
-    this.#events.end();
-    this.#resolveClosed(error);
+    if (error === undefined) this.#logger.info("closed");
+    else this.#logger.warn("closed by a connection failure", { error });
   }
 
   #assertNotClosed(): void {
-    if (this.#state === "closing" || this.#state === "closed") throw closedError();
+    if (this.#life.ending) throw this.#life.closedError();
   }
 
   /** Waits until the transport can be used (connected, not mid-outage). */
   async #whenUsable(): Promise<void> {
     for (;;) {
-      switch (this.#state) {
+      switch (this.#life.state) {
         case "idle":
           throw new NuropbTransportError("the transport is not connected: call connect() first");
         case "closing":
         case "closed":
-          throw closedError();
+          throw this.#life.closedError();
         case "connecting":
-          await this.#connecting?.catch(() => {});
+          await this.#life.connectSettled();
           break;
         case "open":
           if (this.#outage === undefined) return;
@@ -366,10 +346,6 @@ function createListener(stop: () => void): Listener {
     stop();
   };
   return { stop: stopOnce, [Symbol.asyncDispose]: stopOnce };
-}
-
-function closedError(description = "the transport is closed"): NuropbConnectionClosedError {
-  return new NuropbConnectionClosedError(description);
 }
 
 function abortedError(signal: AbortSignal): NuropbTransportError {

@@ -23,7 +23,7 @@ import {
 } from "nats";
 import {
   assertTopicPattern,
-  createEventChannel,
+  createTransportLifecycle,
   LifecycleState,
   NuropbConnectionClosedError,
   NuropbMessageError,
@@ -137,7 +137,7 @@ class NatsTransport implements Transport {
   readonly kind = "nats";
   readonly mesh: string;
   readonly #opts: ResolvedNatsOptions;
-  #state: LifecycleState = LifecycleState.idle;
+  readonly #life = createTransportLifecycle("NATS");
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
   /**
@@ -152,8 +152,6 @@ class NatsTransport implements Transport {
     { resolve: () => void; reject: (err: Error) => void; timer: ReturnType<typeof setTimeout> }
   >();
   #jsm: JetStreamManager | undefined;
-  #connecting: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
   /** The socket is up (false between a disconnect and the client's reconnect). */
   #linkUp = false;
   /** `disconnected` was reported and `reconnected` not yet. */
@@ -167,21 +165,17 @@ class NatsTransport implements Transport {
   #recovering: Promise<void> | undefined;
   #maxFrameBytes: number;
   #nextFlush: Promise<void> | undefined;
-  readonly #channel = createEventChannel<TransportEvent>();
   readonly #services = new Map<ServiceConsumer, ServiceRecord>();
   readonly #responses = new Map<string, ResponseConsumer>();
-  readonly #closed: Promise<Error | undefined>;
-  #resolveClosed!: (reason: Error | undefined) => void;
 
   constructor(opts: ResolvedNatsOptions) {
     this.#opts = opts;
     this.mesh = opts.mesh;
     this.#maxFrameBytes = opts.maxFrameBytes;
-    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   get state(): LifecycleState {
-    return this.#state;
+    return this.#life.state;
   }
 
   get capabilities(): TransportCapabilities {
@@ -195,22 +189,7 @@ class NatsTransport implements Transport {
   }
 
   connect(options: { readonly signal?: AbortSignal } = {}): Promise<void> {
-    switch (this.#state) {
-      case LifecycleState.open:
-        return Promise.resolve();
-      case LifecycleState.connecting:
-        return this.#connecting ?? Promise.resolve();
-      case LifecycleState.closing:
-      case LifecycleState.closed:
-        return Promise.reject(new NuropbConnectionClosedError("the NATS transport is closed"));
-      case LifecycleState.idle:
-        break;
-    }
-    this.#state = LifecycleState.connecting;
-    this.#connecting = this.#doConnect(options.signal).finally(
-      () => (this.#connecting = undefined),
-    );
-    return this.#connecting;
+    return this.#life.connect(() => this.#doConnect(options.signal));
   }
 
   async #doConnect(signal: AbortSignal | undefined): Promise<void> {
@@ -232,7 +211,6 @@ class NatsTransport implements Transport {
         ? pending
         : abortable(pending, signal, (late) => void late.close()));
     } catch (err) {
-      if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.idle;
       if (signal?.aborted === true)
         throw new NuropbTransportError("connect aborted", { cause: signal.reason });
       throw new NuropbTransportError(`cannot connect to NATS at ${this.#opts.servers.join(", ")}`, {
@@ -240,9 +218,9 @@ class NatsTransport implements Transport {
         retryable: true,
       });
     }
-    if (this.#state !== LifecycleState.connecting) {
+    if (this.#life.ending) {
       await nc.close().catch(() => undefined);
-      throw new NuropbConnectionClosedError("the NATS transport was closed while connecting");
+      throw this.#life.closedError("the NATS transport was closed while connecting");
     }
     try {
       this.#jsm = await nc.jetstreamManager({ timeout: this.#opts.publishTimeoutMs });
@@ -251,7 +229,6 @@ class NatsTransport implements Transport {
       nc.subscribe(`${this.#ackPrefix}.*`, { callback: (err, msg) => this.#onPubAck(err, msg) });
     } catch (err) {
       await nc.close().catch(() => undefined);
-      if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.idle;
       throw new NuropbTransportError(
         "JetStream is not available on this NATS server (start it with -js)",
         {
@@ -259,9 +236,9 @@ class NatsTransport implements Transport {
         },
       );
     }
-    if (this.#state !== LifecycleState.connecting) {
+    if (this.#life.ending) {
       await nc.close().catch(() => undefined);
-      throw new NuropbConnectionClosedError("the NATS transport was closed while connecting");
+      throw this.#life.closedError("the NATS transport was closed while connecting");
     }
     const maxPayload = nc.info?.max_payload;
     if (typeof maxPayload === "number" && maxPayload > HEADER_ROOM_BYTES) {
@@ -269,7 +246,7 @@ class NatsTransport implements Transport {
     }
     this.#nc = nc;
     this.#linkUp = true;
-    this.#state = LifecycleState.open;
+    this.#life.state = LifecycleState.open;
     void this.#watchStatus(nc);
     void nc.closed().then((err) => this.#onConnectionClosed(err));
     log.info("connected", { servers: this.#opts.servers, mesh: this.mesh });
@@ -277,7 +254,7 @@ class NatsTransport implements Transport {
 
   async #watchStatus(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
-      if (this.#state !== LifecycleState.open) continue;
+      if (this.#life.state !== LifecycleState.open) continue;
       switch (s.type) {
         case Events.Disconnect:
           if (this.#linkUp) {
@@ -289,7 +266,7 @@ class NatsTransport implements Transport {
           if (!this.#reportedDown) {
             this.#reportedDown = true;
             this.#opts.logger.warn("disconnected", { server: s.data });
-            this.#channel.emit({ type: "disconnected" });
+            this.#life.emit({ type: "disconnected" });
           }
           break;
         case Events.Reconnect:
@@ -302,7 +279,7 @@ class NatsTransport implements Transport {
           void this.#recover();
           break;
         case Events.Error:
-          this.#channel.emit({
+          this.#life.emit({
             type: "errored",
             error: new NuropbTransportError(`NATS reported an error: ${String(s.data)}`),
           });
@@ -317,11 +294,11 @@ class NatsTransport implements Transport {
   #recover(): Promise<void> {
     this.#recovering ??= (async () => {
       const log = this.#opts.logger;
-      for (let attempt = 0; this.#state === LifecycleState.open; attempt++) {
+      for (let attempt = 0; this.#life.state === LifecycleState.open; attempt++) {
         try {
           for (const [consumer, topo] of this.#services) {
             await this.#ensureServiceTopology(topo);
-            if (this.#state !== LifecycleState.open) return;
+            if (this.#life.state !== LifecycleState.open) return;
             consumer.resume();
           }
           break;
@@ -331,7 +308,7 @@ class NatsTransport implements Transport {
             error: err,
           });
           if (attempt === 0) {
-            this.#channel.emit({
+            this.#life.emit({
               type: "errored",
               error: new NuropbTransportError("re-declaring topology after reconnect failed", {
                 cause: err,
@@ -341,51 +318,43 @@ class NatsTransport implements Transport {
           await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
         }
       }
-      if (this.#state !== LifecycleState.open || !this.#linkUp) return;
+      if (this.#life.state !== LifecycleState.open || !this.#linkUp) return;
       if (this.#reportedDown) {
         this.#reportedDown = false;
         log.info("reconnected");
-        this.#channel.emit({ type: "reconnected" });
+        this.#life.emit({ type: "reconnected" });
       }
     })().finally(() => (this.#recovering = undefined));
     return this.#recovering;
   }
 
   #onConnectionClosed(err: void | Error): void {
-    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) return;
+    if (this.#life.ending) return;
     const reason = new NuropbTransportError(
       "the NATS connection closed",
       err ? { cause: err } : {},
     );
     this.#opts.logger.error("connection closed unexpectedly", { error: err });
-    this.#finish(reason);
+    this.#release();
+    this.#life.finish(reason);
   }
 
-  #finish(reason: Error | undefined): void {
-    this.#state = LifecycleState.closed;
+  /** Lets go of everything waiting on the connection: the transport is ending. */
+  #release(): void {
     this.#linkBack.resolve();
     this.#abandonConfirms();
     for (const c of this.#services.keys()) c.shutdown();
     this.#services.clear();
     for (const r of this.#responses.values()) r.shutdown();
     this.#responses.clear();
-    this.#channel.emit(
-      reason === undefined ? { type: "closed" } : { type: "closed", error: reason },
-    );
-    this.#channel.end();
-    this.#resolveClosed(reason);
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.#doClose();
-    return this.#closing;
+    return this.#life.close(() => this.#doClose());
   }
 
   async #doClose(): Promise<void> {
-    if (this.#state === LifecycleState.closed) return;
-    const wasConnecting = this.#state === LifecycleState.connecting;
-    this.#state = LifecycleState.closing;
-    if (wasConnecting) await this.#connecting?.catch(() => undefined);
+    await this.#life.connectSettled();
     for (const c of this.#services.keys()) c.shutdown();
     for (const r of this.#responses.values()) void r.stop();
     const nc = this.#nc;
@@ -398,11 +367,11 @@ class NatsTransport implements Transport {
       await nc.close().catch(() => undefined);
     }
     this.#opts.logger.info("closed");
-    this.#finish(undefined);
+    this.#release();
   }
 
   closed(): Promise<Error | undefined> {
-    return this.#closed;
+    return this.#life.closed();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -410,15 +379,13 @@ class NatsTransport implements Transport {
   }
 
   events(): AsyncIterable<TransportEvent> {
-    return this.#channel.iterate();
+    return this.#life.events();
   }
 
   #requireOpen(): { nc: NatsConnection; js: JetStreamClient; jsm: JetStreamManager } {
-    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
-      throw new NuropbConnectionClosedError("the NATS transport is closed");
-    }
+    if (this.#life.ending) throw this.#life.closedError();
     if (
-      this.#state !== LifecycleState.open ||
+      this.#life.state !== LifecycleState.open ||
       this.#nc === undefined ||
       this.#js === undefined ||
       this.#jsm === undefined
@@ -430,9 +397,7 @@ class NatsTransport implements Transport {
 
   /** Translates a broker error at the boundary; the original stays as `cause`. */
   #translate(err: unknown, what: string): Error {
-    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
-      return new NuropbConnectionClosedError("the NATS transport is closed", { cause: err });
-    }
+    if (this.#life.ending) return this.#life.closedError(undefined, { cause: err });
     const code = natsCode(err);
     if (code === ErrorCode.ConnectionClosed || code === ErrorCode.ConnectionDraining) {
       return new NuropbConnectionClosedError(`${what}: the NATS connection is closed`, {
@@ -519,8 +484,7 @@ class NatsTransport implements Transport {
    */
   async #linkReady(deadline: number): Promise<void> {
     while (!this.#linkUp) {
-      if (this.#state !== LifecycleState.open)
-        throw new NuropbConnectionClosedError("the NATS transport is closed");
+      if (this.#life.state !== LifecycleState.open) throw this.#life.closedError();
       const left = deadline - Date.now();
       if (left <= 0) throw Object.assign(new Error("NATS link down"), { code: ErrorCode.Timeout });
       let timer: NodeJS.Timeout | undefined;
@@ -564,7 +528,7 @@ class NatsTransport implements Transport {
       }
       if (outcome !== LOST) return;
       attempt.catch(() => undefined);
-      if (Date.now() >= deadline || this.#state !== LifecycleState.open)
+      if (Date.now() >= deadline || this.#life.state !== LifecycleState.open)
         return void (await attempt);
       this.#opts.logger.debug("publish caught by a disconnect; sending again", { subject });
     }

@@ -1,10 +1,9 @@
 import { Redis, type RedisOptions } from "ioredis";
 import {
   assertTopicPattern,
-  createEventChannel,
+  createTransportLifecycle,
   LifecycleState,
   newId,
-  NuropbConnectionClosedError,
   NuropbMessageError,
   NuropbNotDeliveredError,
   NuropbTransportError,
@@ -54,31 +53,25 @@ class RedisTransport implements Transport {
   readonly #keys: MeshKeys;
   readonly #instance = newId();
   #consumerSeq = 0;
-  #state: LifecycleState = LifecycleState.idle;
+  readonly #life = createTransportLifecycle("Redis");
   #redis: Redis | undefined;
   #acks: AckBatcher | undefined;
-  #connecting: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
   #linkUp = false;
   #reportedDown = false;
   #recovering: Promise<void> | undefined;
   /** Server clock minus ours, in ms (for ttl checks against the ids Redis gives entries). */
   #clockOffsetMs = 0;
-  readonly #channel = createEventChannel<TransportEvent>();
   readonly #services = new Map<ServiceConsumer, ServiceRegistration>();
   readonly #responses = new Map<string, ResponseConsumer>();
-  readonly #closed: Promise<Error | undefined>;
-  #resolveClosed!: (reason: Error | undefined) => void;
 
   constructor(opts: ResolvedRedisOptions) {
     this.#opts = opts;
     this.mesh = opts.mesh;
     this.#keys = meshKeys(opts.mesh);
-    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   get state(): LifecycleState {
-    return this.#state;
+    return this.#life.state;
   }
 
   get capabilities(): TransportCapabilities {
@@ -125,22 +118,7 @@ class RedisTransport implements Transport {
   }
 
   connect(options: { readonly signal?: AbortSignal } = {}): Promise<void> {
-    switch (this.#state) {
-      case LifecycleState.open:
-        return Promise.resolve();
-      case LifecycleState.connecting:
-        return this.#connecting ?? Promise.resolve();
-      case LifecycleState.closing:
-      case LifecycleState.closed:
-        return Promise.reject(new NuropbConnectionClosedError("the Redis transport is closed"));
-      case LifecycleState.idle:
-        break;
-    }
-    this.#state = LifecycleState.connecting;
-    this.#connecting = this.#doConnect(options.signal).finally(
-      () => (this.#connecting = undefined),
-    );
-    return this.#connecting;
+    return this.#life.connect(() => this.#doConnect(options.signal));
   }
 
   async #doConnect(signal: AbortSignal | undefined): Promise<void> {
@@ -161,7 +139,6 @@ class RedisTransport implements Transport {
       await this.#measureClock(redis);
     } catch (err) {
       redis.disconnect();
-      if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.idle;
       if (signal?.aborted === true)
         throw new NuropbTransportError("connect aborted", { cause: signal.reason });
       if (err instanceof NuropbTransportError) throw err;
@@ -172,14 +149,14 @@ class RedisTransport implements Transport {
     } finally {
       signal?.removeEventListener("abort", giveUp);
     }
-    if (this.#state !== LifecycleState.connecting) {
+    if (this.#life.ending) {
       redis.disconnect();
-      throw new NuropbConnectionClosedError("the Redis transport was closed while connecting");
+      throw this.#life.closedError("the Redis transport was closed while connecting");
     }
     this.#redis = redis;
     this.#acks = new AckBatcher(redis, this.#opts.logger);
     this.#linkUp = true;
-    this.#state = LifecycleState.open;
+    this.#life.state = LifecycleState.open;
     redis.on("close", () => this.#onLinkDown());
     redis.on("ready", () => this.#onLinkUp());
     this.#opts.logger.info("connected", { redis: this.#where(), mesh: this.mesh });
@@ -200,17 +177,17 @@ class RedisTransport implements Transport {
   }
 
   #onLinkDown(): void {
-    if (this.#state !== LifecycleState.open || !this.#linkUp) return;
+    if (this.#life.state !== LifecycleState.open || !this.#linkUp) return;
     this.#linkUp = false;
     if (!this.#reportedDown) {
       this.#reportedDown = true;
       this.#opts.logger.warn("disconnected");
-      this.#channel.emit({ type: "disconnected" });
+      this.#life.emit({ type: "disconnected" });
     }
   }
 
   #onLinkUp(): void {
-    if (this.#state !== LifecycleState.open || this.#linkUp) return;
+    if (this.#life.state !== LifecycleState.open || this.#linkUp) return;
     this.#linkUp = true;
     void this.#recover();
   }
@@ -221,7 +198,7 @@ class RedisTransport implements Transport {
       const log = this.#opts.logger;
       const redis = this.#redis;
       if (redis === undefined) return;
-      for (let attempt = 0; this.#state === LifecycleState.open; attempt++) {
+      for (let attempt = 0; this.#life.state === LifecycleState.open; attempt++) {
         try {
           await this.#measureClock(redis);
           for (const reg of this.#services.values()) await this.#register(reg);
@@ -230,7 +207,7 @@ class RedisTransport implements Transport {
         } catch (err) {
           log.warn("re-declaring after reconnect failed; retrying", { attempt, error: err });
           if (attempt === 0) {
-            this.#channel.emit({
+            this.#life.emit({
               type: "errored",
               error: new NuropbTransportError("re-declaring after reconnect failed", {
                 cause: err,
@@ -240,26 +217,22 @@ class RedisTransport implements Transport {
           await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
         }
       }
-      if (this.#state !== LifecycleState.open || !this.#linkUp) return;
+      if (this.#life.state !== LifecycleState.open || !this.#linkUp) return;
       if (this.#reportedDown) {
         this.#reportedDown = false;
         log.info("reconnected");
-        this.#channel.emit({ type: "reconnected" });
+        this.#life.emit({ type: "reconnected" });
       }
     })().finally(() => (this.#recovering = undefined));
     return this.#recovering;
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.#doClose();
-    return this.#closing;
+    return this.#life.close(() => this.#doClose());
   }
 
   async #doClose(): Promise<void> {
-    if (this.#state === LifecycleState.closed) return;
-    const wasConnecting = this.#state === LifecycleState.connecting;
-    this.#state = LifecycleState.closing;
-    if (wasConnecting) await this.#connecting?.catch(() => undefined);
+    await this.#life.connectSettled();
     const redis = this.#redis;
     // Unsettled deliveries go back to their streams before the connection goes.
     await withDeadline(
@@ -278,14 +251,10 @@ class RedisTransport implements Transport {
       redis.disconnect();
     }
     this.#opts.logger.info("closed");
-    this.#state = LifecycleState.closed;
-    this.#channel.emit({ type: "closed" });
-    this.#channel.end();
-    this.#resolveClosed(undefined);
   }
 
   closed(): Promise<Error | undefined> {
-    return this.#closed;
+    return this.#life.closed();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -293,15 +262,13 @@ class RedisTransport implements Transport {
   }
 
   events(): AsyncIterable<TransportEvent> {
-    return this.#channel.iterate();
+    return this.#life.events();
   }
 
   #requireOpen(): { redis: Redis; acks: AckBatcher } {
-    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
-      throw new NuropbConnectionClosedError("the Redis transport is closed");
-    }
+    if (this.#life.ending) throw this.#life.closedError();
     if (
-      this.#state !== LifecycleState.open ||
+      this.#life.state !== LifecycleState.open ||
       this.#redis === undefined ||
       this.#acks === undefined
     ) {
@@ -312,9 +279,7 @@ class RedisTransport implements Transport {
 
   /** Translates a Redis error at the boundary; the original stays as `cause`. */
   #translate(err: unknown, what: string): Error {
-    if (this.#state === LifecycleState.closing || this.#state === LifecycleState.closed) {
-      return new NuropbConnectionClosedError("the Redis transport is closed", { cause: err });
-    }
+    if (this.#life.ending) return this.#life.closedError(undefined, { cause: err });
     if (err instanceof NuropbTransportError) return err;
     const message = err instanceof Error ? err.message : String(err);
     if (message === "Command timed out") {
@@ -438,9 +403,9 @@ class RedisTransport implements Transport {
       blocking.disconnect();
       throw this.#translate(err, `consume service '${spec.service}'`);
     }
-    if (this.#state !== LifecycleState.open) {
+    if (this.#life.state !== LifecycleState.open) {
       blocking.disconnect();
-      throw new NuropbConnectionClosedError("the Redis transport is closed");
+      throw this.#life.closedError();
     }
     const consumer: ServiceConsumer = new ServiceConsumer({
       redis,
@@ -520,7 +485,7 @@ class RedisTransport implements Transport {
       handler,
       onLeaseLost: (a) => {
         this.#opts.logger.warn("response address taken by another consumer", { address: a });
-        this.#channel.emit({
+        this.#life.emit({
           type: "errored",
           error: new NuropbTransportError(`response address '${a}' was taken by another consumer`),
         });

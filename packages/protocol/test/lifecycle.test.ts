@@ -1,0 +1,135 @@
+import { describe, expect, it } from "vitest";
+import { NuropbConnectionClosedError, createTransportLifecycle } from "@nuropb/protocol";
+import type { TransportEvent } from "@nuropb/protocol";
+
+async function collect(iterable: AsyncIterable<TransportEvent>): Promise<TransportEvent[]> {
+  const out: TransportEvent[] = [];
+  for await (const e of iterable) out.push(e);
+  return out;
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } {
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+describe("createTransportLifecycle", () => {
+  it("refuses an empty name", () => {
+    expect(() => createTransportLifecycle("")).toThrow(/name must be a non-empty string/);
+  });
+
+  it("connect: idle → connecting → open, one attempt shared by concurrent callers", async () => {
+    const life = createTransportLifecycle("Test");
+    expect(life.state).toBe("idle");
+    const gate = deferred();
+    let attempts = 0;
+    const attempt = (): Promise<void> => {
+      attempts++;
+      return gate.promise;
+    };
+    const a = life.connect(attempt);
+    const b = life.connect(attempt);
+    expect(life.state).toBe("connecting");
+    gate.resolve();
+    await Promise.all([a, b]);
+    expect(attempts).toBe(1);
+    expect(life.state).toBe("open");
+    await life.connect(attempt);
+    expect(attempts).toBe(1);
+  });
+
+  it("a failed attempt goes back to idle and may be tried again", async () => {
+    const life = createTransportLifecycle("Test");
+    await expect(life.connect(() => Promise.reject(new Error("refused")))).rejects.toThrow(
+      "refused",
+    );
+    expect(life.state).toBe("idle");
+    await life.connect(() => Promise.resolve());
+    expect(life.state).toBe("open");
+  });
+
+  it("close mid-connect: the attempt's callers get a closed error, close waits for shutdown", async () => {
+    const life = createTransportLifecycle("Test");
+    const gate = deferred();
+    const connecting = life.connect(() => gate.promise);
+    const order: string[] = [];
+    const closing = life.close(async () => {
+      order.push("shutdown");
+      await life.connectSettled();
+      order.push("connect settled");
+    });
+    expect(life.state).toBe("closing");
+    expect(life.ending).toBe(true);
+    gate.resolve();
+    await expect(connecting).rejects.toThrow(NuropbConnectionClosedError);
+    await expect(connecting).rejects.toThrow("the Test transport was closed while connecting");
+    await closing;
+    expect(order).toEqual(["shutdown", "connect settled"]);
+    expect(life.state).toBe("closed");
+    await expect(life.connect(() => Promise.resolve())).rejects.toThrow(
+      "the Test transport is closed",
+    );
+  });
+
+  it("close runs shutdown once, reports closed once and ends every events() stream", async () => {
+    const life = createTransportLifecycle("Test");
+    await life.connect(() => Promise.resolve());
+    const seen = collect(life.events());
+    life.emit({ type: "disconnected" });
+    let shutdowns = 0;
+    const shutdown = async (): Promise<void> => {
+      shutdowns++;
+      throw new Error("the broker was already gone");
+    };
+    const first = life.close(shutdown);
+    const second = life.close(shutdown);
+    expect(second).toBe(first);
+    await first;
+    await life.close(shutdown);
+    expect(shutdowns).toBe(1);
+    expect(await seen).toEqual([{ type: "disconnected" }, { type: "closed" }]);
+    expect(await life.closed()).toBeUndefined();
+    expect(await collect(life.events())).toEqual([]);
+  });
+
+  it("finish with a reason: closed() resolves with it and a later close() does nothing", async () => {
+    const life = createTransportLifecycle("Test");
+    await life.connect(() => Promise.resolve());
+    const seen = collect(life.events());
+    const reason = new Error("connection lost for good");
+    life.finish(reason);
+    life.finish(new Error("a second reason is ignored"));
+    expect(life.state).toBe("closed");
+    expect(await life.closed()).toBe(reason);
+    expect(await seen).toEqual([{ type: "closed", error: reason }]);
+    let ran = false;
+    await life.close(async () => {
+      ran = true;
+    });
+    expect(ran).toBe(false);
+  });
+
+  it("close with a reason passes it to closed() and the closed event", async () => {
+    const life = createTransportLifecycle("Test");
+    const reason = new Error("access revoked");
+    const seen = collect(life.events());
+    await life.close(() => Promise.resolve(), reason);
+    expect(await life.closed()).toBe(reason);
+    expect(await seen).toEqual([{ type: "closed", error: reason }]);
+  });
+
+  it("closedError names the transport and keeps a cause", () => {
+    const life = createTransportLifecycle("Redis");
+    const cause = new Error("socket");
+    const err = life.closedError(undefined, { cause });
+    expect(err).toBeInstanceOf(NuropbConnectionClosedError);
+    expect(err.message).toBe("the Redis transport is closed");
+    expect(err.cause).toBe(cause);
+    expect(life.closedError("custom").message).toBe("custom");
+  });
+});
