@@ -1,6 +1,8 @@
 import { LifecycleState } from "./constants.ts";
-import { NuropbConnectionClosedError } from "./errors.ts";
+import { NuropbConnectionClosedError, NuropbTransportError } from "./errors.ts";
 import { createEventChannel } from "./event-channel.ts";
+import { noopLogger } from "./logger.ts";
+import type { Logger } from "./logger.ts";
 import type { TransportEvent } from "./transport.ts";
 
 /**
@@ -35,6 +37,18 @@ export interface TransportLifecycle {
    * every `events()` stream and resolves `closed()`. Only the first call counts.
    */
   finish(reason?: Error): void;
+  /**
+   * The broker link dropped: reports `disconnected` (and logs it, with `fields`) unless this
+   * outage was already reported. Only while `open`.
+   */
+  linkDown(fields?: Record<string, unknown>): void;
+  /**
+   * After the broker link is back: runs `redeclare` until it succeeds, while the transport stays
+   * `open` (waiting 100 ms, doubling up to 2 s, between tries; each failure is logged, the first
+   * one is also reported as `errored`). Then, if `isUp()` and an outage was reported by
+   * {@link linkDown}, reports `reconnected`. A call while one runs joins it.
+   */
+  recover(redeclare: () => Promise<void>, isUp: () => boolean): Promise<void>;
   /** Reports an event to every `events()` stream (ignored once finished). */
   emit(event: TransportEvent): void;
   /** The `Transport.events()` stream: each call gets its own buffered iterator. */
@@ -50,7 +64,7 @@ export interface TransportLifecycle {
 
 /**
  * Creates a {@link TransportLifecycle} in state `idle`. `name` is the broker's name in messages
- * ("NATS" → "the NATS transport is closed").
+ * ("NATS" → "the NATS transport is closed"); `logger` gets the link's ups and downs.
  * @example
  * ```ts
  * readonly #life = createTransportLifecycle("NATS");
@@ -59,11 +73,14 @@ export interface TransportLifecycle {
  * close() { return this.#life.close(() => this.#drainAndQuit()); }
  * ```
  */
-export function createTransportLifecycle(name: string): TransportLifecycle {
+export function createTransportLifecycle(
+  name: string,
+  logger: Logger = noopLogger,
+): TransportLifecycle {
   if (typeof name !== "string" || name === "") {
     throw new TypeError("createTransportLifecycle: name must be a non-empty string");
   }
-  return new Lifecycle(name);
+  return new Lifecycle(name, logger);
 }
 
 const ignore = (): void => undefined;
@@ -71,6 +88,10 @@ const ignore = (): void => undefined;
 class Lifecycle implements TransportLifecycle {
   state: LifecycleState = LifecycleState.idle;
   readonly #name: string;
+  readonly #log: Logger;
+  /** `disconnected` was reported and `reconnected` not yet. */
+  #reportedDown = false;
+  #recovering: Promise<void> | undefined;
   readonly #channel = createEventChannel<TransportEvent>();
   readonly #closed: Promise<Error | undefined>;
   #resolveClosed!: (reason: Error | undefined) => void;
@@ -78,8 +99,9 @@ class Lifecycle implements TransportLifecycle {
   #connecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
 
-  constructor(name: string) {
+  constructor(name: string, logger: Logger) {
     this.#name = name;
+    this.#log = logger;
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
@@ -147,6 +169,40 @@ class Lifecycle implements TransportLifecycle {
     );
     this.#channel.end();
     this.#resolveClosed(reason);
+  }
+
+  linkDown(fields: Record<string, unknown> = {}): void {
+    if (this.state !== LifecycleState.open || this.#reportedDown) return;
+    this.#reportedDown = true;
+    this.#log.warn("disconnected", fields);
+    this.#channel.emit({ type: "disconnected" });
+  }
+
+  recover(redeclare: () => Promise<void>, isUp: () => boolean): Promise<void> {
+    this.#recovering ??= (async () => {
+      for (let attempt = 0; this.state === LifecycleState.open; attempt++) {
+        try {
+          await redeclare();
+          break;
+        } catch (err) {
+          this.#log.warn("re-declaring after reconnect failed; retrying", { attempt, error: err });
+          if (attempt === 0) {
+            this.#channel.emit({
+              type: "errored",
+              error: new NuropbTransportError("re-declaring after reconnect failed", {
+                cause: err,
+              }),
+            });
+          }
+          await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+        }
+      }
+      if (this.state !== LifecycleState.open || !isUp() || !this.#reportedDown) return;
+      this.#reportedDown = false;
+      this.#log.info("reconnected");
+      this.#channel.emit({ type: "reconnected" });
+    })().finally(() => (this.#recovering = undefined));
+    return this.#recovering;
   }
 
   emit(event: TransportEvent): void {

@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { NuropbConnectionClosedError, createTransportLifecycle } from "@nuropb/protocol";
-import type { TransportEvent } from "@nuropb/protocol";
+import {
+  NuropbConnectionClosedError,
+  NuropbTransportError,
+  createTransportLifecycle,
+} from "@nuropb/protocol";
+import type { Logger, TransportEvent } from "@nuropb/protocol";
 
 async function collect(iterable: AsyncIterable<TransportEvent>): Promise<TransportEvent[]> {
   const out: TransportEvent[] = [];
@@ -131,5 +135,83 @@ describe("createTransportLifecycle", () => {
     expect(err.message).toBe("the Redis transport is closed");
     expect(err.cause).toBe(cause);
     expect(life.closedError("custom").message).toBe("custom");
+  });
+});
+
+describe("createTransportLifecycle: link down and recovery", () => {
+  function recorder(): { lines: string[]; logger: Logger } {
+    const lines: string[] = [];
+    const logger: Logger = {
+      debug: () => undefined,
+      info: (msg) => lines.push(`info ${msg}`),
+      warn: (msg) => lines.push(`warn ${msg}`),
+      error: (msg) => lines.push(`error ${msg}`),
+      child: () => logger,
+    };
+    return { lines, logger };
+  }
+
+  it("an outage is reported once; recovery redeclares, then reports reconnected once", async () => {
+    const { lines, logger } = recorder();
+    const life = createTransportLifecycle("Test", logger);
+    life.linkDown(); // not open yet: nothing to report
+    await life.connect(() => Promise.resolve());
+    const seen = collect(life.events());
+    life.linkDown({ server: "a" });
+    life.linkDown({ server: "a" });
+    let redeclared = 0;
+    const redeclare = async (): Promise<void> => {
+      redeclared++;
+    };
+    await Promise.all([life.recover(redeclare, () => true), life.recover(redeclare, () => true)]);
+    expect(redeclared).toBe(1);
+    await life.recover(redeclare, () => true); // nothing was down: no second `reconnected`
+    await life.close(() => Promise.resolve());
+    expect(await seen).toEqual([
+      { type: "disconnected" },
+      { type: "reconnected" },
+      { type: "closed" },
+    ]);
+    expect(lines).toEqual(["warn disconnected", "info reconnected"]);
+  });
+
+  it("a failing redeclare is retried, its first failure reported as errored", async () => {
+    const { lines, logger } = recorder();
+    const life = createTransportLifecycle("Test", logger);
+    await life.connect(() => Promise.resolve());
+    const seen = collect(life.events());
+    life.linkDown();
+    let tries = 0;
+    await life.recover(
+      async () => {
+        if (++tries < 3) throw new Error(`try ${tries}`);
+      },
+      () => true,
+    );
+    expect(tries).toBe(3);
+    await life.close(() => Promise.resolve());
+    const events = await seen;
+    expect(events.map((e) => e.type)).toEqual(["disconnected", "errored", "reconnected", "closed"]);
+    const errored = events[1];
+    expect(errored?.type === "errored" && errored.error).toBeInstanceOf(NuropbTransportError);
+    expect(lines.filter((l) => l.startsWith("warn re-declaring"))).toHaveLength(2);
+  });
+
+  it("no reconnected while the link is still down, nor once closing", async () => {
+    const life = createTransportLifecycle("Test");
+    await life.connect(() => Promise.resolve());
+    const seen = collect(life.events());
+    life.linkDown();
+    await life.recover(
+      () => Promise.resolve(),
+      () => false,
+    );
+    const closing = life.close(() => Promise.resolve());
+    await life.recover(
+      () => Promise.resolve(),
+      () => true,
+    );
+    await closing;
+    expect((await seen).map((e) => e.type)).toEqual(["disconnected", "closed"]);
   });
 });

@@ -40,6 +40,7 @@ import {
   type Transport,
   type TransportCapabilities,
   type TransportEvent,
+  type TransportLifecycle,
 } from "@nuropb/protocol";
 import { decodeFrameHeaders, encodeFrameHeaders, NatsHeader } from "./frame-headers.ts";
 import {
@@ -137,7 +138,7 @@ class NatsTransport implements Transport {
   readonly kind = "nats";
   readonly mesh: string;
   readonly #opts: ResolvedNatsOptions;
-  readonly #life = createTransportLifecycle("NATS");
+  readonly #life: TransportLifecycle;
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
   /**
@@ -154,15 +155,12 @@ class NatsTransport implements Transport {
   #jsm: JetStreamManager | undefined;
   /** The socket is up (false between a disconnect and the client's reconnect). */
   #linkUp = false;
-  /** `disconnected` was reported and `reconnected` not yet. */
-  #reportedDown = false;
   /** Settles once the link is up again; replaced at every disconnect. */
   #linkBack: { promise: Promise<void>; resolve: () => void } = settled();
   /** Publishes waiting for their confirmation: told to give up when the link drops. */
   readonly #awaitingConfirm = new Set<() => void>();
   /** Settlements written while the link was down: sent when it is back (acks stay valid). */
   readonly #heldControl: [subject: string, payload: string][] = [];
-  #recovering: Promise<void> | undefined;
   #maxFrameBytes: number;
   #nextFlush: Promise<void> | undefined;
   readonly #services = new Map<ServiceConsumer, ServiceRecord>();
@@ -170,6 +168,7 @@ class NatsTransport implements Transport {
 
   constructor(opts: ResolvedNatsOptions) {
     this.#opts = opts;
+    this.#life = createTransportLifecycle("NATS", opts.logger);
     this.mesh = opts.mesh;
     this.#maxFrameBytes = opts.maxFrameBytes;
   }
@@ -263,11 +262,7 @@ class NatsTransport implements Transport {
             this.#abandonConfirms();
             for (const c of this.#services.keys()) c.pause();
           }
-          if (!this.#reportedDown) {
-            this.#reportedDown = true;
-            this.#opts.logger.warn("disconnected", { server: s.data });
-            this.#life.emit({ type: "disconnected" });
-          }
+          this.#life.linkDown({ server: s.data });
           break;
         case Events.Reconnect:
           if (!this.#linkUp) {
@@ -292,40 +287,16 @@ class NatsTransport implements Transport {
 
   /** After a reconnect: re-declare streams and consumers, then pull again. */
   #recover(): Promise<void> {
-    this.#recovering ??= (async () => {
-      const log = this.#opts.logger;
-      for (let attempt = 0; this.#life.state === LifecycleState.open; attempt++) {
-        try {
-          for (const [consumer, topo] of this.#services) {
-            await this.#ensureServiceTopology(topo);
-            if (this.#life.state !== LifecycleState.open) return;
-            consumer.resume();
-          }
-          break;
-        } catch (err) {
-          log.warn("re-declaring topology after reconnect failed; retrying", {
-            attempt,
-            error: err,
-          });
-          if (attempt === 0) {
-            this.#life.emit({
-              type: "errored",
-              error: new NuropbTransportError("re-declaring topology after reconnect failed", {
-                cause: err,
-              }),
-            });
-          }
-          await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+    return this.#life.recover(
+      async () => {
+        for (const [consumer, topo] of this.#services) {
+          await this.#ensureServiceTopology(topo);
+          if (this.#life.state !== LifecycleState.open) return;
+          consumer.resume();
         }
-      }
-      if (this.#life.state !== LifecycleState.open || !this.#linkUp) return;
-      if (this.#reportedDown) {
-        this.#reportedDown = false;
-        log.info("reconnected");
-        this.#life.emit({ type: "reconnected" });
-      }
-    })().finally(() => (this.#recovering = undefined));
-    return this.#recovering;
+      },
+      () => this.#linkUp,
+    );
   }
 
   #onConnectionClosed(err: void | Error): void {

@@ -17,6 +17,7 @@ import {
   type Transport,
   type TransportCapabilities,
   type TransportEvent,
+  type TransportLifecycle,
 } from "@nuropb/protocol";
 import { frameToBlob, frameToFields } from "./frame-codec.ts";
 import { isKeyName, meshKeys, type MeshKeys } from "./keys.ts";
@@ -53,12 +54,10 @@ class RedisTransport implements Transport {
   readonly #keys: MeshKeys;
   readonly #instance = newId();
   #consumerSeq = 0;
-  readonly #life = createTransportLifecycle("Redis");
+  readonly #life: TransportLifecycle;
   #redis: Redis | undefined;
   #acks: AckBatcher | undefined;
   #linkUp = false;
-  #reportedDown = false;
-  #recovering: Promise<void> | undefined;
   /** Server clock minus ours, in ms (for ttl checks against the ids Redis gives entries). */
   #clockOffsetMs = 0;
   readonly #services = new Map<ServiceConsumer, ServiceRegistration>();
@@ -66,6 +65,7 @@ class RedisTransport implements Transport {
 
   constructor(opts: ResolvedRedisOptions) {
     this.#opts = opts;
+    this.#life = createTransportLifecycle("Redis", opts.logger);
     this.mesh = opts.mesh;
     this.#keys = meshKeys(opts.mesh);
   }
@@ -179,11 +179,7 @@ class RedisTransport implements Transport {
   #onLinkDown(): void {
     if (this.#life.state !== LifecycleState.open || !this.#linkUp) return;
     this.#linkUp = false;
-    if (!this.#reportedDown) {
-      this.#reportedDown = true;
-      this.#opts.logger.warn("disconnected");
-      this.#life.emit({ type: "disconnected" });
-    }
+    this.#life.linkDown();
   }
 
   #onLinkUp(): void {
@@ -194,37 +190,16 @@ class RedisTransport implements Transport {
 
   /** After a reconnect: declare every service again (Redis may have lost its data), retake leases. */
   #recover(): Promise<void> {
-    this.#recovering ??= (async () => {
-      const log = this.#opts.logger;
-      const redis = this.#redis;
-      if (redis === undefined) return;
-      for (let attempt = 0; this.#life.state === LifecycleState.open; attempt++) {
-        try {
-          await this.#measureClock(redis);
-          for (const reg of this.#services.values()) await this.#register(reg);
-          for (const r of this.#responses.values()) await r.holdLease();
-          break;
-        } catch (err) {
-          log.warn("re-declaring after reconnect failed; retrying", { attempt, error: err });
-          if (attempt === 0) {
-            this.#life.emit({
-              type: "errored",
-              error: new NuropbTransportError("re-declaring after reconnect failed", {
-                cause: err,
-              }),
-            });
-          }
-          await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
-        }
-      }
-      if (this.#life.state !== LifecycleState.open || !this.#linkUp) return;
-      if (this.#reportedDown) {
-        this.#reportedDown = false;
-        log.info("reconnected");
-        this.#life.emit({ type: "reconnected" });
-      }
-    })().finally(() => (this.#recovering = undefined));
-    return this.#recovering;
+    const redis = this.#redis;
+    if (redis === undefined) return Promise.resolve();
+    return this.#life.recover(
+      async () => {
+        await this.#measureClock(redis);
+        for (const reg of this.#services.values()) await this.#register(reg);
+        for (const r of this.#responses.values()) await r.holdLease();
+      },
+      () => this.#linkUp,
+    );
   }
 
   close(): Promise<void> {
