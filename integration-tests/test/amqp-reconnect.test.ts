@@ -1,7 +1,14 @@
 import { NuropbTransportError, isNuropbError } from "@nuropb/protocol";
-import type { Delivery, Frame, InboundFrame, Transport, TransportEvent } from "@nuropb/protocol";
+import type { Delivery, InboundFrame, Transport, TransportEvent } from "@nuropb/protocol";
 import { createAmqpTransport, deleteVhost, managementUrlFromAmqpUrl } from "@nuropb/transport-amqp";
-import { createCollector, waitFor, watchEvents, withTimeout } from "@nuropb/transport-testkit";
+import {
+  createCollector,
+  testFrame,
+  testServiceSpec,
+  waitFor,
+  watchEvents,
+  withTimeout,
+} from "@nuropb/transport-testkit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   closeConnectionByName,
@@ -13,7 +20,6 @@ import {
 import type { TestMesh } from "../src/amqp-helpers.ts";
 
 const T = 15_000;
-const enc = new TextEncoder();
 const dec = new TextDecoder();
 let mesh: TestMesh;
 const open: Transport[] = [];
@@ -46,14 +52,6 @@ async function disrupt(t: Transport): Promise<void> {
   await closeConnectionByName(names.get(t) ?? "");
 }
 
-const frame = (label: string, extra: Partial<Frame> = {}): Frame => ({
-  headers: { nuropb_protocol: "0.1.1", nuropb_type: "request", trace_id: null, encrypted: "" },
-  body: enc.encode(label),
-  correlationId: label,
-  ...extra,
-});
-const spec = (service: string) => ({ service, rpcBindings: [], eventBindings: [], prefetch: 1 });
-
 /** Sends until the broker takes it: the sender may itself still be reconnecting. */
 async function sendEventually(t: Transport, ...args: Parameters<Transport["send"]>): Promise<void> {
   await waitFor(
@@ -74,14 +72,14 @@ describe("broker restart (rabbitmqctl stop_app / start_app)", () => {
     await service.connect();
     await client.connect();
     const got = createCollector<string>("deliveries");
-    await service.consumeService(spec("restart"), async (d) => {
+    await service.consumeService(testServiceSpec("restart"), async (d) => {
       got.push(dec.decode(d.body));
       await d.ack();
     });
     const address = `nuropb-restart-${mesh.vhost}-rq`;
     const replies = createCollector<string>("replies");
     await client.consumeResponses({ address }, (f) => replies.push(dec.decode(f.body)));
-    await client.send({ kind: "rpc", service: "restart" }, frame("before"));
+    await client.send({ kind: "rpc", service: "restart" }, testFrame("before"));
     await got.waitForItem((x) => x === "before", T);
 
     const events = watchEvents(service);
@@ -92,7 +90,7 @@ describe("broker restart (rabbitmqctl stop_app / start_app)", () => {
       await clientEvents.waitForItem((e) => e.type === "disconnected", T);
       // While the broker is away a send fails at once with a retryable transport error.
       const err = await withTimeout(
-        client.send({ kind: "rpc", service: "restart" }, frame("during")).then(
+        client.send({ kind: "rpc", service: "restart" }, testFrame("during")).then(
           () => undefined,
           (e: unknown) => e,
         ),
@@ -111,10 +109,10 @@ describe("broker restart (rabbitmqctl stop_app / start_app)", () => {
     const types = events.items.map((e: TransportEvent) => e.type);
     expect(types.indexOf("disconnected")).toBeLessThan(types.indexOf("reconnected"));
 
-    await sendEventually(client, { kind: "rpc", service: "restart" }, frame("after"));
+    await sendEventually(client, { kind: "rpc", service: "restart" }, testFrame("after"));
     await got.waitForItem((x) => x === "after", T);
     // The auto-delete response queue vanished with the broker's restart; it was re-declared.
-    await sendEventually(service, { kind: "reply", address }, frame("reply-after"));
+    await sendEventually(service, { kind: "reply", address }, testFrame("reply-after"));
     await replies.waitForItem((x) => x === "reply-after", T);
     expect(got.items).not.toContain("during");
     events.stop();
@@ -127,8 +125,8 @@ describe("deliveries in flight when the connection drops", () => {
     const service = transport();
     await service.connect();
     const got = createCollector<Delivery>("deliveries");
-    await service.consumeService(spec("inflight"), (d) => got.push(d)); // holds them
-    await service.send({ kind: "rpc", service: "inflight" }, frame("m1"));
+    await service.consumeService(testServiceSpec("inflight"), (d) => got.push(d)); // holds them
+    await service.send({ kind: "rpc", service: "inflight" }, testFrame("m1"));
     const [first] = await got.waitForCount(1, T);
     expect(first?.redelivered).toBe(false);
     const events = watchEvents(service);
@@ -141,7 +139,7 @@ describe("deliveries in flight when the connection drops", () => {
     await first?.reject();
     await again.ack();
     await again.ack(); // double settle: ignored, never a second basic.ack (406)
-    await service.send({ kind: "rpc", service: "inflight" }, frame("m2"));
+    await service.send({ kind: "rpc", service: "inflight" }, testFrame("m2"));
     const m2 = await got.waitForItem((d) => dec.decode(d.body) === "m2", T);
     await m2.ack();
     expect(events.items.filter((e) => e.type === "disconnected")).toHaveLength(1);
@@ -207,7 +205,7 @@ describe("permanent errors", () => {
     try {
       const t = transport({ url: doomed.url });
       await t.connect();
-      await t.consumeService(spec("doomed"), () => {});
+      await t.consumeService(testServiceSpec("doomed"), () => {});
       const events = watchEvents(t);
       await deleteVhost(managementUrlFromAmqpUrl(doomed.url), doomed.vhost);
       const reason = await withTimeout(t.closed(), T * 2, "the transport to close");
@@ -241,7 +239,7 @@ describe("replies after a reconnect", () => {
     const events = watchEvents(a);
     await disrupt(a);
     await events.waitForItem((e) => e.type === "reconnected", T);
-    await sendEventually(b, { kind: "reply", address }, frame("r1"));
+    await sendEventually(b, { kind: "reply", address }, testFrame("r1"));
     await got.waitForItem((f) => dec.decode(f.body) === "r1", T);
     events.stop();
   });

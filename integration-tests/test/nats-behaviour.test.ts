@@ -1,15 +1,16 @@
 import { connect, type NatsConnection, type StoredMsg } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
-import {
-  NuropbTransportError,
-  newId,
-  type Delivery,
-  type Frame,
-  type ServiceQueueSpec,
-  type Transport,
-} from "@nuropb/protocol";
+import { NuropbTransportError, newId, type Delivery, type Transport } from "@nuropb/protocol";
 import { createNatsTransport, type NatsTransportOptions } from "@nuropb/transport-nats";
-import { createCollector, delay, waitFor } from "@nuropb/transport-testkit";
+import {
+  createCollector,
+  delay,
+  frameText,
+  testFrame,
+  testServiceSpec,
+  uniqueName,
+  waitFor,
+} from "@nuropb/transport-testkit";
 
 // What the conformance suite cannot see: where dead letters go, expiry, binding unions, the
 // JetStream ack wait, and the broker objects an operator reads.
@@ -34,23 +35,6 @@ async function open(options: Partial<NatsTransportOptions> = {}): Promise<Transp
   await t.connect();
   return t;
 }
-
-const enc = new TextEncoder();
-const label = (d: { body: Uint8Array }): string => new TextDecoder().decode(d.body);
-const frame = (text: string, extra: Partial<Frame> = {}): Frame => ({
-  headers: { nuropb_type: "request", trace_id: null, encrypted: "" },
-  body: enc.encode(text),
-  correlationId: text,
-  ...extra,
-});
-const spec = (service: string, extra: Partial<ServiceQueueSpec> = {}): ServiceQueueSpec => ({
-  service,
-  rpcBindings: [],
-  eventBindings: [],
-  prefetch: 1,
-  ...extra,
-});
-const unique = (): string => `s${newId().slice(0, 16)}`;
 
 async function deadLetter(service: string, timeoutMs = 10_000): Promise<StoredMsg> {
   const jsm = await raw.jetstreamManager();
@@ -83,12 +67,12 @@ async function deadLetterCount(service: string): Promise<number> {
 describe("nats transport behaviour", () => {
   it("reject() dead-letters the message once, headers and body intact, with the reason", async () => {
     const t = await open();
-    const service = unique();
-    await t.consumeService(spec(service), (d) => d.reject());
+    const service = uniqueName();
+    await t.consumeService(testServiceSpec(service), (d) => d.reject());
     const body = new Uint8Array([0, 1, 2, 254, 255]);
     await t.send(
       { kind: "rpc", service },
-      frame("x", { body, replyTo: "nuropb-x-rq", ttlMs: 60_000 }),
+      testFrame("x", { body, replyTo: "nuropb-x-rq", ttlMs: 60_000 }),
     );
     const dl = await deadLetter(service);
     expect(dl.header.get("Nuropb-Dl-Reason")).toBe("rejected");
@@ -103,65 +87,65 @@ describe("nats transport behaviour", () => {
 
   it("a request that outlives its ttl in the queue is dead-lettered as expired, never delivered", async () => {
     const t = await open();
-    const service = unique();
+    const service = uniqueName();
     const got = createCollector<Delivery>("deliveries");
-    await t.consumeService(spec(service, { prefetch: 1 }), (d) => got.push(d));
-    await t.send({ kind: "rpc", service }, frame("first", { ttlMs: 60_000 }));
+    await t.consumeService(testServiceSpec(service, { prefetch: 1 }), (d) => got.push(d));
+    await t.send({ kind: "rpc", service }, testFrame("first", { ttlMs: 60_000 }));
     const [first] = await got.waitForCount(1);
-    await t.send({ kind: "rpc", service }, frame("expires", { ttlMs: 100 }));
+    await t.send({ kind: "rpc", service }, testFrame("expires", { ttlMs: 100 }));
     await delay(400); // the ttl passes while the request waits behind "first"
     await first?.ack();
-    await t.send({ kind: "rpc", service }, frame("marker", { ttlMs: 60_000 }));
+    await t.send({ kind: "rpc", service }, testFrame("marker", { ttlMs: 60_000 }));
     const items = await got.waitForCount(2);
-    expect(items.map(label)).toEqual(["first", "marker"]);
+    expect(items.map(frameText)).toEqual(["first", "marker"]);
     const dl = await deadLetter(service);
     expect(dl.header.get("Nuropb-Dl-Reason")).toBe("expired");
-    expect(label({ body: dl.data })).toBe("expires");
+    expect(frameText({ body: dl.data })).toBe("expires");
   });
 
   it("overlapping bindings give one delivery per event; `a.#` matches `a` itself", async () => {
     const t = await open();
-    const service = unique();
-    const topic = unique();
+    const service = uniqueName();
+    const topic = uniqueName();
     const got = createCollector<Delivery>("events");
     await t.consumeService(
-      spec(service, { eventBindings: [`${topic}.*`, `${topic}.#`], prefetch: 0 }),
+      testServiceSpec(service, { eventBindings: [`${topic}.*`, `${topic}.#`], prefetch: 0 }),
       async (d) => {
         got.push(d);
         await d.ack();
       },
     );
     for (const tp of [`${topic}.x`, topic, `${topic}.x.y`, `other.${topic}`]) {
-      await t.send({ kind: "event", topic: tp }, frame(tp));
+      await t.send({ kind: "event", topic: tp }, testFrame(tp));
     }
     await got.waitForCount(3);
     await delay(300);
-    expect(got.items.map(label).sort()).toEqual([topic, `${topic}.x`, `${topic}.x.y`].sort());
+    expect(got.items.map(frameText).sort()).toEqual([topic, `${topic}.x`, `${topic}.x.y`].sort());
   });
 
   it("instances of one service with different bindings serve the union, each event once", async () => {
     const a = await open();
     const b = await open();
-    const service = unique();
-    const topic = unique();
+    const service = uniqueName();
+    const topic = uniqueName();
     const got = createCollector<string>("events");
     const handler = async (d: Delivery): Promise<void> => {
-      got.push(label(d));
+      got.push(frameText(d));
       await d.ack();
     };
     await a.consumeService(
-      spec(service, { eventBindings: [`${topic}.one`], prefetch: 4 }),
+      testServiceSpec(service, { eventBindings: [`${topic}.one`], prefetch: 4 }),
       handler,
     );
     await b.consumeService(
-      spec(service, { eventBindings: [`${topic}.two`], prefetch: 4 }),
+      testServiceSpec(service, { eventBindings: [`${topic}.two`], prefetch: 4 }),
       handler,
     );
     const sent: string[] = [];
     for (let i = 0; i < 10; i++) {
       const tp = `${topic}.${i % 2 === 0 ? "one" : "two"}`;
       sent.push(`${tp}#${i}`);
-      await a.send({ kind: "event", topic: tp }, frame(`${tp}#${i}`));
+      await a.send({ kind: "event", topic: tp }, testFrame(`${tp}#${i}`));
     }
     await got.waitForCount(10);
     await delay(300);
@@ -169,10 +153,10 @@ describe("nats transport behaviour", () => {
   });
 
   it("a delivery held by a consumer that died comes back, redelivered, after the ack wait", async () => {
-    const service = unique();
+    const service = uniqueName();
     const first = await open({ ackWaitMs: 1_000 });
-    await (await first.consumeService(spec(service), (d) => d.ack())).stop();
-    await first.send({ kind: "rpc", service }, frame("orphan"));
+    await (await first.consumeService(testServiceSpec(service), (d) => d.ack())).stop();
+    await first.send({ kind: "rpc", service }, testFrame("orphan"));
     // A consumer that takes the message and dies without a word: a bare pull, never acknowledged.
     const inbox = `_INBOX.${newId()}`;
     const taken = createCollector<string>("bare pulls");
@@ -189,30 +173,30 @@ describe("nats transport behaviour", () => {
     await taken.waitForCount(1);
     sub.unsubscribe();
     const got = createCollector<Delivery>("deliveries");
-    await first.consumeService(spec(service), async (d) => {
+    await first.consumeService(testServiceSpec(service), async (d) => {
       got.push(d);
       await d.ack();
     });
     const [again] = await got.waitForCount(1, 10_000);
-    expect(again === undefined ? undefined : label(again)).toBe("orphan");
+    expect(again === undefined ? undefined : frameText(again)).toBe("orphan");
     expect(again?.redelivered).toBe(true);
   });
 
   it("a handler slower than the ack wait keeps its delivery: nobody else gets it", async () => {
-    const service = unique();
+    const service = uniqueName();
     const a = await open({ ackWaitMs: 1_000 });
     const b = await open({ ackWaitMs: 1_000 });
     const onA = createCollector<string>("deliveries on A");
     const onB = createCollector<string>("deliveries on B");
-    await a.consumeService(spec(service), async (d) => {
-      onA.push(label(d));
+    await a.consumeService(testServiceSpec(service), async (d) => {
+      onA.push(frameText(d));
       await delay(2_500); // two and a half ack waits
       await d.ack();
     });
-    await a.send({ kind: "rpc", service }, frame("slow"));
+    await a.send({ kind: "rpc", service }, testFrame("slow"));
     await onA.waitForCount(1);
-    await b.consumeService(spec(service), async (d) => {
-      onB.push(label(d));
+    await b.consumeService(testServiceSpec(service), async (d) => {
+      onB.push(frameText(d));
       await d.ack();
     });
     await delay(3_000);
@@ -222,34 +206,36 @@ describe("nats transport behaviour", () => {
 
   it("an rpc alias already bound to another service is refused with NuropbTransportError", async () => {
     const t = await open();
-    const alias = unique();
-    const first = unique();
+    const alias = uniqueName();
+    const first = uniqueName();
     const got = createCollector<string>("deliveries");
-    await t.consumeService(spec(first, { rpcBindings: [alias] }), async (d) => {
-      got.push(label(d));
+    await t.consumeService(testServiceSpec(first, { rpcBindings: [alias] }), async (d) => {
+      got.push(frameText(d));
       await d.ack();
     });
     await expect(
-      t.consumeService(spec(unique(), { rpcBindings: [alias] }), (d) => d.ack()),
+      t.consumeService(testServiceSpec(uniqueName(), { rpcBindings: [alias] }), (d) => d.ack()),
     ).rejects.toBeInstanceOf(NuropbTransportError);
-    await t.send({ kind: "rpc", service: alias }, frame("via-alias"));
+    await t.send({ kind: "rpc", service: alias }, testFrame("via-alias"));
     await got.waitForItem((l) => l === "via-alias");
   });
 
   it("competing consumers share the queue: each request once, every instance busy", async () => {
-    const service = unique();
+    const service = uniqueName();
     const seen = new Map<string, string[]>();
     const instances = await Promise.all([open(), open(), open()]);
     for (const [i, t] of instances.entries()) {
-      await t.consumeService(spec(service, { prefetch: 4 }), async (d) => {
-        seen.set(label(d), [...(seen.get(label(d)) ?? []), `i${i}`]);
+      await t.consumeService(testServiceSpec(service, { prefetch: 4 }), async (d) => {
+        seen.set(frameText(d), [...(seen.get(frameText(d)) ?? []), `i${i}`]);
         await delay(1);
         await d.ack();
       });
     }
     const sender = instances[0] as Transport;
     await Promise.all(
-      Array.from({ length: 300 }, (_, i) => sender.send({ kind: "rpc", service }, frame(`m${i}`))),
+      Array.from({ length: 300 }, (_, i) =>
+        sender.send({ kind: "rpc", service }, testFrame(`m${i}`)),
+      ),
     );
     await waitFor(() => seen.size === 300, 10_000, "300 distinct deliveries");
     await delay(300);
@@ -260,15 +246,15 @@ describe("nats transport behaviour", () => {
 
   it("frame headers the server would act on (Nats-Msg-Id) are carried as data", async () => {
     const t = await open();
-    const service = unique();
+    const service = uniqueName();
     const got = createCollector<Delivery>("deliveries");
-    await t.consumeService(spec(service, { prefetch: 0 }), async (d) => {
+    await t.consumeService(testServiceSpec(service, { prefetch: 0 }), async (d) => {
       got.push(d);
       await d.ack();
     });
     const headers = { "Nats-Msg-Id": "same", "Nats-Expected-Stream": "nope", trace_id: null };
-    await t.send({ kind: "rpc", service }, frame("one", { headers }));
-    await t.send({ kind: "rpc", service }, frame("two", { headers }));
+    await t.send({ kind: "rpc", service }, testFrame("one", { headers }));
+    await t.send({ kind: "rpc", service }, testFrame("two", { headers }));
     const items = await got.waitForCount(2);
     for (const d of items) expect(d.headers).toEqual(headers);
   });

@@ -1,16 +1,18 @@
 import fc from "fast-check";
 import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
-import {
-  newId,
-  topicMatches,
-  type Delivery,
-  type Frame,
-  type ServiceQueueSpec,
-  type Transport,
-} from "@nuropb/protocol";
+import { newId, topicMatches, type Delivery, type Transport } from "@nuropb/protocol";
 import { createRedisTransport, type RedisTransportOptions } from "@nuropb/transport-redis";
-import { createCollector, delay, waitFor } from "@nuropb/transport-testkit";
+import {
+  createCollector,
+  delay,
+  frameText,
+  testFrame,
+  testHeaders,
+  testServiceSpec,
+  uniqueName,
+  waitFor,
+} from "@nuropb/transport-testkit";
 
 // What the conformance suite cannot see: the dead-letter stream, expiry, the server-side topic
 // matching, claiming from consumers that died, and the keys other processes read.
@@ -37,23 +39,6 @@ async function open(options: Partial<RedisTransportOptions> = {}): Promise<Trans
   return t;
 }
 
-const enc = new TextEncoder();
-const label = (d: { body: Uint8Array }): string => new TextDecoder().decode(d.body);
-const frame = (text: string, extra: Partial<Frame> = {}): Frame => ({
-  headers: { nuropb_type: "request", trace_id: null, encrypted: "" },
-  body: enc.encode(text),
-  correlationId: text,
-  ...extra,
-});
-const spec = (service: string, extra: Partial<ServiceQueueSpec> = {}): ServiceQueueSpec => ({
-  service,
-  rpcBindings: [],
-  eventBindings: [],
-  prefetch: 1,
-  ...extra,
-});
-const unique = (): string => `s${newId().slice(0, 16)}`;
-
 /** Dead letters of `service`, as field maps. */
 async function deadLetters(service: string): Promise<Map<string, Buffer>[]> {
   const entries = (await raw.xrangeBuffer(`${mesh}:dl`, "-", "+")) as [Buffer, Buffer[]][];
@@ -70,12 +55,12 @@ async function deadLetters(service: string): Promise<Map<string, Buffer>[]> {
 describe("redis transport behaviour", () => {
   it("reject() dead-letters the entry once, fields intact, with reason, service and original id", async () => {
     const t = await open();
-    const service = unique();
-    await t.consumeService(spec(service), (d) => d.reject());
+    const service = uniqueName();
+    await t.consumeService(testServiceSpec(service), (d) => d.reject());
     const body = new Uint8Array([0, 1, 2, 254, 255]);
     await t.send(
       { kind: "rpc", service },
-      frame("x", { body, replyTo: "nuropb-x-rq", ttlMs: 60_000 }),
+      testFrame("x", { body, replyTo: "nuropb-x-rq", ttlMs: 60_000 }),
     );
     await waitFor(async () => (await deadLetters(service)).length > 0, 10_000, "a dead letter");
     await delay(300);
@@ -85,11 +70,7 @@ describe("redis transport behaviour", () => {
     expect(dl.get("reason")?.toString()).toBe("rejected");
     expect(dl.get("c")?.toString()).toBe("x");
     expect(dl.get("r")?.toString()).toBe("nuropb-x-rq");
-    expect(JSON.parse(dl.get("h")?.toString() ?? "")).toEqual({
-      nuropb_type: "request",
-      trace_id: null,
-      encrypted: "",
-    });
+    expect(JSON.parse(dl.get("h")?.toString() ?? "")).toEqual(testHeaders("request"));
     expect(new Uint8Array(dl.get("b") ?? Buffer.alloc(0))).toEqual(body);
     expect(dl.get("id")?.toString()).toMatch(/^\d+-\d+$/);
     expect(await raw.xlen(`${mesh}:sq:${service}`)).toBe(0);
@@ -97,17 +78,17 @@ describe("redis transport behaviour", () => {
 
   it("a request that outlives its ttl in the queue is dead-lettered as expired, never delivered", async () => {
     const t = await open();
-    const service = unique();
+    const service = uniqueName();
     const got = createCollector<Delivery>("deliveries");
-    await t.consumeService(spec(service, { prefetch: 1 }), (d) => got.push(d));
-    await t.send({ kind: "rpc", service }, frame("first", { ttlMs: 60_000 }));
+    await t.consumeService(testServiceSpec(service, { prefetch: 1 }), (d) => got.push(d));
+    await t.send({ kind: "rpc", service }, testFrame("first", { ttlMs: 60_000 }));
     const [first] = await got.waitForCount(1);
-    await t.send({ kind: "rpc", service }, frame("expires", { ttlMs: 100 }));
+    await t.send({ kind: "rpc", service }, testFrame("expires", { ttlMs: 100 }));
     await delay(400); // the ttl passes while the request waits behind "first"
     await first?.ack();
-    await t.send({ kind: "rpc", service }, frame("marker", { ttlMs: 60_000 }));
+    await t.send({ kind: "rpc", service }, testFrame("marker", { ttlMs: 60_000 }));
     const items = await got.waitForCount(2);
-    expect(items.map(label)).toEqual(["first", "marker"]);
+    expect(items.map(frameText)).toEqual(["first", "marker"]);
     await waitFor(async () => (await deadLetters(service)).length > 0, 10_000, "a dead letter");
     const [dl] = await deadLetters(service);
     expect(dl?.get("reason")?.toString()).toBe("expired");
@@ -134,7 +115,7 @@ describe("redis transport behaviour", () => {
     }
     const prefix = newId().slice(0, 6);
     for (const tp of topics)
-      await t.send({ kind: "event", topic: `${tp}` }, frame(`${prefix}|${tp}`));
+      await t.send({ kind: "event", topic: `${tp}` }, testFrame(`${prefix}|${tp}`));
     for (const { service, pattern: p } of services) {
       const entries = (await raw.xrangeBuffer(`${mesh}:sq:${service}`, "-", "+")) as [
         Buffer,
@@ -153,26 +134,26 @@ describe("redis transport behaviour", () => {
   it("instances of one service with different bindings serve the union, each event once", async () => {
     const a = await open();
     const b = await open();
-    const service = unique();
-    const topic = unique();
+    const service = uniqueName();
+    const topic = uniqueName();
     const got = createCollector<string>("events");
     const handler = async (d: Delivery): Promise<void> => {
-      got.push(label(d));
+      got.push(frameText(d));
       await d.ack();
     };
     await a.consumeService(
-      spec(service, { eventBindings: [`${topic}.one`], prefetch: 4 }),
+      testServiceSpec(service, { eventBindings: [`${topic}.one`], prefetch: 4 }),
       handler,
     );
     await b.consumeService(
-      spec(service, { eventBindings: [`${topic}.two`, `${topic}.*`], prefetch: 4 }),
+      testServiceSpec(service, { eventBindings: [`${topic}.two`, `${topic}.*`], prefetch: 4 }),
       handler,
     );
     const sent: string[] = [];
     for (let i = 0; i < 10; i++) {
       const tp = `${topic}.${i % 2 === 0 ? "one" : "two"}`;
       sent.push(`${tp}#${i}`);
-      await a.send({ kind: "event", topic: tp }, frame(`${tp}#${i}`));
+      await a.send({ kind: "event", topic: tp }, testFrame(`${tp}#${i}`));
     }
     await got.waitForCount(10);
     await delay(300);
@@ -184,9 +165,9 @@ describe("redis transport behaviour", () => {
 
   it("an entry held by a consumer that died is claimed and redelivered", async () => {
     const t = await open({ claimIdleMs: 500 });
-    const service = unique();
-    await (await t.consumeService(spec(service), (d) => d.ack())).stop();
-    await t.send({ kind: "rpc", service }, frame("orphan"));
+    const service = uniqueName();
+    await (await t.consumeService(testServiceSpec(service), (d) => d.ack())).stop();
+    await t.send({ kind: "rpc", service }, testFrame("orphan"));
     // A consumer that reads the entry and dies without a word.
     const read = await raw.xreadgroup(
       "GROUP",
@@ -200,12 +181,12 @@ describe("redis transport behaviour", () => {
     );
     expect(read).not.toBeNull();
     const got = createCollector<Delivery>("deliveries");
-    await t.consumeService(spec(service), async (d) => {
+    await t.consumeService(testServiceSpec(service), async (d) => {
       got.push(d);
       await d.ack();
     });
     const [again] = await got.waitForCount(1, 10_000);
-    expect(again === undefined ? undefined : label(again)).toBe("orphan");
+    expect(again === undefined ? undefined : frameText(again)).toBe("orphan");
     expect(again?.redelivered).toBe(true);
     await waitFor(
       async () => (await raw.xlen(`${mesh}:sq:${service}`)) === 0,
@@ -215,20 +196,20 @@ describe("redis transport behaviour", () => {
   });
 
   it("a handler slower than the claim time keeps its delivery: nobody else gets it", async () => {
-    const service = unique();
+    const service = uniqueName();
     const a = await open({ claimIdleMs: 500 });
     const b = await open({ claimIdleMs: 500 });
     const onA = createCollector<string>("deliveries on A");
     const onB = createCollector<string>("deliveries on B");
-    await a.consumeService(spec(service), async (d) => {
-      onA.push(label(d));
+    await a.consumeService(testServiceSpec(service), async (d) => {
+      onA.push(frameText(d));
       await delay(1_500); // three claim times
       await d.ack();
     });
-    await a.send({ kind: "rpc", service }, frame("slow"));
+    await a.send({ kind: "rpc", service }, testFrame("slow"));
     await onA.waitForCount(1);
-    await b.consumeService(spec(service), async (d) => {
-      onB.push(label(d));
+    await b.consumeService(testServiceSpec(service), async (d) => {
+      onB.push(frameText(d));
       await d.ack();
     });
     await delay(2_000);
@@ -239,35 +220,37 @@ describe("redis transport behaviour", () => {
   it("an rpc alias bound to two services reaches both (AMQP direct-exchange semantics); bindings live in Redis", async () => {
     const t = await open();
     const other = await open();
-    const alias = unique();
-    const [s1, s2] = [unique(), unique()];
+    const alias = uniqueName();
+    const [s1, s2] = [uniqueName(), uniqueName()];
     const got = createCollector<string>("deliveries");
     for (const s of [s1, s2]) {
-      await t.consumeService(spec(s, { rpcBindings: [alias] }), async (d) => {
-        got.push(`${s}:${label(d)}`);
+      await t.consumeService(testServiceSpec(s, { rpcBindings: [alias] }), async (d) => {
+        got.push(`${s}:${frameText(d)}`);
         await d.ack();
       });
     }
     expect((await raw.smembers(`${mesh}:rpc:${alias}`)).sort()).toEqual([s1, s2].sort());
-    await other.send({ kind: "rpc", service: alias }, frame("both"));
+    await other.send({ kind: "rpc", service: alias }, testFrame("both"));
     await got.waitForCount(2);
     expect([...got.items].sort()).toEqual([`${s1}:both`, `${s2}:both`].sort());
   });
 
   it("competing consumers share the queue: each request once, every instance busy", async () => {
-    const service = unique();
+    const service = uniqueName();
     const seen = new Map<string, string[]>();
     const instances = await Promise.all([open(), open(), open()]);
     for (const [i, t] of instances.entries()) {
-      await t.consumeService(spec(service, { prefetch: 4 }), async (d) => {
-        seen.set(label(d), [...(seen.get(label(d)) ?? []), `i${i}`]);
+      await t.consumeService(testServiceSpec(service, { prefetch: 4 }), async (d) => {
+        seen.set(frameText(d), [...(seen.get(frameText(d)) ?? []), `i${i}`]);
         await delay(1);
         await d.ack();
       });
     }
     const sender = instances[0] as Transport;
     await Promise.all(
-      Array.from({ length: 300 }, (_, i) => sender.send({ kind: "rpc", service }, frame(`m${i}`))),
+      Array.from({ length: 300 }, (_, i) =>
+        sender.send({ kind: "rpc", service }, testFrame(`m${i}`)),
+      ),
     );
     await waitFor(() => seen.size === 300, 10_000, "300 distinct deliveries");
     await delay(300);
@@ -283,24 +266,24 @@ describe("redis transport behaviour", () => {
   it("stopped listeners and closed transports leave no consumer behind in the group", async () => {
     const a = await open();
     const b = await open();
-    const service = unique();
+    const service = uniqueName();
     const stream = `${mesh}:sq:${service}`;
     const consumers = async (): Promise<number> =>
       ((await raw.xinfo("CONSUMERS", stream, "nuropb")) as unknown[]).length;
     const got = createCollector<string>("deliveries");
     const handler = async (d: Delivery): Promise<void> => {
-      got.push(label(d));
+      got.push(frameText(d));
       await d.ack();
     };
     // Redis 7.0 adds a consumer to the group when it first receives an entry.
-    const listener = await a.consumeService(spec(service), handler);
-    await a.send({ kind: "rpc", service }, frame("to-a"));
+    const listener = await a.consumeService(testServiceSpec(service), handler);
+    await a.send({ kind: "rpc", service }, testFrame("to-a"));
     await got.waitForCount(1);
     expect(await consumers()).toBe(1);
     await listener.stop();
     expect(await consumers()).toBe(0);
-    await b.consumeService(spec(service), handler);
-    await a.send({ kind: "rpc", service }, frame("to-b"));
+    await b.consumeService(testServiceSpec(service), handler);
+    await a.send({ kind: "rpc", service }, testFrame("to-b"));
     await got.waitForCount(2);
     expect(await consumers()).toBe(1);
     await b.close();

@@ -15,9 +15,19 @@ import type {
   ServiceQueueSpec,
   Transport,
   TransportCapabilities,
-  WireHeaders,
 } from "@nuropb/protocol";
-import { createCollector, delay, waitFor, watchEvents, withTimeout } from "./helpers.ts";
+import {
+  createCollector,
+  delay,
+  frameText,
+  testFrame as frameOf,
+  testHeaders as headersFor,
+  testServiceSpec as spec,
+  uniqueName,
+  waitFor,
+  watchEvents,
+  withTimeout,
+} from "./helpers.ts";
 import type { Collector } from "./helpers.ts";
 
 /** Options of {@link describeTransportConformance}. */
@@ -112,36 +122,8 @@ interface Settings {
   readonly quietMs: number;
 }
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-const text = (bytes: Uint8Array): string => decoder.decode(bytes);
-
-function headersFor(type: string, traceId: string | null = null): WireHeaders {
-  return {
-    nuropb_protocol: "0.1.1",
-    nuropb_version: "0.1.0",
-    nuropb_type: type,
-    trace_id: traceId,
-    encrypted: "",
-  };
-}
-
-/** A small frame whose body and correlation id are both `label`. */
-function frameOf(label: string, extra: Partial<Frame> = {}): Frame {
-  return {
-    headers: headersFor("request"),
-    body: encoder.encode(label),
-    correlationId: label,
-    ...extra,
-  };
-}
-
-function spec(service: string, extra: Partial<ServiceQueueSpec> = {}): ServiceQueueSpec {
-  return { service, rpcBindings: [], eventBindings: [], prefetch: 1, ...extra };
-}
-
-/** A unique name for this test run: `ck<32 hex>` (valid as a service name and a topic word). */
-const unique = (): string => `ck${newId()}`;
+const text = (bytes: Uint8Array): string => frameText({ body: bytes });
+const unique = uniqueName;
 
 /** True when `err` is (a copy of) a NuroPb error of class `cls` or a subclass. */
 function isErrorOf(err: unknown, cls: abstract new (...args: never[]) => Error): boolean {
@@ -453,7 +435,7 @@ function registerSuite(s: Settings, caps: Caps): void {
         const service = unique();
         const got = acking("deliveries");
         await consume(t, spec(service), got.handler);
-        const body = encoder.encode("original");
+        const body = new TextEncoder().encode("original");
         const headers: Record<string, string | null> = { ...headersFor("request") };
         await send(t, { kind: "rpc", service }, { headers, body, correlationId: "c" });
         body.fill(0x21);

@@ -1,4 +1,11 @@
-import type { Transport, TransportEvent } from "@nuropb/protocol";
+import { newId } from "@nuropb/protocol";
+import type {
+  Frame,
+  ServiceQueueSpec,
+  Transport,
+  TransportEvent,
+  WireHeaders,
+} from "@nuropb/protocol";
 
 /** Default time a helper waits before failing, in milliseconds. */
 export const DEFAULT_WAIT_TIMEOUT_MS = 10_000;
@@ -184,4 +191,46 @@ export function watchEvents(transport: Transport): EventWatcher {
  */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** The headers NuroPb 0.1.1 puts on a message of `type` (not encrypted). */
+export function testHeaders(type = "request", traceId: string | null = null): WireHeaders {
+  return {
+    nuropb_protocol: "0.1.1",
+    nuropb_version: "0.1.0",
+    nuropb_type: type,
+    trace_id: traceId,
+    encrypted: "",
+  };
+}
+
+/** A small request frame whose body and correlation id are both `label`, plus `extra`. */
+export function testFrame(label: string, extra: Partial<Frame> = {}): Frame {
+  return {
+    headers: testHeaders("request"),
+    body: encoder.encode(label),
+    correlationId: label,
+    ...extra,
+  };
+}
+
+/** The body of a frame or delivery as UTF-8 text (the label of a {@link testFrame}). */
+export function frameText(frame: { readonly body: Uint8Array }): string {
+  return decoder.decode(frame.body);
+}
+
+/** A service queue spec with no bindings and prefetch 1, plus `extra`. */
+export function testServiceSpec(
+  service: string,
+  extra: Partial<ServiceQueueSpec> = {},
+): ServiceQueueSpec {
+  return { service, rpcBindings: [], eventBindings: [], prefetch: 1, ...extra };
+}
+
+/** A name unique to this run, `ck<32 hex>`: valid as a service name and as a topic word. */
+export function uniqueName(): string {
+  return `ck${newId()}`;
 }

@@ -7,6 +7,11 @@ export {
   createCollector,
   watchEvents,
   delay,
+  testHeaders,
+  testFrame,
+  frameText,
+  testServiceSpec,
+  uniqueName,
 } from "./helpers.ts";
 
 export type { TransportConformanceOptions } from "./conformance.ts";
