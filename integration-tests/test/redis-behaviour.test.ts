@@ -131,6 +131,25 @@ describe("redis transport behaviour", () => {
     await raw.srem(`${mesh}:evs`, ...services.map((s) => s.service));
   });
 
+  it("the Lua matcher does not backtrack: a pattern of many # against a long topic returns", async () => {
+    const t = await open();
+    const service = `lua-hash-${newId().slice(0, 6)}`;
+    const pattern = [...Array(30).fill("#"), "x"].join(".");
+    await raw.sadd(`${mesh}:evb:${service}`, pattern);
+    await raw.sadd(`${mesh}:evs`, service);
+    const topic = Array(200).fill("a").join(".");
+    // Backtracking would try C(230, 30) splits and hold the server in the script.
+    await t.send({ kind: "event", topic }, testFrame("miss"));
+    await t.send({ kind: "event", topic: `${topic}.x` }, testFrame("hit"));
+    const entries = (await raw.xrangeBuffer(`${mesh}:sq:${service}`, "-", "+")) as [
+      Buffer,
+      Buffer[],
+    ][];
+    const got = entries.map(([, f]) => f[f.findIndex((x) => x.toString() === "c") + 1]?.toString());
+    expect(got).toEqual(["hit"]);
+    await raw.srem(`${mesh}:evs`, service);
+  });
+
   it("instances of one service with different bindings serve the union, each event once", async () => {
     const a = await open();
     const b = await open();

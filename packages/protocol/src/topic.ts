@@ -5,27 +5,37 @@
  * middle word.
  */
 export function topicMatches(pattern: string, topic: string): boolean {
-  return matchWords(topicWords(pattern), 0, topicWords(topic), 0);
+  return matchWords(topicWords(pattern), topicWords(topic));
 }
 
 function topicWords(s: string): readonly string[] {
   return s === "" ? [] : s.split(".");
 }
 
-function matchWords(p: readonly string[], i: number, t: readonly string[], j: number): boolean {
-  while (i < p.length) {
-    const w = p[i];
-    if (w === "#") {
-      if (i === p.length - 1) return true;
-      for (let k = j; k <= t.length; k++) if (matchWords(p, i + 1, t, k)) return true;
-      return false;
+/**
+ * Walks the pattern once, keeping the set of topic positions reachable so far: O(pattern ×
+ * topic) whatever the number of `#`, where backtracking would be exponential in it.
+ */
+function matchWords(p: readonly string[], t: readonly string[]): boolean {
+  const n = t.length;
+  let reach = new Uint8Array(n + 1);
+  reach[0] = 1;
+  for (const w of p) {
+    const next = new Uint8Array(n + 1);
+    let any = false;
+    for (let j = 0; j <= n; j++) {
+      if (w === "#") {
+        any ||= reach[j] === 1;
+        if (any) next[j] = 1;
+      } else if (reach[j] === 1 && j < n && (w === "*" || w === t[j])) {
+        next[j + 1] = 1;
+        any = true;
+      }
     }
-    if (j >= t.length) return false;
-    if (w !== "*" && w !== t[j]) return false;
-    i++;
-    j++;
+    if (!any) return false;
+    reach = next;
   }
-  return j === t.length;
+  return reach[n] === 1;
 }
 
 /**

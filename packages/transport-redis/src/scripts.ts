@@ -56,7 +56,7 @@ export async function runScript(
   }
 }
 
-/** Splits a dotted topic or pattern into words, and AMQP topic matching (`*` one word, `#` zero or more). */
+/** Splits a dotted topic or pattern into words, and AMQP topic matching (`*` one word, `#` zero or more), as `topicMatches` does. */
 const TOPIC_LUA = `
 local function words(s)
   if s == '' then return {} end
@@ -73,22 +73,31 @@ local function words(s)
   end
 end
 
-local function matches(p, i, t, j)
-  while i <= #p do
+-- Walks the pattern once, keeping the topic positions reachable so far: O(pattern x topic)
+-- whatever the number of '#' (backtracking would be exponential in it, and block the server).
+local function matches(p, t)
+  local n = #t
+  local reach = {}
+  for j = 1, n + 1 do reach[j] = false end
+  reach[1] = true
+  for i = 1, #p do
     local w = p[i]
-    if w == '#' then
-      if i == #p then return true end
-      for k = j, #t + 1 do
-        if matches(p, i + 1, t, k) then return true end
+    local nxt = {}
+    for j = 1, n + 1 do nxt[j] = false end
+    local any = false
+    for j = 1, n + 1 do
+      if w == '#' then
+        if reach[j] then any = true end
+        if any then nxt[j] = true end
+      elseif reach[j] and j <= n and (w == '*' or w == t[j]) then
+        nxt[j + 1] = true
+        any = true
       end
-      return false
     end
-    if j > #t then return false end
-    if w ~= '*' and w ~= t[j] then return false end
-    i = i + 1
-    j = j + 1
+    if not any then return false end
+    reach = nxt
   end
-  return j == #t + 1
+  return reach[n + 1]
 end
 `;
 
@@ -120,7 +129,7 @@ local topic = words(ARGV[2])
 local n = 0
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   for _, p in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'evb:' .. s)) do
-    if matches(words(p), 1, topic, 1) then
+    if matches(words(p), topic) then
       redis.call('XADD', ARGV[1] .. 'sq:' .. s, '*', unpack(ARGV, 3))
       n = n + 1
       break
