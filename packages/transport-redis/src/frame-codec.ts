@@ -45,13 +45,15 @@ export interface EntryFrame {
   readonly storedAtMs?: number;
 }
 
-function parseHeaders(text: string): WireHeaders {
-  const parsed = JSON.parse(text) as unknown;
+/** Headers from their parsed JSON: an object whose string or null values are kept. */
+function headersOf(parsed: unknown): WireHeaders {
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new TypeError("headers are not a JSON object");
   }
   const out: Record<string, string | null> = {};
-  for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
+  for (const k in parsed) {
+    if (k === "__proto__") continue; // an own key from JSON.parse; assigning it would be a prototype
+    const v = (parsed as Record<string, unknown>)[k];
     if (typeof v === "string" || v === null) out[k] = v;
   }
   return out;
@@ -78,7 +80,7 @@ export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
           correlationId = value.toString("utf8");
           break;
         case Field.headers:
-          headers = parseHeaders(value.toString("utf8"));
+          headers = headersOf(JSON.parse(value.toString("utf8")));
           break;
         case Field.replyTo:
           replyTo = value.toString("utf8");
@@ -160,7 +162,7 @@ export function blobToFrame(blob: Buffer): Frame {
       r?: unknown;
       t?: unknown;
     };
-    const headers = parseHeaders(JSON.stringify(head.h ?? null));
+    const headers = headersOf(head.h ?? null);
     const body = blob.subarray(4 + len);
     return {
       headers,

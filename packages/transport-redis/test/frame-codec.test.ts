@@ -67,6 +67,19 @@ describe("stream entry fields", () => {
     expect(got.body).toEqual(new Uint8Array([1, 2, 3]));
   });
 
+  it("keep only string and null header values, and never a __proto__ key", () => {
+    const got = fieldsToFrame(
+      asReply([
+        Field.headers,
+        '{"a":"x","n":null,"num":1,"obj":{},"__proto__":null}',
+        Field.body,
+        "b",
+      ]),
+    );
+    expect(got.headers).toEqual({ a: "x", n: null });
+    expect(Object.getPrototypeOf(got.headers)).toBe(Object.prototype);
+  });
+
   it("refuse entries that are not frames with NuropbMessageError", () => {
     expect(() => fieldsToFrame(asReply(["x", "y"]))).toThrowError(/without headers or body/);
     expect(() => fieldsToFrame(asReply([Field.headers, "[1]", Field.body, "b"]))).toThrowError(
