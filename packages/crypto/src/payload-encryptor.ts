@@ -137,17 +137,30 @@ type ReplySecret =
       readonly kid: string;
     };
 
-const replySecrets = new WeakMap<ReplyKey, ReplySecret>();
+/** The {@link ReplyKey} handed out: its secret sits in a private field, invisible to logging. */
+class IssuedReplyKey implements ReplyKey {
+  readonly suite: CipherSuite;
+  readonly #secret: ReplySecret;
+
+  constructor(secret: ReplySecret) {
+    this.suite = secret.suite;
+    this.#secret = secret;
+    Object.freeze(this);
+  }
+
+  static secretOf(key: unknown): ReplySecret | undefined {
+    return typeof key === "object" && key !== null && #secret in key
+      ? (key as IssuedReplyKey).#secret
+      : undefined;
+  }
+}
 
 function issueReplyKey(secret: ReplySecret): ReplyKey {
-  const key: ReplyKey = Object.freeze({ suite: secret.suite });
-  replySecrets.set(key, secret);
-  return key;
+  return new IssuedReplyKey(secret);
 }
 
 function replySecret(replyKey: ReplyKey): ReplySecret {
-  const secret =
-    typeof replyKey === "object" && replyKey !== null ? replySecrets.get(replyKey) : undefined;
+  const secret = IssuedReplyKey.secretOf(replyKey);
   if (secret === undefined) {
     throw cryptoError(DecryptFailure.unsupported, "Reply key was not issued by @nuropb/crypto");
   }
