@@ -78,6 +78,15 @@ interface Pending {
 
 type State = "idle" | "connecting" | "open" | "closing" | "closed";
 
+/** What a response says, before it is written. */
+interface ResponseFields {
+  readonly correlationId: string;
+  readonly traceId: string | null;
+  readonly context: Context;
+  readonly result: unknown;
+  readonly error: ErrorPayload | null;
+}
+
 const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
 /** Clock skew allowed beyond a message's ttl before its ciphertext counts as a replay. */
 const REPLAY_SKEW_MS = 60_000;
@@ -143,6 +152,8 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #describeCache = new Map<string, ServiceDescription>();
   readonly #inflight = new Set<Promise<void>>();
   #state: State = "idle";
+  /** disconnect() is waiting for in-flight handlers: their own calls still go out. */
+  #draining = false;
   #transportUp = true;
   #connecting: Promise<void> | undefined;
   /** The running (or finished) disconnect, shared by concurrent disconnect() calls. */
@@ -154,6 +165,21 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #methods: Map<string, MethodEntry>;
   readonly #eventHook: ((event: unknown, ctx: unknown) => unknown) | undefined;
   #description: ServiceDescription | undefined;
+  /** What handler contexts call through: the public calls, also allowed while disconnect() drains. */
+  readonly #handlerCalls: Pick<MeshParticipant, "request" | "command" | "publishEvent"> = {
+    request: ((
+      service: string,
+      method: string,
+      params?: Readonly<Record<string, unknown>>,
+      context?: Context,
+      options?: RequestOptions,
+    ) =>
+      this.#request(service, method, params, context, options, true)) as MeshParticipant["request"],
+    command: (service, method, params, context, options) =>
+      this.#command(service, method, params, context, options, true),
+    publishEvent: (topic, event, context, options) =>
+      this.#publishEventFrom(topic, event, context, options, true),
+  };
 
   constructor(options: ClientOptions | ServiceOptions<TService>, service: boolean) {
     if (typeof options !== "object" || options === null)
@@ -354,7 +380,10 @@ class Participant<TService extends object> implements MeshService<TService> {
 
   #track(work: Promise<void>): Promise<void> {
     this.#inflight.add(work);
-    void work.finally(() => this.#inflight.delete(work));
+    // The caller (the transport) gets `work` and its outcome; the bookkeeping copy must not
+    // turn a failure into an unhandled rejection.
+    const done = (): void => void this.#inflight.delete(work);
+    work.then(done, done);
     return work;
   }
 
@@ -374,6 +403,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     const [responses, ...service] = this.#listeners;
     await Promise.allSettled(service.map((l) => l.stop()));
     const drainMs = this.#service?.drainTimeoutMs ?? 10_000;
+    this.#draining = true;
     if (this.#inflight.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<"timeout">(
@@ -389,6 +419,7 @@ class Participant<TService extends object> implements MeshService<TService> {
           inflight: this.#inflight.size,
         });
     }
+    this.#draining = false;
     await responses?.stop().catch(() => undefined);
     this.#listeners = [];
     this.#stopEvents?.();
@@ -422,11 +453,13 @@ class Participant<TService extends object> implements MeshService<TService> {
     }
   }
 
-  #assertOpen(): void {
+  /** Throws unless calls may go out; `fromHandler`: a handler's own call during the drain may. */
+  #assertOpen(fromHandler = false): void {
+    if (this.#state === "open" || (fromHandler && this.#draining)) return;
     if (this.#state === "closing" || this.#state === "closed") {
       throw new NuropbConnectionClosedError("this participant is disconnected");
     }
-    if (this.#state !== "open") throw new NuropbConnectionClosedError("call connect() first");
+    throw new NuropbConnectionClosedError("call connect() first");
   }
 
   // ---------------------------------------------------------------- client side
@@ -447,7 +480,9 @@ class Participant<TService extends object> implements MeshService<TService> {
     params: Readonly<Record<string, unknown>> | undefined,
     context: Context | undefined,
     options: RequestOptions = {},
+    fromHandler = false,
   ): Promise<unknown> {
+    checkCallOptions(options);
     checkName(service, "service");
     if (typeof method !== "string" || method === "")
       throw new TypeError("method must be a non-empty string");
@@ -455,10 +490,8 @@ class Participant<TService extends object> implements MeshService<TService> {
     const ctx = checkPlainObject(context, "context");
     const ttlMs =
       options.ttlMs === undefined ? this.#defaultTtlMs : checkTtl(options.ttlMs, "options.ttlMs");
-    if (options.traceId !== undefined && typeof options.traceId !== "string")
-      throw new TypeError("options.traceId must be a string");
     options.signal?.throwIfAborted();
-    this.#assertOpen();
+    this.#assertOpen(fromHandler);
 
     const encrypted = options.encrypted ?? this.#cachedRequiresEncryption(service, method);
     const correlationId = newId();
@@ -474,7 +507,12 @@ class Participant<TService extends object> implements MeshService<TService> {
     };
     let frame = encodePayload(payload, { replyTo: this.responseAddress, ttlMs });
     let replyKey: ReplyKey | undefined;
-    if (encrypted) ({ frame, replyKey } = await this.#seal(service, frame));
+    if (encrypted) {
+      ({ frame, replyKey } = await this.#seal(service, frame));
+      // Sealing may have waited for the service's description: look again before sending.
+      options.signal?.throwIfAborted();
+      this.#assertOpen(fromHandler);
+    }
 
     return new Promise<unknown>((resolve, reject) => {
       const onAbort = (): void => {
@@ -619,13 +657,25 @@ class Participant<TService extends object> implements MeshService<TService> {
     else pending.resolve(response.result);
   }
 
-  async command(
+  command(
     service: string,
     method: string,
     params?: Readonly<Record<string, unknown>>,
     context?: Context,
-    options: CommandOptions = {},
+    options?: CommandOptions,
   ): Promise<void> {
+    return this.#command(service, method, params, context, options, false);
+  }
+
+  async #command(
+    service: string,
+    method: string,
+    params: Readonly<Record<string, unknown>> | undefined,
+    context: Context | undefined,
+    options: CommandOptions = {},
+    fromHandler: boolean,
+  ): Promise<void> {
+    checkCallOptions(options);
     checkName(service, "service");
     if (typeof method !== "string" || method === "")
       throw new TypeError("method must be a non-empty string");
@@ -633,7 +683,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     const ctx = checkPlainObject(context, "context");
     const ttlMs =
       options.ttlMs === undefined ? this.#defaultTtlMs : checkTtl(options.ttlMs, "options.ttlMs");
-    this.#assertOpen();
+    this.#assertOpen(fromHandler);
     const encrypted = options.encrypted ?? this.#cachedRequiresEncryption(service, method);
     const payload: CommandPayload = {
       tag: "command",
@@ -646,7 +696,10 @@ class Participant<TService extends object> implements MeshService<TService> {
     };
     let frame = encodePayload(payload, { replyTo: this.responseAddress, ttlMs });
     // The reply key of a command is never needed (no response): it is not kept anywhere.
-    if (encrypted) ({ frame } = await this.#seal(service, frame));
+    if (encrypted) {
+      ({ frame } = await this.#seal(service, frame));
+      this.#assertOpen(fromHandler);
+    }
     try {
       await this.#transport.send({ kind: "rpc", service }, frame);
     } catch (err) {
@@ -654,12 +707,23 @@ class Participant<TService extends object> implements MeshService<TService> {
     }
   }
 
-  async publishEvent(
+  publishEvent(
     topic: string,
     event: unknown,
     context?: Context,
-    options: PublishEventOptions = {},
+    options?: PublishEventOptions,
   ): Promise<void> {
+    return this.#publishEventFrom(topic, event, context, options, false);
+  }
+
+  async #publishEventFrom(
+    topic: string,
+    event: unknown,
+    context: Context | undefined,
+    options: PublishEventOptions = {},
+    fromHandler: boolean,
+  ): Promise<void> {
+    checkCallOptions(options);
     if (typeof topic !== "string" || topic === "" || topic.includes("*") || topic.includes("#")) {
       throw new TypeError(
         `topic must be a non-empty string without wildcards, got ${JSON.stringify(topic)}`,
@@ -678,7 +742,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       throw new TypeError("options.target must be an array of strings or null");
     }
     const ctx = checkPlainObject(context, "context");
-    this.#assertOpen();
+    this.#assertOpen(fromHandler);
     await this.#publishEvent(
       { topic, event, target: options.target ?? null },
       ctx,
@@ -730,7 +794,7 @@ class Participant<TService extends object> implements MeshService<TService> {
 
   async requiresEncryption(service: string, method: string): Promise<boolean> {
     const d = await this.describeService(service);
-    const m = d.methods[method];
+    const m = Object.hasOwn(d.methods, method) ? d.methods[method] : undefined;
     if (m === undefined)
       throw new NuropbHandlingError(`Unknown method ${method} on service ${service}`);
     return m.requires_encryption;
@@ -797,7 +861,7 @@ class Participant<TService extends object> implements MeshService<TService> {
         correlationId: delivery.correlationId,
       });
     } catch (err) {
-      await this.#undecodable(delivery, err);
+      await this.#undecodable(delivery, err, replyKey);
       return;
     }
     switch (decoded.type) {
@@ -817,7 +881,12 @@ class Participant<TService extends object> implements MeshService<TService> {
     }
   }
 
-  async #undecodable(delivery: Delivery, err: unknown): Promise<void> {
+  /** Dead-letters a message that cannot be handled and, when it can be answered, answers it. */
+  async #undecodable(
+    delivery: Delivery,
+    err: unknown,
+    replyKey: ReplyKey | undefined,
+  ): Promise<void> {
     const error =
       err instanceof NuropbMessageError
         ? err
@@ -842,22 +911,47 @@ class Participant<TService extends object> implements MeshService<TService> {
           result: null,
           error: toErrorPayload(error),
         },
-        undefined,
+        replyKey,
       );
     }
   }
 
+  /** Sends one response; never throws (a response that cannot be sent is logged). */
   async #respond(
     replyTo: string,
-    r: {
-      correlationId: string;
-      traceId: string | null;
-      context: Context;
-      result: unknown;
-      error: ErrorPayload | null;
-    },
+    r: ResponseFields,
     replyKey: ReplyKey | undefined,
   ): Promise<void> {
+    try {
+      let frame = this.#responseFrame(replyTo, r, replyKey);
+      const max = this.#transport.capabilities.maxFrameBytes;
+      if (frame.body.byteLength > max) {
+        // The handler ran and its message is settled: say why there is no result, rather than
+        // let the caller time out and retry it.
+        const tooBig = new NuropbMessageError(
+          `the response of ${frame.body.byteLength} bytes exceeds the transport's maxFrameBytes (${max})`,
+          { details: { bytes: frame.body.byteLength, maxFrameBytes: max } },
+        );
+        this.#log.warn("response too large; answering with an error", {
+          correlationId: r.correlationId,
+          bytes: frame.body.byteLength,
+        });
+        frame = this.#responseFrame(
+          replyTo,
+          { ...r, result: null, error: toErrorPayload(tooBig) },
+          replyKey,
+        );
+      }
+      await this.#transport.send({ kind: "reply", address: replyTo }, frame);
+    } catch (err) {
+      this.#log.error("could not send a response", {
+        correlationId: r.correlationId,
+        error: String((err as Error)?.message ?? err),
+      });
+    }
+  }
+
+  #responseFrame(replyTo: string, r: ResponseFields, replyKey: ReplyKey | undefined): Frame {
     const payload: ResponsePayload = {
       tag: "response",
       result: r.result,
@@ -872,8 +966,14 @@ class Participant<TService extends object> implements MeshService<TService> {
     try {
       frame = encodePayload(payload);
     } catch (err) {
-      // The result cannot become JSON (cycle, too deep): answer with that error instead.
-      frame = encodePayload({ ...payload, result: null, error: toErrorPayload(err) });
+      // The result cannot become JSON (cycle, too deep): answer with that error instead, and
+      // without the context when the caller's own context is what cannot be written back.
+      const error = toErrorPayload(err);
+      try {
+        frame = encodePayload({ ...payload, result: null, error });
+      } catch {
+        frame = encodePayload({ ...payload, result: null, error, context: {} });
+      }
     }
     if (replyKey !== undefined) {
       const sealed = this.#encryptor.sealResponse(frame.body, replyKey);
@@ -883,14 +983,7 @@ class Participant<TService extends object> implements MeshService<TService> {
         headers: { ...frame.headers, ...sealed.headers, [Header.encrypted]: ENCRYPTED_YES },
       };
     }
-    try {
-      await this.#transport.send({ kind: "reply", address: replyTo }, frame);
-    } catch (err) {
-      this.#log.error("could not send a response", {
-        correlationId: r.correlationId,
-        error: String((err as Error)?.message ?? err),
-      });
-    }
+    return frame;
   }
 
   async #handleCall(
@@ -946,7 +1039,7 @@ class Participant<TService extends object> implements MeshService<TService> {
           );
         }
         ctx = createRequestContext({
-          participant: this,
+          participant: this.#handlerCalls,
           context: payload.context,
           userClaims,
           traceId: decoded.traceId,
@@ -1072,7 +1165,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     }
     const p = decoded.payload;
     const ctx = createRequestContext({
-      participant: this,
+      participant: this.#handlerCalls,
       context: p.context,
       userClaims: undefined,
       traceId: decoded.traceId,
@@ -1104,7 +1197,10 @@ class Participant<TService extends object> implements MeshService<TService> {
         else await delivery.reject();
         return;
       }
-      if (!(err instanceof NuropbSuccess)) {
+      if (
+        !(err instanceof NuropbSuccess) &&
+        !(isNuropbError(err) && err.wireName === "NuropbSuccess")
+      ) {
         this.#log.warn("event handler failed; dead-lettering the event", {
           topic: p.topic,
           error: String((err as Error)?.message ?? err),
@@ -1112,7 +1208,7 @@ class Participant<TService extends object> implements MeshService<TService> {
         await delivery.reject();
         return;
       }
-      ctx.events.push(...err.events);
+      ctx.events.push(...((err as NuropbSuccess).events ?? []));
     }
     await delivery.ack();
     await this.#publishRaised(ctx.events, p.context, decoded);
@@ -1143,4 +1239,18 @@ export function createService<TService extends object>(
  */
 export function createClient(options: ClientOptions): MeshParticipant {
   return new Participant<object>(options as ClientOptions, false);
+}
+
+/** Checks the options object of request, command and publishEvent: its common fields. */
+function checkCallOptions(options: unknown): void {
+  if (options === undefined) return;
+  if (typeof options !== "object" || options === null || Array.isArray(options))
+    throw new TypeError("options must be an object");
+  const o = options as { traceId?: unknown; signal?: unknown; encrypted?: unknown };
+  if (o.traceId !== undefined && typeof o.traceId !== "string")
+    throw new TypeError("options.traceId must be a string");
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
+    throw new TypeError("options.signal must be an AbortSignal");
+  if (o.encrypted !== undefined && typeof o.encrypted !== "boolean")
+    throw new TypeError("options.encrypted must be a boolean");
 }

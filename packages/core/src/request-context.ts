@@ -53,7 +53,10 @@ export type RequestContextFields = Pick<
   | "method"
   | "encrypted"
   | "redelivered"
-> & { readonly participant: MeshParticipant };
+> & {
+  /** Where the context's calls go (core passes calls that still work while it drains). */
+  readonly participant: Pick<MeshParticipant, "request" | "command" | "publishEvent">;
+};
 
 /** A class rather than an object of closures: one is made per handled message. */
 class HandlerContextImpl implements HandlerContext {
@@ -66,7 +69,7 @@ class HandlerContextImpl implements HandlerContext {
   readonly encrypted: boolean;
   readonly redelivered: boolean;
   readonly events: EventToPublish[] = [];
-  readonly #participant: MeshParticipant;
+  readonly #participant: RequestContextFields["participant"];
 
   constructor(f: RequestContextFields) {
     this.context = f.context;
@@ -81,15 +84,26 @@ class HandlerContextImpl implements HandlerContext {
   }
 
   addEvent(event: EventToPublish): void {
+    // Checked here, where the handler can still see the mistake, not when the events go out.
     if (
       typeof event !== "object" ||
       event === null ||
       typeof event.topic !== "string" ||
-      event.topic === ""
+      event.topic === "" ||
+      event.topic.includes("*") ||
+      event.topic.includes("#")
     ) {
       throw new NuropbValidationError(
-        "ctx.addEvent needs { topic: non-empty string, event, target? }",
+        "ctx.addEvent needs { topic: non-empty string without wildcards, event, target? }",
       );
+    }
+    const target: unknown = event.target;
+    if (
+      target !== undefined &&
+      target !== null &&
+      (!Array.isArray(target) || !target.every((t) => typeof t === "string"))
+    ) {
+      throw new NuropbValidationError("ctx.addEvent: target must be an array of strings or null");
     }
     this.events.push(event);
   }

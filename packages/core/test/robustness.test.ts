@@ -1,0 +1,239 @@
+import { createPayloadEncryptor, createServiceKeys } from "@nuropb/crypto";
+import { createClient, createService, type RequestContext } from "@nuropb/core";
+import {
+  NuropbHandlingError,
+  NuropbMessageError,
+  NuropbValidationError,
+  buildHeaders,
+  decodeFrame,
+  newId,
+  type InboundFrame,
+  type ResponsePayload,
+} from "@nuropb/protocol";
+import { createMemoryTransport } from "@nuropb/transport-memory";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createMesh, waitFor } from "./helpers.ts";
+
+// Faults a peer or a handler can cause that must neither crash the process, nor lose a message,
+// nor leave the caller waiting for a timeout.
+
+let mesh: ReturnType<typeof createMesh>;
+beforeEach(() => {
+  mesh = createMesh();
+});
+afterEach(async () => {
+  await mesh.cleanup();
+});
+
+/** A raw participant (no core) that sends hand-made requests and collects what comes back. */
+async function rawPeer(): Promise<{
+  send: (body: string, headers?: Record<string, string | null>, raw?: Uint8Array) => string;
+  replies: InboundFrame[];
+}> {
+  const t = mesh.transport();
+  await t.connect();
+  const address = `rq-raw-${newId()}`;
+  const replies: InboundFrame[] = [];
+  await t.consumeResponses({ address }, (f) => void replies.push(f));
+  return {
+    replies,
+    send(body, headers = {}, raw) {
+      const correlationId = (JSON.parse(body) as { correlation_id: string }).correlation_id;
+      void t.send(
+        { kind: "rpc", service: "s" },
+        {
+          headers: { ...buildHeaders("request", "t"), ...headers },
+          body: raw ?? new TextEncoder().encode(body),
+          correlationId,
+          replyTo: address,
+          ttlMs: 5_000,
+        },
+      );
+      return correlationId;
+    },
+  };
+}
+
+describe("core survives what peers and handlers do wrong", () => {
+  it("a request whose context cannot be written back is answered with an error, not a crash", async () => {
+    const service = createService({
+      transport: mesh.transport(),
+      name: "s",
+      instance: { ping: () => "pong" },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    const peer = await rawPeer();
+    let context: Record<string, unknown> = {};
+    for (let i = 0; i < 70; i++) context = { a: context };
+    const correlationId = newId();
+    peer.send(
+      JSON.stringify({
+        tag: "request",
+        service: "s",
+        method: "ping",
+        params: {},
+        correlation_id: correlationId,
+        context,
+        trace_id: "t",
+      }),
+    );
+    await waitFor(() => peer.replies.length === 1, 2_000, "the error response");
+    const reply = decodeFrame(peer.replies[0] as InboundFrame);
+    if (reply.type !== "response") throw new Error(reply.type);
+    expect(reply.correlationId).toBe(correlationId);
+    expect(reply.payload.error?.error).toBe("NuropbMessageError");
+    expect(reply.payload.error?.description).toMatch(/deeper than 64 levels/);
+    expect(reply.payload.context).toEqual({});
+    expect(mesh.hub.deadLetters()).toHaveLength(0);
+  });
+
+  it("a result larger than the transport carries becomes an error response, not a timeout", async () => {
+    const service = createService({
+      transport: createMemoryTransport({ hub: mesh.hub, maxFrameBytes: 10_000 }),
+      name: "s",
+      instance: { big: () => "x".repeat(20_000) },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    const client = createClient({ transport: mesh.transport(), defaultTtlMs: 30_000 });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+    const err = await client.request("s", "big").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbMessageError);
+    expect((err as Error).message).toMatch(/exceeds the transport's maxFrameBytes \(10000\)/);
+    expect(mesh.hub.deadLetters()).toHaveLength(0);
+  });
+
+  it("disconnect() lets a draining handler still call other services and publish", async () => {
+    const other = createService({
+      transport: mesh.transport(),
+      name: "other",
+      instance: { hi: () => "hi" },
+    });
+    await other.connect();
+    mesh.defer(() => other.disconnect());
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    const service = createService({
+      transport: mesh.transport(),
+      name: "s",
+      instance: {
+        async slow(_p: unknown, ctx: RequestContext) {
+          started();
+          await new Promise((r) => setTimeout(r, 50));
+          const answer = await ctx.request<string>("other", "hi");
+          await ctx.publishEvent("s.done", { answer });
+          await ctx.command("other", "hi");
+          return answer;
+        },
+      },
+    });
+    await service.connect();
+    const client = createClient({ transport: mesh.transport() });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+    const call = client.request("s", "slow");
+    await running;
+    await service.disconnect();
+    expect(await call).toBe("hi");
+    expect(mesh.hub.deadLetters()).toHaveLength(0);
+    // Once drained, the service refuses new calls.
+    await expect(service.request("other", "hi")).rejects.toThrow(/disconnected/);
+  });
+
+  it("an abort while the request is being sealed stops it before it is sent", async () => {
+    let runs = 0;
+    const service = createService({
+      transport: mesh.transport(),
+      name: "s",
+      keys: createServiceKeys({ nacl: true }),
+      instance: { ping: () => ++runs },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    const client = createClient({ transport: mesh.transport() });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+    const abort = new AbortController();
+    // The first encrypted call waits for the service's description: abort during that wait.
+    const call = client.request("s", "ping", {}, {}, { encrypted: true, signal: abort.signal });
+    abort.abort(new Error("user gave up"));
+    await expect(call).rejects.toThrow("user gave up");
+    expect(await client.request("s", "ping", {}, {}, { encrypted: true })).toBe(1);
+    expect(client.pendingRequests).toBe(0);
+  });
+
+  it("an encrypted request that decrypts but does not decode is refused in ciphertext", async () => {
+    const keys = createServiceKeys({ rsa: true });
+    const service = createService({
+      transport: mesh.transport(),
+      name: "s",
+      keys,
+      instance: { ping: () => 1 },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    const peer = await rawPeer();
+    const sender = createPayloadEncryptor({ suites: ["rsa-fernet"] });
+    const correlationId = newId();
+    // No `params`: the body is not a valid request once opened.
+    const body = JSON.stringify({
+      tag: "request",
+      service: "s",
+      method: "ping",
+      correlation_id: correlationId,
+      context: {},
+      trace_id: "t",
+    });
+    const sealed = sender.sealRequest(new TextEncoder().encode(body), {
+      rsaPublicKeyPem: service.describe().public_key,
+    });
+    peer.send(body, { ...sealed.headers, encrypted: "yes" }, sealed.body);
+    await waitFor(() => peer.replies.length === 1, 2_000, "the error response");
+    const reply = peer.replies[0] as InboundFrame;
+    expect(reply.headers.encrypted).toBe("yes");
+    const opened = sender.openResponse(reply.body, reply.headers, sealed.replyKey);
+    const payload = JSON.parse(new TextDecoder().decode(opened)) as ResponsePayload;
+    expect(payload.correlation_id).toBe(correlationId);
+    expect(payload.error?.error).toBe("NuropbMessageError");
+    expect(mesh.hub.deadLetters()).toHaveLength(1);
+  });
+
+  it("bad arguments to the call methods throw at once with what was wrong", async () => {
+    const service = createService({
+      transport: mesh.transport(),
+      name: "s",
+      instance: {
+        ping: () => 1,
+        emit(_p: unknown, ctx: RequestContext) {
+          ctx.addEvent({ topic: "a.*", event: {} });
+        },
+        target(_p: unknown, ctx: RequestContext) {
+          ctx.addEvent({ topic: "a.b", event: {}, target: "x" as never });
+        },
+      },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    const client = createClient({ transport: mesh.transport() });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+    await expect(client.requiresEncryption("s", "toString")).rejects.toThrow(NuropbHandlingError);
+    await expect(client.command("s", "ping", {}, {}, { traceId: 5 as never })).rejects.toThrow(
+      /options.traceId must be a string/,
+    );
+    await expect(client.publishEvent("a.b", {}, {}, null as never)).rejects.toThrow(
+      /options must be an object/,
+    );
+    await expect(client.request("s", "ping", {}, {}, { signal: {} as never })).rejects.toThrow(
+      /options.signal must be an AbortSignal/,
+    );
+    await expect(
+      client.request("s", "ping", {}, {}, { encrypted: "yes" as never }),
+    ).rejects.toThrow(/options.encrypted must be a boolean/);
+    await expect(client.request("s", "emit")).rejects.toThrow(NuropbValidationError);
+    await expect(client.request("s", "emit")).rejects.toThrow(/without wildcards/);
+    await expect(client.request("s", "target")).rejects.toThrow(/target must be an array/);
+  });
+});
