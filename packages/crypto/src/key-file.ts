@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { link, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { noopLogger, type Logger } from "@nuropb/protocol";
 import { toBuffer } from "./base64.ts";
 import {
@@ -142,7 +143,8 @@ export interface LoadOrCreateKeyFileOptions {
 }
 
 /**
- * Loads the key file at `path`, or creates it (mode 0600) with fresh keys when it does not exist.
+ * Loads the key file at `path`, or creates it (mode 0600) with fresh keys when it does not exist,
+ * and its folder (mode 0700) when that does not exist either.
  * Creation is race-free: when several instances start together, one file wins and every
  * instance loads it, so they all share the same keys. An existing file is never modified.
  * @throws TypeError when an existing file is not usable key material.
@@ -168,6 +170,8 @@ export async function loadOrCreateKeyFile(
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   const keys = createServiceKeys({ rsa: options.rsa ?? true, nacl: options.nacl ?? true });
+  // A missing folder is made private to the owner; an existing one is left as it is.
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   try {
     await saveServiceKeys(path, keys);
   } catch (err) {

@@ -175,6 +175,13 @@ describe("key files", () => {
     expect(text(b.openRequest(sealed.body, sealed.headers).plain)).toBe("hi");
   });
 
+  it("loadOrCreateKeyFile makes a missing folder, private to the owner", async () => {
+    const folder = join(dir, "secrets", "orders");
+    const keys = await loadOrCreateKeyFile(join(folder, "orders.keys.json"), { rsa: false });
+    expect(keys.nacl).not.toBeNull();
+    if (process.platform !== "win32") expect((await stat(folder)).mode & 0o777).toBe(0o700);
+  });
+
   it("loadOrCreateKeyFile is race-free: concurrent starts share one key set", async () => {
     const path = join(dir, "race.keys.json");
     const all = await Promise.all([1, 2, 3].map(() => loadOrCreateKeyFile(path, { rsa: false })));
