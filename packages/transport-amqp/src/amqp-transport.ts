@@ -32,7 +32,13 @@ import type {
   Message,
   Options,
 } from "amqplib";
-import { channelError, connectError, isPermanent, openConnection } from "./connection.ts";
+import {
+  channelError,
+  connectError,
+  isAccessRefusal,
+  isPermanent,
+  openConnection,
+} from "./connection.ts";
 import { describeTarget, resolveOptions } from "./options.ts";
 import type { AmqpTransportOptions, ResolvedOptions } from "./options.ts";
 
@@ -285,12 +291,17 @@ class AmqpTransport implements Transport {
         } catch (err) {
           if (this.#shutdown.signal.aborted) return;
           const e = toTransportError(err, this.#o);
-          if (isPermanent(e)) {
+          // Only a refused login or vhost ends the transport here: anything else (a TLS reset,
+          // DNS while the broker's container restarts, the response queue still held by the
+          // old connection's exclusive consumer) may pass, so the loop keeps trying.
+          if (isAccessRefusal(e)) {
             this.#log.error("reconnect refused, closing", { error: e.message });
             void this.#close(e);
             return;
           }
-          this.#log.debug("reconnect attempt failed", { attempt, error: e.message });
+          const fields = { attempt, error: e.message };
+          if (isPermanent(e)) this.#log.warn("reconnect attempt failed, retrying", fields);
+          else this.#log.debug("reconnect attempt failed, retrying", fields);
         }
       }
     })().finally(() => {

@@ -123,42 +123,67 @@ function withTimeout<T extends ChannelModel>(
   });
 }
 
+/** Socket error codes of a TLS peer that cannot be verified or spoken to: retrying cannot help. */
 const TLS_PERMANENT =
   /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ERR_TLS|ERR_SSL|ALTNAME|EPROTO|HOSTNAME/;
+/** TLS codes that match {@link TLS_PERMANENT} but describe a passing condition. */
+const TLS_TRANSIENT = new Set(["ERR_TLS_HANDSHAKE_TIMEOUT"]);
+
+/** AMQP reply code 403 ACCESS_REFUSED. */
+const ACCESS_REFUSED = 403;
+
+/** How the broker turned a connection down during the AMQP handshake. */
+interface HandshakeRefusal {
+  /** `login`: connection.close in answer to start-ok; `open`: in answer to connection.open. */
+  readonly step: "login" | "open";
+  /** The AMQP reply code, when amqplib reports it. */
+  readonly replyCode: number | undefined;
+}
 
 /**
- * Translates an amqplib / socket error from a connection attempt. Refusals that retrying cannot
- * fix (credentials, vhost, TLS) are marked `details.permanent`.
+ * Reads a refused handshake out of amqplib's error. amqplib gives these errors no `code`, so this
+ * is the one place that reads its message: "Handshake terminated by server: 403 (ACCESS-REFUSED)
+ * with message …" after start-ok, "Expected ConnectionOpenOk; got <ConnectionClose …>" after
+ * connection.open (RabbitMQ answers 530 NOT_ALLOWED there: no such vhost, or no access to it).
+ */
+function handshakeRefusal(message: string): HandshakeRefusal | undefined {
+  const login = /^Handshake terminated by server: (\d+) /.exec(message);
+  if (login !== null) return { step: "login", replyCode: Number(login[1]) };
+  if (/^Expected ConnectionOpenOk; got <ConnectionClose\b/.test(message)) {
+    return { step: "open", replyCode: undefined };
+  }
+  return undefined;
+}
+
+/**
+ * Translates an amqplib / socket error from a connection attempt, classified by its code. Refusals
+ * that retrying cannot fix are marked `details.permanent`; those of the login or the vhost also
+ * `details.refused` (`"login"` / `"vhost"`): see {@link isAccessRefusal}. Socket errors (reset,
+ * DNS, refused, timed out) are retryable.
  */
 export function connectError(err: unknown, target: ResolvedTarget): NuropbTransportError {
   if (err instanceof NuropbTransportError) return err;
   const e = err as { message?: string; code?: unknown };
-  const raw = redact(
-    typeof e?.message === "string" ? e.message : String(err),
-    target.password,
-    target.username,
-  );
+  const message = typeof e?.message === "string" ? e.message : String(err);
+  const raw = redact(message, target.password, target.username);
   const code = typeof e?.code === "string" ? e.code : undefined;
+  const refusal = handshakeRefusal(message);
   const where = describeTarget(target);
   let text: string;
   let permanent = false;
-  if (/ACCESS[-_]REFUSED|\b403\b/.test(raw)) {
+  let refused: "login" | "vhost" | undefined;
+  if (refusal?.step === "login" && refusal.replyCode === ACCESS_REFUSED) {
     permanent = true;
+    refused = "login";
     text = `RabbitMQ refused the login of user '${target.username}' at ${where} (ACCESS_REFUSED: wrong username or password, or the user may not connect)`;
-  } else if (
-    /Expected ConnectionOpenOk; got <ConnectionClose/.test(raw) ||
-    /NOT_ALLOWED|\b530\b/.test(raw)
-  ) {
+  } else if (refusal?.step === "open") {
     permanent = true;
+    refused = "vhost";
     text = `RabbitMQ refused to open vhost '${target.vhost}' at ${where}: it does not exist or user '${target.username}' has no access to it (create the mesh with configureMesh first)`;
-  } else if (
-    (code !== undefined && TLS_PERMANENT.test(code)) ||
-    /certificate|SSL routines|TLS/i.test(raw)
-  ) {
+  } else if (code !== undefined && TLS_PERMANENT.test(code) && !TLS_TRANSIENT.has(code)) {
     permanent = true;
-    text = `TLS connection to ${where} failed: ${raw}${code !== undefined ? ` (${code})` : ""}`;
+    text = `TLS connection to ${where} failed: ${raw} (${code})`;
   } else if (code === "ENOTFOUND") {
-    permanent = true;
     text = `host '${target.host}' not found (${where})`;
   } else {
     text = `cannot connect to ${where}: ${raw}${code !== undefined && !raw.includes(code) ? ` (${code})` : ""}`;
@@ -166,8 +191,24 @@ export function connectError(err: unknown, target: ResolvedTarget): NuropbTransp
   return new NuropbTransportError(text, {
     cause: err,
     retryable: !permanent,
-    details: { permanent, ...(code !== undefined ? { code } : {}) },
+    details: {
+      permanent,
+      ...(refused !== undefined ? { refused } : {}),
+      ...(code !== undefined ? { code } : {}),
+      ...(refusal?.replyCode !== undefined ? { replyCode: refusal.replyCode } : {}),
+    },
   });
+}
+
+/**
+ * True when the broker refused the login (ACCESS_REFUSED) or the vhost (NOT_ALLOWED): the only
+ * errors after which a reconnect loop gives up. Everything else there may pass (a TLS reset, DNS
+ * while a broker container restarts, a queue still held by the old connection's consumer).
+ */
+export function isAccessRefusal(err: unknown): boolean {
+  if (!(err instanceof NuropbTransportError)) return false;
+  const refused = (err.details as { refused?: unknown } | undefined)?.refused;
+  return refused === "login" || refused === "vhost";
 }
 
 /** True for an error marked permanent by {@link connectError} or {@link channelError}. */

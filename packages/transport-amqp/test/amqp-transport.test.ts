@@ -46,6 +46,36 @@ const conn = (i = -1): FakeConnection => {
   return c;
 };
 
+/** Makes every consume on `c` fail as RabbitMQ does for a queue another connection holds exclusively. */
+function refuseConsume(c: FakeConnection): void {
+  const original = c.createChannel.bind(c);
+  c.createChannel = async () => {
+    const ch = await original();
+    ch.consume = async (queue: string) => {
+      const err = Object.assign(
+        new Error(
+          `Operation failed: BasicConsume; 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - queue '${queue}' in vhost 'mesh-a' in exclusive use"`,
+        ),
+        { code: 403 },
+      );
+      ch.serverClose(403, "ACCESS_REFUSED");
+      throw err;
+    };
+    return ch;
+  };
+}
+const socketError = (message: string, code: string): Error =>
+  Object.assign(new Error(message), { code });
+const tlsReset = (): Error =>
+  socketError(
+    "Client network socket disconnected before secure TLS connection was established",
+    "ECONNRESET",
+  );
+const loginRefused = (): Error =>
+  new Error(
+    'Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - Login was refused"',
+  );
+
 beforeEach(() => broker.reset());
 afterEach(async () => {
   await Promise.allSettled(made.splice(0).map((t) => t.close()));
@@ -80,12 +110,7 @@ describe("connect", () => {
   });
 
   it("a refusal fails at once, without retrying, and names the user but not the password", async () => {
-    broker.connect = () =>
-      Promise.reject(
-        new Error(
-          'Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - Login was refused"',
-        ),
-      );
+    broker.connect = () => Promise.reject(loginRefused());
     const t = transport({
       url: "amqp://alice:Sup3rS3cret@broker/mesh-a",
       connectTimeoutMs: 60_000,
@@ -122,6 +147,18 @@ describe("connect", () => {
     const t = transport();
     await t.connect();
     expect(attempts).toBe(3);
+    expect(t.state).toBe("open");
+  });
+
+  it("a TLS handshake reset and an unknown host are retried, not taken as refusals", async () => {
+    const failures = [tlsReset(), socketError("getaddrinfo ENOTFOUND broker", "ENOTFOUND")];
+    broker.connect = () => {
+      const err = failures.shift();
+      return err === undefined ? Promise.resolve(new FakeConnection()) : Promise.reject(err);
+    };
+    const t = transport();
+    await t.connect();
+    expect(broker.connectCalls).toHaveLength(3);
     expect(t.state).toBe("open");
   });
 
@@ -356,22 +393,7 @@ describe("consuming", () => {
   it("a refused consumeResponses (exclusive use) is a NuropbTransportError and leaves the transport open", async () => {
     const t = transport();
     await t.connect();
-    const c = conn();
-    const original = c.createChannel.bind(c);
-    c.createChannel = async () => {
-      const ch = await original();
-      ch.consume = async () => {
-        const err = Object.assign(
-          new Error(
-            `Operation failed: BasicConsume; 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - queue 'q' in vhost 'mesh-a' in exclusive use"`,
-          ),
-          { code: 403 },
-        );
-        ch.serverClose(403, "ACCESS_REFUSED");
-        throw err;
-      };
-      return ch;
-    };
+    refuseConsume(conn());
     const err = await t.consumeResponses({ address: "q" }, () => {}).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NuropbTransportError);
     expect((err as Error).message).toMatch(
@@ -462,6 +484,41 @@ describe("connection loss", () => {
       expect(restarted.length).toBeGreaterThan(0);
       expect(restarted.every((c) => c.closed && c.consumers.size === 0)).toBe(true);
     });
+  });
+
+  it("the reconnect loop retries what may pass: a TLS reset, DNS, the response queue still in exclusive use", async () => {
+    const t = transport();
+    const seen = events(t);
+    await t.connect();
+    await t.consumeResponses({ address: "nuropb-x-rq" }, () => {});
+    const first = conn();
+    const held = new FakeConnection(); // the broker still holds the old exclusive consumer
+    refuseConsume(held);
+    const attempts: (() => Promise<FakeConnection>)[] = [
+      () => Promise.reject(tlsReset()),
+      () => Promise.reject(socketError("getaddrinfo ENOTFOUND broker", "ENOTFOUND")),
+      () => Promise.resolve(held),
+    ];
+    broker.connect = () => (attempts.shift() ?? (() => Promise.resolve(new FakeConnection())))();
+    first.drop(320, "CONNECTION_FORCED");
+    await vi.waitFor(() =>
+      expect(seen.map((e) => e.type)).toEqual(["disconnected", "reconnected"]),
+    );
+    expect(t.state).toBe("open");
+    expect(broker.connectCalls).toHaveLength(5);
+    expect(held.closed).toBe(true);
+    conn().consumerChannel("nuropb-x-rq").deliver("r");
+  });
+
+  it("a login refused during reconnect closes the transport with that reason", async () => {
+    const t = transport();
+    await t.connect();
+    broker.connect = () => Promise.reject(loginRefused());
+    conn().drop(320, "CONNECTION_FORCED");
+    const reason = await t.closed();
+    expect(reason).toBeInstanceOf(NuropbTransportError);
+    expect(reason?.message).toMatch(/refused the login of user 'guest'/);
+    expect(t.state).toBe("closed");
   });
 
   it("access refused after startup closes the transport with that reason", async () => {
