@@ -86,6 +86,12 @@ interface Session {
   readonly conn: ChannelModel;
   publisher: Publisher | undefined;
   lastError: Error | undefined;
+  /**
+   * Set, whether or not the session is installed yet, once its connection closed or its
+   * publisher channel or a consumer died with nobody to repair it: `#establish` then refuses to
+   * install it (a failed attempt, retried) instead of running "open" on a dead connection.
+   */
+  dead: Error | undefined;
 }
 
 interface ListenerState {
@@ -232,11 +238,19 @@ class AmqpTransport implements Transport {
       conn,
       publisher: undefined,
       lastError: undefined,
+      dead: undefined,
     };
     conn.on("error", (err: Error) => {
       session.lastError = err;
     });
-    conn.on("close", (err?: Error) => this.#onConnectionClosed(session, err ?? session.lastError));
+    conn.on("close", (err?: Error) => {
+      const reason = err ?? session.lastError;
+      session.dead ??=
+        reason === undefined
+          ? new NuropbTransportError("connection closed", { retryable: true })
+          : channelError(reason, "connection lost", this.#o.target.password);
+      this.#onConnectionClosed(session, reason);
+    });
     conn.on("blocked", (reason: string) =>
       this.#log.warn("broker blocked publishing (resource alarm)", { reason }),
     );
@@ -248,6 +262,13 @@ class AmqpTransport implements Transport {
       }
       if (this.#shutdown.signal.aborted || signal?.aborted === true) {
         throw new NuropbTransportError("aborted");
+      }
+      if (session.dead !== undefined) {
+        // Something died while we were still awaiting: nobody else will notice it.
+        throw new NuropbTransportError(
+          `the connection failed while it was being set up: ${session.dead.message}`,
+          { cause: session.dead, retryable: true },
+        );
       }
     } catch (err) {
       await closeQuietly(conn);
@@ -374,15 +395,21 @@ class AmqpTransport implements Transport {
     ch.on("close", () => {
       handle.closed = true;
       if (handle.closeError === undefined) return; // our close, or the connection's
-      if (this.#session !== session || session.publisher !== publisher || this.#life.ending) return;
-      // The broker closed only this channel (e.g. a publish to a missing exchange): the
-      // affected sends have been rejected; open a fresh channel, or reconnect if we cannot.
-      session.publisher = undefined;
+      if (this.#life.ending) return;
       const error = channelError(
         handle.closeError,
         "publisher channel closed",
         this.#o.target.password,
       );
+      if (this.#session !== session) {
+        // #establish is still setting the session up (or it is gone): fail that attempt.
+        session.dead ??= error;
+        return;
+      }
+      if (session.publisher !== publisher) return;
+      // The broker closed only this channel (e.g. a publish to a missing exchange): the
+      // affected sends have been rejected; open a fresh channel, or reconnect if we cannot.
+      session.publisher = undefined;
       this.#log.warn("publisher channel closed by the broker", { error: error.message });
       this.#life.emit({ type: "errored", error });
       this.#openPublisher(session).then(
@@ -642,8 +669,16 @@ class AmqpTransport implements Transport {
     ch.on("close", () => {
       handle.closed = true;
       if (!ready || handle.closeError === undefined) return;
-      if (l.handle !== handle || l.stopped || this.#session !== session || this.#life.ending)
+      if (l.handle !== handle || l.stopped || this.#life.ending) return;
+      if (this.#session !== session) {
+        // #establish is still setting the session up: fail that attempt.
+        session.dead ??= channelError(
+          handle.closeError,
+          `channel of ${l.queue} closed`,
+          this.#o.target.password,
+        );
         return;
+      }
       this.#restartListener(session, l, handle.closeError);
     });
     try {
@@ -653,18 +688,14 @@ class AmqpTransport implements Transport {
         (msg) => {
           if (msg === null) {
             // The broker cancelled the consumer (e.g. the queue was deleted).
-            if (
-              l.handle === handle &&
-              !l.stopped &&
-              this.#session === session &&
-              !this.#life.ending
-            ) {
-              this.#restartListener(
-                session,
-                l,
-                new Error(`consumer of ${l.queue} was cancelled by the broker`),
-              );
+            if (l.handle !== handle || l.stopped || this.#life.ending) return;
+            const cause = new Error(`consumer of ${l.queue} was cancelled by the broker`);
+            if (this.#session !== session) {
+              // #establish is still setting the session up: fail that attempt.
+              session.dead ??= new NuropbTransportError(cause.message, { retryable: true });
+              return;
             }
+            this.#restartListener(session, l, cause);
             return;
           }
           l.onMessage(msg, handle);

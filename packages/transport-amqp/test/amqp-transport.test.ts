@@ -510,6 +510,74 @@ describe("connection loss", () => {
     conn().consumerChannel("nuropb-x-rq").deliver("r");
   });
 
+  it("a connection that dies while connect() is still setting it up is not installed: the attempt is retried", async () => {
+    broker.connect = () => {
+      const c = new FakeConnection();
+      if (broker.connections.length === 1) {
+        const original = c.createConfirmChannel.bind(c);
+        c.createConfirmChannel = async () => {
+          const ch = await original();
+          c.drop(); // gone before #establish resumes
+          return ch;
+        };
+      }
+      return Promise.resolve(c);
+    };
+    const t = transport();
+    await t.connect();
+    expect(broker.connections).toHaveLength(2);
+    expect(conn().closed).toBe(false);
+    await t.send({ kind: "event", topic: "t" }, frame("x"));
+  });
+
+  it.each([
+    [
+      "the publisher channel is closed by the broker",
+      (c: FakeConnection) => c.publisher().serverClose(406, "PRECONDITION_FAILED - unknown"),
+    ],
+    [
+      "the first consumer is cancelled by the broker",
+      (c: FakeConnection) => c.consumerChannel("nuropb-svc-sq").serverCancel(),
+    ],
+    [
+      "the first consumer's channel is closed by the broker",
+      (c: FakeConnection) =>
+        c.consumerChannel("nuropb-svc-sq").serverClose(404, "NOT_FOUND - no queue"),
+    ],
+  ] as const)(
+    "when %s while a reconnect is still setting up, the attempt is retried",
+    async (_what, fail) => {
+      const t = transport();
+      const seen = events(t);
+      await t.connect();
+      await t.consumeService(spec, () => {});
+      await t.consumeResponses({ address: "nuropb-x-rq" }, () => {});
+      const first = conn();
+      broker.connect = () => {
+        const c = new FakeConnection();
+        if (broker.connections.length === 2) {
+          // The second listener's channel opens after the first consumes: fail something then.
+          let opened = 0;
+          const original = c.createChannel.bind(c);
+          c.createChannel = async () => {
+            if (++opened === 2) fail(c);
+            return original();
+          };
+        }
+        return Promise.resolve(c);
+      };
+      first.drop(320, "CONNECTION_FORCED");
+      await vi.waitFor(() =>
+        expect(seen.map((e) => e.type)).toEqual(["disconnected", "reconnected"]),
+      );
+      expect(broker.connections).toHaveLength(3);
+      expect(broker.connections[1]?.closed).toBe(true);
+      conn().consumerChannel("nuropb-svc-sq").deliver("a");
+      conn().consumerChannel("nuropb-x-rq").deliver("r");
+      await t.send({ kind: "event", topic: "t" }, frame("y"));
+    },
+  );
+
   it("a login refused during reconnect closes the transport with that reason", async () => {
     const t = transport();
     await t.connect();
