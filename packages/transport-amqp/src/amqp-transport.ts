@@ -79,6 +79,10 @@ interface Publisher {
   readonly handle: ChannelHandle & { readonly ch: ConfirmChannel };
   /** Mandatory publishes awaiting their confirm, in publish order (to pair basic.return). */
   readonly mandatory: PublishEntry[];
+  /** Publishes awaiting their confirm. */
+  pending: number;
+  /** A publish threw: the channel takes no more and closes once `pending` is 0. */
+  retired: boolean;
 }
 
 interface Session {
@@ -387,7 +391,7 @@ class AmqpTransport implements Transport {
   async #openPublisher(session: Session): Promise<Publisher> {
     const ch = await session.conn.createConfirmChannel();
     const handle = newHandle(ch);
-    const publisher: Publisher = { handle, mandatory: [] };
+    const publisher: Publisher = { handle, mandatory: [], pending: 0, retired: false };
     ch.on("error", (err: Error) => {
       handle.closeError = err;
     });
@@ -409,18 +413,44 @@ class AmqpTransport implements Transport {
       if (session.publisher !== publisher) return;
       // The broker closed only this channel (e.g. a publish to a missing exchange): the
       // affected sends have been rejected; open a fresh channel, or reconnect if we cannot.
-      session.publisher = undefined;
       this.#log.warn("publisher channel closed by the broker", { error: error.message });
       this.#life.emit({ type: "errored", error });
-      this.#openPublisher(session).then(
-        (p) => {
-          if (this.#session === session) session.publisher = p;
-          else void closeQuietly(p.handle.ch);
-        },
-        () => void closeQuietly(session.conn),
-      );
+      this.#replacePublisher(session);
     });
     return publisher;
+  }
+
+  /** Opens a fresh publisher channel for `session`; drops the connection if none can be opened. */
+  #replacePublisher(session: Session): void {
+    session.publisher = undefined;
+    this.#openPublisher(session).then(
+      (p) => {
+        if (this.#session === session) session.publisher = p;
+        else void closeQuietly(p.handle.ch);
+      },
+      () => void closeQuietly(session.conn),
+    );
+  }
+
+  /**
+   * A publish threw after amqplib had registered its confirm callback (amqplib encodes after
+   * that): the channel's callbacks are now one slot off the broker's delivery tags, so every
+   * later publish on it would settle on another's confirm. It takes no more publishes and closes
+   * once the earlier ones have their confirms; later sends get a fresh channel.
+   */
+  #retirePublisher(session: Session, publisher: Publisher, cause: unknown): void {
+    if (publisher.retired) return;
+    publisher.retired = true;
+    const error = new NuropbTransportError(
+      `publisher channel retired after a publish failed: ${(cause as Error)?.message ?? String(cause)}`,
+      { cause, retryable: true },
+    );
+    this.#log.warn("publisher channel retired after a publish failed", { error: error.message });
+    this.#life.emit({ type: "errored", error });
+    closeIfRetired(publisher);
+    if (this.#session === session && session.publisher === publisher) {
+      this.#replacePublisher(session);
+    }
   }
 
   send(to: Destination, frame: Frame): Promise<void> {
@@ -447,6 +477,21 @@ class AmqpTransport implements Transport {
     }
     if (typeof frame.correlationId !== "string") {
       throw new NuropbMessageError("frame.correlationId must be a string");
+    }
+    // AMQP short strings: amqplib would throw while encoding, after registering the confirm.
+    if (Buffer.byteLength(frame.correlationId) > 255) {
+      throw new NuropbMessageError(
+        `frame.correlationId must be at most 255 UTF-8 bytes, got ${Buffer.byteLength(frame.correlationId)}`,
+      );
+    }
+    const replyTo: unknown = frame.replyTo ?? "";
+    if (typeof replyTo !== "string") {
+      throw new NuropbMessageError(`frame.replyTo must be a string, got ${typeof replyTo}`);
+    }
+    if (Buffer.byteLength(replyTo) > 255) {
+      throw new NuropbMessageError(
+        `frame.replyTo must be at most 255 UTF-8 bytes, got ${Buffer.byteLength(replyTo)}`,
+      );
     }
     let exchange: string;
     let routingKey: string;
@@ -479,6 +524,13 @@ class AmqpTransport implements Transport {
         `destination ${to.kind} needs a non-empty name of at most 255 bytes, got ${JSON.stringify(routingKey)}`,
       );
     }
+    for (const key of Object.keys(frame.headers ?? {})) {
+      if (Buffer.byteLength(key) > 255) {
+        throw new NuropbMessageError(
+          `frame.headers: the header name ${JSON.stringify(key.slice(0, 40))}… is over 255 UTF-8 bytes`,
+        );
+      }
+    }
     const ttl = frame.ttlMs;
     if (ttl !== undefined && (!Number.isSafeInteger(ttl) || ttl < 0)) {
       throw new NuropbMessageError(
@@ -488,7 +540,7 @@ class AmqpTransport implements Transport {
     const properties: Options.Publish = {
       contentType: CONTENT_TYPE_JSON,
       correlationId: frame.correlationId,
-      replyTo: frame.replyTo ?? "",
+      replyTo,
       headers: { ...frame.headers },
       ...(ttl !== undefined && ttl > 0 ? { expiration: String(ttl) } : {}),
       ...(mandatory ? { mandatory: true } : {}),
@@ -509,10 +561,17 @@ class AmqpTransport implements Transport {
         returned: false,
       };
       if (mandatory) publisher.mandatory.push(entry);
+      publisher.pending++;
+      let pending = true;
       const forget = (): void => {
-        if (!mandatory) return;
-        const i = publisher.mandatory.indexOf(entry);
-        if (i >= 0) publisher.mandatory.splice(i, 1);
+        if (!pending) return;
+        pending = false;
+        publisher.pending--;
+        if (mandatory) {
+          const i = publisher.mandatory.indexOf(entry);
+          if (i >= 0) publisher.mandatory.splice(i, 1);
+        }
+        closeIfRetired(publisher);
       };
       try {
         publisher.handle.ch.publish(exchange, routingKey, content, properties, (err: unknown) => {
@@ -530,7 +589,8 @@ class AmqpTransport implements Transport {
         });
       } catch (err) {
         forget();
-        if (err instanceof TypeError) {
+        this.#retirePublisher(session, publisher, err);
+        if (err instanceof TypeError || err instanceof RangeError) {
           reject(new NuropbMessageError(`cannot encode the frame: ${err.message}`, { cause: err }));
         } else {
           reject(
@@ -849,6 +909,14 @@ class AmqpTransport implements Transport {
 
 function newHandle<C extends Channel>(ch: C): ChannelHandle & { readonly ch: C } {
   return { ch, closed: false, closeError: undefined, running: 0, retiring: false };
+}
+
+/** Closes a retired publisher channel once no publish on it awaits its confirm. */
+function closeIfRetired(publisher: Publisher): void {
+  const { handle } = publisher;
+  if (!publisher.retired || publisher.pending > 0 || handle.closed || handle.retiring) return;
+  handle.retiring = true;
+  void closeQuietly(handle.ch);
 }
 
 /** Pairs a basic.return with the earliest unconfirmed mandatory publish it matches. */

@@ -76,6 +76,17 @@ const loginRefused = (): Error =>
     'Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - Login was refused"',
   );
 
+/** How `p` stands once every queued microtask (the fake broker's confirms) has run. */
+async function outcome(p: Promise<unknown>): Promise<"resolved" | "rejected" | "pending"> {
+  let state: "resolved" | "rejected" | "pending" = "pending";
+  p.then(
+    () => (state = "resolved"),
+    () => (state = "rejected"),
+  );
+  await new Promise((r) => setImmediate(r));
+  return state;
+}
+
 beforeEach(() => broker.reset());
 afterEach(async () => {
   await Promise.allSettled(made.splice(0).map((t) => t.close()));
@@ -248,6 +259,64 @@ describe("send", () => {
     );
     await t.send({ kind: "event", topic: "t" }, { ...frame("x"), body: new Uint8Array(8) });
     expect(t.capabilities.maxFrameBytes).toBe(8);
+  });
+
+  it.each([
+    [
+      "a correlation id over 255 UTF-8 bytes",
+      { correlationId: "é".repeat(128) },
+      /frame\.correlationId/,
+    ],
+    ["a reply address over 255 bytes", { replyTo: "q".repeat(256) }, /frame\.replyTo/],
+    [
+      "a reply address that is not a string",
+      { replyTo: 42 as unknown as string },
+      /frame\.replyTo/,
+    ],
+    ["a header name over 255 bytes", { headers: { ["h".repeat(256)]: "v" } }, /frame\.headers/],
+  ] as const)(
+    "refuses %s before publishing; later sends settle on their own confirms",
+    async (_what, extra, field) => {
+      const t = transport();
+      await t.connect();
+      const pub = conn().publisher();
+      const err = await t
+        .send({ kind: "reply", address: "nuropb-you-rq" }, frame("bad", extra))
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(NuropbMessageError);
+      expect((err as Error).message).toMatch(field);
+      const later = [
+        t.send({ kind: "event", topic: "t" }, frame("e1")),
+        t.send({ kind: "rpc", service: "gone" }, frame("r1")),
+      ];
+      expect(await Promise.all(later.map(outcome))).toEqual(["resolved", "rejected"]);
+      await expect(later[1]).rejects.toBeInstanceOf(NuropbNotDeliveredError);
+      expect(conn().publisher()).toBe(pub);
+      expect(pub.published.map((p) => p.options.correlationId)).toEqual(["e1", "r1"]);
+    },
+  );
+
+  it("a publish that throws anyway retires its channel: earlier sends keep their confirms, later ones get a fresh channel", async () => {
+    const t = transport();
+    const seen = events(t);
+    await t.connect();
+    const pub = conn().publisher();
+    const earlier = t.send({ kind: "event", topic: "t" }, frame("before"));
+    pub.failNextPublish = new Error("write after end");
+    const err = await t.send({ kind: "event", topic: "t" }, frame("bad")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as NuropbTransportError).retryable).toBe(true);
+    await earlier;
+    await vi.waitFor(() => expect(pub.closed).toBe(true));
+    await vi.waitFor(() => expect(conn().publisher()).not.toBe(pub));
+    await t.send({ kind: "event", topic: "t" }, frame("after"));
+    expect(
+      conn()
+        .publisher()
+        .published.map((p) => p.options.correlationId),
+    ).toEqual(["after"]);
+    expect(seen.map((e) => e.type)).toContain("errored");
+    expect(t.state).toBe("open");
   });
 
   it("before connect: a non-retryable transport error; after close: NuropbConnectionClosedError", async () => {

@@ -63,7 +63,10 @@ export class FakeChannel extends EventEmitter {
     string,
     { queue: string; cb: (m: FakeMessage | null) => void; options: Record<string, unknown> }
   >();
-  readonly #unconfirmed = new Set<(err: unknown) => void>();
+  /** When set, the next publish throws it after registering its confirm callback. */
+  failNextPublish: Error | undefined;
+  /** Confirm callbacks by delivery tag, oldest first, as amqplib keeps them. */
+  readonly #unconfirmed: ((err: unknown) => void)[] = [];
   #tags = 0;
   #deliveries = 0;
 
@@ -85,6 +88,20 @@ export class FakeChannel extends EventEmitter {
     cb?: (err: unknown) => void,
   ): boolean {
     this.#live();
+    // Like amqplib's ConfirmChannel: the callback takes the next delivery tag's slot before the
+    // message is encoded, so a publish that throws leaves later confirms paired one slot off.
+    if (this.confirm) this.#unconfirmed.push(cb ?? (() => undefined));
+    const failure = this.failNextPublish;
+    this.failNextPublish = undefined;
+    if (failure !== undefined) throw failure;
+    for (const field of ["correlationId", "replyTo", "expiration"]) {
+      const v = options[field];
+      if (v !== undefined && !(typeof v === "string" && Buffer.byteLength(v) < 256)) {
+        throw new TypeError(
+          `Field '${field}' is the wrong type; must be a string (up to 255 chars)`,
+        );
+      }
+    }
     this.published.push({
       exchange,
       routingKey,
@@ -92,7 +109,6 @@ export class FakeChannel extends EventEmitter {
       options: { ...options },
     });
     const returned = options.mandatory === true && !broker.bound.has(routingKey);
-    if (cb !== undefined) this.#unconfirmed.add(cb);
     queueMicrotask(() => {
       if (this.closed) return;
       if (returned) {
@@ -102,7 +118,7 @@ export class FakeChannel extends EventEmitter {
           properties: { correlationId: options.correlationId, headers: options.headers },
         });
       }
-      if (cb !== undefined && this.#unconfirmed.delete(cb)) cb(null);
+      if (this.confirm) this.#unconfirmed.shift()?.(null); // basic.ack of the next delivery tag
     });
     return true;
   }
@@ -225,8 +241,7 @@ export class FakeChannel extends EventEmitter {
   #toClosed(): void {
     this.closed = true;
     this.emit("close");
-    for (const cb of this.#unconfirmed) cb(new Error("channel closed"));
-    this.#unconfirmed.clear();
+    for (const cb of this.#unconfirmed.splice(0)) cb(new Error("channel closed"));
   }
 }
 
