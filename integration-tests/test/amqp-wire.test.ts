@@ -1,4 +1,4 @@
-import { NuropbNotDeliveredError } from "@nuropb/protocol";
+import { NuropbMessageError, NuropbNotDeliveredError } from "@nuropb/protocol";
 import type { Destination, Frame, InboundFrame, Transport } from "@nuropb/protocol";
 import { createAmqpTransport } from "@nuropb/transport-amqp";
 import { createCollector, withTimeout } from "@nuropb/transport-testkit";
@@ -182,6 +182,35 @@ describe("what send() publishes", () => {
       expect(sniffed(id).present).not.toContain("expiration");
       expect(seen.find((m) => m.correlationId === id)?.expiration).toBeUndefined();
     }
+  });
+
+  it("an expiration of 4294967295 ms is confirmed; beyond it, and past AMQP's short strings, send refuses before publishing and later confirms stay paired", async () => {
+    const got = await observe();
+    const base = frameOf(SAMPLE_REQUEST);
+    await transport.send(
+      { kind: "rpc", service: "py-peer" },
+      { ...base, correlationId: "ttl-max", ttlMs: 4_294_967_295 },
+    );
+    for (const bad of [
+      { ttlMs: 4_294_967_296 },
+      { correlationId: "é".repeat(128) },
+      { replyTo: "q".repeat(256) },
+    ]) {
+      await expect(
+        transport.send({ kind: "rpc", service: "py-peer" }, { ...base, ...bad }),
+      ).rejects.toBeInstanceOf(NuropbMessageError);
+    }
+    const [lost, routed] = await Promise.allSettled([
+      transport.send({ kind: "rpc", service: "nobody-here" }, { ...base, correlationId: "lost" }),
+      transport.send({ kind: "rpc", service: "py-peer" }, { ...base, correlationId: "after" }),
+    ]);
+    expect((lost as PromiseRejectedResult).reason).toBeInstanceOf(NuropbNotDeliveredError);
+    expect(routed.status).toBe("fulfilled");
+    const seen = await got.waitForCount(2, T);
+    expect(seen.map((m) => [m.correlationId, m.expiration])).toEqual([
+      ["ttl-max", "4294967295"],
+      ["after", base.ttlMs === undefined ? undefined : String(base.ttlMs)],
+    ]);
   });
 
   it("a request for a service with no bound queue rejects with NuropbNotDeliveredError; routed ones resolve", async () => {

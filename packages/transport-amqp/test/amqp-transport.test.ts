@@ -296,6 +296,19 @@ describe("send", () => {
     },
   );
 
+  it("refuses a ttlMs over 4294967295 (the expiration every RabbitMQ accepts) before publishing; the limit itself is sent", async () => {
+    const t = transport();
+    await t.connect();
+    const pub = conn().publisher();
+    const err = await t
+      .send({ kind: "event", topic: "t" }, frame("long", { ttlMs: 4_294_967_296 }))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbMessageError);
+    expect((err as Error).message).toMatch(/frame\.ttlMs must be at most 4294967295 ms/);
+    await t.send({ kind: "event", topic: "t" }, frame("max", { ttlMs: 4_294_967_295 }));
+    expect(pub.published.map((p) => p.options.expiration)).toEqual(["4294967295"]);
+  });
+
   it("a publish that throws anyway retires its channel: earlier sends keep their confirms, later ones get a fresh channel", async () => {
     const t = transport();
     const seen = events(t);
