@@ -10,6 +10,11 @@ import type { Logger } from "@nuropb/protocol";
 /** Broker-side largest message RabbitMQ 3.x accepts by default (`max_message_size`, 128 MiB). */
 export const DEFAULT_MAX_FRAME_BYTES = 134_217_728;
 
+/** Node's largest timer delay: a longer one fires after 1 ms instead. */
+const MAX_TIMER_MS = 2_147_483_647;
+/** AMQP's heartbeat is an unsigned 16-bit number of seconds. */
+const MAX_HEARTBEAT_SEC = 65_535;
+
 /** A connection target given field by field instead of as a URL (PROTOCOL.md §11). */
 export interface AmqpConnectionSettings {
   /** @defaultValue `"localhost"` */
@@ -141,17 +146,23 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
   if (typeof options !== "object" || options === null) {
     throw new TypeError("createAmqpTransport: options must be an object");
   }
-  const target = resolveTarget(options.url ?? {}, options.tls);
-  const heartbeatSec = nonNegativeInt(
+  const tls = options.tls;
+  if (tls !== undefined) checkTls(tls);
+  const target = resolveTarget(options.url ?? {}, tls);
+  const heartbeatSec = intInRange(
     "heartbeatSec",
     options.heartbeatSec ?? target.heartbeatSec ?? 60,
+    0,
+    MAX_HEARTBEAT_SEC,
+    "seconds",
   );
-  const connectTimeoutMs = positiveInt("connectTimeoutMs", options.connectTimeoutMs ?? 10_000);
-  const initialDelayMs = positiveInt(
-    "reconnect.initialDelayMs",
-    options.reconnect?.initialDelayMs ?? 100,
-  );
-  const maxDelayMs = positiveInt("reconnect.maxDelayMs", options.reconnect?.maxDelayMs ?? 5_000);
+  const connectTimeoutMs = timerMs("connectTimeoutMs", options.connectTimeoutMs ?? 10_000);
+  const reconnect = options.reconnect ?? {};
+  if (typeof reconnect !== "object" || reconnect === null) {
+    throw new TypeError("reconnect must be an object ({ initialDelayMs, maxDelayMs })");
+  }
+  const initialDelayMs = timerMs("reconnect.initialDelayMs", reconnect.initialDelayMs ?? 100);
+  const maxDelayMs = timerMs("reconnect.maxDelayMs", reconnect.maxDelayMs ?? 5_000);
   if (maxDelayMs < initialDelayMs) {
     throw new TypeError("reconnect.maxDelayMs must not be smaller than reconnect.initialDelayMs");
   }
@@ -159,7 +170,7 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     "maxFrameBytes",
     options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
   );
-  const closeTimeoutMs = positiveInt("closeTimeoutMs", options.closeTimeoutMs ?? 5_000);
+  const closeTimeoutMs = timerMs("closeTimeoutMs", options.closeTimeoutMs ?? 5_000);
   const connectionName =
     options.connectionName ??
     `nuropb-ts-${target.vhost}-${globalThis.crypto.randomUUID().slice(0, 8)}`;
@@ -167,11 +178,28 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     throw new TypeError("connectionName must be a non-empty string");
   }
   const clientProperties = options.clientProperties ?? {};
+  if (
+    typeof clientProperties !== "object" ||
+    clientProperties === null ||
+    Array.isArray(clientProperties)
+  ) {
+    throw new TypeError("clientProperties must be an object of string values");
+  }
   for (const [k, v] of Object.entries(clientProperties)) {
     if (typeof v !== "string") throw new TypeError(`clientProperties.${k} must be a string`);
   }
-  const tls = options.tls;
-  if (tls !== undefined) checkTls(tls);
+  const logger = options.logger ?? noopLogger;
+  if (
+    typeof logger !== "object" ||
+    logger === null ||
+    !(["debug", "info", "warn", "error", "child"] as const).every(
+      (m) => typeof logger[m] === "function",
+    )
+  ) {
+    throw new TypeError(
+      "logger must implement the Logger interface of @nuropb/protocol (debug, info, warn, error, child)",
+    );
+  }
   return {
     target,
     rpcExchange: name("rpcExchange", options.rpcExchange ?? DEFAULT_RPC_EXCHANGE),
@@ -186,7 +214,7 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     closeTimeoutMs,
     connectionName,
     clientProperties,
-    logger: options.logger ?? noopLogger,
+    logger,
   };
 }
 
@@ -199,7 +227,8 @@ export function resolveTarget(
   tls?: AmqpTlsOptions,
 ): ResolvedTarget {
   const tlsFromOptions =
-    tls !== undefined &&
+    typeof tls === "object" &&
+    tls !== null &&
     (tls.ca !== undefined ||
       tls.caFile !== undefined ||
       tls.cert !== undefined ||
@@ -207,6 +236,9 @@ export function resolveTarget(
   if (typeof url === "string") return parseAmqpUrl(url, tlsFromOptions);
   if (typeof url !== "object" || url === null) {
     throw new TypeError("url must be an AMQP URL string or a settings object");
+  }
+  if (url.tls !== undefined && typeof url.tls !== "boolean") {
+    throw new TypeError(`url.tls must be a boolean, got ${typeof url.tls}`);
   }
   const useTls = url.tls ?? tlsFromOptions;
   const host = url.host ?? "localhost";
@@ -242,6 +274,7 @@ function parseAmqpUrl(text: string, tlsFromOptions: boolean): ResolvedTarget {
   if (u.hostname === "") throw new TypeError(`url has no host: ${shown}`);
   const tls = u.protocol === "amqps:" || tlsFromOptions;
   const port = u.port === "" ? (tls ? 5671 : 5672) : Number(u.port);
+  if (port < 1) throw new TypeError(`url port must be from 1 to 65535, got ${port}: ${shown}`);
   const path = u.pathname;
   if (path === "" || path === "/") {
     throw new TypeError(
@@ -262,8 +295,11 @@ function parseAmqpUrl(text: string, tlsFromOptions: boolean): ResolvedTarget {
   for (const [k, v] of u.searchParams) {
     if (k === "heartbeat") {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 0)
-        throw new TypeError(`url parameter heartbeat must be a whole number of seconds: ${shown}`);
+      if (!Number.isInteger(n) || n < 0 || n > MAX_HEARTBEAT_SEC) {
+        throw new TypeError(
+          `url parameter heartbeat must be a whole number of seconds from 0 to ${MAX_HEARTBEAT_SEC}: ${shown}`,
+        );
+      }
       heartbeatSec = n;
     }
     // Other pika/amqplib URL parameters are accepted and ignored; use the options instead.
@@ -323,7 +359,11 @@ export function redact(text: string, password: string | undefined, username?: st
 }
 
 function checkTls(tls: AmqpTlsOptions): void {
-  if (typeof tls !== "object" || tls === null) throw new TypeError("tls must be an object");
+  if (typeof tls !== "object" || tls === null) {
+    throw new TypeError(
+      `tls must be an object of TLS settings, got ${tls === null ? "null" : typeof tls} (to connect with TLS, use an amqps:// URL or url.tls: true)`,
+    );
+  }
   if (tls.verify !== undefined && typeof tls.verify !== "boolean") {
     throw new TypeError("tls.verify must be a boolean");
   }
@@ -350,9 +390,16 @@ function positiveInt(option: string, value: number): number {
   return value;
 }
 
-function nonNegativeInt(option: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new TypeError(`${option} must be a non-negative integer, got ${String(value)}`);
+/** A delay handed to setTimeout: Node would fire a longer one after 1 ms. */
+function timerMs(option: string, value: number): number {
+  return intInRange(option, value, 1, MAX_TIMER_MS, "ms");
+}
+
+function intInRange(option: string, value: number, min: number, max: number, unit: string): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new TypeError(
+      `${option} must be an integer from ${min} to ${max} ${unit}, got ${String(value)}`,
+    );
   }
   return value;
 }

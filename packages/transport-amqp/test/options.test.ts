@@ -1,3 +1,4 @@
+import { noopLogger } from "@nuropb/protocol";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_MAX_FRAME_BYTES, createAmqpTransport, obfuscateUrl } from "../src/index.ts";
 import { resolveOptions, resolveTarget } from "../src/options.ts";
@@ -94,10 +95,60 @@ describe("settings targets", () => {
     [{ tls: { ca: "x", caFile: "y" } }, /tls.ca or tls.caFile/],
     [{ tls: { verify: "yes" as unknown as boolean } }, /tls.verify/],
     [{ connectionName: "" }, /connectionName/],
-  ] as const)("refuses %j", (options, message) => {
-    expect(() => createAmqpTransport(options as Parameters<typeof createAmqpTransport>[0])).toThrow(
-      message,
-    );
+    // Node fires a timer over 2^31 - 1 ms after 1 ms.
+    [
+      { connectTimeoutMs: 2_147_483_648 },
+      /connectTimeoutMs must be an integer from 1 to 2147483647 ms/,
+    ],
+    [
+      { closeTimeoutMs: 2_147_483_648 },
+      /closeTimeoutMs must be an integer from 1 to 2147483647 ms/,
+    ],
+    [
+      { reconnect: { initialDelayMs: 2_147_483_648, maxDelayMs: 2_147_483_648 } },
+      /reconnect\.initialDelayMs must be an integer from 1 to 2147483647 ms/,
+    ],
+    [{ reconnect: { maxDelayMs: 2_147_483_648 } }, /reconnect\.maxDelayMs must be an integer/],
+    [{ reconnect: 5 }, /reconnect must be an object/],
+    [{ heartbeatSec: 65_536 }, /heartbeatSec must be an integer from 0 to 65535 seconds/],
+    ["amqp://h/v?heartbeat=65536", /url parameter heartbeat .* 0 to 65535/],
+    ["amqp://h:0/v", /url port must be from 1 to 65535, got 0/],
+    [{ clientProperties: "x" }, /clientProperties must be an object/],
+    [{ clientProperties: ["x"] }, /clientProperties must be an object/],
+    [{ url: { tls: "yes" } }, /url\.tls must be a boolean/],
+    [{ tls: null }, /tls must be an object of TLS settings, got null/],
+    [{ tls: true }, /tls must be an object of TLS settings, got boolean .*amqps:\/\//],
+    [{ logger: {} }, /logger must implement the Logger interface/],
+    [{ logger: { ...noopLogger, child: undefined } }, /logger must implement the Logger interface/],
+  ] as const)("refuses %j with a TypeError naming the option", (input, message) => {
+    const options = typeof input === "string" ? { url: input } : input;
+    let err: unknown;
+    try {
+      createAmqpTransport(options as Parameters<typeof createAmqpTransport>[0]);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(TypeError);
+    expect((err as Error).message).toMatch(message);
+  });
+
+  it("accepts the limits themselves", () => {
+    const o = resolveOptions({
+      url: "amqp://h:65535/v",
+      connectTimeoutMs: 2_147_483_647,
+      closeTimeoutMs: 2_147_483_647,
+      reconnect: { initialDelayMs: 2_147_483_647, maxDelayMs: 2_147_483_647 },
+      heartbeatSec: 65_535,
+    });
+    expect(o).toMatchObject({
+      connectTimeoutMs: 2_147_483_647,
+      closeTimeoutMs: 2_147_483_647,
+      initialDelayMs: 2_147_483_647,
+      maxDelayMs: 2_147_483_647,
+      heartbeatSec: 65_535,
+    });
+    expect(o.target.port).toBe(65_535);
+    expect(resolveOptions({ url: "amqp://h/v?heartbeat=65535" }).heartbeatSec).toBe(65_535);
   });
 });
 
