@@ -182,6 +182,74 @@ describe("redis transport behaviour", () => {
     );
   });
 
+  it("a dead letter that cannot be written leaves the entry pending, then goes through", async () => {
+    const other = `rbw${newId().slice(0, 10)}`;
+    const t = await open({ mesh: other, claimIdleMs: 500 });
+    const service = uniqueName();
+    await raw.set(`${other}:dl`, "not a stream"); // an operator's mistake: XADD there fails
+    let handled = 0;
+    await t.consumeService(testServiceSpec(service), async (d) => {
+      handled++;
+      await d.reject();
+    });
+    await t.send({ kind: "rpc", service }, testFrame("keep-me"));
+    await waitFor(() => handled >= 1, 10_000, "the first delivery");
+    await delay(100);
+    // Not lost: the entry is still in its stream, pending.
+    expect(await raw.xlen(`${other}:sq:${service}`)).toBe(1);
+    await raw.del(`${other}:dl`);
+    await waitFor(
+      async () => (await raw.exists(`${other}:dl`)) === 1 && (await raw.xlen(`${other}:dl`)) === 1,
+      10_000,
+      "the dead letter once the stream can be written",
+    );
+    expect(handled).toBeGreaterThanOrEqual(2); // claimed again and handled again
+    await waitFor(
+      async () => (await raw.xlen(`${other}:sq:${service}`)) === 0,
+      5_000,
+      "the service stream to empty",
+    );
+    await t.close();
+    await raw.del(`${other}:dl`, `${other}:sq:${service}`);
+  });
+
+  it("an entry too wide to be a frame is dead-lettered whole, without reaching the handler", async () => {
+    const t = await open();
+    const service = uniqueName();
+    let handled = 0;
+    await t.consumeService(testServiceSpec(service), async (d) => {
+      handled++;
+      await d.ack();
+    });
+    const fields: string[] = ["c", "wide", "h", "{}", "b", "x"];
+    for (let i = 0; i < 4_100; i++) fields.push(`f${i}`, String(i));
+    await raw.xadd(`${mesh}:sq:${service}`, "*", ...fields);
+    await waitFor(async () => (await deadLetters(service)).length === 1, 10_000, "a dead letter");
+    const dl = (await deadLetters(service))[0] as Map<string, Buffer>;
+    expect(dl.get("reason")?.toString()).toBe("undecodable");
+    const kept = JSON.parse(dl.get("fields")?.toString() ?? "[]") as string[];
+    expect(kept).toHaveLength(fields.length);
+    expect(kept.slice(0, 2)).toEqual(["c", "wide"]);
+    expect(handled).toBe(0);
+    expect(await raw.xlen(`${mesh}:sq:${service}`)).toBe(0);
+  });
+
+  it("consumeResponses that loses a race with close() lets go of its connection and lease", async () => {
+    const t = createRedisTransport({ url, mesh });
+    await t.connect();
+    const address = `rq-race-${newId().slice(0, 8)}`;
+    const consuming = t.consumeResponses({ address }, () => undefined);
+    const closing = t.close();
+    await expect(consuming).rejects.toThrow(/closed/);
+    await closing;
+    await waitFor(
+      async () => !String(await raw.client("LIST")).includes(`rq-${address}`),
+      5_000,
+      "the blocking connection to go",
+    );
+    expect(await raw.exists(`${mesh}:rql:${address}`)).toBe(0);
+  });
+
   it("an entry held by a consumer that died is claimed and redelivered", async () => {
     const t = await open({ claimIdleMs: 500 });
     const service = uniqueName();

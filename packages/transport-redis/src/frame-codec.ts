@@ -17,6 +17,9 @@ export const Field = {
   storedAtMs: "ts",
 } as const;
 
+/** Names and values of the widest entry read as a frame (room for a few foreign extras). */
+const MAX_ENTRY_FIELDS = 64;
+
 /** A frame as stream-entry fields (names and values alternating), ready for XADD. */
 export function frameToFields(frame: Frame): (string | Buffer)[] {
   const out: (string | Buffer)[] = [
@@ -64,6 +67,12 @@ function headersOf(parsed: unknown): WireHeaders {
  * @throws NuropbMessageError when the entry is not a NuroPb frame.
  */
 export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
+  if (fields.length > MAX_ENTRY_FIELDS) {
+    // Not ours (a frame has at most seven fields): dead-lettered as it is, never requeued.
+    throw new NuropbMessageError(
+      `stream entry has ${fields.length / 2} fields; a NuroPb frame has at most seven`,
+    );
+  }
   let headers: WireHeaders | undefined;
   let body: Uint8Array | undefined;
   let correlationId = "";

@@ -78,6 +78,20 @@ function positiveInt(name: string, value: number | undefined, fallback: number):
   return value;
 }
 
+/** Longest delay a Node timer keeps (longer ones fire after 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration in ms used for timers: a whole number from `min` to {@link MAX_TIMER_MS}. */
+function durationMs(name: string, value: number | undefined, fallback: number, min = 1): number {
+  const ms = positiveInt(name, value, fallback);
+  if (ms < min || ms > MAX_TIMER_MS) {
+    throw new TypeError(
+      `createRedisTransport: '${name}' must be from ${min} to ${MAX_TIMER_MS} ms, got ${ms}`,
+    );
+  }
+  return ms;
+}
+
 /**
  * Validates options once, at the factory, and applies defaults.
  * @throws TypeError naming the first bad option.
@@ -101,18 +115,37 @@ export function resolveRedisOptions(options: RedisTransportOptions): ResolvedRed
       `createRedisTransport: 'mesh' must be letters, digits, '_', '-' or '.', got '${String(mesh)}'`,
     );
   }
-  const claimIdleMs = positiveInt("claimIdleMs", options.claimIdleMs, 30_000);
+  if (
+    options.logger !== undefined &&
+    (typeof options.logger !== "object" ||
+      options.logger === null ||
+      typeof options.logger.child !== "function")
+  ) {
+    throw new TypeError(
+      "createRedisTransport: 'logger' must be a Logger (debug/info/warn/error/child)",
+    );
+  }
+  if (
+    options.options !== undefined &&
+    (typeof options.options !== "object" || options.options === null)
+  ) {
+    throw new TypeError("createRedisTransport: 'options' must be an ioredis options object");
+  }
+  // Held entries are renewed every 200 ms at least: a shorter claim time lets another instance
+  // take a delivery that is still being handled.
+  const claimIdleMs = durationMs("claimIdleMs", options.claimIdleMs, 30_000, 500);
   return {
     url: options.url,
     redisOptions: { ...(options.options ?? {}) },
     mesh,
     prefetch: positiveInt("prefetch", options.prefetch, 256),
     logger: (options.logger ?? noopLogger).child({ component: "transport-redis" }),
-    connectTimeoutMs: positiveInt("connectTimeoutMs", options.connectTimeoutMs, 5_000),
-    sendTimeoutMs: positiveInt("sendTimeoutMs", options.sendTimeoutMs, 10_000),
+    connectTimeoutMs: durationMs("connectTimeoutMs", options.connectTimeoutMs, 5_000),
+    sendTimeoutMs: durationMs("sendTimeoutMs", options.sendTimeoutMs, 10_000),
     claimIdleMs,
-    responseTtlMs: positiveInt("responseTtlMs", options.responseTtlMs, 60_000),
-    addressLeaseMs: positiveInt("addressLeaseMs", options.addressLeaseMs, 15_000),
+    responseTtlMs: durationMs("responseTtlMs", options.responseTtlMs, 60_000),
+    // Renewed every third of itself: shorter leases lapse between renewals.
+    addressLeaseMs: durationMs("addressLeaseMs", options.addressLeaseMs, 15_000, 1_000),
     deadLetterMaxLen: positiveInt("deadLetterMaxLen", options.deadLetterMaxLen, 100_000),
     maxFrameBytes: positiveInt(
       "maxFrameBytes",

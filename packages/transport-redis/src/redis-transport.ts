@@ -448,6 +448,12 @@ class RedisTransport implements Transport {
       await runScript(redis, HOLD_LEASE, [lease], [token, 1]).catch(() => undefined);
       throw this.#translate(err, `consume responses on '${address}'`);
     }
+    if (this.#life.ending) {
+      // close() ran while we waited: it could not see this consumer, so let go of it here.
+      blocking.disconnect();
+      await runScript(redis, HOLD_LEASE, [lease], [token, 1]).catch(() => undefined);
+      throw this.#life.closedError();
+    }
     const listener = new ResponseConsumer({
       redis,
       blocking,

@@ -167,19 +167,26 @@ return 1
 `,
 );
 
-/** Copies the entry's fields, dropping `drop` names. Shared by requeue and dead-letter. */
+/**
+ * Reading an entry and letting go of it, shared by requeue and dead-letter. The copy is written
+ * before the original is acknowledged and deleted: Redis keeps a script's writes made before an
+ * error, so the other order would lose the entry when the copy cannot be written.
+ */
 const TAKE_LUA = `
 local function owned(stream, group, id, consumer)
   local p = redis.call('XPENDING', stream, group, id, id, 1)
   return #p > 0 and p[1][2] == consumer
 end
 
-local function take(stream, group, id)
+local function entry(stream, id)
   local e = redis.call('XRANGE', stream, id, id)
-  redis.call('XACK', stream, group, id)
-  redis.call('XDEL', stream, id)
   if #e == 0 then return nil end
   return e[1][2]
+end
+
+local function forget(stream, group, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
 end
 `;
 
@@ -192,8 +199,11 @@ export const REQUEUE = script(
   "requeue",
   `${TAKE_LUA}
 if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-local f = take(KEYS[1], ARGV[1], ARGV[2])
-if f == nil then return 0 end
+local f = entry(KEYS[1], ARGV[2])
+if f == nil then
+  forget(KEYS[1], ARGV[1], ARGV[2])
+  return 0
+end
 local out = {}
 local ts = nil
 for i = 1, #f, 2 do
@@ -209,6 +219,7 @@ out[#out + 1] = ts
 out[#out + 1] = 'rd'
 out[#out + 1] = '1'
 redis.call('XADD', KEYS[1], '*', unpack(out))
+forget(KEYS[1], ARGV[1], ARGV[2])
 return 1
 `,
 );
@@ -223,8 +234,13 @@ export const DEAD_LETTER = script(
   "dead-letter",
   `${TAKE_LUA}
 if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
-local f = take(KEYS[1], ARGV[1], ARGV[2])
-if f == nil then return 0 end
+local f = entry(KEYS[1], ARGV[2])
+if f == nil then
+  forget(KEYS[1], ARGV[1], ARGV[2])
+  return 0
+end
+-- An entry too wide for unpack (a foreign writer's) keeps its fields as one JSON array.
+if #f > 7000 then f = { 'fields', cjson.encode(f) } end
 f[#f + 1] = 'reason'
 f[#f + 1] = ARGV[4]
 f[#f + 1] = 'service'
@@ -232,6 +248,7 @@ f[#f + 1] = ARGV[5]
 f[#f + 1] = 'id'
 f[#f + 1] = ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(f))
+forget(KEYS[1], ARGV[1], ARGV[2])
 return 1
 `,
 );

@@ -332,7 +332,9 @@ export class ServiceConsumer implements Listener {
     try {
       await runScript(redis, REQUEUE, [stream], [SERVICE_GROUP, held.id, consumer]);
     } catch (err) {
-      this.#deps.logger.debug("requeue failed; the entry will be claimed again", { error: err });
+      this.#deps.logger.warn("requeue failed; the entry stays pending and will be claimed again", {
+        error: err,
+      });
     }
   }
 
@@ -348,7 +350,10 @@ export class ServiceConsumer implements Listener {
         [SERVICE_GROUP, held.id, d.consumer, reason, d.service, d.deadLetterMaxLen],
       );
     } catch (err) {
-      d.logger.warn("dead-letter failed; the entry will be claimed again", { reason, error: err });
+      d.logger.error("dead-letter failed; the entry stays pending and will be claimed again", {
+        reason,
+        error: err,
+      });
     }
   }
 

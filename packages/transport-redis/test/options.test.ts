@@ -33,6 +33,13 @@ describe("createRedisTransport options", () => {
     [{ url: "redis://x", prefetch: 0 }, /prefetch/],
     [{ url: "redis://x", claimIdleMs: 0 }, /claimIdleMs/],
     [{ url: "redis://x", sendTimeoutMs: Number.NaN }, /sendTimeoutMs/],
+    [{ url: "redis://x", sendTimeoutMs: 2 ** 31 }, /'sendTimeoutMs' must be from 1 to 2147483647/],
+    [{ url: "redis://x", connectTimeoutMs: 3e9 }, /connectTimeoutMs/],
+    [{ url: "redis://x", claimIdleMs: 100 }, /'claimIdleMs' must be from 500/],
+    [{ url: "redis://x", addressLeaseMs: 100 }, /'addressLeaseMs' must be from 1000/],
+    [{ url: "redis://x", logger: {} }, /'logger' must be a Logger/],
+    [{ url: "redis://x", logger: null }, /'logger' must be a Logger/],
+    [{ options: "redis://x" }, /'options' must be an ioredis options object/],
   ])("refuses %j", (options, message) => {
     expect(() => createRedisTransport(options as never)).toThrowError(message);
   });
