@@ -96,6 +96,8 @@ interface Session {
    * install it (a failed attempt, retried) instead of running "open" on a dead connection.
    */
   dead: Error | undefined;
+  /** The broker's reason while it blocks this connection's publishing (a resource alarm). */
+  blocked: string | undefined;
 }
 
 interface ListenerState {
@@ -250,6 +252,7 @@ class AmqpTransport implements Transport {
       publisher: undefined,
       lastError: undefined,
       dead: undefined,
+      blocked: undefined,
     };
     conn.on("error", (err: Error) => {
       session.lastError = err;
@@ -262,10 +265,14 @@ class AmqpTransport implements Transport {
           : channelError(reason, "connection lost", this.#o.target.password);
       this.#onConnectionClosed(session, reason);
     });
-    conn.on("blocked", (reason: string) =>
-      this.#log.warn("broker blocked publishing (resource alarm)", { reason }),
-    );
-    conn.on("unblocked", () => this.#log.info("broker unblocked publishing"));
+    conn.on("blocked", (reason: unknown) => {
+      session.blocked = typeof reason === "string" && reason !== "" ? reason : "no reason given";
+      this.#log.warn("broker blocked publishing (resource alarm)", { reason: session.blocked });
+    });
+    conn.on("unblocked", () => {
+      session.blocked = undefined;
+      this.#log.info("broker unblocked publishing");
+    });
     try {
       session.publisher = await this.#openPublisher(session);
       for (const l of this.#listeners) {
@@ -559,6 +566,13 @@ class AmqpTransport implements Transport {
       ...(mandatory ? { mandatory: true } : {}),
     };
     const session = this.#requireOpen("send");
+    if (session.blocked !== undefined) {
+      // The broker would hold the message (and its confirm) until the alarm clears.
+      throw new NuropbTransportError(
+        `cannot send: the broker blocked publishing (resource alarm: ${session.blocked})`,
+        { retryable: true, details: { blocked: session.blocked } },
+      );
+    }
     const publisher = session.publisher;
     if (publisher === undefined || publisher.handle.closed) {
       throw new NuropbTransportError("cannot send: the publisher channel is being re-opened", {

@@ -332,6 +332,23 @@ describe("send", () => {
     expect(t.state).toBe("open");
   });
 
+  it("while the broker blocks publishing (resource alarm) sends reject at once, retryable; unblocked lifts it", async () => {
+    const t = transport();
+    await t.connect();
+    const pub = conn().publisher();
+    conn().emit("blocked", "low on memory");
+    const err = await t.send({ kind: "event", topic: "t" }, frame("x")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as NuropbTransportError).retryable).toBe(true);
+    expect((err as Error).message).toMatch(
+      /broker blocked publishing \(resource alarm: low on memory\)/,
+    );
+    expect(pub.published).toEqual([]);
+    conn().emit("unblocked");
+    await t.send({ kind: "event", topic: "t" }, frame("y"));
+    expect(pub.published.map((p) => p.options.correlationId)).toEqual(["y"]);
+  });
+
   it("before connect: a non-retryable transport error; after close: NuropbConnectionClosedError", async () => {
     const t = transport();
     const early = await t.send({ kind: "event", topic: "t" }, frame("x")).catch((e: unknown) => e);
