@@ -1,6 +1,7 @@
 import type { ConnectionOptions } from "nats";
 import { DEFAULT_MESH, noopLogger, type Logger } from "@nuropb/protocol";
 import { isSubjectToken } from "./names.ts";
+import { CONSUMER_TICK_MS } from "./service-consumer.ts";
 
 /** Options of {@link createNatsTransport}. */
 export interface NatsTransportOptions {
@@ -22,20 +23,22 @@ export interface NatsTransportOptions {
   readonly logger?: Logger;
   /** Connection name shown by the server's monitoring. @defaultValue `"nuropb-{mesh}"` */
   readonly name?: string;
-  /** Time to establish the first connection, in milliseconds. @defaultValue 5000 */
+  /** Time to establish the first connection, in milliseconds (at most 2147483647). @defaultValue 5000 */
   readonly connectTimeoutMs?: number;
-  /** Pause between reconnect attempts, in milliseconds (attempts never stop). @defaultValue 500 */
+  /** Pause between reconnect attempts, in milliseconds (at most 2147483647; attempts never stop). @defaultValue 500 */
   readonly reconnectWaitMs?: number;
   /**
    * How long `send` waits for JetStream to confirm a request, command or event, in
    * milliseconds; it then rejects a retryable `NuropbTransportError` (the frame may still arrive).
+   * At most 2147483647.
    * @defaultValue 10000
    */
   readonly publishTimeoutMs?: number;
   /**
    * JetStream ack wait, in milliseconds: a delivery held this long by a consumer that died is
    * delivered again. Live consumers send progress for deliveries they still hold, so a slow
-   * handler is never redelivered behind its back.
+   * handler is never redelivered behind its back. From 750 (three ticks of the consumer's 250 ms
+   * clock, so that progress reaches the server in time) to 2147483647.
    * @defaultValue 30000
    */
   readonly ackWaitMs?: number;
@@ -73,6 +76,11 @@ export interface ResolvedNatsOptions {
 /** Default of {@link NatsTransportOptions.maxFrameBytes}. */
 export const DEFAULT_NATS_MAX_FRAME_BYTES = 1_048_576 - 16_384;
 
+/** Longest delay a Node timer keeps; a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647;
+/** Smallest ack wait: three ticks of the service consumer's clock, which sends the progress. */
+const MIN_ACK_WAIT_MS = 3 * CONSUMER_TICK_MS;
+
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value <= 0) {
@@ -81,6 +89,23 @@ function positiveInt(name: string, value: number | undefined, fallback: number):
     );
   }
   return value;
+}
+
+/** A delay used for a timer: a positive integer from `min` up to what a Node timer keeps. */
+function delayMs(name: string, value: number | undefined, fallback: number, min = 1): number {
+  const ms = positiveInt(name, value, fallback);
+  if (ms < min || ms > MAX_TIMER_MS) {
+    throw new TypeError(
+      `createNatsTransport: '${name}' must be from ${String(min)} to ${String(MAX_TIMER_MS)} ms, got ${String(ms)}`,
+    );
+  }
+  return ms;
+}
+
+function isLogger(value: unknown): value is Logger {
+  if (typeof value !== "object" || value === null) return false;
+  const methods = value as Record<string, unknown>;
+  return ["debug", "info", "warn", "error", "child"].every((m) => typeof methods[m] === "function");
 }
 
 /**
@@ -105,16 +130,35 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
       `createNatsTransport: 'mesh' must be one subject token of letters, digits, '_' or '-', got '${mesh}'`,
     );
   }
+  if (options.logger !== undefined && !isLogger(options.logger)) {
+    throw new TypeError(
+      "createNatsTransport: 'logger' must be a Logger (debug, info, warn, error and child functions)",
+    );
+  }
+  if (options.name !== undefined && (typeof options.name !== "string" || options.name === "")) {
+    throw new TypeError("createNatsTransport: 'name' must be a non-empty string");
+  }
+  const connectionOptions: unknown =
+    options.connectionOptions === undefined ? {} : options.connectionOptions;
+  if (
+    typeof connectionOptions !== "object" ||
+    connectionOptions === null ||
+    Array.isArray(connectionOptions)
+  ) {
+    throw new TypeError(
+      "createNatsTransport: 'connectionOptions' must be an object of nats connect() options",
+    );
+  }
   return {
     servers: [...(servers as readonly string[])],
     mesh,
     prefetch: positiveInt("prefetch", options.prefetch, 256),
     logger: (options.logger ?? noopLogger).child({ component: "transport-nats" }),
     name: options.name ?? `nuropb-${mesh}`,
-    connectTimeoutMs: positiveInt("connectTimeoutMs", options.connectTimeoutMs, 5_000),
-    reconnectWaitMs: positiveInt("reconnectWaitMs", options.reconnectWaitMs, 500),
-    publishTimeoutMs: positiveInt("publishTimeoutMs", options.publishTimeoutMs, 10_000),
-    ackWaitMs: positiveInt("ackWaitMs", options.ackWaitMs, 30_000),
+    connectTimeoutMs: delayMs("connectTimeoutMs", options.connectTimeoutMs, 5_000),
+    reconnectWaitMs: delayMs("reconnectWaitMs", options.reconnectWaitMs, 500),
+    publishTimeoutMs: delayMs("publishTimeoutMs", options.publishTimeoutMs, 10_000),
+    ackWaitMs: delayMs("ackWaitMs", options.ackWaitMs, 30_000, MIN_ACK_WAIT_MS),
     eventRetentionMs: positiveInt("eventRetentionMs", options.eventRetentionMs, 86_400_000),
     deadLetterRetentionMs: positiveInt(
       "deadLetterRetentionMs",
@@ -126,6 +170,6 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
       options.maxFrameBytes,
       DEFAULT_NATS_MAX_FRAME_BYTES,
     ),
-    connectionOptions: { ...(options.connectionOptions ?? {}) },
+    connectionOptions: { ...(connectionOptions as Partial<ConnectionOptions>) },
   };
 }

@@ -38,6 +38,8 @@ export interface ServiceConsumerDeps {
   readonly onStopped: (consumer: ServiceConsumer) => void;
 }
 
+/** Period of the clock that sends progress and notices lost pulls, at least, in milliseconds. */
+export const CONSUMER_TICK_MS = 250;
 /** Longest a pull request waits at the server, in milliseconds. */
 const PULL_EXPIRES_MS = 10_000;
 /** Largest batch asked for in one pull. */
@@ -118,7 +120,7 @@ export class ServiceConsumer implements Listener {
   /** Subscribes the pull inboxes and sends the first pulls. */
   start(): void {
     for (const loop of this.#loops) loop.subscribe((err, msg) => this.#onInbox(loop, err, msg));
-    const tick = Math.max(250, Math.min(this.#deps.ackWaitMs / 3, 5_000));
+    const tick = Math.max(CONSUMER_TICK_MS, Math.min(this.#deps.ackWaitMs / 3, 5_000));
     this.#timer = setInterval(() => this.#onTick(), tick);
     this.#timer.unref();
     this.#pump();

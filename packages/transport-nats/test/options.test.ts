@@ -34,8 +34,35 @@ describe("createNatsTransport options", () => {
     [{ servers: "nats://x", prefetch: 0 }, /prefetch/],
     [{ servers: "nats://x", ackWaitMs: -1 }, /ackWaitMs/],
     [{ servers: "nats://x", maxFrameBytes: 1.5 }, /maxFrameBytes/],
+    // Node fires a timer longer than 2^31-1 ms after 1 ms.
+    [{ servers: "nats://x", connectTimeoutMs: 2_147_483_648 }, /'connectTimeoutMs'/],
+    [{ servers: "nats://x", reconnectWaitMs: 2_147_483_648 }, /'reconnectWaitMs'/],
+    [{ servers: "nats://x", publishTimeoutMs: 2_147_483_648 }, /'publishTimeoutMs'/],
+    [{ servers: "nats://x", ackWaitMs: 2_147_483_648 }, /'ackWaitMs'/],
+    // Progress goes out on a 250 ms clock: an ack wait under three ticks would expire first.
+    [{ servers: "nats://x", ackWaitMs: 250 }, /'ackWaitMs'/],
+    [{ servers: "nats://x", ackWaitMs: 749 }, /'ackWaitMs'/],
+    [{ servers: "nats://x", logger: console.log }, /'logger'/],
+    [{ servers: "nats://x", logger: { info: () => undefined } }, /'logger'/],
+    [{ servers: "nats://x", logger: null }, /'logger'/],
+    [{ servers: "nats://x", connectionOptions: "user:pass" }, /'connectionOptions'/],
+    [{ servers: "nats://x", connectionOptions: null }, /'connectionOptions'/],
+    [{ servers: "nats://x", connectionOptions: [] }, /'connectionOptions'/],
+    [{ servers: "nats://x", name: 42 }, /'name'/],
   ])("refuses %j", (options, message) => {
+    expect(() => createNatsTransport(options as never)).toThrowError(TypeError);
     expect(() => createNatsTransport(options as never)).toThrowError(message);
+  });
+
+  it("accepts delays up to what a Node timer keeps and an ack wait of three ticks", () => {
+    const o = resolveNatsOptions({
+      servers: "nats://x",
+      connectTimeoutMs: 2_147_483_647,
+      reconnectWaitMs: 2_147_483_647,
+      ackWaitMs: 750,
+      publishTimeoutMs: 500,
+    });
+    expect(o).toMatchObject({ connectTimeoutMs: 2_147_483_647, ackWaitMs: 750 });
   });
 
   it("rejects operations before connect and after close with typed errors", async () => {
