@@ -713,7 +713,16 @@ class AmqpTransport implements Transport {
       onMessage: (msg) => {
         if (state.stopped) return;
         try {
-          handler(toInboundFrame(msg));
+          // Typed as returning nothing, but an async handler returns a promise: its
+          // rejection is logged here instead of becoming an unhandled rejection.
+          const r: unknown = handler(toInboundFrame(msg));
+          if (isPromiseLike(r)) {
+            r.then(undefined, (err: unknown) => {
+              this.#log.warn("response handler failed", {
+                error: (err as Error)?.message ?? String(err),
+              });
+            });
+          }
         } catch (err) {
           this.#log.warn("response handler threw", { error: (err as Error)?.message });
         }
@@ -936,6 +945,14 @@ class AmqpTransport implements Transport {
 
 function newHandle<C extends Channel>(ch: C): ChannelHandle & { readonly ch: C } {
   return { ch, closed: false, closeError: undefined, running: 0, retiring: false };
+}
+
+function isPromiseLike(x: unknown): x is PromiseLike<unknown> {
+  return (
+    (typeof x === "object" || typeof x === "function") &&
+    x !== null &&
+    typeof (x as { then?: unknown }).then === "function"
+  );
 }
 
 /** Closes a retired publisher channel once no publish on it awaits its confirm. */

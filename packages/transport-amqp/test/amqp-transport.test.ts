@@ -4,8 +4,16 @@ import {
   NuropbNotDeliveredError,
   NuropbTransportError,
   buildHeaders,
+  noopLogger,
 } from "@nuropb/protocol";
-import type { Delivery, Frame, Transport, TransportEvent } from "@nuropb/protocol";
+import type {
+  Delivery,
+  Frame,
+  LogFields,
+  Logger,
+  Transport,
+  TransportEvent,
+} from "@nuropb/protocol";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { createAmqpTransport } from "../src/index.ts";
 import { FakeConnection, broker } from "./fake-amqplib.ts";
@@ -499,6 +507,25 @@ describe("consuming", () => {
       /already consumed by another participant.*exclusive use/,
     );
     expect(t.state).toBe("open");
+  });
+
+  it("a response handler whose promise rejects is logged, not left as an unhandled rejection", async () => {
+    const warnings: [string, LogFields | undefined][] = [];
+    const logger: Logger = {
+      ...noopLogger,
+      warn: (msg, fields) => void warnings.push([msg, fields]),
+      child: () => logger,
+    };
+    const t = transport({ logger });
+    await t.connect();
+    const handler = async (): Promise<void> => {
+      throw new Error("handler boom");
+    };
+    await t.consumeResponses({ address: "nuropb-x-rq" }, handler);
+    conn().consumerChannel("nuropb-x-rq").deliver("r");
+    await vi.waitFor(() =>
+      expect(warnings).toContainEqual(["response handler failed", { error: "handler boom" }]),
+    );
   });
 
   it("a stopped listener keeps its channel while a handler runs, then closes it", async () => {
