@@ -223,9 +223,15 @@ export class ServiceConsumer implements Listener {
   #onStatus(loop: PullLoop, msg: Msg): void {
     const code = msg.headers?.code ?? 0;
     if (code === 100) return; // idle heartbeat / flow control
-    const pending = Number(msg.headers?.get("Nats-Pending-Messages") ?? "");
+    // A pull that ends (expired) says how many of its messages never came. A status without
+    // that count (consumer deleted, leadership change, no responders…) ends the pull too, and
+    // the count is unknown: every pull is taken as over. Pulling again may at worst fetch a
+    // batch beyond the window, which waits here until a slot frees; waiting for the expiry
+    // instead would stall the loop for a pull that will never deliver.
+    const header = msg.headers?.get("Nats-Pending-Messages") ?? "";
+    const pending = header.trim() === "" ? Number.NaN : Number(header);
     loop.outstanding =
-      Number.isFinite(pending) && pending >= 0 ? Math.max(0, loop.outstanding - pending) : 0;
+      Number.isSafeInteger(pending) && pending >= 0 ? Math.max(0, loop.outstanding - pending) : 0;
     if (code === 409) {
       const description = msg.headers?.description ?? "";
       this.#deps.logger.debug("pull status", { stream: loop.source.stream, code, description });
