@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { NUROPB_PROTOCOL_VERSION, NUROPB_VERSION, NuropbTransportError } from "@nuropb/protocol";
 import amqp from "amqplib";
+import type { Socket } from "node:net";
 import type { ChannelModel } from "amqplib";
 import type { AmqpTlsOptions, ResolvedTarget } from "./options.ts";
 import { describeTarget, redact } from "./options.ts";
@@ -36,8 +37,9 @@ export async function openConnection(params: ConnectParams): Promise<ChannelMode
     },
   };
   if (target.tls) Object.assign(socketOptions, await tlsSocketOptions(target, params.tls));
+  let model: ChannelModel;
   try {
-    return await withTimeout(
+    model = await withTimeout(
       amqp.connect(
         {
           protocol: target.tls ? "amqps" : "amqp",
@@ -56,6 +58,43 @@ export async function openConnection(params: ConnectParams): Promise<ChannelMode
   } catch (err) {
     throw connectError(err, target);
   }
+  coalesceWrites(model);
+  return model;
+}
+
+interface Muxer {
+  out?: unknown;
+  _readIncoming?: unknown;
+}
+
+/**
+ * amqplib's muxer hands the socket each channel's frames one `write` at a time: a syscall per
+ * message. Corking the socket while the muxer drains one round sends the round in one `writev`
+ * (at 64 in flight, about 27 messages per syscall). It reaches into amqplib's connection
+ * (`connection.muxer`); when that is not there, nothing changes. Returns whether it applied.
+ */
+export function coalesceWrites(model: ChannelModel): boolean {
+  const muxer = (model as unknown as { connection?: { muxer?: Muxer } }).connection?.muxer;
+  const socket = muxer?.out as Partial<Pick<Socket, "cork" | "uncork">> | undefined;
+  const read = muxer?._readIncoming;
+  if (
+    muxer === undefined ||
+    typeof read !== "function" ||
+    typeof socket?.cork !== "function" ||
+    typeof socket.uncork !== "function"
+  ) {
+    return false;
+  }
+  const { cork, uncork } = socket as Pick<Socket, "cork" | "uncork">;
+  muxer._readIncoming = function (this: Muxer): unknown {
+    cork.call(socket);
+    try {
+      return (read as (this: Muxer) => unknown).call(this);
+    } finally {
+      uncork.call(socket);
+    }
+  };
+  return true;
 }
 
 async function tlsSocketOptions(

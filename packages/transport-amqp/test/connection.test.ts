@@ -1,7 +1,19 @@
+import { createRequire } from "node:module";
+import { Duplex, PassThrough } from "node:stream";
 import { NuropbTransportError } from "@nuropb/protocol";
 import { describe, expect, it } from "vitest";
-import { channelError, connectError, isAccessRefusal, isPermanent } from "../src/connection.ts";
+import {
+  channelError,
+  coalesceWrites,
+  connectError,
+  isAccessRefusal,
+  isPermanent,
+} from "../src/connection.ts";
 import { resolveTarget } from "../src/options.ts";
+
+const { Connection: AmqplibConnection } = createRequire(import.meta.url)(
+  "amqplib/lib/connection.js",
+) as { Connection: new (stream: Duplex) => unknown };
 
 const target = resolveTarget("amqp://alice:Sup3rS3cret@rabbit:5672/mesh-a");
 const socketError = (message: string, code: string): Error =>
@@ -78,5 +90,66 @@ describe("connectError classifies by code", () => {
     expect(isPermanent(e)).toBe(true);
     expect(isAccessRefusal(e)).toBe(false);
     expect(isAccessRefusal(new Error("ACCESS_REFUSED"))).toBe(false);
+  });
+});
+
+describe("coalesceWrites", () => {
+  /** A socket stand-in that records how its writes reach it: one chunk or a corked batch. */
+  function recordingSocket(): { socket: Duplex; calls: number[] } {
+    const calls: number[] = [];
+    const socket = new Duplex({
+      read() {},
+      write(_chunk, _encoding, done) {
+        calls.push(1);
+        done();
+      },
+      writev(chunks, done) {
+        calls.push(chunks.length);
+        done();
+      },
+    });
+    return { socket, calls };
+  }
+
+  /** Frames from two channels in one tick, through amqplib's own muxer; how they were written. */
+  async function muxTwoChannels(coalesce: boolean): Promise<number[]> {
+    const { socket, calls } = recordingSocket();
+    const connection = new AmqplibConnection(socket) as {
+      muxer: { pipeFrom(s: PassThrough): void };
+    };
+    if (coalesce) expect(coalesceWrites({ connection } as never)).toBe(true);
+    const a = new PassThrough({ objectMode: true });
+    const b = new PassThrough({ objectMode: true });
+    connection.muxer.pipeFrom(a);
+    connection.muxer.pipeFrom(b);
+    for (let i = 0; i < 3; i++) {
+      a.write(Buffer.from(`a${i}`));
+      b.write(Buffer.from(`b${i}`));
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    return calls;
+  }
+
+  it("turns a muxer round into one socket write (amqplib's real muxer)", async () => {
+    expect(await muxTwoChannels(false)).toEqual([1, 1, 1, 1, 1, 1]);
+    expect(await muxTwoChannels(true)).toEqual([6]);
+  });
+
+  it("uncorks even when the muxer throws, and leaves other shapes alone", () => {
+    let corked = 0;
+    const socket = { cork: () => corked++, uncork: () => corked-- };
+    const muxer = {
+      out: socket,
+      _readIncoming(): void {
+        throw new Error("boom");
+      },
+    };
+    expect(coalesceWrites({ connection: { muxer } } as never)).toBe(true);
+    expect(() => muxer._readIncoming()).toThrow("boom");
+    expect(corked).toBe(0);
+    expect(coalesceWrites({} as never)).toBe(false);
+    expect(
+      coalesceWrites({ connection: { muxer: { out: {}, _readIncoming() {} } } } as never),
+    ).toBe(false);
   });
 });
