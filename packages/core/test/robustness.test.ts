@@ -25,6 +25,29 @@ afterEach(async () => {
   await mesh.cleanup();
 });
 
+/** A connected service named `name` on the mesh, disconnected after the test. */
+async function serve(
+  instance: object,
+  extra: Partial<Parameters<typeof createService>[0]> = {},
+  name = "s",
+): Promise<ReturnType<typeof createService>> {
+  const service = createService({ transport: mesh.transport(), name, instance, ...extra });
+  await service.connect();
+  mesh.defer(() => service.disconnect());
+  return service;
+}
+
+/** A connected client, disconnected after the test. */
+async function connectedClient(defaultTtlMs?: number): Promise<ReturnType<typeof createClient>> {
+  const client = createClient({
+    transport: mesh.transport(),
+    ...(defaultTtlMs === undefined ? {} : { defaultTtlMs }),
+  });
+  await client.connect();
+  mesh.defer(() => client.disconnect());
+  return client;
+}
+
 /** A raw participant (no core) that sends hand-made requests and collects what comes back. */
 async function rawPeer(): Promise<{
   send: (body: string, headers?: Record<string, string | null>, raw?: Uint8Array) => string;
@@ -56,13 +79,7 @@ async function rawPeer(): Promise<{
 
 describe("core survives what peers and handlers do wrong", () => {
   it("a request whose context cannot be written back is answered with an error, not a crash", async () => {
-    const service = createService({
-      transport: mesh.transport(),
-      name: "s",
-      instance: { ping: () => "pong" },
-    });
-    await service.connect();
-    mesh.defer(() => service.disconnect());
+    await serve({ ping: () => "pong" });
     const peer = await rawPeer();
     let context: Record<string, unknown> = {};
     for (let i = 0; i < 70; i++) context = { a: context };
@@ -89,16 +106,11 @@ describe("core survives what peers and handlers do wrong", () => {
   });
 
   it("a result larger than the transport carries becomes an error response, not a timeout", async () => {
-    const service = createService({
-      transport: createMemoryTransport({ hub: mesh.hub, maxFrameBytes: 10_000 }),
-      name: "s",
-      instance: { big: () => "x".repeat(20_000) },
-    });
-    await service.connect();
-    mesh.defer(() => service.disconnect());
-    const client = createClient({ transport: mesh.transport(), defaultTtlMs: 30_000 });
-    await client.connect();
-    mesh.defer(() => client.disconnect());
+    await serve(
+      { big: () => "x".repeat(20_000) },
+      { transport: createMemoryTransport({ hub: mesh.hub, maxFrameBytes: 10_000 }) },
+    );
+    const client = await connectedClient(30_000);
     const err = await client.request("s", "big").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NuropbMessageError);
     expect((err as Error).message).toMatch(/exceeds the transport's maxFrameBytes \(10000\)/);
@@ -106,13 +118,7 @@ describe("core survives what peers and handlers do wrong", () => {
   });
 
   it("disconnect() lets a draining handler still call other services and publish", async () => {
-    const other = createService({
-      transport: mesh.transport(),
-      name: "other",
-      instance: { hi: () => "hi" },
-    });
-    await other.connect();
-    mesh.defer(() => other.disconnect());
+    await serve({ hi: () => "hi" }, {}, "other");
     let started!: () => void;
     const running = new Promise<void>((r) => (started = r));
     const service = createService({
@@ -130,9 +136,7 @@ describe("core survives what peers and handlers do wrong", () => {
       },
     });
     await service.connect();
-    const client = createClient({ transport: mesh.transport() });
-    await client.connect();
-    mesh.defer(() => client.disconnect());
+    const client = await connectedClient();
     const call = client.request("s", "slow");
     await running;
     await service.disconnect();
@@ -144,17 +148,8 @@ describe("core survives what peers and handlers do wrong", () => {
 
   it("an abort while the request is being sealed stops it before it is sent", async () => {
     let runs = 0;
-    const service = createService({
-      transport: mesh.transport(),
-      name: "s",
-      keys: createServiceKeys({ nacl: true }),
-      instance: { ping: () => ++runs },
-    });
-    await service.connect();
-    mesh.defer(() => service.disconnect());
-    const client = createClient({ transport: mesh.transport() });
-    await client.connect();
-    mesh.defer(() => client.disconnect());
+    await serve({ ping: () => ++runs }, { keys: createServiceKeys({ nacl: true }) });
+    const client = await connectedClient();
     const abort = new AbortController();
     // The first encrypted call waits for the service's description: abort during that wait.
     const call = client.request("s", "ping", {}, {}, { encrypted: true, signal: abort.signal });
@@ -166,14 +161,7 @@ describe("core survives what peers and handlers do wrong", () => {
 
   it("an encrypted request that decrypts but does not decode is refused in ciphertext", async () => {
     const keys = createServiceKeys({ rsa: true });
-    const service = createService({
-      transport: mesh.transport(),
-      name: "s",
-      keys,
-      instance: { ping: () => 1 },
-    });
-    await service.connect();
-    mesh.defer(() => service.disconnect());
+    const service = await serve({ ping: () => 1 }, { keys });
     const peer = await rawPeer();
     const sender = createPayloadEncryptor({ suites: ["rsa-fernet"] });
     const correlationId = newId();
@@ -201,24 +189,16 @@ describe("core survives what peers and handlers do wrong", () => {
   });
 
   it("bad arguments to the call methods throw at once with what was wrong", async () => {
-    const service = createService({
-      transport: mesh.transport(),
-      name: "s",
-      instance: {
-        ping: () => 1,
-        emit(_p: unknown, ctx: RequestContext) {
-          ctx.addEvent({ topic: "a.*", event: {} });
-        },
-        target(_p: unknown, ctx: RequestContext) {
-          ctx.addEvent({ topic: "a.b", event: {}, target: "x" as never });
-        },
+    await serve({
+      ping: () => 1,
+      emit(_p: unknown, ctx: RequestContext) {
+        ctx.addEvent({ topic: "a.*", event: {} });
+      },
+      target(_p: unknown, ctx: RequestContext) {
+        ctx.addEvent({ topic: "a.b", event: {}, target: "x" as never });
       },
     });
-    await service.connect();
-    mesh.defer(() => service.disconnect());
-    const client = createClient({ transport: mesh.transport() });
-    await client.connect();
-    mesh.defer(() => client.disconnect());
+    const client = await connectedClient();
     await expect(client.requiresEncryption("s", "toString")).rejects.toThrow(NuropbHandlingError);
     await expect(client.command("s", "ping", {}, {}, { traceId: 5 as never })).rejects.toThrow(
       /options.traceId must be a string/,
