@@ -9,6 +9,7 @@ import {
   Events,
   headers as natsHeaders,
   nanos,
+  nuid,
   RetentionPolicy,
   StorageType,
   type ConsumerConfig,
@@ -401,13 +402,22 @@ class NatsTransport implements Transport {
       );
     }
     const headers = encodeFrameHeaders(frame);
+    // One id per send, reused by every attempt: a publish the stream stored before its
+    // acknowledgement was lost to a disconnect is not stored again (duplicate window).
+    const msgID = nuid.next();
     switch (to.kind) {
       case "rpc": {
         if (!isLiteralSubject(to.service)) {
           throw new NuropbNotDeliveredError(`no service can be named '${to.service}' on NATS`);
         }
         try {
-          await this.#publishConfirmed(js, rpcSubject(this.mesh, to.service), frame.body, headers);
+          await this.#publishConfirmed(
+            js,
+            rpcSubject(this.mesh, to.service),
+            frame.body,
+            headers,
+            msgID,
+          );
         } catch (err) {
           if (natsCode(err) === ErrorCode.NoResponders) {
             throw new NuropbNotDeliveredError(`no service '${to.service}' on mesh '${this.mesh}'`, {
@@ -426,7 +436,13 @@ class NatsTransport implements Transport {
           );
         }
         try {
-          await this.#publishConfirmed(js, eventSubject(this.mesh, to.topic), frame.body, headers);
+          await this.#publishConfirmed(
+            js,
+            eventSubject(this.mesh, to.topic),
+            frame.body,
+            headers,
+            msgID,
+          );
         } catch (err) {
           // No events stream yet: no service subscribes to any event, so nobody misses this one.
           if (natsCode(err) === ErrorCode.NoResponders) return;
@@ -469,7 +485,8 @@ class NatsTransport implements Transport {
 
   /**
    * Publishes to JetStream and waits for its acknowledgement. A publish caught by a disconnect is
-   * sent again once the link is back (within `publishTimeoutMs`): delivery is at-least-once.
+   * sent again once the link is back (within `publishTimeoutMs`) with the same `msgID`, so the
+   * stream stores it once if the first one got there (within the stream's duplicate window).
    */
   async #publishConfirmed(
     js: JetStreamClient,
