@@ -85,6 +85,47 @@ describe("nats transport behaviour", () => {
     expect(await deadLetterCount(service)).toBe(1);
   });
 
+  it("a foreign message carrying Nats-Expected-Stream is dead-lettered once, that header kept renamed", async () => {
+    const t = await open();
+    const service = uniqueName();
+    const got = createCollector<string>("deliveries");
+    await t.consumeService(testServiceSpec(service), (d) => {
+      got.push(frameText(d));
+      return d.reject();
+    });
+    // A publisher outside NuroPb that checks which stream takes its message.
+    await raw.jetstream().publish(`${mesh}.rpc.${service}`, new TextEncoder().encode("foreign"), {
+      expect: { streamName: `NUROPB-${mesh}-SQ-${service}` },
+    });
+    const dl = await deadLetter(service);
+    expect(dl.header.get("Nuropb-Dl-Reason")).toBe("rejected");
+    expect(dl.header.get("Nuropb-Dl-Nats-Expected-Stream")).toBe(`NUROPB-${mesh}-SQ-${service}`);
+    expect(dl.header.has("Nats-Expected-Stream")).toBe(false);
+    expect(frameText({ body: dl.data })).toBe("foreign");
+    await delay(300);
+    expect(got.items).toEqual(["foreign"]);
+    expect(await deadLetterCount(service)).toBe(1);
+  });
+
+  it("a message the dead-letter headers would push over max_payload is dead-lettered without its body", async () => {
+    const t = await open();
+    const service = uniqueName();
+    const got = createCollector<number>("deliveries");
+    await t.consumeService(testServiceSpec(service), (d) => {
+      got.push(d.body.byteLength);
+      return d.reject();
+    });
+    const maxPayload = raw.info?.max_payload ?? 1_048_576;
+    await raw.jetstream().publish(`${mesh}.rpc.${service}`, new Uint8Array(maxPayload));
+    const dl = await deadLetter(service);
+    expect(dl.header.get("Nuropb-Dl-Dropped")).toBe("body");
+    expect(dl.header.get("Nuropb-Dl-Body-Bytes")).toBe(String(maxPayload));
+    expect(dl.data.byteLength).toBe(0);
+    await delay(300);
+    expect(got.items).toEqual([maxPayload]);
+    expect(await deadLetterCount(service)).toBe(1);
+  });
+
   it("a request that outlives its ttl in the queue is dead-lettered as expired, never delivered", async () => {
     const t = await open();
     const service = uniqueName();

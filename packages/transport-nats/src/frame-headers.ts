@@ -25,6 +25,12 @@ export const NatsHeader = {
   deadLetterReason: "Nuropb-Dl-Reason",
   deadLetterSubject: "Nuropb-Dl-Subject",
   deadLetterSequence: "Nuropb-Dl-Sequence",
+  /** What a dead letter too large for the server left out: `body`, or `body,headers`. */
+  deadLetterDropped: "Nuropb-Dl-Dropped",
+  /** Size of the body a dead letter left out, in bytes. */
+  deadLetterBodyBytes: "Nuropb-Dl-Body-Bytes",
+  /** Prefix of the stored message's own `Nats-…` headers in its dead letter. */
+  deadLetterKept: "Nuropb-Dl-",
   msgId: "Nats-Msg-Id",
 } as const;
 

@@ -66,7 +66,8 @@ import {
   type NatsTransportOptions,
   type ResolvedNatsOptions,
 } from "./options.ts";
-import { ServiceConsumer, type DeadLetterReason } from "./service-consumer.ts";
+import { DeadLetterCopy, deadLetterHeaders, type DeadLetterReason } from "./dead-letter.ts";
+import { ServiceConsumer } from "./service-consumer.ts";
 
 /** JetStream API error codes this transport reacts to. */
 const JsErr = {
@@ -723,6 +724,7 @@ class NatsTransport implements Transport {
       ackWaitMs: this.#opts.ackWaitMs,
       handler,
       deadLetter: (msg, info, reason) => this.#deadLetter(spec.service, msg, info, reason),
+      linkUp: () => this.#linkUp && this.#life.state === LifecycleState.open,
       onConsumerLost: () => void this.#recover(),
       onStopped: (c) => {
         this.#services.get(c)?.announcements?.unsubscribe();
@@ -749,20 +751,46 @@ class NatsTransport implements Transport {
   ): Promise<void> {
     const js = this.#js;
     if (js === undefined) throw new NuropbTransportError("not connected");
-    const h = natsHeaders();
-    if (msg.headers !== undefined)
-      for (const [k, values] of msg.headers) for (const v of values) h.append(k, v);
-    h.set(NatsHeader.deadLetterReason, reason);
-    h.set(NatsHeader.deadLetterSubject, msg.subject);
-    h.set(NatsHeader.deadLetterSequence, `${info.stream}:${info.streamSequence}`);
-    // A dead letter sent again (after a disconnect) is stored once: the stream deduplicates it.
-    await this.#publishConfirmed(
-      js,
-      deadLetterSubject(this.mesh, service),
-      msg.data,
-      h,
-      `${info.stream}:${info.streamSequence}:${info.deliveryCount}`,
-    );
+    // The dead-letter headers can take a message that just fit over the server's max_payload:
+    // then the copy leaves out the body, and if still too large the stored headers.
+    const copies = [DeadLetterCopy.whole, DeadLetterCopy.headers, DeadLetterCopy.bare];
+    for (const [i, copy] of copies.entries()) {
+      try {
+        // A dead letter sent again (after a disconnect) is stored once: the stream deduplicates it.
+        await this.#publishConfirmed(
+          js,
+          deadLetterSubject(this.mesh, service),
+          copy === DeadLetterCopy.whole ? msg.data : Empty,
+          deadLetterHeaders(msg, info, reason, copy),
+          `${info.stream}:${info.streamSequence}:${info.deliveryCount}`,
+        );
+        return;
+      } catch (err) {
+        if (natsCode(err) === ErrorCode.NoResponders) {
+          // The dead-letter stream is gone (deleted by hand): declare it for the next attempt.
+          await this.#ensureStream(this.#deadLetterStream(), false).catch(() => undefined);
+        }
+        if (natsCode(err) !== ErrorCode.MaxPayloadExceeded || i === copies.length - 1) throw err;
+        this.#opts.logger.warn("dead letter larger than the server accepts; leaving out more", {
+          service,
+          stream: info.stream,
+          seq: info.streamSequence,
+          left: copies[i + 1],
+        });
+      }
+    }
+  }
+
+  /** Configuration of the mesh's dead-letter stream. */
+  #deadLetterStream(): Partial<StreamConfig> & { name: string; subjects: string[] } {
+    return {
+      name: deadLetterStreamName(this.mesh),
+      subjects: [deadLetterWildcard(this.mesh)],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(this.#opts.deadLetterRetentionMs),
+    };
   }
 
   /**
@@ -772,17 +800,7 @@ class NatsTransport implements Transport {
   async #ensureServiceTopology(topo: ServiceRecord): Promise<void> {
     const mesh = this.mesh;
     const o = this.#opts;
-    await this.#ensureStream(
-      {
-        name: deadLetterStreamName(mesh),
-        subjects: [deadLetterWildcard(mesh)],
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        discard: DiscardPolicy.Old,
-        max_age: nanos(o.deadLetterRetentionMs),
-      },
-      false,
-    );
+    await this.#ensureStream(this.#deadLetterStream(), false);
     const streamName = serviceStreamName(mesh, topo.service);
     await this.#ensureStream(
       {

@@ -6,6 +6,7 @@ import {
   type Subscription,
 } from "nats";
 import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
+import type { DeadLetterReason } from "./dead-letter.ts";
 import { decodeFrameHeaders, type DecodedFrameFields } from "./frame-headers.ts";
 import { parseAckSubject, type AckInfo } from "./names.ts";
 
@@ -16,9 +17,6 @@ export interface PullSource {
   /** For the events consumer: true when this listener's service wants the message's subject. */
   readonly accepts?: (subject: string) => boolean;
 }
-
-/** Why a message went to the dead-letter stream. */
-export type DeadLetterReason = "rejected" | "expired" | "undecodable";
 
 /** What a {@link ServiceConsumer} needs from its transport. */
 export interface ServiceConsumerDeps {
@@ -33,6 +31,8 @@ export interface ServiceConsumerDeps {
   readonly handler: DeliveryHandler;
   /** Publishes a copy of `msg` to the dead-letter stream; rejects when the broker did not take it. */
   readonly deadLetter: (msg: Msg, info: AckInfo, reason: DeadLetterReason) => Promise<void>;
+  /** True while the connection is up and the transport open. */
+  readonly linkUp: () => boolean;
   /** A consumer was deleted under us: the transport re-declares the topology. */
   readonly onConsumerLost: () => void;
   readonly onStopped: (consumer: ServiceConsumer) => void;
@@ -44,6 +44,8 @@ export const CONSUMER_TICK_MS = 250;
 const PULL_EXPIRES_MS = 10_000;
 /** Largest batch asked for in one pull. */
 const MAX_BATCH = 256;
+/** Dead-letter publishes tried, with the link up, before a message is terminated without one. */
+export const DEAD_LETTER_ATTEMPTS = 3;
 
 class PullLoop {
   outstanding = 0;
@@ -110,6 +112,8 @@ export class ServiceConsumer implements Listener {
   #active = 0;
   #paused = false;
   #stopped = false;
+  /** The transport closed: nothing more goes to the server. */
+  #shutDown = false;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(deps: ServiceConsumerDeps) {
@@ -161,6 +165,7 @@ export class ServiceConsumer implements Listener {
   /** The transport is closing: every unsettled delivery goes back now; settling it later is a no-op. */
   shutdown(): void {
     this.#stopped = true;
+    this.#shutDown = true;
     for (const h of this.#waiting.splice(0)) {
       this.#held.delete(h);
       this.#settle(h, "-NAK");
@@ -298,16 +303,47 @@ export class ServiceConsumer implements Listener {
     this.#deps.control(held.ackSubject, verb);
   }
 
+  /**
+   * Stores a copy in the dead-letter stream, then terminates the message. A copy the broker
+   * keeps refusing while the link is up (DEAD_LETTER_ATTEMPTS times) would make the message
+   * return forever: it is terminated without one, and logged as an error. A copy lost to a
+   * link that is down, or a transport that closes, leaves the message unacknowledged, so it
+   * comes back after the ack wait.
+   */
   async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
-    try {
-      await this.#deps.deadLetter(held.msg, held.info, reason);
-      this.#settle(held, "+TERM");
-    } catch (err) {
-      // Not dead-lettered: leave it unacknowledged so that it comes back after the ack wait.
-      this.#deps.logger.warn("dead-letter publish failed; the message will be redelivered", {
-        reason,
-        error: err,
-      });
+    const { stream, streamSequence: seq } = held.info;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#deps.deadLetter(held.msg, held.info, reason);
+        this.#settle(held, "+TERM");
+        return;
+      } catch (err) {
+        if (this.#shutDown || !this.#deps.linkUp()) {
+          this.#deps.logger.warn("dead-letter publish failed; the message will be redelivered", {
+            reason,
+            stream,
+            seq,
+            error: err,
+          });
+          return;
+        }
+        if (attempt >= DEAD_LETTER_ATTEMPTS) {
+          this.#deps.logger.error(
+            "dead-letter publish keeps failing; terminating the message without a dead letter",
+            { reason, stream, seq, attempts: attempt, error: err },
+          );
+          this.#settle(held, "+TERM");
+          return;
+        }
+        this.#deps.logger.warn("dead-letter publish failed; trying again", {
+          reason,
+          stream,
+          seq,
+          attempt,
+          error: err,
+        });
+        await new Promise((r) => setTimeout(r, attempt * CONSUMER_TICK_MS).unref());
+      }
     }
   }
 

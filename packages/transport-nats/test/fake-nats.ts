@@ -75,13 +75,14 @@ export function jsDelivery(options: {
   headers?: MsgHdrs;
   data?: Uint8Array | string;
   timestampMs?: number;
-}): Msg {
+}): Msg & { readonly reply: string } {
   const ts = BigInt(options.timestampMs ?? Date.now()) * 1_000_000n;
   const reply = `$JS.ACK.${options.stream}.${options.consumer}.${String(options.deliveryCount ?? 1)}.${String(options.seq)}.${String(options.seq)}.${String(ts)}.0`;
-  return fakeMsg(options.subject ?? "mesh.rpc.svc", options.data, {
+  const msg = fakeMsg(options.subject ?? "mesh.rpc.svc", options.data, {
     reply,
     ...(options.headers !== undefined ? { headers: options.headers } : {}),
   });
+  return { ...msg, reply };
 }
 
 /** A pull status (408 expired, 409 consumer deleted…), with `Nats-Pending-Messages` if given. */

@@ -1,7 +1,8 @@
+import { headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { Frame, Transport } from "@nuropb/protocol";
+import type { DeliveryHandler, Frame, Transport } from "@nuropb/protocol";
 import { createNatsTransport, type NatsTransportOptions } from "@nuropb/transport-nats";
-import { connections, type FakeNats, type Published } from "./fake-nats.ts";
+import { connections, fakeMsg, jsDelivery, type FakeNats, type Published } from "./fake-nats.ts";
 
 // The fake is loaded when connect() is called: it imports "nats" itself, so loading it from this
 // factory would wait on the mock being made.
@@ -66,4 +67,92 @@ describe("send over a link that drops", () => {
       await other;
     },
   );
+});
+
+/** Consumes service `svc` with `handler` and hands it one stored message (stream sequence 7). */
+async function deliverToService(
+  t: Transport,
+  fake: FakeNats,
+  handler: DeliveryHandler,
+  stored: { headers?: MsgHdrs; data?: Uint8Array },
+): Promise<string> {
+  await t.consumeService(
+    { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 1 },
+    handler,
+  );
+  const pull = fake.published.find((p) => p.subject.startsWith("$JS.API.CONSUMER.MSG.NEXT."));
+  if (pull?.reply === undefined) throw new Error("no pull sent");
+  const msg = jsDelivery({
+    stream: "NUROPB-m-SQ-svc",
+    consumer: "nuropb",
+    seq: 7,
+    subject: "m.rpc.svc",
+    ...stored,
+  });
+  fake.deliver(pull.reply, msg);
+  return msg.reply;
+}
+
+/** Plays the dead-letter stream: refuses a copy with `Nats-Expected-Stream` as the server does. */
+function serveDeadLetters(fake: FakeNats): Msg[] {
+  const stored: Msg[] = [];
+  fake.subscribe("m.dl.>", {
+    callback: (_err, msg) => {
+      const expected = msg.headers?.get("Nats-Expected-Stream") ?? "";
+      const answer =
+        expected !== "" && expected !== "NUROPB-m-DL"
+          ? { error: { code: 400, err_code: 10060, description: "expected stream does not match" } }
+          : { stream: "NUROPB-m-DL", seq: stored.push(msg) };
+      const reply = msg.reply ?? "";
+      queueMicrotask(() => fake.deliver(reply, fakeMsg(reply, JSON.stringify(answer))));
+    },
+  });
+  return stored;
+}
+
+function settlements(fake: FakeNats, ackSubject: string): string[] {
+  return fake.published
+    .filter((p) => p.subject === ackSubject)
+    .map((p) => new TextDecoder().decode(p.data))
+    .filter((verb) => verb !== "+WPI");
+}
+
+describe("dead letters", () => {
+  it("a stored message's Nats-… headers ride in its dead letter renamed, so the stream takes it (not 10060 forever)", async () => {
+    const { t, fake } = await open();
+    const stored = serveDeadLetters(fake);
+    const h = natsHeaders();
+    h.set("Nats-Expected-Stream", "NUROPB-m-SQ-svc");
+    h.set("Nats-Msg-Id", "publisher-id");
+    h.set("nuropb_type", "request");
+    const ack = await deliverToService(t, fake, (d) => d.reject(), {
+      headers: h,
+      data: new Uint8Array([9]),
+    });
+    await vi.waitFor(() => expect(settlements(fake, ack)).toEqual(["+TERM"]));
+    expect(stored).toHaveLength(1);
+    const dl = stored[0]?.headers;
+    expect(dl?.has("Nats-Expected-Stream")).toBe(false);
+    expect(dl?.get("Nuropb-Dl-Nats-Expected-Stream")).toBe("NUROPB-m-SQ-svc");
+    expect(dl?.get("Nuropb-Dl-Nats-Msg-Id")).toBe("publisher-id");
+    expect(dl?.get("nuropb_type")).toBe("request");
+    expect(dl?.get("Nuropb-Dl-Reason")).toBe("rejected");
+    expect([...(stored[0]?.data ?? [])]).toEqual([9]);
+  });
+
+  it("a message the dead-letter headers push over max_payload is dead-lettered without its body, once", async () => {
+    const { t, fake } = await open();
+    fake.info.max_payload = 4_096;
+    const stored = serveDeadLetters(fake);
+    const h = natsHeaders();
+    h.set("nuropb_type", "request");
+    const data = new Uint8Array(4_096 - (h as unknown as { encode(): Uint8Array }).encode().length);
+    const ack = await deliverToService(t, fake, (d) => d.reject(), { headers: h, data });
+    await vi.waitFor(() => expect(settlements(fake, ack)).toEqual(["+TERM"]));
+    expect(stored).toHaveLength(1);
+    expect(stored[0]?.data.byteLength).toBe(0);
+    expect(stored[0]?.headers?.get("Nuropb-Dl-Dropped")).toBe("body");
+    expect(stored[0]?.headers?.get("Nuropb-Dl-Body-Bytes")).toBe(String(data.byteLength));
+    expect(stored[0]?.headers?.get("nuropb_type")).toBe("request");
+  });
 });

@@ -1,7 +1,11 @@
-import { afterEach, describe, expect, it } from "vitest";
-import { noopLogger, type DeliveryHandler } from "@nuropb/protocol";
-import { ServiceConsumer, type ServiceConsumerDeps } from "../src/service-consumer.ts";
-import { FakeNats, pullStatus } from "./fake-nats.ts";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { noopLogger, type DeliveryHandler, type Logger } from "@nuropb/protocol";
+import {
+  DEAD_LETTER_ATTEMPTS,
+  ServiceConsumer,
+  type ServiceConsumerDeps,
+} from "../src/service-consumer.ts";
+import { FakeNats, jsDelivery, pullStatus } from "./fake-nats.ts";
 
 const NEXT = "$JS.API.CONSUMER.MSG.NEXT.S.c";
 
@@ -14,6 +18,7 @@ interface Sent {
 const started: ServiceConsumer[] = [];
 afterEach(() => {
   for (const c of started.splice(0)) c.shutdown();
+  vi.useRealTimers();
 });
 
 function consumer(overrides: Partial<ServiceConsumerDeps> = {}): {
@@ -34,6 +39,7 @@ function consumer(overrides: Partial<ServiceConsumerDeps> = {}): {
     ackWaitMs: 30_000,
     handler,
     deadLetter: () => Promise.resolve(),
+    linkUp: () => true,
     onConsumerLost: () => undefined,
     onStopped: () => undefined,
     ...overrides,
@@ -70,4 +76,68 @@ describe("ServiceConsumer pulls", () => {
       expect(JSON.parse(pulls()[1]?.payload ?? "{}")).toMatchObject({ batch: 4 });
     },
   );
+});
+
+function recordingLogger(): { logger: Logger; lines: { level: string; msg: string }[] } {
+  const lines: { level: string; msg: string }[] = [];
+  const logger: Logger = {
+    debug: (msg) => void lines.push({ level: "debug", msg }),
+    info: (msg) => void lines.push({ level: "info", msg }),
+    warn: (msg) => void lines.push({ level: "warn", msg }),
+    error: (msg) => void lines.push({ level: "error", msg }),
+    child: () => logger,
+  };
+  return { logger, lines };
+}
+
+/** Starts `c` and hands it one delivery of stream S, sequence 7, through its pull inbox. */
+function deliverOne(fake: FakeNats, pulls: () => Sent[], c: ServiceConsumer): string {
+  c.start();
+  const msg = jsDelivery({ stream: "S", consumer: "c", seq: 7 });
+  fake.deliver(pulls()[0]?.reply ?? "", msg);
+  return msg.reply;
+}
+
+describe("ServiceConsumer dead letters", () => {
+  it(`a dead letter the broker keeps refusing is tried ${String(DEAD_LETTER_ATTEMPTS)} times, then the message is terminated and an error logged`, async () => {
+    vi.useFakeTimers();
+    const { logger, lines } = recordingLogger();
+    const deadLetter = vi.fn(() =>
+      Promise.reject(new Error("expected stream does not match (10060)")),
+    );
+    const {
+      fake,
+      sent,
+      pulls,
+      consumer: c,
+    } = consumer({
+      logger,
+      deadLetter,
+      handler: (d) => d.reject(),
+    });
+    const ackSubject = deliverOne(fake, pulls, c);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(deadLetter).toHaveBeenCalledTimes(DEAD_LETTER_ATTEMPTS);
+    expect(sent.filter((s) => s.subject === ackSubject).map((s) => s.payload)).toContain("+TERM");
+    expect(lines.filter((l) => l.level === "error")).toHaveLength(1);
+  });
+
+  it("a dead letter lost with the link leaves the message unacknowledged, to come back", async () => {
+    vi.useFakeTimers();
+    const deadLetter = vi.fn(() => Promise.reject(new Error("NATS link lost")));
+    const {
+      fake,
+      sent,
+      pulls,
+      consumer: c,
+    } = consumer({
+      deadLetter,
+      linkUp: () => false,
+      handler: (d) => d.reject(),
+    });
+    const ackSubject = deliverOne(fake, pulls, c);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(deadLetter).toHaveBeenCalledTimes(1);
+    expect(sent.filter((s) => s.subject === ackSubject && s.payload !== "+WPI")).toEqual([]);
+  });
 });

@@ -1,0 +1,49 @@
+import { headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
+import { NatsHeader } from "./frame-headers.ts";
+import type { AckInfo } from "./names.ts";
+
+/** Why a message went to the dead-letter stream. */
+export type DeadLetterReason = "rejected" | "expired" | "undecodable";
+
+/** How much of the stored message a dead letter keeps: less when the whole would not fit. */
+export const DeadLetterCopy = {
+  /** Headers and body as stored. */
+  whole: "whole",
+  /** The headers; the body is left out. */
+  headers: "headers",
+  /** Only the dead-letter headers. */
+  bare: "bare",
+} as const;
+export type DeadLetterCopy = (typeof DeadLetterCopy)[keyof typeof DeadLetterCopy];
+
+/**
+ * The headers of `msg`'s dead letter: the stored headers, then `Nuropb-Dl-Reason`,
+ * `Nuropb-Dl-Subject` and `Nuropb-Dl-Sequence`.
+ *
+ * The stored message's own `Nats-…` headers (a publisher's `Nats-Expected-Stream`, its
+ * `Nats-Msg-Id`…) are kept as `Nuropb-Dl-Nats-…`: sent as they are, the server would act on
+ * them again, and `Nats-Expected-Stream` naming the service's stream makes the dead-letter stream
+ * refuse the copy (error 10060) every time.
+ */
+export function deadLetterHeaders(
+  msg: Msg,
+  info: AckInfo,
+  reason: DeadLetterReason,
+  copy: DeadLetterCopy = DeadLetterCopy.whole,
+): MsgHdrs {
+  const h = natsHeaders();
+  if (msg.headers !== undefined && copy !== DeadLetterCopy.bare) {
+    for (const [key, values] of msg.headers) {
+      const name = /^nats-/i.test(key) ? `${NatsHeader.deadLetterKept}${key}` : key;
+      for (const v of values) h.append(name, v);
+    }
+  }
+  h.set(NatsHeader.deadLetterReason, reason);
+  h.set(NatsHeader.deadLetterSubject, msg.subject);
+  h.set(NatsHeader.deadLetterSequence, `${info.stream}:${String(info.streamSequence)}`);
+  if (copy !== DeadLetterCopy.whole) {
+    h.set(NatsHeader.deadLetterDropped, copy === DeadLetterCopy.bare ? "body,headers" : "body");
+    h.set(NatsHeader.deadLetterBodyBytes, String(msg.data.byteLength));
+  }
+  return h;
+}
