@@ -47,3 +47,13 @@ export function deadLetterHeaders(
   }
   return h;
 }
+
+/**
+ * `Nats-Msg-Id` of a message's dead letter: its stream and sequence, the same at every delivery.
+ * A copy stored again (sent again after a disconnect, or by another instance that got the
+ * message after a link outage longer than the ack wait) is dropped by the dead-letter stream's
+ * duplicate window (2 minutes by default), so a message is dead-lettered once.
+ */
+export function deadLetterMsgId(info: AckInfo): string {
+  return `${info.stream}:${String(info.streamSequence)}`;
+}

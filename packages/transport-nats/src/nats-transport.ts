@@ -66,7 +66,12 @@ import {
   type NatsTransportOptions,
   type ResolvedNatsOptions,
 } from "./options.ts";
-import { DeadLetterCopy, deadLetterHeaders, type DeadLetterReason } from "./dead-letter.ts";
+import {
+  DeadLetterCopy,
+  deadLetterHeaders,
+  deadLetterMsgId,
+  type DeadLetterReason,
+} from "./dead-letter.ts";
 import { ServiceConsumer } from "./service-consumer.ts";
 
 /** JetStream API error codes this transport reacts to. */
@@ -756,13 +761,12 @@ class NatsTransport implements Transport {
     const copies = [DeadLetterCopy.whole, DeadLetterCopy.headers, DeadLetterCopy.bare];
     for (const [i, copy] of copies.entries()) {
       try {
-        // A dead letter sent again (after a disconnect) is stored once: the stream deduplicates it.
         await this.#publishConfirmed(
           js,
           deadLetterSubject(this.mesh, service),
           copy === DeadLetterCopy.whole ? msg.data : Empty,
           deadLetterHeaders(msg, info, reason, copy),
-          `${info.stream}:${info.streamSequence}:${info.deliveryCount}`,
+          deadLetterMsgId(info),
         );
         return;
       } catch (err) {

@@ -30,8 +30,8 @@ export interface NatsTransportOptions {
   /**
    * How long `send` waits for JetStream to confirm a request, command or event, in
    * milliseconds; it then rejects a retryable `NuropbTransportError` (the frame may still arrive).
-   * At most 2147483647.
-   * @defaultValue 10000
+   * Less than `ackWaitMs`, at most 2147483647.
+   * @defaultValue 10000, or half of `ackWaitMs` when that is less
    */
   readonly publishTimeoutMs?: number;
   /**
@@ -149,6 +149,19 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
       "createNatsTransport: 'connectionOptions' must be an object of nats connect() options",
     );
   }
+  const ackWaitMs = delayMs("ackWaitMs", options.ackWaitMs, 30_000, MIN_ACK_WAIT_MS);
+  const publishTimeoutMs = delayMs(
+    "publishTimeoutMs",
+    options.publishTimeoutMs,
+    Math.min(10_000, Math.floor(ackWaitMs / 2)),
+  );
+  // A dead letter is published (waiting for the link up to publishTimeoutMs) before its message
+  // is terminated: the ack wait must outlast it, or the message is delivered elsewhere meanwhile.
+  if (publishTimeoutMs >= ackWaitMs) {
+    throw new TypeError(
+      `createNatsTransport: 'ackWaitMs' (${String(ackWaitMs)}) must be greater than 'publishTimeoutMs' (${String(publishTimeoutMs)})`,
+    );
+  }
   return {
     servers: [...(servers as readonly string[])],
     mesh,
@@ -157,8 +170,8 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
     name: options.name ?? `nuropb-${mesh}`,
     connectTimeoutMs: delayMs("connectTimeoutMs", options.connectTimeoutMs, 5_000),
     reconnectWaitMs: delayMs("reconnectWaitMs", options.reconnectWaitMs, 500),
-    publishTimeoutMs: delayMs("publishTimeoutMs", options.publishTimeoutMs, 10_000),
-    ackWaitMs: delayMs("ackWaitMs", options.ackWaitMs, 30_000, MIN_ACK_WAIT_MS),
+    publishTimeoutMs,
+    ackWaitMs,
     eventRetentionMs: positiveInt("eventRetentionMs", options.eventRetentionMs, 86_400_000),
     deadLetterRetentionMs: positiveInt(
       "deadLetterRetentionMs",

@@ -109,6 +109,8 @@ export class ServiceConsumer implements Listener {
   readonly #loops: PullLoop[];
   readonly #waiting: Held[] = [];
   readonly #held = new Set<Held>();
+  /** Released deliveries whose dead letter is being stored: progress goes on until +TERM. */
+  readonly #deadLettering = new Set<Held>();
   #active = 0;
   #paused = false;
   #stopped = false;
@@ -182,7 +184,7 @@ export class ServiceConsumer implements Listener {
 
   #unsubscribe(): void {
     for (const loop of this.#loops) loop.unsubscribe();
-    if (this.#active === 0 && this.#timer !== undefined) {
+    if (this.#active === 0 && this.#deadLettering.size === 0 && this.#timer !== undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
@@ -311,6 +313,18 @@ export class ServiceConsumer implements Listener {
    * comes back after the ack wait.
    */
   async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
+    // Progress goes on while the copy is stored (it may wait for the link, up to the publish
+    // timeout, and be tried again), so the message is not redelivered elsewhere meanwhile and
+    // dead-lettered a second time.
+    this.#deadLettering.add(held);
+    try {
+      await this.#tryDeadLetter(held, reason);
+    } finally {
+      this.#deadLettering.delete(held);
+    }
+  }
+
+  async #tryDeadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
     const { stream, streamSequence: seq } = held.info;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -403,7 +417,7 @@ export class ServiceConsumer implements Listener {
     const now = Date.now();
     // Tell the server we still hold what we hold, so a slow handler is not redelivered elsewhere.
     const every = this.#deps.ackWaitMs / 3;
-    for (const held of this.#held) {
+    for (const held of [...this.#held, ...this.#deadLettering]) {
       if (now - held.progressAt >= every) {
         held.progressAt = now;
         this.#settle(held, "+WPI");

@@ -140,6 +140,30 @@ describe("dead letters", () => {
     expect([...(stored[0]?.data ?? [])]).toEqual([9]);
   });
 
+  it("a message delivered again (to this or another instance) is dead-lettered under the same Nats-Msg-Id, so the stream keeps one copy", async () => {
+    const { t, fake } = await open();
+    const stored = serveDeadLetters(fake);
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 2 },
+      (d) => d.reject(),
+    );
+    const pull = fake.published.find((p) => p.subject.startsWith("$JS.API.CONSUMER.MSG.NEXT."));
+    const first = jsDelivery({ stream: "NUROPB-m-SQ-svc", consumer: "nuropb", seq: 7 });
+    // The same message after the ack wait ran out (its +TERM lost with the link).
+    const again = jsDelivery({
+      stream: "NUROPB-m-SQ-svc",
+      consumer: "nuropb",
+      seq: 7,
+      deliveryCount: 2,
+    });
+    fake.deliver(pull?.reply ?? "", first);
+    await vi.waitFor(() => expect(settlements(fake, first.reply)).toEqual(["+TERM"]));
+    fake.deliver(pull?.reply ?? "", again);
+    await vi.waitFor(() => expect(settlements(fake, again.reply)).toEqual(["+TERM"]));
+    const ids = stored.map((m) => m.headers?.get("Nats-Msg-Id"));
+    expect(ids).toEqual(["NUROPB-m-SQ-svc:7", "NUROPB-m-SQ-svc:7"]);
+  });
+
   it("a message the dead-letter headers push over max_payload is dead-lettered without its body, once", async () => {
     const { t, fake } = await open();
     fake.info.max_payload = 4_096;

@@ -49,9 +49,25 @@ describe("createNatsTransport options", () => {
     [{ servers: "nats://x", connectionOptions: null }, /'connectionOptions'/],
     [{ servers: "nats://x", connectionOptions: [] }, /'connectionOptions'/],
     [{ servers: "nats://x", name: 42 }, /'name'/],
+    // A dead letter may wait publishTimeoutMs for the link before its message is terminated.
+    [
+      { servers: "nats://x", ackWaitMs: 5_000, publishTimeoutMs: 5_000 },
+      /'ackWaitMs'.*'publishTimeoutMs'/,
+    ],
+    [{ servers: "nats://x", publishTimeoutMs: 30_000 }, /'ackWaitMs'.*'publishTimeoutMs'/],
   ])("refuses %j", (options, message) => {
     expect(() => createNatsTransport(options as never)).toThrowError(TypeError);
     expect(() => createNatsTransport(options as never)).toThrowError(message);
+  });
+
+  it("takes half the ack wait as publish timeout when that is less than 10 s", () => {
+    expect(resolveNatsOptions({ servers: "nats://x", ackWaitMs: 2_000 })).toMatchObject({
+      ackWaitMs: 2_000,
+      publishTimeoutMs: 1_000,
+    });
+    expect(resolveNatsOptions({ servers: "nats://x", ackWaitMs: 60_000 })).toMatchObject({
+      publishTimeoutMs: 10_000,
+    });
   });
 
   it("accepts delays up to what a Node timer keeps and an ack wait of three ticks", () => {

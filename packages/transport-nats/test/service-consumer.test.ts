@@ -99,6 +99,36 @@ function deliverOne(fake: FakeNats, pulls: () => Sent[], c: ServiceConsumer): st
 }
 
 describe("ServiceConsumer dead letters", () => {
+  it("progress goes on while the dead letter is stored, until the message is terminated", async () => {
+    vi.useFakeTimers();
+    let stored!: () => void;
+    const deadLetter = vi.fn(() => new Promise<void>((resolve) => (stored = resolve)));
+    const {
+      fake,
+      sent,
+      pulls,
+      consumer: c,
+    } = consumer({
+      ackWaitMs: 3_000,
+      deadLetter,
+      handler: (d) => d.reject(),
+    });
+    const ackSubject = deliverOne(fake, pulls, c);
+    const verbs = (): string[] =>
+      sent.filter((s) => s.subject === ackSubject).map((s) => s.payload);
+    // The copy waits (for the link, say) through several ack waits.
+    await vi.advanceTimersByTimeAsync(9_000);
+    expect(deadLetter).toHaveBeenCalledTimes(1);
+    expect(verbs().filter((v) => v === "+WPI").length).toBeGreaterThanOrEqual(3);
+    expect(verbs()).not.toContain("+TERM");
+    stored();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(verbs().at(-1)).toBe("+TERM");
+    const settledVerbs = verbs().length;
+    await vi.advanceTimersByTimeAsync(9_000);
+    expect(verbs()).toHaveLength(settledVerbs);
+  });
+
   it(`a dead letter the broker keeps refusing is tried ${String(DEAD_LETTER_ATTEMPTS)} times, then the message is terminated and an error logged`, async () => {
     vi.useFakeTimers();
     const { logger, lines } = recordingLogger();
