@@ -865,13 +865,21 @@ class NatsTransport implements Transport {
     for (let attempt = 0; ; attempt++) {
       try {
         const info = await jsm.streams.info(config.name);
-        if (!mergeSubjects) return;
+        const changes: Partial<StreamConfig> = {};
         const have = new Set(info.config.subjects ?? []);
-        if (config.subjects.every((s) => have.has(s))) return;
-        await jsm.streams.update(config.name, {
-          ...info.config,
-          subjects: [...new Set([...have, ...config.subjects])],
-        });
+        if (mergeSubjects && !config.subjects.every((s) => have.has(s))) {
+          changes.subjects = [...new Set([...have, ...config.subjects])];
+        }
+        // A retention changed in the options reaches a stream declared before: the last
+        // transport to declare it wins.
+        if (config.max_age !== undefined && info.config.max_age !== config.max_age) {
+          changes.max_age = config.max_age;
+          // The server refuses a duplicate window longer than the retention.
+          if (info.config.duplicate_window > config.max_age)
+            changes.duplicate_window = config.max_age;
+        }
+        if (Object.keys(changes).length === 0) return;
+        await jsm.streams.update(config.name, { ...info.config, ...changes });
         return;
       } catch (err) {
         const code = apiErrorCode(err);
@@ -903,21 +911,26 @@ class NatsTransport implements Transport {
     for (let attempt = 0; ; attempt++) {
       try {
         const info = await jsm.consumers.info(stream, config.durable_name);
-        if (bindings === undefined) return [];
-        let known: string[] = [];
-        try {
-          const parsed = JSON.parse(info.config.description ?? "[]") as unknown;
-          if (Array.isArray(parsed))
-            known = parsed.filter((p): p is string => typeof p === "string");
-        } catch {
-          known = [];
+        const changes: Partial<ConsumerConfig> = {};
+        // An ackWaitMs changed in the options reaches a consumer declared before (the progress
+        // this transport sends is paced by its own ackWaitMs): the last instance to declare wins.
+        if (config.ack_wait !== undefined && info.config.ack_wait !== config.ack_wait)
+          changes.ack_wait = config.ack_wait;
+        let union: string[] = [];
+        if (bindings !== undefined) {
+          let known: string[] = [];
+          try {
+            const parsed = JSON.parse(info.config.description ?? "[]") as unknown;
+            if (Array.isArray(parsed))
+              known = parsed.filter((p): p is string => typeof p === "string");
+          } catch {
+            known = [];
+          }
+          union = [...new Set([...known, ...bindings])].sort();
+          if (union.length !== known.length) changes.description = JSON.stringify(union);
         }
-        const union = [...new Set([...known, ...bindings])].sort();
-        if (union.length !== known.length) {
-          await jsm.consumers.update(stream, config.durable_name, {
-            description: JSON.stringify(union),
-          });
-        }
+        if (Object.keys(changes).length > 0)
+          await jsm.consumers.update(stream, config.durable_name, changes);
         return union;
       } catch (err) {
         if (apiErrorCode(err) !== JsErr.consumerNotFound || attempt > 3) throw err;

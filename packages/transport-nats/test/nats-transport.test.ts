@@ -1,4 +1,14 @@
-import { headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  headers as natsHeaders,
+  nanos,
+  RetentionPolicy,
+  type ConsumerConfig,
+  type Msg,
+  type MsgHdrs,
+  type StreamConfig,
+} from "nats";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { DeliveryHandler, Frame, Transport } from "@nuropb/protocol";
 import { createNatsTransport, type NatsTransportOptions } from "@nuropb/transport-nats";
@@ -178,5 +188,58 @@ describe("dead letters", () => {
     expect(stored[0]?.headers?.get("Nuropb-Dl-Dropped")).toBe("body");
     expect(stored[0]?.headers?.get("Nuropb-Dl-Body-Bytes")).toBe(String(data.byteLength));
     expect(stored[0]?.headers?.get("nuropb_type")).toBe("request");
+  });
+});
+
+describe("declaring over what an earlier transport declared", () => {
+  it("brings the consumers' ack wait and the streams' retention to the options", async () => {
+    const { t, fake } = await open({
+      ackWaitMs: 2_000,
+      eventRetentionMs: 3_600_000,
+      deadLetterRetentionMs: 60_000,
+    });
+    // As declared by a transport with the defaults.
+    const stream = (name: string, subjects: string[], maxAgeMs: number): StreamConfig =>
+      ({
+        name,
+        subjects,
+        retention: RetentionPolicy.Limits,
+        max_age: nanos(maxAgeMs),
+        duplicate_window: nanos(120_000),
+      }) as StreamConfig;
+    fake.jsm.streamConfigs.set("NUROPB-m-DL", stream("NUROPB-m-DL", ["m.dl.>"], 604_800_000));
+    fake.jsm.streamConfigs.set("NUROPB-m-SQ-svc", stream("NUROPB-m-SQ-svc", ["m.rpc.svc"], 0));
+    fake.jsm.streamConfigs.set(
+      "NUROPB-m-EVENTS",
+      stream("NUROPB-m-EVENTS", ["m.evt.>"], 86_400_000),
+    );
+    for (const key of ["NUROPB-m-SQ-svc/nuropb", "NUROPB-m-EVENTS/svc-svc"]) {
+      fake.jsm.consumerConfigs.set(key, {
+        durable_name: key.split("/")[1] ?? "",
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(30_000),
+        description: JSON.stringify(["a.#"]),
+      } as ConsumerConfig);
+    }
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: ["a.#"], prefetch: 1 },
+      (d) => d.ack(),
+    );
+    expect(fake.jsm.consumerConfigs.get("NUROPB-m-SQ-svc/nuropb")?.ack_wait).toBe(nanos(2_000));
+    expect(fake.jsm.consumerConfigs.get("NUROPB-m-EVENTS/svc-svc")?.ack_wait).toBe(nanos(2_000));
+    expect(fake.jsm.streamConfigs.get("NUROPB-m-EVENTS")?.max_age).toBe(nanos(3_600_000));
+    expect(fake.jsm.streamConfigs.get("NUROPB-m-DL")).toMatchObject({
+      max_age: nanos(60_000),
+      duplicate_window: nanos(60_000),
+    });
+    expect(fake.jsm.streamConfigs.get("NUROPB-m-SQ-svc")?.max_age).toBe(0);
+    // Declared again as it is: nothing to change.
+    const updates = fake.jsm.consumerUpdates.length + fake.jsm.streamUpdates.length;
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: ["a.#"], prefetch: 1 },
+      (d) => d.ack(),
+    );
+    expect(fake.jsm.consumerUpdates.length + fake.jsm.streamUpdates.length).toBe(updates);
   });
 });
