@@ -130,6 +130,8 @@ class AmqpTransport implements Transport {
   readonly #life = createTransportLifecycle("AMQP");
   readonly #listeners = new Set<ListenerState>();
   readonly #inflight = new Set<Promise<unknown>>();
+  /** close() is waiting for running handlers: their replies may still be sent. */
+  #draining = false;
   /** Aborted by close(): stops connect and reconnect loops. */
   readonly #shutdown = new AbortController();
 
@@ -373,6 +375,10 @@ class AmqpTransport implements Transport {
           ),
           this.#o.closeTimeoutMs,
         );
+        // Handlers already running finish (bounded): they may still reply and settle.
+        this.#draining = true;
+        await this.#handlersIdle(this.#o.closeTimeoutMs);
+        this.#draining = false;
         await withDeadline(Promise.allSettled([...this.#inflight]), this.#o.closeTimeoutMs);
         this.#session = undefined;
         await withDeadline(closeQuietly(session.conn), this.#o.closeTimeoutMs);
@@ -385,8 +391,17 @@ class AmqpTransport implements Transport {
     }, reason);
   }
 
+  /** Resolves once no delivery handler is running, or after `timeoutMs`. */
+  async #handlersIdle(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const running = (): boolean =>
+      [...this.#listeners].some((l) => l.handle !== undefined && l.handle.running > 0);
+    while (running() && Date.now() < deadline) await sleep(5, []);
+  }
+
   /** Rejects unless the transport can talk to the broker right now. */
   #requireOpen(what: string): Session {
+    if (this.#draining && this.#session !== undefined) return this.#session;
     if (this.#life.ending) throw this.#life.closedError();
     const s = this.#session;
     if (this.#life.state !== LifecycleState.open || s === undefined) {

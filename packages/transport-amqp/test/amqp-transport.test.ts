@@ -739,6 +739,35 @@ describe("connection loss", () => {
 });
 
 describe("closing", () => {
+  it("lets running handlers reply and settle before it closes; new deliveries stop first", async () => {
+    const t = transport();
+    await t.connect();
+    let finish: () => void = () => {};
+    const gate = new Promise<void>((r) => (finish = r));
+    const replied: string[] = [];
+    await t.consumeService(spec, async (d) => {
+      await gate;
+      const body = new TextDecoder().decode(d.body);
+      await t.send({ kind: "reply", address: "nuropb-client-rq" }, frame(`re-${body}`));
+      replied.push(body);
+      await d.ack();
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    const pub = conn().publisher() as FakeChannel;
+    ch.deliver("a");
+    const closing = t.close();
+    await vi.waitFor(() => expect(ch.consumers.size).toBe(0));
+    expect(await outcome(closing)).toBe("pending");
+    finish();
+    await closing;
+    expect(replied).toEqual(["a"]);
+    expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]);
+    expect(pub.published.map((p) => p.options?.correlationId)).toContain("re-a");
+    await expect(t.send({ kind: "event", topic: "t" }, frame("late"))).rejects.toThrow(
+      NuropbConnectionClosedError,
+    );
+  });
+
   it("waits for outstanding confirms before closing the connection", async () => {
     const t = transport();
     await t.connect();
