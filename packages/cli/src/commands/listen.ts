@@ -6,7 +6,7 @@ import {
   newId,
 } from "@nuropb/protocol";
 import amqp from "amqplib";
-import type { ChannelModel, ConsumeMessage } from "amqplib";
+import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
 import { brokerUrl, positiveInteger, topicPattern } from "../args.ts";
 import { CliError, ExitCode } from "../errors.ts";
 import { formatEvent, formatEventJson, type ReceivedEvent } from "../format.ts";
@@ -68,15 +68,25 @@ export async function listenCommand(
 
   let received = 0;
   let stopping = false;
+  let channel: Channel | undefined;
+  let consumerTag: string | undefined;
   try {
     // Errors arrive as events too; the awaited calls below reject with them.
     conn.on("error", () => undefined);
     const ch = await conn.createChannel();
+    channel = ch;
     ch.on("error", () => undefined);
     const done = new Promise<ExitCode>((resolve, reject) => {
+      const stop = (): void => {
+        stopping = true;
+        resolve(ExitCode.ok);
+      };
       const onMessage = (msg: ConsumeMessage | null): void => {
+        // One socket read can hold many messages, and more arrive until the consumer is cancelled:
+        // once done (the count reached or Ctrl-C), print nothing more.
+        if (stopping || received >= limit) return;
         if (msg === null) {
-          if (!stopping) reject(new Error("the broker cancelled the subscription"));
+          reject(new Error("the broker cancelled the subscription"));
           return;
         }
         const event = toEvent(msg);
@@ -86,18 +96,17 @@ export async function listenCommand(
         }
         received += 1;
         output.data(opts.json === true ? formatEventJson(event) : formatEvent(event, output.out));
-        if (received >= limit) resolve(ExitCode.ok);
+        if (received >= limit) stop();
       };
       conn.on("close", (err?: Error) => {
         if (!stopping) reject(err ?? new Error("the connection closed"));
       });
-      const stop = (): void => resolve(ExitCode.ok);
       if (io.signal?.aborted === true) stop();
       else io.signal?.addEventListener("abort", stop, { once: true });
       void (async () => {
         await ch.assertQueue(queue, { exclusive: true, autoDelete: true, durable: false });
         await ch.bindQueue(queue, exchange, pattern);
-        await ch.consume(queue, onMessage, { noAck: true, exclusive: true });
+        ({ consumerTag } = await ch.consume(queue, onMessage, { noAck: true, exclusive: true }));
         output.note(
           output.err.dim(
             `listening for '${pattern}' on mesh ${broker.vhost} (queue ${queue}), Ctrl-C to stop`,
@@ -122,6 +131,9 @@ export async function listenCommand(
     return code;
   } finally {
     stopping = true;
+    if (consumerTag !== undefined && channel !== undefined) {
+      await channel.cancel(consumerTag).catch(() => undefined);
+    }
     await conn.close().catch(() => undefined);
     if (opts.json !== true && received > 0) output.note(output.err.dim(`${received} event(s)`));
   }
