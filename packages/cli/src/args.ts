@@ -18,6 +18,9 @@ export interface BrokerUrl {
 
 const URL_EXAMPLE = "amqp://user:password@host:5672/vhost";
 
+/** AMQP's heartbeat is an unsigned 16-bit number of seconds. */
+const MAX_HEARTBEAT_SEC = 65_535;
+
 /**
  * The broker URL from `--url`, else `NUROPB_AMQP_URL`, checked: an `amqp://` or `amqps://` URL with
  * a host and a vhost path.
@@ -61,6 +64,14 @@ export function brokerUrl(
     vhost = decodeURIComponent(path);
   } catch {
     throw usageError(`${where} vhost is not valid percent-encoding: ${shown}`);
+  }
+  for (const value of u.searchParams.getAll("heartbeat")) {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n > MAX_HEARTBEAT_SEC) {
+      throw usageError(
+        `${where} parameter heartbeat must be a whole number of seconds from 0 to ${MAX_HEARTBEAT_SEC}: ${shown}`,
+      );
+    }
   }
   return {
     url: text,
@@ -129,14 +140,20 @@ export function jsonValue(text: string, what: string): unknown {
   }
 }
 
+/** The longest delay a Node.js timer takes (about 24.8 days); a longer one fires after 1 ms. */
+export const MAX_MILLISECONDS = 2_147_483_647;
+
 /**
- * Parses a positive whole number of milliseconds.
+ * Parses a positive whole number of milliseconds, at most {@link MAX_MILLISECONDS}.
  * @throws CliError (usage)
  */
 export function milliseconds(text: string, what: string): number {
   const n = Number(text);
   if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n <= 0) {
     throw usageError(`${what} must be a positive whole number of milliseconds, got '${text}'`);
+  }
+  if (n > MAX_MILLISECONDS) {
+    throw usageError(`${what} must be at most ${MAX_MILLISECONDS} milliseconds, got '${text}'`);
   }
   return n;
 }

@@ -2,7 +2,7 @@ import { createClient, type MeshClient } from "@nuropb/core";
 import { newId, type Transport } from "@nuropb/protocol";
 import { createAmqpTransport } from "@nuropb/transport-amqp";
 import type { BrokerUrl } from "./args.ts";
-import { CliError, ExitCode } from "./errors.ts";
+import { CliError, ExitCode, usageError } from "./errors.ts";
 import { scrub } from "./scrub.ts";
 
 /** Makes the transport the CLI talks through; tests pass one that returns a memory transport. */
@@ -29,6 +29,7 @@ export interface Session {
 
 /**
  * Connects a client to the mesh.
+ * @throws CliError (usage) when the transport refuses its options (a URL parameter, say).
  * @throws CliError (transport) when the broker cannot be reached or refuses the connection.
  */
 export async function openSession(
@@ -36,7 +37,16 @@ export async function openSession(
   settings: { readonly connectTimeoutMs: number },
   factory: TransportFactory,
 ): Promise<Session> {
-  const transport = factory(broker.url, settings);
+  let transport: Transport;
+  try {
+    transport = factory(broker.url, settings);
+  } catch (err) {
+    // The transport checks its options as it is made, before connecting: a bad one is a usage error.
+    if (err instanceof TypeError || err instanceof RangeError) {
+      throw usageError(scrub(err.message, broker));
+    }
+    throw err;
+  }
   const client = createClient({ transport, name: "cli" });
   const close = async (): Promise<void> => {
     await client.disconnect().catch(() => undefined);

@@ -37,6 +37,7 @@ describe("brokerUrl", () => {
       username: "ann",
     });
     expect(brokerUrl(undefined, { NUROPB_AMQP_URL: "amqps://h/v" }).vhost).toBe("v");
+    expect(brokerUrl("amqp://h/v?heartbeat=30", {}).url).toBe("amqp://h/v?heartbeat=30");
   });
 
   it("says how to give a URL when there is none (an empty variable counts as none)", () => {
@@ -54,6 +55,9 @@ describe("brokerUrl", () => {
     ["amqp://guest:hunter22@h:5672/", "--url has no vhost"],
     ["amqp://guest:hunter22@h/a/b", "--url path must be one vhost segment"],
     ["amqp://guest:hunter22@h/%E0%A4%A", "--url vhost is not valid percent-encoding"],
+    ["amqp://guest:hunter22@h/v?heartbeat=abc", "--url parameter heartbeat must be a whole number"],
+    ["amqp://guest:hunter22@h/v?heartbeat=-1", "--url parameter heartbeat"],
+    ["amqp://guest:hunter22@h/v?heartbeat=65536", "--url parameter heartbeat"],
   ])("refuses %s with a message that never shows the password", (url, message) => {
     const err = usage(() => brokerUrl(url, {}));
     expect(err.message).toContain(message);
@@ -109,6 +113,10 @@ describe("numbers, names and topics", () => {
         `--ttl must be a positive whole number of milliseconds, got '${bad}'`,
       );
     }
+    expect(milliseconds("2147483647", "--ttl")).toBe(2_147_483_647);
+    expect(usage(() => milliseconds("2147483648", "--connect-timeout")).message).toBe(
+      "--connect-timeout must be at most 2147483647 milliseconds, got '2147483648'",
+    );
     expect(positiveInteger("3", "--count")).toBe(3);
     expect(usage(() => positiveInteger("0", "--count")).message).toContain("--count");
   });

@@ -226,6 +226,19 @@ describe("call", () => {
   });
 });
 
+describe("transport options", () => {
+  it("exits 2 with the transport's message, without the password, when it refuses its options", async () => {
+    const c = capture();
+    const code = await run(["call", "orders", "echo", "--url", URL], c.io, {
+      createTransport: () => {
+        throw new TypeError("url parameter frob is bad: amqp://guest:hunter22@rabbit.invalid");
+      },
+    });
+    expect(code).toBe(2);
+    expect(c.stderr()).toBe("error: url parameter frob is bad: amqp://guest:****@rabbit.invalid\n");
+  });
+});
+
 describe("spinner", () => {
   it("spins on the terminal's stderr while waiting, never on stdout", async () => {
     const spun: string[] = [];

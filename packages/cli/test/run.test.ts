@@ -81,6 +81,20 @@ describe("usage errors exit 2 with one line saying what to fix", () => {
       "error: --connect-timeout must",
     ],
     [["mesh", "teardown", "--url", URL], "error: mesh teardown deletes vhost 'mesh'"],
+    [["call", "svc", "m", "--url", URL, "--ttl", "3000000000"], "error: --ttl must be at most"],
+    [
+      ["listen", "a.#", "--url", URL, "--connect-timeout", "3000000000"],
+      "error: --connect-timeout must be at most 2147483647",
+    ],
+    [
+      ["services", "--url", URL, "--connect-timeout", "3000000000"],
+      "error: --connect-timeout must be at most",
+    ],
+    [
+      ["call", "svc", "m", "--url", `${URL}?heartbeat=abc`],
+      "error: --url parameter heartbeat must be a whole number of seconds",
+    ],
+    [["listen", "a.#", "--url", `${URL}?heartbeat=70000`], "error: --url parameter heartbeat"],
   ])("%j", async (argv, message) => {
     const r = await cli(argv);
     expect(r.code).toBe(2);
