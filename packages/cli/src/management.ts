@@ -9,8 +9,8 @@ const SERVICE_QUEUE = /^nuropb-(.+)-sq$/;
  * The service queues (`nuropb-{service}-sq`) of a vhost, from the RabbitMQ management API
  * (`GET {api}/queues/{vhost}`), sorted by service name.
  * @param api management API base, e.g. `http://guest:guest@localhost:15672/api`
- * @throws CliError (transport) when the API is unreachable, refuses the credentials or the vhost
- *   does not exist.
+ * @throws CliError (transport) when the API is unreachable, refuses the credentials, the vhost
+ *   does not exist, or its answer is not JSON or does not arrive within `timeoutMs`.
  */
 export async function listServiceQueues(
   api: string,
@@ -64,7 +64,24 @@ export async function listServiceQueues(
       ExitCode.transport,
     );
   }
-  const list = (await res.json()) as unknown;
+  let list: unknown;
+  try {
+    list = JSON.parse(await res.text()) as unknown;
+  } catch (err) {
+    // A proxy's HTML page, a truncated body, or a body slower than the timeout.
+    const reason =
+      (err as Error)?.name === "TimeoutError"
+        ? `the answer did not arrive within ${timeoutMs} ms`
+        : `the answer is not JSON (${scrub((err as Error)?.message ?? String(err), { password, username })})`;
+    throw new CliError(
+      `cannot read the management API's answer from ${base}: ${reason}`,
+      ExitCode.transport,
+      {
+        cause: err,
+        hint: "is --management-url the RabbitMQ management API (its /api path)?",
+      },
+    );
+  }
   if (!Array.isArray(list)) {
     throw new CliError(
       `the management API at ${shown} answered something else than a list`,
