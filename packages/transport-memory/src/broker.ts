@@ -9,6 +9,9 @@ import type {
 } from "@nuropb/protocol";
 import { inboundFrame } from "./frames.ts";
 
+/** Longest delay a Node timer keeps (a longer one fires after 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 // The in-process "broker": one VHost per mesh, holding durable service queues, their bindings,
 // the auto-deleted response queues and the dead letters. Everything here runs synchronously;
 // deliveries are handed to handlers from a later macrotask (see `schedule`).
@@ -139,7 +142,9 @@ export class ServiceQueue {
   readonly name: string;
   readonly eventPatterns = new Set<string>();
   readonly #vhost: VHost;
-  readonly #ready: QueuedMessage[] = [];
+  /** Waiting messages from `#head` on (taken from the front by index: `shift()` is O(n)). */
+  #ready: (QueuedMessage | undefined)[] = [];
+  #head = 0;
   readonly #consumers: ServiceConsumer[] = [];
   #nextConsumer = 0;
   #seq = 0;
@@ -153,7 +158,7 @@ export class ServiceQueue {
   }
 
   get depth(): number {
-    return this.#ready.length;
+    return this.#ready.length - this.#head;
   }
 
   get consumerCount(): number {
@@ -188,7 +193,9 @@ export class ServiceQueue {
       msg.redelivered = true;
       if (msg.expiresAt !== undefined) this.#armExpiry(msg.expiresAt);
     }
-    this.#ready.unshift(...sorted);
+    // Not `unshift(...sorted)`: spreading a six-figure array overflows the call stack.
+    this.#ready = (sorted as (QueuedMessage | undefined)[]).concat(this.#ready.slice(this.#head));
+    this.#head = 0;
     this.pumpSoon();
   }
 
@@ -222,15 +229,23 @@ export class ServiceQueue {
     // schedules another pump, instead of re-entering this loop.
     const batch: [ServiceConsumer, InFlight][] = [];
     const now = Date.now();
-    while (this.#ready.length > 0) {
+    while (this.#head < this.#ready.length) {
       const consumer = this.#pickConsumer();
       if (consumer === undefined) break;
-      const msg = this.#ready.shift() as QueuedMessage;
+      const msg = this.#ready[this.#head] as QueuedMessage;
+      this.#ready[this.#head++] = undefined;
       if (msg.expiresAt !== undefined && msg.expiresAt <= now) {
         this.deadLetter(msg, "expired");
         continue;
       }
       batch.push([consumer, consumer.take(msg)]);
+    }
+    if (this.#head === this.#ready.length) {
+      this.#ready.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#ready.length) {
+      this.#ready = this.#ready.slice(this.#head);
+      this.#head = 0;
     }
     for (const [consumer, rec] of batch) consumer.invoke(rec);
   }
@@ -257,7 +272,9 @@ export class ServiceQueue {
     if (this.#expiryTimer !== undefined && this.#expiryAt <= expiresAt) return;
     if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
     this.#expiryAt = expiresAt;
-    const timer = setTimeout(() => this.#sweepExpired(), Math.max(0, expiresAt - Date.now()));
+    // A Node timer holds at most 2^31 - 1 ms; a later expiry is reached in steps of that.
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, expiresAt - Date.now()));
+    const timer = setTimeout(() => this.#sweepExpired(), delay);
     // A waiting message must not keep the process alive on its own.
     (timer as { unref?: () => void }).unref?.();
     this.#expiryTimer = timer;
@@ -268,7 +285,8 @@ export class ServiceQueue {
     const now = Date.now();
     let next: number | undefined;
     const keep: QueuedMessage[] = [];
-    for (const msg of this.#ready) {
+    for (let i = this.#head; i < this.#ready.length; i++) {
+      const msg = this.#ready[i] as QueuedMessage;
       if (msg.expiresAt !== undefined && msg.expiresAt <= now) this.deadLetter(msg, "expired");
       else {
         keep.push(msg);
@@ -276,8 +294,8 @@ export class ServiceQueue {
           next = msg.expiresAt;
       }
     }
-    this.#ready.length = 0;
-    this.#ready.push(...keep);
+    this.#ready = keep;
+    this.#head = 0;
     if (next !== undefined) this.#armExpiry(next);
   }
 }

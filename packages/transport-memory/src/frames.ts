@@ -1,11 +1,15 @@
 import { NuropbMessageError } from "@nuropb/protocol";
 import type { Destination, Frame, InboundFrame, WireHeaders } from "@nuropb/protocol";
 
+/** The largest message expiration every RabbitMQ accepts (AMQP's `expiration` as a 32-bit count). */
+const MAX_EXPIRATION_MS = 4_294_967_295;
+
 /**
  * Checks the shape of a frame handed to `send` and returns a private copy of it (headers and body
  * bytes copied), so that the sender may reuse its objects as soon as `send` resolves.
  * @throws TypeError when the frame is malformed (a programming error).
- * @throws NuropbMessageError when the body is larger than `maxFrameBytes`.
+ * @throws NuropbMessageError when the body is larger than `maxFrameBytes`, or the ttl is not an
+ *   integer from 0 to 4294967295 ms (as the AMQP transport).
  */
 export function copyOutgoingFrame(frame: Frame, maxFrameBytes: number): Frame {
   if (typeof frame !== "object" || frame === null) throw new TypeError("frame must be an object");
@@ -16,11 +20,15 @@ export function copyOutgoingFrame(frame: Frame, maxFrameBytes: number): Frame {
   if (frame.replyTo !== undefined && typeof frame.replyTo !== "string") {
     throw new TypeError("frame.replyTo must be a string when present");
   }
-  if (
-    frame.ttlMs !== undefined &&
-    (typeof frame.ttlMs !== "number" || !Number.isFinite(frame.ttlMs) || frame.ttlMs < 0)
-  ) {
-    throw new TypeError("frame.ttlMs must be a finite number of milliseconds >= 0 when present");
+  const ttl = frame.ttlMs;
+  // The checks and errors of the AMQP transport, so a frame refused there is refused here too.
+  if (ttl !== undefined && (!Number.isSafeInteger(ttl) || ttl < 0)) {
+    throw new NuropbMessageError(`frame.ttlMs must be a non-negative integer, got ${String(ttl)}`);
+  }
+  if (ttl !== undefined && ttl > MAX_EXPIRATION_MS) {
+    throw new NuropbMessageError(
+      `frame.ttlMs must be at most ${MAX_EXPIRATION_MS} ms (the largest message expiration every RabbitMQ accepts), got ${ttl}`,
+    );
   }
   const headers = copyHeaders(frame.headers);
   if (frame.body.byteLength > maxFrameBytes) {

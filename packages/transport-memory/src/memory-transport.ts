@@ -105,6 +105,8 @@ class MemoryTransport implements Transport {
   readonly #responseConsumers = new Set<ResponseConsumer>();
   /** Set while a simulated connection loss lasts; resolves when it is over. */
   #outage: Promise<void> | undefined;
+  /** Ends the simulated outage now (the transport is closing): clears its timer, settles it. */
+  #endOutage: (() => void) | undefined;
 
   constructor(vhost: VHost, maxFrameBytes: number, logger: Logger) {
     this.#vhost = vhost;
@@ -131,14 +133,20 @@ class MemoryTransport implements Transport {
     }
     const attempt = this.#life.connect(
       () =>
-        new Promise<void>((resolve) =>
+        new Promise<void>((resolve, reject) => {
+          // As on a broker: the signal of the call that started the attempt aborts it, and
+          // the transport goes back to idle.
+          const onAbort = (): void => reject(abortedError(signal as AbortSignal));
+          signal?.addEventListener("abort", onAbort, { once: true });
           schedule(() => {
+            signal?.removeEventListener("abort", onAbort);
+            if (signal?.aborted === true) return;
             if (!this.#life.ending) this.#logger.info("connected");
             resolve();
-          }),
-        ),
+          });
+        }),
     );
-    // Callers get their own (possibly abortable) view; the shared attempt never goes unhandled.
+    // Each caller gets its own (possibly abortable) view; the shared attempt never goes unhandled.
     attempt.catch(() => {});
     return signal === undefined ? attempt : abortable(attempt, signal);
   }
@@ -244,13 +252,20 @@ class MemoryTransport implements Transport {
     for (const consumer of this.#serviceConsumers) consumer.loseAll();
     for (const consumer of this.#responseConsumers) consumer.undeclare();
     this.#outage = new Promise<void>((resolve) => {
-      const restore = (): void => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const end = (): void => {
+        if (timer !== undefined) clearTimeout(timer);
         this.#outage = undefined;
-        if (this.#life.state === "open") this.#restore();
+        this.#endOutage = undefined;
         resolve();
       };
+      const restore = (): void => {
+        end();
+        if (this.#life.state === "open") this.#restore();
+      };
+      this.#endOutage = end;
       const downMs = options.downMs ?? 0;
-      if (downMs > 0) setTimeout(restore, downMs);
+      if (downMs > 0) timer = setTimeout(restore, downMs);
       else schedule(restore);
     });
     return this.#outage;
@@ -282,6 +297,7 @@ class MemoryTransport implements Transport {
 
   /** Drops every consumer; the lifecycle is `closing` and reports `closed` when this returns. */
   async #shutdown(error: Error | undefined): Promise<void> {
+    this.#endOutage?.();
     for (const consumer of this.#serviceConsumers) {
       consumer.loseAll();
       consumer.stop();

@@ -125,6 +125,42 @@ describe("hub.disconnect", () => {
     expect(decode(seen[1]?.body ?? new Uint8Array())).toBe("m");
   });
 
+  it("returns a six-figure number of unsettled deliveries without overflowing the stack", async () => {
+    const t = await env.open();
+    let seen = 0;
+    await t.consumeService(serviceSpec("svc", { prefetch: 0 }), () => void seen++);
+    const n = 150_000;
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) sends.push(t.send(rpc, makeFrame(`m${i}`)));
+    await Promise.all(sends);
+    await waitFor(() => seen === n, 20_000);
+    expect(env.hub().unsettledCount(Q)).toBe(n);
+    await env.hub().disconnect(t, { downMs: 1 });
+    await waitFor(() => seen === 2 * n, 20_000); // every one back and delivered again
+  });
+
+  it("expires a message from a six-figure queue without overflowing the stack", async () => {
+    const t = await env.open();
+    await (await t.consumeService(serviceSpec("svc"), () => undefined)).stop(); // the queue stays
+    const n = 150_000;
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < n - 1; i++) sends.push(t.send(rpc, makeFrame(`m${i}`)));
+    sends.push(t.send(rpc, makeFrame("short-lived", { ttlMs: 1 })));
+    await Promise.all(sends);
+    await waitFor(() => env.hub().deadLetters().length === 1, 10_000);
+    expect(env.hub().deadLetters()[0]?.reason).toBe("expired");
+    expect(env.hub().queueDepth(Q)).toBe(n - 1);
+  });
+
+  it("close() ends a simulated outage: waiting sends reject at once, the outage settles", async () => {
+    const t = await env.open();
+    const down = env.hub().disconnect(t, { downMs: 3_600_000 });
+    const waiting = t.send({ kind: "event", topic: "t" }, makeFrame("while-down"));
+    await t.close();
+    await expect(waiting).rejects.toThrow(/closed/);
+    await down; // settles now, not in an hour (and leaves no timer behind)
+  });
+
   it("drops the response queue and responses in flight while down", async () => {
     const t = await env.open();
     const other = await env.open();

@@ -162,6 +162,7 @@ describe("lifecycle", () => {
     const pending = t.connect({ signal: late.signal });
     late.abort();
     await expect(pending).rejects.toThrow(/aborted/);
+    expect(t.state).toBe("idle"); // the attempt itself was aborted, as on a broker
     await t.connect();
     expect(t.state).toBe("open");
   });
@@ -240,7 +241,6 @@ describe("send", () => {
     ["an empty address", { kind: "reply", address: "" }, makeFrame("a")],
     ["a string body", { kind: "event", topic: "t" }, { ...makeFrame("a"), body: "a" }],
     ["a numeric header", { kind: "event", topic: "t" }, { ...makeFrame("a"), headers: { a: 1 } }],
-    ["a negative ttl", { kind: "event", topic: "t" }, makeFrame("a", { ttlMs: -1 })],
     [
       "a missing correlation id",
       { kind: "event", topic: "t" },
@@ -250,6 +250,20 @@ describe("send", () => {
     const t = await env.open();
     await expect(t.send(to as never, frame as never)).rejects.toBeInstanceOf(TypeError);
   });
+
+  it.each([
+    ["negative", -1, /non-negative integer/],
+    ["fractional", 1.5, /non-negative integer/],
+    ["beyond what RabbitMQ accepts", 4_294_967_296, /at most 4294967295 ms/],
+  ])(
+    "rejects a %s ttl with NuropbMessageError, as the AMQP transport does",
+    async (_l, ttl, msg) => {
+      const t = await env.open();
+      const sent = t.send({ kind: "event", topic: "t" }, makeFrame("a", { ttlMs: ttl }));
+      await expect(sent).rejects.toBeInstanceOf(NuropbMessageError);
+      await expect(sent).rejects.toThrow(msg);
+    },
+  );
 
   it("delivers asynchronously, never inside the send call", async () => {
     const t = await env.open();
