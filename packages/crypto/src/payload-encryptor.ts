@@ -168,8 +168,12 @@ function replySecret(replyKey: ReplyKey): ReplySecret {
 }
 
 // nacl envelope: body = VERSION ‖ nonce(24) ‖ secretbox(shared, nonce, inner), where
-// inner = kind(1) ‖ timestamp ms (8, big-endian) ‖ [response: request nonce (24)] ‖ plaintext.
-const NACL_VERSION = 0x01;
+// inner = kind(1) ‖ timestamp ms (8, big-endian) ‖ binding ‖ plaintext, and the binding is the
+// recipient's public key (32) in a request, the request's nonce (24) in a response. The shared
+// key is the same in both directions between two static keys: without the recipient inside,
+// A's request to B could be sent back to A as a request "from B" (version 1 had that hole).
+const NACL_VERSION = 0x02;
+const RECIPIENT_BYTES = nacl.box.publicKeyLength; // 32
 const KIND_REQUEST = 0x01;
 const KIND_RESPONSE = 0x02;
 const NONCE_BYTES = nacl.secretbox.nonceLength; // 24
@@ -194,6 +198,7 @@ interface RsaPeer {
 }
 interface NaclPeer {
   readonly kid: string;
+  readonly publicKey: Uint8Array;
   readonly shared: Uint8Array;
 }
 
@@ -514,10 +519,20 @@ class Encryptor implements PayloadEncryptor {
           NACL,
         );
       }
-      entry = { kid: naclKeyId(publicKey), shared: nacl.box.before(publicKey, own.pair.secretKey) };
+      entry = {
+        kid: naclKeyId(publicKey),
+        publicKey: Uint8Array.from(publicKey),
+        shared: nacl.box.before(publicKey, own.pair.secretKey),
+      };
       this.#naclPeers.set(announced, entry);
     }
-    const { body, nonce } = sealNacl(plain, entry.shared, KIND_REQUEST, this.#now(), undefined);
+    const { body, nonce } = sealNacl(
+      plain,
+      entry.shared,
+      KIND_REQUEST,
+      this.#now(),
+      entry.publicKey,
+    );
     return {
       body,
       headers: {
@@ -574,6 +589,17 @@ class Encryptor implements PayloadEncryptor {
       this.#naclSenders.set(cacheKey, shared);
     }
     const inner = openNacl(body, shared, KIND_REQUEST);
+    if (
+      inner.length < INNER_HEAD + RECIPIENT_BYTES ||
+      !equalBytes(inner.subarray(INNER_HEAD, INNER_HEAD + RECIPIENT_BYTES), own.publicKey)
+    ) {
+      // Sealed by this sender for another recipient: a request reflected or redirected here.
+      throw cryptoError(
+        DecryptFailure.tampered,
+        "nacl request was sealed for another recipient (reflected or redirected)",
+        NACL,
+      );
+    }
     if (maxAgeMs !== undefined) {
       const sentAt = readUint64(inner, 1);
       const now = this.#now();
@@ -594,7 +620,7 @@ class Encryptor implements PayloadEncryptor {
     }
     const nonce = toBuffer(body).subarray(1, 1 + NONCE_BYTES);
     return {
-      plain: inner.subarray(INNER_HEAD),
+      plain: inner.subarray(INNER_HEAD + RECIPIENT_BYTES),
       replyKey: issueReplyKey({ suite: NACL, shared, requestNonce: Uint8Array.from(nonce), kid }),
     };
   }
@@ -647,19 +673,19 @@ function splitRsaBody(body: Uint8Array): { keyPart: string; token: Buffer } {
   return { keyPart: text.slice(0, dot), token };
 }
 
+/** `binding`: the recipient's public key (request) or the request's nonce (response). */
 function sealNacl(
   plain: Uint8Array,
   shared: Uint8Array,
   kind: number,
   nowMs: number,
-  requestNonce: Uint8Array | undefined,
+  binding: Uint8Array,
 ): { body: Uint8Array; nonce: Uint8Array } {
-  const extra = requestNonce === undefined ? 0 : NONCE_BYTES;
-  const inner = new Uint8Array(INNER_HEAD + extra + plain.length);
+  const inner = new Uint8Array(INNER_HEAD + binding.length + plain.length);
   inner[0] = kind;
   writeUint64(inner, 1, nowMs);
-  if (requestNonce !== undefined) inner.set(requestNonce, INNER_HEAD);
-  inner.set(plain, INNER_HEAD + extra);
+  inner.set(binding, INNER_HEAD);
+  inner.set(plain, INNER_HEAD + binding.length);
   const body = Buffer.allocUnsafe(1 + NONCE_BYTES + TAG_BYTES + inner.length);
   body[0] = NACL_VERSION;
   fillRandom(body, 1, NONCE_BYTES);
@@ -675,7 +701,9 @@ function openNacl(body: Uint8Array, shared: Uint8Array, kind: number): Uint8Arra
   if (body[0] !== NACL_VERSION) {
     throw cryptoError(
       DecryptFailure.unsupported,
-      `Unknown nacl envelope version ${body[0] ?? 0}`,
+      body[0] === 0x01
+        ? "nacl envelope version 1 is refused: it did not bind the recipient (update the sender)"
+        : `Unknown nacl envelope version ${body[0] ?? 0}`,
       NACL,
     );
   }

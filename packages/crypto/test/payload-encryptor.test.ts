@@ -106,9 +106,9 @@ describe("nacl suite", () => {
     );
     expect(sealed.headers[EncryptionHeader.keyId]).toMatch(/^[0-9a-f]{16}$/);
     expect(Buffer.from(sealed.headers[EncryptionHeader.senderKey] ?? "", "base64").length).toBe(32);
-    // version(1) + nonce(24) + tag(16) + kind(1) + timestamp(8) + plaintext
-    expect(sealed.body.length).toBe(1 + 24 + 16 + 9 + plain.length);
-    expect(sealed.body[0]).toBe(1);
+    // version(1) + nonce(24) + tag(16) + kind(1) + timestamp(8) + recipient key(32) + plaintext
+    expect(sealed.body.length).toBe(1 + 24 + 16 + 9 + 32 + plain.length);
+    expect(sealed.body[0]).toBe(2);
 
     const opened = service.openRequest(
       sealed.body,
@@ -121,6 +121,41 @@ describe("nacl suite", () => {
     expect(text(client.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe(
       '{"result":42}',
     );
+  });
+
+  it("refuses a request reflected back to its sender as if it came from the recipient", () => {
+    // Two services with static keys share one X25519 key in both directions.
+    const aKeys = createServiceKeys({ nacl: true });
+    const bKeys = createServiceKeys({ nacl: true });
+    const a = createPayloadEncryptor({ keys: aKeys });
+    const b = createPayloadEncryptor({ keys: bKeys });
+    const sealed = a.sealRequest(utf8('{"method":"transfer"}'), {
+      naclPublicKey: b.publicKeys.nacl,
+    });
+    // B opens what A sent it.
+    expect(text(b.openRequest(sealed.body, { encrypted: "yes", ...sealed.headers }).plain)).toBe(
+      '{"method":"transfer"}',
+    );
+    // Sent back to A, claiming to be from B, for A's own key id.
+    const reflected = {
+      encrypted: "yes",
+      ...sealed.headers,
+      [EncryptionHeader.keyId]: aKeys.nacl?.kid ?? "",
+      [EncryptionHeader.senderKey]: b.publicKeys.nacl ?? "",
+    };
+    const err = expectFailure(() => a.openRequest(sealed.body, reflected), "tampered");
+    expect(err.description).toMatch(/sealed for another recipient/);
+  });
+
+  it("refuses the version 1 envelope, which did not bind the recipient", () => {
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), peer);
+    const v1 = Uint8Array.from(sealed.body);
+    v1[0] = 1;
+    const err = expectFailure(
+      () => service.openRequest(v1, { encrypted: "yes", ...sealed.headers }),
+      "unsupported",
+    );
+    expect(err.description).toMatch(/version 1 is refused/);
   });
 
   it("uses the sender's own nacl key when it has one, and a fresh nonce per message", () => {
