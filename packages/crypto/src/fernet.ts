@@ -50,6 +50,7 @@ export interface Fernet {
   /**
    * Encrypts `plain` (bytes, or a string taken as UTF-8) into a Fernet token: URL-safe base64
    * with padding, beginning `gAAAAA`.
+   * @throws TypeError when `now` is not a valid `Date` or a finite number, or the IV is not 16 bytes.
    */
   encrypt(plain: Uint8Array | string, options?: FernetEncryptOptions): string;
   /**
@@ -57,6 +58,9 @@ export interface Fernet {
    * @throws NuropbMessageError with `details.reason` `malformed` (not base64, too short, bad
    *   length), `unsupported` (unknown version byte), `tampered` (MAC or padding), `expired`
    *   (older than `ttlSec`, or too far in the future).
+   * @throws TypeError when `token` is not a string or Uint8Array, or an option is invalid:
+   *   `ttlSec` (a number >= 0) and `clockSkewSec` (a finite number >= 0) and `now` (a valid
+   *   `Date` or a finite number).
    */
   decrypt(token: string | Uint8Array, options?: FernetDecryptOptions): Buffer;
 }
@@ -89,9 +93,46 @@ export function createFernet(key: string | Uint8Array): Fernet {
   return new FernetKey(createSecretKey(raw.subarray(0, 16)), createSecretKey(raw.subarray(16)));
 }
 
-function toMs(now: Date | number | undefined): number {
+/** `now` in milliseconds since the epoch; TypeError unless a valid `Date` or a finite number. */
+function toMs(now: Date | number | undefined, where: string): number {
   if (now === undefined) return Date.now();
-  return typeof now === "number" ? now : now.getTime();
+  const ms = typeof now === "number" ? now : now instanceof Date ? now.getTime() : NaN;
+  if (!Number.isFinite(ms)) {
+    throw new TypeError(
+      `${where}: now must be a valid Date or a finite number of milliseconds (got ${describe(now)})`,
+    );
+  }
+  return ms;
+}
+
+/**
+ * `value` as seconds, or `undefined` when absent; TypeError unless a number >= 0. Finite only,
+ * except `ttlSec` may be `Infinity` (no age limit): `openRequest` accepts `maxAgeMs: Infinity`
+ * and passes it on here divided by 1000.
+ */
+function seconds(
+  name: string,
+  value: number | undefined,
+  allowInfinity: boolean,
+): number | undefined {
+  if (value === undefined) return undefined;
+  if (
+    typeof value !== "number" ||
+    Number.isNaN(value) ||
+    value < 0 ||
+    (!allowInfinity && value === Infinity)
+  ) {
+    throw new TypeError(
+      `Fernet.decrypt: ${name} must be a ${allowInfinity ? "" : "finite "}number >= 0 (got ${describe(value)})`,
+    );
+  }
+  return value;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (value instanceof Date) return "an invalid Date";
+  return value === null ? "null" : typeof value === "object" ? "an object" : String(value);
 }
 
 class FernetKey implements Fernet {
@@ -107,15 +148,15 @@ class FernetKey implements Fernet {
     const data = typeof plain === "string" ? Buffer.from(plain, "utf8") : toBuffer(plain);
     const iv = options.iv === undefined ? randomPooled(16) : toBuffer(options.iv);
     if (iv.length !== 16) throw new TypeError(`Fernet IV must be 16 bytes (got ${iv.length})`);
-    const seconds = Math.floor(toMs(options.now) / 1000);
-    if (!Number.isSafeInteger(seconds) || seconds < 0) {
-      throw new TypeError(`Fernet timestamp out of range: ${seconds}`);
+    const timestamp = Math.floor(toMs(options.now, "Fernet.encrypt") / 1000);
+    if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
+      throw new TypeError(`Fernet timestamp out of range: ${timestamp}`);
     }
     const ctLength = (Math.floor(data.length / BLOCK_BYTES) + 1) * BLOCK_BYTES;
     const out = Buffer.allocUnsafe(HEADER_BYTES + ctLength + MAC_BYTES);
     out[0] = VERSION;
-    out.writeUInt32BE(Math.floor(seconds / 2 ** 32), 1);
-    out.writeUInt32BE(seconds >>> 0, 5);
+    out.writeUInt32BE(Math.floor(timestamp / 2 ** 32), 1);
+    out.writeUInt32BE(timestamp >>> 0, 5);
     iv.copy(out, 9);
     const cipher = createCipheriv("aes-128-cbc", this.#encryption, iv);
     let offset = HEADER_BYTES + cipher.update(data).copy(out, HEADER_BYTES);
@@ -125,6 +166,15 @@ class FernetKey implements Fernet {
   }
 
   decrypt(token: string | Uint8Array, options: FernetDecryptOptions = {}): Buffer {
+    if (typeof token !== "string" && !(token instanceof Uint8Array)) {
+      throw new TypeError(
+        `Fernet.decrypt: token must be a string or a Uint8Array (got ${describe(token)})`,
+      );
+    }
+    // Options are checked before the token, so a bad one fails the same way for every token.
+    const ttlSec = seconds("ttlSec", options.ttlSec, true);
+    const skew = seconds("clockSkewSec", options.clockSkewSec, false) ?? MAX_CLOCK_SKEW_SEC;
+    const nowMs = options.now === undefined ? undefined : toMs(options.now, "Fernet.decrypt");
     const text = typeof token === "string" ? token : toBuffer(token).toString("latin1");
     const data = decodeBase64Strict(text, true);
     if (data === null) {
@@ -160,17 +210,16 @@ class FernetKey implements Fernet {
         SUITE,
       );
     }
-    if (options.ttlSec !== undefined) {
+    if (ttlSec !== undefined) {
       const timestamp = data.readUInt32BE(1) * 2 ** 32 + data.readUInt32BE(5);
-      const nowSec = Math.floor(toMs(options.now) / 1000);
-      if (timestamp + options.ttlSec < nowSec) {
+      const nowSec = Math.floor((nowMs ?? Date.now()) / 1000);
+      if (timestamp + ttlSec < nowSec) {
         throw cryptoError(
           DecryptFailure.expired,
-          `Fernet token expired: ${nowSec - timestamp} s old, ttl ${options.ttlSec} s`,
+          `Fernet token expired: ${nowSec - timestamp} s old, ttl ${ttlSec} s`,
           SUITE,
         );
       }
-      const skew = options.clockSkewSec ?? MAX_CLOCK_SKEW_SEC;
       if (nowSec + skew < timestamp) {
         throw cryptoError(
           DecryptFailure.expired,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createFernet, generateFernetKey } from "../src/index.ts";
+import { createFernet, generateFernetKey, type FernetDecryptOptions } from "../src/index.ts";
 import { expectFailure } from "./helpers.ts";
 
 interface GenerateVector {
@@ -125,6 +125,57 @@ describe("Fernet", () => {
     );
     expect(f.decrypt(token, { ttlSec: 10, now: 1_000_000_000_000 - 60_000 }).toString()).toBe("x");
     expect(f.decrypt(token, { now: 0 }).toString()).toBe("x");
+  });
+
+  it("throws TypeError naming the option for a bad ttlSec, clockSkewSec or now", () => {
+    const f = createFernet(generateFernetKey());
+    const old = f.encrypt("x", { now: 1_000_000_000_000 });
+    const now = 1_000_000_100_000; // the token is 100 s old
+    const bad: [FernetDecryptOptions, RegExp][] = [
+      [{ ttlSec: "10" as unknown as number, now }, /ttlSec must be a number >= 0 \(got "10"\)/],
+      [{ ttlSec: NaN, now }, /ttlSec .*got NaN/],
+      [{ ttlSec: -5, now }, /ttlSec .*got -5/],
+      [{ ttlSec: 10, now: new Date("x") }, /now must be a valid Date .*invalid Date/],
+      [{ ttlSec: 10, now: "2024" as unknown as number }, /now must be .*"2024"/],
+      [{ ttlSec: 10, now: NaN }, /now must be/],
+      [{ ttlSec: 10, now: Infinity }, /now must be/],
+      [{ ttlSec: 1000, now, clockSkewSec: NaN }, /clockSkewSec must be a finite number/],
+      [{ ttlSec: 1000, now, clockSkewSec: -1 }, /clockSkewSec .*got -1/],
+      [{ ttlSec: 1000, now, clockSkewSec: Infinity }, /clockSkewSec .*got Infinity/],
+      [{ ttlSec: 1000, now, clockSkewSec: "5" as unknown as number }, /clockSkewSec/],
+      [{ now: new Date(NaN) }, /now must be/],
+    ];
+    for (const [options, message] of bad) {
+      expect(() => f.decrypt(old, options), JSON.stringify(options)).toThrow(TypeError);
+      expect(() => f.decrypt(old, options)).toThrow(message);
+    }
+    // Valid edges keep working: a Date, ttl 0 at the same second, an Infinity ttl (no limit).
+    expect(f.decrypt(old, { ttlSec: 0, now: new Date(1_000_000_000_999) }).toString()).toBe("x");
+    expect(f.decrypt(old, { ttlSec: Infinity, now }).toString()).toBe("x");
+    expectFailure(() => f.decrypt(old, { ttlSec: 10, now: new Date(now) }), "expired");
+    expectFailure(() => f.decrypt(old, { ttlSec: 10, now, clockSkewSec: 0 }), "expired");
+  });
+
+  it("throws TypeError for a token that is not a string or bytes", () => {
+    const f = createFernet(generateFernetKey());
+    for (const token of [null, undefined, 42, {}, [1, 2]]) {
+      expect(() => f.decrypt(token as unknown as string)).toThrow(
+        /token must be a string or a Uint8Array/,
+      );
+      expect(() => f.decrypt(token as unknown as string)).toThrow(TypeError);
+    }
+    const token = f.encrypt("bytes");
+    expect(f.decrypt(new TextEncoder().encode(token)).toString()).toBe("bytes");
+  });
+
+  it("throws TypeError naming now for a bad encrypt time", () => {
+    const f = createFernet(generateFernetKey());
+    for (const now of ["abc", NaN, Infinity, new Date("x"), null]) {
+      expect(() => f.encrypt("x", { now: now as unknown as number })).toThrow(
+        /Fernet\.encrypt: now must be a valid Date or a finite number/,
+      );
+    }
+    expect(() => f.encrypt("x", { now: -1000 })).toThrow(/timestamp out of range/);
   });
 
   it("rejects unpadded, non-canonical and wrong-version tokens", () => {
