@@ -77,7 +77,13 @@ export function createServiceKeys(
   let rsa: RsaKeyPair | null = null;
   if (options.rsa === true) rsa = generateRsaKeyPair();
   else if (typeof options.rsa === "string") rsa = loadRsaKeyPair(options.rsa, passphrase);
-  else if (typeof options.rsa === "object") rsa = rsaKeyPairFromPrivateKey(options.rsa);
+  else if (typeof options.rsa === "object" && options.rsa !== null)
+    rsa = rsaKeyPairFromPrivateKey(options.rsa);
+  else if (options.rsa !== undefined && options.rsa !== false) {
+    throw new TypeError(
+      `createServiceKeys: rsa must be true, false, a PEM string or a KeyObject (got ${options.rsa === null ? "null" : typeof options.rsa})`,
+    );
+  }
   let naclPair: NaclKeyPair | null = null;
   if (options.nacl === true) naclPair = generateNaclKeyPair();
   else if (typeof options.nacl === "string" || options.nacl instanceof Uint8Array) {
@@ -204,14 +210,34 @@ export function exportRsaPrivateKeyPem(
   return pair.privateKey.export({ type: format, format: "pem" }).toString();
 }
 
+/**
+ * A {@link NaclKeyPair} whose secret key is a getter over a private field: `JSON.stringify`,
+ * `util.inspect` and loggers see only the public key and the key id.
+ */
+class NaclPair implements NaclKeyPair {
+  readonly publicKey: Uint8Array;
+  readonly kid: string;
+  readonly #secretKey: Uint8Array;
+
+  constructor(pair: { publicKey: Uint8Array; secretKey: Uint8Array }) {
+    this.publicKey = pair.publicKey;
+    this.kid = naclKeyId(pair.publicKey);
+    this.#secretKey = pair.secretKey;
+    Object.freeze(this);
+  }
+
+  get secretKey(): Uint8Array {
+    return this.#secretKey;
+  }
+
+  toJSON(): { kid: string; publicKey: string } {
+    return { kid: this.kid, publicKey: encodeNaclPublicKey(this.publicKey) };
+  }
+}
+
 /** Generates an X25519 key pair for the `nacl` suite. */
 export function generateNaclKeyPair(): NaclKeyPair {
-  const pair = nacl.box.keyPair();
-  return Object.freeze({
-    publicKey: pair.publicKey,
-    secretKey: pair.secretKey,
-    kid: naclKeyId(pair.publicKey),
-  });
+  return new NaclPair(nacl.box.keyPair());
 }
 
 /**
@@ -226,12 +252,7 @@ export function naclKeyPairFromSecretKey(secretKey: string | Uint8Array): NaclKe
       `nacl secret key must be ${nacl.box.secretKeyLength} bytes (got ${raw.length})`,
     );
   }
-  const pair = nacl.box.keyPair.fromSecretKey(Uint8Array.from(raw));
-  return Object.freeze({
-    publicKey: pair.publicKey,
-    secretKey: pair.secretKey,
-    kid: naclKeyId(pair.publicKey),
-  });
+  return new NaclPair(nacl.box.keyPair.fromSecretKey(Uint8Array.from(raw)));
 }
 
 /**

@@ -254,6 +254,12 @@ class Encryptor implements PayloadEncryptor {
       throw new TypeError(`suites must be a non-empty list of "nacl" and "rsa-fernet"`);
     }
     this.#suites = new Set(suites);
+    checkServiceKeys(options.keys, "keys");
+    if (options.previousKeys !== undefined) {
+      if (!Array.isArray(options.previousKeys))
+        throw new TypeError("previousKeys must be an array of ServiceKeys");
+      options.previousKeys.forEach((k, i) => checkServiceKeys(k, `previousKeys[${i}]`));
+    }
     this.#keys = options.keys;
     const all = [options.keys, ...(options.previousKeys ?? [])].filter((k) => k !== undefined);
     this.#rsaKeys = all.flatMap((k) => (k.rsa === null ? [] : [k.rsa]));
@@ -301,6 +307,7 @@ class Encryptor implements PayloadEncryptor {
     peer: PeerKeys,
     options: { readonly suite?: CipherSuite } = {},
   ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
+    checkPlain(plain);
     const suite = options.suite ?? this.chooseSuite(peer);
     if (!this.#suites.has(suite)) {
       throw cryptoError(DecryptFailure.unsupported, `Suite ${String(suite)} is not enabled`, suite);
@@ -342,19 +349,20 @@ class Encryptor implements PayloadEncryptor {
     headers: Readonly<Record<string, unknown>>,
     options: { readonly maxAgeMs?: number } = {},
   ): { plain: Uint8Array; replyKey: ReplyKey } {
+    // A caller's mistake, not a bad message: thrown as it is, not as a refusal of the message.
+    const maxAge: unknown = options.maxAgeMs;
+    if (
+      maxAge !== undefined &&
+      (typeof maxAge !== "number" || !Number.isFinite(maxAge) || maxAge < 0)
+    ) {
+      throw new TypeError(`maxAgeMs must be a finite number >= 0 (got ${String(maxAge)})`);
+    }
     return guardOpen(undefined, () => {
       const suite = suiteOf(headers);
       if (!this.#suites.has(suite)) {
         throw cryptoError(DecryptFailure.unsupported, `Suite ${suite} is not enabled here`, suite);
       }
       const maxAgeMs = options.maxAgeMs;
-      if (maxAgeMs !== undefined && !(maxAgeMs >= 0)) {
-        throw cryptoError(
-          DecryptFailure.unsupported,
-          `maxAgeMs must be >= 0 (got ${maxAgeMs})`,
-          suite,
-        );
-      }
       return suite === NACL
         ? this.#openNaclRequest(body, headers, maxAgeMs)
         : this.#openRsaRequest(body, maxAgeMs);
@@ -365,6 +373,7 @@ class Encryptor implements PayloadEncryptor {
     plain: Uint8Array,
     replyKey: ReplyKey,
   ): { body: Uint8Array; headers: Record<string, string> } {
+    checkPlain(plain);
     const secret = replySecret(replyKey);
     const now = this.#now();
     if (secret.suite === RSA) {
@@ -748,4 +757,43 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
   return diff === 0;
+}
+
+/** Checks key material handed to the factory: a ServiceKeys object or undefined. */
+function checkServiceKeys(keys: unknown, name: string): void {
+  if (keys === undefined) return;
+  const k = keys as { rsa?: unknown; nacl?: unknown } | null;
+  if (typeof k !== "object" || k === null || !("rsa" in k) || !("nacl" in k)) {
+    throw new TypeError(
+      `${name} must be ServiceKeys ({ rsa, nacl }, e.g. from createServiceKeys or loadOrCreateKeyFile)`,
+    );
+  }
+  const rsa = k.rsa as { privateKey?: unknown; publicKeyPem?: unknown } | null;
+  if (
+    rsa !== null &&
+    (typeof rsa !== "object" ||
+      typeof rsa.publicKeyPem !== "string" ||
+      typeof rsa.privateKey !== "object")
+  ) {
+    throw new TypeError(`${name}.rsa must be null or an RsaKeyPair`);
+  }
+  const pair = k.nacl as { publicKey?: unknown; secretKey?: unknown; kid?: unknown } | null;
+  if (
+    pair !== null &&
+    (typeof pair !== "object" ||
+      !(pair.publicKey instanceof Uint8Array) ||
+      !(pair.secretKey instanceof Uint8Array) ||
+      typeof pair.kid !== "string")
+  ) {
+    throw new TypeError(`${name}.nacl must be null or a NaclKeyPair`);
+  }
+}
+
+/** Plaintext must be bytes: both suites then seal exactly the same thing. */
+function checkPlain(plain: unknown): void {
+  if (!(plain instanceof Uint8Array)) {
+    throw new TypeError(
+      `plain must be a Uint8Array (the body bytes), got ${plain === null ? "null" : typeof plain}`,
+    );
+  }
 }

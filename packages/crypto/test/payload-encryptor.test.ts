@@ -1,3 +1,4 @@
+import { inspect } from "node:util";
 import { describe, expect, it } from "vitest";
 import {
   EncryptionHeader,
@@ -440,5 +441,58 @@ describe("reply keys", () => {
     const enc = createPayloadEncryptor({ keys: naclOnly });
     expectFailure(() => enc.sealResponse(utf8("x"), forged), "unsupported");
     expectFailure(() => enc.openResponse(utf8("x"), {}, forged), "unsupported");
+  });
+});
+
+describe("bad arguments fail at once with a TypeError that says what was wrong", () => {
+  const service = createPayloadEncryptor({ keys: serviceKeys });
+  const peer = peerOf(service);
+
+  it("plaintext must be bytes, whichever suite is chosen", () => {
+    const client = createPayloadEncryptor();
+    for (const suite of ["nacl", "rsa-fernet"] as const) {
+      expect(() => client.sealRequest("hello secret" as never, peer, { suite })).toThrow(
+        /plain must be a Uint8Array/,
+      );
+    }
+    const sealed = client.sealRequest(utf8("x"), peer);
+    const opened = service.openRequest(sealed.body, { encrypted: "yes", ...sealed.headers });
+    expect(() => service.sealResponse(undefined as never, opened.replyKey)).toThrow(TypeError);
+  });
+
+  it("maxAgeMs must be a finite number >= 0: a caller's mistake, not a refused message", () => {
+    const sealed = createPayloadEncryptor().sealRequest(utf8("x"), peer);
+    const headers = { encrypted: "yes", ...sealed.headers };
+    for (const maxAgeMs of [-1, Number.NaN, "10", null]) {
+      expect(() => service.openRequest(sealed.body, headers, { maxAgeMs } as never)).toThrow(
+        /maxAgeMs must be a finite number >= 0/,
+      );
+    }
+  });
+
+  it("keys and previousKeys must be ServiceKeys; createServiceKeys refuses rsa: null", () => {
+    expect(() => createPayloadEncryptor({ keys: {} as never })).toThrow(/keys must be ServiceKeys/);
+    expect(() => createPayloadEncryptor({ previousKeys: [null as never] })).toThrow(
+      /previousKeys\[0\] must be ServiceKeys/,
+    );
+    expect(() =>
+      createPayloadEncryptor({ keys: { rsa: null, nacl: { kid: "x" } } as never }),
+    ).toThrow(/keys.nacl must be null or a NaclKeyPair/);
+    expect(() => createServiceKeys({ rsa: null as never })).toThrow(/rsa must be true, false/);
+  });
+});
+
+describe("nacl key pairs keep their secret out of JSON and logs", () => {
+  it("JSON.stringify and util.inspect show the public key and key id only", () => {
+    const keys = createServiceKeys({ nacl: true });
+    const pair = keys.nacl;
+    if (pair === null) throw new Error("no nacl key");
+    const secretBase64 = Buffer.from(pair.secretKey).toString("base64");
+    const json = JSON.stringify(keys);
+    expect(json).toContain(pair.kid);
+    expect(json).not.toContain(secretBase64);
+    expect(json).not.toContain("secretKey");
+    expect(inspect(keys, { depth: 5 })).not.toContain("secretKey");
+    expect(pair.secretKey).toHaveLength(32); // still there for whoever asks by name
   });
 });
