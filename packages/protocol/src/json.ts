@@ -217,7 +217,10 @@ function parseWithNonFiniteTokens(text: string): { ok: true; value: unknown } | 
   if (!changed) return { ok: false };
   out += text.slice(last);
   try {
-    const value = JSON.parse(out, (_key, v: unknown) => {
+    const value = JSON.parse(out, (key, v: unknown) => {
+      // A token in key position ({NaN: 1}) was rewritten too; Python's json.loads refuses it,
+      // and so do we, rather than hand out a key holding the marker.
+      if (key.startsWith(mark)) throw new SyntaxError(`bare ${key.slice(mark.length)} as a key`);
       if (typeof v === "string" && v.startsWith(mark)) {
         return Number(v.slice(mark.length));
       }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decodeFrame, encodePayload, parseWireJson } from "@nuropb/protocol";
+import { NuropbMessageError, decodeFrame, encodePayload, parseWireJson } from "@nuropb/protocol";
 import type { EventPayload, RequestPayload, ResponsePayload } from "@nuropb/protocol";
 import { bodyOf, frameOf, pythonDumps, sample } from "./support/wire-samples.ts";
 
@@ -236,6 +236,21 @@ describe("NaN / Infinity tokens", () => {
     ]) {
       expect(() => parseWireJson(`{"v": ${bad}}`), bad).toThrow(/not valid JSON/);
     }
+  });
+
+  it("tokens in key position are refused, as Python's json.loads does", () => {
+    for (const bad of [
+      "{NaN: 1}",
+      '{"a": 1, Infinity: 2}',
+      '{"a": {-Infinity: NaN}}',
+      '[{"x": [NaN]}, {Infinity: {"y": 1}}]',
+    ]) {
+      expect(() => parseWireJson(bad), bad).toThrow(/not valid JSON/);
+      expect(() => decodeResponseResult(responseText(bad)), bad).toThrow(NuropbMessageError);
+    }
+    const body = `{"tag": "request", "service": "s", "method": "m", "params": {Infinity: 1, "x": NaN}, "correlation_id": "${CID}"}`;
+    expect(() => decodeFrame({ headers: headers("request"), body })).toThrow(NuropbMessageError);
+    expect(() => decodeFrame({ headers: headers("request"), body })).toThrow(/not valid JSON/);
   });
 
   it("we never emit the tokens: non-finite numbers encode as null", () => {
