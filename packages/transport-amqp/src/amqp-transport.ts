@@ -130,7 +130,7 @@ class AmqpTransport implements Transport {
   readonly #life = createTransportLifecycle("AMQP");
   readonly #listeners = new Set<ListenerState>();
   readonly #inflight = new Set<Promise<unknown>>();
-  /** close() is waiting for running handlers: their replies may still be sent. */
+  /** close() is waiting for running handlers: their replies (only) may still be sent. */
   #draining = false;
   /** Aborted by close(): stops connect and reconnect loops. */
   readonly #shutdown = new AbortController();
@@ -399,9 +399,12 @@ class AmqpTransport implements Transport {
     while (running() && Date.now() < deadline) await sleep(5, []);
   }
 
-  /** Rejects unless the transport can talk to the broker right now. */
-  #requireOpen(what: string): Session {
-    if (this.#draining && this.#session !== undefined) return this.#session;
+  /**
+   * Rejects unless the transport can talk to the broker right now. `reply`: a response, which
+   * handlers still running while close() drains may send (nothing else may start then).
+   */
+  #requireOpen(what: string, reply = false): Session {
+    if (reply && this.#draining && this.#session !== undefined) return this.#session;
     if (this.#life.ending) throw this.#life.closedError();
     const s = this.#session;
     if (this.#life.state !== LifecycleState.open || s === undefined) {
@@ -580,7 +583,7 @@ class AmqpTransport implements Transport {
       ...(ttl !== undefined && ttl > 0 ? { expiration: String(ttl) } : {}),
       ...(mandatory ? { mandatory: true } : {}),
     };
-    const session = this.#requireOpen("send");
+    const session = this.#requireOpen("send", to.kind === "reply");
     if (session.blocked !== undefined) {
       // The broker would hold the message (and its confirm) until the alarm clears.
       throw new NuropbTransportError(

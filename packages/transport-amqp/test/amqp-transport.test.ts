@@ -739,7 +739,7 @@ describe("connection loss", () => {
 });
 
 describe("closing", () => {
-  it("lets running handlers reply and settle before it closes; new deliveries stop first", async () => {
+  it("lets running handlers reply and settle before it closes; nothing new starts meanwhile", async () => {
     const t = transport();
     await t.connect();
     let finish: () => void = () => {};
@@ -758,6 +758,13 @@ describe("closing", () => {
     const closing = t.close();
     await vi.waitFor(() => expect(ch.consumers.size).toBe(0));
     expect(await outcome(closing)).toBe("pending");
+    // Only the running handlers' replies may go out now: nothing new starts.
+    await expect(t.send({ kind: "rpc", service: "svc" }, frame("new"))).rejects.toThrow(
+      NuropbConnectionClosedError,
+    );
+    await expect(t.consumeService({ ...spec, service: "other" }, () => undefined)).rejects.toThrow(
+      NuropbConnectionClosedError,
+    );
     finish();
     await closing;
     expect(replied).toEqual(["a"]);
