@@ -44,12 +44,20 @@ export const CONSUMER_TICK_MS = 250;
 const PULL_EXPIRES_MS = 10_000;
 /** Largest batch asked for in one pull. */
 const MAX_BATCH = 256;
+/** First wait before pulling again after a pull status that gives no count, in milliseconds. */
+export const PULL_RETRY_MIN_MS = 100;
+/** Longest wait before pulling again after such statuses in a row, in milliseconds. */
+export const PULL_RETRY_MAX_MS = 2_000;
 /** Dead-letter publishes tried, with the link up, before a message is terminated without one. */
 export const DEAD_LETTER_ATTEMPTS = 3;
 
 class PullLoop {
   outstanding = 0;
   expiresAt = 0;
+  /** Wait before the next pull after a status without a count; 0 once a message arrives. */
+  backoffMs = 0;
+  /** Set while the loop waits out {@link backoffMs}: no pull until it fires. */
+  retryTimer: NodeJS.Timeout | undefined;
   readonly inbox = createInbox();
   #sub: Subscription | undefined;
   readonly #nextSubject: string;
@@ -79,6 +87,12 @@ class PullLoop {
   unsubscribe(): void {
     this.#sub?.unsubscribe();
     this.#sub = undefined;
+    this.cancelRetry();
+  }
+
+  cancelRetry(): void {
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
   }
 }
 
@@ -201,6 +215,7 @@ export class ServiceConsumer implements Listener {
       return;
     }
     loop.outstanding = Math.max(0, loop.outstanding - 1);
+    loop.backoffMs = 0;
     const held: Held = {
       msg,
       info,
@@ -234,19 +249,33 @@ export class ServiceConsumer implements Listener {
     // that count (consumer deleted, leadership change, no responders…) ends the pull too, and
     // the count is unknown: every pull is taken as over. Pulling again may at worst fetch a
     // batch beyond the window, which waits here until a slot frees; waiting for the expiry
-    // instead would stall the loop for a pull that will never deliver.
+    // instead would stall the loop for a pull that will never deliver. Such a status can answer
+    // every pull at once (no consumer, no leader): the next pull waits PULL_RETRY_MIN_MS,
+    // doubling up to PULL_RETRY_MAX_MS while they go on, until a message arrives.
     const header = msg.headers?.get("Nats-Pending-Messages") ?? "";
     const pending = header.trim() === "" ? Number.NaN : Number(header);
-    loop.outstanding =
-      Number.isSafeInteger(pending) && pending >= 0 ? Math.max(0, loop.outstanding - pending) : 0;
-    if (code === 409) {
+    const counted = Number.isSafeInteger(pending) && pending >= 0;
+    loop.outstanding = counted ? Math.max(0, loop.outstanding - pending) : 0;
+    if (code !== 408 || !counted) {
       const description = msg.headers?.description ?? "";
       this.#deps.logger.debug("pull status", { stream: loop.source.stream, code, description });
-      if (/deleted/i.test(description)) this.#deps.onConsumerLost();
+      // No responders: the consumer (or its stream) is gone, or has no leader for now.
+      if (code === 503 || (code === 409 && /deleted/i.test(description)))
+        this.#deps.onConsumerLost();
     }
     if (this.#stopped) {
       if (this.#loops.every((l) => l.outstanding === 0)) this.#unsubscribe();
       return;
+    }
+    if (!counted) {
+      loop.backoffMs =
+        loop.backoffMs === 0 ? PULL_RETRY_MIN_MS : Math.min(PULL_RETRY_MAX_MS, loop.backoffMs * 2);
+      loop.cancelRetry();
+      loop.retryTimer = setTimeout(() => {
+        loop.retryTimer = undefined;
+        this.#pump();
+      }, loop.backoffMs);
+      loop.retryTimer.unref();
     }
     this.#pump();
   }
@@ -258,6 +287,7 @@ export class ServiceConsumer implements Listener {
     let total = 0;
     for (const l of this.#loops) total += l.outstanding;
     for (const loop of this.#loops) {
+      if (loop.retryTimer !== undefined) continue;
       let room = window - held - total;
       if (room <= 0) {
         if (loop.outstanding === 0 && held < window) room = 1;

@@ -60,20 +60,52 @@ describe("ServiceConsumer pulls", () => {
   });
 
   it.each([
-    [409, "Consumer Deleted"],
-    [409, "Leadership Change"],
-    [409, "Exceeded MaxWaiting"],
-    [503, "No Responders"],
+    [409, "Consumer Deleted", true],
+    [409, "Leadership Change", false],
+    [409, "Exceeded MaxWaiting", false],
+    [503, "No Responders", true],
   ])(
-    "a %i '%s' status without Nats-Pending-Messages ends the pull: it pulls again at once",
-    (code, description) => {
-      const { fake, pulls, consumer: c } = consumer();
+    "a %i '%s' status answering every pull: pulls back off (100 ms doubling to 2 s), not at once",
+    async (code, description, lost) => {
+      vi.useFakeTimers();
+      const onConsumerLost = vi.fn();
+      const { fake, pulls, consumer: c } = consumer({ onConsumerLost });
       c.start();
+      // The server answers each pull with the status (no Nats-Pending-Messages) right away.
+      let answered = 0;
+      const answer = (): void => {
+        for (const p of pulls().slice(answered)) {
+          answered++;
+          fake.deliver(p.reply ?? "", pullStatus(code, description));
+        }
+      };
+      answer();
+      // The pull ended: no pull is outstanding, but the next one waits.
       expect(pulls()).toHaveLength(1);
-      const inbox = pulls()[0]?.reply ?? "";
-      fake.deliver(inbox, pullStatus(code, description));
-      expect(pulls()).toHaveLength(2);
-      expect(JSON.parse(pulls()[1]?.payload ?? "{}")).toMatchObject({ batch: 4 });
+      for (let ms = 0; ms < 1_000; ms += 10) {
+        await vi.advanceTimersByTimeAsync(10);
+        answer();
+      }
+      // 100 + 200 + 400 ms: three more pulls in the first second (852,458 before).
+      expect(pulls()).toHaveLength(4);
+      expect(JSON.parse(pulls()[3]?.payload ?? "{}")).toMatchObject({ batch: 4 });
+      for (let ms = 0; ms < 10_000; ms += 10) {
+        await vi.advanceTimersByTimeAsync(10);
+        answer();
+      }
+      // Then every 2 s at most.
+      expect(pulls().length).toBeLessThanOrEqual(4 + 1 + 5);
+      expect(onConsumerLost).toHaveBeenCalledTimes(lost ? pulls().length : 0);
+      // A message resets the wait: the next status is followed by a pull 100 ms later.
+      const before = pulls().length;
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect(pulls()).toHaveLength(before + 1);
+      fake.deliver(pulls().at(-1)?.reply ?? "", jsDelivery({ stream: "S", consumer: "c", seq: 1 }));
+      const afterMsg = pulls().length;
+      fake.deliver(pulls().at(-1)?.reply ?? "", pullStatus(code, description));
+      answered = pulls().length;
+      await vi.advanceTimersByTimeAsync(100);
+      expect(pulls().length).toBeGreaterThan(afterMsg);
     },
   );
 });
