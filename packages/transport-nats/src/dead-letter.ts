@@ -49,11 +49,14 @@ export function deadLetterHeaders(
 }
 
 /**
- * `Nats-Msg-Id` of a message's dead letter: its stream and sequence, the same at every delivery.
- * A copy stored again (sent again after a disconnect, or by another instance that got the
- * message after a link outage longer than the ack wait) is dropped by the dead-letter stream's
- * duplicate window (2 minutes by default), so a message is dead-lettered once.
+ * `Nats-Msg-Id` of a message's dead letter: its stream, the consumer that delivered it and its
+ * sequence, the same at every delivery through that consumer. A copy stored again (sent again
+ * after a disconnect, or by another instance of the service that got the message after a link
+ * outage longer than the ack wait) is dropped by the dead-letter stream's duplicate window
+ * (2 minutes by default), so a message is dead-lettered once per consumer. The consumer is part
+ * of it because the one events stream is read by every service through its own consumer: each
+ * service's dead letter of an event is its own.
  */
 export function deadLetterMsgId(info: AckInfo): string {
-  return `${info.stream}:${String(info.streamSequence)}`;
+  return `${info.stream}:${info.consumer}:${String(info.streamSequence)}`;
 }

@@ -103,16 +103,25 @@ async function deliverToService(
   return msg.reply;
 }
 
-/** Plays the dead-letter stream: refuses a copy with `Nats-Expected-Stream` as the server does. */
+/**
+ * Plays the dead-letter stream: refuses a copy with `Nats-Expected-Stream` and drops one whose
+ * `Nats-Msg-Id` it stored already, as the server does.
+ */
 function serveDeadLetters(fake: FakeNats): Msg[] {
   const stored: Msg[] = [];
+  const ids = new Map<string, number>();
   fake.subscribe("m.dl.>", {
     callback: (_err, msg) => {
       const expected = msg.headers?.get("Nats-Expected-Stream") ?? "";
+      const id = msg.headers?.get("Nats-Msg-Id") ?? "";
+      const seen = id === "" ? undefined : ids.get(id);
       const answer =
         expected !== "" && expected !== "NUROPB-m-DL"
           ? { error: { code: 400, err_code: 10060, description: "expected stream does not match" } }
-          : { stream: "NUROPB-m-DL", seq: stored.push(msg) };
+          : seen !== undefined
+            ? { stream: "NUROPB-m-DL", seq: seen, duplicate: true }
+            : { stream: "NUROPB-m-DL", seq: stored.push(msg) };
+      if (id !== "" && seen === undefined && !("error" in answer)) ids.set(id, answer.seq);
       const reply = msg.reply ?? "";
       queueMicrotask(() => fake.deliver(reply, fakeMsg(reply, JSON.stringify(answer))));
     },
@@ -171,7 +180,38 @@ describe("dead letters", () => {
     fake.deliver(pull?.reply ?? "", again);
     await vi.waitFor(() => expect(settlements(fake, again.reply)).toEqual(["+TERM"]));
     const ids = stored.map((m) => m.headers?.get("Nats-Msg-Id"));
-    expect(ids).toEqual(["NUROPB-m-SQ-svc:7", "NUROPB-m-SQ-svc:7"]);
+    expect(ids).toEqual(["NUROPB-m-SQ-svc:nuropb:7"]);
+  });
+
+  it("one event dead-lettered by two services (each through its own consumer) is stored twice", async () => {
+    const { t, fake } = await open();
+    const stored = serveDeadLetters(fake);
+    const acks: string[] = [];
+    for (const service of ["a", "b"]) {
+      await t.consumeService(
+        { service, rpcBindings: [], eventBindings: ["x.y"], prefetch: 1 },
+        (d) => d.reject(),
+      );
+      const consumer = `svc-${service}`;
+      const pull = fake.published.find(
+        (p) => p.subject === `$JS.API.CONSUMER.MSG.NEXT.NUROPB-m-EVENTS.${consumer}`,
+      );
+      // The same event, stream sequence 7, through each service's consumer.
+      const event = jsDelivery({
+        stream: "NUROPB-m-EVENTS",
+        consumer,
+        seq: 7,
+        subject: "m.evt.x.y",
+      });
+      fake.deliver(pull?.reply ?? "", event);
+      acks.push(event.reply);
+    }
+    for (const ack of acks)
+      await vi.waitFor(() => expect(settlements(fake, ack)).toEqual(["+TERM"]));
+    expect(stored.map((m) => m.headers?.get("Nats-Msg-Id"))).toEqual([
+      "NUROPB-m-EVENTS:svc-a:7",
+      "NUROPB-m-EVENTS:svc-b:7",
+    ]);
   });
 
   it("a message the dead-letter headers push over max_payload is dead-lettered without its body, once", async () => {
