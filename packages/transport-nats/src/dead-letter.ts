@@ -5,6 +5,18 @@ import type { AckInfo } from "./names.ts";
 /** Why a message went to the dead-letter stream. */
 export type DeadLetterReason = "rejected" | "expired" | "undecodable";
 
+/**
+ * The dead-letter stream definitely refused the copy (a JetStream API error such as 10060, or a
+ * copy too large even bare): sending it again cannot help. Any other failure (a timeout, no
+ * responders while the stream's leader is elected…) may pass.
+ */
+export class DeadLetterRefused extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "DeadLetterRefused";
+  }
+}
+
 /** How much of the stored message a dead letter keeps: less when the whole would not fit. */
 export const DeadLetterCopy = {
   /** Headers and body as stored. */

@@ -70,6 +70,7 @@ import {
   DeadLetterCopy,
   deadLetterHeaders,
   deadLetterMsgId,
+  DeadLetterRefused,
   type DeadLetterReason,
 } from "./dead-letter.ts";
 import { ServiceConsumer } from "./service-consumer.ts";
@@ -601,6 +602,7 @@ class NatsTransport implements Transport {
       waiting.reject(
         Object.assign(new Error(ack.error.description ?? "JetStream refused the message"), {
           code: String(ack.error.code ?? ack.error.err_code ?? "500"),
+          api_error: ack.error,
         }),
       );
       return;
@@ -774,7 +776,15 @@ class NatsTransport implements Transport {
           // The dead-letter stream is gone (deleted by hand): declare it for the next attempt.
           await this.#ensureStream(this.#deadLetterStream(), false).catch(() => undefined);
         }
-        if (natsCode(err) !== ErrorCode.MaxPayloadExceeded || i === copies.length - 1) throw err;
+        const tooLarge = natsCode(err) === ErrorCode.MaxPayloadExceeded;
+        // A definite refusal: sending it again cannot help.
+        if (apiErrorCode(err) !== undefined || (tooLarge && i === copies.length - 1)) {
+          throw new DeadLetterRefused(
+            `the dead-letter stream refused the copy: ${(err as Error).message}`,
+            { cause: err },
+          );
+        }
+        if (!tooLarge) throw err;
         this.#opts.logger.warn("dead letter larger than the server accepts; leaving out more", {
           service,
           stream: info.stream,

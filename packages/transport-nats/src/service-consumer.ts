@@ -6,7 +6,7 @@ import {
   type Subscription,
 } from "nats";
 import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
-import type { DeadLetterReason } from "./dead-letter.ts";
+import { DeadLetterRefused, type DeadLetterReason } from "./dead-letter.ts";
 import { decodeFrameHeaders, type DecodedFrameFields } from "./frame-headers.ts";
 import { parseAckSubject, type AckInfo } from "./names.ts";
 
@@ -29,7 +29,10 @@ export interface ServiceConsumerDeps {
   readonly window: number;
   readonly ackWaitMs: number;
   readonly handler: DeliveryHandler;
-  /** Publishes a copy of `msg` to the dead-letter stream; rejects when the broker did not take it. */
+  /**
+   * Publishes a copy of `msg` to the dead-letter stream; rejects when the broker did not take it,
+   * with a {@link DeadLetterRefused} when it definitely refused it.
+   */
   readonly deadLetter: (msg: Msg, info: AckInfo, reason: DeadLetterReason) => Promise<void>;
   /** True while the connection is up and the transport open. */
   readonly linkUp: () => boolean;
@@ -48,8 +51,10 @@ const MAX_BATCH = 256;
 export const PULL_RETRY_MIN_MS = 100;
 /** Longest wait before pulling again after such statuses in a row, in milliseconds. */
 export const PULL_RETRY_MAX_MS = 2_000;
-/** Dead-letter publishes tried, with the link up, before a message is terminated without one. */
+/** Dead-letter publishes refused, with the link up, before a message is terminated without one. */
 export const DEAD_LETTER_ATTEMPTS = 3;
+/** Longest wait between dead-letter publishes that failed without a refusal, in milliseconds. */
+export const DEAD_LETTER_RETRY_MAX_MS = 10_000;
 
 class PullLoop {
   outstanding = 0;
@@ -337,10 +342,14 @@ export class ServiceConsumer implements Listener {
 
   /**
    * Stores a copy in the dead-letter stream, then terminates the message. A copy the broker
-   * keeps refusing while the link is up (DEAD_LETTER_ATTEMPTS times) would make the message
-   * return forever: it is terminated without one, and logged as an error. A copy lost to a
-   * link that is down, or a transport that closes, leaves the message unacknowledged, so it
-   * comes back after the ack wait.
+   * definitely refuses while the link is up (a JetStream API error, or too large even bare;
+   * DEAD_LETTER_ATTEMPTS times) would make the message return forever: it is terminated without
+   * one, and logged as an error. A copy that fails otherwise (a publish timeout, no responders
+   * while the dead-letter stream's leader is elected or its server is down) is sent again,
+   * waiting longer each time up to DEAD_LETTER_RETRY_MAX_MS, with progress going on: the message
+   * is never terminated without a copy for it. A copy lost to a link that is down, a listener
+   * that stops or a transport that closes leaves the message unacknowledged, so it comes back
+   * after the ack wait.
    */
   async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
     // Progress goes on while the copy is stored (it may wait for the link, up to the publish
@@ -356,13 +365,16 @@ export class ServiceConsumer implements Listener {
 
   async #tryDeadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
     const { stream, streamSequence: seq } = held.info;
+    let refusals = 0;
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#deps.deadLetter(held.msg, held.info, reason);
         this.#settle(held, "+TERM");
         return;
       } catch (err) {
-        if (this.#shutDown || !this.#deps.linkUp()) {
+        const refused = err instanceof DeadLetterRefused;
+        if (refused) refusals++;
+        if (this.#shutDown || !this.#deps.linkUp() || (this.#stopped && !refused)) {
           this.#deps.logger.warn("dead-letter publish failed; the message will be redelivered", {
             reason,
             stream,
@@ -371,7 +383,7 @@ export class ServiceConsumer implements Listener {
           });
           return;
         }
-        if (attempt >= DEAD_LETTER_ATTEMPTS) {
+        if (refusals >= DEAD_LETTER_ATTEMPTS) {
           this.#deps.logger.error(
             "dead-letter publish keeps failing; terminating the message without a dead letter",
             { reason, stream, seq, attempts: attempt, error: err },
@@ -379,14 +391,20 @@ export class ServiceConsumer implements Listener {
           this.#settle(held, "+TERM");
           return;
         }
+        const waitMs = Math.min(
+          DEAD_LETTER_RETRY_MAX_MS,
+          CONSUMER_TICK_MS * 2 ** Math.min(attempt - 1, 10),
+        );
         this.#deps.logger.warn("dead-letter publish failed; trying again", {
           reason,
           stream,
           seq,
           attempt,
+          refused,
+          waitMs,
           error: err,
         });
-        await new Promise((r) => setTimeout(r, attempt * CONSUMER_TICK_MS).unref());
+        await new Promise((r) => setTimeout(r, waitMs).unref());
       }
     }
   }

@@ -214,6 +214,41 @@ describe("dead letters", () => {
     ]);
   });
 
+  it("a dead letter answered 503 (the dead-letter stream's leader is elected) is sent again, not terminated without a copy", async () => {
+    const { t, fake } = await open();
+    const stored: Msg[] = [];
+    let unavailable = 3;
+    fake.subscribe("m.dl.>", {
+      callback: (_err, msg) => {
+        const reply = msg.reply ?? "";
+        const answer =
+          unavailable-- > 0
+            ? fakeMsg(reply, "", { headers: natsHeaders(503, "No Responders") })
+            : fakeMsg(reply, JSON.stringify({ stream: "NUROPB-m-DL", seq: stored.push(msg) }));
+        queueMicrotask(() => fake.deliver(reply, answer));
+      },
+    });
+    const ack = await deliverToService(t, fake, (d) => d.reject(), {});
+    await vi.waitFor(() => expect(stored).toHaveLength(1), { timeout: 10_000 });
+    await vi.waitFor(() => expect(settlements(fake, ack)).toEqual(["+TERM"]));
+  });
+
+  it("a dead letter the stream refuses (10060) is tried 3 times, then the message is terminated", async () => {
+    const { t, fake } = await open();
+    let tries = 0;
+    fake.subscribe("m.dl.>", {
+      callback: (_err, msg) => {
+        tries++;
+        const reply = msg.reply ?? "";
+        const refusal = { error: { code: 400, err_code: 10060, description: "expected stream" } };
+        queueMicrotask(() => fake.deliver(reply, fakeMsg(reply, JSON.stringify(refusal))));
+      },
+    });
+    const ack = await deliverToService(t, fake, (d) => d.reject(), {});
+    await vi.waitFor(() => expect(settlements(fake, ack)).toEqual(["+TERM"]), { timeout: 5_000 });
+    expect(tries).toBe(3);
+  });
+
   it("a message the dead-letter headers push over max_payload is dead-lettered without its body, once", async () => {
     const { t, fake } = await open();
     fake.info.max_payload = 4_096;

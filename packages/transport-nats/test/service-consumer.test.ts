@@ -5,6 +5,7 @@ import {
   ServiceConsumer,
   type ServiceConsumerDeps,
 } from "../src/service-consumer.ts";
+import { DeadLetterRefused } from "../src/dead-letter.ts";
 import { FakeNats, jsDelivery, pullStatus } from "./fake-nats.ts";
 
 const NEXT = "$JS.API.CONSUMER.MSG.NEXT.S.c";
@@ -165,7 +166,7 @@ describe("ServiceConsumer dead letters", () => {
     vi.useFakeTimers();
     const { logger, lines } = recordingLogger();
     const deadLetter = vi.fn(() =>
-      Promise.reject(new Error("expected stream does not match (10060)")),
+      Promise.reject(new DeadLetterRefused("expected stream does not match (10060)")),
     );
     const {
       fake,
@@ -183,6 +184,45 @@ describe("ServiceConsumer dead letters", () => {
     expect(sent.filter((s) => s.subject === ackSubject).map((s) => s.payload)).toContain("+TERM");
     expect(lines.filter((l) => l.level === "error")).toHaveLength(1);
   });
+
+  it.each([
+    ["a publish timeout", { code: "TIMEOUT" }],
+    ["no responders (the stream's leader is elected)", { code: "503" }],
+  ])(
+    "a dead letter failing with %s is sent again, with progress, and never terminated without a copy",
+    async (_what, props) => {
+      vi.useFakeTimers();
+      let failures = 0;
+      const deadLetter = vi.fn(() =>
+        failures++ < 8
+          ? Promise.reject(Object.assign(new Error("no JetStream acknowledgement"), props))
+          : Promise.resolve(),
+      );
+      const {
+        fake,
+        sent,
+        pulls,
+        consumer: c,
+      } = consumer({
+        ackWaitMs: 3_000,
+        deadLetter,
+        handler: (d) => d.reject(),
+      });
+      const ackSubject = deliverOne(fake, pulls, c);
+      const verbs = (): string[] =>
+        sent.filter((s) => s.subject === ackSubject).map((s) => s.payload);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(deadLetter.mock.calls.length).toBeGreaterThan(DEAD_LETTER_ATTEMPTS);
+      expect(verbs()).not.toContain("+TERM");
+      expect(verbs()).not.toContain("-NAK");
+      // Backing off: 250 ms doubling up to 10 s, so 8 failures take about 30 s.
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(deadLetter).toHaveBeenCalledTimes(9);
+      // Progress all along, then +TERM once the copy is stored.
+      expect(verbs().filter((v) => v === "+WPI").length).toBeGreaterThanOrEqual(20);
+      expect(verbs().filter((v) => v !== "+WPI")).toEqual(["+TERM"]);
+    },
+  );
 
   it("a dead letter lost with the link leaves the message unacknowledged, to come back", async () => {
     vi.useFakeTimers();
