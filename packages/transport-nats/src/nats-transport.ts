@@ -110,6 +110,8 @@ interface ServiceRecord extends ServiceTopology {
   patterns: string[];
   /** Announcements of that union by other instances. */
   announcements?: Subscription;
+  /** Lowest ack wait of the service's consumers as the server has it, in milliseconds. */
+  serverAckWaitMs?: number;
 }
 
 class ResponseConsumer implements Listener {
@@ -729,6 +731,7 @@ class NatsTransport implements Transport {
       ],
       window: spec.prefetch === 0 ? this.#opts.prefetch : spec.prefetch,
       ackWaitMs: this.#opts.ackWaitMs,
+      serverAckWaitMs: () => topo.serverAckWaitMs,
       handler,
       deadLetter: (msg, info, reason) => this.#deadLetter(spec.service, msg, info, reason),
       linkUp: () => this.#linkUp && this.#life.state === LifecycleState.open,
@@ -826,7 +829,7 @@ class NatsTransport implements Transport {
       },
       true,
     );
-    await this.#ensureConsumer(streamName, {
+    const rpc = await this.#ensureConsumer(streamName, {
       durable_name: SERVICE_CONSUMER,
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(o.ackWaitMs),
@@ -834,6 +837,7 @@ class NatsTransport implements Transport {
       max_deliver: -1,
       max_ack_pending: -1,
     });
+    topo.serverAckWaitMs = rpc.ackWaitMs;
     if (topo.eventBindings.length === 0) return;
     const eventsName = eventsStreamName(mesh);
     await this.#ensureStream(
@@ -847,7 +851,7 @@ class NatsTransport implements Transport {
       },
       false,
     );
-    const union = await this.#ensureConsumer(
+    const events = await this.#ensureConsumer(
       eventsName,
       {
         durable_name: eventsConsumerName(topo.service),
@@ -861,7 +865,8 @@ class NatsTransport implements Transport {
       },
       topo.eventBindings,
     );
-    topo.patterns = [...new Set([...topo.patterns, ...union])].sort();
+    topo.serverAckWaitMs = Math.min(rpc.ackWaitMs, events.ackWaitMs);
+    topo.patterns = [...new Set([...topo.patterns, ...events.union])].sort();
     const { nc } = this.#requireOpen();
     nc.publish(bindingsSubject(mesh, topo.service), JSON.stringify(topo.patterns));
     await nc.flush();
@@ -911,20 +916,30 @@ class NatsTransport implements Transport {
   /**
    * Declares a durable consumer. With `bindings`, the consumer's description keeps the union of
    * the event patterns of every instance of the service (the patterns this consumer serves).
+   * Resolves to that union and the consumer's ack wait as the server now has it, in ms.
    */
   async #ensureConsumer(
     stream: string,
     config: Partial<ConsumerConfig> & { durable_name: string },
     bindings?: readonly string[],
-  ): Promise<string[]> {
+  ): Promise<{ union: string[]; ackWaitMs: number }> {
+    const ms = (ns: number | undefined): number =>
+      ns === undefined || ns <= 0 ? Number.POSITIVE_INFINITY : ns / 1_000_000;
     const { jsm } = this.#requireOpen();
     for (let attempt = 0; ; attempt++) {
       try {
         const info = await jsm.consumers.info(stream, config.durable_name);
         const changes: Partial<ConsumerConfig> = {};
-        // An ackWaitMs changed in the options reaches a consumer declared before (the progress
-        // this transport sends is paced by its own ackWaitMs): the last instance to declare wins.
-        if (config.ack_wait !== undefined && info.config.ack_wait !== config.ack_wait)
+        // A longer ackWaitMs in the options reaches a consumer declared before; a shorter one
+        // does not lower it (delete the consumer for that). Instances with different settings
+        // would otherwise flip it back and forth, and one that lowered it would get messages
+        // redelivered from the others, whose progress is paced by their longer ack wait. Only
+        // raised, it never drops under what a running instance paces its progress by: each
+        // paces it by the lower of its own ackWaitMs and the consumer's.
+        if (
+          config.ack_wait !== undefined &&
+          (info.config.ack_wait === undefined || info.config.ack_wait < config.ack_wait)
+        )
           changes.ack_wait = config.ack_wait;
         let union: string[] = [];
         if (bindings !== undefined) {
@@ -939,15 +954,20 @@ class NatsTransport implements Transport {
           union = [...new Set([...known, ...bindings])].sort();
           if (union.length !== known.length) changes.description = JSON.stringify(union);
         }
-        if (Object.keys(changes).length > 0)
-          await jsm.consumers.update(stream, config.durable_name, changes);
-        return union;
+        const now =
+          Object.keys(changes).length > 0
+            ? await jsm.consumers.update(stream, config.durable_name, changes)
+            : info;
+        return { union, ackWaitMs: ms(now.config.ack_wait) };
       } catch (err) {
         if (apiErrorCode(err) !== JsErr.consumerNotFound || attempt > 3) throw err;
       }
       try {
-        await jsm.consumers.add(stream, config);
-        return bindings === undefined ? [] : [...bindings];
+        const made = await jsm.consumers.add(stream, config);
+        return {
+          union: bindings === undefined ? [] : [...bindings],
+          ackWaitMs: ms(made.config.ack_wait),
+        };
       } catch (err) {
         const code = apiErrorCode(err);
         if ((code !== JsErr.consumerExists && code !== JsErr.consumerNameExists) || attempt > 3)

@@ -38,7 +38,9 @@ export interface NatsTransportOptions {
    * JetStream ack wait, in milliseconds: a delivery held this long by a consumer that died is
    * delivered again. Live consumers send progress for deliveries they still hold, so a slow
    * handler is never redelivered behind its back. From 750 (three ticks of the consumer's 250 ms
-   * clock, so that progress reaches the server in time) to 2147483647.
+   * clock, so that progress reaches the server in time) to 2147483647. Declaring a consumer
+   * that exists raises its ack wait to this, never lowers it (delete the consumer to lower it);
+   * progress is paced by the lower of this and the consumer's.
    * @defaultValue 30000
    */
   readonly ackWaitMs?: number;

@@ -28,6 +28,11 @@ export interface ServiceConsumerDeps {
   /** Most deliveries received and not settled (handed out or waiting for a slot). */
   readonly window: number;
   readonly ackWaitMs: number;
+  /**
+   * The ack wait of the consumers as the server last reported it (another instance may have
+   * declared them with a different one): progress is paced by the lower of the two.
+   */
+  readonly serverAckWaitMs?: () => number | undefined;
   readonly handler: DeliveryHandler;
   /**
    * Publishes a copy of `msg` to the dead-letter stream; rejects when the broker did not take it,
@@ -136,6 +141,7 @@ export class ServiceConsumer implements Listener {
   /** The transport closed: nothing more goes to the server. */
   #shutDown = false;
   #timer: NodeJS.Timeout | undefined;
+  #tickMs = 0;
 
   constructor(deps: ServiceConsumerDeps) {
     this.#deps = deps;
@@ -145,10 +151,26 @@ export class ServiceConsumer implements Listener {
   /** Subscribes the pull inboxes and sends the first pulls. */
   start(): void {
     for (const loop of this.#loops) loop.subscribe((err, msg) => this.#onInbox(loop, err, msg));
-    const tick = Math.max(CONSUMER_TICK_MS, Math.min(this.#deps.ackWaitMs / 3, 5_000));
+    this.#armTimer();
+    this.#pump();
+  }
+
+  /** The ack wait progress is paced by: the lower of the option and the server's, in ms. */
+  #ackWaitMs(): number {
+    const server = this.#deps.serverAckWaitMs?.();
+    return server !== undefined && server > 0 && server < this.#deps.ackWaitMs
+      ? server
+      : this.#deps.ackWaitMs;
+  }
+
+  /** (Re)starts the clock when its period (a third of the ack wait, 250 ms to 5 s) changed. */
+  #armTimer(): void {
+    const tick = Math.max(CONSUMER_TICK_MS, Math.min(this.#ackWaitMs() / 3, 5_000));
+    if (this.#timer !== undefined && tick === this.#tickMs) return;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#tickMs = tick;
     this.#timer = setInterval(() => this.#onTick(), tick);
     this.#timer.unref();
-    this.#pump();
   }
 
   /** The connection dropped: pulls in flight are lost with it. */
@@ -161,6 +183,7 @@ export class ServiceConsumer implements Listener {
   resume(): void {
     this.#paused = false;
     for (const loop of this.#loops) loop.outstanding = 0;
+    if (this.#timer !== undefined) this.#armTimer();
     this.#pump();
   }
 
@@ -464,7 +487,7 @@ export class ServiceConsumer implements Listener {
   #onTick(): void {
     const now = Date.now();
     // Tell the server we still hold what we hold, so a slow handler is not redelivered elsewhere.
-    const every = this.#deps.ackWaitMs / 3;
+    const every = this.#ackWaitMs() / 3;
     for (const held of [...this.#held, ...this.#deadLettering]) {
       if (now - held.progressAt >= every) {
         held.progressAt = now;
@@ -481,5 +504,7 @@ export class ServiceConsumer implements Listener {
     }
     if (lost) this.#pump();
     if (this.#stopped && this.#held.size === 0) this.#unsubscribe();
+    // The consumer may have been re-declared meanwhile with another ack wait.
+    if (this.#timer !== undefined) this.#armTimer();
   }
 }

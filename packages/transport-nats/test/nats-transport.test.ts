@@ -267,7 +267,7 @@ describe("dead letters", () => {
 });
 
 describe("declaring over what an earlier transport declared", () => {
-  it("brings the consumers' ack wait and the streams' retention to the options", async () => {
+  it("raises the consumers' ack wait to the options (never lowers it) and brings the streams' retention to them", async () => {
     const { t, fake } = await open({
       ackWaitMs: 2_000,
       eventRetentionMs: 3_600_000,
@@ -301,8 +301,9 @@ describe("declaring over what an earlier transport declared", () => {
       { service: "svc", rpcBindings: [], eventBindings: ["a.#"], prefetch: 1 },
       (d) => d.ack(),
     );
-    expect(fake.jsm.consumerConfigs.get("NUROPB-m-SQ-svc/nuropb")?.ack_wait).toBe(nanos(2_000));
-    expect(fake.jsm.consumerConfigs.get("NUROPB-m-EVENTS/svc-svc")?.ack_wait).toBe(nanos(2_000));
+    // A lower ackWaitMs leaves the consumers' 30 s: other instances pace their progress by it.
+    expect(fake.jsm.consumerConfigs.get("NUROPB-m-SQ-svc/nuropb")?.ack_wait).toBe(nanos(30_000));
+    expect(fake.jsm.consumerConfigs.get("NUROPB-m-EVENTS/svc-svc")?.ack_wait).toBe(nanos(30_000));
     expect(fake.jsm.streamConfigs.get("NUROPB-m-EVENTS")?.max_age).toBe(nanos(3_600_000));
     expect(fake.jsm.streamConfigs.get("NUROPB-m-DL")).toMatchObject({
       max_age: nanos(60_000),
@@ -316,5 +317,15 @@ describe("declaring over what an earlier transport declared", () => {
       (d) => d.ack(),
     );
     expect(fake.jsm.consumerUpdates.length + fake.jsm.streamUpdates.length).toBe(updates);
+    // A higher one raises them.
+    const { t: t2, fake: fake2 } = await open({ ackWaitMs: 60_000 });
+    for (const [k, v] of fake.jsm.streamConfigs) fake2.jsm.streamConfigs.set(k, v);
+    for (const [k, v] of fake.jsm.consumerConfigs) fake2.jsm.consumerConfigs.set(k, v);
+    await t2.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: ["a.#"], prefetch: 1 },
+      (d) => d.ack(),
+    );
+    expect(fake2.jsm.consumerConfigs.get("NUROPB-m-SQ-svc/nuropb")?.ack_wait).toBe(nanos(60_000));
+    expect(fake2.jsm.consumerConfigs.get("NUROPB-m-EVENTS/svc-svc")?.ack_wait).toBe(nanos(60_000));
   });
 });

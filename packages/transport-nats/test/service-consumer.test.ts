@@ -111,6 +111,27 @@ describe("ServiceConsumer pulls", () => {
   );
 });
 
+describe("ServiceConsumer progress", () => {
+  it("is paced by the consumer's ack wait on the server when it is lower than the option", async () => {
+    vi.useFakeTimers();
+    const {
+      fake,
+      sent,
+      pulls,
+      consumer: c,
+    } = consumer({
+      ackWaitMs: 30_000,
+      // Another instance declared the consumer with 3 s.
+      serverAckWaitMs: () => 3_000,
+      handler: () => new Promise<void>(() => undefined),
+    });
+    const ackSubject = deliverOne(fake, pulls, c);
+    await vi.advanceTimersByTimeAsync(2_900);
+    // At least once per third of the server's 3 s.
+    expect(sent.filter((s) => s.subject === ackSubject && s.payload === "+WPI").length).toBe(2);
+  });
+});
+
 function recordingLogger(): { logger: Logger; lines: { level: string; msg: string }[] } {
   const lines: { level: string; msg: string }[] = [];
   const logger: Logger = {
