@@ -245,25 +245,32 @@ describe("nats transport behaviour", () => {
     expect(onB.items).toEqual([]);
   });
 
-  it("an ackWaitMs or retention changed in the options reaches consumers and streams declared before", async () => {
+  it("a higher ackWaitMs (never a lower one) and a changed retention reach consumers and streams declared before", async () => {
     const own = `nc${newId().slice(0, 10)}`;
     const service = uniqueName();
     const spec = testServiceSpec(service, { eventBindings: [`${uniqueName()}.#`] });
-    const before = await open({ mesh: own });
+    const before = await open({ mesh: own, ackWaitMs: 2_000 });
     await (await before.consumeService(spec, (d) => d.ack())).stop();
     const after = await open({
+      mesh: own,
+      ackWaitMs: 4_000,
+      eventRetentionMs: 3_600_000,
+      deadLetterRetentionMs: 60_000,
+    });
+    await after.consumeService(spec, (d) => d.ack());
+    const lower = await open({
       mesh: own,
       ackWaitMs: 2_000,
       eventRetentionMs: 3_600_000,
       deadLetterRetentionMs: 60_000,
     });
-    await after.consumeService(spec, (d) => d.ack());
+    await lower.consumeService(spec, (d) => d.ack());
     const jsm = await raw.jetstreamManager();
     const ms = (ns: number): number => ns / 1_000_000;
     const rpc = await jsm.consumers.info(`NUROPB-${own}-SQ-${service}`, "nuropb");
-    expect(ms(rpc.config.ack_wait ?? 0)).toBe(2_000);
+    expect(ms(rpc.config.ack_wait ?? 0)).toBe(4_000);
     const events = await jsm.consumers.info(`NUROPB-${own}-EVENTS`, `svc-${service}`);
-    expect(ms(events.config.ack_wait ?? 0)).toBe(2_000);
+    expect(ms(events.config.ack_wait ?? 0)).toBe(4_000);
     expect(ms((await jsm.streams.info(`NUROPB-${own}-EVENTS`)).config.max_age)).toBe(3_600_000);
     const dl = await jsm.streams.info(`NUROPB-${own}-DL`);
     expect(ms(dl.config.max_age)).toBe(60_000);
