@@ -119,7 +119,10 @@ describe("settings targets", () => {
     [{ tls: null }, /tls must be an object of TLS settings, got null/],
     [{ tls: true }, /tls must be an object of TLS settings, got boolean .*amqps:\/\//],
     [{ logger: {} }, /logger must implement the Logger interface/],
-    [{ logger: { ...noopLogger, child: undefined } }, /logger must implement the Logger interface/],
+    [
+      { logger: { ...noopLogger, child: "not a function" } },
+      /logger must implement the Logger interface/,
+    ],
   ] as const)("refuses %j with a TypeError naming the option", (input, message) => {
     const options = typeof input === "string" ? { url: input } : input;
     let err: unknown;
