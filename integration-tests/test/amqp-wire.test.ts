@@ -191,6 +191,7 @@ describe("what send() publishes", () => {
       { kind: "rpc", service: "py-peer" },
       { ...base, correlationId: "ttl-max", ttlMs: 4_294_967_295 },
     );
+    const publishedBefore = sniffer.publishes.length;
     for (const bad of [
       { ttlMs: 4_294_967_296 },
       { correlationId: "é".repeat(128) },
@@ -211,6 +212,10 @@ describe("what send() publishes", () => {
       ["ttl-max", "4294967295"],
       ["after", base.ttlMs === undefined ? undefined : String(base.ttlMs)],
     ]);
+    // Refused before publishing: the wire carried only "lost" and "after" since then.
+    expect(
+      sniffer.publishes.slice(publishedBefore).map((p) => p.properties["correlation-id"]),
+    ).toEqual(["lost", "after"]);
   });
 
   it("a request for a service with no bound queue rejects with NuropbNotDeliveredError; routed ones resolve", async () => {

@@ -555,8 +555,19 @@ function registerSuite(s: Settings, caps: Caps): void {
       "an event nobody subscribes to is accepted and dropped",
       async () => {
         const t = await open();
-        await send(t, { kind: "event", topic: `${unique()}.nobody.listens` }, frameOf("e"));
+        const topic = `${unique()}.nobody.listens`;
+        await send(t, { kind: "event", topic }, frameOf("dropped"));
         expect(t.state).toBe("open");
+        // A subscriber that comes later gets what is published from then on, not the old event.
+        const got = createCollector<string>("events");
+        await consume(t, spec(unique(), { eventBindings: [topic] }), async (d) => {
+          got.push(labelOf(d));
+          await d.ack();
+        });
+        await send(t, { kind: "event", topic }, frameOf("marker"));
+        await got.waitForCount(1, timeoutMs);
+        await quiet();
+        expect(got.items).toEqual(["marker"]);
       },
       testTimeout,
     );
@@ -578,14 +589,24 @@ function registerSuite(s: Settings, caps: Caps): void {
           b.consumeResponses({ address: addressB }, (f) => gotB.push(f)),
           timeoutMs,
         );
-        await send(b, { kind: "reply", address: `nuropb-${unique()}-rq` }, frameOf("lost"));
+        const unknown = `nuropb-${unique()}-rq`;
+        await send(b, { kind: "reply", address: unknown }, frameOf("lost"));
         await send(b, { kind: "reply", address: addressA }, frameOf("for-a"));
         await send(a, { kind: "reply", address: addressB }, frameOf("for-b"));
         await gotA.waitForCount(1, timeoutMs);
         await gotB.waitForCount(1, timeoutMs);
+        // Consuming the unknown address now shows the reply sent there was dropped, not kept.
+        const gotLate = createCollector<InboundFrame>("replies on the late address");
+        await withTimeout(
+          a.consumeResponses({ address: unknown }, (f) => gotLate.push(f)),
+          timeoutMs,
+        );
+        await send(b, { kind: "reply", address: unknown }, frameOf("marker"));
+        await gotLate.waitForCount(1, timeoutMs);
         await quiet();
         expect(gotA.items.map(labelOf)).toEqual(["for-a"]);
         expect(gotB.items.map(labelOf)).toEqual(["for-b"]);
+        expect(gotLate.items.map(labelOf)).toEqual(["marker"]);
       },
       testTimeout,
     );

@@ -47,10 +47,17 @@ export interface CoreConformanceOptions {
   readonly disrupt?: (transport: Transport) => Promise<void>;
   /** Per-test timeout in ms. @defaultValue 20000 */
   readonly timeoutMs?: number;
+  /**
+   * How long to watch for something that must NOT happen (a second dead letter, an event that
+   * must not match) before asserting it did not. Size it to the broker's delivery latency.
+   * @defaultValue 400
+   */
+  readonly quietMs?: number;
 }
 
 class Calculator {
   readonly seen = new Set<string>();
+  retryOnceRuns = 0;
   readonly events: EventType[] = [];
   readonly remembered: unknown[] = [];
   runs = 0;
@@ -80,6 +87,7 @@ class Calculator {
     return "secret";
   }
   retryOnce(_params: unknown, ctx: RequestContext): string {
+    this.retryOnceRuns++;
     if (!this.seen.has(ctx.correlationId)) {
       this.seen.add(ctx.correlationId);
       throw new NuropbCallAgain("not yet");
@@ -165,6 +173,10 @@ class Echo {
  */
 export function describeCoreConformance(options: CoreConformanceOptions): void {
   const timeout = options.timeoutMs ?? 20_000;
+  const quietMs = options.quietMs ?? 400;
+  if (!Number.isSafeInteger(quietMs) || quietMs < 0) {
+    throw new TypeError(`describeCoreConformance: quietMs must be an integer >= 0, got ${quietMs}`);
+  }
   const wait = (p: () => boolean | Promise<boolean>, what: string): Promise<void> =>
     waitFor(p, timeout / 2, what);
 
@@ -246,7 +258,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
           .catch((e: unknown) => e)) as NuropbError;
         expect(e2.description).toBe("Unknown method _private");
         await wait(async () => (await deadLettersSince()) >= 2, "two dead letters");
-        await sleep(50);
+        await sleep(quietMs);
         expect(await deadLettersSince()).toBe(2);
       },
       timeout,
@@ -327,7 +339,10 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
           /^Rejecting second call again request for trace_id: tr-9, correlation_id: [0-9a-f]{32}$/,
         );
         expect(calc.runs).toBe(2);
+        expect(calc.retryOnceRuns).toBe(2); // the first delivery and its one requeued copy
         await wait(async () => (await deadLettersSince()) >= 1, "a dead letter");
+        await sleep(quietMs);
+        expect(await deadLettersSince()).toBe(1); // only alwaysAgain's second refusal
       },
       timeout,
     );
@@ -346,7 +361,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
         await client.publishEvent(`${svcName}.reset.deep`, { n: 2 });
         await client.publishEvent(`${svcName}-other`, { n: 3 });
         await wait(() => calc.events.length >= 3, "three events");
-        await sleep(100);
+        await sleep(quietMs);
         expect(calc.events.map((e) => e.topic).sort()).toEqual(
           [`${svcName}.reset`, `${svcName}-orders`, `${svcName}-orders.created.eu`].sort(),
         );
@@ -402,7 +417,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
         );
         expect(await client.request(svcName, "succeed")).toEqual({ ok: true });
         await wait(() => seen.length >= 2, "the second event");
-        await sleep(100);
+        await sleep(quietMs);
         expect(seen.map((f) => (decodeFrame(f).payload as { topic: string }).topic)).toEqual([
           `${calc.prefix}.added`,
           `${calc.prefix}.succeeded`,
@@ -593,7 +608,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
         );
         await wait(async () => (await deadLettersSince()) >= poison.length, "the dead letters");
         expect(await client.request(svcName, "add", { a: 20, b: 22 })).toBe(42);
-        await sleep(50);
+        await sleep(quietMs);
         expect(await deadLettersSince()).toBe(poison.length);
       },
       timeout,
