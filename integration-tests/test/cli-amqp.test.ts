@@ -165,6 +165,12 @@ describe("call and command", () => {
     const r = await cli(["call", "orders", "echo", "{id: 7}", ...url()]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error: params is not valid JSON/);
+    const bad = await cli(["command", "orders", "record", "{not: json}", ...url()]);
+    expect(bad.code).toBe(2);
+    // The next thing the service receives is the marker sent after: the bad one never left.
+    const ok = await cli(["command", "orders", "record", '{"marker": true}', ...url()]);
+    expect(ok.code).toBe(0);
+    expect(await orders._next()).toEqual({ kind: "command", value: { marker: true } });
   });
 
   it("an unreachable broker is a transport error, exit 4, without the password", async () => {
