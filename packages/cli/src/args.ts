@@ -1,4 +1,4 @@
-import { assertTopicPattern } from "@nuropb/protocol";
+import { MAX_TIMER_MS, assertTopicPattern } from "@nuropb/protocol";
 import { obfuscateUrl } from "@nuropb/transport-amqp";
 import { usageError } from "./errors.ts";
 
@@ -140,11 +140,8 @@ export function jsonValue(text: string, what: string): unknown {
   }
 }
 
-/** The longest delay a Node.js timer takes (about 24.8 days); a longer one fires after 1 ms. */
-export const MAX_MILLISECONDS = 2_147_483_647;
-
 /**
- * Parses a positive whole number of milliseconds, at most {@link MAX_MILLISECONDS}.
+ * Parses a positive whole number of milliseconds, at most {@link MAX_TIMER_MS}.
  * @throws CliError (usage)
  */
 export function milliseconds(text: string, what: string): number {
@@ -152,8 +149,8 @@ export function milliseconds(text: string, what: string): number {
   if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n <= 0) {
     throw usageError(`${what} must be a positive whole number of milliseconds, got '${text}'`);
   }
-  if (n > MAX_MILLISECONDS) {
-    throw usageError(`${what} must be at most ${MAX_MILLISECONDS} milliseconds, got '${text}'`);
+  if (n > MAX_TIMER_MS) {
+    throw usageError(`${what} must be at most ${MAX_TIMER_MS} milliseconds, got '${text}'`);
   }
   return n;
 }

@@ -1,4 +1,5 @@
 import {
+  MAX_TIMER_MS,
   DEFAULT_RPC_TTL_MS,
   DESCRIBE_METHOD,
   DESCRIBE_TTL_MS,
@@ -100,18 +101,15 @@ function checkName(value: unknown, what: string): string {
   return value;
 }
 
-/** The longest ttl a timer can hold (about 24.8 days); longer ones would fire at once. */
-const MAX_TTL_MS = 2_147_483_647;
-
 function checkTtl(value: unknown, what: string): number {
   if (
     typeof value !== "number" ||
     !Number.isSafeInteger(value) ||
     value <= 0 ||
-    value > MAX_TTL_MS
+    value > MAX_TIMER_MS
   ) {
     throw new TypeError(
-      `${what} must be a positive integer of milliseconds up to ${String(MAX_TTL_MS)}, got ${String(value)}`,
+      `${what} must be a positive integer of milliseconds up to ${String(MAX_TIMER_MS)}, got ${String(value)}`,
     );
   }
   return value;

@@ -40,7 +40,14 @@ export {
 } from "./errors.ts";
 export { MAX_JSON_DEPTH, toWireJson, normaliseJson, parseWireJson } from "./json.ts";
 export { buildHeaders, encodePayload, decodeFrame } from "./codec.ts";
-export { noopLogger, createConsoleLogger } from "./logger.ts";
+export { noopLogger, createConsoleLogger, isLogger } from "./logger.ts";
+export {
+  MAX_TIMER_MS,
+  MAX_MESSAGE_TTL_MS,
+  assertFrameTtl,
+  positiveIntOption,
+  timerOption,
+} from "./limits.ts";
 export { createEventChannel } from "./event-channel.ts";
 export { createTransportLifecycle } from "./lifecycle.ts";
 export { topicMatches, assertTopicPattern } from "./topic.ts";

@@ -50,3 +50,10 @@ export function createConsoleLogger(
     child: (b) => createConsoleLogger(level, { ...bindings, ...b }),
   };
 }
+
+/** True when `value` has every method of {@link Logger} (for checking a `logger` option). */
+export function isLogger(value: unknown): value is Logger {
+  if (typeof value !== "object" || value === null) return false;
+  const methods = value as Record<string, unknown>;
+  return ["debug", "info", "warn", "error", "child"].every((m) => typeof methods[m] === "function");
+}

@@ -4,6 +4,7 @@ import {
   NuropbMessageError,
   NuropbNotDeliveredError,
   NuropbTransportError,
+  assertFrameTtl,
   assertTopicPattern,
   createTransportLifecycle,
   serviceQueueName,
@@ -112,13 +113,6 @@ interface ListenerState {
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
-
-/**
- * The largest `expiration` every RabbitMQ accepts, in milliseconds (2^32 - 1, Erlang's timer
- * limit). Brokers before 3.10 close the channel (406) beyond it; 3.10 and later take up to ten
- * years, so this is the portable limit. Core never asks for more than 2^31 - 1 anyway.
- */
-const MAX_EXPIRATION_MS = 4_294_967_295;
 
 class AmqpTransport implements Transport {
   readonly kind = "amqp";
@@ -564,17 +558,7 @@ class AmqpTransport implements Transport {
       }
     }
     const ttl = frame.ttlMs;
-    if (ttl !== undefined && (!Number.isSafeInteger(ttl) || ttl < 0)) {
-      throw new NuropbMessageError(
-        `frame.ttlMs must be a non-negative integer, got ${String(ttl)}`,
-      );
-    }
-    if (ttl !== undefined && ttl > MAX_EXPIRATION_MS) {
-      // A broker that refuses it closes the channel (406), failing every unconfirmed send too.
-      throw new NuropbMessageError(
-        `frame.ttlMs must be at most ${MAX_EXPIRATION_MS} ms (the largest message expiration every RabbitMQ accepts), got ${ttl}`,
-      );
-    }
+    assertFrameTtl(ttl);
     const properties: Options.Publish = {
       contentType: CONTENT_TYPE_JSON,
       correlationId: frame.correlationId,

@@ -3,6 +3,8 @@ import {
   DEFAULT_EVENTS_EXCHANGE,
   DEFAULT_MESH,
   DEFAULT_RPC_EXCHANGE,
+  MAX_TIMER_MS,
+  isLogger,
   noopLogger,
 } from "@nuropb/protocol";
 import type { Logger } from "@nuropb/protocol";
@@ -10,8 +12,6 @@ import type { Logger } from "@nuropb/protocol";
 /** Broker-side largest message RabbitMQ 3.x accepts by default (`max_message_size`, 128 MiB). */
 export const DEFAULT_MAX_FRAME_BYTES = 134_217_728;
 
-/** Node's largest timer delay: a longer one fires after 1 ms instead. */
-const MAX_TIMER_MS = 2_147_483_647;
 /** AMQP's heartbeat is an unsigned 16-bit number of seconds. */
 const MAX_HEARTBEAT_SEC = 65_535;
 
@@ -189,13 +189,7 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     if (typeof v !== "string") throw new TypeError(`clientProperties.${k} must be a string`);
   }
   const logger = options.logger ?? noopLogger;
-  if (
-    typeof logger !== "object" ||
-    logger === null ||
-    !(["debug", "info", "warn", "error", "child"] as const).every(
-      (m) => typeof logger[m] === "function",
-    )
-  ) {
+  if (!isLogger(logger)) {
     throw new TypeError(
       "logger must implement the Logger interface of @nuropb/protocol (debug, info, warn, error, child)",
     );

@@ -1,4 +1,4 @@
-import { serviceQueueName, topicMatches } from "@nuropb/protocol";
+import { MAX_TIMER_MS, serviceQueueName, topicMatches } from "@nuropb/protocol";
 import type {
   Delivery,
   DeliveryHandler,
@@ -8,9 +8,6 @@ import type {
   ResponseHandler,
 } from "@nuropb/protocol";
 import { inboundFrame } from "./frames.ts";
-
-/** Longest delay a Node timer keeps (a longer one fires after 1 ms). */
-const MAX_TIMER_MS = 2_147_483_647;
 
 // The in-process "broker": one VHost per mesh, holding durable service queues, their bindings,
 // the auto-deleted response queues and the dead letters. Everything here runs synchronously;

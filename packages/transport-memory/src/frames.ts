@@ -1,8 +1,5 @@
-import { NuropbMessageError } from "@nuropb/protocol";
+import { NuropbMessageError, assertFrameTtl } from "@nuropb/protocol";
 import type { Destination, Frame, InboundFrame, WireHeaders } from "@nuropb/protocol";
-
-/** The largest message expiration every RabbitMQ accepts (AMQP's `expiration` as a 32-bit count). */
-const MAX_EXPIRATION_MS = 4_294_967_295;
 
 /**
  * Checks the shape of a frame handed to `send` and returns a private copy of it (headers and body
@@ -20,16 +17,8 @@ export function copyOutgoingFrame(frame: Frame, maxFrameBytes: number): Frame {
   if (frame.replyTo !== undefined && typeof frame.replyTo !== "string") {
     throw new TypeError("frame.replyTo must be a string when present");
   }
-  const ttl = frame.ttlMs;
   // The checks and errors of the AMQP transport, so a frame refused there is refused here too.
-  if (ttl !== undefined && (!Number.isSafeInteger(ttl) || ttl < 0)) {
-    throw new NuropbMessageError(`frame.ttlMs must be a non-negative integer, got ${String(ttl)}`);
-  }
-  if (ttl !== undefined && ttl > MAX_EXPIRATION_MS) {
-    throw new NuropbMessageError(
-      `frame.ttlMs must be at most ${MAX_EXPIRATION_MS} ms (the largest message expiration every RabbitMQ accepts), got ${ttl}`,
-    );
-  }
+  assertFrameTtl(frame.ttlMs);
   const headers = copyHeaders(frame.headers);
   if (frame.body.byteLength > maxFrameBytes) {
     throw new NuropbMessageError(

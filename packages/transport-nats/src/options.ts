@@ -1,5 +1,12 @@
 import type { ConnectionOptions } from "nats";
-import { DEFAULT_MESH, noopLogger, type Logger } from "@nuropb/protocol";
+import {
+  DEFAULT_MESH,
+  isLogger,
+  noopLogger,
+  positiveIntOption,
+  timerOption,
+  type Logger,
+} from "@nuropb/protocol";
 import { isSubjectToken } from "./names.ts";
 import { CONSUMER_TICK_MS } from "./service-consumer.ts";
 
@@ -78,37 +85,14 @@ export interface ResolvedNatsOptions {
 /** Default of {@link NatsTransportOptions.maxFrameBytes}. */
 export const DEFAULT_NATS_MAX_FRAME_BYTES = 1_048_576 - 16_384;
 
-/** Longest delay a Node timer keeps; a longer one fires after 1 ms. */
-const MAX_TIMER_MS = 2_147_483_647;
 /** Smallest ack wait: three ticks of the service consumer's clock, which sends the progress. */
 const MIN_ACK_WAIT_MS = 3 * CONSUMER_TICK_MS;
 
-function positiveInt(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new TypeError(
-      `createNatsTransport: '${name}' must be a positive integer, got ${String(value)}`,
-    );
-  }
-  return value;
-}
-
-/** A delay used for a timer: a positive integer from `min` up to what a Node timer keeps. */
-function delayMs(name: string, value: number | undefined, fallback: number, min = 1): number {
-  const ms = positiveInt(name, value, fallback);
-  if (ms < min || ms > MAX_TIMER_MS) {
-    throw new TypeError(
-      `createNatsTransport: '${name}' must be from ${String(min)} to ${String(MAX_TIMER_MS)} ms, got ${String(ms)}`,
-    );
-  }
-  return ms;
-}
-
-function isLogger(value: unknown): value is Logger {
-  if (typeof value !== "object" || value === null) return false;
-  const methods = value as Record<string, unknown>;
-  return ["debug", "info", "warn", "error", "child"].every((m) => typeof methods[m] === "function");
-}
+const OWNER = "createNatsTransport";
+const positiveInt = (name: string, value: number | undefined, fallback: number): number =>
+  positiveIntOption(OWNER, name, value, fallback);
+const delayMs = (name: string, value: number | undefined, fallback: number, min = 1): number =>
+  timerOption(OWNER, name, value, fallback, min);
 
 /**
  * Validates options once, at the factory, and applies defaults.

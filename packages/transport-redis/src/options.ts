@@ -1,5 +1,12 @@
 import type { RedisOptions } from "ioredis";
-import { DEFAULT_MESH, noopLogger, type Logger } from "@nuropb/protocol";
+import {
+  DEFAULT_MESH,
+  isLogger,
+  noopLogger,
+  positiveIntOption,
+  timerOption,
+  type Logger,
+} from "@nuropb/protocol";
 
 /** Options of {@link createRedisTransport}. Give `url`, `options`, or both (`options` then adds to the URL). */
 export interface RedisTransportOptions {
@@ -68,29 +75,11 @@ export interface ResolvedRedisOptions {
 /** Default of {@link RedisTransportOptions.maxFrameBytes}. */
 export const DEFAULT_REDIS_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 
-function positiveInt(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new TypeError(
-      `createRedisTransport: '${name}' must be a positive integer, got ${String(value)}`,
-    );
-  }
-  return value;
-}
-
-/** Longest delay a Node timer keeps (longer ones fire after 1 ms). */
-const MAX_TIMER_MS = 2_147_483_647;
-
-/** A duration in ms used for timers: a whole number from `min` to {@link MAX_TIMER_MS}. */
-function durationMs(name: string, value: number | undefined, fallback: number, min = 1): number {
-  const ms = positiveInt(name, value, fallback);
-  if (ms < min || ms > MAX_TIMER_MS) {
-    throw new TypeError(
-      `createRedisTransport: '${name}' must be from ${min} to ${MAX_TIMER_MS} ms, got ${ms}`,
-    );
-  }
-  return ms;
-}
+const OWNER = "createRedisTransport";
+const positiveInt = (name: string, value: number | undefined, fallback: number): number =>
+  positiveIntOption(OWNER, name, value, fallback);
+const durationMs = (name: string, value: number | undefined, fallback: number, min = 1): number =>
+  timerOption(OWNER, name, value, fallback, min);
 
 /**
  * Validates options once, at the factory, and applies defaults.
@@ -115,12 +104,7 @@ export function resolveRedisOptions(options: RedisTransportOptions): ResolvedRed
       `createRedisTransport: 'mesh' must be letters, digits, '_', '-' or '.', got '${String(mesh)}'`,
     );
   }
-  if (
-    options.logger !== undefined &&
-    (typeof options.logger !== "object" ||
-      options.logger === null ||
-      typeof options.logger.child !== "function")
-  ) {
+  if (options.logger !== undefined && !isLogger(options.logger)) {
     throw new TypeError(
       "createRedisTransport: 'logger' must be a Logger (debug/info/warn/error/child)",
     );
