@@ -293,30 +293,6 @@ describe("nats transport behaviour", () => {
     await got.waitForItem((l) => l === "via-alias");
   });
 
-  it("competing consumers share the queue: each request once, every instance busy", async () => {
-    const service = uniqueName();
-    const seen = new Map<string, string[]>();
-    const instances = await Promise.all([open(), open(), open()]);
-    for (const [i, t] of instances.entries()) {
-      await t.consumeService(testServiceSpec(service, { prefetch: 4 }), async (d) => {
-        seen.set(frameText(d), [...(seen.get(frameText(d)) ?? []), `i${i}`]);
-        await delay(1);
-        await d.ack();
-      });
-    }
-    const sender = instances[0] as Transport;
-    await Promise.all(
-      Array.from({ length: 300 }, (_, i) =>
-        sender.send({ kind: "rpc", service }, testFrame(`m${i}`)),
-      ),
-    );
-    await waitFor(() => seen.size === 300, 10_000, "300 distinct deliveries");
-    await delay(300);
-    expect([...seen.values()].every((who) => who.length === 1)).toBe(true);
-    const per = new Set([...seen.values()].flat());
-    expect(per.size).toBe(3);
-  });
-
   it("frame headers the server would act on (Nats-Msg-Id) are carried as data", async () => {
     const t = await open();
     const service = uniqueName();

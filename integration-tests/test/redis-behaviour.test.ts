@@ -322,27 +322,11 @@ describe("redis transport behaviour", () => {
     expect([...got.items].sort()).toEqual([`${s1}:both`, `${s2}:both`].sort());
   });
 
-  it("competing consumers share the queue: each request once, every instance busy", async () => {
+  it("acknowledged entries are deleted from the service stream", async () => {
+    const t = await open();
     const service = uniqueName();
-    const seen = new Map<string, string[]>();
-    const instances = await Promise.all([open(), open(), open()]);
-    for (const [i, t] of instances.entries()) {
-      await t.consumeService(testServiceSpec(service, { prefetch: 4 }), async (d) => {
-        seen.set(frameText(d), [...(seen.get(frameText(d)) ?? []), `i${i}`]);
-        await delay(1);
-        await d.ack();
-      });
-    }
-    const sender = instances[0] as Transport;
-    await Promise.all(
-      Array.from({ length: 300 }, (_, i) =>
-        sender.send({ kind: "rpc", service }, testFrame(`m${i}`)),
-      ),
-    );
-    await waitFor(() => seen.size === 300, 10_000, "300 distinct deliveries");
-    await delay(300);
-    expect([...seen.values()].every((who) => who.length === 1)).toBe(true);
-    expect(new Set([...seen.values()].flat()).size).toBe(3);
+    await t.consumeService(testServiceSpec(service), (d) => d.ack());
+    for (let i = 0; i < 20; i++) await t.send({ kind: "rpc", service }, testFrame(`m${i}`));
     await waitFor(
       async () => (await raw.xlen(`${mesh}:sq:${service}`)) === 0,
       5_000,

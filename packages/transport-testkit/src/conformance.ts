@@ -467,26 +467,30 @@ function registerSuite(s: Settings, caps: Caps): void {
     );
 
     it(
-      "competing consumers: two transports on one service handle each message exactly once",
+      "competing consumers: instances of one service share its queue, each message once, every instance busy",
       async () => {
-        const a = await open();
-        const b = await open();
-        const sender = await open();
+        const instances = [await open(), await open(), await open()];
         const service = unique();
-        const got = createCollector<[string, string]>("deliveries");
-        await consume(a, spec(service), async (d) => {
-          got.push(["a", labelOf(d)]);
-          await d.ack();
-        });
-        await consume(b, spec(service), async (d) => {
-          got.push(["b", labelOf(d)]);
-          await d.ack();
-        });
-        const labels = Array.from({ length: 20 }, (_, i) => `m${String(i).padStart(2, "0")}`);
-        for (const label of labels) await send(sender, { kind: "rpc", service }, frameOf(label));
-        await got.waitForCount(labels.length, timeoutMs);
+        const got = new Map<string, string[]>();
+        let delivered = 0;
+        for (const [i, t] of instances.entries()) {
+          await consume(t, spec(service, { prefetch: 4 }), async (d) => {
+            got.set(labelOf(d), [...(got.get(labelOf(d)) ?? []), `i${String(i)}`]);
+            delivered++;
+            await delay(1);
+            await d.ack();
+          });
+        }
+        const labels = Array.from({ length: 300 }, (_, i) => `m${String(i).padStart(3, "0")}`);
+        const sender = instances[0] as Transport;
+        await Promise.all(
+          labels.map((label) => send(sender, { kind: "rpc", service }, frameOf(label))),
+        );
+        await waitFor(() => delivered >= labels.length, timeoutMs, "every message delivered");
         await quiet();
-        expect(got.items.map(([, label]) => label).sort()).toEqual(labels);
+        expect([...got.keys()].sort()).toEqual(labels);
+        expect([...got.values()].every((who) => who.length === 1)).toBe(true);
+        expect(new Set([...got.values()].flat()).size).toBe(instances.length);
       },
       testTimeout,
     );
