@@ -4,7 +4,8 @@
 //
 //   npx tsx --conditions=@nuropb/source bench/src/tools/profile.ts <case> [options]
 //
-// cases: nuropb-memory, nuropb-amqp, nuropb-nats, nuropb-redis, raw-amqp, raw-nats, raw-redis,
+// cases: nuropb-memory, nuropb-amqp, nuropb-nats, nuropb-redis, raw-amqp, raw-amqp-wire (raw
+//        amqplib carrying nuropb's headers and envelopes), raw-nats, raw-redis,
 //        moleculer-fake
 // options: --c N (in flight, default 64), --seconds S (default 6), --encrypt nacl|rsa-fernet,
 //          --large (16 KB params), --out FILE.cpuprofile (default bench-<case>.cpuprofile in cwd),
@@ -36,6 +37,7 @@ const CASES = [
   "nuropb-nats",
   "nuropb-redis",
   "raw-amqp",
+  "raw-amqp-wire",
   "raw-nats",
   "raw-redis",
   "moleculer-fake",
@@ -89,12 +91,13 @@ async function setup(
       return { call: m.call };
     }
     case "nuropb-amqp":
-    case "raw-amqp": {
+    case "raw-amqp":
+    case "raw-amqp-wire": {
       const url = `${provided(await useBroker("rabbitmq"), "amqpUrl")}/bench-prof-${runTag()}`;
       await configureMesh({ url });
       const pid = await brokerPid("rabbitmq");
-      if (name === "raw-amqp") {
-        const raw = await startRawAmqpEcho(url);
+      if (name !== "nuropb-amqp") {
+        const raw = await startRawAmqpEcho(url, { nuropbWire: name === "raw-amqp-wire" });
         defer(() => raw.close());
         return { call: raw.call, ...(pid ? { brokerPid: pid } : {}) };
       }
