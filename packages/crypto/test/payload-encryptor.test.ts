@@ -1,4 +1,5 @@
 import { inspect } from "node:util";
+import nacl from "tweetnacl";
 import { describe, expect, it } from "vitest";
 import {
   EncryptionHeader,
@@ -122,6 +123,48 @@ describe("nacl suite", () => {
     expect(text(client.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe(
       '{"result":42}',
     );
+  });
+
+  it("is tweetnacl's secretbox under box.before(peer, own): checked with its high-level API", () => {
+    // An independent reading and writing of the documented envelope, so that sealing through
+    // nacl.lowlevel (no copies) stays byte-compatible with plain secretbox / secretbox.open.
+    const clientKeys = createServiceKeys({ nacl: true });
+    const client = createPayloadEncryptor({ keys: clientKeys });
+    const servicePair = serviceKeys.nacl;
+    const clientPair = clientKeys.nacl;
+    if (servicePair === null || clientPair === null) throw new Error("nacl keys expected");
+    const shared = nacl.box.before(servicePair.publicKey, clientPair.secretKey);
+    for (const size of [0, 1, 15, 16, 17, 63, 64, 65, 300, 4096]) {
+      const plain = Uint8Array.from({ length: size }, (_, i) => (i * 7 + size) & 0xff);
+      const sealed = client.sealRequest(plain, peer);
+      const inner = nacl.secretbox.open(
+        sealed.body.subarray(25),
+        sealed.body.subarray(1, 25),
+        shared,
+      );
+      if (inner === null) throw new Error(`secretbox.open refused a ${String(size)}-byte request`);
+      expect(inner[0]).toBe(1);
+      expect(Buffer.from(inner.subarray(9, 41))).toEqual(Buffer.from(servicePair.publicKey));
+      expect(Buffer.from(inner.subarray(41))).toEqual(Buffer.from(plain));
+      // A response written with the high-level API: kind 2, time, the request's nonce, plaintext.
+      const nonce = nacl.randomBytes(24);
+      const head = new Uint8Array(9);
+      head[0] = 2;
+      new DataView(head.buffer).setUint32(5, Date.now() >>> 0);
+      new DataView(head.buffer).setUint32(1, Math.floor(Date.now() / 2 ** 32));
+      const boxed = nacl.secretbox(
+        Buffer.concat([head, sealed.body.subarray(1, 25), plain]),
+        nonce,
+        shared,
+      );
+      const body = Buffer.concat([Uint8Array.of(2), nonce, boxed]);
+      const reply = client.openResponse(
+        body,
+        { [EncryptionHeader.suite]: "nacl" },
+        sealed.replyKey,
+      );
+      expect(Buffer.from(reply)).toEqual(Buffer.from(plain));
+    }
   });
 
   it("refuses a request reflected back to its sender as if it came from the recipient", () => {
