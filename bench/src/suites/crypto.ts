@@ -3,6 +3,7 @@ import type { Transport } from "@nuropb/protocol";
 import { configureMesh, createAmqpTransport } from "@nuropb/transport-amqp";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import { provided, useBroker } from "../brokers.ts";
+import { cipherRound } from "../cipher-cost.ts";
 import { startNuropbEcho } from "../peers/nuropb-echo.ts";
 import {
   RR_COLUMNS,
@@ -19,7 +20,7 @@ import {
   withCleanup,
 } from "../rr.ts";
 import type { CaseStats, EchoCase, Scenario } from "../rr.ts";
-import { formatPercent } from "../suite.ts";
+import { formatPercent, measureInterleaved } from "../suite.ts";
 import type { BenchSuite, SuiteResult } from "../suite.ts";
 
 /** Encrypted req/s over AMQP at c=64 must reach this share of plain (encryption costs ≤ 15 %). */
@@ -78,6 +79,15 @@ export const cryptoSuite: BenchSuite = {
       await configureMesh({ url });
       const amqp = await measureTransport("amqp", () => createAmqpTransport({ url }), defer);
       const stats = [...memory, ...amqp];
+      // The ciphers alone, in this process, outside any transport: what the crypto API must cost
+      // per request whatever nuropb and the broker do around it.
+      const rounds = SUITES.map((suite) => cipherRound(suite, smallParams()));
+      const cipher = measureInterleaved(
+        rounds.map((r) => ({ name: r.suite, op: () => r.run() })),
+        { rounds: 5, sampleMs: 200 },
+      );
+      const plainAmqp = pick(amqp, "amqp plain");
+      const plainUs = 1e6 / plainAmqp.reqPerSec;
       const verdicts = SUITES.map((suite) => {
         const enc = pick(amqp, `amqp ${suite}`);
         const ratio = throughputRatio(enc, pick(amqp, "amqp plain"));
@@ -94,6 +104,10 @@ export const cryptoSuite: BenchSuite = {
             (suite) =>
               `memory ${suite} = ${describeRatio(pick(memory, `memory ${suite}`), pick(memory, "memory plain"), "throughput")} of plain req/s`,
           ),
+          ...rounds.map((r, i) => {
+            const us = 1e6 / (cipher[i]?.medianOpsPerSec ?? NaN);
+            return `${r.suite} alone: seal + open of the ${String(r.requestBytes)} B request and the ${String(r.responseBytes)} B response envelopes = ${us.toFixed(1)} µs per request in this process, ${formatPercent(us / plainUs)} of a plain AMQP request's ${plainUs.toFixed(0)} µs (1 / its req/s at c=64; this process is the bottleneck there)`;
+          }),
           ...errorNotes(stats),
         ],
         comparison: verdicts
