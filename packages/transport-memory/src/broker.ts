@@ -60,7 +60,9 @@ export class VHost {
   readonly #rpcRoutes = new Map<string, Set<ServiceQueue>>();
   /** Response queues by address; a queue exists exactly while its (exclusive) consumer does. */
   readonly responseQueues = new Map<string, ResponseConsumer>();
-  readonly deadLetters: StoredDeadLetter[] = [];
+  /** Stored from `#deadHead` on; the oldest are dropped by moving the head (`shift()` is O(n)). */
+  #deadLetters: (StoredDeadLetter | undefined)[] = [];
+  #deadHead = 0;
   readonly #maxDeadLetters: number;
 
   constructor(mesh: string, maxDeadLetters: number) {
@@ -124,8 +126,27 @@ export class VHost {
   }
 
   deadLetter(queue: string, frame: Frame, reason: DeadLetterReason): void {
-    this.deadLetters.push({ queue, frame, reason });
-    if (this.deadLetters.length > this.#maxDeadLetters) this.deadLetters.shift();
+    if (this.#maxDeadLetters === 0) return;
+    this.#deadLetters.push({ queue, frame, reason });
+    if (this.#deadLetters.length - this.#deadHead > this.#maxDeadLetters) {
+      this.#deadLetters[this.#deadHead++] = undefined; // let the frame go
+      // Compact once the dropped part is as long as the kept part: amortised O(1) per letter.
+      if (this.#deadHead >= this.#maxDeadLetters) {
+        this.#deadLetters = this.#deadLetters.slice(this.#deadHead);
+        this.#deadHead = 0;
+      }
+    }
+  }
+
+  /** The dead letters kept, oldest first. */
+  get deadLetters(): readonly StoredDeadLetter[] {
+    // Every entry from the head on is set: only dropped ones (before the head) are undefined.
+    return this.#deadLetters.slice(this.#deadHead) as StoredDeadLetter[];
+  }
+
+  clearDeadLetters(): void {
+    this.#deadLetters = [];
+    this.#deadHead = 0;
   }
 
   /** Ready (undelivered) messages of a queue: service queue or response queue. */

@@ -147,8 +147,7 @@ class MemoryBroker implements MemoryHub {
   }
 
   clearDeadLetters(mesh: string = DEFAULT_MESH): void {
-    const list = this.#vhosts.get(mesh)?.deadLetters;
-    if (list !== undefined) list.length = 0;
+    this.#vhosts.get(mesh)?.clearDeadLetters();
   }
 
   #control(transport: Transport): TransportControl {

@@ -4,6 +4,7 @@ import {
   NuropbTransportError,
   assertTopicPattern,
   createTransportLifecycle,
+  isLogger,
   noopLogger,
 } from "@nuropb/protocol";
 import type {
@@ -74,12 +75,7 @@ export function createMemoryTransport(options: MemoryTransportOptions): Transpor
     throw new TypeError("maxFrameBytes must be a positive integer number of bytes");
   }
   const logger = options.logger ?? noopLogger;
-  if (
-    typeof logger !== "object" ||
-    logger === null ||
-    typeof logger.child !== "function" ||
-    typeof logger.error !== "function"
-  ) {
+  if (!isLogger(logger)) {
     throw new TypeError("logger must implement the Logger interface of @nuropb/protocol");
   }
   const transport = new MemoryTransport(

@@ -42,6 +42,31 @@ describe("createMemoryHub", () => {
     await t.close();
   });
 
+  it("keeps the newest maxDeadLetters through many drops, clears, and keeps none at 0", async () => {
+    const hub = createMemoryHub({ maxDeadLetters: 3 });
+    const none = createMemoryHub({ maxDeadLetters: 0 });
+    const t = createMemoryTransport({ hub });
+    const z = createMemoryTransport({ hub: none });
+    await Promise.all([t.connect(), z.connect()]);
+    await t.consumeService(serviceSpec("svc"), (d) => d.reject());
+    await z.consumeService(serviceSpec("svc"), (d) => d.reject());
+    const ids = Array.from({ length: 20 }, (_, i) => `m${String(i)}`);
+    for (const id of ids) await t.send(rpc, makeFrame(id));
+    await waitFor(() => hub.deadLetters().at(-1)?.frame.correlationId === "m19");
+    expect(hub.deadLetters().map((d) => d.frame.correlationId)).toEqual(["m17", "m18", "m19"]);
+    hub.clearDeadLetters();
+    expect(hub.deadLetters()).toEqual([]);
+    await t.send(rpc, makeFrame("after"));
+    await waitFor(() => hub.deadLetters().length === 1);
+    expect(hub.deadLetters()[0]?.frame.correlationId).toBe("after");
+    await z.send(rpc, makeFrame("z"));
+    await waitFor(
+      () => none.queueDepth("nuropb-svc-sq") === 0 && none.unsettledCount("nuropb-svc-sq") === 0,
+    );
+    expect(none.deadLetters()).toEqual([]);
+    await Promise.all([t.close(), z.close()]);
+  });
+
   it("keeps hubs apart", async () => {
     const a = env.create();
     const other = createMemoryTransport({ hub: createMemoryHub() });

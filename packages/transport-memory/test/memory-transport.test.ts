@@ -55,6 +55,11 @@ describe("createMemoryTransport options", () => {
     ["a fractional maxFrameBytes", { maxFrameBytes: 1.5 }, /maxFrameBytes/],
     ["a zero maxFrameBytes", { maxFrameBytes: 0 }, /maxFrameBytes/],
     ["a logger without methods", { logger: {} }, /logger/],
+    [
+      "a logger with child and error only (no debug, info, warn)",
+      { logger: { child: () => ({}), error: () => {} } },
+      /logger/,
+    ],
   ])("throws TypeError for %s", (_label, extra, message) => {
     const hub = createMemoryHub();
     const options =
