@@ -3,7 +3,8 @@ import {
   DEFAULT_EVENTS_EXCHANGE,
   DEFAULT_MESH,
   DEFAULT_RPC_EXCHANGE,
-  MAX_TIMER_MS,
+  positiveIntOption,
+  timerOption,
   isLogger,
   noopLogger,
 } from "@nuropb/protocol";
@@ -142,6 +143,8 @@ export interface ResolvedOptions {
  * Validates transport options and fills in defaults.
  * @throws TypeError naming the offending option; a URL's credentials are never echoed.
  */
+const OWNER = "createAmqpTransport";
+
 export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
   if (typeof options !== "object" || options === null) {
     throw new TypeError("createAmqpTransport: options must be an object");
@@ -156,21 +159,28 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     MAX_HEARTBEAT_SEC,
     "seconds",
   );
-  const connectTimeoutMs = timerMs("connectTimeoutMs", options.connectTimeoutMs ?? 10_000);
+  const connectTimeoutMs = timerOption(OWNER, "connectTimeoutMs", options.connectTimeoutMs, 10_000);
   const reconnect = options.reconnect ?? {};
   if (typeof reconnect !== "object" || reconnect === null) {
     throw new TypeError("reconnect must be an object ({ initialDelayMs, maxDelayMs })");
   }
-  const initialDelayMs = timerMs("reconnect.initialDelayMs", reconnect.initialDelayMs ?? 100);
-  const maxDelayMs = timerMs("reconnect.maxDelayMs", reconnect.maxDelayMs ?? 5_000);
+  const initialDelayMs = timerOption(
+    OWNER,
+    "reconnect.initialDelayMs",
+    reconnect.initialDelayMs,
+    100,
+  );
+  const maxDelayMs = timerOption(OWNER, "reconnect.maxDelayMs", reconnect.maxDelayMs, 5_000);
   if (maxDelayMs < initialDelayMs) {
     throw new TypeError("reconnect.maxDelayMs must not be smaller than reconnect.initialDelayMs");
   }
-  const maxFrameBytes = positiveInt(
+  const maxFrameBytes = positiveIntOption(
+    OWNER,
     "maxFrameBytes",
-    options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    options.maxFrameBytes,
+    DEFAULT_MAX_FRAME_BYTES,
   );
-  const closeTimeoutMs = timerMs("closeTimeoutMs", options.closeTimeoutMs ?? 5_000);
+  const closeTimeoutMs = timerOption(OWNER, "closeTimeoutMs", options.closeTimeoutMs, 5_000);
   const connectionName =
     options.connectionName ??
     `nuropb-ts-${target.vhost}-${globalThis.crypto.randomUUID().slice(0, 8)}`;
@@ -375,18 +385,6 @@ function name(option: string, value: string): string {
     throw new TypeError(`${option} must be a non-empty string of at most 255 characters`);
   }
   return value;
-}
-
-function positiveInt(option: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new TypeError(`${option} must be a positive integer, got ${String(value)}`);
-  }
-  return value;
-}
-
-/** A delay handed to setTimeout: Node would fire a longer one after 1 ms. */
-function timerMs(option: string, value: number): number {
-  return intInRange(option, value, 1, MAX_TIMER_MS, "ms");
 }
 
 function intInRange(option: string, value: number, min: number, max: number, unit: string): number {
