@@ -74,7 +74,7 @@ export async function listServiceQueues(
         ? `the answer did not arrive within ${timeoutMs} ms`
         : `the answer is not JSON (${scrub((err as Error)?.message ?? String(err), { password, username })})`;
     throw new CliError(
-      `cannot read the management API's answer from ${base}: ${reason}`,
+      `cannot read the management API's answer from ${shown}: ${reason}`,
       ExitCode.transport,
       {
         cause: err,

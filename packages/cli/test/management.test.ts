@@ -48,7 +48,7 @@ describe("listServiceQueues", () => {
     ]);
   });
 
-  it("exits 4 naming the API (without credentials) when a 200 answer is not JSON", async () => {
+  it("exits 4 naming the API (password masked, as every management error does) when a 200 answer is not JSON", async () => {
     vi.stubGlobal("fetch", () =>
       Promise.resolve(
         new Response("<html>hunter22</html>", {
@@ -61,7 +61,7 @@ describe("listServiceQueues", () => {
     const code = await run(["services", "--url", URL, "--management-url", API], c.io);
     expect(code).toBe(ExitCode.transport);
     expect(c.stderr()).toMatch(
-      /^error: cannot read the management API's answer from http:\/\/rabbit\.invalid:15672\/api: the answer is not JSON \(.+\)\nhint: /,
+      /^error: cannot read the management API's answer from http:\/\/ann:\*\*\*\*@rabbit\.invalid:15672\/api: the answer is not JSON \(.+\)\nhint: /,
     );
     expect(c.stderr()).not.toContain("hunter22");
     expect(c.stderr()).not.toContain("ann@");
@@ -73,7 +73,7 @@ describe("listServiceQueues", () => {
     const err = await failure(listServiceQueues(API, "nuropb", 300));
     expect(err.exitCode).toBe(ExitCode.transport);
     expect(err.message).toBe(
-      "cannot read the management API's answer from http://rabbit.invalid:15672/api: the answer did not arrive within 300 ms",
+      "cannot read the management API's answer from http://ann:****@rabbit.invalid:15672/api: the answer did not arrive within 300 ms",
     );
   });
 });
