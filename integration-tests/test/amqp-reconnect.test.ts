@@ -147,6 +147,102 @@ describe("deliveries in flight when the connection drops", () => {
   });
 });
 
+describe("close() while handlers are running", () => {
+  it("lets them reply and ack, refuses anything else meanwhile, and resolves as the last one ends", async () => {
+    const service = transport();
+    const client = transport();
+    await Promise.all([service.connect(), client.connect()]);
+    const address = `nuropb-drain-${mesh.vhost}-rq`;
+    const replies = createCollector<string>("replies");
+    await client.consumeResponses({ address }, (f) => replies.push(dec.decode(f.body)));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const got = createCollector<string>("deliveries");
+    await service.consumeService(testServiceSpec("drain", { prefetch: 2 }), async (d) => {
+      const label = dec.decode(d.body);
+      got.push(label);
+      await gate;
+      await service.send({ kind: "reply", address }, testFrame(`reply-${label}`));
+      await d.ack();
+    });
+    await client.send({ kind: "rpc", service: "drain" }, testFrame("m1"));
+    await client.send({ kind: "rpc", service: "drain" }, testFrame("m2"));
+    await got.waitForCount(2, T);
+    let closed = false;
+    const closing = service.close().then(() => (closed = true));
+    // Nothing new starts while it drains: only the running handlers' replies may go out.
+    await expect(
+      service.send({ kind: "rpc", service: "drain" }, testFrame("late")),
+    ).rejects.toThrow();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(closed).toBe(false);
+    release();
+    await withTimeout(closing, T, "close() after the handlers ended");
+    await replies.waitForItem((x) => x === "reply-m2", T);
+    expect(replies.items.sort()).toEqual(["reply-m1", "reply-m2"]);
+    // Both were acked: a new consumer's first delivery is a marker sent after them.
+    const next = transport();
+    await next.connect();
+    const after = createCollector<Delivery>("after");
+    await next.consumeService(testServiceSpec("drain"), (d) => after.push(d));
+    await client.send({ kind: "rpc", service: "drain" }, testFrame("marker"));
+    const [first] = await after.waitForCount(1, T);
+    expect(dec.decode(first?.body ?? new Uint8Array())).toBe("marker");
+    await first?.ack();
+  });
+
+  it("an ack made just before close() reaches the broker before the connection closes", async () => {
+    // Acks travel on the consumer's channel, connection.close on channel 0: written the other
+    // way round, the broker drops the acks and the messages come back.
+    for (let round = 0; round < 5; round++) {
+      const service = transport();
+      const client = transport();
+      await Promise.all([service.connect(), client.connect()]);
+      let closing: Promise<void> | undefined;
+      const acked = createCollector<string>("acked");
+      await service.consumeService(testServiceSpec(`quick${String(round)}`), (d) => {
+        void d.ack();
+        acked.push(dec.decode(d.body));
+        closing ??= service.close();
+      });
+      await client.send({ kind: "rpc", service: `quick${String(round)}` }, testFrame("m1"));
+      await acked.waitForCount(1, T);
+      await withTimeout(closing ?? Promise.resolve(), T, "close()");
+      const next = transport();
+      await next.connect();
+      const after = createCollector<Delivery>("after");
+      await next.consumeService(testServiceSpec(`quick${String(round)}`), (d) => after.push(d));
+      await client.send({ kind: "rpc", service: `quick${String(round)}` }, testFrame("marker"));
+      const [first] = await after.waitForCount(1, T);
+      expect(dec.decode(first?.body ?? new Uint8Array())).toBe("marker");
+      await first?.ack();
+    }
+  });
+
+  it("stops waiting after closeTimeoutMs: an unsettled delivery goes back to the queue", async () => {
+    const service = transport({ closeTimeoutMs: 300 });
+    const client = transport();
+    await Promise.all([service.connect(), client.connect()]);
+    const got = createCollector<string>("deliveries");
+    await service.consumeService(testServiceSpec("stuck"), (d) => {
+      got.push(dec.decode(d.body));
+      return new Promise<void>(() => {}); // never ends
+    });
+    await client.send({ kind: "rpc", service: "stuck" }, testFrame("m1"));
+    await got.waitForCount(1, T);
+    await withTimeout(service.close(), T, "close() bounded by closeTimeoutMs");
+    expect(service.state).toBe("closed");
+    const next = transport();
+    await next.connect();
+    const again = createCollector<Delivery>("again");
+    await next.consumeService(testServiceSpec("stuck"), (d) => again.push(d));
+    const [first] = await again.waitForCount(1, T);
+    expect(dec.decode(first?.body ?? new Uint8Array())).toBe("m1");
+    expect(first?.redelivered).toBe(true);
+    await first?.ack();
+  });
+});
+
 describe("permanent errors", () => {
   const password = "S3cret-Pa55word-xyz";
 

@@ -126,6 +126,12 @@ class AmqpTransport implements Transport {
   readonly #inflight = new Set<Promise<unknown>>();
   /** close() is waiting for running handlers: their replies (only) may still be sent. */
   #draining = false;
+  /** Closes of stopped listeners' channels (after their last handler): close() awaits them. */
+  readonly #retiringChannels = new Set<Promise<void>>();
+  /** Delivery handlers whose promise has not settled yet, on every listener. */
+  #handlersRunning = 0;
+  /** Set while close() waits for `#handlersRunning` to reach 0. */
+  #onHandlersIdle: (() => void) | undefined;
   /** Aborted by close(): stops connect and reconnect loops. */
   readonly #shutdown = new AbortController();
 
@@ -374,6 +380,18 @@ class AmqpTransport implements Transport {
         await this.#handlersIdle(this.#o.closeTimeoutMs);
         this.#draining = false;
         await withDeadline(Promise.allSettled([...this.#inflight]), this.#o.closeTimeoutMs);
+        // Settlements go out on their consumer channel, connection.close on channel 0: amqplib
+        // may write the latter first, and the broker drops what follows it (the acks: the
+        // messages would come back). A channel's close follows its acks and waits for CloseOk.
+        await withDeadline(
+          Promise.allSettled([
+            ...[...this.#listeners].map((l) =>
+              l.handle !== undefined && !l.handle.closed ? closeQuietly(l.handle.ch) : RESOLVED,
+            ),
+            ...this.#retiringChannels,
+          ]),
+          this.#o.closeTimeoutMs,
+        );
         this.#session = undefined;
         await withDeadline(closeQuietly(session.conn), this.#o.closeTimeoutMs);
       }
@@ -385,12 +403,21 @@ class AmqpTransport implements Transport {
     }, reason);
   }
 
-  /** Resolves once no delivery handler is running, or after `timeoutMs`. */
-  async #handlersIdle(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    const running = (): boolean =>
-      [...this.#listeners].some((l) => l.handle !== undefined && l.handle.running > 0);
-    while (running() && Date.now() < deadline) await sleep(5, []);
+  /**
+   * Resolves once no delivery handler is running (on any listener, stopped ones included: their
+   * handlers may still reply and settle), or after `timeoutMs`.
+   */
+  #handlersIdle(timeoutMs: number): Promise<void> {
+    if (this.#handlersRunning === 0) return RESOLVED;
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#onHandlersIdle = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.#onHandlersIdle = done;
+    });
   }
 
   /**
@@ -902,9 +929,11 @@ class AmqpTransport implements Transport {
       if (r !== undefined && r !== null && typeof (r as Promise<void>).then === "function") {
         // A running handler keeps a stopped listener's channel open so it can still settle.
         handle.running++;
+        this.#handlersRunning++;
         const finished = (): void => {
           handle.running--;
           this.#maybeRetire(l, handle);
+          if (--this.#handlersRunning === 0) this.#onHandlersIdle?.();
         };
         (r as Promise<void>).then(finished, (err: unknown) => {
           failed(err);
@@ -939,7 +968,9 @@ class AmqpTransport implements Transport {
     if (!l.stopped || handle === undefined || handle.closed || handle.retiring) return;
     if (handle.running > 0) return;
     handle.retiring = true;
-    void closeQuietly(handle.ch);
+    const closing = closeQuietly(handle.ch);
+    this.#retiringChannels.add(closing);
+    void closing.finally(() => this.#retiringChannels.delete(closing));
   }
 }
 
