@@ -5,7 +5,8 @@
 //   npx tsx --conditions=@nuropb/source bench/src/tools/profile.ts <case> [options]
 //
 // cases: nuropb-memory, nuropb-amqp, nuropb-nats, nuropb-redis, raw-amqp, raw-amqp-wire (raw
-//        amqplib carrying nuropb's headers and envelopes), raw-nats, raw-redis,
+//        amqplib carrying nuropb's headers and envelopes), raw-nats, raw-nats-jetstream (the same
+//        durable work queue as nuropb's, hand-written), raw-redis,
 //        moleculer-fake
 // options: --c N (in flight, default 64), --seconds S (default 6), --encrypt nacl|rsa-fernet,
 //          --large (16 KB params), --out FILE.cpuprofile (default bench-<case>.cpuprofile in cwd),
@@ -26,6 +27,7 @@ import { startMoleculerEcho } from "../peers/moleculer-echo.ts";
 import { startNuropbEcho } from "../peers/nuropb-echo.ts";
 import { startRawAmqpEcho } from "../peers/raw-amqp.ts";
 import { startRawNatsEcho } from "../peers/raw-nats.ts";
+import { startRawNatsJetStreamEcho } from "../peers/raw-nats-jetstream.ts";
 import { startRawRedisEcho } from "../peers/raw-redis.ts";
 import { largeParams, runTag, smallParams, withCleanup } from "../rr.ts";
 import { summariseProfile } from "./profile-summary.ts";
@@ -39,6 +41,7 @@ const CASES = [
   "raw-amqp",
   "raw-amqp-wire",
   "raw-nats",
+  "raw-nats-jetstream",
   "raw-redis",
   "moleculer-fake",
 ] as const;
@@ -107,13 +110,19 @@ async function setup(
       };
     }
     case "nuropb-nats":
-    case "raw-nats": {
+    case "raw-nats":
+    case "raw-nats-jetstream": {
       const url = provided(await useBroker("nats"), "natsUrl");
       const pid = await brokerPid("nats");
       if (name === "raw-nats") {
         const raw = await startRawNatsEcho(url);
         defer(() => raw.close());
         return { call: raw.callReplySub, ...(pid ? { brokerPid: pid } : {}) };
+      }
+      if (name === "raw-nats-jetstream") {
+        const raw = await startRawNatsJetStreamEcho(url);
+        defer(() => raw.close());
+        return { call: raw.call, ...(pid ? { brokerPid: pid } : {}) };
       }
       const mesh = `bench_${runTag()}`;
       return {
