@@ -1,0 +1,194 @@
+import { Redis } from "ioredis";
+import { runTag } from "../rr.ts";
+import { PendingCalls } from "./pending.ts";
+
+/** What the raw Redis Streams echo does, for the suite's notes. */
+export const RAW_REDIS_STREAMS_SETTINGS =
+  "ioredis streams: client XADD {id, replyTo, params} to a stream read by a consumer group, server XREADGROUP (COUNT 64) on a dedicated connection, JSON.parse + JSON.stringify, then per batch one pipeline: XACK + XDEL of the batch's entries, RPUSH {id, result} to the client's reply list + PEXPIRE of that list; client BLMPOP (COUNT 64) on its own dedicated connection; no Lua (nuropb runs a script per request, to route by rpc name and report 'not delivered', and per reply, for its reply-address lease)";
+
+/** A raw ioredis Streams echo server (consumer group, acknowledged entries) and one client. */
+export interface RawRedisStreamsEcho {
+  call(params: unknown): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/** Most entries read by one XREADGROUP (nuropb's service window in the suite is 64 too). */
+const READ_COUNT = 64;
+/** How long one blocking read waits, in ms. */
+const BLOCK_MS = 1_000;
+/** Expiry of the reply list, renewed by every batch that pushes to it (a dead client's list goes away). */
+const REPLY_LIST_TTL_MS = 60_000;
+
+/** `[id, [field, value, field, value…]]`, as XREADGROUP returns an entry. */
+type StreamEntry = [id: string, fields: string[] | null];
+
+/** The entries of an XREADGROUP reply on one stream (`[[stream, entries]]`, or null on timeout). */
+function entriesOf(reply: unknown): StreamEntry[] {
+  if (!Array.isArray(reply)) return [];
+  const perStream = reply[0] as [string, StreamEntry[]] | undefined;
+  return perStream?.[1] ?? [];
+}
+
+/** The value of `name` in an entry's alternating field names and values. */
+function field(fields: readonly string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i] === name) return fields[i + 1];
+  }
+  return undefined;
+}
+
+/**
+ * Starts the server's read loop (XREADGROUP on a dedicated connection, replies and
+ * acknowledgements pipelined per batch on another) and the client's reply loop (BLMPOP on its
+ * own dedicated connection). The stream, its group and the reply list are named per run and
+ * deleted by `close()`.
+ */
+export async function startRawRedisStreamsEcho(url: string): Promise<RawRedisStreamsEcho> {
+  const tag = runTag();
+  const stream = `bench:raws:sq:${tag}`;
+  const group = "echo";
+  const consumer = `c-${tag}`;
+  const replyList = `bench:raws:reply:${tag}`;
+  const conns: Redis[] = [];
+  const connection = (): Redis => {
+    const r = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false });
+    conns.push(r);
+    return r;
+  };
+  let stopping = false;
+  let failure: Error | undefined;
+  const pending = new PendingCalls("raw Redis Streams echo");
+  const loops: Promise<void>[] = [];
+  // The last batch's pipeline: close() waits for it before deleting the keys.
+  let lastBatch: Promise<unknown> = Promise.resolve();
+  const fail = (err: unknown): void => {
+    failure = err instanceof Error ? err : new Error(String(err));
+    pending.rejectAll(failure);
+  };
+
+  const serverBlocking = connection();
+  const serverPush = connection();
+  const clientBlocking = connection();
+  const clientPush = connection();
+  let created = false;
+
+  const close = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    pending.rejectAll(new Error("raw Redis Streams echo closed"));
+    // Disconnecting the blocking connections ends their pending reads, and so the loops.
+    serverBlocking.disconnect();
+    clientBlocking.disconnect();
+    await Promise.allSettled(loops);
+    await lastBatch.catch(() => undefined);
+    try {
+      // On the client's connection: after every XADD it sent, so nothing recreates the stream.
+      if (created) await clientPush.del(stream, replyList);
+    } finally {
+      for (const c of conns) c.disconnect();
+    }
+  };
+
+  try {
+    await Promise.all(conns.map((c) => c.ping()));
+    await serverPush.xgroup("CREATE", stream, group, "0", "MKSTREAM");
+    created = true;
+
+    const serve = async (): Promise<void> => {
+      while (!stopping) {
+        let entries: StreamEntry[];
+        try {
+          entries = entriesOf(
+            await serverBlocking.call(
+              "XREADGROUP",
+              "GROUP",
+              group,
+              consumer,
+              "COUNT",
+              READ_COUNT,
+              "BLOCK",
+              BLOCK_MS,
+              "STREAMS",
+              stream,
+              ">",
+            ),
+          );
+        } catch (err) {
+          if (!stopping) fail(err);
+          return;
+        }
+        if (entries.length === 0) continue;
+        const ids: string[] = [];
+        const replies = new Map<string, string[]>();
+        for (const [entryId, fields] of entries) {
+          ids.push(entryId);
+          if (fields === null) continue; // deleted while pending: nothing to answer
+          const id = field(fields, "id");
+          const replyTo = field(fields, "replyTo");
+          const params = field(fields, "params");
+          if (id === undefined || replyTo === undefined || params === undefined) continue;
+          const reply = JSON.stringify({ id, result: JSON.parse(params) as unknown });
+          let list = replies.get(replyTo);
+          if (list === undefined) {
+            list = [];
+            replies.set(replyTo, list);
+          }
+          list.push(reply);
+        }
+        // Acknowledged (and deleted, as nuropb does) once handled, then the replies.
+        const pipe = serverPush.pipeline();
+        pipe.xack(stream, group, ...ids);
+        pipe.xdel(stream, ...ids);
+        for (const [to, list] of replies) {
+          pipe.rpush(to, ...list);
+          pipe.pexpire(to, REPLY_LIST_TTL_MS);
+        }
+        lastBatch = pipe.exec().then((results) => {
+          const failed = results?.find(([err]) => err !== null)?.[0];
+          if (failed) fail(failed);
+        }, fail);
+      }
+    };
+
+    const receive = async (): Promise<void> => {
+      while (!stopping) {
+        let batch: string[];
+        try {
+          // BLMPOP reply: [key, [element, ...]] or null on timeout.
+          const res = (await clientBlocking.blmpop(
+            BLOCK_MS / 1000,
+            1,
+            replyList,
+            "LEFT",
+            "COUNT",
+            READ_COUNT,
+          )) as [string, string[]] | null;
+          batch = res === null ? [] : res[1];
+        } catch (err) {
+          if (!stopping) fail(err);
+          return;
+        }
+        for (const text of batch) {
+          const reply = JSON.parse(text) as { id: string; result: unknown };
+          pending.resolve(reply.id, reply.result);
+        }
+      }
+    };
+
+    loops.push(serve().catch(fail), receive().catch(fail));
+    return {
+      call(params) {
+        if (failure !== undefined) return Promise.reject(failure);
+        const { id, promise } = pending.open();
+        clientPush
+          .xadd(stream, "*", "id", id, "replyTo", replyList, "params", JSON.stringify(params))
+          .catch((err: unknown) => pending.reject(id, err as Error));
+        return promise;
+      },
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
