@@ -160,15 +160,19 @@ class NatsTransport implements Transport {
   #ackSeq = 0;
   readonly #acks = new Map<
     string,
-    { resolve: () => void; reject: (err: Error) => void; timer: ReturnType<typeof setTimeout> }
+    {
+      resolve: () => void;
+      reject: (err: Error) => void;
+      readonly deadline: number;
+      readonly timeoutMs: number;
+    }
   >();
+  #ackSweep: NodeJS.Timeout | undefined;
   #jsm: JetStreamManager | undefined;
   /** The socket is up (false between a disconnect and the client's reconnect). */
   #linkUp = false;
   /** Settles once the link is up again; replaced at every disconnect. */
   #linkBack: { promise: Promise<void>; resolve: () => void } = settled();
-  /** Publishes waiting for their confirmation: told to give up when the link drops. */
-  readonly #awaitingConfirm = new Set<() => void>();
   /** Settlements written while the link was down: sent when it is back (acks stay valid). */
   readonly #heldControl: [subject: string, payload: string][] = [];
   #maxFrameBytes: number;
@@ -506,27 +510,19 @@ class NatsTransport implements Transport {
   ): Promise<void> {
     const deadline = Date.now() + this.#opts.publishTimeoutMs;
     for (;;) {
-      await this.#linkReady(deadline);
-      let abandon!: () => void;
-      const lost = new Promise<typeof LOST>((resolve) => (abandon = () => resolve(LOST)));
-      this.#awaitingConfirm.add(abandon);
-      const attempt = this.#jsPublish(
-        subject,
-        body,
-        headers,
-        Math.max(1, deadline - Date.now()),
-        msgID,
-      );
-      let outcome: unknown;
+      if (!this.#linkUp) await this.#linkReady(deadline);
       try {
-        outcome = await Promise.race([attempt, lost]);
-      } finally {
-        this.#awaitingConfirm.delete(abandon);
+        await this.#jsPublish(subject, body, headers, Math.max(1, deadline - Date.now()), msgID);
+        return;
+      } catch (err) {
+        // A link loss rejects every publish awaiting its acknowledgement with Disconnect.
+        if (
+          natsCode(err) !== ErrorCode.Disconnect ||
+          Date.now() >= deadline ||
+          this.#life.state !== LifecycleState.open
+        )
+          throw err;
       }
-      if (outcome !== LOST) return;
-      attempt.catch(() => undefined);
-      if (Date.now() >= deadline || this.#life.state !== LifecycleState.open)
-        return void (await attempt);
       this.#opts.logger.debug("publish caught by a disconnect; sending again", { subject });
     }
   }
@@ -548,25 +544,43 @@ class NatsTransport implements Transport {
     if (msgID !== undefined) headers.set("Nats-Msg-Id", msgID);
     const token = String(++this.#ackSeq);
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        if (this.#acks.delete(token)) {
-          reject(
-            Object.assign(
-              new Error(`no JetStream acknowledgement within ${String(timeoutMs)} ms`),
-              { code: ErrorCode.Timeout },
-            ),
-          );
-        }
-      }, timeoutMs);
-      this.#acks.set(token, { resolve, reject, timer });
+      this.#acks.set(token, { resolve, reject, deadline: Date.now() + timeoutMs, timeoutMs });
       try {
         nc.publish(subject, body, { headers, reply: `${this.#ackPrefix}.${token}` });
       } catch (err) {
         this.#acks.delete(token);
-        clearTimeout(timer);
         reject(err as Error);
+        return;
       }
+      this.#sweepAcksSoon();
     });
+  }
+
+  /**
+   * One clock for every acknowledgement awaited (a timer per publish cost more than the publish):
+   * rejects those past their deadline, at most {@link ACK_SWEEP_MS} late, and stops when none
+   * are left.
+   */
+  #sweepAcksSoon(): void {
+    if (this.#ackSweep !== undefined) return;
+    this.#ackSweep = setInterval(() => {
+      const now = Date.now();
+      for (const [token, waiting] of this.#acks) {
+        if (waiting.deadline > now) continue;
+        this.#acks.delete(token);
+        waiting.reject(
+          Object.assign(
+            new Error(`no JetStream acknowledgement within ${String(waiting.timeoutMs)} ms`),
+            { code: ErrorCode.Timeout },
+          ),
+        );
+      }
+      if (this.#acks.size === 0) {
+        clearInterval(this.#ackSweep);
+        this.#ackSweep = undefined;
+      }
+    }, ACK_SWEEP_MS);
+    this.#ackSweep.unref();
   }
 
   #onPubAck(err: Error | null, msg: Msg): void {
@@ -575,7 +589,6 @@ class NatsTransport implements Transport {
     const waiting = this.#acks.get(token);
     if (waiting === undefined) return; // timed out or abandoned meanwhile
     this.#acks.delete(token);
-    clearTimeout(waiting.timer);
     const status = msg.headers?.code ?? 0;
     if (status === 503) {
       waiting.reject(
@@ -595,7 +608,7 @@ class NatsTransport implements Transport {
     }
     let ack: { error?: { code?: number; err_code?: number; description?: string } };
     try {
-      ack = JSON.parse(new TextDecoder().decode(msg.data)) as typeof ack;
+      ack = JSON.parse(utf8.decode(msg.data)) as typeof ack;
     } catch (parseErr) {
       waiting.reject(parseErr as Error);
       return;
@@ -613,14 +626,12 @@ class NatsTransport implements Transport {
   }
 
   #abandonConfirms(): void {
-    for (const abandon of this.#awaitingConfirm) abandon();
-    this.#awaitingConfirm.clear();
     // Their publishes are sent again (or given up) by #publishConfirmed; a late ack is ignored.
-    for (const waiting of this.#acks.values()) {
-      clearTimeout(waiting.timer);
-      waiting.reject(Object.assign(new Error("NATS link lost"), { code: ErrorCode.Disconnect }));
-    }
+    const waiting = [...this.#acks.values()];
     this.#acks.clear();
+    for (const w of waiting) {
+      w.reject(Object.assign(new Error("NATS link lost"), { code: ErrorCode.Disconnect }));
+    }
   }
 
   /** Publishes on core NATS and flushes; sent again if a disconnect swallowed it. */
@@ -1072,7 +1083,9 @@ function validateServiceSpec(spec: ServiceQueueSpec): void {
   }
 }
 
-const LOST: unique symbol = Symbol("link lost");
+/** Period of the clock that times out JetStream acknowledgements, in milliseconds. */
+const ACK_SWEEP_MS = 50;
+const utf8 = new TextDecoder();
 
 function settled(): { promise: Promise<void>; resolve: () => void } {
   return { promise: Promise.resolve(), resolve: () => {} };
