@@ -77,9 +77,9 @@ describe("nats transport behaviour", () => {
     const dl = await deadLetter(service);
     expect(dl.header.get("Nuropb-Dl-Reason")).toBe("rejected");
     expect(dl.header.get("Nuropb-Dl-Subject")).toBe(`${mesh}.rpc.${service}`);
-    expect(dl.header.get("nuropb_type")).toBe("request");
-    expect(dl.header.get("Nuropb-Null")).toBe("trace_id");
-    expect(dl.header.get("Nuropb-Correlation-Id")).toBe("x");
+    const packed = JSON.parse(dl.header.get("Nuropb-Frame")) as Record<string, unknown>;
+    expect(packed).toMatchObject({ c: "x", r: "nuropb-x-rq", t: 60_000 });
+    expect(packed.h).toMatchObject({ nuropb_type: "request", trace_id: null });
     expect(new Uint8Array(dl.data)).toEqual(body);
     await delay(300);
     expect(await deadLetterCount(service)).toBe(1);

@@ -4,17 +4,23 @@ import { NuropbMessageError, type Frame, type WireHeaders } from "@nuropb/protoc
 /**
  * How a frame's fields ride in NATS message headers.
  *
- * NuroPb headers travel as NATS headers of the same name when NATS can carry them exactly. What it
- * cannot is marked so the receiver rebuilds the frame byte for byte:
+ * One header, `Nuropb-Frame`, carries the NuroPb headers and the frame's fields as JSON:
+ * `{"h":{…headers…},"c":"<correlation id>","r":"<reply to>","t":<ttl ms>}` (`r` and `t` only when
+ * set). JSON keeps every key and value exactly (nulls, spaces, control characters and lone
+ * surrogates are escaped; no CR or LF reaches the header), and one header costs a fraction of
+ * one per NuroPb header in nats.js, which validates, canonicalises and looks up every key.
+ *
+ * Read too, for messages stored by earlier versions (the streams are durable): NuroPb headers as
+ * NATS headers of the same name, the fields in `Nuropb-Correlation-Id`, `Nuropb-Reply-To`
+ * (percent-encoded) and `Nuropb-Ttl-Ms`, and the markers
  * - `Nuropb-Null`: comma-separated keys whose value is `null` (the void `trace_id`);
- * - `Nuropb-Enc`: comma-separated keys whose value is percent-encoded (control characters,
- *   leading or trailing spaces: NATS trims values and refuses CR/LF);
- * - `Nuropb-Extra`: a JSON object of entries whose key NATS cannot carry, or which could be
- *   mistaken for ours or the server's (`Nats-…`, `Nuropb-…`).
- * The frame's own fields are `Nuropb-Correlation-Id` and `Nuropb-Reply-To` (percent-encoded) and
- * `Nuropb-Ttl-Ms` (decimal).
+ * - `Nuropb-Enc`: comma-separated keys whose value is percent-encoded;
+ * - `Nuropb-Extra`: a JSON object of entries whose key NATS cannot carry.
+ * Other headers (another writer's, a gateway's) are taken as they are unless they start with
+ * `Nats-` or `Nuropb-`; the packed ones win over them.
  */
 export const NatsHeader = {
+  frame: "Nuropb-Frame",
   correlationId: "Nuropb-Correlation-Id",
   replyTo: "Nuropb-Reply-To",
   ttlMs: "Nuropb-Ttl-Ms",
@@ -42,52 +48,44 @@ export interface DecodedFrameFields {
   readonly ttlMs?: number;
 }
 
-function isPlainKey(key: string): boolean {
-  return /^[!-9;-~]+$/.test(key) && !/^(nats|nuropb)-/i.test(key) && !key.includes(",");
-}
-
-function isPlainValue(value: string): boolean {
-  // eslint-disable-next-line no-control-regex
-  return value.trim() === value && !/[\u0000-\u001f\u007f]/.test(value);
-}
-
-function encode(value: string): string {
-  try {
-    return encodeURIComponent(value);
-  } catch (err) {
-    throw new NuropbMessageError("a header value is not well-formed Unicode", { cause: err });
-  }
-}
-
 /**
  * The NATS headers carrying `frame`'s headers, correlation id, reply-to and ttl.
- * @throws NuropbMessageError when a value is not well-formed Unicode.
  */
 export function encodeFrameHeaders(frame: Frame): MsgHdrs {
+  const packed: PackedFrame = { h: frame.headers, c: frame.correlationId };
+  if (frame.replyTo !== undefined) packed.r = frame.replyTo;
+  if (frame.ttlMs !== undefined && frame.ttlMs > 0) packed.t = Math.floor(frame.ttlMs);
   const h = natsHeaders();
-  const nulls: string[] = [];
-  const encoded: string[] = [];
-  let extra: Record<string, string | null> | undefined;
-  for (const [key, value] of Object.entries(frame.headers)) {
-    if (!isPlainKey(key)) {
-      (extra ??= {})[key] = value;
-    } else if (value === null) {
-      nulls.push(key);
-    } else if (isPlainValue(value)) {
-      h.set(key, value);
-    } else {
-      h.set(key, encode(value));
-      encoded.push(key);
-    }
-  }
-  if (nulls.length > 0) h.set(NatsHeader.nullKeys, nulls.join(","));
-  if (encoded.length > 0) h.set(NatsHeader.encodedKeys, encoded.join(","));
-  if (extra !== undefined) h.set(NatsHeader.extra, JSON.stringify(extra));
-  h.set(NatsHeader.correlationId, encode(frame.correlationId));
-  if (frame.replyTo !== undefined) h.set(NatsHeader.replyTo, encode(frame.replyTo));
-  if (frame.ttlMs !== undefined && frame.ttlMs > 0)
-    h.set(NatsHeader.ttlMs, String(Math.floor(frame.ttlMs)));
+  h.set(NatsHeader.frame, JSON.stringify(packed));
   return h;
+}
+
+interface PackedFrame {
+  h: WireHeaders;
+  c: string;
+  r?: string;
+  t?: number;
+}
+
+/** The fields of a `Nuropb-Frame` header. @throws TypeError naming what is wrong. */
+function unpack(value: string): DecodedFrameFields {
+  const parsed = JSON.parse(value) as unknown;
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    throw new TypeError("not an object");
+  const { h, c, r, t } = parsed as Record<string, unknown>;
+  if (typeof h !== "object" || h === null || Array.isArray(h)) throw new TypeError("h");
+  for (const v of Object.values(h)) {
+    if (typeof v !== "string" && v !== null) throw new TypeError("a header value");
+  }
+  if (typeof c !== "string") throw new TypeError("c");
+  if (r !== undefined && typeof r !== "string") throw new TypeError("r");
+  if (t !== undefined && (!Number.isSafeInteger(t) || (t as number) <= 0)) throw new TypeError("t");
+  return {
+    headers: h as WireHeaders,
+    correlationId: c,
+    ...(r !== undefined ? { replyTo: r as string } : {}),
+    ...(t !== undefined ? { ttlMs: t as number } : {}),
+  };
 }
 
 function list(value: string | undefined): string[] {
@@ -108,10 +106,14 @@ export function decodeFrameHeaders(h: MsgHdrs | undefined): DecodedFrameFields {
   let nulls: string[] = [];
   let encoded: string[] = [];
   let extra: string | undefined;
+  let packed: string | undefined;
   try {
     for (const [key, values] of h) {
       const value = values[0] ?? "";
       switch (key) {
+        case NatsHeader.frame:
+          packed = value;
+          break;
         case NatsHeader.correlationId:
           correlationId = decodeURIComponent(value);
           break;
@@ -135,6 +137,11 @@ export function decodeFrameHeaders(h: MsgHdrs | undefined): DecodedFrameFields {
         default:
           if (!/^(nats|nuropb)-/i.test(key)) out[key] = value;
       }
+    }
+    if (packed !== undefined) {
+      const fields = unpack(packed);
+      // Other writers' plain headers (a gateway's…) stay; the packed ones win.
+      return { ...fields, headers: { ...out, ...fields.headers } };
     }
     for (const key of encoded) {
       const v = out[key];

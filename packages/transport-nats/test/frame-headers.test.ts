@@ -1,6 +1,7 @@
 import fc from "fast-check";
-import { MsgHdrsImpl } from "nats";
+import { MsgHdrsImpl, headers as natsHeaders } from "nats";
 import { describe, expect, it } from "vitest";
+import { NuropbMessageError } from "@nuropb/protocol";
 import type { Frame, WireHeaders } from "@nuropb/protocol";
 import { decodeFrameHeaders, encodeFrameHeaders, NatsHeader } from "../src/frame-headers.ts";
 
@@ -19,32 +20,77 @@ const base: WireHeaders = {
 };
 
 describe("frame headers on NATS", () => {
-  it("carries NuroPb headers as plain NATS headers, the null trace_id as a marker", () => {
-    const h = encodeFrameHeaders({
+  it("packs NuroPb headers and the frame's fields into one JSON header", () => {
+    const frame: Frame = {
       headers: base,
       body: new Uint8Array(),
       correlationId: "c1",
       replyTo: "r",
       ttlMs: 30_000,
-    });
-    expect(h.get("nuropb_type")).toBe("request");
-    expect(h.get(NatsHeader.nullKeys)).toBe("trace_id");
-    expect(h.has("trace_id")).toBe(false);
-    expect(h.get(NatsHeader.ttlMs)).toBe("30000");
-    expect(
-      overTheWire({
-        headers: base,
-        body: new Uint8Array(),
-        correlationId: "c1",
-        replyTo: "r",
-        ttlMs: 30_000,
-      }),
-    ).toEqual({
+    };
+    const h = encodeFrameHeaders(frame);
+    expect([...h.keys()]).toEqual([NatsHeader.frame]);
+    expect(JSON.parse(h.get(NatsHeader.frame))).toEqual({ h: base, c: "c1", r: "r", t: 30_000 });
+    expect(overTheWire(frame)).toEqual({
       headers: base,
       correlationId: "c1",
       replyTo: "r",
       ttlMs: 30_000,
     });
+    const bare = encodeFrameHeaders({ headers: {}, body: new Uint8Array(), correlationId: "c" });
+    expect(JSON.parse(bare.get(NatsHeader.frame))).toEqual({ h: {}, c: "c" });
+  });
+
+  it("reads the per-header layout earlier versions stored (durable streams outlive upgrades)", () => {
+    const h = natsHeaders();
+    h.set("nuropb_protocol", "0.1.1");
+    h.set("nuropb_type", "request");
+    h.set("spaced", encodeURIComponent("  x  "));
+    h.set(NatsHeader.encodedKeys, "spaced");
+    h.set(NatsHeader.nullKeys, "trace_id");
+    h.set(NatsHeader.extra, JSON.stringify({ "Nats-Msg-Id": "theirs" }));
+    h.set(NatsHeader.correlationId, encodeURIComponent("id %"));
+    h.set(NatsHeader.replyTo, "nuropb-x-rq");
+    h.set(NatsHeader.ttlMs, "5000");
+    h.set("Nats-Msg-Id", "server's");
+    expect(decodeFrameHeaders(MsgHdrsImpl.decode((h as MsgHdrsImpl).encode()))).toEqual({
+      headers: {
+        nuropb_protocol: "0.1.1",
+        nuropb_type: "request",
+        spaced: "  x  ",
+        trace_id: null,
+        "Nats-Msg-Id": "theirs",
+      },
+      correlationId: "id %",
+      replyTo: "nuropb-x-rq",
+      ttlMs: 5_000,
+    });
+  });
+
+  it("keeps other writers' plain headers beside the packed ones, which win", () => {
+    const h = encodeFrameHeaders({
+      headers: { nuropb_type: "request", shared: "ours" },
+      body: new Uint8Array(),
+      correlationId: "c",
+    });
+    h.set("traceparent", "00-abc-def-01");
+    h.set("shared", "theirs");
+    h.set("Nats-Msg-Id", "id");
+    expect(decodeFrameHeaders(MsgHdrsImpl.decode((h as MsgHdrsImpl).encode())).headers).toEqual({
+      nuropb_type: "request",
+      shared: "ours",
+      traceparent: "00-abc-def-01",
+    });
+  });
+
+  it("round-trips lone surrogates, which percent-encoding could not carry", () => {
+    const got = overTheWire({
+      headers: { odd: "a\ud800b", other: "\udfff" },
+      body: new Uint8Array(),
+      correlationId: "c\ud83d",
+    });
+    expect(got.headers).toEqual({ odd: "a\ud800b", other: "\udfff" });
+    expect(got.correlationId).toBe("c\ud83d");
   });
 
   it("round-trips awkward keys and values exactly", () => {
@@ -107,9 +153,25 @@ describe("frame headers on NATS", () => {
     expect(decodeFrameHeaders(undefined)).toEqual({ headers: {}, correlationId: "" });
   });
 
-  it("rejects a malformed marker with NuropbMessageError", () => {
-    const h = encodeFrameHeaders({ headers: {}, body: new Uint8Array(), correlationId: "c" });
-    h.set(NatsHeader.extra, "{not json");
-    expect(() => decodeFrameHeaders(h)).toThrowError(/malformed NuroPb headers/);
+  it("rejects a malformed marker or packed header with NuropbMessageError", () => {
+    const old = natsHeaders();
+    old.set(NatsHeader.extra, "{not json");
+    expect(() => decodeFrameHeaders(old)).toThrowError(/malformed NuroPb headers/);
+    for (const value of [
+      "{not json",
+      "[]",
+      "null",
+      '{"c":"x"}',
+      '{"h":[],"c":"x"}',
+      '{"h":{"a":1},"c":"x"}',
+      '{"h":{},"c":5}',
+      '{"h":{},"c":"x","r":7}',
+      '{"h":{},"c":"x","t":0}',
+      '{"h":{},"c":"x","t":1.5}',
+    ]) {
+      const h = natsHeaders();
+      h.set(NatsHeader.frame, value);
+      expect(() => decodeFrameHeaders(h), value).toThrowError(NuropbMessageError);
+    }
   });
 });
