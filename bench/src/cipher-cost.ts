@@ -1,6 +1,6 @@
 import { createPayloadEncryptor, createServiceKeys } from "@nuropb/crypto";
 import type { CipherSuite } from "@nuropb/crypto";
-import { encodePayload, newId } from "@nuropb/protocol";
+import { echoEnvelopes } from "./envelopes.ts";
 
 /** The four encryption operations of one request/response, through the public API. */
 export interface CipherRound {
@@ -24,27 +24,7 @@ export function cipherRound(suite: CipherSuite, params: Record<string, unknown>)
     rsaPublicKeyPem: service.publicKeys.rsaPem,
     naclPublicKey: service.publicKeys.nacl,
   };
-  const correlationId = newId();
-  const traceId = newId();
-  const request = encodePayload({
-    tag: "request",
-    service: "echo",
-    method: "echo",
-    params,
-    correlation_id: correlationId,
-    context: {},
-    trace_id: traceId,
-  }).body;
-  const response = encodePayload({
-    tag: "response",
-    result: params,
-    error: null,
-    correlation_id: correlationId,
-    trace_id: traceId,
-    context: {},
-    warning: null,
-    reply_to: "",
-  }).body;
+  const { requestBody: request, responseBody: response } = echoEnvelopes(params);
   return {
     suite,
     requestBytes: request.length,

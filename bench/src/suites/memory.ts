@@ -1,4 +1,5 @@
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
+import { echoEnvelopes } from "../envelopes.ts";
 import { startMoleculerEcho } from "../peers/moleculer-echo.ts";
 import { startNuropbEcho } from "../peers/nuropb-echo.ts";
 import {
@@ -16,7 +17,7 @@ import {
   withCleanup,
 } from "../rr.ts";
 import type { CaseStats, Scenario } from "../rr.ts";
-import { formatPercent } from "../suite.ts";
+import { formatPercent, measureInterleaved } from "../suite.ts";
 import type { BenchSuite, SuiteResult } from "../suite.ts";
 
 /** nuropb over memory must reach this multiple of Moleculer's Fake transporter at c=64. */
@@ -58,6 +59,23 @@ export const memorySuite: BenchSuite = {
       const theirs = pick(at64, MOLECULER);
       const ratio = throughputRatio(ours, theirs);
       const ok = ratio >= MEMORY_TARGET_RATIO && ours.errors === 0;
+      // The least any echo over this wire must do: JSON.stringify and JSON.parse of the request
+      // and the response envelope (bare JSON, not nuropb's codec), measured alone.
+      const { request, response } = echoEnvelopes(params);
+      const [json] = measureInterleaved(
+        [
+          {
+            name: "envelope JSON",
+            op: () => [
+              JSON.parse(JSON.stringify(request)) as unknown,
+              JSON.parse(JSON.stringify(response)) as unknown,
+            ],
+          },
+        ],
+        { rounds: 5, sampleMs: 200 },
+      );
+      const jsonUs = 1e6 / (json?.medianOpsPerSec ?? Number.NaN);
+      const budgetUs = 1e6 / (MEMORY_TARGET_RATIO * theirs.reqPerSec);
       return {
         columns: RR_COLUMNS,
         rows: stats.map(statsRow),
@@ -65,6 +83,7 @@ export const memorySuite: BenchSuite = {
           "medians of 5 interleaved rounds of 700 ms per case, after warm-up; echo of a JSON object",
           "nuropb: service + client on their own memory transports (one hub); Moleculer: two brokers, transporter Fake, JSON serializer",
           `c=1: nuropb = ${describeRatio(pick(stats, NUROPB), pick(stats, MOLECULER), "throughput")} of Moleculer's req/s`,
+          `the target leaves ${budgetUs.toFixed(1)} µs per request (1 / (${String(MEMORY_TARGET_RATIO)} × Moleculer's req/s at c=64)) for client, service and transport together; JSON.stringify + JSON.parse of the ${String(jsonBytes(request))} B request and ${String(jsonBytes(response))} B response envelopes alone take ${jsonUs.toFixed(1)} µs (${formatPercent(jsonUs / budgetUs)} of it); nuropb took ${(1e6 / ours.reqPerSec).toFixed(1)} µs`,
           ...errorNotes(stats),
         ],
         comparison: `nuropb memory at c=64 = ${describeRatio(ours, theirs, "throughput")} of Moleculer Fake req/s (target ≥ ${formatPercent(MEMORY_TARGET_RATIO)}): ${ok ? "OK" : "BELOW TARGET"}`,
