@@ -1,4 +1,5 @@
 import { NuropbMessageError, type Frame, type WireHeaders } from "@nuropb/protocol";
+import type { MsgpackArrayWriter } from "./msgpack.ts";
 
 /**
  * Field names of a service-stream entry. Operators reading the stream (or the dead-letter
@@ -29,10 +30,37 @@ export function frameToFields(frame: Frame): (string | Buffer)[] {
     JSON.stringify(frame.headers),
   ];
   if (frame.replyTo !== undefined) out.push(Field.replyTo, frame.replyTo);
-  if (frame.ttlMs !== undefined && frame.ttlMs > 0)
-    out.push(Field.ttlMs, String(Math.floor(frame.ttlMs)));
+  if (hasTtl(frame)) out.push(Field.ttlMs, String(Math.floor(frame.ttlMs)));
   out.push(Field.body, bufferOf(frame.body));
   return out;
+}
+
+function hasTtl(frame: Frame): frame is Frame & { readonly ttlMs: number } {
+  return frame.ttlMs !== undefined && frame.ttlMs > 0;
+}
+
+/**
+ * Writes what {@link frameToFields} returns, preceded by how many values it is, into a batch
+ * (see {@link MsgpackArrayWriter}).
+ */
+export function writeFrameFields(w: MsgpackArrayWriter, frame: Frame): void {
+  const replyTo = frame.replyTo;
+  const ttl = hasTtl(frame);
+  w.uint(6 + (replyTo !== undefined ? 2 : 0) + (ttl ? 2 : 0));
+  w.shortAscii(Field.correlationId);
+  w.str(frame.correlationId);
+  w.shortAscii(Field.headers);
+  w.str(JSON.stringify(frame.headers));
+  if (replyTo !== undefined) {
+    w.shortAscii(Field.replyTo);
+    w.str(replyTo);
+  }
+  if (ttl) {
+    w.shortAscii(Field.ttlMs);
+    w.shortAscii(String(Math.floor(frame.ttlMs))); // at most 23 characters, even for 1e308
+  }
+  w.shortAscii(Field.body);
+  w.bin(frame.body);
 }
 
 /** The frame fields of a stream entry, plus what the transport keeps about it. */
@@ -140,20 +168,26 @@ function bufferOf(bytes: Uint8Array): Buffer {
 
 /** A response as one list element: 4-byte big-endian length of a JSON head, the head, the body. */
 export function frameToBlob(frame: Frame): Buffer {
-  const head = Buffer.from(
-    JSON.stringify({
-      c: frame.correlationId,
-      h: frame.headers,
-      ...(frame.replyTo !== undefined ? { r: frame.replyTo } : {}),
-      ...(frame.ttlMs !== undefined && frame.ttlMs > 0 ? { t: Math.floor(frame.ttlMs) } : {}),
-    }),
-    "utf8",
-  );
+  const head = Buffer.from(blobHead(frame), "utf8");
   const out = Buffer.allocUnsafe(4 + head.length + frame.body.byteLength);
   out.writeUInt32BE(head.length, 0);
   head.copy(out, 4);
   out.set(frame.body, 4 + head.length);
   return out;
+}
+
+/** Writes what {@link frameToBlob} returns into a batch, as one byte string. */
+export function writeBlob(w: MsgpackArrayWriter, frame: Frame): void {
+  w.headedBin(blobHead(frame), frame.body);
+}
+
+function blobHead(frame: Frame): string {
+  return JSON.stringify({
+    c: frame.correlationId,
+    h: frame.headers,
+    ...(frame.replyTo !== undefined ? { r: frame.replyTo } : {}),
+    ...(hasTtl(frame) ? { t: Math.floor(frame.ttlMs) } : {}),
+  });
 }
 
 /**

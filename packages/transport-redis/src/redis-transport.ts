@@ -19,7 +19,6 @@ import {
   type TransportEvent,
   type TransportLifecycle,
 } from "@nuropb/protocol";
-import { frameToBlob, frameToFields } from "./frame-codec.ts";
 import { isKeyName, meshKeys, type MeshKeys } from "./keys.ts";
 import {
   resolveRedisOptions,
@@ -27,14 +26,8 @@ import {
   type ResolvedRedisOptions,
 } from "./options.ts";
 import { ResponseConsumer } from "./response-consumer.ts";
-import {
-  HOLD_LEASE,
-  PUBLISH_EVENT,
-  REGISTER_SERVICE,
-  runScript,
-  SEND_REPLY,
-  SEND_RPC,
-} from "./scripts.ts";
+import { HOLD_LEASE, REGISTER_SERVICE, runScript } from "./scripts.ts";
+import { SendBatcher } from "./send-batcher.ts";
 import { AckBatcher, ServiceConsumer } from "./service-consumer.ts";
 import { SERVICE_GROUP } from "./keys.ts";
 
@@ -57,6 +50,7 @@ class RedisTransport implements Transport {
   readonly #life: TransportLifecycle;
   #redis: Redis | undefined;
   #acks: AckBatcher | undefined;
+  #sends: SendBatcher | undefined;
   #linkUp = false;
   /** Server clock minus ours, in ms (for ttl checks against the ids Redis gives entries). */
   #clockOffsetMs = 0;
@@ -155,6 +149,7 @@ class RedisTransport implements Transport {
     }
     this.#redis = redis;
     this.#acks = new AckBatcher(redis, this.#opts.logger);
+    this.#sends = new SendBatcher(redis, this.#keys.prefix, this.#opts.responseTtlMs);
     this.#linkUp = true;
     this.#life.state = LifecycleState.open;
     redis.on("close", () => this.#onLinkDown());
@@ -221,6 +216,7 @@ class RedisTransport implements Transport {
     this.#services.clear();
     this.#responses.clear();
     this.#acks?.flush();
+    this.#sends?.flush();
     if (redis !== undefined) {
       await withDeadline(redis.quit(), 2_000, "QUIT").catch(() => undefined);
       redis.disconnect();
@@ -240,16 +236,17 @@ class RedisTransport implements Transport {
     return this.#life.events();
   }
 
-  #requireOpen(): { redis: Redis; acks: AckBatcher } {
+  #requireOpen(): { redis: Redis; acks: AckBatcher; sends: SendBatcher } {
     if (this.#life.ending) throw this.#life.closedError();
     if (
       this.#life.state !== LifecycleState.open ||
       this.#redis === undefined ||
-      this.#acks === undefined
+      this.#acks === undefined ||
+      this.#sends === undefined
     ) {
       throw new NuropbTransportError("the Redis transport is not connected: call connect() first");
     }
-    return { redis: this.#redis, acks: this.#acks };
+    return { redis: this.#redis, acks: this.#acks, sends: this.#sends };
   }
 
   /** Translates a Redis error at the boundary; the original stays as `cause`. */
@@ -267,13 +264,12 @@ class RedisTransport implements Transport {
   }
 
   async send(to: Destination, frame: Frame): Promise<void> {
-    const { redis } = this.#requireOpen();
+    const { sends } = this.#requireOpen();
     if (frame.body.byteLength > this.#opts.maxFrameBytes) {
       throw new NuropbMessageError(
         `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${this.#opts.maxFrameBytes})`,
       );
     }
-    const k = this.#keys;
     switch (to.kind) {
       case "rpc": {
         if (!isKeyName(to.service)) {
@@ -281,12 +277,7 @@ class RedisTransport implements Transport {
         }
         let delivered: unknown;
         try {
-          delivered = await runScript(
-            redis,
-            SEND_RPC,
-            [k.rpcSet(to.service)],
-            [`${k.prefix}sq:`, ...frameToFields(frame)],
-          );
+          delivered = await sends.rpc(to.service, frame);
         } catch (err) {
           throw this.#translate(err, `send to service '${to.service}'`);
         }
@@ -307,12 +298,7 @@ class RedisTransport implements Transport {
           );
         }
         try {
-          await runScript(
-            redis,
-            PUBLISH_EVENT,
-            [k.eventServices],
-            [k.prefix, to.topic, ...frameToFields(frame)],
-          );
+          await sends.event(to.topic, frame);
         } catch (err) {
           throw this.#translate(err, `publish event '${to.topic}'`);
         }
@@ -323,12 +309,7 @@ class RedisTransport implements Transport {
           throw new NuropbMessageError(`'${to.address}' is not a valid reply address`);
         }
         try {
-          await runScript(
-            redis,
-            SEND_REPLY,
-            [k.responseLease(to.address), k.responseList(to.address)],
-            [frameToBlob(frame), this.#opts.responseTtlMs],
-          );
+          await sends.reply(to.address, frame);
         } catch (err) {
           throw this.#translate(err, `reply to '${to.address}'`);
         }

@@ -51,9 +51,31 @@ export async function runScript(
   try {
     return await redis.evalsha(s.sha, keys.length, ...keys, ...args);
   } catch (err) {
-    if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
+    if (!isNoScript(err)) throw err;
     return await redis.eval(s.source, keys.length, ...keys, ...args);
   }
+}
+
+/**
+ * Runs `s` without keys, with an argument list built by the caller (not copied: ioredis takes
+ * the array as it is, where a spread of a long list would copy it twice).
+ */
+export async function runScriptArgs(
+  redis: Redis,
+  s: Script,
+  args: (string | Buffer)[],
+): Promise<unknown> {
+  coalesceWrites(redis);
+  try {
+    return await redis.evalsha(s.sha, 0, args);
+  } catch (err) {
+    if (!isNoScript(err)) throw err;
+    return await redis.eval(s.source, 0, args);
+  }
+}
+
+function isNoScript(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith("NOSCRIPT");
 }
 
 /** Splits a dotted topic or pattern into words, and AMQP topic matching (`*` one word, `#` zero or more), as `topicMatches` does. */
@@ -102,41 +124,125 @@ end
 `;
 
 /**
- * Request or command: add the frame to the stream of every service bound to the rpc name, or
- * report that there is none. KEYS[1] = `{mesh}:rpc:{name}`; ARGV[1] = `{mesh}:sq:`; ARGV[2…] =
- * the entry's fields. Returns how many services got it (0 = not delivered).
+ * Every frame sent in one tick, in the order of the `send` calls: requests and commands (added
+ * to the stream of every service bound to the rpc name, or reported as not delivered), events
+ * (added to the stream of every service with a binding that matches the topic, once per service)
+ * and responses (pushed to the address's list only while someone holds its lease, else dropped,
+ * as AMQP drops a message for a queue that does not exist; the list then expires after its ttl).
+ *
+ * ARGV[1] = `{mesh}:`, ARGV[2] = response list ttl in ms, ARGV[3] = the frames as one
+ * MessagePack array (one argument rather than a dozen per frame: cheaper to encode and parse),
+ * per frame: kind (`r` rpc, `e` event, `p` response), target (rpc name, topic or address), the
+ * number n of values that follow, then n values (the entry's fields, or the response blob).
+ * Returns one result per frame, in order: how many services got it (responses: 1 pushed, 0
+ * dropped), or the error that stopped it, as a string. Each frame fails alone (pcall): the others
+ * of the batch still go; what a failed frame wrote before its error stays, as it did when every
+ * frame had its own script.
+ * Within one call nothing else runs on the server, so the rpc sets, event bindings and leases
+ * read for one frame are reused for the next.
  */
-export const SEND_RPC = script(
-  "send-rpc",
-  `
-local services = redis.call('SMEMBERS', KEYS[1])
-for _, s in ipairs(services) do
-  redis.call('XADD', ARGV[1] .. s, '*', unpack(ARGV, 2))
-end
-return #services
-`,
-);
-
-/**
- * Event: add the frame to the stream of every service with a binding that matches the topic,
- * once per service. KEYS[1] = `{mesh}:evs`; ARGV[1] = `{mesh}:`; ARGV[2] = topic; ARGV[3…] =
- * the entry's fields. Returns how many services got it.
- */
-export const PUBLISH_EVENT = script(
-  "publish-event",
+export const SEND_BATCH = script(
+  "send-batch",
   `${TOPIC_LUA}
-local topic = words(ARGV[2])
-local n = 0
-for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  for _, p in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'evb:' .. s)) do
-    if matches(words(p), topic) then
-      redis.call('XADD', ARGV[1] .. 'sq:' .. s, '*', unpack(ARGV, 3))
-      n = n + 1
-      break
+local prefix = ARGV[1]
+local ttl = ARGV[2]
+local a = cmsgpack.unpack(ARGV[3])
+local out = {}
+local routes = {}
+local subscribers = nil
+local patterns = {}
+local leases = {}
+local expiring = {}
+local function failed(r) return type(r) == 'table' and r.err ~= nil end
+local i = 1
+local n = #a
+while i <= n do
+  local kind = a[i]
+  local target = a[i + 1]
+  local first = i + 3
+  local last = i + 2 + a[i + 2]
+  local result = 0
+  if kind == 'r' then
+    local bound = routes[target]
+    if bound == nil then
+      bound = redis.pcall('SMEMBERS', prefix .. 'rpc:' .. target)
+      routes[target] = bound
+    end
+    if failed(bound) then
+      result = bound.err
+    else
+      for _, s in ipairs(bound) do
+        local r = redis.pcall('XADD', prefix .. 'sq:' .. s, '*', unpack(a, first, last))
+        if failed(r) then
+          result = r.err
+          break
+        end
+        result = result + 1
+      end
+    end
+  elseif kind == 'e' then
+    if subscribers == nil then subscribers = redis.pcall('SMEMBERS', prefix .. 'evs') end
+    if failed(subscribers) then
+      result = subscribers.err
+    else
+      local topic = words(target)
+      for _, s in ipairs(subscribers) do
+        local ps = patterns[s]
+        if ps == nil then
+          ps = redis.pcall('SMEMBERS', prefix .. 'evb:' .. s)
+          if not failed(ps) then
+            for k, p in ipairs(ps) do ps[k] = words(p) end
+          end
+          patterns[s] = ps
+        end
+        if failed(ps) then
+          result = ps.err
+          break
+        end
+        local hit = false
+        for _, p in ipairs(ps) do
+          if matches(p, topic) then
+            hit = true
+            break
+          end
+        end
+        if hit then
+          local r = redis.pcall('XADD', prefix .. 'sq:' .. s, '*', unpack(a, first, last))
+          if failed(r) then
+            result = r.err
+            break
+          end
+          result = result + 1
+        end
+      end
+    end
+  else
+    local held = leases[target]
+    if held == nil then
+      held = redis.call('EXISTS', prefix .. 'rql:' .. target) == 1
+      leases[target] = held
+    end
+    if held then
+      local list = prefix .. 'rq:' .. target
+      local r = redis.pcall('RPUSH', list, a[first])
+      if failed(r) then
+        result = r.err
+      else
+        result = 1
+        -- Once per list and call: the server's clock stands still while a script runs, so the
+        -- list expires when it would have after a PEXPIRE per response.
+        if not expiring[list] then
+          expiring[list] = true
+          r = redis.pcall('PEXPIRE', list, ttl)
+          if failed(r) then result = r.err end
+        end
+      end
     end
   end
+  out[#out + 1] = result
+  i = last + 1
 end
-return n
+return out
 `,
 );
 
@@ -249,21 +355,6 @@ f[#f + 1] = 'id'
 f[#f + 1] = ARGV[2]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(f))
 forget(KEYS[1], ARGV[1], ARGV[2])
-return 1
-`,
-);
-
-/**
- * Response: push to the address's list only while someone holds its lease (else drop, as AMQP
- * drops a message for a queue that does not exist). KEYS[1] = lease, KEYS[2] = list;
- * ARGV[1] = the response blob, ARGV[2] = list ttl in ms. Returns 1 when pushed.
- */
-export const SEND_REPLY = script(
-  "send-reply",
-  `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 `,
 );

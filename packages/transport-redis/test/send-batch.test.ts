@@ -1,0 +1,163 @@
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  newId,
+  NuropbNotDeliveredError,
+  NuropbTransportError,
+  type Delivery,
+  type Frame,
+  type InboundFrame,
+  type Transport,
+} from "@nuropb/protocol";
+import { createRedisTransport } from "../src/index.ts";
+// The integration tests' broker harness: a private redis-server on a free port, removed after.
+import { launchRedis, type RedisServer } from "../../../integration-tests/src/brokers/redis.ts";
+
+// The frames sent in one tick travel in one script call (SEND_BATCH). What the conformance
+// suites cannot see: order within and across batches, one failing frame among good ones, and a
+// batch lost with its connection.
+let server: RedisServer;
+let raw: Redis;
+const made: Transport[] = [];
+
+beforeAll(async () => {
+  server = await launchRedis();
+  raw = new Redis(server.url, { lazyConnect: true });
+  await raw.connect();
+}, 60_000);
+afterAll(async () => {
+  raw.disconnect();
+  await server.stop();
+});
+afterEach(async () => {
+  await Promise.allSettled(made.splice(0).map((t) => t.close()));
+});
+
+async function open(mesh: string): Promise<Transport> {
+  const t = createRedisTransport({ url: server.url, mesh });
+  made.push(t);
+  await t.connect();
+  return t;
+}
+
+const encoder = new TextEncoder();
+const frame = (label: string, extra: Partial<Frame> = {}): Frame => ({
+  headers: { nuropb_type: "request", trace_id: null },
+  body: encoder.encode(label),
+  correlationId: label,
+  ...extra,
+});
+
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A service that records the correlation ids it gets, in order, and acknowledges them. */
+async function recordingService(t: Transport, service: string, events: string[] = []) {
+  const got: string[] = [];
+  await t.consumeService(
+    { service, rpcBindings: [], eventBindings: events, prefetch: 1_000 },
+    async (d: Delivery) => {
+      got.push(d.correlationId);
+      await d.ack();
+    },
+  );
+  return got;
+}
+
+describe("sends batched per tick", () => {
+  it("keep the order of the send calls, within a batch, across kinds and across batches split by size", async () => {
+    const mesh = `sb${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const service = "orders";
+    const got = await recordingService(t, service, ["orders.#"]);
+    const replies: string[] = [];
+    await t.consumeResponses({ address: "me" }, (f: InboundFrame) => {
+      replies.push(f.correlationId);
+    });
+    // 700 sends in one tick: more than one script call holds (256 frames).
+    const sends: Promise<void>[] = [];
+    const expected: string[] = [];
+    const expectedReplies: string[] = [];
+    for (let i = 0; i < 700; i++) {
+      const id = `m${i}`;
+      if (i % 7 === 3) {
+        sends.push(t.send({ kind: "event", topic: "orders.created" }, frame(id)));
+        expected.push(id);
+      } else if (i % 5 === 1) {
+        sends.push(t.send({ kind: "reply", address: "me" }, frame(id)));
+        expectedReplies.push(id);
+      } else {
+        sends.push(t.send({ kind: "rpc", service }, frame(id, { replyTo: "me", ttlMs: 60_000 })));
+        expected.push(id);
+      }
+    }
+    await Promise.all(sends);
+    await until(() => got.length === expected.length, "every request");
+    await until(() => replies.length === expectedReplies.length, "every response");
+    expect(got).toEqual(expected);
+    expect(replies).toEqual(expectedReplies);
+  });
+
+  it("a frame that fails on the server fails alone: the others of its batch go through", async () => {
+    const mesh = `sb${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const got = await recordingService(t, "good");
+    // A service bound in Redis whose stream key holds a string: XADD fails with WRONGTYPE.
+    await raw.sadd(`${mesh}:rpc:broken`, "broken");
+    await raw.set(`${mesh}:sq:broken`, "not a stream");
+    await raw.set(`${mesh}:rq:wrong`, "not a list");
+    await raw.set(`${mesh}:rql:wrong`, "someone", "PX", 60_000);
+    const results = await Promise.allSettled([
+      t.send({ kind: "rpc", service: "good" }, frame("a")),
+      t.send({ kind: "rpc", service: "broken" }, frame("b")),
+      t.send({ kind: "rpc", service: "good" }, frame("c")),
+      t.send({ kind: "rpc", service: "nobody" }, frame("d")),
+      t.send({ kind: "reply", address: "wrong" }, frame("e")),
+      t.send({ kind: "reply", address: "unheld" }, frame("f")),
+      t.send({ kind: "rpc", service: "good" }, frame("g")),
+    ]);
+    expect(results.map((r) => r.status)).toEqual([
+      "fulfilled",
+      "rejected",
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "fulfilled",
+      "fulfilled",
+    ]);
+    const reason = (i: number): unknown => (results[i] as PromiseRejectedResult).reason;
+    expect(reason(1)).toBeInstanceOf(NuropbTransportError);
+    expect(String((reason(1) as Error).message)).toMatch(/WRONGTYPE/);
+    expect(reason(3)).toBeInstanceOf(NuropbNotDeliveredError);
+    expect(reason(4)).toBeInstanceOf(NuropbTransportError);
+    await until(() => got.length === 3, "the good requests");
+    expect(got).toEqual(["a", "c", "g"]);
+    expect(await raw.exists(`${mesh}:rq:unheld`)).toBe(0);
+  });
+
+  it("a batch lost with its connection is sent again after the reconnect, once", async () => {
+    const mesh = `sb${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const got = await recordingService(t, "svc");
+    const clients = await raw.client("LIST");
+    const id = /id=(\d+) [^\n]*name=nuropb-\S+-main/.exec(String(clients))?.[1];
+    expect(id).toBeDefined();
+    // Writes wait on the server (EVALSHA included) while the batch is on its way; then the
+    // connection goes, taking the unanswered batch with it.
+    await raw.client("PAUSE", 500, "WRITE");
+    const sends = Array.from({ length: 300 }, (_, i) =>
+      t.send({ kind: "rpc", service: "svc" }, frame(`x${i}`)),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    await raw.client("KILL", "ID", id as string);
+    await Promise.all(sends);
+    await until(() => got.length >= 300, "every request");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(got).toEqual(Array.from({ length: 300 }, (_, i) => `x${i}`));
+  });
+});
