@@ -6,7 +6,8 @@
 //
 // cases: nuropb-memory, nuropb-amqp, nuropb-nats, nuropb-redis, raw-amqp, raw-amqp-wire (raw
 //        amqplib carrying nuropb's headers and envelopes), raw-nats, raw-nats-jetstream (the same
-//        durable work queue as nuropb's, hand-written), raw-redis,
+//        durable work queue as nuropb's, hand-written), raw-redis, raw-redis-streams (the
+//        durable Redis Streams echo, hand-written, no Lua),
 //        moleculer-fake
 // options: --c N (in flight, default 64), --seconds S (default 6), --encrypt nacl|rsa-fernet,
 //          --large (16 KB params), --out FILE.cpuprofile (default bench-<case>.cpuprofile in cwd),
@@ -29,6 +30,7 @@ import { startRawAmqpEcho } from "../peers/raw-amqp.ts";
 import { startRawNatsEcho } from "../peers/raw-nats.ts";
 import { startRawNatsJetStreamEcho } from "../peers/raw-nats-jetstream.ts";
 import { startRawRedisEcho } from "../peers/raw-redis.ts";
+import { startRawRedisStreamsEcho } from "../peers/raw-redis-streams.ts";
 import { largeParams, runTag, smallParams, withCleanup } from "../rr.ts";
 import { summariseProfile } from "./profile-summary.ts";
 import type { CpuProfile } from "./profile-summary.ts";
@@ -43,6 +45,7 @@ const CASES = [
   "raw-nats",
   "raw-nats-jetstream",
   "raw-redis",
+  "raw-redis-streams",
   "moleculer-fake",
 ] as const;
 type CaseName = (typeof CASES)[number];
@@ -131,11 +134,17 @@ async function setup(
       };
     }
     case "nuropb-redis":
-    case "raw-redis": {
+    case "raw-redis":
+    case "raw-redis-streams": {
       const url = provided(await useBroker("redis"), "redisUrl");
       const pid = await brokerPid("redis");
       if (name === "raw-redis") {
         const raw = await startRawRedisEcho(url);
+        defer(() => raw.close());
+        return { call: raw.call, ...(pid ? { brokerPid: pid } : {}) };
+      }
+      if (name === "raw-redis-streams") {
+        const raw = await startRawRedisStreamsEcho(url);
         defer(() => raw.close());
         return { call: raw.call, ...(pid ? { brokerPid: pid } : {}) };
       }
