@@ -1,4 +1,9 @@
-import { NuropbMessageError, type Frame, type WireHeaders } from "@nuropb/protocol";
+import {
+  NuropbMessageError,
+  type Frame,
+  type InboundFrame,
+  type WireHeaders,
+} from "@nuropb/protocol";
 import type { MsgpackArrayWriter } from "./msgpack.ts";
 
 /**
@@ -76,11 +81,22 @@ export interface EntryFrame {
   readonly storedAtMs?: number;
 }
 
-/** Headers from their parsed JSON: an object whose string or null values are kept. */
+/**
+ * Headers from their parsed JSON: an object whose string or null values are kept. The parsed
+ * object itself when it holds nothing else (the usual case: no copy).
+ */
 function headersOf(parsed: unknown): WireHeaders {
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new TypeError("headers are not a JSON object");
   }
+  for (const k in parsed) {
+    const v = (parsed as Record<string, unknown>)[k];
+    if (k === "__proto__" || (typeof v !== "string" && v !== null)) return copyHeaders(parsed);
+  }
+  return parsed as WireHeaders;
+}
+
+function copyHeaders(parsed: object): WireHeaders {
   const out: Record<string, string | null> = {};
   for (const k in parsed) {
     if (k === "__proto__") continue; // an own key from JSON.parse; assigning it would be a prototype
@@ -89,6 +105,15 @@ function headersOf(parsed: unknown): WireHeaders {
   }
   return out;
 }
+
+/** Field name bytes (`c`, `h`, `r`, `t`, `b`; `rd`, `ts`), compared without making strings. */
+const C = 0x63;
+const H = 0x68;
+const R = 0x72;
+const T = 0x74;
+const B = 0x62;
+const D = 0x64;
+const S = 0x73;
 
 /**
  * Reads a stream entry's fields (as returned with Buffer replies).
@@ -110,37 +135,38 @@ export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
   let storedAtMs: number | undefined;
   try {
     for (let i = 0; i + 1 < fields.length; i += 2) {
-      const name = (fields[i] as Buffer).toString("latin1");
+      const name = fields[i] as Buffer;
       const value = fields[i + 1] as Buffer;
-      switch (name) {
-        case Field.correlationId:
-          correlationId = value.toString("utf8");
-          break;
-        case Field.headers:
-          headers = headersOf(JSON.parse(value.toString("utf8")));
-          break;
-        case Field.replyTo:
-          replyTo = value.toString("utf8");
-          break;
-        case Field.ttlMs: {
-          const n = Number(value.toString("latin1"));
-          if (Number.isSafeInteger(n) && n > 0) ttlMs = n;
-          break;
+      if (name.length === 1) {
+        switch (name[0]) {
+          case C:
+            correlationId = value.toString("utf8");
+            break;
+          case H:
+            headers = headersOf(JSON.parse(value.toString("utf8")));
+            break;
+          case R:
+            replyTo = value.toString("utf8");
+            break;
+          case T: {
+            const n = Number(value.toString("latin1"));
+            if (Number.isSafeInteger(n) && n > 0) ttlMs = n;
+            break;
+          }
+          case B:
+            // A copy: the reply parser reuses its buffers.
+            body = new Uint8Array(value);
+            break;
+          default:
+            break;
         }
-        case Field.body:
-          // A copy: the reply parser reuses its buffers.
-          body = new Uint8Array(value);
-          break;
-        case Field.redelivered:
-          requeued = value.toString("latin1") === "1";
-          break;
-        case Field.storedAtMs: {
+      } else if (name.length === 2) {
+        if (name[0] === R && name[1] === D) {
+          requeued = value.length === 1 && value[0] === 0x31;
+        } else if (name[0] === T && name[1] === S) {
           const n = Number(value.toString("latin1"));
           if (Number.isSafeInteger(n)) storedAtMs = n;
-          break;
         }
-        default:
-          break;
       }
     }
   } catch (err) {
@@ -149,16 +175,14 @@ export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
   if (headers === undefined || body === undefined) {
     throw new NuropbMessageError("stream entry without headers or body");
   }
-  return {
-    headers,
-    body,
-    correlationId,
-    ...(replyTo !== undefined ? { replyTo } : {}),
-    ...(ttlMs !== undefined ? { ttlMs } : {}),
-    requeued,
-    ...(storedAtMs !== undefined ? { storedAtMs } : {}),
-  };
+  const frame: Mutable<EntryFrame> = { headers, body, correlationId, requeued };
+  if (replyTo !== undefined) frame.replyTo = replyTo;
+  if (ttlMs !== undefined) frame.ttlMs = ttlMs;
+  if (storedAtMs !== undefined) frame.storedAtMs = storedAtMs;
+  return frame;
 }
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 function bufferOf(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes)
@@ -181,20 +205,19 @@ export function writeBlob(w: MsgpackArrayWriter, frame: Frame): void {
   w.headedBin(blobHead(frame), frame.body);
 }
 
+/** `{"c":…,"h":…[,"r":…][,"t":…]}`, as JSON.stringify writes that object, without making it. */
 function blobHead(frame: Frame): string {
-  return JSON.stringify({
-    c: frame.correlationId,
-    h: frame.headers,
-    ...(frame.replyTo !== undefined ? { r: frame.replyTo } : {}),
-    ...(hasTtl(frame) ? { t: Math.floor(frame.ttlMs) } : {}),
-  });
+  let head = `{"c":${JSON.stringify(frame.correlationId)},"h":${JSON.stringify(frame.headers)}`;
+  if (frame.replyTo !== undefined) head += `,"r":${JSON.stringify(frame.replyTo)}`;
+  if (hasTtl(frame)) head += `,"t":${Math.floor(frame.ttlMs)}`;
+  return `${head}}`;
 }
 
 /**
- * Reads a list element written by {@link frameToBlob}.
+ * Reads a list element written by {@link frameToBlob}, as a response (never redelivered).
  * @throws NuropbMessageError when it is not one.
  */
-export function blobToFrame(blob: Buffer): Frame {
+export function blobToFrame(blob: Buffer): InboundFrame {
   try {
     if (blob.length < 4) throw new TypeError("too short");
     const len = blob.readUInt32BE(0);
@@ -205,16 +228,16 @@ export function blobToFrame(blob: Buffer): Frame {
       r?: unknown;
       t?: unknown;
     };
-    const headers = headersOf(head.h ?? null);
-    const body = blob.subarray(4 + len);
-    return {
-      headers,
+    const frame: Mutable<InboundFrame> = {
+      headers: headersOf(head.h ?? null),
       // A copy: the reply parser reuses its buffers.
-      body: new Uint8Array(body),
+      body: new Uint8Array(blob.subarray(4 + len)),
       correlationId: typeof head.c === "string" ? head.c : "",
-      ...(typeof head.r === "string" ? { replyTo: head.r } : {}),
-      ...(typeof head.t === "number" && head.t > 0 ? { ttlMs: head.t } : {}),
+      redelivered: false,
     };
+    if (typeof head.r === "string") frame.replyTo = head.r;
+    if (typeof head.t === "number" && head.t > 0) frame.ttlMs = head.t;
+    return frame;
   } catch (err) {
     throw new NuropbMessageError("malformed NuroPb response blob", { cause: err });
   }

@@ -1,3 +1,16 @@
+/** Strings up to this length are tried as ASCII in a loop: cheaper than a call into `write`. */
+const SHORT = 64;
+
+/** Writes `s` at `at` if it is all ASCII and returns its length; else -1 (bytes may be written). */
+function writeAscii(buf: Buffer, s: string, at: number): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return -1;
+    buf[at + i] = c;
+  }
+  return s.length;
+}
+
 /**
  * Writes one MessagePack array of strings, byte strings and small integers, as the send-batch
  * script reads it with `cmsgpack.unpack` (built into Redis's Lua). A batch travels as one
@@ -42,9 +55,10 @@ export class MsgpackArrayWriter {
     const buf = this.#reserve(5 + s.length * 3);
     const at = this.#off;
     buf[at] = 0xdb;
-    const n = buf.write(s, at + 5, "utf8");
-    buf.writeUInt32BE(n, at + 1);
-    this.#off = at + 5 + n;
+    const n = s.length <= SHORT ? writeAscii(buf, s, at + 5) : -1;
+    const len = n >= 0 ? n : buf.write(s, at + 5, "utf8");
+    buf.writeUInt32BE(len, at + 1);
+    this.#off = at + 5 + len;
     this.#count++;
   }
 
@@ -53,7 +67,7 @@ export class MsgpackArrayWriter {
     const buf = this.#reserve(1 + s.length);
     const at = this.#off;
     buf[at] = 0xa0 | s.length;
-    buf.write(s, at + 1, "latin1");
+    for (let i = 0; i < s.length; i++) buf[at + 1 + i] = s.charCodeAt(i);
     this.#off = at + 1 + s.length;
     this.#count++;
   }

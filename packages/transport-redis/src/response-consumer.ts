@@ -125,7 +125,7 @@ export class ResponseConsumer implements Listener {
       for (const item of items as unknown[]) {
         if (!Buffer.isBuffer(item)) continue;
         try {
-          d.handler({ ...blobToFrame(item), redelivered: false });
+          d.handler(blobToFrame(item));
         } catch (err) {
           d.logger.warn("response dropped", { address: d.address, error: err });
         }

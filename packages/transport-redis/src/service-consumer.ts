@@ -80,6 +80,10 @@ export interface ServiceConsumerDeps {
   readonly onStopped: (consumer: ServiceConsumer) => void;
 }
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+const SETTLED: Promise<void> = Promise.resolve();
+
 /** How often a listener removes idle, empty consumers from its group, in milliseconds. */
 const FORGET_EVERY_MS = 60_000;
 
@@ -284,25 +288,18 @@ export class ServiceConsumer implements Listener {
   }
 
   async #deliver(held: Held, frame: EntryFrame, redelivered: boolean): Promise<void> {
-    const once = (fn: () => Promise<void>): Promise<void> => {
-      if (held.settled) return Promise.resolve();
-      return fn();
-    };
-    const delivery: Delivery = {
+    // Settling twice is a no-op: #settle, #giveBack and #deadLetter check `held.settled`.
+    const delivery: Mutable<Delivery> = {
       headers: frame.headers,
       body: frame.body,
       correlationId: frame.correlationId,
-      ...(frame.replyTo !== undefined ? { replyTo: frame.replyTo } : {}),
-      ...(frame.ttlMs !== undefined ? { ttlMs: frame.ttlMs } : {}),
       redelivered,
-      ack: () =>
-        once(async () => {
-          this.#release(held);
-          this.#deps.acks.ack(this.#deps.stream, held.id);
-        }),
-      requeue: () => once(() => this.#giveBack(held)),
-      reject: () => once(() => this.#deadLetter(held, "rejected")),
+      ack: () => this.#ack(held),
+      requeue: () => this.#giveBack(held),
+      reject: () => this.#deadLetter(held, "rejected"),
     };
+    if (frame.replyTo !== undefined) delivery.replyTo = frame.replyTo;
+    if (frame.ttlMs !== undefined) delivery.ttlMs = frame.ttlMs;
     try {
       await this.#deps.handler(delivery);
     } catch (err) {
@@ -312,6 +309,14 @@ export class ServiceConsumer implements Listener {
       held.handlerDone = true;
     }
     if (this.#stopped) await this.#giveBack(held);
+  }
+
+  #ack(held: Held): Promise<void> {
+    if (!held.settled) {
+      this.#release(held);
+      this.#deps.acks.ack(this.#deps.stream, held.id);
+    }
+    return SETTLED;
   }
 
   #release(held: Held): void {
