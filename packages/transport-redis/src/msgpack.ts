@@ -1,5 +1,5 @@
 /** Strings up to this length are tried as ASCII in a loop: cheaper than a call into `write`. */
-const SHORT = 64;
+const SHORT = 16;
 
 /** Writes `s` at `at` if it is all ASCII and returns its length; else -1 (bytes may be written). */
 function writeAscii(buf: Buffer, s: string, at: number): number {

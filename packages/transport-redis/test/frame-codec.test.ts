@@ -67,6 +67,24 @@ describe("stream entry fields", () => {
     expect(got.body).toEqual(new Uint8Array([1, 2, 3]));
   });
 
+  it("give every body bytes of its own, small (shared slabs) or large, across many frames", () => {
+    const bodies: Uint8Array[] = [];
+    const sizes = [0, 1, 7, 100, 4_000, 4_097, 10_000];
+    for (let i = 0; i < 400; i++) {
+      const size = sizes[i % sizes.length] as number;
+      const body = new Uint8Array(size).fill(i % 251);
+      const reply = asReply(frameToFields({ headers: {}, body, correlationId: "c" }));
+      const got = fieldsToFrame(reply).body;
+      (reply[reply.length - 1] as Buffer).fill(255);
+      bodies.push(got);
+    }
+    bodies.forEach((b, i) => {
+      expect(b).toBeInstanceOf(Uint8Array);
+      expect(b.byteLength).toBe(sizes[i % sizes.length]);
+      expect(b.every((x) => x === i % 251)).toBe(true);
+    });
+  });
+
   it("keep only string and null header values, and never a __proto__ key", () => {
     const got = fieldsToFrame(
       asReply([
