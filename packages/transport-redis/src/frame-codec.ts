@@ -55,7 +55,9 @@ export function writeFrameFields(w: MsgpackArrayWriter, frame: Frame): void {
   w.shortAscii(Field.correlationId);
   w.str(frame.correlationId);
   w.shortAscii(Field.headers);
-  w.str(JSON.stringify(frame.headers));
+  w.beginStr();
+  w.appendJsonRecord(frame.headers);
+  w.endStr();
   if (replyTo !== undefined) {
     w.shortAscii(Field.replyTo);
     w.str(replyTo);
@@ -227,16 +229,30 @@ export function frameToBlob(frame: Frame): Buffer {
   return out;
 }
 
-/** Writes what {@link frameToBlob} returns into a batch, as one byte string. */
+/** Writes what {@link frameToBlob} returns into a batch, as one byte string, in place. */
 export function writeBlob(w: MsgpackArrayWriter, frame: Frame): void {
-  w.headedBin(blobHead(frame), frame.body);
+  w.beginStr();
+  const slot = w.appendUint32Slot();
+  w.appendAscii('{"c":');
+  w.appendJsonString(frame.correlationId);
+  w.appendAscii(',"h":');
+  w.appendJsonRecord(frame.headers);
+  if (frame.replyTo !== undefined) {
+    w.appendAscii(',"r":');
+    w.appendJsonString(frame.replyTo);
+  }
+  if (hasTtl(frame)) w.appendAscii(`,"t":${JSON.stringify(Math.floor(frame.ttlMs))}`);
+  w.appendAscii("}");
+  w.patchUint32(slot, w.offset - slot - 4);
+  w.appendBytes(frame.body);
+  w.endStr();
 }
 
 /** `{"c":…,"h":…[,"r":…][,"t":…]}`, as JSON.stringify writes that object, without making it. */
 function blobHead(frame: Frame): string {
   let head = `{"c":${JSON.stringify(frame.correlationId)},"h":${JSON.stringify(frame.headers)}`;
   if (frame.replyTo !== undefined) head += `,"r":${JSON.stringify(frame.replyTo)}`;
-  if (hasTtl(frame)) head += `,"t":${Math.floor(frame.ttlMs)}`;
+  if (hasTtl(frame)) head += `,"t":${JSON.stringify(Math.floor(frame.ttlMs))}`;
   return `${head}}`;
 }
 

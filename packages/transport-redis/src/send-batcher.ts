@@ -96,7 +96,8 @@ export class SendBatcher {
     if (waiters.length === 0) return;
     const batch = this.#batch.finish();
     this.#waiters = [];
-    this.#batch = new MsgpackArrayWriter(batch.length);
+    // Room for a batch like this one (and what a header record reserves), without growing.
+    this.#batch = new MsgpackArrayWriter(batch.length + 4096);
     runScriptArgs(this.#redis, SEND_BATCH, [this.#prefix, this.#responseTtl, batch]).then(
       (results) => settle(waiters, results),
       (err: unknown) => {

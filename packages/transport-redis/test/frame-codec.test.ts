@@ -7,7 +7,11 @@ import {
   fieldsToFrame,
   frameToBlob,
   frameToFields,
+  writeBlob,
+  writeFrameFields,
 } from "../src/frame-codec.ts";
+import { MsgpackArrayWriter } from "../src/msgpack.ts";
+import { read } from "./msgpack-reader.ts";
 
 /** As Redis hands fields back with Buffer replies. */
 const asReply = (fields: (string | Buffer)[]): Buffer[] =>
@@ -102,6 +106,45 @@ describe("stream entry fields", () => {
     expect(() => fieldsToFrame(asReply(["x", "y"]))).toThrowError(/without headers or body/);
     expect(() => fieldsToFrame(asReply([Field.headers, "[1]", Field.body, "b"]))).toThrowError(
       /malformed/,
+    );
+  });
+});
+
+describe("frames written into a batch", () => {
+  const oddFrameArb = fc.record(
+    {
+      headers: fc.dictionary(
+        fc.string({ unit: "binary", maxLength: 12 }),
+        fc.option(fc.string({ unit: "binary", maxLength: 16 }), { nil: null }),
+        { maxKeys: 6 },
+      ),
+      body: fc.uint8Array({ maxLength: 256 }),
+      correlationId: fc.string({ unit: "binary", maxLength: 40 }),
+      replyTo: fc.string({ unit: "binary", maxLength: 30 }),
+      ttlMs: fc.oneof(
+        fc.integer({ min: 1, max: 2 ** 40 }),
+        fc.constantFrom(0.5, 1e21, Number.POSITIVE_INFINITY),
+      ),
+    },
+    { requiredKeys: ["headers", "body", "correlationId"] },
+  );
+  const utf8 = (v: string | Buffer): Buffer => (typeof v === "string" ? Buffer.from(v, "utf8") : v);
+
+  it("carry the same bytes as frameToFields and frameToBlob (fast-check)", () => {
+    fc.assert(
+      fc.property(frameArb, oddFrameArb, (plain: Frame, odd: Frame) => {
+        for (const frame of [plain, odd]) {
+          const w = new MsgpackArrayWriter(8);
+          writeFrameFields(w, frame);
+          writeBlob(w, frame);
+          const [count, ...rest] = read(w.finish());
+          const fields = frameToFields(frame).map(utf8);
+          expect(count).toBe(fields.length);
+          expect(rest.slice(0, fields.length)).toEqual(fields);
+          expect(rest[fields.length]).toEqual(frameToBlob(frame));
+        }
+      }),
+      { seed: 13, numRuns: 1_000 },
     );
   });
 });
