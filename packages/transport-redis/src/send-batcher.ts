@@ -9,9 +9,23 @@ const MAX_BATCH_FRAMES = 256;
 /** Body bytes after which a batch is sent at once rather than at the end of the tick. */
 const MAX_BATCH_BYTES = 1024 * 1024;
 
+/** What a frame of a batch is: `r` request or command, `e` event, `p` response. */
+export type SendKind = "r" | "e" | "p";
+
 interface Waiter {
-  readonly resolve: (result: number) => void;
+  readonly resolve: () => void;
   readonly reject: (err: Error) => void;
+  readonly kind: SendKind;
+  /** The rpc name, topic or address. */
+  readonly target: string;
+}
+
+/** How a {@link SendBatcher} words its failures: the transport's errors. */
+export interface SendErrors {
+  /** A request or command that no service is bound to. */
+  notDelivered(name: string): Error;
+  /** A frame Redis refused, or a batch that failed as a whole. */
+  failed(err: unknown, kind: SendKind, target: string): Error;
 }
 
 /**
@@ -34,6 +48,7 @@ export class SendBatcher {
   readonly #redis: Redis;
   readonly #prefix: string;
   readonly #responseTtl: string;
+  readonly #errors: SendErrors;
   #batch = new MsgpackArrayWriter();
   #waiters: Waiter[] = [];
   #scheduled = false;
@@ -42,43 +57,44 @@ export class SendBatcher {
     this.flush();
   };
 
-  constructor(redis: Redis, prefix: string, responseTtlMs: number) {
+  constructor(redis: Redis, prefix: string, responseTtlMs: number, errors: SendErrors) {
     this.#redis = redis;
     this.#prefix = prefix;
     this.#responseTtl = String(responseTtlMs);
+    this.#errors = errors;
   }
 
-  /** A request or command for the services bound to `name`; resolves how many got it. */
-  rpc(name: string, frame: Frame): Promise<number> {
+  /** A request or command for the services bound to `name`; rejects when there is none. */
+  rpc(name: string, frame: Frame): Promise<void> {
     return this.#addEntry("r", name, frame);
   }
 
-  /** An event; resolves how many services got it. */
-  event(topic: string, frame: Frame): Promise<number> {
+  /** An event, for every service whose bindings match `topic` (none is fine). */
+  event(topic: string, frame: Frame): Promise<void> {
     return this.#addEntry("e", topic, frame);
   }
 
-  /** A response to `address`; resolves 1 when pushed, 0 when nobody holds the address. */
-  reply(address: string, frame: Frame): Promise<number> {
+  /** A response to `address` (dropped when nobody holds the address). */
+  reply(address: string, frame: Frame): Promise<void> {
     const b = this.#batch;
     b.shortAscii("p");
     b.str(address);
     b.uint(1);
     writeBlob(b, frame);
-    return this.#added();
+    return this.#added("p", address);
   }
 
-  #addEntry(kind: string, target: string, frame: Frame): Promise<number> {
+  #addEntry(kind: SendKind, target: string, frame: Frame): Promise<void> {
     const b = this.#batch;
     b.shortAscii(kind);
     b.str(target);
     writeFrameFields(b, frame);
-    return this.#added();
+    return this.#added(kind, target);
   }
 
-  #added(): Promise<number> {
-    const promise = new Promise<number>((resolve, reject) => {
-      this.#waiters.push({ resolve, reject });
+  #added(kind: SendKind, target: string): Promise<void> {
+    const promise = new Promise<void>((resolve, reject) => {
+      this.#waiters.push({ resolve, reject, kind, target });
     });
     if (this.#waiters.length >= MAX_BATCH_FRAMES || this.#batch.byteLength >= MAX_BATCH_BYTES) {
       this.flush();
@@ -99,25 +115,29 @@ export class SendBatcher {
     // Room for a batch like this one (and what a header record reserves), without growing.
     this.#batch = new MsgpackArrayWriter(batch.length + 4096);
     runScriptArgs(this.#redis, SEND_BATCH, [this.#prefix, this.#responseTtl, batch]).then(
-      (results) => settle(waiters, results),
+      (results) => this.#settle(waiters, results),
       (err: unknown) => {
-        const e = err instanceof Error ? err : new Error(String(err));
-        for (const w of waiters) w.reject(e);
+        for (const w of waiters) w.reject(this.#errors.failed(err, w.kind, w.target));
       },
     );
   }
-}
 
-function settle(waiters: readonly Waiter[], results: unknown): void {
-  if (!Array.isArray(results) || results.length !== waiters.length) {
-    const err = new Error("unexpected reply to a batch of sends");
-    for (const w of waiters) w.reject(err);
-    return;
-  }
-  for (let i = 0; i < waiters.length; i++) {
-    const w = waiters[i] as Waiter;
-    const r: unknown = results[i];
-    if (typeof r === "number") w.resolve(r);
-    else w.reject(new BatchItemError(String(r)));
+  #settle(waiters: readonly Waiter[], results: unknown): void {
+    if (!Array.isArray(results) || results.length !== waiters.length) {
+      const err = new Error("unexpected reply to a batch of sends");
+      for (const w of waiters) w.reject(this.#errors.failed(err, w.kind, w.target));
+      return;
+    }
+    for (let i = 0; i < waiters.length; i++) {
+      const w = waiters[i] as Waiter;
+      const r: unknown = results[i];
+      if (typeof r !== "number") {
+        w.reject(this.#errors.failed(new BatchItemError(String(r)), w.kind, w.target));
+      } else if (r === 0 && w.kind === "r") {
+        w.reject(this.#errors.notDelivered(w.target));
+      } else {
+        w.resolve();
+      }
+    }
   }
 }
