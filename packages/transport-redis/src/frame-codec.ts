@@ -55,9 +55,7 @@ export function writeFrameFields(w: MsgpackArrayWriter, frame: Frame): void {
   w.shortAscii(Field.correlationId);
   w.str(frame.correlationId);
   w.shortAscii(Field.headers);
-  w.beginStr();
-  w.appendJsonRecord(frame.headers);
-  w.endStr();
+  w.str(JSON.stringify(frame.headers));
   if (replyTo !== undefined) {
     w.shortAscii(Field.replyTo);
     w.str(replyTo);
@@ -229,23 +227,9 @@ export function frameToBlob(frame: Frame): Buffer {
   return out;
 }
 
-/** Writes what {@link frameToBlob} returns into a batch, as one byte string, in place. */
+/** Writes what {@link frameToBlob} returns into a batch, as one byte string. */
 export function writeBlob(w: MsgpackArrayWriter, frame: Frame): void {
-  w.beginStr();
-  const slot = w.appendUint32Slot();
-  w.appendAscii('{"c":');
-  w.appendJsonString(frame.correlationId);
-  w.appendAscii(',"h":');
-  w.appendJsonRecord(frame.headers);
-  if (frame.replyTo !== undefined) {
-    w.appendAscii(',"r":');
-    w.appendJsonString(frame.replyTo);
-  }
-  if (hasTtl(frame)) w.appendAscii(`,"t":${JSON.stringify(Math.floor(frame.ttlMs))}`);
-  w.appendAscii("}");
-  w.patchUint32(slot, w.offset - slot - 4);
-  w.appendBytes(frame.body);
-  w.endStr();
+  w.headedBin(blobHead(frame), frame.body);
 }
 
 /** `{"c":…,"h":…[,"r":…][,"t":…]}`, as JSON.stringify writes that object, without making it. */

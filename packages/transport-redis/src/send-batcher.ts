@@ -112,7 +112,7 @@ export class SendBatcher {
     if (waiters.length === 0) return;
     const batch = this.#batch.finish();
     this.#waiters = [];
-    // Room for a batch like this one (and what a header record reserves), without growing.
+    // Room for a batch like this one, without growing.
     this.#batch = new MsgpackArrayWriter(batch.length + 4096);
     runScriptArgs(this.#redis, SEND_BATCH, [this.#prefix, this.#responseTtl, batch]).then(
       (results) => this.#settle(waiters, results),
