@@ -33,7 +33,8 @@ export class AckBatcher {
     ids.push(id);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      queueMicrotask(() => this.flush());
+      // At the end of the tick, with the sends of the tick: their commands leave in one write.
+      process.nextTick(() => this.flush());
     }
   }
 

@@ -140,6 +140,43 @@ describe("sends batched per tick", () => {
     expect(await raw.exists(`${mesh}:rq:unheld`)).toBe(0);
   });
 
+  it("an acknowledgement reaches Redis before a reply sent after it in the same tick", async () => {
+    const mesh = `sb${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const monitor = await raw.monitor();
+    const log: string[] = [];
+    monitor.on("monitor", (_time: string, args: string[]) => {
+      const [name, ...rest] = args;
+      if (rest.some((a) => a.includes(mesh))) log.push(String(name).toLowerCase());
+    });
+    try {
+      await t.consumeResponses({ address: "me" }, () => undefined);
+      let replied = false;
+      await t.consumeService(
+        { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
+        async (d: Delivery) => {
+          await d.ack();
+          await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
+          replied = true;
+        },
+      );
+      log.length = 0;
+      await t.send({ kind: "rpc", service: "svc" }, frame("q"));
+      await until(() => replied, "the reply");
+      await until(() => log.filter((c) => c === "evalsha").length >= 2, "both batches");
+      // The request's XADD (inside its batch script), then the acknowledgement, then the batch
+      // with the reply.
+      const added = log.indexOf("xadd");
+      const ack = log.indexOf("xack", added);
+      const reply = log.indexOf("evalsha", added);
+      expect(added).toBeGreaterThanOrEqual(0);
+      expect(ack).toBeGreaterThan(added);
+      expect(reply).toBeGreaterThan(ack);
+    } finally {
+      monitor.disconnect();
+    }
+  });
+
   it("a batch lost with its connection is sent again after the reconnect, once", async () => {
     const mesh = `sb${newId().slice(0, 10)}`;
     const t = await open(mesh);
