@@ -179,7 +179,7 @@ describe("close() while handlers are running", () => {
     release();
     await withTimeout(closing, T, "close() after the handlers ended");
     await replies.waitForItem((x) => x === "reply-m2", T);
-    expect(replies.items.sort()).toEqual(["reply-m1", "reply-m2"]);
+    expect([...replies.items].sort()).toEqual(["reply-m1", "reply-m2"]);
     // Both were acked: a new consumer's first delivery is a marker sent after them.
     const next = transport();
     await next.connect();
