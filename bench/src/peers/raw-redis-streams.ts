@@ -4,7 +4,7 @@ import { PendingCalls } from "./pending.ts";
 
 /** What the raw Redis Streams echo does, for the suite's notes. */
 export const RAW_REDIS_STREAMS_SETTINGS =
-  "ioredis streams: client XADD {id, replyTo, params} to a stream read by a consumer group, server XREADGROUP (COUNT 64) on a dedicated connection, JSON.parse + JSON.stringify, then per batch one pipeline: XACK + XDEL of the batch's entries, RPUSH {id, result} to the client's reply list + PEXPIRE of that list; client BLMPOP (COUNT 64) on its own dedicated connection; no Lua (nuropb runs a script per request, to route by rpc name and report 'not delivered', and per reply, for its reply-address lease)";
+  "ioredis streams: client XADD {id, replyTo, params} to a stream read by a consumer group, server XREADGROUP (COUNT 64) on a dedicated connection, JSON.parse + JSON.stringify, then per batch one pipeline: XACK + XDEL of the batch's entries, RPUSH {id, result} to the client's reply list + PEXPIRE of that list; client BLMPOP (COUNT 64) on its own dedicated connection; no Lua (nuropb runs one script per batch of sends, to route each request by rpc name and report 'not delivered', and to check each reply's address lease)";
 
 /** A raw ioredis Streams echo server (consumer group, acknowledged entries) and one client. */
 export interface RawRedisStreamsEcho {
