@@ -19,6 +19,7 @@ export {
   responseQueueName,
 } from "./constants.ts";
 export { newId } from "./ids.ts";
+export { copyBytes } from "./bytes.ts";
 export {
   NuropbError,
   NuropbTimeoutError,

@@ -1,4 +1,4 @@
-import { NuropbMessageError, assertFrameTtl } from "@nuropb/protocol";
+import { NuropbMessageError, assertFrameTtl, copyBytes } from "@nuropb/protocol";
 import type { Destination, Frame, InboundFrame, WireHeaders } from "@nuropb/protocol";
 
 /**
@@ -28,7 +28,7 @@ export function copyOutgoingFrame(frame: Frame, maxFrameBytes: number): Frame {
   }
   const out: { -readonly [K in keyof Frame]: Frame[K] } = {
     headers,
-    body: new Uint8Array(frame.body),
+    body: copyBytes(frame.body),
     correlationId: frame.correlationId,
   };
   if (frame.replyTo !== undefined) out.replyTo = frame.replyTo;
@@ -46,7 +46,7 @@ export function copyOutgoingFrame(frame: Frame, maxFrameBytes: number): Frame {
 export function inboundFrame(frame: Frame, redelivered: boolean, copyBody: boolean): InboundFrame {
   const out: { -readonly [K in keyof InboundFrame]: InboundFrame[K] } = {
     headers: frame.headers,
-    body: copyBody ? frame.body.slice() : frame.body,
+    body: copyBody ? copyBytes(frame.body) : frame.body,
     correlationId: frame.correlationId,
     redelivered,
   };

@@ -24,6 +24,7 @@ import {
 } from "nats";
 import {
   assertTopicPattern,
+  copyBytes,
   createTransportLifecycle,
   LifecycleState,
   NuropbConnectionClosedError,
@@ -1039,7 +1040,7 @@ class NatsTransport implements Transport {
         }
         try {
           const fields = decodeFrameHeaders(msg.headers);
-          handler({ ...fields, body: msg.data.slice(), redelivered: false });
+          handler({ ...fields, body: copyBytes(msg.data), redelivered: false });
         } catch (e) {
           log.warn("response handler failed", { address, error: e });
         }

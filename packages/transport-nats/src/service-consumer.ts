@@ -5,6 +5,7 @@ import {
   type NatsError,
   type Subscription,
 } from "nats";
+import { copyBytes } from "@nuropb/protocol";
 import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
 import { DeadLetterRefused, type DeadLetterReason } from "./dead-letter.ts";
 import { decodeFrameHeaders, type DecodedFrameFields } from "./frame-headers.ts";
@@ -464,7 +465,7 @@ export class ServiceConsumer implements Listener {
     const delivery: Delivery = {
       headers: fields.headers,
       // A copy: the received bytes are a view into the socket's read buffer.
-      body: msg.data.slice(),
+      body: copyBytes(msg.data),
       correlationId: fields.correlationId,
       ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
       ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),

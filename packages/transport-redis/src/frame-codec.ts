@@ -1,5 +1,6 @@
 import {
   NuropbMessageError,
+  copyBytes,
   type Frame,
   type InboundFrame,
   type WireHeaders,
@@ -182,34 +183,6 @@ export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-
-/** Size of the slabs small bodies are copied into, and the largest body copied into one. */
-const SLAB_BYTES = 8 * 1024;
-const MAX_SLAB_COPY = SLAB_BYTES >>> 1;
-let slab = new ArrayBuffer(SLAB_BYTES);
-let slabUsed = 0;
-
-/**
- * A copy of bytes from a reply (the reply parser reuses its buffers). Small ones are views into a
- * shared slab, as Node's Buffer pool does: a Uint8Array with an ArrayBuffer of its own costs about
- * ten times the time for a 100-byte body. Still a plain Uint8Array, with its own bytes.
- */
-function copyBytes(bytes: Uint8Array): Uint8Array {
-  const n = bytes.byteLength;
-  if (n > MAX_SLAB_COPY) {
-    const own = new Uint8Array(n);
-    own.set(bytes);
-    return own;
-  }
-  if (slabUsed + n > SLAB_BYTES) {
-    slab = new ArrayBuffer(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  const view = new Uint8Array(slab, slabUsed, n);
-  view.set(bytes);
-  slabUsed = (slabUsed + n + 7) & ~7; // aligned, as Node's pool
-  return view;
-}
 
 function bufferOf(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes)
