@@ -148,12 +148,14 @@ class RedisTransport implements Transport {
       throw this.#life.closedError("the Redis transport was closed while connecting");
     }
     this.#redis = redis;
-    this.#acks = new AckBatcher(redis, this.#opts.logger);
+    const acks = new AckBatcher(redis, this.#opts.logger);
+    this.#acks = acks;
     this.#sends = new SendBatcher(
       redis,
       this.#keys.prefix,
       this.#opts.responseTtlMs,
       this.#sendErrors,
+      () => acks.flush(),
     );
     this.#linkUp = true;
     this.#life.state = LifecycleState.open;

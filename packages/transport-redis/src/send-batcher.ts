@@ -49,6 +49,7 @@ export class SendBatcher {
   readonly #prefix: string;
   readonly #responseTtl: string;
   readonly #errors: SendErrors;
+  readonly #beforeFlush: () => void;
   #batch = new MsgpackArrayWriter();
   #waiters: Waiter[] = [];
   #scheduled = false;
@@ -57,11 +58,24 @@ export class SendBatcher {
     this.flush();
   };
 
-  constructor(redis: Redis, prefix: string, responseTtlMs: number, errors: SendErrors) {
+  /**
+   * @param beforeFlush runs first whenever a batch is sent: the transport flushes its pending
+   *   acknowledgements there, so an ack made before a send reaches Redis before it even when
+   *   another send opened this tick's batch earlier (both flush at the end of the tick, and
+   *   whichever was scheduled first would otherwise go first).
+   */
+  constructor(
+    redis: Redis,
+    prefix: string,
+    responseTtlMs: number,
+    errors: SendErrors,
+    beforeFlush: () => void = () => {},
+  ) {
     this.#redis = redis;
     this.#prefix = prefix;
     this.#responseTtl = String(responseTtlMs);
     this.#errors = errors;
+    this.#beforeFlush = beforeFlush;
   }
 
   /** A request or command for the services bound to `name`; rejects when there is none. */
@@ -110,6 +124,7 @@ export class SendBatcher {
   flush(): void {
     const waiters = this.#waiters;
     if (waiters.length === 0) return;
+    this.#beforeFlush();
     const batch = this.#batch.finish();
     this.#waiters = [];
     // Room for a batch like this one, without growing.

@@ -41,6 +41,7 @@ export class AckBatcher {
   /** Sends what is collected now. */
   flush(): void {
     this.#scheduled = false;
+    if (this.#pending.size === 0) return;
     const batches = this.#pending;
     this.#pending = new Map();
     coalesceWrites(this.#redis);

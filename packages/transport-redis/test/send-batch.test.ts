@@ -177,6 +177,44 @@ describe("sends batched per tick", () => {
     }
   });
 
+  it("an acknowledgement goes before a reply sent after it even when another send opened the tick's batch", async () => {
+    const mesh = `sb${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    await recordingService(t, "other");
+    const monitor = await raw.monitor();
+    const log: string[] = [];
+    monitor.on("monitor", (_time: string, args: string[]) => {
+      const [name, ...rest] = args;
+      if (rest.some((a) => a.includes(mesh))) log.push(String(name).toLowerCase());
+    });
+    try {
+      await t.consumeResponses({ address: "me" }, () => undefined);
+      let replied = false;
+      await t.consumeService(
+        { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
+        async (d: Delivery) => {
+          // Another send first in the same tick (a nested call, another handler's request…).
+          void t.send({ kind: "rpc", service: "other" }, frame("nested"));
+          await d.ack();
+          await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
+          replied = true;
+        },
+      );
+      log.length = 0;
+      await t.send({ kind: "rpc", service: "svc" }, frame("q"));
+      await until(() => replied, "the reply");
+      await until(() => log.filter((c) => c === "evalsha").length >= 2, "both batches");
+      const added = log.indexOf("xadd");
+      const ack = log.indexOf("xack", added);
+      const batch = log.indexOf("evalsha", added);
+      expect(added).toBeGreaterThanOrEqual(0);
+      expect(ack).toBeGreaterThan(added);
+      expect(batch).toBeGreaterThan(ack);
+    } finally {
+      monitor.disconnect();
+    }
+  });
+
   it("a batch lost with its connection is sent again after the reconnect, once", async () => {
     const mesh = `sb${newId().slice(0, 10)}`;
     const t = await open(mesh);
