@@ -50,8 +50,15 @@ export interface DecodedFrameFields {
 
 /**
  * The NATS headers carrying `frame`'s headers, correlation id, reply-to and ttl.
+ * @throws TypeError when a header value is not a string or null (the receiver would refuse it).
  */
 export function encodeFrameHeaders(frame: Frame): MsgHdrs {
+  for (const key in frame.headers) {
+    const value: unknown = frame.headers[key];
+    if (value !== null && typeof value !== "string") {
+      throw new TypeError(`frame header '${key}' must be a string or null`);
+    }
+  }
   const packed: PackedFrame = { h: frame.headers, c: frame.correlationId };
   if (frame.replyTo !== undefined) packed.r = frame.replyTo;
   if (frame.ttlMs !== undefined && frame.ttlMs > 0) packed.t = Math.floor(frame.ttlMs);

@@ -23,6 +23,7 @@ import {
   type Subscription,
 } from "nats";
 import {
+  assertFrameTtl,
   assertTopicPattern,
   copyBytes,
   createTransportLifecycle,
@@ -415,6 +416,7 @@ class NatsTransport implements Transport {
         `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
       );
     }
+    assertFrameTtl(frame.ttlMs); // as every transport: refused here, refused everywhere
     const headers = encodeFrameHeaders(frame);
     // One id per send, reused by every attempt: a publish the stream stored before its
     // acknowledgement was lost to a disconnect is not stored again (duplicate window).

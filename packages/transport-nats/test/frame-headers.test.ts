@@ -153,6 +153,18 @@ describe("frame headers on NATS", () => {
     expect(decodeFrameHeaders(undefined)).toEqual({ headers: {}, correlationId: "" });
   });
 
+  it("refuses to write a header value that is not a string or null (the receiver would refuse it)", () => {
+    for (const value of [1, true, {}, undefined]) {
+      expect(() =>
+        encodeFrameHeaders({
+          headers: { ok: "x", bad: value } as unknown as WireHeaders,
+          body: new Uint8Array(),
+          correlationId: "c",
+        }),
+      ).toThrowError(/frame header 'bad' must be a string or null/);
+    }
+  });
+
   it("rejects a malformed marker or packed header with NuropbMessageError", () => {
     const old = natsHeaders();
     old.set(NatsHeader.extra, "{not json");

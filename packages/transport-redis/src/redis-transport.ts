@@ -5,6 +5,7 @@ import {
   LifecycleState,
   newId,
   NuropbMessageError,
+  assertFrameTtl,
   NuropbNotDeliveredError,
   NuropbTransportError,
   type DeliveryHandler,
@@ -289,6 +290,7 @@ class RedisTransport implements Transport {
         `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${this.#opts.maxFrameBytes})`,
       );
     }
+    assertFrameTtl(frame.ttlMs); // as every transport: refused here, refused everywhere
     switch (to.kind) {
       case "rpc":
         if (!isKeyName(to.service)) {

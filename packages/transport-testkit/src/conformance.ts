@@ -906,6 +906,28 @@ function registerSuite(s: Settings, caps: Caps): void {
       testTimeout,
     );
 
+    it(
+      "a ttlMs that is not a whole number of ms from 0 to 2^32 − 1 rejects with NuropbMessageError and sends nothing",
+      async () => {
+        const t = await open();
+        const service = unique();
+        const got = acking("deliveries");
+        await consume(t, spec(service), got.handler);
+        for (const ttlMs of [-1, 0.5, 2 ** 32, Number.POSITIVE_INFINITY, Number.NaN]) {
+          await expectRejection(
+            t.send({ kind: "rpc", service }, { ...frameOf(`bad-${String(ttlMs)}`), ttlMs }),
+            NuropbMessageError,
+            timeoutMs,
+          );
+        }
+        // Nothing of the refused sends arrives: the first delivery is a marker sent after them.
+        await send(t, { kind: "rpc", service }, { ...frameOf("marker"), ttlMs: 2 ** 32 - 1 });
+        const [d] = await got.waitForCount(1, timeoutMs);
+        expect(d === undefined ? undefined : labelOf(d)).toBe("marker");
+      },
+      testTimeout,
+    );
+
     if (caps.messageTtl) {
       it(
         "a message that waits in the queue longer than its ttlMs is not delivered",
