@@ -1,4 +1,4 @@
-import { Buffer } from "node:buffer";
+import { utf8Bytes } from "./bytes.ts";
 import {
   ENCRYPTED_YES,
   Header,
@@ -124,31 +124,6 @@ export function encodePayload(payload: Payload, options: EncodeOptions = {}): Fr
     if (ttlMs !== undefined && ttlMs > 0) frame.ttlMs = ttlMs;
   }
   return frame;
-}
-
-const SLAB_BYTES = 16 * 1024;
-let slab: Buffer | undefined;
-let slabUsed = 0;
-const utf8Encoder = new TextEncoder();
-
-/**
- * UTF-8 bytes of `text`, as a plain `Uint8Array`. Bodies up to a few KB are written into a
- * shared slab (as Node's own Buffer pool does): a fresh ArrayBuffer per message
- * (`TextEncoder.encode`) costs more than the JSON.stringify of a small body. Like any view, the
- * result may share its `ArrayBuffer`: readers honour `byteOffset`/`byteLength` and never transfer
- * `body.buffer`. Views never overlap, and the slab is never written again where a view lies.
- */
-function utf8Bytes(text: string): Uint8Array {
-  const max = text.length * 3; // UTF-8 needs at most 3 bytes per UTF-16 code unit
-  if (max > SLAB_BYTES >>> 2) return utf8Encoder.encode(text);
-  if (slab === undefined || max > SLAB_BYTES - slabUsed) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  const written = slab.write(text, slabUsed, max, "utf8");
-  const bytes = new Uint8Array(slab.buffer, slab.byteOffset + slabUsed, written);
-  slabUsed = (slabUsed + written + 7) & ~7;
-  return bytes;
 }
 
 /** The body object to write for `payload`: its protocol fields, checked and normalised. */

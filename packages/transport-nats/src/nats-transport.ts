@@ -13,7 +13,6 @@ import {
   RetentionPolicy,
   StorageType,
   type ConsumerConfig,
-  type JetStreamClient,
   type JetStreamManager,
   type Msg,
   type MsgHdrs,
@@ -152,7 +151,6 @@ class NatsTransport implements Transport {
   readonly #opts: ResolvedNatsOptions;
   readonly #life: TransportLifecycle;
   #nc: NatsConnection | undefined;
-  #js: JetStreamClient | undefined;
   /**
    * JetStream publish acknowledgements come back on one subscription, `{ackPrefix}.{n}`, matched
    * by `n`: `js.publish()` makes a full request per message (a reply subscription, a timer and
@@ -239,7 +237,6 @@ class NatsTransport implements Transport {
     }
     try {
       this.#jsm = await nc.jetstreamManager({ timeout: this.#opts.publishTimeoutMs });
-      this.#js = nc.jetstream({ timeout: this.#opts.publishTimeoutMs });
       this.#ackPrefix = createInbox();
       nc.subscribe(`${this.#ackPrefix}.*`, { callback: (err, msg) => this.#onPubAck(err, msg) });
     } catch (err) {
@@ -369,17 +366,16 @@ class NatsTransport implements Transport {
     return this.#life.events();
   }
 
-  #requireOpen(): { nc: NatsConnection; js: JetStreamClient; jsm: JetStreamManager } {
+  #requireOpen(): { nc: NatsConnection; jsm: JetStreamManager } {
     if (this.#life.ending) throw this.#life.closedError();
     if (
       this.#life.state !== LifecycleState.open ||
       this.#nc === undefined ||
-      this.#js === undefined ||
       this.#jsm === undefined
     ) {
       throw new NuropbTransportError("the NATS transport is not connected: call connect() first");
     }
-    return { nc: this.#nc, js: this.#js, jsm: this.#jsm };
+    return { nc: this.#nc, jsm: this.#jsm };
   }
 
   /** Translates a broker error at the boundary; the original stays as `cause`. */
@@ -410,7 +406,7 @@ class NatsTransport implements Transport {
   }
 
   async send(to: Destination, frame: Frame): Promise<void> {
-    const { nc, js } = this.#requireOpen();
+    const { nc } = this.#requireOpen();
     if (frame.body.byteLength > this.#maxFrameBytes) {
       throw new NuropbMessageError(
         `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
@@ -428,7 +424,6 @@ class NatsTransport implements Transport {
         }
         try {
           await this.#publishConfirmed(
-            js,
             rpcSubject(this.mesh, to.service),
             frame.body,
             headers,
@@ -453,7 +448,6 @@ class NatsTransport implements Transport {
         }
         try {
           await this.#publishConfirmed(
-            js,
             eventSubject(this.mesh, to.topic),
             frame.body,
             headers,
@@ -505,7 +499,6 @@ class NatsTransport implements Transport {
    * stream stores it once if the first one got there (within the stream's duplicate window).
    */
   async #publishConfirmed(
-    js: JetStreamClient,
     subject: string,
     body: Uint8Array,
     headers: MsgHdrs,
@@ -773,15 +766,13 @@ class NatsTransport implements Transport {
     info: AckInfo,
     reason: DeadLetterReason,
   ): Promise<void> {
-    const js = this.#js;
-    if (js === undefined) throw new NuropbTransportError("not connected");
+    if (this.#nc === undefined) throw new NuropbTransportError("not connected");
     // The dead-letter headers can take a message that just fit over the server's max_payload:
     // then the copy leaves out the body, and if still too large the stored headers.
     const copies = [DeadLetterCopy.whole, DeadLetterCopy.headers, DeadLetterCopy.bare];
     for (const [i, copy] of copies.entries()) {
       try {
         await this.#publishConfirmed(
-          js,
           deadLetterSubject(this.mesh, service),
           copy === DeadLetterCopy.whole ? msg.data : Empty,
           deadLetterHeaders(msg, info, reason, copy),
