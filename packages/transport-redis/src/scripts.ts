@@ -154,6 +154,12 @@ local patterns = {}
 local leases = {}
 local expiring = {}
 local function failed(r) return type(r) == 'table' and r.err ~= nil end
+-- Adds the entry a[first..last] to service s's stream; the error, or nil.
+local function add(s, first, last)
+  local r = redis.pcall('XADD', prefix .. 'sq:' .. s, '*', unpack(a, first, last))
+  if failed(r) then return r.err end
+  return nil
+end
 local i = 1
 local n = #a
 while i <= n do
@@ -172,9 +178,9 @@ while i <= n do
       result = bound.err
     else
       for _, s in ipairs(bound) do
-        local r = redis.pcall('XADD', prefix .. 'sq:' .. s, '*', unpack(a, first, last))
-        if failed(r) then
-          result = r.err
+        local err = add(s, first, last)
+        if err then
+          result = err
           break
         end
         result = result + 1
@@ -207,9 +213,9 @@ while i <= n do
           end
         end
         if hit then
-          local r = redis.pcall('XADD', prefix .. 'sq:' .. s, '*', unpack(a, first, last))
-          if failed(r) then
-            result = r.err
+          local err = add(s, first, last)
+          if err then
+            result = err
             break
           end
           result = result + 1

@@ -69,6 +69,54 @@ async function recordingService(t: Transport, service: string, events: string[] 
   return got;
 }
 
+/**
+ * A service that acks its delivery and then replies (after another send in the same tick when
+ * `nestedSendFirst`), driven by one request: the commands Redis saw for the mesh, in order.
+ */
+async function ackThenReply(options: { readonly nestedSendFirst: boolean }): Promise<string[]> {
+  const mesh = `sb${newId().slice(0, 10)}`;
+  const t = await open(mesh);
+  if (options.nestedSendFirst) await recordingService(t, "other");
+  const monitor = await raw.monitor();
+  const log: string[] = [];
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    const [name, ...rest] = args;
+    if (rest.some((a) => a.includes(mesh))) log.push(String(name).toLowerCase());
+  });
+  try {
+    await t.consumeResponses({ address: "me" }, () => undefined);
+    let replied = false;
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
+      async (d: Delivery) => {
+        // Another send first in the same tick (a nested call, another handler's request…).
+        if (options.nestedSendFirst)
+          void t.send({ kind: "rpc", service: "other" }, frame("nested"));
+        await d.ack();
+        await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
+        replied = true;
+      },
+    );
+    log.length = 0;
+    await t.send({ kind: "rpc", service: "svc" }, frame("q"));
+    await until(() => replied, "the reply");
+    await until(() => log.filter((c) => c === "evalsha").length >= 2, "both batches");
+    return [...log];
+  } finally {
+    monitor.disconnect();
+  }
+}
+
+/** The request's XADD (inside its batch script), then the acknowledgement, then the reply's batch. */
+function expectAckBeforeReply(log: readonly string[]): void {
+  const added = log.indexOf("xadd");
+  const ack = log.indexOf("xack", added);
+  const reply = log.indexOf("evalsha", added);
+  expect(added).toBeGreaterThanOrEqual(0);
+  expect(ack).toBeGreaterThan(added);
+  expect(reply).toBeGreaterThan(ack);
+}
+
 describe("sends batched per tick", () => {
   it("keep the order of the send calls, within a batch, across kinds and across batches split by size", async () => {
     const mesh = `sb${newId().slice(0, 10)}`;
@@ -141,78 +189,11 @@ describe("sends batched per tick", () => {
   });
 
   it("an acknowledgement reaches Redis before a reply sent after it in the same tick", async () => {
-    const mesh = `sb${newId().slice(0, 10)}`;
-    const t = await open(mesh);
-    const monitor = await raw.monitor();
-    const log: string[] = [];
-    monitor.on("monitor", (_time: string, args: string[]) => {
-      const [name, ...rest] = args;
-      if (rest.some((a) => a.includes(mesh))) log.push(String(name).toLowerCase());
-    });
-    try {
-      await t.consumeResponses({ address: "me" }, () => undefined);
-      let replied = false;
-      await t.consumeService(
-        { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
-        async (d: Delivery) => {
-          await d.ack();
-          await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
-          replied = true;
-        },
-      );
-      log.length = 0;
-      await t.send({ kind: "rpc", service: "svc" }, frame("q"));
-      await until(() => replied, "the reply");
-      await until(() => log.filter((c) => c === "evalsha").length >= 2, "both batches");
-      // The request's XADD (inside its batch script), then the acknowledgement, then the batch
-      // with the reply.
-      const added = log.indexOf("xadd");
-      const ack = log.indexOf("xack", added);
-      const reply = log.indexOf("evalsha", added);
-      expect(added).toBeGreaterThanOrEqual(0);
-      expect(ack).toBeGreaterThan(added);
-      expect(reply).toBeGreaterThan(ack);
-    } finally {
-      monitor.disconnect();
-    }
+    expectAckBeforeReply(await ackThenReply({ nestedSendFirst: false }));
   });
 
   it("an acknowledgement goes before a reply sent after it even when another send opened the tick's batch", async () => {
-    const mesh = `sb${newId().slice(0, 10)}`;
-    const t = await open(mesh);
-    await recordingService(t, "other");
-    const monitor = await raw.monitor();
-    const log: string[] = [];
-    monitor.on("monitor", (_time: string, args: string[]) => {
-      const [name, ...rest] = args;
-      if (rest.some((a) => a.includes(mesh))) log.push(String(name).toLowerCase());
-    });
-    try {
-      await t.consumeResponses({ address: "me" }, () => undefined);
-      let replied = false;
-      await t.consumeService(
-        { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
-        async (d: Delivery) => {
-          // Another send first in the same tick (a nested call, another handler's request…).
-          void t.send({ kind: "rpc", service: "other" }, frame("nested"));
-          await d.ack();
-          await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
-          replied = true;
-        },
-      );
-      log.length = 0;
-      await t.send({ kind: "rpc", service: "svc" }, frame("q"));
-      await until(() => replied, "the reply");
-      await until(() => log.filter((c) => c === "evalsha").length >= 2, "both batches");
-      const added = log.indexOf("xadd");
-      const ack = log.indexOf("xack", added);
-      const batch = log.indexOf("evalsha", added);
-      expect(added).toBeGreaterThanOrEqual(0);
-      expect(ack).toBeGreaterThan(added);
-      expect(batch).toBeGreaterThan(ack);
-    } finally {
-      monitor.disconnect();
-    }
+    expectAckBeforeReply(await ackThenReply({ nestedSendFirst: true }));
   });
 
   it("a batch lost with its connection is sent again after the reconnect, once", async () => {
