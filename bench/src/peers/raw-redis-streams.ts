@@ -1,6 +1,7 @@
 import { Redis } from "ioredis";
 import { runTag } from "../rr.ts";
 import { PendingCalls } from "./pending.ts";
+import { receiveReplies } from "./redis-replies.ts";
 
 /** What the raw Redis Streams echo does, for the suite's notes. */
 export const RAW_REDIS_STREAMS_SETTINGS =
@@ -150,32 +151,14 @@ export async function startRawRedisStreamsEcho(url: string): Promise<RawRedisStr
       }
     };
 
-    const receive = async (): Promise<void> => {
-      while (!stopping) {
-        let batch: string[];
-        try {
-          // BLMPOP reply: [key, [element, ...]] or null on timeout.
-          const res = (await clientBlocking.blmpop(
-            BLOCK_MS / 1000,
-            1,
-            replyList,
-            "LEFT",
-            "COUNT",
-            READ_COUNT,
-          )) as [string, string[]] | null;
-          batch = res === null ? [] : res[1];
-        } catch (err) {
-          if (!stopping) fail(err);
-          return;
-        }
-        for (const text of batch) {
-          const reply = JSON.parse(text) as { id: string; result: unknown };
-          pending.resolve(reply.id, reply.result);
-        }
-      }
-    };
-
-    loops.push(serve().catch(fail), receive().catch(fail));
+    loops.push(
+      serve().catch(fail),
+      receiveReplies(clientBlocking, replyList, pending, {
+        blockSec: BLOCK_MS / 1000,
+        stopping: () => stopping,
+        fail,
+      }).catch(fail),
+    );
     return {
       call(params) {
         if (failure !== undefined) return Promise.reject(failure);

@@ -1,6 +1,7 @@
 import { Redis } from "ioredis";
 import { runTag } from "../rr.ts";
 import { PendingCalls } from "./pending.ts";
+import { receiveReplies } from "./redis-replies.ts";
 
 /** What the raw Redis echo does, for the suite's notes. */
 export const RAW_REDIS_SETTINGS =
@@ -73,21 +74,11 @@ export async function startRawRedisEcho(url: string): Promise<RawRedisEcho> {
           pipe.exec().catch(fail);
         }
       })().catch(fail),
-      (async () => {
-        while (!stopping) {
-          let batch: string[];
-          try {
-            batch = await popBatch(clientBlocking, replyList);
-          } catch (err) {
-            if (!stopping) fail(err);
-            return;
-          }
-          for (const text of batch) {
-            const reply = JSON.parse(text) as { id: string; result: unknown };
-            pending.resolve(reply.id, reply.result);
-          }
-        }
-      })().catch(fail),
+      receiveReplies(clientBlocking, replyList, pending, {
+        blockSec: 1,
+        stopping: () => stopping,
+        fail,
+      }).catch(fail),
     );
     return {
       call(params) {
