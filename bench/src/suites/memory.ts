@@ -2,6 +2,7 @@ import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory
 import { echoEnvelopes } from "../envelopes.ts";
 import { startMoleculerEcho } from "../peers/moleculer-echo.ts";
 import { startNuropbEcho } from "../peers/nuropb-echo.ts";
+import { startRawMemoryEcho } from "../peers/raw-memory-wire.ts";
 import {
   RR_COLUMNS,
   describeRatio,
@@ -25,6 +26,7 @@ export const MEMORY_TARGET_RATIO = 2;
 
 const NUROPB = "nuropb memory";
 const MOLECULER = "Moleculer Fake";
+const RAW = "hand-written wire echo";
 
 /** nuropb request/response in one process vs Moleculer's Fake transporter. */
 export const memorySuite: BenchSuite = {
@@ -43,9 +45,12 @@ export const memorySuite: BenchSuite = {
       const client = await nuropb.addClient();
       const moleculer = await startMoleculerEcho("Fake");
       defer(() => moleculer.close());
+      const raw = startRawMemoryEcho();
+      defer(() => Promise.resolve(raw.close()));
       const cases = [
         { name: NUROPB, call: client.call },
         { name: MOLECULER, call: moleculer.call },
+        { name: RAW, call: raw.call },
       ];
       const params = smallParams();
       const size = sizeLabel(jsonBytes(params));
@@ -57,6 +62,7 @@ export const memorySuite: BenchSuite = {
       const at64 = stats.filter((s) => s.scenario.concurrency === 64);
       const ours = pick(at64, NUROPB);
       const theirs = pick(at64, MOLECULER);
+      const ceiling = pick(at64, RAW);
       const ratio = throughputRatio(ours, theirs);
       const ok = ratio >= MEMORY_TARGET_RATIO && ours.errors === 0;
       // The least any echo over this wire must do: JSON.stringify and JSON.parse of the request
@@ -84,9 +90,13 @@ export const memorySuite: BenchSuite = {
           "nuropb: service + client on their own memory transports (one hub); Moleculer: two brokers, transporter Fake, JSON serializer",
           `c=1: nuropb = ${describeRatio(pick(stats, NUROPB), pick(stats, MOLECULER), "throughput")} of Moleculer's req/s`,
           `the target leaves ${budgetUs.toFixed(1)} µs per request (1 / (${String(MEMORY_TARGET_RATIO)} × Moleculer's req/s at c=64)) for client, service and transport together; JSON.stringify + JSON.parse of the ${String(jsonBytes(request))} B request and ${String(jsonBytes(response))} B response envelopes alone take ${jsonUs.toFixed(1)} µs (${formatPercent(jsonUs / budgetUs)} of it); nuropb took ${(1e6 / ours.reqPerSec).toFixed(1)} µs`,
+          `${RAW}: the ceiling for this wire in one process (bench/src/peers/raw-memory-wire.ts: envelopes as UTF-8 JSON with the contract's headers, a ttl stamped and checked per request, prefetch + ack, a promise per call; none of nuropb's other duties) = ${describeRatio(ceiling, theirs, "throughput")} of Moleculer's req/s at c=64, ${(1e6 / ceiling.reqPerSec).toFixed(1)} µs per request; nuropb = ${describeRatio(ours, ceiling, "throughput")} of it`,
           ...errorNotes(stats),
         ],
-        comparison: `nuropb memory at c=64 = ${describeRatio(ours, theirs, "throughput")} of Moleculer Fake req/s (target ≥ ${formatPercent(MEMORY_TARGET_RATIO)}): ${ok ? "OK" : "BELOW TARGET"}`,
+        comparison: [
+          `nuropb memory at c=64 = ${describeRatio(ours, theirs, "throughput")} of Moleculer Fake req/s (target ≥ ${formatPercent(MEMORY_TARGET_RATIO)}): ${ok ? "OK" : "BELOW TARGET"}`,
+          `${RAW} (the ceiling) at c=64 = ${describeRatio(ceiling, theirs, "throughput")} of Moleculer Fake req/s`,
+        ].join("\n"),
         ok,
       };
     });
