@@ -2,6 +2,8 @@
 export class LruCache<K, V> {
   readonly #max: number;
   readonly #map = new Map<K, V>();
+  /** The most recently used key, already last in the map: getting it again reorders nothing. */
+  #newest: K | undefined;
 
   constructor(max: number) {
     this.#max = max;
@@ -13,9 +15,10 @@ export class LruCache<K, V> {
 
   get(key: K): V | undefined {
     const value = this.#map.get(key);
-    if (value !== undefined) {
+    if (value !== undefined && key !== this.#newest) {
       this.#map.delete(key);
       this.#map.set(key, value);
+      this.#newest = key;
     }
     return value;
   }
@@ -24,6 +27,7 @@ export class LruCache<K, V> {
     if (this.#max <= 0) return;
     this.#map.delete(key);
     this.#map.set(key, value);
+    this.#newest = key;
     if (this.#map.size > this.#max) {
       const oldest = this.#map.keys().next();
       if (oldest.done !== true) this.#map.delete(oldest.value);
@@ -31,6 +35,7 @@ export class LruCache<K, V> {
   }
 
   delete(key: K): void {
+    if (key === this.#newest) this.#newest = undefined;
     this.#map.delete(key);
   }
 }
