@@ -56,12 +56,28 @@ export function guardOpen<T>(suite: string | undefined, fn: () => T): T {
   try {
     return fn();
   } catch (err) {
-    if (isNuropbError(err)) throw err;
-    throw cryptoError(
-      DecryptFailure.malformed,
-      `Cannot open the encrypted body: ${err instanceof Error ? err.message : String(err)}`,
-      suite,
-      err,
-    );
+    throw openFailure(suite, err);
   }
+}
+
+/** {@link guardOpen} for an async open. */
+export async function guardOpenAsync<T>(
+  suite: string | undefined,
+  fn: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw openFailure(suite, err);
+  }
+}
+
+function openFailure(suite: string | undefined, err: unknown): unknown {
+  if (isNuropbError(err)) return err;
+  return cryptoError(
+    DecryptFailure.malformed,
+    `Cannot open the encrypted body: ${err instanceof Error ? err.message : String(err)}`,
+    suite,
+    err,
+  );
 }

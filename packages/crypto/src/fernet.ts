@@ -1,14 +1,15 @@
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHmac,
-  createSecretKey,
-  timingSafeEqual,
-  type KeyObject,
-} from "node:crypto";
+import * as nodeCrypto from "node:crypto";
+import nacl from "tweetnacl";
 import { decodeBase64Strict, encodeBase64UrlPadded, toBuffer } from "./base64.ts";
 import { DecryptFailure, cryptoError } from "./failure.ts";
+import { cipherKernels, type FernetOpenFailure, type NaclLowLevel } from "./kernels.ts";
 import { randomPooled } from "./random.ts";
+
+/** The cipher kernels on this thread (the nacl suite uses them too). */
+export const KERNELS = cipherKernels(
+  (nacl as unknown as { readonly lowlevel: NaclLowLevel }).lowlevel,
+  nodeCrypto,
+);
 
 const VERSION = 0x80;
 const HEADER_BYTES = 1 + 8 + 16; // version, timestamp, IV
@@ -90,7 +91,7 @@ export function createFernet(key: string | Uint8Array): Fernet {
         : `Fernet key must be 32 bytes (got ${raw?.length ?? 0})`,
     );
   }
-  return new FernetKey(createSecretKey(raw.subarray(0, 16)), createSecretKey(raw.subarray(16)));
+  return new FernetKey(Buffer.from(raw));
 }
 
 /** `now` in milliseconds since the epoch; TypeError unless a valid `Date` or a finite number. */
@@ -136,110 +137,157 @@ function describe(value: unknown): string {
 }
 
 class FernetKey implements Fernet {
-  readonly #signing: KeyObject;
-  readonly #encryption: KeyObject;
+  /** Signing key (16 bytes) ‖ encryption key (16 bytes), as the Fernet spec lays them out. */
+  readonly #key: Buffer;
 
-  constructor(signing: KeyObject, encryption: KeyObject) {
-    this.#signing = signing;
-    this.#encryption = encryption;
+  constructor(key: Buffer) {
+    this.#key = key;
+  }
+
+  /** The raw 32-byte key of a Fernet made by {@link createFernet} (cipher threads need it). */
+  static keyOf(fernet: Fernet): Buffer | undefined {
+    return fernet instanceof FernetKey ? fernet.#key : undefined;
   }
 
   encrypt(plain: Uint8Array | string, options: FernetEncryptOptions = {}): string {
-    const data = typeof plain === "string" ? Buffer.from(plain, "utf8") : toBuffer(plain);
-    const iv = options.iv === undefined ? randomPooled(16) : toBuffer(options.iv);
-    if (iv.length !== 16) throw new TypeError(`Fernet IV must be 16 bytes (got ${iv.length})`);
-    const timestamp = Math.floor(toMs(options.now, "Fernet.encrypt") / 1000);
-    if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
-      throw new TypeError(`Fernet timestamp out of range: ${timestamp}`);
-    }
-    const ctLength = (Math.floor(data.length / BLOCK_BYTES) + 1) * BLOCK_BYTES;
-    const out = Buffer.allocUnsafe(HEADER_BYTES + ctLength + MAC_BYTES);
-    out[0] = VERSION;
-    out.writeUInt32BE(Math.floor(timestamp / 2 ** 32), 1);
-    out.writeUInt32BE(timestamp >>> 0, 5);
-    iv.copy(out, 9);
-    const cipher = createCipheriv("aes-128-cbc", this.#encryption, iv);
-    let offset = HEADER_BYTES + cipher.update(data).copy(out, HEADER_BYTES);
-    offset += cipher.final().copy(out, offset);
-    createHmac("sha256", this.#signing).update(out.subarray(0, offset)).digest().copy(out, offset);
-    return encodeBase64UrlPadded(out);
+    const { token, data } = fernetTokenFrame(plain, options);
+    KERNELS.fernetSeal(token, data, this.#key);
+    return encodeBase64UrlPadded(token);
   }
 
   decrypt(token: string | Uint8Array, options: FernetDecryptOptions = {}): Buffer {
-    if (typeof token !== "string" && !(token instanceof Uint8Array)) {
-      throw new TypeError(
-        `Fernet.decrypt: token must be a string or a Uint8Array (got ${describe(token)})`,
-      );
-    }
-    // Options are checked before the token, so a bad one fails the same way for every token.
-    const ttlSec = seconds("ttlSec", options.ttlSec, true);
-    const skew = seconds("clockSkewSec", options.clockSkewSec, false) ?? MAX_CLOCK_SKEW_SEC;
-    const nowMs = options.now === undefined ? undefined : toMs(options.now, "Fernet.decrypt");
-    const text = typeof token === "string" ? token : toBuffer(token).toString("latin1");
-    const data = decodeBase64Strict(text, true);
-    if (data === null) {
-      throw cryptoError(DecryptFailure.malformed, "Fernet token is not URL-safe base64", SUITE);
-    }
-    if (data.length < HEADER_BYTES + BLOCK_BYTES + MAC_BYTES) {
+    const checked = checkFernetToken(token, options);
+    return finishFernetOpen(KERNELS.fernetOpen(checked.data, this.#key), checked);
+  }
+}
+
+/** The raw 32-byte key of `fernet` (made by {@link createFernet}). */
+export function fernetKeyBytes(fernet: Fernet): Buffer {
+  const key = FernetKey.keyOf(fernet);
+  if (key === undefined) throw new TypeError("not a Fernet made by createFernet");
+  return key;
+}
+
+/**
+ * A token's bytes before sealing: version ‖ timestamp ‖ IV written, room for the ciphertext of
+ * `data` (the plaintext as bytes) and the MAC. `kernels.fernetSeal(token, data, key)` completes it.
+ */
+export function fernetTokenFrame(
+  plain: Uint8Array | string,
+  options: FernetEncryptOptions = {},
+): { token: Buffer; data: Buffer } {
+  const data = typeof plain === "string" ? Buffer.from(plain, "utf8") : toBuffer(plain);
+  const iv = options.iv === undefined ? randomPooled(16) : toBuffer(options.iv);
+  if (iv.length !== 16) throw new TypeError(`Fernet IV must be 16 bytes (got ${iv.length})`);
+  const timestamp = Math.floor(toMs(options.now, "Fernet.encrypt") / 1000);
+  if (!Number.isSafeInteger(timestamp) || timestamp < 0) {
+    throw new TypeError(`Fernet timestamp out of range: ${timestamp}`);
+  }
+  const ctLength = (Math.floor(data.length / BLOCK_BYTES) + 1) * BLOCK_BYTES;
+  // Every byte is written: the header here, ciphertext and MAC by the kernel (pooled, unzeroed).
+  const token = Buffer.allocUnsafe(HEADER_BYTES + ctLength + MAC_BYTES);
+  token[0] = VERSION;
+  token.writeUInt32BE(Math.floor(timestamp / 2 ** 32), 1);
+  token.writeUInt32BE(timestamp >>> 0, 5);
+  iv.copy(token, 9);
+  return { token, data };
+}
+
+/** A token that passed the checks made before its MAC, with the decrypt options read. */
+export interface CheckedFernetToken {
+  /** The raw token bytes (base64 decoded). */
+  readonly data: Buffer;
+  readonly ttlSec: number | undefined;
+  readonly skew: number;
+  readonly nowMs: number | undefined;
+}
+
+/**
+ * Checks the options, then the token's text and shape (everything before the MAC).
+ * @throws as {@link Fernet.decrypt} does for those checks.
+ */
+export function checkFernetToken(
+  token: string | Uint8Array,
+  options: FernetDecryptOptions = {},
+): CheckedFernetToken {
+  if (typeof token !== "string" && !(token instanceof Uint8Array)) {
+    throw new TypeError(
+      `Fernet.decrypt: token must be a string or a Uint8Array (got ${describe(token)})`,
+    );
+  }
+  // Options are checked before the token, so a bad one fails the same way for every token.
+  const ttlSec = seconds("ttlSec", options.ttlSec, true);
+  const skew = seconds("clockSkewSec", options.clockSkewSec, false) ?? MAX_CLOCK_SKEW_SEC;
+  const nowMs = options.now === undefined ? undefined : toMs(options.now, "Fernet.decrypt");
+  const text = typeof token === "string" ? token : toBuffer(token).toString("latin1");
+  const data = decodeBase64Strict(text, true);
+  if (data === null) {
+    throw cryptoError(DecryptFailure.malformed, "Fernet token is not URL-safe base64", SUITE);
+  }
+  if (data.length < HEADER_BYTES + BLOCK_BYTES + MAC_BYTES) {
+    throw cryptoError(
+      DecryptFailure.malformed,
+      `Fernet token too short (${data.length} bytes)`,
+      SUITE,
+    );
+  }
+  if (data[0] !== VERSION) {
+    throw cryptoError(
+      DecryptFailure.unsupported,
+      `Unknown Fernet version byte 0x${(data[0] ?? 0).toString(16)}`,
+      SUITE,
+    );
+  }
+  if ((data.length - MAC_BYTES - HEADER_BYTES) % BLOCK_BYTES !== 0) {
+    throw cryptoError(
+      DecryptFailure.malformed,
+      "Fernet ciphertext is not a multiple of the block size",
+      SUITE,
+    );
+  }
+  return { data, ttlSec, skew, nowMs };
+}
+
+/**
+ * The plaintext, or the error for what `kernels.fernetOpen` found, in the spec's order: MAC,
+ * then age (the timestamp is trusted only once the MAC holds), then padding.
+ */
+export function finishFernetOpen(
+  opened: Uint8Array | FernetOpenFailure,
+  checked: CheckedFernetToken,
+): Buffer {
+  if (opened === "mac") {
+    throw cryptoError(
+      DecryptFailure.tampered,
+      "Fernet token failed authentication (tampered, or encrypted with another key)",
+      SUITE,
+    );
+  }
+  const { data, ttlSec, skew, nowMs } = checked;
+  if (ttlSec !== undefined) {
+    const timestamp = data.readUInt32BE(1) * 2 ** 32 + data.readUInt32BE(5);
+    const nowSec = Math.floor((nowMs ?? Date.now()) / 1000);
+    if (timestamp + ttlSec < nowSec) {
       throw cryptoError(
-        DecryptFailure.malformed,
-        `Fernet token too short (${data.length} bytes)`,
+        DecryptFailure.expired,
+        `Fernet token expired: ${nowSec - timestamp} s old, ttl ${ttlSec} s`,
         SUITE,
       );
     }
-    if (data[0] !== VERSION) {
+    if (nowSec + skew < timestamp) {
       throw cryptoError(
-        DecryptFailure.unsupported,
-        `Unknown Fernet version byte 0x${(data[0] ?? 0).toString(16)}`,
+        DecryptFailure.expired,
+        `Fernet token dated ${timestamp - nowSec} s in the future (clock skew over ${skew} s)`,
         SUITE,
-      );
-    }
-    const macAt = data.length - MAC_BYTES;
-    if ((macAt - HEADER_BYTES) % BLOCK_BYTES !== 0) {
-      throw cryptoError(
-        DecryptFailure.malformed,
-        "Fernet ciphertext is not a multiple of the block size",
-        SUITE,
-      );
-    }
-    const mac = createHmac("sha256", this.#signing).update(data.subarray(0, macAt)).digest();
-    if (!timingSafeEqual(mac, data.subarray(macAt))) {
-      throw cryptoError(
-        DecryptFailure.tampered,
-        "Fernet token failed authentication (tampered, or encrypted with another key)",
-        SUITE,
-      );
-    }
-    if (ttlSec !== undefined) {
-      const timestamp = data.readUInt32BE(1) * 2 ** 32 + data.readUInt32BE(5);
-      const nowSec = Math.floor((nowMs ?? Date.now()) / 1000);
-      if (timestamp + ttlSec < nowSec) {
-        throw cryptoError(
-          DecryptFailure.expired,
-          `Fernet token expired: ${nowSec - timestamp} s old, ttl ${ttlSec} s`,
-          SUITE,
-        );
-      }
-      if (nowSec + skew < timestamp) {
-        throw cryptoError(
-          DecryptFailure.expired,
-          `Fernet token dated ${timestamp - nowSec} s in the future (clock skew over ${skew} s)`,
-          SUITE,
-        );
-      }
-    }
-    try {
-      const decipher = createDecipheriv("aes-128-cbc", this.#encryption, data.subarray(9, 25));
-      const head = decipher.update(data.subarray(HEADER_BYTES, macAt));
-      const tail = decipher.final();
-      return tail.length === 0 ? head : Buffer.concat([head, tail]);
-    } catch (err) {
-      throw cryptoError(
-        DecryptFailure.tampered,
-        "Fernet token has invalid padding after a valid MAC",
-        SUITE,
-        err,
       );
     }
   }
+  if (opened === "padding") {
+    throw cryptoError(
+      DecryptFailure.tampered,
+      "Fernet token has invalid padding after a valid MAC",
+      SUITE,
+    );
+  }
+  return toBuffer(opened);
 }

@@ -29,3 +29,55 @@ export function expectFailure(fn: () => unknown, reason: DecryptFailure): Nuropb
 
 export const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
 export const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
+
+/** Deterministic PRNG (mulberry32) so a failure can be replayed. */
+export function prng(seed: number): (n: number) => number {
+  let a = seed >>> 0;
+  return (n) => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+  };
+}
+
+/** Base64 characters and the rsa-fernet body's dot: plausible replacements in text bodies. */
+export const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=.";
+
+/** One random change to `body` at or after `from`; never returns the same bytes. */
+export function mutate(body: Uint8Array, rand: (n: number) => number, from = 0): Uint8Array {
+  for (;;) {
+    const at = from + rand(body.length - from);
+    let out: Uint8Array;
+    switch (rand(6)) {
+      case 0: {
+        out = Uint8Array.from(body);
+        out[at] = (out[at] ?? 0) ^ (1 << rand(8));
+        break;
+      }
+      case 1: {
+        // A plausible character swap, for the base64 text bodies.
+        out = Uint8Array.from(body);
+        out[at] = B64.charCodeAt(rand(B64.length));
+        break;
+      }
+      case 2:
+        out = body.subarray(0, Math.max(from, at)); // truncate
+        break;
+      case 3:
+        out = Buffer.concat([body.subarray(0, at), body.subarray(at + 1 + rand(4))]); // delete
+        break;
+      case 4:
+        out = Buffer.concat([
+          body.subarray(0, at),
+          Uint8Array.of(B64.charCodeAt(rand(B64.length))),
+          body.subarray(at),
+        ]);
+        break;
+      default:
+        out = Buffer.concat([body, Uint8Array.from({ length: 1 + rand(8) }, () => rand(256))]); // extend
+    }
+    if (Buffer.compare(Buffer.from(out), Buffer.from(body)) !== 0) return out;
+  }
+}

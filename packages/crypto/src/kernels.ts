@@ -1,0 +1,100 @@
+// The symmetric cipher work of both suites, as one self-contained function: it runs on the
+// calling thread and, turned into source text, on the cipher threads (cipher-pool.ts). So it
+// may use nothing but its parameters and the language itself: no imports, no module constants.
+
+/** The parts of `tweetnacl.lowlevel` the kernels use (NaCl's C-style secretbox). */
+export interface NaclLowLevel {
+  crypto_secretbox(c: Uint8Array, m: Uint8Array, d: number, n: Uint8Array, k: Uint8Array): number;
+  crypto_secretbox_open(
+    m: Uint8Array,
+    c: Uint8Array,
+    d: number,
+    n: Uint8Array,
+    k: Uint8Array,
+  ): number;
+}
+
+/** The parts of `node:crypto` the kernels use. */
+export interface KernelCrypto {
+  createCipheriv(
+    algorithm: string,
+    key: Uint8Array,
+    iv: Uint8Array,
+  ): { update(data: Uint8Array): Buffer; final(): Buffer };
+  createDecipheriv(
+    algorithm: string,
+    key: Uint8Array,
+    iv: Uint8Array,
+  ): { update(data: Uint8Array): Buffer; final(): Buffer };
+  createHmac(
+    algorithm: string,
+    key: Uint8Array,
+  ): { update(data: Uint8Array): { digest(): Buffer } };
+  timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean;
+}
+
+/** Outcome of {@link CipherKernels.fernetOpen} besides the plaintext. */
+export type FernetOpenFailure = "mac" | "padding";
+
+/** What {@link cipherKernels} returns. */
+export interface CipherKernels {
+  /**
+   * XSalsa20-Poly1305: `c` (as long as `m`) receives 16 zero bytes ‖ tag ‖ ciphertext of `m`,
+   * whose first 32 bytes must be zero (NaCl's ZEROBYTES).
+   */
+  box(c: Uint8Array, m: Uint8Array, nonce: Uint8Array, key: Uint8Array): void;
+  /** Opens `c` (16 ignored bytes ‖ tag ‖ ciphertext) into `m` (as long); false when it fails to authenticate. */
+  unbox(m: Uint8Array, c: Uint8Array, nonce: Uint8Array, key: Uint8Array): boolean;
+  /**
+   * Fernet: `token` holds version ‖ timestamp ‖ IV (25 bytes) and room for the AES-128-CBC
+   * ciphertext of `plain` and the 32-byte HMAC; both are written. `key` is the 32-byte Fernet key.
+   */
+  fernetSeal(token: Uint8Array, plain: Uint8Array, key: Uint8Array): void;
+  /** Fernet: checks the HMAC of the raw `token`, then decrypts it; a failure names its stage. */
+  fernetOpen(token: Uint8Array, key: Uint8Array): Buffer | FernetOpenFailure;
+}
+
+/** The kernels over `nacl` and `crypto`. Self-contained: see the top of this file. */
+export function cipherKernels(nacl: NaclLowLevel, crypto: KernelCrypto): CipherKernels {
+  const { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } = crypto;
+  return {
+    box(c, m, nonce, key) {
+      nacl.crypto_secretbox(c, m, m.length, nonce, key);
+    },
+    unbox(m, c, nonce, key) {
+      return nacl.crypto_secretbox_open(m, c, c.length, nonce, key) === 0;
+    },
+    fernetSeal(token, plain, key) {
+      const iv = token.subarray(9, 25);
+      const cipher = createCipheriv("aes-128-cbc", key.subarray(16, 32), iv);
+      const head = cipher.update(plain);
+      token.set(head, 25);
+      const tail = cipher.final();
+      token.set(tail, 25 + head.length);
+      const macAt = 25 + head.length + tail.length;
+      const mac = createHmac("sha256", key.subarray(0, 16))
+        .update(token.subarray(0, macAt))
+        .digest();
+      token.set(mac, macAt);
+    },
+    fernetOpen(token, key) {
+      const macAt = token.length - 32;
+      const mac = createHmac("sha256", key.subarray(0, 16))
+        .update(token.subarray(0, macAt))
+        .digest();
+      if (!timingSafeEqual(mac, token.subarray(macAt))) return "mac";
+      try {
+        const decipher = createDecipheriv(
+          "aes-128-cbc",
+          key.subarray(16, 32),
+          token.subarray(9, 25),
+        );
+        const head = decipher.update(token.subarray(25, macAt));
+        const tail = decipher.final();
+        return tail.length === 0 ? head : Buffer.concat([head, tail]);
+      } catch {
+        return "padding";
+      }
+    },
+  };
+}

@@ -1,0 +1,241 @@
+import { createCipheriv, createHmac } from "node:crypto";
+import { afterAll, describe, expect, it } from "vitest";
+import nacl from "tweetnacl";
+import { CipherPool } from "../src/cipher-pool.ts";
+import { KERNELS, createFernet, fernetKeyBytes, generateFernetKey } from "../src/fernet.ts";
+import {
+  DecryptFailure,
+  createPayloadEncryptor,
+  createServiceKeys,
+  decryptFailureReason,
+  type PayloadEncryptor,
+  type ReplyKey,
+} from "../src/index.ts";
+import { mutate, prng, text, utf8 } from "./helpers.ts";
+
+const pools: CipherPool[] = [];
+const encryptors: PayloadEncryptor[] = [];
+afterAll(async () => {
+  await Promise.all([...pools, ...encryptors].map((p) => p.close()));
+});
+
+function pool(threads = 1): CipherPool {
+  const p = new CipherPool(threads);
+  pools.push(p);
+  return p;
+}
+
+function encryptor(options: Parameters<typeof createPayloadEncryptor>[0]): PayloadEncryptor {
+  const e = createPayloadEncryptor(options);
+  encryptors.push(e);
+  return e;
+}
+
+/** What an open did: its plaintext, or its error's class, reason and text. */
+async function outcome(open: () => Promise<Uint8Array> | Uint8Array): Promise<string> {
+  try {
+    return `ok ${Buffer.from(await open()).toString("hex")}`;
+  } catch (err) {
+    const e = err as Error & { description?: string };
+    return `${e.constructor.name} ${String(decryptFailureReason(err))} ${e.description ?? e.message}`;
+  }
+}
+
+describe("CipherPool: the kernels on worker threads", () => {
+  it("box and unbox are tweetnacl's secretbox; a damaged box opens to null", async () => {
+    const p = pool();
+    const key = nacl.randomBytes(32);
+    const nonce = nacl.randomBytes(24);
+    const plain = nacl.randomBytes(300);
+    const m = new Uint8Array(32 + plain.length);
+    m.set(plain, 32);
+    const c = await p.box(key, nonce, m);
+    expect(Buffer.from(c.subarray(16))).toEqual(Buffer.from(nacl.secretbox(plain, nonce, key)));
+    const opened = await p.unbox(key, nonce, c);
+    expect(Buffer.from(opened?.subarray(32) ?? [])).toEqual(Buffer.from(plain));
+    const damaged = Uint8Array.from(c);
+    damaged[40] = (damaged[40] ?? 0) ^ 1;
+    expect(await p.unbox(key, nonce, damaged)).toBeNull();
+    expect(await p.unbox(nacl.randomBytes(32), nonce, c)).toBeNull();
+  });
+
+  it("Fernet tokens sealed on a thread are the ones sealed here, byte for byte", async () => {
+    const p = pool();
+    const fernet = createFernet(generateFernetKey());
+    const key = fernetKeyBytes(fernet);
+    const here = Buffer.from(fernet.encrypt("hello, thread", { now: 1_700_000_000_000 }), "base64");
+    // The same IV and time: the thread must produce the same token.
+    const token = Buffer.alloc(here.length);
+    here.copy(token, 0, 0, 25);
+    const sealed = await p.fernetSeal(key, utf8("hello, thread"), token);
+    expect(Buffer.from(sealed)).toEqual(here);
+    expect(text((await p.fernetOpen(key, sealed)) as Uint8Array)).toBe("hello, thread");
+  });
+
+  it("Fernet opens name the failing stage: the MAC, or the padding after a valid MAC", async () => {
+    const p = pool();
+    const fernet = createFernet(generateFernetKey());
+    const key = fernetKeyBytes(fernet);
+    const token = Buffer.from(fernet.encrypt("x"), "base64");
+    const forged = Buffer.from(token);
+    forged[30] = (forged[30] ?? 0) ^ 1;
+    expect(await p.fernetOpen(key, forged)).toBe("mac");
+    // A well-signed token whose plaintext block ends in a bad padding byte.
+    const iv = Buffer.alloc(16, 7);
+    const cipher = createCipheriv("aes-128-cbc", key.subarray(16), iv).setAutoPadding(false);
+    const block = Buffer.concat([cipher.update(Buffer.alloc(16, 0x00)), cipher.final()]);
+    const head = Buffer.concat([Buffer.from([0x80, 0, 0, 0, 0, 0, 0, 0, 1]), iv, block]);
+    const mac = createHmac("sha256", key.subarray(0, 16)).update(head).digest();
+    const badPadding = Buffer.concat([head, mac]);
+    expect(await p.fernetOpen(key, badPadding)).toBe("padding");
+    expect(KERNELS.fernetOpen(badPadding, key)).toBe("padding");
+  });
+
+  it("answers every op of a burst far larger than one batch, each with its own result", async () => {
+    const p = pool(2);
+    const key = nacl.randomBytes(32);
+    const jobs = Array.from({ length: 1000 }, (_, i) => {
+      const nonce = nacl.randomBytes(24);
+      const plain = nacl.randomBytes(i % 700);
+      const m = new Uint8Array(32 + plain.length);
+      m.set(plain, 32);
+      return { nonce, plain, sealed: p.box(key, nonce, m) };
+    });
+    for (const job of jobs) {
+      const c = await job.sealed;
+      expect(Buffer.from(c.subarray(16))).toEqual(
+        Buffer.from(nacl.secretbox(job.plain, job.nonce, key)),
+      );
+    }
+  });
+
+  it("close() fails the ops in flight; the pool starts threads again when used again", async () => {
+    const p = pool();
+    const key = nacl.randomBytes(32);
+    const m = new Uint8Array(64);
+    const burst = Promise.allSettled(
+      Array.from({ length: 200 }, () => p.box(key, nacl.randomBytes(24), m)),
+    );
+    await new Promise((r) => setImmediate(r)); // the first batches are out
+    await p.close();
+    const settled = await burst;
+    const failed = settled.filter((s) => s.status === "rejected");
+    expect(failed.length).toBeGreaterThan(0);
+    for (const s of failed) expect(String(s.reason)).toMatch(/cipher thread stopped/);
+    const nonce = nacl.randomBytes(24);
+    const c = await p.box(key, nonce, m);
+    expect(await p.unbox(key, nonce, c)).not.toBeNull();
+    await p.close();
+    await p.close(); // twice is fine
+  });
+});
+
+describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
+  const keys = createServiceKeys({ rsa: true, nacl: true });
+  const now = 1_700_000_000_000;
+  const clock = { ms: now };
+  const options = { keys, now: () => clock.ms };
+  const service = encryptor(options);
+  const threadedService = encryptor({ ...options, cipherThreads: 1 });
+  const client = encryptor({ now: () => clock.ms });
+  const threadedClient = encryptor({ now: () => clock.ms, cipherThreads: 2 });
+  const peer = {
+    rsaPublicKeyPem: service.publicKeys.rsaPem,
+    naclPublicKey: service.publicKeys.nacl,
+  };
+
+  it("refuses a cipherThreads that is not an integer from 0 to 16", () => {
+    for (const bad of [-1, 1.5, 17, NaN, "2"]) {
+      expect(() => createPayloadEncryptor({ cipherThreads: bad as number })).toThrow(
+        /cipherThreads must be an integer from 0 to 16/,
+      );
+    }
+  });
+
+  for (const suite of ["nacl", "rsa-fernet"] as const) {
+    it(`${suite}: every combination of threaded and not round-trips`, async () => {
+      for (const [c, s] of [
+        [client, threadedService],
+        [threadedClient, service],
+        [threadedClient, threadedService],
+      ] as const) {
+        const request = utf8(`{"tag":"request","suite":"${suite}"}`);
+        const sealed = await c.sealRequestAsync(request, peer, { suite });
+        const opened = await s.openRequestAsync(sealed.body, sealed.headers, { maxAgeMs: 1000 });
+        expect(text(opened.plain)).toBe(text(request));
+        const reply = await s.sealResponseAsync(utf8("answer"), opened.replyKey);
+        expect(text(await c.openResponseAsync(reply.body, reply.headers, sealed.replyKey))).toBe(
+          "answer",
+        );
+        // And the synchronous methods read what the threads wrote.
+        expect(text(s.openRequest(sealed.body, sealed.headers).plain)).toBe(text(request));
+        expect(text(c.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe("answer");
+      }
+    });
+
+    it(`${suite}: a damaged request or response fails exactly as it does without threads`, async () => {
+      const rand = prng(suite === "nacl" ? 11 : 12);
+      const sealed = client.sealRequest(utf8('{"tag":"request"}'), peer, { suite });
+      const opened = service.openRequest(sealed.body, sealed.headers);
+      const reply = service.sealResponse(utf8('{"tag":"response"}'), opened.replyKey);
+      const reasons = new Set<string>();
+      for (let i = 0; i < 150; i++) {
+        const req = mutate(sealed.body, rand);
+        const want = await outcome(() => service.openRequest(req, sealed.headers).plain);
+        const got = await outcome(
+          async () => (await threadedService.openRequestAsync(req, sealed.headers)).plain,
+        );
+        expect(got, `request #${i}`).toBe(want);
+        reasons.add(want.split(" ")[1] ?? "");
+        const res = mutate(reply.body, rand);
+        const replyKey: ReplyKey = sealed.replyKey;
+        expect(
+          await outcome(() => threadedClient.openResponseAsync(res, reply.headers, replyKey)),
+          `response #${i}`,
+        ).toBe(await outcome(() => client.openResponse(res, reply.headers, replyKey)));
+      }
+      expect(reasons.has(DecryptFailure.tampered) || reasons.has(DecryptFailure.malformed)).toBe(
+        true,
+      );
+      expect(reasons.has("undefined")).toBe(false);
+    });
+
+    it(`${suite}: too old or dated in the future is refused as expired, with threads too`, async () => {
+      const sealed = await threadedClient.sealRequestAsync(utf8("old"), peer, { suite });
+      clock.ms = now + 10_000;
+      try {
+        for (const s of [service, threadedService]) {
+          const err = await s
+            .openRequestAsync(sealed.body, sealed.headers, { maxAgeMs: 1000 })
+            .then(
+              () => undefined,
+              (e: unknown) => e,
+            );
+          expect(decryptFailureReason(err)).toBe(DecryptFailure.expired);
+        }
+        clock.ms = now - 120_000;
+        const err = await threadedService
+          .openRequestAsync(sealed.body, sealed.headers, { maxAgeMs: 1000 })
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        expect(decryptFailureReason(err)).toBe(DecryptFailure.expired);
+      } finally {
+        clock.ms = now;
+      }
+    });
+  }
+
+  it("bad arguments are refused at once, as without threads", async () => {
+    await expect(
+      threadedClient.sealRequestAsync("text" as unknown as Uint8Array, peer),
+    ).rejects.toThrow(TypeError);
+    await expect(
+      threadedService.openRequestAsync(new Uint8Array(8), {}, { maxAgeMs: -1 }),
+    ).rejects.toThrow(/maxAgeMs must be a finite number/);
+    await expect(
+      threadedService.sealResponseAsync(utf8("x"), { suite: "nacl" } as ReplyKey),
+    ).rejects.toThrow(/not issued by @nuropb\/crypto/);
+  });
+});
