@@ -428,6 +428,8 @@ class Participant<TService extends object> implements MeshService<TService> {
           retryable: true,
         }),
     );
+    // Nothing is sealed or opened any more: stop the cipher threads, if any.
+    await this.#encryptor.close();
     this.#state = "closed";
     this.#log.info("disconnected");
   }
@@ -598,7 +600,7 @@ class Participant<TService extends object> implements MeshService<TService> {
 
   async #seal(service: string, frame: Frame): Promise<{ frame: Frame; replyKey: ReplyKey }> {
     const peer = await this.#peerKeys(service);
-    const sealed = this.#encryptor.sealRequest(frame.body, peer);
+    const sealed = await this.#encryptor.sealRequestAsync(frame.body, peer);
     return { frame: sealedFrame(frame, sealed), replyKey: sealed.replyKey };
   }
 
@@ -608,22 +610,43 @@ class Participant<TService extends object> implements MeshService<TService> {
       this.#log.debug("ignoring unpaired response", { correlationId: frame.correlationId });
       return;
     }
+    if (frame.headers[Header.encrypted] === ENCRYPTED_YES && pending.replyKey !== undefined) {
+      // Opened possibly on a cipher thread: the request may time out or be answered meanwhile.
+      this.#encryptor.openResponseAsync(frame.body, frame.headers, pending.replyKey).then(
+        (body) => {
+          if (this.#pending.get(frame.correlationId) === pending)
+            this.#completeResponse(frame, pending, body);
+        },
+        (err: unknown) => {
+          if (this.#pending.get(frame.correlationId) === pending)
+            this.#failResponse(frame.correlationId, pending, err);
+        },
+      );
+      return;
+    }
+    this.#completeResponse(frame, pending, undefined);
+  }
+
+  /** An undecodable response for a pending request: fail the request now rather than at ttl. */
+  #failResponse(correlationId: string, pending: Pending, err: unknown): void {
+    this.#pending.delete(correlationId);
+    pending.cleanup();
+    pending.reject(isNuropbError(err) ? err : new NuropbMessageError(String(err), { cause: err }));
+  }
+
+  /** Completes `pending` with `frame`; `opened`: its body decrypted, when it came encrypted. */
+  #completeResponse(frame: InboundFrame, pending: Pending, opened: Uint8Array | undefined): void {
     let decoded: DecodedMessage;
     try {
-      let body = frame.body;
-      if (frame.headers[Header.encrypted] === ENCRYPTED_YES) {
-        if (pending.replyKey === undefined)
-          throw new NuropbMessageError("encrypted response to a plaintext request");
-        body = this.#encryptor.openResponse(body, frame.headers, pending.replyKey);
-      }
-      decoded = decodeFrame({ headers: frame.headers, body, correlationId: frame.correlationId });
+      if (opened === undefined && frame.headers[Header.encrypted] === ENCRYPTED_YES)
+        throw new NuropbMessageError("encrypted response to a plaintext request");
+      decoded = decodeFrame({
+        headers: frame.headers,
+        body: opened ?? frame.body,
+        correlationId: frame.correlationId,
+      });
     } catch (err) {
-      // An undecodable response for a pending request: fail the request now rather than at ttl.
-      this.#pending.delete(frame.correlationId);
-      pending.cleanup();
-      pending.reject(
-        isNuropbError(err) ? err : new NuropbMessageError(String(err), { cause: err }),
-      );
+      this.#failResponse(frame.correlationId, pending, err);
       return;
     }
     if (decoded.type !== "response") {
@@ -837,7 +860,7 @@ class Participant<TService extends object> implements MeshService<TService> {
         } else if (type === "request" || type === "command") {
           const maxAgeMs =
             delivery.ttlMs !== undefined ? delivery.ttlMs + REPLAY_SKEW_MS : undefined;
-          ({ plain: body, replyKey } = this.#encryptor.openRequest(
+          ({ plain: body, replyKey } = await this.#encryptor.openRequestAsync(
             body,
             delivery.headers,
             maxAgeMs !== undefined ? { maxAgeMs } : {},
@@ -914,7 +937,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     replyKey: ReplyKey | undefined,
   ): Promise<void> {
     try {
-      let frame = this.#responseFrame(replyTo, r, replyKey);
+      let frame = await this.#responseFrame(replyTo, r, replyKey);
       const max = this.#transport.capabilities.maxFrameBytes;
       if (frame.body.byteLength > max) {
         // The handler ran and its message is settled: say why there is no result, rather than
@@ -927,7 +950,7 @@ class Participant<TService extends object> implements MeshService<TService> {
           correlationId: r.correlationId,
           bytes: frame.body.byteLength,
         });
-        frame = this.#responseFrame(
+        frame = await this.#responseFrame(
           replyTo,
           { ...r, result: null, error: toErrorPayload(tooBig) },
           replyKey,
@@ -942,7 +965,11 @@ class Participant<TService extends object> implements MeshService<TService> {
     }
   }
 
-  #responseFrame(replyTo: string, r: ResponseFields, replyKey: ReplyKey | undefined): Frame {
+  async #responseFrame(
+    replyTo: string,
+    r: ResponseFields,
+    replyKey: ReplyKey | undefined,
+  ): Promise<Frame> {
     const payload: ResponsePayload = {
       tag: "response",
       result: r.result,
@@ -967,7 +994,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       }
     }
     if (replyKey !== undefined) {
-      frame = sealedFrame(frame, this.#encryptor.sealResponse(frame.body, replyKey));
+      frame = sealedFrame(frame, await this.#encryptor.sealResponseAsync(frame.body, replyKey));
     }
     return frame;
   }

@@ -38,8 +38,12 @@ beforeAll(() => {
   keys = createServiceKeys({ rsa: true, nacl: true });
 });
 
-for (const suite of ["nacl", "rsa-fernet"] as const) {
-  describe(`end-to-end encryption, ${suite}`, () => {
+const VARIANTS = (["nacl", "rsa-fernet"] as const).flatMap((suite) =>
+  [0, 1].map((cipherThreads) => ({ suite, cipherThreads })),
+);
+
+for (const { suite, cipherThreads } of VARIANTS) {
+  describe(`end-to-end encryption, ${suite}, ${cipherThreads} cipher threads`, () => {
     let mesh: ReturnType<typeof createMesh>;
     let vault: Vault;
     let service: ReturnType<typeof createService<Vault>>;
@@ -54,8 +58,12 @@ for (const suite of ["nacl", "rsa-fernet"] as const) {
         name: "vault",
         instance: vault,
         keys,
+        encryption: { cipherThreads },
       });
-      client = createClient({ transport: mesh.transport(), encryption: { suites: [suite] } });
+      client = createClient({
+        transport: mesh.transport(),
+        encryption: { suites: [suite], cipherThreads },
+      });
       await service.connect();
       await client.connect();
       events = [];

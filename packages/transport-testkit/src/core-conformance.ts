@@ -630,13 +630,18 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
       timeout,
     );
 
-    for (const suite of ["nacl", "rsa-fernet"] as const) {
+    for (const [suite, cipherThreads] of [
+      ["nacl", 0],
+      ["rsa-fernet", 0],
+      ["nacl", 1],
+      ["rsa-fernet", 1],
+    ] as const) {
       it(
-        `encrypts requests, responses, errors and commands end to end (${suite})`,
+        `encrypts requests, responses, errors and commands end to end (${suite}${cipherThreads > 0 ? ", client on a cipher thread" : ""})`,
         async () => {
           const sealed = createClient({
             transport: await transport(),
-            encryption: { suites: [suite] },
+            encryption: { suites: [suite], cipherThreads },
           });
           await sealed.connect();
           closers.push(() => sealed.disconnect());
@@ -670,11 +675,14 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
           await sealed.command(
             svcName,
             "secretRemember",
-            { value: suite },
+            { value: `${suite}/${cipherThreads}` },
             {},
             { encrypted: true },
           );
-          await wait(() => calc.remembered.includes(suite), "the encrypted command");
+          await wait(
+            () => calc.remembered.includes(`${suite}/${cipherThreads}`),
+            "the encrypted command",
+          );
           await wait(() => events.length >= 1, "the event raised by the encrypted call");
           expect((events[0] as InboundFrame).headers.encrypted).toBe("");
           const refused = await sealed
