@@ -27,7 +27,11 @@ export interface NuropbEcho {
   readonly encryptedCount: number;
   /** Adds a client (own transport, like a separate process), connected. */
   addClient(options?: {
-    readonly encryption?: { readonly suites: readonly ("nacl" | "rsa-fernet")[] };
+    readonly encryption?: {
+      readonly suites: readonly ("nacl" | "rsa-fernet")[];
+      /** Cipher work on this many worker threads (0: on the event loop). */
+      readonly cipherThreads?: number;
+    };
     /** Sent with every request (`encrypted: true` seals it). */
     readonly encrypted?: boolean;
   }): Promise<NuropbEchoClient>;
@@ -42,7 +46,7 @@ export interface NuropbEcho {
 export async function startNuropbEcho(
   makeTransport: () => Transport,
   serviceName: string,
-  options: { readonly keys?: ServiceKeys } = {},
+  options: { readonly keys?: ServiceKeys; readonly cipherThreads?: number } = {},
 ): Promise<NuropbEcho> {
   const transports: Transport[] = [];
   const instance = new Echo();
@@ -59,6 +63,9 @@ export async function startNuropbEcho(
       name: serviceName,
       instance,
       ...(options.keys !== undefined ? { keys: options.keys } : {}),
+      ...(options.cipherThreads !== undefined
+        ? { encryption: { cipherThreads: options.cipherThreads } }
+        : {}),
     });
     participants.push(service);
     await service.connect();
@@ -77,7 +84,12 @@ export async function startNuropbEcho(
       const client = createClient({
         transport,
         ...(clientOptions.encryption !== undefined
-          ? { encryption: { suites: [...clientOptions.encryption.suites] } }
+          ? {
+              encryption: {
+                suites: [...clientOptions.encryption.suites],
+                cipherThreads: clientOptions.encryption.cipherThreads ?? 0,
+              },
+            }
           : {}),
       });
       participants.push(client);

@@ -27,6 +27,8 @@ import type { BenchSuite, SuiteResult } from "../suite.ts";
 export const CRYPTO_AMQP_TARGET = 0.85;
 
 const SUITES = ["nacl", "rsa-fernet"] as const;
+/** Case-name suffix of the clients and service with `encryption: { cipherThreads: 1 }`. */
+const THREADED = "(thread)";
 
 /**
  * One service with RSA + nacl keys and three clients (plain, nacl, rsa-fernet) on `makeTransport`,
@@ -40,11 +42,26 @@ async function measureTransport(
   const keys = createServiceKeys({ rsa: true, nacl: true });
   const echo = await startNuropbEcho(makeTransport, `echo-${runTag()}`, { keys });
   defer(() => echo.close());
+  // The same service again, sealing and opening on one cipher thread (as do its clients).
+  const threaded = await startNuropbEcho(makeTransport, `echo-threads-${runTag()}`, {
+    keys,
+    cipherThreads: 1,
+  });
+  defer(() => threaded.close());
   const plain = await echo.addClient();
-  const cases: EchoCase[] = [{ name: `${label} plain`, call: plain.call }];
+  const cases: (EchoCase & { readonly echo: typeof echo })[] = [
+    { name: `${label} plain`, call: plain.call, echo },
+  ];
   for (const suite of SUITES) {
     const client = await echo.addClient({ encryption: { suites: [suite] }, encrypted: true });
-    cases.push({ name: `${label} ${suite}`, call: client.call });
+    cases.push({ name: `${label} ${suite}`, call: client.call, echo });
+  }
+  for (const suite of SUITES) {
+    const client = await threaded.addClient({
+      encryption: { suites: [suite], cipherThreads: 1 },
+      encrypted: true,
+    });
+    cases.push({ name: `${label} ${suite} ${THREADED}`, call: client.call, echo: threaded });
   }
   const params = smallParams();
   const before = echo.encryptedCount;
@@ -52,9 +69,10 @@ async function measureTransport(
   if (echo.encryptedCount !== before)
     throw new Error(`${label}: a plain request arrived encrypted`);
   for (const c of cases.slice(1)) {
-    const n = echo.encryptedCount;
+    const n = c.echo.encryptedCount;
     await c.call(params);
-    if (echo.encryptedCount !== n + 1) throw new Error(`${c.name}: the request was not encrypted`);
+    if (c.echo.encryptedCount !== n + 1)
+      throw new Error(`${c.name}: the request was not encrypted`);
   }
   const scenario: Scenario = { size: sizeLabel(jsonBytes(params)), concurrency: 64, params };
   return measureScenario(cases, scenario, { rounds: 5, sampleMs: 600 });
@@ -100,6 +118,7 @@ export const cryptoSuite: BenchSuite = {
           "medians of 5 interleaved rounds of 600 ms per case (per transport), after warm-up; echo of a JSON object",
           "one service created with createServiceKeys({ rsa: true, nacl: true }); clients with encryption.suites [suite] and encrypted: true (checked: the service sees ctx.encrypted)",
           "rsa-fernet: default key reuse (one wrapped Fernet key per target for 30 s / 1000 messages; receiver caches unwrapped keys)",
+          `${THREADED}: a second service and its clients with encryption.cipherThreads = 1 (a cipher thread each: two in this process)`,
           ...SUITES.map(
             (suite) =>
               `memory ${suite} = ${describeRatio(pick(memory, `memory ${suite}`), pick(memory, "memory plain"), "throughput")} of plain req/s`,
@@ -110,12 +129,16 @@ export const cryptoSuite: BenchSuite = {
           }),
           ...errorNotes(stats),
         ],
-        comparison: verdicts
-          .map(
+        comparison: [
+          ...verdicts.map(
             (v) =>
               `amqp ${v.suite} at c=64 = ${describeRatio(v.enc, pick(amqp, "amqp plain"), "throughput")} of plain req/s (target ≥ ${formatPercent(CRYPTO_AMQP_TARGET)}): ${v.ok ? "OK" : "BELOW TARGET"}`,
-          )
-          .join("\n"),
+          ),
+          ...SUITES.map(
+            (suite) =>
+              `amqp ${suite} ${THREADED} at c=64 = ${describeRatio(pick(amqp, `amqp ${suite} ${THREADED}`), pick(amqp, "amqp plain"), "throughput")} of plain req/s`,
+          ),
+        ].join("\n"),
         ok: verdicts.every((v) => v.ok),
       };
     });

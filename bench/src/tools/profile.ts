@@ -10,6 +10,7 @@
 //        durable Redis Streams echo, hand-written, no Lua),
 //        moleculer-fake
 // options: --c N (in flight, default 64), --seconds S (default 6), --encrypt nacl|rsa-fernet,
+//          --cipher-threads N (with --encrypt: service and client seal/open on N threads each),
 //          --large (16 KB params), --out FILE.cpuprofile (default bench-<case>.cpuprofile in cwd),
 //          --top N (functions listed, default 30)
 import { readFileSync, writeFileSync } from "node:fs";
@@ -72,17 +73,22 @@ async function brokerPid(kind: "rabbitmq" | "nats" | "redis"): Promise<number | 
 async function setup(
   name: CaseName,
   encrypt: "nacl" | "rsa-fernet" | undefined,
+  cipherThreads: number,
   defer: (c: () => Promise<unknown>) => void,
 ): Promise<Setup> {
   const nuropb = async (make: () => Transport): Promise<Setup["call"]> => {
     const echo = await startNuropbEcho(
       make,
       `echo-${runTag()}`,
-      encrypt === undefined ? {} : { keys: createServiceKeys({ rsa: true, nacl: true }) },
+      encrypt === undefined
+        ? {}
+        : { keys: createServiceKeys({ rsa: true, nacl: true }), cipherThreads },
     );
     defer(() => echo.close());
     const client = await echo.addClient(
-      encrypt === undefined ? {} : { encryption: { suites: [encrypt] }, encrypted: true },
+      encrypt === undefined
+        ? {}
+        : { encryption: { suites: [encrypt], cipherThreads }, encrypted: true },
     );
     return client.call;
   };
@@ -176,6 +182,7 @@ async function main(): Promise<void> {
       c: { type: "string", default: "64" },
       seconds: { type: "string", default: "6" },
       encrypt: { type: "string" },
+      "cipher-threads": { type: "string" },
       large: { type: "boolean", default: false },
       out: { type: "string" },
       top: { type: "string", default: "30" },
@@ -184,12 +191,13 @@ async function main(): Promise<void> {
   const name = positionals[0] as CaseName | undefined;
   if (name === undefined || !CASES.includes(name)) {
     console.error(
-      `usage: profile.ts <${CASES.join("|")}> [--c N] [--seconds S] [--encrypt nacl|rsa-fernet] [--large] [--out FILE] [--top N]`,
+      `usage: profile.ts <${CASES.join("|")}> [--c N] [--seconds S] [--encrypt nacl|rsa-fernet [--cipher-threads N]] [--large] [--out FILE] [--top N]`,
     );
     process.exitCode = 2;
     return;
   }
   const encrypt = values.encrypt as "nacl" | "rsa-fernet" | undefined;
+  const cipherThreads = Number(values["cipher-threads"] ?? 0);
   if (encrypt !== undefined && encrypt !== "nacl" && encrypt !== "rsa-fernet") {
     throw new TypeError("--encrypt must be nacl or rsa-fernet");
   }
@@ -199,7 +207,7 @@ async function main(): Promise<void> {
   const out = values.out ?? `bench-${name}${encrypt ? `-${encrypt}` : ""}.cpuprofile`;
   try {
     await withCleanup(async (defer) => {
-      const s = await setup(name, encrypt, defer);
+      const s = await setup(name, encrypt, cipherThreads, defer);
       await runClosedLoop(() => s.call(params), { concurrency, durationMs: 1500 });
       const session = new Session();
       session.connect();
