@@ -21,6 +21,58 @@ interface Pending {
   readonly expiresAt: number;
 }
 
+/**
+ * A queued request as the service sees it: settled once (ack, requeue or reject), with the
+ * redelivered flag, as the issue's transport rules ask.
+ */
+class Delivery {
+  settled = false;
+  readonly message: Message;
+  readonly redelivered: boolean;
+  readonly #onSettle: (d: Delivery, how: "ack" | "requeue" | "reject") => void;
+  constructor(
+    message: Message,
+    redelivered: boolean,
+    onSettle: (d: Delivery, how: "ack" | "requeue" | "reject") => void,
+  ) {
+    this.message = message;
+    this.redelivered = redelivered;
+    this.#onSettle = onSettle;
+  }
+  ack(): void {
+    this.#settle("ack");
+  }
+  requeue(): void {
+    this.#settle("requeue");
+  }
+  reject(): void {
+    this.#settle("reject");
+  }
+  #settle(how: "ack" | "requeue" | "reject"): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.#onSettle(this, how);
+  }
+}
+
+/** What a handler gets besides its params (the issue's `ctx`, without the mesh calls). */
+class Call {
+  readonly context: Record<string, unknown>;
+  readonly traceId: string | null;
+  readonly correlationId: string;
+  readonly userClaims: unknown = undefined;
+  /** Events added by the handler, published only if it succeeds. */
+  events: { topic: string; event: unknown }[] | undefined;
+  constructor(context: Record<string, unknown>, traceId: string | null, correlationId: string) {
+    this.context = context;
+    this.traceId = traceId;
+    this.correlationId = correlationId;
+  }
+  addEvent(event: { topic: string; event: unknown }): void {
+    (this.events ??= []).push(event);
+  }
+}
+
 const TTL_MS = 10_000;
 /** The service takes at most this many unacknowledged requests (nuropb's default prefetch). */
 const PREFETCH = 64;
@@ -38,8 +90,12 @@ function utf8Text(bytes: Uint8Array): string {
  * promise in a map; one microtask per batch moves the queues; the service parses the envelope and
  * answers with its params; the client parses the answer and settles the promise. Client expiry is
  * one shared 100 ms sweep, not a timer per request; no trace id is made up (it stays null).
- * None of nuropb's other duties (validation, dispatch rules, context, redelivery, dead-lettering,
- * per-instance queues) is done: it is the ceiling for an in-process echo of this wire, not a rival.
+ * The service side keeps the smallest form of the per-call rules the issue names: a method table
+ * (unknown → error response), a `ctx` per call with `addEvent`, a handler that may return a value
+ * or a promise, errors answered as error responses, and a settle-once delivery (ack, requeue or
+ * reject, with its redelivered flag). Everything else nuropb does (schema validation, authorise
+ * hooks, call-again, dead-letter routing, per-instance queues, describe, drain on disconnect) is
+ * left out: it is the ceiling for an in-process echo of this wire, not a rival.
  */
 export function startRawMemoryEcho(): RawMemoryEcho {
   const pending = new Map<string, Pending>();
@@ -49,16 +105,30 @@ export function startRawMemoryEcho(): RawMemoryEcho {
   let dropped = 0;
   let scheduled = false;
 
-  const answer = (m: Message): void => {
-    const request = JSON.parse(utf8Text(m.body)) as {
-      params: unknown;
-      correlation_id: string;
-      trace_id: string | null;
-    };
+  // The service: a method table, and the echo as its one method (value or promise allowed).
+  const methods = new Map<string, (params: unknown, ctx: Call) => unknown>([
+    ["echo", (params) => params],
+  ]);
+  const onSettle = (d: Delivery, how: "ack" | "requeue" | "reject"): void => {
+    unacked--;
+    if (how === "requeue") requests.push(d.message);
+    else if (how === "reject") dropped++;
+  };
+
+  interface Request {
+    readonly method: string;
+    readonly params: unknown;
+    readonly context: Record<string, unknown>;
+    readonly correlation_id: string;
+    readonly trace_id: string | null;
+  }
+  type ErrorBody = { error: string; description: string } | null;
+
+  const finish = (d: Delivery, request: Request, ctx: Call, result: unknown, error: ErrorBody) => {
     const response = {
       tag: "response",
-      result: request.params,
-      error: null,
+      result,
+      error,
       correlation_id: request.correlation_id,
       trace_id: request.trace_id,
       context: {},
@@ -67,17 +137,42 @@ export function startRawMemoryEcho(): RawMemoryEcho {
     };
     responses.push({
       headers: {
-        [Header.protocol]: m.headers[Header.protocol] ?? null,
-        [Header.version]: m.headers[Header.version] ?? null,
-        [Header.type]: "response",
-        [Header.traceId]: request.trace_id,
-        [Header.encrypted]: "",
+        nuropb_protocol: d.message.headers["nuropb_protocol"] ?? null,
+        nuropb_version: d.message.headers["nuropb_version"] ?? null,
+        nuropb_type: "response",
+        trace_id: request.trace_id,
+        encrypted: "",
       },
       body: Buffer.from(JSON.stringify(response), "utf8"),
-      correlationId: m.correlationId,
+      correlationId: d.message.correlationId,
       expiresAt: Infinity,
     });
-    unacked--; // the ack
+    if (error === null) d.ack();
+    else d.reject();
+    if (ctx.events !== undefined && error === null) dropped += ctx.events.length; // no subscribers
+    schedule();
+  };
+  const failure = (err: unknown): ErrorBody => ({
+    error: "NuropbHandlingError",
+    description: String(err),
+  });
+
+  const answer = (d: Delivery): void => {
+    const request = JSON.parse(utf8Text(d.message.body)) as Request;
+    const ctx = new Call(request.context, request.trace_id, d.message.correlationId);
+    try {
+      const handler = methods.get(request.method);
+      if (handler === undefined) throw new Error(`Unknown method ${request.method}`);
+      const result = handler(request.params, ctx);
+      if (typeof (result as { then?: unknown } | null)?.then === "function") {
+        (result as Promise<unknown>).then(
+          (r) => finish(d, request, ctx, r, null),
+          (err: unknown) => finish(d, request, ctx, null, failure(err)),
+        );
+      } else finish(d, request, ctx, result, null);
+    } catch (err) {
+      finish(d, request, ctx, null, failure(err));
+    }
   };
 
   const flush = (): void => {
@@ -95,7 +190,7 @@ export function startRawMemoryEcho(): RawMemoryEcho {
         }
         if (m.headers[Header.type] !== "request") continue;
         unacked++;
-        answer(m);
+        answer(new Delivery(m, false, onSettle));
       }
       if (i < inbound.length) requests = inbound.slice(i).concat(requests);
       const answers = responses;
@@ -110,6 +205,13 @@ export function startRawMemoryEcho(): RawMemoryEcho {
       }
     }
   };
+
+  function schedule(): void {
+    if (!scheduled) {
+      scheduled = true;
+      queueMicrotask(flush);
+    }
+  }
 
   const sweep = setInterval(() => {
     const now = Date.now();
@@ -140,20 +242,17 @@ export function startRawMemoryEcho(): RawMemoryEcho {
         pending.set(correlationId, { resolve, reject, expiresAt });
         requests.push({
           headers: {
-            [Header.protocol]: NUROPB_PROTOCOL_VERSION,
-            [Header.version]: NUROPB_VERSION,
-            [Header.type]: "request",
-            [Header.traceId]: null,
-            [Header.encrypted]: "",
+            nuropb_protocol: NUROPB_PROTOCOL_VERSION,
+            nuropb_version: NUROPB_VERSION,
+            nuropb_type: "request",
+            trace_id: null,
+            encrypted: "",
           },
           body,
           correlationId,
           expiresAt,
         });
-        if (!scheduled) {
-          scheduled = true;
-          queueMicrotask(flush);
-        }
+        schedule();
       });
     },
     close() {
