@@ -875,6 +875,16 @@ class Participant<TService extends object> implements MeshService<TService> {
         correlationId: delivery.correlationId,
       });
     } catch (err) {
+      if (err instanceof NuropbTransportError && err.retryable && !delivery.redelivered) {
+        // Not the message's fault (a cipher thread stopped while opening it): back to the queue,
+        // once; failing so again on the redelivered copy, it is dead-lettered like any other.
+        this.#log.warn("could not open a message now; requeued", {
+          correlationId: delivery.correlationId,
+          reason: err.description,
+        });
+        await delivery.requeue();
+        return;
+      }
       await this.#undecodable(delivery, err, replyKey);
       return;
     }

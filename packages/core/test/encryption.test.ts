@@ -1,6 +1,8 @@
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import {
   NuropbAuthorizationError,
+  NuropbMessageError,
+  NuropbTransportError,
   NuropbValidationError,
   buildHeaders,
   decodeFrame,
@@ -9,7 +11,13 @@ import {
   type InboundFrame,
   type ResponsePayload,
 } from "@nuropb/protocol";
-import { createServiceKeys, encodeNaclPublicKey, type ServiceKeys } from "@nuropb/crypto";
+import {
+  createPayloadEncryptor,
+  createServiceKeys,
+  encodeNaclPublicKey,
+  type PayloadEncryptor,
+  type ServiceKeys,
+} from "@nuropb/crypto";
 import { createClient, createService, publishToMesh, type RequestContext } from "@nuropb/core";
 import { createMesh, waitFor } from "./helpers.ts";
 
@@ -257,5 +265,55 @@ describe("refusals of bad ciphertext", () => {
       .request("vault", "secretEcho", { card: "1" }, {}, { encrypted: true, ttlMs: 1000 })
       .catch((x: unknown) => x);
     expect((e as { wireName?: string }).wireName).toBe("NuropbMessageError");
+  });
+});
+
+describe("a request that cannot be opened for a reason not its own", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("is requeued once (cipher thread stopped), then handled; failing so twice, dead-lettered", async () => {
+    const mesh = createMesh();
+    try {
+      const vault = new Vault();
+      const service = createService({
+        transport: mesh.transport(),
+        name: "vault",
+        instance: vault,
+        keys,
+        encryption: { cipherThreads: 1 },
+      });
+      await service.connect();
+      mesh.defer(() => service.disconnect());
+      const client = createClient({ transport: mesh.transport() });
+      await client.connect();
+      mesh.defer(() => client.disconnect());
+      await client.describeService("vault");
+      // Every encryptor shares the prototype: make the next open fail as a stopped thread does.
+      const proto = Object.getPrototypeOf(createPayloadEncryptor()) as PayloadEncryptor;
+      const stopped = (): Promise<never> =>
+        Promise.reject(
+          new NuropbTransportError(
+            "the cipher threads were stopped before the operation completed",
+            {
+              retryable: true,
+            },
+          ),
+        );
+      const open = vi.spyOn(proto, "openRequestAsync").mockImplementationOnce(stopped);
+      await client.command("vault", "remember", { value: "once" }, {}, { encrypted: true });
+      await waitFor(() => vault.remembered.length === 1);
+      expect(vault.remembered).toEqual(["once"]);
+      expect(open).toHaveBeenCalledTimes(2); // the first delivery, then the redelivered copy
+      expect(mesh.hub.deadLetters()).toHaveLength(0);
+
+      open.mockImplementationOnce(stopped).mockImplementationOnce(stopped);
+      const e = await client
+        .request("vault", "secretEcho", { card: "9" }, {}, { encrypted: true })
+        .catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(NuropbMessageError);
+      await waitFor(() => mesh.hub.deadLetters().length === 1);
+    } finally {
+      await mesh.cleanup();
+    }
   });
 });

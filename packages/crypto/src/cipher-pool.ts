@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
+import { NuropbTransportError } from "@nuropb/protocol";
 import { cipherKernels } from "./kernels.ts";
 import type { CipherKernels, FernetOpenFailure } from "./kernels.ts";
 
@@ -121,6 +122,17 @@ function cipherThreadMain(
   });
 }
 
+/**
+ * Why an op was not done: not the message's fault, so a retryable NuropbTransportError (core
+ * requeues a request it could not open for this reason instead of dead-lettering it).
+ */
+function stopped(description: string, cause?: unknown): NuropbTransportError {
+  return new NuropbTransportError(
+    `${description} before the operation completed`,
+    cause === undefined ? { retryable: true } : { retryable: true, cause },
+  );
+}
+
 let threadSource: string | undefined;
 
 function source(): string {
@@ -182,13 +194,13 @@ export class CipherPool {
     const waiting = this.#batch;
     this.#batch = [];
     this.#batchBytes = 4;
-    for (const op of waiting) op.reject(new Error("cipher thread stopped"));
+    for (const op of waiting) op.reject(stopped("the cipher threads were stopped"));
     const threads = this.#threads.splice(0);
     await Promise.all(
       threads.map(async (t) => {
         if (t === undefined || t.dead) return;
         t.dead = true;
-        this.#failThread(t, new Error("cipher thread stopped"));
+        this.#failThread(t, stopped("the cipher threads were stopped"));
         await t.worker.terminate();
       }),
     );
@@ -280,13 +292,13 @@ export class CipherPool {
     // A thread that dies fails its batches; ops waiting for it go to a new one.
     worker.on("error", (err) => {
       thread.dead = true;
-      this.#failThread(thread, err);
+      this.#failThread(thread, stopped(`a cipher thread failed: ${err.message}`, err));
       this.#flush(false);
     });
     worker.on("exit", (code) => {
       if (thread.dead) return; // stopped by close(), or after an error
       thread.dead = true;
-      this.#failThread(thread, new Error(`cipher thread exited (code ${code})`));
+      this.#failThread(thread, stopped(`a cipher thread exited (code ${code})`));
       this.#flush(false);
     });
     this.#threads[i] = thread;
