@@ -147,6 +147,8 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #defaultTtlMs: number;
   readonly #encryptor: PayloadEncryptor;
   readonly #pending = new Map<string, Pending>();
+  /** Requests whose first (encrypted) response is being opened, by correlation id. */
+  readonly #opening = new Map<string, Promise<void>>();
   readonly #describeCache = new Map<string, ServiceDescription>();
   readonly #inflight = new Set<Promise<void>>();
   #state: State = "idle";
@@ -610,18 +612,28 @@ class Participant<TService extends object> implements MeshService<TService> {
       this.#log.debug("ignoring unpaired response", { correlationId: frame.correlationId });
       return;
     }
+    const id = frame.correlationId;
+    const opening = this.#opening.get(id);
+    if (opening !== undefined) {
+      // Another response to this request is being opened: the first to arrive wins, so this one
+      // is looked at only after it (by then usually an unpaired duplicate).
+      void opening.then(() => this.#onResponse(frame));
+      return;
+    }
     if (frame.headers[Header.encrypted] === ENCRYPTED_YES && pending.replyKey !== undefined) {
-      // Opened possibly on a cipher thread: the request may time out or be answered meanwhile.
-      this.#encryptor.openResponseAsync(frame.body, frame.headers, pending.replyKey).then(
-        (body) => {
-          if (this.#pending.get(frame.correlationId) === pending)
-            this.#completeResponse(frame, pending, body);
-        },
-        (err: unknown) => {
-          if (this.#pending.get(frame.correlationId) === pending)
-            this.#failResponse(frame.correlationId, pending, err);
-        },
-      );
+      // Opened possibly on a cipher thread: the request may time out meanwhile.
+      const opened = this.#encryptor
+        .openResponseAsync(frame.body, frame.headers, pending.replyKey)
+        .then(
+          (body) => {
+            if (this.#pending.get(id) === pending) this.#completeResponse(frame, pending, body);
+          },
+          (err: unknown) => {
+            if (this.#pending.get(id) === pending) this.#failResponse(id, pending, err);
+          },
+        )
+        .finally(() => this.#opening.delete(id));
+      this.#opening.set(id, opened);
       return;
     }
     this.#completeResponse(frame, pending, undefined);
@@ -875,7 +887,12 @@ class Participant<TService extends object> implements MeshService<TService> {
         correlationId: delivery.correlationId,
       });
     } catch (err) {
-      if (err instanceof NuropbTransportError && err.retryable && !delivery.redelivered) {
+      if (
+        err instanceof NuropbTransportError &&
+        err.retryable &&
+        !delivery.redelivered &&
+        this.#transport.capabilities.redelivery
+      ) {
         // Not the message's fault (a cipher thread stopped while opening it): back to the queue,
         // once; failing so again on the redelivered copy, it is dead-lettered like any other.
         this.#log.warn("could not open a message now; requeued", {

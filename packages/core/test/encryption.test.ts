@@ -8,7 +8,10 @@ import {
   decodeFrame,
   encodePayload,
   newId,
+  type Destination,
+  type Frame,
   type InboundFrame,
+  type Transport,
   type ResponsePayload,
 } from "@nuropb/protocol";
 import {
@@ -268,38 +271,104 @@ describe("refusals of bad ciphertext", () => {
   });
 });
 
+/** `transport` with some members replaced; every other member is the transport's own. */
+function withOverrides(transport: Transport, overrides: Partial<Transport>): Transport {
+  return new Proxy(transport, {
+    get(target, prop) {
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof Transport];
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === "function" ? (value as () => unknown).bind(target) : value;
+    },
+  });
+}
+
+describe("two responses to one encrypted request (Python peers send two on failure)", () => {
+  for (const cipherThreads of [0, 1]) {
+    it(`the first to arrive wins, even while it is being opened (${cipherThreads} cipher threads)`, async () => {
+      const mesh = createMesh();
+      try {
+        // The service's transport sends a plaintext error right behind each of its replies.
+        const inner = mesh.transport();
+        const doubling = withOverrides(inner, {
+          send: async (to: Destination, frame: Frame): Promise<void> => {
+            await inner.send(to, frame);
+            if (to.kind !== "reply") return;
+            await inner.send(
+              to,
+              encodePayload({
+                tag: "response",
+                result: null,
+                error: { error: "NuropbHandlingError", description: "second" },
+                correlation_id: frame.correlationId,
+                trace_id: null,
+                context: {},
+                warning: null,
+                reply_to: "",
+              }),
+            );
+          },
+        });
+        const service = createService({
+          transport: doubling,
+          name: "vault",
+          instance: new Vault(),
+          keys,
+          encryption: { cipherThreads },
+        });
+        await service.connect();
+        mesh.defer(() => service.disconnect());
+        const client = createClient({ transport: mesh.transport(), encryption: { cipherThreads } });
+        await client.connect();
+        mesh.defer(() => client.disconnect());
+        for (let i = 0; i < 20; i++) {
+          expect(
+            await client.request("vault", "secretEcho", { card: `${i}` }, {}, { encrypted: true }),
+          ).toEqual({ secret: { card: `${i}` }, encrypted: true });
+        }
+        expect(client.pendingRequests).toBe(0);
+      } finally {
+        await mesh.cleanup();
+      }
+    });
+  }
+});
+
 describe("a request that cannot be opened for a reason not its own", () => {
   afterEach(() => vi.restoreAllMocks());
+
+  /** A vault service on `transport` and a client that has read its description. */
+  async function vaultAndClient(
+    mesh: ReturnType<typeof createMesh>,
+    transport: Transport,
+    encryption: { cipherThreads?: number } = {},
+  ): Promise<{ vault: Vault; client: ReturnType<typeof createClient> }> {
+    const vault = new Vault();
+    const service = createService({ transport, name: "vault", instance: vault, keys, encryption });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    const client = createClient({ transport: mesh.transport() });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+    await client.describeService("vault");
+    return { vault, client };
+  }
+
+  /** What an open that a stopped cipher thread left undone rejects with. */
+  const stopped = (): Promise<never> =>
+    Promise.reject(
+      new NuropbTransportError("the cipher threads were stopped before the operation completed", {
+        retryable: true,
+      }),
+    );
+  // Every encryptor shares the prototype: a spy on it reaches the service's.
+  const proto = (): PayloadEncryptor =>
+    Object.getPrototypeOf(createPayloadEncryptor()) as PayloadEncryptor;
 
   it("is requeued once (cipher thread stopped), then handled; failing so twice, dead-lettered", async () => {
     const mesh = createMesh();
     try {
-      const vault = new Vault();
-      const service = createService({
-        transport: mesh.transport(),
-        name: "vault",
-        instance: vault,
-        keys,
-        encryption: { cipherThreads: 1 },
-      });
-      await service.connect();
-      mesh.defer(() => service.disconnect());
-      const client = createClient({ transport: mesh.transport() });
-      await client.connect();
-      mesh.defer(() => client.disconnect());
-      await client.describeService("vault");
-      // Every encryptor shares the prototype: make the next open fail as a stopped thread does.
-      const proto = Object.getPrototypeOf(createPayloadEncryptor()) as PayloadEncryptor;
-      const stopped = (): Promise<never> =>
-        Promise.reject(
-          new NuropbTransportError(
-            "the cipher threads were stopped before the operation completed",
-            {
-              retryable: true,
-            },
-          ),
-        );
-      const open = vi.spyOn(proto, "openRequestAsync").mockImplementationOnce(stopped);
+      const { vault, client } = await vaultAndClient(mesh, mesh.transport(), { cipherThreads: 1 });
+      const open = vi.spyOn(proto(), "openRequestAsync").mockImplementationOnce(stopped);
       await client.command("vault", "remember", { value: "once" }, {}, { encrypted: true });
       await waitFor(() => vault.remembered.length === 1);
       expect(vault.remembered).toEqual(["once"]);
@@ -312,6 +381,23 @@ describe("a request that cannot be opened for a reason not its own", () => {
         .catch((x: unknown) => x);
       expect(e).toBeInstanceOf(NuropbMessageError);
       await waitFor(() => mesh.hub.deadLetters().length === 1);
+    } finally {
+      await mesh.cleanup();
+    }
+  });
+
+  it("is dead-lettered at once on a transport that cannot redeliver (no requeue loop)", async () => {
+    const mesh = createMesh();
+    try {
+      const inner = mesh.transport();
+      const noRedelivery = withOverrides(inner, {
+        capabilities: { ...inner.capabilities, redelivery: false },
+      });
+      const { vault, client } = await vaultAndClient(mesh, noRedelivery);
+      vi.spyOn(proto(), "openRequestAsync").mockImplementationOnce(stopped);
+      await client.command("vault", "remember", { value: "lost?" }, {}, { encrypted: true });
+      await waitFor(() => mesh.hub.deadLetters().length === 1);
+      expect(vault.remembered).toEqual([]);
     } finally {
       await mesh.cleanup();
     }

@@ -1,26 +1,20 @@
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import { NuropbTransportError } from "@nuropb/protocol";
-import { cipherKernels } from "./kernels.ts";
+import { KERNELS, KernelOp, KernelStatus, cipherKernels, runKernelOp } from "./kernels.ts";
 import type { CipherKernels, FernetOpenFailure } from "./kernels.ts";
 
 // Cipher threads: the symmetric work of both suites (kernels.ts) moved off the event loop. Ops
-// made during one turn of the event loop travel together: one transferred ArrayBuffer to a
-// thread, one back, each result a view into the answer (no copies). Measured alone: handing a
-// 300-byte secretbox over costs the event loop ≈ 0.7 µs, doing it there ≈ 3.3 µs.
+// made together travel together: one transferred ArrayBuffer to a thread, one back. Inputs are
+// copied when an op is made (as the synchronous path reads them at once); each result is copied
+// out of the answer into a buffer of its own (a plaintext never shares memory with another's).
+// Measured alone: handing a 300-byte secretbox over costs the event loop ≈ 0.7 µs on an idle
+// machine, doing it there ≈ 3.3 µs; on a machine with no idle core the hand-over costs far more.
 
-const OP_BOX = 1;
-const OP_UNBOX = 2;
-const OP_FERNET_SEAL = 3;
-const OP_FERNET_OPEN = 4;
 /** Per op in a batch: opcode (1), length of part A (4), length of part B (4), key (32). */
 const OP_HEAD = 1 + 4 + 4 + 32;
 /** Per result: status (1), length (4). */
 const RESULT_HEAD = 1 + 4;
-const STATUS_OK = 0;
-const STATUS_MAC = 1;
-const STATUS_PADDING = 2;
-const STATUS_ERROR = 3;
 /** A batch is sent at once when it holds this many bytes or ops, however busy the threads. */
 const BATCH_BYTES = 1 << 20;
 const BATCH_OPS = 16;
@@ -33,15 +27,17 @@ const BATCH_OPS = 16;
  * per turn of the event loop 19.1k (every call then moves in lock-step with the others).
  */
 const MAX_INFLIGHT = 1;
+/** close() waits this long for batches already handed over, then stops the thread anyway. */
+const CLOSE_WAIT_MS = 5000;
+
+type Result = { readonly status: number; readonly bytes: Uint8Array };
 
 interface Op {
   readonly code: number;
   readonly key: Uint8Array;
   readonly a: Uint8Array;
-  /** Part B, or only its length when the thread needs room but no bytes (a Fernet token). */
-  readonly b: Uint8Array | null;
-  readonly bLength: number;
-  readonly resolve: (result: { status: number; bytes: Uint8Array }) => void;
+  readonly b: Uint8Array;
+  readonly resolve: (result: Result) => void;
   readonly reject: (err: Error) => void;
 }
 
@@ -49,12 +45,14 @@ interface Thread {
   readonly worker: Worker;
   /** Batches sent and not yet answered, oldest first (a thread answers in order). */
   readonly inflight: Op[][];
+  /** Called when `inflight` empties or the thread dies. */
+  readonly idle: (() => void)[];
   dead: boolean;
 }
 
 /**
  * The body of a cipher thread. Self-contained (it is sent as source text): it reads batches from
- * `port`, runs each op on `kernels`, and answers with one transferred buffer per batch.
+ * `port`, runs each op with `run`, and answers with one transferred buffer per batch.
  */
 function cipherThreadMain(
   port: {
@@ -62,6 +60,7 @@ function cipherThreadMain(
     postMessage(value: ArrayBuffer, transfer: ArrayBuffer[]): void;
   },
   kernels: CipherKernels,
+  run: typeof runKernelOp,
 ): void {
   port.on("message", (buf) => {
     const view = new DataView(buf);
@@ -78,34 +77,9 @@ function cipherThreadMain(
       const a = bytes.subarray(at + 41, at + 41 + aLength);
       const b = bytes.subarray(at + 41 + aLength, at + 41 + aLength + bLength);
       at += 41 + aLength + bLength;
-      let status = 0;
-      let out: Uint8Array = new Uint8Array(0);
-      try {
-        if (code === 1) {
-          out = new Uint8Array(b.length);
-          kernels.box(out, b, a, key);
-        } else if (code === 2) {
-          out = new Uint8Array(b.length);
-          if (!kernels.unbox(out, b, a, key)) {
-            status = 1;
-            out = new Uint8Array(0);
-          }
-        } else if (code === 3) {
-          kernels.fernetSeal(b, a, key);
-          out = b;
-        } else if (code === 4) {
-          const opened = kernels.fernetOpen(a, key);
-          if (typeof opened === "string") status = opened === "mac" ? 1 : 2;
-          else out = opened;
-        } else {
-          status = 3;
-        }
-      } catch {
-        status = 3;
-        out = new Uint8Array(0);
-      }
-      results.push({ status, out });
-      outBytes += 5 + out.length;
+      const r = run(kernels, code, key, a, b);
+      results.push(r);
+      outBytes += 5 + r.out.length;
     }
     const answer = new ArrayBuffer(outBytes);
     const answerView = new DataView(answer);
@@ -142,15 +116,34 @@ function source(): string {
     "var __name = (fn) => fn;",
     'const { parentPort, workerData } = require("node:worker_threads");',
     `const kernels = (${cipherKernels.toString()})(require(workerData.tweetnacl).lowlevel, require("node:crypto"));`,
-    `(${cipherThreadMain.toString()})(parentPort, kernels);`,
+    `(${cipherThreadMain.toString()})(parentPort, kernels, (${runKernelOp.toString()}));`,
   ].join("\n");
   return threadSource;
 }
 
+/** Starts a cipher thread. */
+function spawnThread(): Worker {
+  return new Worker(source(), {
+    eval: true,
+    // None of the process's flags: the source is plain CommonJS (a --input-type=module or a
+    // loader such as tsx, inherited, would break it or slow it down).
+    execArgv: [],
+    workerData: { tweetnacl: createRequire(import.meta.url).resolve("tweetnacl") },
+  });
+}
+
+/** An op on this thread, as a cipher thread would answer it. */
+function runHere(code: number, key: Uint8Array, a: Uint8Array, b: Uint8Array): Promise<Result> {
+  const r = runKernelOp(KERNELS, code, key, a, b);
+  return Promise.resolve({ status: r.status, bytes: r.out });
+}
+
 /**
- * Runs the cipher kernels on `threads` worker threads. Threads start on first use and are
- * `unref`'d (they never keep a process alive); one that dies fails its ops in flight and is
- * replaced on the next batch.
+ * Runs the cipher kernels on `threads` worker threads. Threads start on first use and keep the
+ * process alive only while they have work. Where threads cannot start (a permission model, a
+ * bundle without tweetnacl on disk), and after {@link close}, ops run on the calling thread.
+ * A thread that dies fails its batches with a retryable NuropbTransportError; ops waiting for it
+ * go to a new one.
  */
 export class CipherPool {
   readonly #size: number;
@@ -158,47 +151,68 @@ export class CipherPool {
   #batch: Op[] = [];
   #batchBytes = 4;
   #scheduled = false;
+  /** Ops run on the calling thread: after close(), or when threads cannot be started. */
+  #here = false;
 
-  constructor(threads: number) {
+  readonly #spawn: () => Worker;
+
+  /** `spawn` starts one thread (tests pass one that fails, as a permission model would). */
+  constructor(threads: number, spawn: () => Worker = spawnThread) {
     this.#size = threads;
+    this.#spawn = spawn;
+  }
+
+  /** Threads running now (for diagnostics and tests). */
+  get threadCount(): number {
+    return this.#threads.filter((t) => t !== undefined && !t.dead).length;
   }
 
   /** `kernels.box` on a thread: the sealed `m` (same length). */
   async box(key: Uint8Array, nonce: Uint8Array, m: Uint8Array): Promise<Uint8Array> {
-    const r = await this.#run(OP_BOX, key, nonce, m, m.length);
-    return this.#expectOk(r);
+    return this.#expectOk(await this.#run(KernelOp.box, key, nonce, m));
   }
 
   /** `kernels.unbox` on a thread: the opened bytes, or null when `c` fails to authenticate. */
   async unbox(key: Uint8Array, nonce: Uint8Array, c: Uint8Array): Promise<Uint8Array | null> {
-    const r = await this.#run(OP_UNBOX, key, nonce, c, c.length);
-    return r.status === STATUS_MAC ? null : this.#expectOk(r);
+    const r = await this.#run(KernelOp.unbox, key, nonce, c);
+    return r.status === KernelStatus.mac ? null : this.#expectOk(r);
   }
 
   /** `kernels.fernetSeal` on a thread: returns the completed token (prefix from `token`). */
   async fernetSeal(key: Uint8Array, plain: Uint8Array, token: Uint8Array): Promise<Uint8Array> {
-    const r = await this.#run(OP_FERNET_SEAL, key, plain, token, token.length);
-    return this.#expectOk(r);
+    return this.#expectOk(await this.#run(KernelOp.fernetSeal, key, plain, token));
   }
 
   /** `kernels.fernetOpen` on a thread. */
   async fernetOpen(key: Uint8Array, token: Uint8Array): Promise<Uint8Array | FernetOpenFailure> {
-    const r = await this.#run(OP_FERNET_OPEN, key, token, null, 0);
-    if (r.status === STATUS_MAC) return "mac";
-    if (r.status === STATUS_PADDING) return "padding";
+    const r = await this.#run(KernelOp.fernetOpen, key, token, new Uint8Array(0));
+    if (r.status === KernelStatus.mac) return "mac";
+    if (r.status === KernelStatus.padding) return "padding";
     return this.#expectOk(r);
   }
 
-  /** Stops the threads; every op not yet answered fails. Used again, the pool starts threads. */
+  /**
+   * Lets the threads finish the batches already handed over (at most 5 s), then stops them.
+   * Ops made from now on run on the calling thread. Safe to call twice.
+   */
   async close(): Promise<void> {
+    this.#here = true;
     const waiting = this.#batch;
     this.#batch = [];
     this.#batchBytes = 4;
-    for (const op of waiting) op.reject(stopped("the cipher threads were stopped"));
+    for (const op of waiting) this.#settleHere(op);
     const threads = this.#threads.splice(0);
     await Promise.all(
       threads.map(async (t) => {
-        if (t === undefined || t.dead) return;
+        if (t === undefined) return;
+        if (!t.dead && t.inflight.length > 0) {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await Promise.race([
+            new Promise<void>((r) => t.idle.push(r)),
+            new Promise<void>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS))),
+          ]);
+          clearTimeout(timer);
+        }
         t.dead = true;
         this.#failThread(t, stopped("the cipher threads were stopped"));
         await t.worker.terminate();
@@ -206,21 +220,27 @@ export class CipherPool {
     );
   }
 
-  #expectOk(r: { status: number; bytes: Uint8Array }): Uint8Array {
-    if (r.status !== STATUS_OK) throw new Error(`cipher thread failed an op (status ${r.status})`);
+  #expectOk(r: Result): Uint8Array {
+    if (r.status !== KernelStatus.ok) {
+      throw new Error(`a cipher operation failed (status ${r.status})`);
+    }
     return r.bytes;
   }
 
-  #run(
-    code: number,
-    key: Uint8Array,
-    a: Uint8Array,
-    b: Uint8Array | null,
-    bLength: number,
-  ): Promise<{ status: number; bytes: Uint8Array }> {
+  #run(code: number, key: Uint8Array, a: Uint8Array, b: Uint8Array): Promise<Result> {
+    if (this.#here) return runHere(code, key, a, b);
     return new Promise((resolve, reject) => {
-      this.#batch.push({ code, key, a, b, bLength, resolve, reject });
-      this.#batchBytes += OP_HEAD + a.length + bLength;
+      // Copied now (new Uint8Array, not slice(): Buffer's slice is a view): the caller may reuse
+      // its buffers before the batch leaves.
+      this.#batch.push({
+        code,
+        key: new Uint8Array(key),
+        a: new Uint8Array(a),
+        b: new Uint8Array(b),
+        resolve,
+        reject,
+      });
+      this.#batchBytes += OP_HEAD + a.length + b.length;
       if (this.#batchBytes >= BATCH_BYTES || this.#batch.length >= BATCH_OPS) this.#flush(true);
       else if (!this.#scheduled) {
         // Ops made in the same run of this thread's code go together.
@@ -233,17 +253,21 @@ export class CipherPool {
     });
   }
 
+  #settleHere(op: Op): void {
+    const r = runKernelOp(KERNELS, op.code, op.key, op.a, op.b);
+    op.resolve({ status: r.status, bytes: r.out });
+  }
+
   /** Sends the gathered ops to the least busy thread, unless all are busy and not `force`. */
   #flush(force: boolean): void {
     const ops = this.#batch;
     if (ops.length === 0) return;
-    let thread: Thread;
-    try {
-      thread = this.#thread();
-    } catch (err) {
+    const thread = this.#thread();
+    if (thread === undefined) {
+      // No thread can start here: the ops run on this thread, now and from now on.
       this.#batch = [];
       this.#batchBytes = 4;
-      for (const op of ops) op.reject(err as Error);
+      for (const op of ops) this.#settleHere(op);
       return;
     }
     if (!force && thread.inflight.length >= MAX_INFLIGHT) return; // sent when a batch returns
@@ -258,18 +282,20 @@ export class CipherPool {
     for (const op of ops) {
       bytes[at] = op.code;
       view.setUint32(at + 1, op.a.length, true);
-      view.setUint32(at + 5, op.bLength, true);
+      view.setUint32(at + 5, op.b.length, true);
       bytes.set(op.key, at + 9);
       bytes.set(op.a, at + 41);
-      if (op.b !== null) bytes.set(op.b, at + 41 + op.a.length);
-      at += OP_HEAD + op.a.length + op.bLength;
+      bytes.set(op.b, at + 41 + op.a.length);
+      at += OP_HEAD + op.a.length + op.b.length;
     }
+    if (thread.inflight.length === 0) thread.worker.ref(); // work to do: keep the process up
     thread.inflight.push(ops);
     thread.worker.postMessage(buf, [buf]);
   }
 
   /** The live thread with the fewest batches in flight (started when missing or dead). */
-  #thread(): Thread {
+  #thread(): Thread | undefined {
+    if (this.#here) return undefined;
     let i = 0;
     let least = Infinity;
     for (let k = 0; k < this.#size; k++) {
@@ -282,12 +308,14 @@ export class CipherPool {
     }
     const existing = this.#threads[i];
     if (existing !== undefined && !existing.dead) return existing;
-    const worker = new Worker(source(), {
-      eval: true,
-      workerData: { tweetnacl: createRequire(import.meta.url).resolve("tweetnacl") },
-    });
-    worker.unref();
-    const thread: Thread = { worker, inflight: [], dead: false };
+    let worker: Worker;
+    try {
+      worker = this.#spawn();
+    } catch {
+      this.#here = true;
+      return undefined;
+    }
+    const thread: Thread = { worker, inflight: [], idle: [], dead: false };
     worker.on("message", (answer: ArrayBuffer) => this.#settle(thread, answer));
     // A thread that dies fails its batches; ops waiting for it go to a new one.
     worker.on("error", (err) => {
@@ -301,21 +329,28 @@ export class CipherPool {
       this.#failThread(thread, stopped(`a cipher thread exited (code ${code})`));
       this.#flush(false);
     });
+    // After the listeners (adding one refs the worker again): idle, it keeps no process alive.
+    worker.unref();
     this.#threads[i] = thread;
     return thread;
   }
 
   #settle(thread: Thread, answer: ArrayBuffer): void {
     const ops = thread.inflight.shift();
+    if (thread.inflight.length === 0) {
+      thread.worker.unref();
+      for (const done of thread.idle.splice(0)) done();
+    }
     if (ops === undefined) return;
     const view = new DataView(answer);
     let at = 4;
     for (const op of ops) {
       const status = view.getUint8(at);
       const length = view.getUint32(at + 1, true);
-      const bytes = Buffer.from(answer, at + RESULT_HEAD, length);
+      // A buffer of its own for each result: no plaintext shares memory with another's.
+      const bytes = Buffer.from(answer.slice(at + RESULT_HEAD, at + RESULT_HEAD + length));
       at += RESULT_HEAD + length;
-      if (status === STATUS_ERROR) op.reject(new Error("cipher thread failed an op"));
+      if (status === KernelStatus.error) op.reject(new Error("a cipher operation failed"));
       else op.resolve({ status, bytes });
     }
     this.#flush(false);
@@ -323,5 +358,7 @@ export class CipherPool {
 
   #failThread(thread: Thread, err: Error): void {
     for (const ops of thread.inflight.splice(0)) for (const op of ops) op.reject(err);
+    thread.worker.unref();
+    for (const done of thread.idle.splice(0)) done();
   }
 }

@@ -1,15 +1,7 @@
-import * as nodeCrypto from "node:crypto";
-import nacl from "tweetnacl";
 import { decodeBase64Strict, encodeBase64UrlPadded, toBuffer } from "./base64.ts";
 import { DecryptFailure, cryptoError } from "./failure.ts";
-import { cipherKernels, type FernetOpenFailure, type NaclLowLevel } from "./kernels.ts";
+import { KERNELS, type FernetOpenFailure } from "./kernels.ts";
 import { randomPooled } from "./random.ts";
-
-/** The cipher kernels on this thread (the nacl suite uses them too). */
-export const KERNELS = cipherKernels(
-  (nacl as unknown as { readonly lowlevel: NaclLowLevel }).lowlevel,
-  nodeCrypto,
-);
 
 const VERSION = 0x80;
 const HEADER_BYTES = 1 + 8 + 16; // version, timestamp, IV

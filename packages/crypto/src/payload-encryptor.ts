@@ -1,10 +1,9 @@
 import { constants, privateDecrypt, publicEncrypt, type KeyObject } from "node:crypto";
 import nacl from "tweetnacl";
-import { decodeBase64Strict, toBuffer } from "./base64.ts";
+import { decodeBase64Strict, encodeBase64UrlPadded, toBuffer } from "./base64.ts";
 import { CipherPool } from "./cipher-pool.ts";
 import { DecryptFailure, cryptoError, guardOpen, guardOpenAsync } from "./failure.ts";
 import {
-  KERNELS,
   checkFernetToken,
   createFernet,
   fernetKeyBytes,
@@ -14,7 +13,7 @@ import {
   type Fernet,
   type FernetDecryptOptions,
 } from "./fernet.ts";
-import { encodeBase64UrlPadded } from "./base64.ts";
+import { KERNELS } from "./kernels.ts";
 import {
   encodeNaclPublicKey,
   generateNaclKeyPair,
@@ -468,8 +467,9 @@ class Encryptor implements PayloadEncryptor {
         return { plain, replyKey: issueReplyKey({ suite: RSA, fernet, keyPart }) };
       }
       const { own, kid, shared } = this.#naclSender(headers);
+      const nonce = requestNonce(body); // before the await: the caller may reuse `body`
       const inner = await openNaclOn(pool, body, shared, KIND_REQUEST);
-      return this.#naclRequestOpened(body, inner, own, kid, shared, maxAgeMs);
+      return this.#naclRequestOpened(nonce, inner, own, kid, shared, maxAgeMs);
     });
   }
 
@@ -730,7 +730,7 @@ class Encryptor implements PayloadEncryptor {
   ): { plain: Uint8Array; replyKey: ReplyKey } {
     const { own, kid, shared } = this.#naclSender(headers);
     const inner = openNacl(body, shared, KIND_REQUEST);
-    return this.#naclRequestOpened(body, inner, own, kid, shared, maxAgeMs);
+    return this.#naclRequestOpened(requestNonce(body), inner, own, kid, shared, maxAgeMs);
   }
 
   /** Which of this participant's keys a nacl request names, and the key shared with its sender. */
@@ -778,7 +778,7 @@ class Encryptor implements PayloadEncryptor {
 
   /** The checks on an opened nacl request (recipient, age) and what it carries. */
   #naclRequestOpened(
-    body: Uint8Array,
+    nonce: Uint8Array,
     inner: Uint8Array,
     own: NaclKeyPair,
     kid: string,
@@ -814,10 +814,9 @@ class Encryptor implements PayloadEncryptor {
         );
       }
     }
-    const nonce = toBuffer(body).subarray(1, 1 + NONCE_BYTES);
     return {
       plain: inner.subarray(INNER_HEAD + RECIPIENT_BYTES),
-      replyKey: issueReplyKey({ suite: NACL, shared, requestNonce: Uint8Array.from(nonce), kid }),
+      replyKey: issueReplyKey({ suite: NACL, shared, requestNonce: nonce, kid }),
     };
   }
 }
@@ -931,6 +930,11 @@ async function sealNaclOn(
   body[0] = NACL_VERSION;
   body.set(nonce, 1);
   return { body, nonce };
+}
+
+/** A copy of a nacl request's nonce (bound into its response). Checked bodies only. */
+function requestNonce(body: Uint8Array): Uint8Array {
+  return Uint8Array.from(body.subarray(1, 1 + NONCE_BYTES));
 }
 
 /** Refuses a nacl body too short or of another version before any cipher work. */

@@ -1,9 +1,14 @@
+import { execFile } from "node:child_process";
 import { createCipheriv, createHmac } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import { promisify } from "node:util";
 import { NuropbTransportError } from "@nuropb/protocol";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import nacl from "tweetnacl";
 import { CipherPool } from "../src/cipher-pool.ts";
-import { KERNELS, createFernet, fernetKeyBytes, generateFernetKey } from "../src/fernet.ts";
+import { createFernet, fernetKeyBytes, generateFernetKey } from "../src/fernet.ts";
+import { KERNELS } from "../src/kernels.ts";
 import {
   DecryptFailure,
   createPayloadEncryptor,
@@ -14,7 +19,11 @@ import {
 } from "../src/index.ts";
 import { mutate, prng, text, utf8 } from "./helpers.ts";
 
+const execFileAsync = promisify(execFile);
 const pools: CipherPool[] = [];
+afterEach(() => {
+  vi.restoreAllMocks();
+});
 const encryptors: PayloadEncryptor[] = [];
 afterAll(async () => {
   await Promise.all([...pools, ...encryptors].map((p) => p.close()));
@@ -110,30 +119,101 @@ describe("CipherPool: the kernels on worker threads", () => {
     }
   });
 
-  it("close() fails the ops not yet answered, retryably; the pool starts threads again when used again", async () => {
+  it("close() lets the batches handed over finish; later ops run here, starting no thread", async () => {
     const p = pool();
     const key = nacl.randomBytes(32);
     const m = new Uint8Array(64);
-    const burst = Promise.allSettled(
-      Array.from({ length: 200 }, () => p.box(key, nacl.randomBytes(24), m)),
-    );
+    const nonces = Array.from({ length: 200 }, () => nacl.randomBytes(24));
+    const burst = nonces.map((n) => p.box(key, n, m));
     await new Promise((r) => setImmediate(r)); // the first batches are out
     await p.close();
-    const settled = await burst;
-    const failed = settled.filter((s) => s.status === "rejected");
-    expect(failed.length).toBeGreaterThan(0);
-    for (const s of failed) {
-      // Not the message's fault: a retryable transport error (core requeues such a request).
-      expect(s.reason).toBeInstanceOf(NuropbTransportError);
-      expect((s.reason as NuropbTransportError).retryable).toBe(true);
-      expect((s.reason as Error).message).toMatch(/cipher threads were stopped/);
-    }
+    const sealed = await Promise.all(burst);
+    sealed.forEach((c, i) => {
+      expect(Buffer.from(c.subarray(16))).toEqual(
+        Buffer.from(nacl.secretbox(m.subarray(32), nonces[i] as Uint8Array, key)),
+      );
+    });
+    expect(p.threadCount).toBe(0);
     const nonce = nacl.randomBytes(24);
     const c = await p.box(key, nonce, m);
     expect(await p.unbox(key, nonce, c)).not.toBeNull();
-    await p.close();
+    expect(p.threadCount).toBe(0);
     await p.close(); // twice is fine
   });
+
+  it("a thread that dies fails its ops with a retryable NuropbTransportError", async () => {
+    // A "thread" that never answers and exits: what a crash looks like from here.
+    const p = new CipherPool(
+      1,
+      () => new Worker("setTimeout(() => process.exit(3), 50)", { eval: true, execArgv: [] }),
+    );
+    pools.push(p);
+    const err = await p.box(nacl.randomBytes(32), nacl.randomBytes(24), new Uint8Array(40)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as NuropbTransportError).retryable).toBe(true);
+    expect((err as Error).message).toMatch(/cipher thread exited \(code 3\)/);
+  });
+
+  it("where no thread can start (a permission model, a bundle), ops run here", async () => {
+    let tries = 0;
+    const p = new CipherPool(2, () => {
+      tries++;
+      throw new Error("Access to this API has been restricted");
+    });
+    pools.push(p);
+    const key = nacl.randomBytes(32);
+    const nonce = nacl.randomBytes(24);
+    const m = new Uint8Array(40);
+    const c = await p.box(key, nonce, m);
+    expect(await p.unbox(key, nonce, c)).not.toBeNull();
+    expect(p.threadCount).toBe(0);
+    expect(tries).toBe(1); // tried once, then no more
+  });
+
+  it("copies inputs when an op is made, and gives each result a buffer of its own", async () => {
+    const p = pool();
+    const key = nacl.randomBytes(32);
+    const nonce = nacl.randomBytes(24);
+    const m = Buffer.alloc(32 + 5); // a Buffer: its slice() is a view, not a copy
+    m.set(utf8("first"), 32);
+    const sealing = p.box(key, nonce, m);
+    m.set(utf8("XXXXX"), 32); // the caller reuses its buffer before the batch leaves
+    const c = await sealing;
+    const opened = await Promise.all([p.unbox(key, nonce, c), p.unbox(key, nonce, c)]);
+    for (const o of opened) {
+      expect(text((o as Uint8Array).subarray(32))).toBe("first");
+      expect((o as Uint8Array).buffer.byteLength).toBe((o as Uint8Array).length);
+    }
+  });
+});
+
+/**
+ * A child process that seals and opens on cipher threads and never calls close(): it must end
+ * on its own once nothing is pending (an idle thread keeps no process alive).
+ */
+describe("a process using cipher threads", () => {
+  it("exits when its work is done, without close()", async () => {
+    const script = [
+      'import { createPayloadEncryptor, createServiceKeys } from "@nuropb/crypto";',
+      "const keys = createServiceKeys({ rsa: false, nacl: true });",
+      "const service = createPayloadEncryptor({ keys, cipherThreads: 1 });",
+      "const client = createPayloadEncryptor({ cipherThreads: 1 });",
+      "const peer = { naclPublicKey: service.publicKeys.nacl };",
+      'const sealed = await client.sealRequestAsync(new TextEncoder().encode("hi"), peer);',
+      "const opened = await service.openRequestAsync(sealed.body, sealed.headers);",
+      "console.log(new TextDecoder().decode(opened.plain));",
+    ].join("\n");
+    const root = fileURLToPath(new URL("../../..", import.meta.url));
+    const { stdout } = await execFileAsync(
+      process.execPath,
+      ["--import", "tsx", "--conditions=@nuropb/source", "--input-type=module", "-e", script],
+      { cwd: root, timeout: 30_000 },
+    );
+    expect(stdout.trim()).toBe("hi");
+  }, 40_000);
 });
 
 describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
@@ -159,7 +239,10 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
   });
 
   for (const suite of ["nacl", "rsa-fernet"] as const) {
-    it(`${suite}: every combination of threaded and not round-trips`, async () => {
+    it(`${suite}: every combination of threaded and not round-trips, on the threads`, async () => {
+      const used = (["box", "unbox", "fernetSeal", "fernetOpen"] as const).map((name) =>
+        vi.spyOn(CipherPool.prototype, name),
+      );
       for (const [c, s] of [
         [client, threadedService],
         [threadedClient, service],
@@ -177,6 +260,9 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
         expect(text(s.openRequest(sealed.body, sealed.headers).plain)).toBe(text(request));
         expect(text(c.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe("answer");
       }
+      // Three pairings, each with a threaded end: two ops per pairing went to a pool.
+      const calls = used.reduce((n, spy) => n + spy.mock.calls.length, 0);
+      expect(calls).toBe(8);
     });
 
     it(`${suite}: a damaged request or response fails exactly as it does without threads`, async () => {
@@ -230,6 +316,28 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
       } finally {
         clock.ms = now;
       }
+    });
+  }
+
+  for (const suite of ["nacl", "rsa-fernet"] as const) {
+    it(`${suite}: buffers the caller reuses once a call has returned do not change its result`, async () => {
+      const plain = Buffer.from("secret-original");
+      const sealing = threadedClient.sealRequestAsync(plain, peer, { suite });
+      plain.write("XXXXXXXXXXXXXXX");
+      const sealed = await sealing;
+      expect(text(service.openRequest(sealed.body, sealed.headers).plain)).toBe("secret-original");
+      const other = client.sealRequest(utf8("message-B"), peer, { suite });
+      const a = client.sealRequest(utf8("message-A"), peer, { suite });
+      const body = Buffer.alloc(Math.max(a.body.length, other.body.length));
+      Buffer.from(a.body).copy(body);
+      const view = body.subarray(0, a.body.length);
+      const opening = threadedService.openRequestAsync(view, a.headers);
+      Buffer.from(other.body).copy(body); // reused before the open completes
+      const opened = await opening;
+      expect(text(opened.plain)).toBe("message-A");
+      // The reply is bound to A's request: A's client opens it.
+      const reply = service.sealResponse(utf8("to A"), opened.replyKey);
+      expect(text(client.openResponse(reply.body, reply.headers, a.replyKey))).toBe("to A");
     });
   }
 
