@@ -50,6 +50,8 @@ interface Thread {
   /** Called when `inflight` empties or the thread dies. */
   readonly idle: (() => void)[];
   dead: boolean;
+  /** Whether it has answered a batch: a thread that dies before that is taken as unable to run. */
+  answered: boolean;
 }
 
 /**
@@ -124,7 +126,7 @@ function source(): string {
 }
 
 /** Starts a cipher thread. */
-function spawnThread(): Worker {
+export function spawnCipherThread(): Worker {
   return new Worker(source(), {
     eval: true,
     // None of the process's flags: the source is plain CommonJS (a --input-type=module or a
@@ -157,11 +159,12 @@ export class CipherPool {
   #scheduled = false;
   /** Ops run on the calling thread: after close(), or when threads cannot be started. */
   #here = false;
+  #closing: Promise<void> | undefined;
 
   readonly #spawn: () => Worker;
 
   /** `spawn` starts one thread (tests pass one that fails, as a permission model would). */
-  constructor(threads: number, spawn: () => Worker = spawnThread) {
+  constructor(threads: number, spawn: () => Worker = spawnCipherThread) {
     this.#size = threads;
     this.#spawn = spawn;
   }
@@ -199,7 +202,12 @@ export class CipherPool {
    * Lets the threads finish the batches already handed over (at most 5 s), then stops them.
    * Ops made from now on run on the calling thread. Safe to call twice.
    */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#here = true;
     this.#runBatchHere();
     const threads = this.#threads.splice(0);
@@ -336,19 +344,13 @@ export class CipherPool {
       this.#here = true;
       return undefined;
     }
-    const thread: Thread = { worker, inflight: [], idle: [], dead: false };
+    const thread: Thread = { worker, inflight: [], idle: [], dead: false, answered: false };
     worker.on("message", (answer: ArrayBuffer) => this.#settle(thread, answer));
-    // A thread that dies fails its batches; ops waiting for it go to a new one.
     worker.on("error", (err) => {
-      thread.dead = true;
-      this.#failThread(thread, stopped(`a cipher thread failed: ${err.message}`, err));
-      this.#flush(false);
+      this.#died(thread, stopped(`a cipher thread failed: ${err.message}`, err));
     });
     worker.on("exit", (code) => {
-      if (thread.dead) return; // stopped by close(), or after an error
-      thread.dead = true;
-      this.#failThread(thread, stopped(`a cipher thread exited (code ${code})`));
-      this.#flush(false);
+      if (!thread.dead) this.#died(thread, stopped(`a cipher thread exited (code ${code})`));
     });
     // After the listeners (adding one refs the worker again): idle, it keeps no process alive.
     worker.unref();
@@ -357,6 +359,7 @@ export class CipherPool {
   }
 
   #settle(thread: Thread, answer: ArrayBuffer): void {
+    thread.answered = true;
     const ops = thread.inflight.shift();
     if (thread.inflight.length === 0) {
       thread.worker.unref();
@@ -371,13 +374,23 @@ export class CipherPool {
       let bytes: Uint8Array;
       if (op.code === KernelOp.unbox || op.code === KernelOp.fernetOpen) {
         // A plaintext gets a buffer of its own: it never shares memory with another's.
-        bytes = Buffer.allocUnsafeSlow(length);
+        bytes = new Uint8Array(length); // a Uint8Array, as the synchronous path gives
         bytes.set(new Uint8Array(answer, at + RESULT_HEAD, length));
       } else bytes = new Uint8Array(answer, at + RESULT_HEAD, length); // ciphertext: a view
       at += RESULT_HEAD + length;
-      if (status === KernelStatus.error) op.reject(new Error("a cipher operation failed"));
-      else op.resolve({ status, bytes });
+      op.resolve({ status, bytes }); // a failed op fails as on this thread (#expectOk)
     }
+    this.#flush(false);
+  }
+
+  /**
+   * A thread that dies fails its batches; ops waiting for it go to a new one. One that dies
+   * before answering anything cannot run here (it failed to start): ops then run on this thread.
+   */
+  #died(thread: Thread, err: Error): void {
+    thread.dead = true;
+    this.#failThread(thread, err);
+    if (!thread.answered) this.#here = true;
     this.#flush(false);
   }
 

@@ -138,7 +138,10 @@ export interface PayloadEncryptor {
     plain: Uint8Array,
     replyKey: ReplyKey,
   ): Promise<{ body: Uint8Array; headers: Record<string, string> }>;
-  /** Stops the cipher threads, if any (they start again when needed). Safe to call twice. */
+  /**
+   * Stops the cipher threads, if any, once they have finished what was handed to them; the
+   * `*Async` methods then run on the calling thread. Safe to call twice.
+   */
   close(): Promise<void>;
 }
 

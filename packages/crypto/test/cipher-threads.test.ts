@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { NuropbTransportError } from "@nuropb/protocol";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import nacl from "tweetnacl";
-import { CipherPool } from "../src/cipher-pool.ts";
+import { CipherPool, spawnCipherThread } from "../src/cipher-pool.ts";
 import { createFernet, fernetKeyBytes, generateFernetKey } from "../src/fernet.ts";
 import { KERNELS } from "../src/kernels.ts";
 import {
@@ -60,6 +60,7 @@ describe("CipherPool: the kernels on worker threads", () => {
     const m = new Uint8Array(32 + plain.length);
     m.set(plain, 32);
     const c = await p.box(key, nonce, m);
+    expect(p.threadCount).toBe(1); // done on a thread, not here
     expect(Buffer.from(c.subarray(16))).toEqual(Buffer.from(nacl.secretbox(plain, nonce, key)));
     const opened = await p.unbox(key, nonce, c);
     expect(Buffer.from(opened?.subarray(32) ?? [])).toEqual(Buffer.from(plain));
@@ -140,7 +141,7 @@ describe("CipherPool: the kernels on worker threads", () => {
     const c = await p.box(key, nonce, m);
     expect(await p.unbox(key, nonce, c)).not.toBeNull();
     expect(p.threadCount).toBe(0);
-    await p.close(); // twice is fine
+    expect(p.close()).toBe(p.close()); // twice: the same close, not an early one
   });
 
   it("a thread that dies fails its ops with a retryable NuropbTransportError", async () => {
@@ -159,21 +160,85 @@ describe("CipherPool: the kernels on worker threads", () => {
     expect((err as Error).message).toMatch(/cipher thread exited \(code 3\)/);
   });
 
-  it("where no thread can start (a permission model, a bundle), ops run here", async () => {
-    let tries = 0;
-    const p = new CipherPool(2, () => {
-      tries++;
-      throw new Error("Access to this API has been restricted");
-    });
+  it("after a thread dies, ops that waited for it go to a new thread", async () => {
+    // The first "thread" answers one batch (every op failed), then exits on the next.
+    const flaky = [
+      'const { parentPort } = require("node:worker_threads");',
+      "let batches = 0;",
+      'parentPort.on("message", (buf) => {',
+      "  if (++batches > 1) process.exit(4);",
+      "  const count = new DataView(buf).getUint32(0, true);",
+      "  const out = new ArrayBuffer(4 + 5 * count);",
+      "  const v = new DataView(out);",
+      "  v.setUint32(0, count, true);",
+      "  for (let i = 0; i < count; i++) v.setUint8(4 + 5 * i, 3);",
+      "  parentPort.postMessage(out, [out]);",
+      "});",
+    ].join("\n");
+    let spawned = 0;
+    const p = new CipherPool(1, () =>
+      ++spawned === 1 ? new Worker(flaky, { eval: true, execArgv: [] }) : spawnCipherThread(),
+    );
     pools.push(p);
     const key = nacl.randomBytes(32);
     const nonce = nacl.randomBytes(24);
     const m = new Uint8Array(40);
-    const c = await p.box(key, nonce, m);
-    expect(await p.unbox(key, nonce, c)).not.toBeNull();
-    expect(p.threadCount).toBe(0);
-    expect(tries).toBe(1); // tried once, then no more
+    await expect(p.box(key, nonce, m)).rejects.toThrow(/a cipher operation failed \(status 3\)/);
+    const lost = p.box(key, nonce, m).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await new Promise((r) => setImmediate(r)); // that batch is out; the next op waits behind it
+    const waiting = p.box(key, nonce, m);
+    const err = await lost;
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as Error).message).toMatch(/exited \(code 4\)/);
+    const c = await waiting;
+    expect(Buffer.from(c.subarray(16))).toEqual(
+      Buffer.from(nacl.secretbox(m.subarray(32), nonce, key)),
+    );
+    expect(spawned).toBe(2);
+    expect(p.threadCount).toBe(1);
   });
+
+  // A thread that cannot start: spawning throws (Node's permission model, a bundle without
+  // tweetnacl on disk), or the thread fails as it starts (its first op is then lost, retryably).
+  for (const [how, spawn, firstLost] of [
+    [
+      "spawning throws",
+      () => {
+        throw new Error("Access to this API has been restricted");
+      },
+      false,
+    ],
+    [
+      "the thread fails as it starts",
+      () => new Worker('throw new Error("cannot start here")', { eval: true, execArgv: [] }),
+      true,
+    ],
+  ] as const) {
+    it(`where no thread can start (${how}), ops run here from then on`, async () => {
+      let spawned = 0;
+      const p = new CipherPool(2, () => {
+        spawned++;
+        return spawn();
+      });
+      pools.push(p);
+      const key = nacl.randomBytes(32);
+      const nonce = nacl.randomBytes(24);
+      const m = new Uint8Array(40);
+      const first = await p.box(key, nonce, m).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      if (firstLost) expect(first).toBeInstanceOf(NuropbTransportError);
+      else expect(first).toBeUndefined();
+      const c = await p.box(key, nonce, m);
+      expect(await p.unbox(key, nonce, c)).not.toBeNull();
+      expect(spawned).toBe(1); // tried once, then no more
+      expect(p.threadCount).toBe(0);
+    });
+  }
 
   it("copies inputs when an op is made, and gives each result a buffer of its own", async () => {
     const p = pool();
@@ -258,13 +323,18 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
         expect(text(await c.openResponseAsync(reply.body, reply.headers, sealed.replyKey))).toBe(
           "answer",
         );
-        // And the synchronous methods read what the threads wrote.
-        expect(text(s.openRequest(sealed.body, sealed.headers).plain)).toBe(text(request));
-        expect(text(c.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe("answer");
+        // And the synchronous methods read what the threads wrote, giving the same types.
+        const syncOpened = s.openRequest(sealed.body, sealed.headers);
+        expect(text(syncOpened.plain)).toBe(text(request));
+        expect(Buffer.isBuffer(opened.plain)).toBe(Buffer.isBuffer(syncOpened.plain));
+        const syncAnswer = c.openResponse(reply.body, reply.headers, sealed.replyKey);
+        expect(text(syncAnswer)).toBe("answer");
+        const asyncAnswer = await c.openResponseAsync(reply.body, reply.headers, sealed.replyKey);
+        expect(Buffer.isBuffer(asyncAnswer)).toBe(Buffer.isBuffer(syncAnswer));
       }
-      // Three pairings, each with a threaded end: two ops per pairing went to a pool.
+      // Ops made by a threaded end went to its pool: 2 (service), 3 (client), 5 (both).
       const calls = used.reduce((n, spy) => n + spy.mock.calls.length, 0);
-      expect(calls).toBe(8);
+      expect(calls).toBe(10);
     });
 
     it(`${suite}: a damaged request or response fails exactly as it does without threads`, async () => {
