@@ -55,48 +55,57 @@ interface Thread {
 }
 
 /**
- * The body of a cipher thread. Self-contained (it is sent as source text): it reads batches from
- * `port`, runs each op with `run`, and answers with one transferred buffer per batch.
+ * Runs one batch (count at 0, then per op: opcode, length of part A, length of part B, key,
+ * part A, part B) with `run` and returns the answer (count, then per op: status, length, bytes).
+ * Self-contained: cipher threads get it as source text; the calling thread runs it too.
+ */
+function runBatch(kernels: CipherKernels, run: typeof runKernelOp, buf: ArrayBuffer): ArrayBuffer {
+  const view = new DataView(buf);
+  const bytes = new Uint8Array(buf);
+  const count = view.getUint32(0, true);
+  const results: { status: number; out: Uint8Array }[] = [];
+  let at = 4;
+  let outBytes = 4;
+  for (let i = 0; i < count; i++) {
+    const code = bytes[at] as number;
+    const aLength = view.getUint32(at + 1, true);
+    const bLength = view.getUint32(at + 5, true);
+    const key = bytes.subarray(at + 9, at + 41);
+    const a = bytes.subarray(at + 41, at + 41 + aLength);
+    const b = bytes.subarray(at + 41 + aLength, at + 41 + aLength + bLength);
+    at += 41 + aLength + bLength;
+    const r = run(kernels, code, key, a, b);
+    results.push(r);
+    outBytes += 5 + r.out.length;
+  }
+  const answer = new ArrayBuffer(outBytes);
+  const answerView = new DataView(answer);
+  const answerBytes = new Uint8Array(answer);
+  answerView.setUint32(0, count, true);
+  let w = 4;
+  for (const r of results) {
+    answerBytes[w] = r.status;
+    answerView.setUint32(w + 1, r.out.length, true);
+    answerBytes.set(r.out, w + 5);
+    w += 5 + r.out.length;
+  }
+  return answer;
+}
+
+/**
+ * The body of a cipher thread. Self-contained (it is sent as source text): it answers each batch
+ * from `port` with `answer` and sends the answer back, transferred.
  */
 function cipherThreadMain(
   port: {
     on(event: "message", fn: (buf: ArrayBuffer) => void): void;
     postMessage(value: ArrayBuffer, transfer: ArrayBuffer[]): void;
   },
-  kernels: CipherKernels,
-  run: typeof runKernelOp,
+  answer: (buf: ArrayBuffer) => ArrayBuffer,
 ): void {
   port.on("message", (buf) => {
-    const view = new DataView(buf);
-    const bytes = new Uint8Array(buf);
-    const count = view.getUint32(0, true);
-    const results: { status: number; out: Uint8Array }[] = [];
-    let at = 4;
-    let outBytes = 4;
-    for (let i = 0; i < count; i++) {
-      const code = bytes[at] as number;
-      const aLength = view.getUint32(at + 1, true);
-      const bLength = view.getUint32(at + 5, true);
-      const key = bytes.subarray(at + 9, at + 41);
-      const a = bytes.subarray(at + 41, at + 41 + aLength);
-      const b = bytes.subarray(at + 41 + aLength, at + 41 + aLength + bLength);
-      at += 41 + aLength + bLength;
-      const r = run(kernels, code, key, a, b);
-      results.push(r);
-      outBytes += 5 + r.out.length;
-    }
-    const answer = new ArrayBuffer(outBytes);
-    const answerView = new DataView(answer);
-    const answerBytes = new Uint8Array(answer);
-    answerView.setUint32(0, count, true);
-    let w = 4;
-    for (const r of results) {
-      answerBytes[w] = r.status;
-      answerView.setUint32(w + 1, r.out.length, true);
-      answerBytes.set(r.out, w + 5);
-      w += 5 + r.out.length;
-    }
-    port.postMessage(answer, [answer]);
+    const out = answer(buf);
+    port.postMessage(out, [out]);
   });
 }
 
@@ -120,7 +129,9 @@ function source(): string {
     "var __name = (fn) => fn;",
     'const { parentPort, workerData } = require("node:worker_threads");',
     `const kernels = (${cipherKernels.toString()})(require(workerData.tweetnacl).lowlevel, require("node:crypto"));`,
-    `(${cipherThreadMain.toString()})(parentPort, kernels, (${runKernelOp.toString()}));`,
+    `const runKernelOp = (${runKernelOp.toString()});`,
+    `const runBatch = (${runBatch.toString()});`,
+    `(${cipherThreadMain.toString()})(parentPort, (buf) => runBatch(kernels, runKernelOp, buf));`,
   ].join("\n");
   return threadSource;
 }
@@ -286,20 +297,8 @@ export class CipherPool {
     this.#buf = undefined;
     this.#used = 4;
     if (buf === undefined) return;
-    const view = new DataView(buf.buffer);
-    for (const op of ops) {
-      const aLength = view.getUint32(op.at + 1, true);
-      const bLength = view.getUint32(op.at + 5, true);
-      const a = op.at + OP_HEAD;
-      const r = runKernelOp(
-        KERNELS,
-        op.code,
-        buf.subarray(op.at + 9, a),
-        buf.subarray(a, a + aLength),
-        buf.subarray(a + aLength, a + aLength + bLength),
-      );
-      op.resolve({ status: r.status, bytes: r.out });
-    }
+    new DataView(buf.buffer).setUint32(0, ops.length, true);
+    this.#resolveBatch(ops, runBatch(KERNELS, runKernelOp, buf.buffer));
   }
 
   /** Sends the gathered ops to the least busy thread, unless all are busy and not `force`. */
@@ -365,7 +364,12 @@ export class CipherPool {
       thread.worker.unref();
       for (const done of thread.idle.splice(0)) done();
     }
-    if (ops === undefined) return;
+    if (ops !== undefined) this.#resolveBatch(ops, answer);
+    this.#flush(false);
+  }
+
+  /** Settles a batch's ops from its answer (whether a thread or this one made it). */
+  #resolveBatch(ops: readonly Op[], answer: ArrayBuffer): void {
     const view = new DataView(answer);
     let at = 4;
     for (const op of ops) {
@@ -380,7 +384,6 @@ export class CipherPool {
       at += RESULT_HEAD + length;
       op.resolve({ status, bytes }); // a failed op fails as on this thread (#expectOk)
     }
-    this.#flush(false);
   }
 
   /**
