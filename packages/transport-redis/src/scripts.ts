@@ -154,11 +154,22 @@ local patterns = {}
 local leases = {}
 local expiring = {}
 local function failed(r) return type(r) == 'table' and r.err ~= nil end
--- Adds the entry a[first..last] to service s's stream; the error, or nil.
-local function add(s, first, last)
-  local r = redis.pcall('XADD', prefix .. 'sq:' .. s, '*', unpack(a, first, last))
-  if failed(r) then return r.err end
-  return nil
+-- Adds the entry a[first..last] to the stream of each service in list that wants it (wants(s)
+-- is true; false skips it; a string is an error: it stops there), or of every one when wants is
+-- nil; how many got it, or the error that stopped it (what was added before stays).
+local function addAll(list, first, last, wants)
+  local count = 0
+  for _, s in ipairs(list) do
+    local w = true
+    if wants ~= nil then w = wants(s) end
+    if type(w) == 'string' then return w end
+    if w then
+      local r = redis.pcall('XADD', prefix .. 'sq:' .. s, '*', unpack(a, first, last))
+      if failed(r) then return r.err end
+      count = count + 1
+    end
+  end
+  return count
 end
 local i = 1
 local n = #a
@@ -177,14 +188,7 @@ while i <= n do
     if failed(bound) then
       result = bound.err
     else
-      for _, s in ipairs(bound) do
-        local err = add(s, first, last)
-        if err then
-          result = err
-          break
-        end
-        result = result + 1
-      end
+      result = addAll(bound, first, last, nil)
     end
   elseif kind == 'e' then
     if subscribers == nil then subscribers = redis.pcall('SMEMBERS', prefix .. 'evs') end
@@ -192,7 +196,8 @@ while i <= n do
       result = subscribers.err
     else
       local topic = words(target)
-      for _, s in ipairs(subscribers) do
+      -- Whether one of s's bindings matches the topic (its bindings read once per call).
+      result = addAll(subscribers, first, last, function(s)
         local ps = patterns[s]
         if ps == nil then
           ps = redis.pcall('SMEMBERS', prefix .. 'evb:' .. s)
@@ -201,26 +206,12 @@ while i <= n do
           end
           patterns[s] = ps
         end
-        if failed(ps) then
-          result = ps.err
-          break
-        end
-        local hit = false
+        if failed(ps) then return ps.err end
         for _, p in ipairs(ps) do
-          if matches(p, topic) then
-            hit = true
-            break
-          end
+          if matches(p, topic) then return true end
         end
-        if hit then
-          local err = add(s, first, last)
-          if err then
-            result = err
-            break
-          end
-          result = result + 1
-        end
-      end
+        return false
+      end)
     end
   else
     local held = leases[target]

@@ -188,6 +188,33 @@ describe("sends batched per tick", () => {
     expect(await raw.exists(`${mesh}:rq:unheld`)).toBe(0);
   });
 
+  it("an event stops at the first subscriber it cannot reach (bindings or stream of the wrong type); the batch's other frames go", async () => {
+    for (const broken of ["bindings", "stream"] as const) {
+      const mesh = `sb${newId().slice(0, 10)}`;
+      const t = await open(mesh);
+      const got = await recordingService(t, "good", ["orders.#"]);
+      await raw.sadd(`${mesh}:evs`, "broken");
+      if (broken === "bindings") await raw.set(`${mesh}:evb:broken`, "not a set");
+      else {
+        await raw.sadd(`${mesh}:evb:broken`, "orders.#");
+        await raw.set(`${mesh}:sq:broken`, "not a stream");
+      }
+      const results = await Promise.allSettled([
+        t.send({ kind: "event", topic: "orders.created" }, frame("e1")),
+        t.send({ kind: "rpc", service: "good" }, frame("r1")),
+        t.send({ kind: "event", topic: "nothing.matches" }, frame("e2")),
+      ]);
+      const failed = results[0] as PromiseRejectedResult;
+      expect(failed.status, broken).toBe("rejected");
+      expect(failed.reason).toBeInstanceOf(NuropbTransportError);
+      expect(String((failed.reason as Error).message)).toMatch(/WRONGTYPE/);
+      expect(results[1]?.status).toBe("fulfilled");
+      // Bindings the script cannot read fail every event; a broken stream only those it matches.
+      expect(results[2]?.status, broken).toBe(broken === "bindings" ? "rejected" : "fulfilled");
+      await until(() => got.includes("r1"), "the request");
+    }
+  });
+
   it("an acknowledgement reaches Redis before a reply sent after it in the same tick", async () => {
     expectAckBeforeReply(await ackThenReply({ nestedSendFirst: false }));
   });
