@@ -1,7 +1,5 @@
-import { Redis } from "ioredis";
 import { runTag } from "../rr.ts";
-import { PendingCalls } from "./pending.ts";
-import { receiveReplies } from "./redis-replies.ts";
+import { RedisEchoParts } from "./redis-replies.ts";
 
 /** What the raw Redis Streams echo does, for the suite's notes. */
 export const RAW_REDIS_STREAMS_SETTINGS =
@@ -50,53 +48,39 @@ export async function startRawRedisStreamsEcho(url: string): Promise<RawRedisStr
   const group = "echo";
   const consumer = `c-${tag}`;
   const replyList = `bench:raws:reply:${tag}`;
-  const conns: Redis[] = [];
-  const connection = (): Redis => {
-    const r = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false });
-    conns.push(r);
-    return r;
-  };
-  let stopping = false;
-  let failure: Error | undefined;
-  const pending = new PendingCalls("raw Redis Streams echo");
-  const loops: Promise<void>[] = [];
+  const parts = new RedisEchoParts(url, "raw Redis Streams echo");
+  const { fail } = parts;
   // The last batch's pipeline: close() waits for it before deleting the keys.
   let lastBatch: Promise<unknown> = Promise.resolve();
-  const fail = (err: unknown): void => {
-    failure = err instanceof Error ? err : new Error(String(err));
-    pending.rejectAll(failure);
-  };
 
-  const serverBlocking = connection();
-  const serverPush = connection();
-  const clientBlocking = connection();
-  const clientPush = connection();
+  const serverBlocking = parts.connection();
+  const serverPush = parts.connection();
+  const clientBlocking = parts.connection();
+  const clientPush = parts.connection();
   let created = false;
 
   const close = async (): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    pending.rejectAll(new Error("raw Redis Streams echo closed"));
+    if (!parts.beginClose()) return;
     // Disconnecting the blocking connections ends their pending reads, and so the loops.
     serverBlocking.disconnect();
     clientBlocking.disconnect();
-    await Promise.allSettled(loops);
+    await Promise.allSettled(parts.loops);
     await lastBatch.catch(() => undefined);
     try {
       // On the client's connection: after every XADD it sent, so nothing recreates the stream.
       if (created) await clientPush.del(stream, replyList);
     } finally {
-      for (const c of conns) c.disconnect();
+      for (const c of parts.conns) c.disconnect();
     }
   };
 
   try {
-    await Promise.all(conns.map((c) => c.ping()));
+    await Promise.all(parts.conns.map((c) => c.ping()));
     await serverPush.xgroup("CREATE", stream, group, "0", "MKSTREAM");
     created = true;
 
     const serve = async (): Promise<void> => {
-      while (!stopping) {
+      while (!parts.stopping) {
         let entries: StreamEntry[];
         try {
           entries = entriesOf(
@@ -115,7 +99,7 @@ export async function startRawRedisStreamsEcho(url: string): Promise<RawRedisStr
             ),
           );
         } catch (err) {
-          if (!stopping) fail(err);
+          if (!parts.stopping) fail(err);
           return;
         }
         if (entries.length === 0) continue;
@@ -151,23 +135,22 @@ export async function startRawRedisStreamsEcho(url: string): Promise<RawRedisStr
       }
     };
 
-    loops.push(
-      serve().catch(fail),
-      receiveReplies(clientBlocking, replyList, pending, {
-        blockSec: BLOCK_MS / 1000,
-        stopping: () => stopping,
-        fail,
-      }).catch(fail),
-    );
+    parts.loops.push(serve().catch(fail));
+    parts.receive(clientBlocking, replyList, BLOCK_MS / 1000);
     return {
-      call(params) {
-        if (failure !== undefined) return Promise.reject(failure);
-        const { id, promise } = pending.open();
-        clientPush
-          .xadd(stream, "*", "id", id, "replyTo", replyList, "params", JSON.stringify(params))
-          .catch((err: unknown) => pending.reject(id, err as Error));
-        return promise;
-      },
+      call: (params) =>
+        parts.call((id) =>
+          clientPush.xadd(
+            stream,
+            "*",
+            "id",
+            id,
+            "replyTo",
+            replyList,
+            "params",
+            JSON.stringify(params),
+          ),
+        ),
       close,
     };
   } catch (err) {

@@ -1,7 +1,6 @@
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { runTag } from "../rr.ts";
-import { PendingCalls } from "./pending.ts";
-import { receiveReplies } from "./redis-replies.ts";
+import { RedisEchoParts } from "./redis-replies.ts";
 
 /** What the raw Redis echo does, for the suite's notes. */
 export const RAW_REDIS_SETTINGS =
@@ -24,25 +23,12 @@ export async function startRawRedisEcho(url: string): Promise<RawRedisEcho> {
   const tag = runTag();
   const requestList = `bench:raw:rq:${tag}`;
   const replyList = `bench:raw:reply:${tag}`;
-  const conns: Redis[] = [];
-  const connection = (): Redis => {
-    const r = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: false });
-    conns.push(r);
-    return r;
-  };
-  let stopping = false;
-  let failure: Error | undefined;
-  const pending = new PendingCalls("raw Redis echo");
-  const loops: Promise<void>[] = [];
+  const parts = new RedisEchoParts(url, "raw Redis echo");
+  const { fail } = parts;
   const close = async (): Promise<void> => {
-    stopping = true;
-    pending.rejectAll(new Error("raw Redis echo closed"));
-    for (const c of conns) c.disconnect();
-    await Promise.allSettled(loops);
-  };
-  const fail = (err: unknown): void => {
-    failure = err instanceof Error ? err : new Error(String(err));
-    pending.rejectAll(failure);
+    parts.beginClose();
+    for (const c of parts.conns) c.disconnect();
+    await Promise.allSettled(parts.loops);
   };
   // BLMPOP reply: [key, [element, ...]] or null on timeout.
   const popBatch = async (r: Redis, key: string): Promise<string[]> => {
@@ -50,19 +36,19 @@ export async function startRawRedisEcho(url: string): Promise<RawRedisEcho> {
     return res === null ? [] : res[1];
   };
   try {
-    const serverBlocking = connection();
-    const serverPush = connection();
-    const clientBlocking = connection();
-    const clientPush = connection();
-    await Promise.all(conns.map((c) => c.ping()));
-    loops.push(
+    const serverBlocking = parts.connection();
+    const serverPush = parts.connection();
+    const clientBlocking = parts.connection();
+    const clientPush = parts.connection();
+    await Promise.all(parts.conns.map((c) => c.ping()));
+    parts.loops.push(
       (async () => {
-        while (!stopping) {
+        while (!parts.stopping) {
           let batch: string[];
           try {
             batch = await popBatch(serverBlocking, requestList);
           } catch (err) {
-            if (!stopping) fail(err);
+            if (!parts.stopping) fail(err);
             return;
           }
           if (batch.length === 0) continue;
@@ -74,21 +60,13 @@ export async function startRawRedisEcho(url: string): Promise<RawRedisEcho> {
           pipe.exec().catch(fail);
         }
       })().catch(fail),
-      receiveReplies(clientBlocking, replyList, pending, {
-        blockSec: 1,
-        stopping: () => stopping,
-        fail,
-      }).catch(fail),
     );
+    parts.receive(clientBlocking, replyList, 1);
     return {
-      call(params) {
-        if (failure !== undefined) return Promise.reject(failure);
-        const { id, promise } = pending.open();
-        clientPush
-          .rpush(requestList, JSON.stringify({ id, replyTo: replyList, params }))
-          .catch((err: unknown) => pending.reject(id, err as Error));
-        return promise;
-      },
+      call: (params) =>
+        parts.call((id) =>
+          clientPush.rpush(requestList, JSON.stringify({ id, replyTo: replyList, params })),
+        ),
       close,
     };
   } catch (err) {
