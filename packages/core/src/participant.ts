@@ -52,6 +52,7 @@ import {
   EVENT_HOOK,
   collectMethods,
   describeValidationErrors,
+  findMethod,
   type MethodEntry,
 } from "./service-definition.ts";
 import type {
@@ -227,11 +228,9 @@ class Participant<TService extends object> implements MeshService<TService> {
         checkTtl(so.drainTimeoutMs, "createService: options.drainTimeoutMs");
       this.#service = so;
       this.#methods = collectMethods(so.instance, so.methods);
-      const hook = (so.instance as Record<string, unknown>)[EVENT_HOOK];
-      this.#eventHook =
-        typeof hook === "function"
-          ? (hook as (event: unknown, ctx: unknown) => unknown)
-          : undefined;
+      // Looked up like the methods: a getter named handleEvent is neither run nor a hook.
+      this.#eventHook = findMethod(so.instance, EVENT_HOOK) as
+        ((event: unknown, ctx: unknown) => unknown) | undefined;
       if ((so.eventBindings?.length ?? 0) > 0 && this.#eventHook === undefined) {
         throw new TypeError(
           `createService: eventBindings were given but the instance has no ${EVENT_HOOK}(event, ctx) method`,

@@ -24,8 +24,33 @@ export interface MethodEntry {
 const OBJECT_MEMBERS = new Set(Object.getOwnPropertyNames(Object.prototype));
 
 /**
- * Collects the public methods of a service instance: functions on the instance and its prototype
- * chain (below Object.prototype), not `_`-prefixed, not the constructor, not the event hook.
+ * The method `name` of `instance`: the nearest definition of `name` on its prototype chain (below
+ * Object.prototype) when that is a data property holding a function, else undefined. Accessors
+ * are never invoked: a getter is not a method, even one returning a function.
+ */
+export function findMethod(
+  instance: object,
+  name: string,
+): ((...args: never[]) => unknown) | undefined {
+  for (
+    let o: object | null = instance;
+    o !== null && o !== Object.prototype;
+    o = Object.getPrototypeOf(o) as object | null
+  ) {
+    const d = Object.getOwnPropertyDescriptor(o, name);
+    if (d === undefined) continue;
+    return "value" in d && typeof d.value === "function"
+      ? (d.value as (...args: never[]) => unknown)
+      : undefined;
+  }
+  return undefined;
+}
+
+/**
+ * Collects the public methods of a service instance: data properties holding a function on the
+ * instance and its prototype chain (below Object.prototype; the nearest definition of a name
+ * wins), not `_`-prefixed, not the constructor, not the event hook. Getters and setters are not
+ * methods and are never run here.
  * @throws TypeError for a bad `methods` option or a JSON Schema Ajv cannot compile.
  */
 export function collectMethods(
@@ -43,9 +68,9 @@ export function collectMethods(
   }
   if (extra !== undefined) {
     for (const name of Object.keys(extra)) {
-      if (!names.has(name) || typeof (instance as Record<string, unknown>)[name] !== "function") {
+      if (findMethod(instance, name) === undefined) {
         throw new TypeError(
-          `createService: 'methods.${name}' names no method of the service instance`,
+          `createService: 'methods.${name}' names no method of the service instance (a getter or a non-function property is not a method)`,
         );
       }
     }
@@ -64,13 +89,8 @@ export function collectMethods(
         `createService: '${DESCRIBE_METHOD}' is reserved and cannot be a service method`,
       );
     }
-    let fn: unknown;
-    try {
-      fn = (instance as Record<string, unknown>)[name];
-    } catch {
-      continue; // a throwing getter is not a method
-    }
-    if (typeof fn !== "function") continue;
+    const fn = findMethod(instance, name);
+    if (fn === undefined) continue;
     const fromOption = extra?.[name];
     const options =
       fromOption !== undefined
