@@ -7,7 +7,10 @@ export interface MethodDescription {
   readonly requires_encryption: boolean;
   /** True when the method has an `authorize` function (an extra field; Python ignores it). */
   readonly requires_authorization?: boolean;
-  /** A JSON Schema object of the params (Python's list-of-pairs form is normalised on read). */
+  /**
+   * A JSON Schema object of the params, always with `properties` (`{}` when none are declared);
+   * Python's list-of-pairs form is normalised on read.
+   */
   readonly parameters: JSONSchema;
   /** JSON Schema of the result, when declared. */
   readonly result?: JSONSchema;
@@ -30,7 +33,15 @@ export interface ServiceDescription {
   readonly methods: Readonly<Record<string, MethodDescription>>;
 }
 
-/** Builds the description of a service. */
+/**
+ * `schema` with a `properties` key, `{}` when it declares none: readers written for Python's
+ * describe index `parameters.properties` unconditionally (PROTOCOL.md §9).
+ */
+function withProperties(schema: JSONSchema): JSONSchema {
+  return schema.properties === undefined ? { ...schema, properties: {} } : schema;
+}
+
+/** Builds the description of a service; every method's `parameters` has `properties`. */
 export function buildDescription(args: {
   readonly serviceName: string;
   readonly serviceVersion: string | undefined;
@@ -50,7 +61,7 @@ export function buildDescription(args: {
       description: entry.options.description ?? null,
       requires_encryption: requiresEncryption,
       requires_authorization: entry.options.authorize !== undefined,
-      parameters: entry.paramsSchema,
+      parameters: withProperties(entry.paramsSchema),
       ...(entry.options.result !== undefined ? { result: entry.options.result } : {}),
     };
   }
@@ -131,9 +142,9 @@ function isObject(x: unknown): x is Record<string, unknown> {
 }
 
 function normaliseParameters(p: unknown): JSONSchema {
-  if (!isObject(p)) return { type: "object" };
+  if (!isObject(p)) return { type: "object", properties: {} };
   const props = p.properties;
-  if (!Array.isArray(props)) return p;
+  if (!Array.isArray(props)) return withProperties(p);
   // Python quirk: [[name, {type, description, default}], ...]
   const properties: Record<string, Record<string, unknown>> = {};
   for (const pair of props) {

@@ -212,7 +212,7 @@ describe("core on the memory transport", () => {
       description: "needs a token",
       requires_authorization: true,
     });
-    expect(d.methods.add?.parameters).toEqual({ type: "object" });
+    expect(d.methods.add?.parameters).toEqual({ type: "object", properties: {} });
     expect(Object.keys(d.methods)).not.toContain("_private");
     expect(Object.keys(d.methods)).not.toContain("handleEvent");
     expect(await client.requiresEncryption("calc", "add")).toBe(false);
