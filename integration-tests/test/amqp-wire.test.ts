@@ -97,7 +97,7 @@ describe("what send() publishes", () => {
 
   it.each(samples)(
     "a %s carries exactly the properties, header types and body bytes Python sends",
-    async (_type, sample) => {
+    async (type, sample) => {
       const got = await observe();
       await transport.send(destinationOf(sample), frameOf(sample));
       const [m] = await got.waitForCount(1, T);
@@ -108,13 +108,18 @@ describe("what send() publishes", () => {
       expect(wire.exchange).toBe(sample.exchange);
       expect(wire.routingKey).toBe(sample.routingKey);
       expect(wire.mandatory).toBe(sample.exchange === "nuropb-rpc-exchange");
+      // Commands and events are published persistent (they must outlive a broker restart);
+      // Python sends no delivery_mode and ignores it on receipt.
+      const persistent = type === "command" || type === "event";
       expect(wire.present).toEqual([
         "content-type",
         "headers",
+        ...(persistent ? ["delivery-mode"] : []),
         "correlation-id",
         "reply-to",
         ...(p.expiration !== undefined ? ["expiration"] : []),
       ]);
+      expect(wire.properties["delivery-mode"]).toBe(persistent ? 2 : undefined);
       expect(wire.properties["content-type"]).toBe("application/json");
       expect(wire.properties["correlation-id"]).toBe(p.correlation_id);
       expect(wire.properties["reply-to"]).toBe(p.reply_to);
@@ -134,8 +139,10 @@ describe("what send() publishes", () => {
       expect(m.replyTo).toBe(p.reply_to);
       expect(m.expiration).toBe(p.expiration);
       expect(m.headers).toStrictEqual(p.headers);
+      expect((m as unknown as Record<string, unknown>).deliveryMode).toBe(
+        persistent ? 2 : undefined,
+      );
       for (const absent of [
-        "deliveryMode",
         "priority",
         "messageId",
         "timestamp",

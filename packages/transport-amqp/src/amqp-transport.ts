@@ -1,6 +1,8 @@
 import {
   CONTENT_TYPE_JSON,
+  Header,
   LifecycleState,
+  MessageType,
   NuropbMessageError,
   NuropbNotDeliveredError,
   NuropbTransportError,
@@ -113,6 +115,9 @@ interface ListenerState {
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/** AMQP `delivery_mode` of a message the broker writes to disk in a durable queue. */
+const PERSISTENT = 2;
 
 class AmqpTransport implements Transport {
   readonly kind = "amqp";
@@ -549,15 +554,23 @@ class AmqpTransport implements Transport {
     let exchange: string;
     let routingKey: string;
     let mandatory = false;
+    // What send() resolved for must outlive a broker restart: commands and events are published
+    // persistent into the durable service queues. A request is only when asked (its caller's
+    // connection does not survive the restart either), a response never. The kind is read from
+    // the `nuropb_type` header (PROTOCOL.md §3); an rpc frame without a known one is kept too.
+    let persistent = false;
     switch (to.kind) {
       case "rpc":
         exchange = this.#o.rpcExchange;
         routingKey = to.service;
         mandatory = true;
+        persistent =
+          this.#o.persistentRequests || frame.headers?.[Header.type] !== MessageType.request;
         break;
       case "event":
         exchange = this.#o.eventsExchange;
         routingKey = to.topic;
+        persistent = true;
         break;
       case "reply":
         exchange = "";
@@ -591,6 +604,7 @@ class AmqpTransport implements Transport {
       correlationId: frame.correlationId,
       replyTo,
       headers: { ...frame.headers },
+      ...(persistent ? { deliveryMode: PERSISTENT } : {}),
       ...(ttl !== undefined && ttl > 0 ? { expiration: String(ttl) } : {}),
       ...(mandatory ? { mandatory: true } : {}),
     };

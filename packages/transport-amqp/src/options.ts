@@ -85,6 +85,14 @@ export interface AmqpTransportOptions {
   /** AMQP heartbeat in seconds; 0 disables it. @defaultValue 60 */
   readonly heartbeatSec?: number;
   /**
+   * Publish requests persistent (`delivery_mode` 2), as commands and events always are. A request
+   * survives a broker restart only if persistent, but its caller's connection does not (the caller
+   * gets a typed error, not an answer), so the default leaves requests transient: RabbitMQ then
+   * need not write them to disk before confirming them. Responses are always transient.
+   * @defaultValue false
+   */
+  readonly persistentRequests?: boolean;
+  /**
    * How long `connect()` keeps trying an unreachable broker, in milliseconds; also the limit of one
    * connection attempt. Refusals (bad credentials, missing vhost, TLS failures) fail at once.
    * @defaultValue 10000
@@ -128,6 +136,7 @@ export interface ResolvedOptions {
   readonly eventsExchange: string;
   readonly dlExchange: string;
   readonly heartbeatSec: number;
+  readonly persistentRequests: boolean;
   readonly connectTimeoutMs: number;
   readonly tls: AmqpTlsOptions | undefined;
   readonly initialDelayMs: number;
@@ -159,6 +168,13 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     MAX_HEARTBEAT_SEC,
     "seconds",
   );
+  const persistentRequests: unknown =
+    options.persistentRequests === undefined ? false : options.persistentRequests;
+  if (typeof persistentRequests !== "boolean") {
+    throw new TypeError(
+      `persistentRequests must be a boolean, got ${persistentRequests === null ? "null" : typeof persistentRequests}`,
+    );
+  }
   const connectTimeoutMs = timerOption(OWNER, "connectTimeoutMs", options.connectTimeoutMs, 10_000);
   const reconnect = options.reconnect ?? {};
   if (typeof reconnect !== "object" || reconnect === null) {
@@ -210,6 +226,7 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     eventsExchange: name("eventsExchange", options.eventsExchange ?? DEFAULT_EVENTS_EXCHANGE),
     dlExchange: name("dlExchange", options.dlExchange ?? DEFAULT_DL_EXCHANGE),
     heartbeatSec,
+    persistentRequests,
     connectTimeoutMs,
     tls,
     initialDelayMs,

@@ -239,10 +239,60 @@ describe("send", () => {
       correlationId: "e1",
       replyTo: "",
       headers: buildHeaders("event", "tr"),
+      deliveryMode: 2,
     });
     expect(published[2]?.options.replyTo).toBe("");
     expect(published[3]?.options).not.toHaveProperty("expiration");
     expect(published[0]?.content.toString()).toBe('{"id":"r1"}');
+  });
+
+  it("publishes commands and events persistent (delivery mode 2), requests and responses transient", async () => {
+    const t = transport();
+    await t.connect();
+    broker.bound.add("svc");
+    const rpc = { kind: "rpc", service: "svc" } as const;
+    await t.send(rpc, frame("req", { replyTo: "nuropb-me-rq", ttlMs: 1_000 }));
+    await t.send(rpc, frame("cmd", { headers: buildHeaders("command", "tr"), replyTo: "rq" }));
+    await t.send(
+      { kind: "event", topic: "a.b" },
+      frame("ev", { headers: buildHeaders("event", "tr") }),
+    );
+    await t.send(
+      { kind: "reply", address: "nuropb-you-rq" },
+      frame("rsp", { headers: buildHeaders("response", "tr") }),
+    );
+    // An rpc frame whose kind cannot be told is kept rather than risked.
+    await t.send(rpc, frame("untyped", { headers: {} }));
+    await t.send(rpc, frame("odd", { headers: { nuropb_type: "Request" } }));
+    const modes = conn()
+      .publisher()
+      .published.map((p) => [p.options.correlationId, p.options.deliveryMode]);
+    expect(modes).toEqual([
+      ["req", undefined],
+      ["cmd", 2],
+      ["ev", 2],
+      ["rsp", undefined],
+      ["untyped", 2],
+      ["odd", 2],
+    ]);
+    // Transient messages carry no delivery_mode at all, as Python publishes them.
+    const [req, , , rsp] = conn().publisher().published;
+    expect(req?.options).not.toHaveProperty("deliveryMode");
+    expect(rsp?.options).not.toHaveProperty("deliveryMode");
+  });
+
+  it("persistentRequests: true publishes requests persistent too; responses stay transient", async () => {
+    const t = transport({ persistentRequests: true });
+    await t.connect();
+    broker.bound.add("svc");
+    await t.send({ kind: "rpc", service: "svc" }, frame("req", { replyTo: "nuropb-me-rq" }));
+    await t.send(
+      { kind: "reply", address: "nuropb-you-rq" },
+      frame("rsp", { headers: buildHeaders("response", "tr") }),
+    );
+    const [req, rsp] = conn().publisher().published;
+    expect(req?.options.deliveryMode).toBe(2);
+    expect(rsp?.options).not.toHaveProperty("deliveryMode");
   });
 
   it("pairs a basic.return with its own publish: only the unroutable request rejects NuropbNotDeliveredError", async () => {

@@ -113,6 +113,9 @@ describe("settings targets", () => {
     [{ tls: null }, /tls must be an object of TLS settings, got null/],
     [{ tls: true }, /tls must be an object of TLS settings, got boolean .*amqps:\/\//],
     [{ logger: {} }, /logger must implement the Logger interface/],
+    [{ persistentRequests: "yes" }, /persistentRequests must be a boolean, got string/],
+    [{ persistentRequests: 1 }, /persistentRequests must be a boolean, got number/],
+    [{ persistentRequests: null }, /persistentRequests must be a boolean, got null/],
     [
       { logger: { ...noopLogger, child: "not a function" } },
       /logger must implement the Logger interface/,
@@ -157,12 +160,14 @@ describe("defaults", () => {
       eventsExchange: "nuropb-events-exchange",
       dlExchange: "nuropb-dl-exchange",
       heartbeatSec: 60,
+      persistentRequests: false,
       connectTimeoutMs: 10_000,
       initialDelayMs: 100,
       maxDelayMs: 5_000,
       maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
     });
     expect(DEFAULT_MAX_FRAME_BYTES).toBe(128 * 1024 * 1024);
+    expect(resolveOptions({ persistentRequests: true }).persistentRequests).toBe(true);
     expect(o.connectionName).toMatch(/^nuropb-ts-nuropb-[0-9a-f]{8}$/);
     const t = createAmqpTransport();
     expect(t.capabilities).toEqual({
