@@ -184,7 +184,7 @@ describe("examples on RabbitMQ", () => {
       "response from service-example.test_async_method",
     );
     await expect(c.request("service-example", "method_with_exception")).rejects.toMatchObject({
-      name: "NuropbHandlingError",
+      name: "NuropbError",
       message:
         "Runtime exception calling service-example.method_with_exception:Error: Test sync exception",
     });

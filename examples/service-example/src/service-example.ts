@@ -46,7 +46,7 @@ export class ServiceExample {
     return ++this.#calls;
   }
 
-  /** Any other exception reaches the caller as `NuropbHandlingError`, with its message. */
+  /** Any other exception reaches the caller as `NuropbError` (wire `NuropbException`), with its message. */
   method_with_exception(): never {
     throw new Error("Test sync exception");
   }

@@ -157,7 +157,7 @@ describe("call", () => {
     const crash = await cli(["call", "orders", "crash"]);
     expect(crash.code).toBe(3);
     expect(crash.stderr).toBe(
-      "NuropbHandlingError: Runtime exception calling orders.crash:Error: boom\n",
+      "NuropbException: Runtime exception calling orders.crash:Error: boom\n",
     );
     const invalid = await cli(["call", "orders", "echo", '{"id":"seven"}']);
     expect(invalid.code).toBe(3);

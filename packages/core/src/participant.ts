@@ -1119,7 +1119,7 @@ class Participant<TService extends object> implements MeshService<TService> {
         );
         return;
       } else {
-        const error = this.#asHandlingError(err, payload.method);
+        const error = this.#asRuntimeError(err, payload.method);
         this.#log.debug("handler failed", { method: payload.method, error: error.wireName });
         await delivery.reject();
         await answer(null, toErrorPayload(error));
@@ -1183,11 +1183,16 @@ class Participant<TService extends object> implements MeshService<TService> {
     return claims;
   }
 
-  #asHandlingError(err: unknown, method: string): NuropbError {
+  /**
+   * What a handler's failure is answered with: a NuroPb error as itself; any other exception as
+   * the base `NuropbError` (wire name `NuropbException`) with Python's runtime description
+   * (PROTOCOL.md §4.5). Not `NuropbHandlingError`: on Python's wire that means "unknown method".
+   */
+  #asRuntimeError(err: unknown, method: string): NuropbError {
     if (isNuropbError(err)) return err;
     const name = err instanceof Error ? err.name : typeof err;
     const message = err instanceof Error ? err.message : String(err);
-    return new NuropbHandlingError(
+    return new NuropbError(
       `Runtime exception calling ${this.serviceName}.${method}:${name}: ${message}`,
       { cause: err },
     );

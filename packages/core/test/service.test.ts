@@ -56,6 +56,16 @@ class Calculator {
   hidden(): string {
     return "hidden but callable";
   }
+  crash(): never {
+    throw new RangeError("boom");
+  }
+  async crashLater(): Promise<never> {
+    await Promise.resolve();
+    throw new Error("later");
+  }
+  throwString(): never {
+    throw "plain text";
+  }
   handleEvent(event: EventType): void {
     this.events.push(event);
   }
@@ -153,6 +163,32 @@ describe("core on the memory transport", () => {
     const bad = await client.request("calc", "nope", {}, {}, { rpcResponse: false });
     expect(bad.error).toEqual({ error: "NuropbHandlingError", description: "Unknown method nope" });
     expect(bad.result).toBeNull();
+  });
+
+  it("answers a handler's own exception as NuropbException with Python's runtime description", async () => {
+    const e = (await client.request("calc", "crash").catch((x: unknown) => x)) as NuropbError;
+    expect(e).toBeInstanceOf(NuropbError);
+    expect(e).not.toBeInstanceOf(NuropbHandlingError);
+    expect(e.wireName).toBe("NuropbException");
+    expect(e.description).toBe("Runtime exception calling calc.crash:RangeError: boom");
+    const later = (await client
+      .request("calc", "crashLater")
+      .catch((x: unknown) => x)) as NuropbError;
+    expect(later).not.toBeInstanceOf(NuropbHandlingError);
+    expect(later.description).toBe("Runtime exception calling calc.crashLater:Error: later");
+    const whole = await client.request("calc", "throwString", {}, {}, { rpcResponse: false });
+    expect(whole.error).toEqual({
+      error: "NuropbException",
+      description: "Runtime exception calling calc.throwString:string: plain text",
+    });
+    // Each failed call is dead-lettered once.
+    await waitFor(() => mesh.hub.deadLetters().length === 3, 2000, "three dead letters");
+    // NuropbHandlingError stays what it means on Python's wire: unknown or private method.
+    const priv = await client.request("calc", "_private", {}, {}, { rpcResponse: false });
+    expect(priv.error).toEqual({
+      error: "NuropbHandlingError",
+      description: "Unknown method _private",
+    });
   });
 
   describe("authorisation", () => {

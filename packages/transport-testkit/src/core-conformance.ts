@@ -265,7 +265,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
     );
 
     it(
-      "handler errors keep class and description; other exceptions become NuropbHandlingError",
+      "handler errors keep class and description; other exceptions become NuropbException",
       async () => {
         const e1 = (await client
           .request(svcName, "failNuropb")
@@ -273,7 +273,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
         expect(e1).toBeInstanceOf(NuropbValidationError);
         expect(e1.description).toBe("invalid field: zip_code");
         const e2 = (await client.request(svcName, "fail").catch((e: unknown) => e)) as NuropbError;
-        expect(e2).toBeInstanceOf(NuropbHandlingError);
+        expect(e2.wireName).toBe("NuropbException");
         expect(e2.description).toBe(`Runtime exception calling ${svcName}.fail:RangeError: boom`);
         const whole = await client.request(
           svcName,
@@ -288,7 +288,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
           trace_id: "tr",
           context: { c: 1 },
         });
-        expect(whole.error?.error).toBe("NuropbHandlingError");
+        expect(whole.error?.error).toBe("NuropbException");
       },
       timeout,
     );
@@ -413,7 +413,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
           target: ["someone"],
         });
         await expect(client.request(svcName, "withEventThenFail")).rejects.toBeInstanceOf(
-          NuropbHandlingError,
+          NuropbError,
         );
         expect(await client.request(svcName, "succeed")).toEqual({ ok: true });
         await wait(() => seen.length >= 2, "the second event");
