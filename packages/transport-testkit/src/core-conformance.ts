@@ -16,11 +16,13 @@ import {
   decodeFrame,
   encodePayload,
   newId,
+  type Delivery,
   type EventType,
   type Frame,
   type InboundFrame,
   type ResponsePayload,
   type Transport,
+  type TransportCapabilities,
 } from "@nuropb/protocol";
 import {
   createClient,
@@ -40,12 +42,13 @@ export interface CoreConformanceOptions {
   readonly create: () => Transport | Promise<Transport>;
   /**
    * How many messages the mesh has dead-lettered so far (for the transport under test; called
-   * before and after each scenario, so a shared dead-letter place is fine).
+   * before and after each scenario, so a shared dead-letter place is fine). Required when the
+   * transport declares `capabilities.deadLetter`; without it there is nothing to count.
    */
-  readonly deadLetterCount: () => number | Promise<number>;
+  readonly deadLetterCount?: () => number | Promise<number>;
   /** Forces a connection loss of `transport`; it must report disconnected and then reconnected. */
   readonly disrupt?: (transport: Transport) => Promise<void>;
-  /** Per-test timeout in ms. @defaultValue 20000 */
+  /** Per-test timeout in ms; each wait inside a test gets half. @defaultValue 20000 */
   readonly timeoutMs?: number;
   /**
    * How long to watch for something that must NOT happen (a second dead letter, an event that
@@ -53,6 +56,51 @@ export interface CoreConformanceOptions {
    * @defaultValue 400
    */
   readonly quietMs?: number;
+}
+
+/** The capabilities the suite found on the transport; core adapts to each, and so does the suite. */
+type Caps = Pick<TransportCapabilities, "notDelivered" | "redelivery" | "deadLetter">;
+
+/** One settle call core made on a delivery of the service under test. */
+interface Settlement {
+  readonly correlationId: string;
+  readonly redelivered: boolean;
+  readonly outcome: "ack" | "requeue" | "reject";
+}
+
+/**
+ * `transport` as the service under test sees it, except that every settle call core makes on a
+ * service delivery is noted in `log` first. That is what core promises whatever the transport
+ * does with it (a transport without dead letters drops a rejected message; one with them keeps it).
+ */
+function recordingSettlements(transport: Transport, log: Settlement[]): Transport {
+  const consumeService: Transport["consumeService"] = (spec, handler) =>
+    transport.consumeService(spec, (d) => handler(recorded(d, log)));
+  return new Proxy(transport, {
+    get(target, key) {
+      if (key === "consumeService") return consumeService;
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === "function" ? (value as () => unknown).bind(target) : value;
+    },
+  });
+}
+
+function recorded(d: Delivery, log: Settlement[]): Delivery {
+  const settle = (outcome: Settlement["outcome"]) => (): Promise<void> => {
+    log.push({ correlationId: d.correlationId, redelivered: d.redelivered, outcome });
+    return d[outcome]();
+  };
+  return {
+    headers: d.headers,
+    body: d.body,
+    correlationId: d.correlationId,
+    redelivered: d.redelivered,
+    ...(d.replyTo !== undefined ? { replyTo: d.replyTo } : {}),
+    ...(d.ttlMs !== undefined ? { ttlMs: d.ttlMs } : {}),
+    ack: settle("ack"),
+    requeue: settle("requeue"),
+    reject: settle("reject"),
+  };
 }
 
 class Calculator {
@@ -170,9 +218,45 @@ class Echo {
  * (dispatch, errors, authorisation, validation, call-again, events, describe, ttl, duplicates,
  * poison messages, disconnect, encryption with both suites). Memory runs it as a unit test;
  * RabbitMQ, NATS and Redis run it against real brokers; run it against your own transport.
+ *
+ * The suite follows `capabilities` as core does. A test of a guarantee (`notDelivered`,
+ * `redelivery`, `deadLetter`) runs when the transport declares it; otherwise its counterpart
+ * checks what core promises without it: a timeout instead of `NuropbNotDeliveredError`,
+ * call-again refused at once instead of requeued, failures still answered and their messages
+ * rejected (not redelivered) where there is no dead-letter place to count. It creates one
+ * transport while collecting, to read its capabilities, and closes it without connecting.
+ * @throws TypeError when an option is invalid; when collecting, when `deadLetterCount` is
+ *   missing for a transport that declares `deadLetter`.
+ * @example
+ * ```ts
+ * describeCoreConformance({
+ *   name: "memory",
+ *   create: () => createMemoryTransport({ hub }),
+ *   deadLetterCount: () => hub.deadLetters().length,
+ * });
+ * ```
  */
 export function describeCoreConformance(options: CoreConformanceOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("describeCoreConformance needs an options object");
+  }
+  if (typeof options.name !== "string" || options.name === "") {
+    throw new TypeError("describeCoreConformance: name must be a non-empty string");
+  }
+  if (typeof options.create !== "function") {
+    throw new TypeError("describeCoreConformance: create must be a function");
+  }
+  for (const key of ["deadLetterCount", "disrupt"] as const) {
+    if (options[key] !== undefined && typeof options[key] !== "function") {
+      throw new TypeError(`describeCoreConformance: ${key} must be a function when given`);
+    }
+  }
   const timeout = options.timeoutMs ?? 20_000;
+  if (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0) {
+    throw new TypeError(
+      `describeCoreConformance: timeoutMs must be a positive number, got ${String(timeout)}`,
+    );
+  }
   const quietMs = options.quietMs ?? 400;
   if (!Number.isSafeInteger(quietMs) || quietMs < 0) {
     throw new TypeError(`describeCoreConformance: quietMs must be an integer >= 0, got ${quietMs}`);
@@ -180,7 +264,21 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
   const wait = (p: () => boolean | Promise<boolean>, what: string): Promise<void> =>
     waitFor(p, timeout / 2, what);
 
-  describe(`core over ${options.name}`, () => {
+  describe(`core over ${options.name}`, async () => {
+    const probe = await options.create();
+    const caps: Caps = {
+      notDelivered: probe.capabilities.notDelivered,
+      redelivery: probe.capabilities.redelivery,
+      deadLetter: probe.capabilities.deadLetter,
+    };
+    await probe.close();
+    const deadLetterCount = options.deadLetterCount ?? (() => 0);
+    if (caps.deadLetter && options.deadLetterCount === undefined) {
+      throw new TypeError(
+        `describeCoreConformance: ${options.name} declares capabilities.deadLetter, so deadLetterCount is required`,
+      );
+    }
+
     let keys: ServiceKeys;
     let transports: Transport[];
     let closers: (() => Promise<void>)[];
@@ -190,14 +288,19 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
     let client: MeshParticipant;
     let clientTransport: Transport;
     let dlBefore: number;
+    let settlements: Settlement[];
 
     const transport = async (): Promise<Transport> => {
       const t = await options.create();
       transports.push(t);
       return t;
     };
-    const deadLettersSince = async (): Promise<number> =>
-      (await options.deadLetterCount()) - dlBefore;
+    const deadLettersSince = async (): Promise<number> => (await deadLetterCount()) - dlBefore;
+    /** How core settled the service's deliveries in this test, as `outcome:redelivered`. */
+    const settled = (ids?: ReadonlySet<string>): string[] =>
+      settlements
+        .filter((s) => ids === undefined || ids.has(s.correlationId))
+        .map((s) => `${s.outcome}:${String(s.redelivered)}`);
 
     beforeAll(() => {
       keys = createServiceKeys({ rsa: true, nacl: true });
@@ -210,8 +313,9 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
       svcName = `calc-${newId().slice(0, 12)}`;
       calc.echoName = `echo-${svcName}`;
       calc.prefix = `ev-${svcName}`;
+      settlements = [];
       service = createService({
-        transport: await transport(),
+        transport: recordingSettlements(await transport(), settlements),
         name: svcName,
         instance: calc,
         eventBindings: [`${svcName}.*`, `${svcName}-orders.#`],
@@ -225,7 +329,7 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
         () => client.disconnect(),
         () => service.disconnect(),
       );
-      dlBefore = await options.deadLetterCount();
+      dlBefore = await deadLetterCount();
     }, timeout);
 
     afterEach(async () => {
@@ -248,7 +352,9 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
     );
 
     it(
-      "unknown and _-prefixed methods: NuropbHandlingError, dead-lettered once each",
+      caps.deadLetter
+        ? "unknown and _-prefixed methods: NuropbHandlingError, dead-lettered once each"
+        : "unknown and _-prefixed methods: NuropbHandlingError, rejected once each (no dead letters)",
       async () => {
         const e1 = (await client.request(svcName, "nope").catch((e: unknown) => e)) as NuropbError;
         expect(e1).toBeInstanceOf(NuropbHandlingError);
@@ -257,9 +363,12 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
           .request(svcName, "_private")
           .catch((e: unknown) => e)) as NuropbError;
         expect(e2.description).toBe("Unknown method _private");
-        await wait(async () => (await deadLettersSince()) >= 2, "two dead letters");
+        if (caps.deadLetter)
+          await wait(async () => (await deadLettersSince()) >= 2, "two dead letters");
         await sleep(quietMs);
-        expect(await deadLettersSince()).toBe(2);
+        // Rejected once each, never redelivered: what a dead-letter place would then keep.
+        expect(settled()).toEqual(["reject:false", "reject:false"]);
+        if (caps.deadLetter) expect(await deadLettersSince()).toBe(2);
       },
       timeout,
     );
@@ -327,25 +436,53 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
       timeout,
     );
 
-    it(
-      "call again: requeued once; the redelivered copy that asks again gets NuropbCallAgainReject",
-      async () => {
-        expect(await client.request(svcName, "retryOnce")).toBe("second time lucky");
-        const e = (await client
-          .request(svcName, "alwaysAgain", {}, {}, { traceId: "tr-9" })
-          .catch((x: unknown) => x)) as NuropbError;
-        expect(e).toBeInstanceOf(NuropbCallAgainReject);
-        expect(e.description).toMatch(
-          /^Rejecting second call again request for trace_id: tr-9, correlation_id: [0-9a-f]{32}$/,
-        );
-        expect(calc.runs).toBe(2);
-        expect(calc.retryOnceRuns).toBe(2); // the first delivery and its one requeued copy
-        await wait(async () => (await deadLettersSince()) >= 1, "a dead letter");
-        await sleep(quietMs);
-        expect(await deadLettersSince()).toBe(1); // only alwaysAgain's second refusal
-      },
-      timeout,
-    );
+    if (caps.redelivery)
+      it(
+        "call again: requeued once; the redelivered copy that asks again gets NuropbCallAgainReject",
+        async () => {
+          expect(await client.request(svcName, "retryOnce")).toBe("second time lucky");
+          const e = (await client
+            .request(svcName, "alwaysAgain", {}, {}, { traceId: "tr-9" })
+            .catch((x: unknown) => x)) as NuropbError;
+          expect(e).toBeInstanceOf(NuropbCallAgainReject);
+          expect(e.description).toMatch(
+            /^Rejecting second call again request for trace_id: tr-9, correlation_id: [0-9a-f]{32}$/,
+          );
+          expect(calc.runs).toBe(2);
+          expect(calc.retryOnceRuns).toBe(2); // the first delivery and its one requeued copy
+          if (caps.deadLetter)
+            await wait(async () => (await deadLettersSince()) >= 1, "a dead letter");
+          await sleep(quietMs);
+          expect(settled()).toEqual(["requeue:false", "ack:true", "requeue:false", "reject:true"]);
+          if (caps.deadLetter) expect(await deadLettersSince()).toBe(1); // alwaysAgain's second refusal
+        },
+        timeout,
+      );
+    else
+      it(
+        "call again without redelivery: refused at once with NuropbCallAgainReject, never requeued",
+        async () => {
+          // Core cannot put the message back for a second try, so the first call-again is final.
+          const first = await client.request(svcName, "retryOnce").catch((x: unknown) => x);
+          expect(first).toBeInstanceOf(NuropbCallAgainReject);
+          expect(calc.retryOnceRuns).toBe(1);
+          const e = (await client
+            .request(svcName, "alwaysAgain", {}, {}, { traceId: "tr-9" })
+            .catch((x: unknown) => x)) as NuropbError;
+          expect(e).toBeInstanceOf(NuropbCallAgainReject);
+          expect(e.description).toMatch(
+            /^Rejecting second call again request for trace_id: tr-9, correlation_id: [0-9a-f]{32}$/,
+          );
+          expect(calc.runs).toBe(1);
+          if (caps.deadLetter)
+            await wait(async () => (await deadLettersSince()) >= 2, "dead letters");
+          await sleep(quietMs);
+          expect(settled()).toEqual(["reject:false", "reject:false"]);
+          expect(calc.retryOnceRuns + calc.runs).toBe(2);
+          if (caps.deadLetter) expect(await deadLettersSince()).toBe(2);
+        },
+        timeout,
+      );
 
     it(
       "delivers events by AMQP topic patterns",
@@ -452,17 +589,34 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
       timeout,
     );
 
-    it(
-      "a call to a service that is not there: NuropbNotDeliveredError (request and command)",
-      async () => {
-        const ghost = `ghost-${newId()}`;
-        const e = (await client.request(ghost, "x").catch((x: unknown) => x)) as NuropbError;
-        expect(e).toBeInstanceOf(NuropbNotDeliveredError);
-        expect(e.description).toBe(`Service ${ghost} not available. unable to call method x`);
-        await expect(client.command(ghost, "x")).rejects.toBeInstanceOf(NuropbNotDeliveredError);
-      },
-      timeout,
-    );
+    if (caps.notDelivered)
+      it(
+        "a call to a service that is not there: NuropbNotDeliveredError (request and command)",
+        async () => {
+          const ghost = `ghost-${newId()}`;
+          const e = (await client.request(ghost, "x").catch((x: unknown) => x)) as NuropbError;
+          expect(e).toBeInstanceOf(NuropbNotDeliveredError);
+          expect(e.description).toBe(`Service ${ghost} not available. unable to call method x`);
+          await expect(client.command(ghost, "x")).rejects.toBeInstanceOf(NuropbNotDeliveredError);
+        },
+        timeout,
+      );
+    else
+      it(
+        "a call to a service that is not there: NuropbTimeoutError at its ttl (no notDelivered); a command is sent",
+        async () => {
+          // Nothing tells the sender that nobody consumes: the request ends at its ttl.
+          const ghost = `ghost-${newId()}`;
+          const e = (await client
+            .request(ghost, "x", {}, {}, { ttlMs: 300 })
+            .catch((x: unknown) => x)) as NuropbError;
+          expect(e).toBeInstanceOf(NuropbTimeoutError);
+          expect(e.retryable).toBe(true);
+          expect(e.description).toBe(`no response from ${ghost}.x within 300 ms`);
+          await expect(client.command(ghost, "x")).resolves.toBeUndefined();
+        },
+        timeout,
+      );
 
     it(
       "times out with a retryable NuropbTimeoutError when nobody consumes",
@@ -545,7 +699,9 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
     );
 
     it(
-      "dead-letters poison messages once, answers them with NuropbMessageError, keeps serving",
+      caps.deadLetter
+        ? "dead-letters poison messages once, answers them with NuropbMessageError, keeps serving"
+        : "rejects poison messages once (no dead letters), answers them with NuropbMessageError, keeps serving",
       async () => {
         const raw = await transport();
         await raw.connect();
@@ -606,10 +762,13 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
         expect(replies.map((r) => r.correlationId).sort()).toEqual(
           poison.map((p) => p.correlationId).sort(),
         );
-        await wait(async () => (await deadLettersSince()) >= poison.length, "the dead letters");
+        if (caps.deadLetter)
+          await wait(async () => (await deadLettersSince()) >= poison.length, "the dead letters");
         expect(await client.request(svcName, "add", { a: 20, b: 22 })).toBe(42);
         await sleep(quietMs);
-        expect(await deadLettersSince()).toBe(poison.length);
+        const ids = new Set(poison.map((p) => p.correlationId));
+        expect(settled(ids)).toEqual(poison.map(() => "reject:false"));
+        if (caps.deadLetter) expect(await deadLettersSince()).toBe(poison.length);
       },
       timeout,
     );
@@ -713,14 +872,17 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
             () => client.connected && service.connected,
             "the client and the service to reconnect",
           );
-          // Until the service has re-declared, NuropbNotDeliveredError is the right answer.
+          // Until the service has re-declared, NuropbNotDeliveredError is the right answer (a
+          // timeout without notDelivered: the request then had nowhere to go).
           let answer: unknown;
           await wait(async () => {
             try {
-              answer = await client.request(svcName, "add", { a: 1, b: 1 });
+              const ttl = caps.notDelivered ? {} : { ttlMs: 1000 };
+              answer = await client.request(svcName, "add", { a: 1, b: 1 }, {}, ttl);
               return true;
             } catch (err) {
               if (err instanceof NuropbNotDeliveredError) return false;
+              if (!caps.notDelivered && err instanceof NuropbTimeoutError) return false;
               throw err;
             }
           }, "a request to succeed again");
