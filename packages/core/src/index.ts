@@ -22,4 +22,5 @@ export type {
   ParticipantOptions,
   ClientOptions,
   ServiceOptions,
+  EventContextMode,
 } from "./types.ts";

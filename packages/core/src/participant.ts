@@ -49,6 +49,7 @@ import {
 import { buildDescription, normaliseDescription, type ServiceDescription } from "./describe.ts";
 import { createRequestContext, type HandlerContext } from "./request-context.ts";
 import {
+  DEFAULT_CONTEXT_TOKEN_KEY,
   EVENT_HOOK,
   collectMethods,
   describeValidationErrors,
@@ -165,6 +166,8 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #service: ServiceOptions<TService> | undefined;
   readonly #methods: Map<string, MethodEntry>;
   readonly #eventHook: ((event: unknown, ctx: unknown) => unknown) | undefined;
+  /** Context keys left out of the events this service publishes; empty: the context as given. */
+  readonly #eventSecretKeys: readonly string[];
   #description: ServiceDescription | undefined;
   /** What handler contexts call through: the public calls, also allowed while disconnect() drains. */
   readonly #handlerCalls: Pick<MeshParticipant, "request" | "command" | "publishEvent"> = {
@@ -226,8 +229,25 @@ class Participant<TService extends object> implements MeshService<TService> {
       }
       if (so.drainTimeoutMs !== undefined)
         checkTtl(so.drainTimeoutMs, "createService: options.drainTimeoutMs");
+      const secretKeys = checkSecretContextKeys(so.secretContextKeys);
+      const eventContext = so.eventContext ?? "strip-secrets";
+      if (eventContext !== "strip-secrets" && eventContext !== "full") {
+        throw new TypeError(
+          `createService: options.eventContext must be "strip-secrets" or "full", got ${show(eventContext)}`,
+        );
+      }
       this.#service = so;
       this.#methods = collectMethods(so.instance, so.methods);
+      this.#eventSecretKeys =
+        eventContext === "full"
+          ? []
+          : [
+              ...new Set([
+                DEFAULT_CONTEXT_TOKEN_KEY,
+                ...[...this.#methods.values()].map((m) => m.contextTokenKey),
+                ...secretKeys,
+              ]),
+            ];
       // Looked up like the methods: a getter named handleEvent is neither run nor a hook.
       this.#eventHook = findMethod(so.instance, EVENT_HOOK) as
         ((event: unknown, ctx: unknown) => unknown) | undefined;
@@ -240,6 +260,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       this.#service = undefined;
       this.#methods = new Map();
       this.#eventHook = undefined;
+      this.#eventSecretKeys = [];
     }
     this.serviceName = (service ? name : undefined) as string;
     this.#log = (options.logger ?? noopLogger).child({
@@ -786,7 +807,8 @@ class Participant<TService extends object> implements MeshService<TService> {
       tag: "event",
       topic: e.topic,
       event: e.event,
-      context,
+      // Every subscriber of the topic gets this context: a service leaves its secrets out.
+      context: withoutKeys(context, this.#eventSecretKeys),
       trace_id: traceId,
       correlation_id: correlationId,
       target: e.target ?? null,
@@ -1283,6 +1305,34 @@ export function createService<TService extends object>(
  */
 export function createClient(options: ClientOptions): MeshParticipant {
   return new Participant<object>(options as ClientOptions, false);
+}
+
+/** A bad option value, for an error message; never throws. */
+function show(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return typeof value;
+  }
+}
+
+/** `createService`'s `secretContextKeys`: an array of non-empty strings. */
+function checkSecretContextKeys(value: unknown): readonly string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((k) => typeof k === "string" && k !== "")) {
+    throw new TypeError(
+      `createService: options.secretContextKeys must be an array of non-empty strings, got ${show(value)}`,
+    );
+  }
+  return value as string[];
+}
+
+/** `context` without `keys` (the same object when it has none of them). */
+function withoutKeys(context: Context, keys: readonly string[]): Context {
+  if (!keys.some((k) => Object.hasOwn(context, k))) return context;
+  const out: Record<string, unknown> = { ...context };
+  for (const k of keys) delete out[k];
+  return out;
 }
 
 /** Checks the options object of request, command and publishEvent: its common fields. */

@@ -10,7 +10,9 @@ import type {
 /**
  * What a handler gets as its second argument: the call's context, the caller's claims, the trace
  * and correlation ids, events to publish on success, and calls to other services that carry the
- * trace id (and, unless given another, the caller's context) along.
+ * trace id (and, unless given another, the caller's context) along. Requests and commands carry
+ * the caller's whole context, token included; the service leaves its secret keys out of the
+ * context of events (see `ServiceOptions.eventContext`).
  */
 export interface RequestContext extends Pick<MeshParticipant, "command" | "publishEvent"> {
   /** The caller's context, as sent. */

@@ -10,6 +10,9 @@ import {
 /** Name of the instance method that receives events. */
 export const EVENT_HOOK = "handleEvent";
 
+/** Context key holding the bearer token when a method names no other (as in Python). */
+export const DEFAULT_CONTEXT_TOKEN_KEY = "Authorization";
+
 /** One method a service exposes. */
 export interface MethodEntry {
   readonly name: string;
@@ -110,7 +113,7 @@ export function collectMethods(
       name,
       fn: fn as MethodEntry["fn"],
       options,
-      contextTokenKey: options.contextTokenKey ?? "Authorization",
+      contextTokenKey: options.contextTokenKey ?? DEFAULT_CONTEXT_TOKEN_KEY,
       validate,
       paramsSchema: options.params ?? { type: "object" },
     });

@@ -174,7 +174,26 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
   readonly description?: string;
   /** How long `disconnect()` waits for in-flight handlers, in ms. @defaultValue 10000 */
   readonly drainTimeoutMs?: number;
+  /**
+   * Further context keys that hold secrets (API keys, session ids): with `eventContext:
+   * "strip-secrets"` they are left out of the context of every event this service publishes,
+   * like the token keys. Top-level keys, matched exactly. @defaultValue []
+   */
+  readonly secretContextKeys?: readonly string[];
+  /**
+   * The context of the events this service publishes (raised with `ctx.addEvent` or
+   * `NuropbSuccess`, or sent with `publishEvent`), which every subscriber of the topic receives.
+   * `"strip-secrets"`: without `Authorization`, any method's `contextTokenKey` and
+   * `secretContextKeys`, so no subscriber gets a credential it could replay. `"full"`: the
+   * context as given, the request's whole context for raised events (Python's behaviour).
+   * Calls a handler makes (`ctx.request`, `ctx.command`) always carry the caller's whole context.
+   * @defaultValue "strip-secrets"
+   */
+  readonly eventContext?: EventContextMode;
 }
+
+/** What the context of a service's events keeps; see {@link ServiceOptions.eventContext}. */
+export type EventContextMode = "strip-secrets" | "full";
 
 /** A service: a participant that also serves its instance's methods. */
 export interface MeshService<TService extends object = object> extends MeshParticipant {
