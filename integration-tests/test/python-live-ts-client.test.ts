@@ -454,7 +454,8 @@ describe("events: TypeScript → Python `_handle_event_`", () => {
     ).resolves.toBe("raised");
     const rec = await peer.waitForRecord((r) => r.kind === "event" && r.topic === topic, T);
     expect(rec.event).toEqual({ from: "ts handler" });
-    expect(rec.context).not.toHaveProperty("Authorization");
+    // The rest of the caller's context travels on; its token does not.
+    expect(rec.context).toEqual({ origin: "ts-caller" });
   });
 });
 
