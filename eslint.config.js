@@ -38,7 +38,7 @@ export default tseslint.config(
   {
     languageOptions: {
       parserOptions: {
-        projectService: { allowDefaultProject: ["*.js", "*.ts"] },
+        projectService: { allowDefaultProject: ["*.js", "*.ts", "packages/*/bin/*.js"] },
         tsconfigRootDir: import.meta.dirname,
       },
     },
