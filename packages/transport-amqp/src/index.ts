@@ -1,5 +1,5 @@
 export { createAmqpTransport } from "./amqp-transport.ts";
-export { DEFAULT_MAX_FRAME_BYTES, obfuscateUrl } from "./options.ts";
+export { DEFAULT_HEARTBEAT_SEC, DEFAULT_MAX_FRAME_BYTES, obfuscateUrl } from "./options.ts";
 export {
   buildAmqpUrl,
   buildManagementUrl,

@@ -16,6 +16,14 @@ export const DEFAULT_MAX_FRAME_BYTES = 134_217_728;
 /** AMQP's heartbeat is an unsigned 16-bit number of seconds. */
 const MAX_HEARTBEAT_SEC = 65_535;
 
+/**
+ * Heartbeat proposed to the broker unless the options or the URL name one, in seconds. RabbitMQ's
+ * documentation recommends 5 to 20 s; amqplib and the broker each give up on a silent peer after
+ * two to three intervals, so a half-open link (a dead NAT entry, a frozen peer) is noticed within
+ * 20 to 30 s instead of the 120 to 180 s of RabbitMQ's own 60 s default.
+ */
+export const DEFAULT_HEARTBEAT_SEC = 10;
+
 /** A connection target given field by field instead of as a URL (PROTOCOL.md §11). */
 export interface AmqpConnectionSettings {
   /** @defaultValue `"localhost"` */
@@ -82,7 +90,13 @@ export interface AmqpTransportOptions {
   readonly eventsExchange?: string;
   /** Dead-letter exchange named in every service queue's arguments. @defaultValue `"nuropb-dl-exchange"` */
   readonly dlExchange?: string;
-  /** AMQP heartbeat in seconds; 0 disables it. @defaultValue 60 */
+  /**
+   * AMQP heartbeat proposed to the broker, in seconds. The smaller of this and the broker's own
+   * (RabbitMQ's `heartbeat` setting, 60 s by default) is used; when either is 0 the other one is
+   * (amqplib's negotiation), so 0 takes the broker's value and only both at 0 turn heartbeats off.
+   * A `?heartbeat=` URL parameter is used when this is not given.
+   * @defaultValue 10 (see {@link DEFAULT_HEARTBEAT_SEC})
+   */
   readonly heartbeatSec?: number;
   /**
    * Publish requests persistent (`delivery_mode` 2), as commands and events always are. A request
@@ -163,7 +177,7 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
   const target = resolveTarget(options.url ?? {}, tls);
   const heartbeatSec = intInRange(
     "heartbeatSec",
-    options.heartbeatSec ?? target.heartbeatSec ?? 60,
+    options.heartbeatSec ?? target.heartbeatSec ?? DEFAULT_HEARTBEAT_SEC,
     0,
     MAX_HEARTBEAT_SEC,
     "seconds",

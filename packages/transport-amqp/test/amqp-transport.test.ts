@@ -128,6 +128,13 @@ describe("connect", () => {
     expect(conn().channels.flatMap((c) => c.declared)).toEqual([]);
   });
 
+  it("proposes a 10 s heartbeat unless told otherwise (RabbitMQ recommends 5 to 20 s)", async () => {
+    await transport().connect();
+    await transport({ url: `${URL}?heartbeat=60` }).connect();
+    await transport({ heartbeatSec: 0 }).connect();
+    expect(broker.connectCalls.map((c) => c.url.heartbeat)).toEqual([10, 60, 0]);
+  });
+
   it("a refusal fails at once, without retrying, and names the user but not the password", async () => {
     broker.connect = () => Promise.reject(loginRefused());
     const t = transport({

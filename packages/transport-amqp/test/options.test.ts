@@ -1,6 +1,11 @@
 import { noopLogger } from "@nuropb/protocol";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_MAX_FRAME_BYTES, createAmqpTransport, obfuscateUrl } from "../src/index.ts";
+import {
+  DEFAULT_HEARTBEAT_SEC,
+  DEFAULT_MAX_FRAME_BYTES,
+  createAmqpTransport,
+  obfuscateUrl,
+} from "../src/index.ts";
 import { resolveOptions, resolveTarget } from "../src/options.ts";
 
 const SECRET = "n0t-For-Logs";
@@ -159,7 +164,7 @@ describe("defaults", () => {
       rpcExchange: "nuropb-rpc-exchange",
       eventsExchange: "nuropb-events-exchange",
       dlExchange: "nuropb-dl-exchange",
-      heartbeatSec: 60,
+      heartbeatSec: 10,
       persistentRequests: false,
       connectTimeoutMs: 10_000,
       initialDelayMs: 100,
@@ -167,6 +172,8 @@ describe("defaults", () => {
       maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
     });
     expect(DEFAULT_MAX_FRAME_BYTES).toBe(128 * 1024 * 1024);
+    // RabbitMQ recommends 5 to 20 s: a half-open link is noticed after two to three intervals.
+    expect(DEFAULT_HEARTBEAT_SEC).toBe(10);
     expect(resolveOptions({ persistentRequests: true }).persistentRequests).toBe(true);
     expect(o.connectionName).toMatch(/^nuropb-ts-nuropb-[0-9a-f]{8}$/);
     const t = createAmqpTransport();
@@ -177,6 +184,19 @@ describe("defaults", () => {
       messageTtl: true,
       maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
     });
+  });
+});
+
+describe("heartbeat", () => {
+  it("an explicit heartbeatSec wins over the URL's ?heartbeat=, which wins over the default", () => {
+    expect(resolveOptions({ url: "amqp://h/v" }).heartbeatSec).toBe(DEFAULT_HEARTBEAT_SEC);
+    expect(resolveOptions({ url: "amqp://h/v?heartbeat=60" }).heartbeatSec).toBe(60);
+    expect(resolveOptions({ url: "amqp://h/v?heartbeat=0" }).heartbeatSec).toBe(0);
+    expect(resolveOptions({ url: "amqp://h/v?heartbeat=60", heartbeatSec: 5 }).heartbeatSec).toBe(
+      5,
+    );
+    expect(resolveOptions({ url: "amqp://h/v?heartbeat=5", heartbeatSec: 0 }).heartbeatSec).toBe(0);
+    expect(resolveOptions({ url: { host: "h" }, heartbeatSec: 60 }).heartbeatSec).toBe(60);
   });
 });
 
