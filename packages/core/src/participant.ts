@@ -91,6 +91,8 @@ interface ResponseFields {
 }
 
 const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
+/** Default of `maxInboundBodyBytes`: 4 MiB. */
+const DEFAULT_MAX_INBOUND_BODY_BYTES = 4 * 1024 * 1024;
 /** Clock skew allowed beyond a message's ttl before its ciphertext counts as a replay. */
 const REPLAY_SKEW_MS = 60_000;
 
@@ -147,6 +149,8 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #transport: Transport;
   readonly #log: Logger;
   readonly #defaultTtlMs: number;
+  /** Larger bodies are refused unread (never decrypted or parsed). */
+  readonly #maxInboundBodyBytes: number;
   readonly #encryptor: PayloadEncryptor;
   readonly #pending = new Map<string, Pending>();
   /** Requests whose first (encrypted) response is being opened, by correlation id. */
@@ -200,6 +204,16 @@ class Participant<TService extends object> implements MeshService<TService> {
       options.defaultTtlMs === undefined
         ? DEFAULT_RPC_TTL_MS
         : checkTtl(options.defaultTtlMs, "options.defaultTtlMs");
+    const maxBody: unknown =
+      options.maxInboundBodyBytes === undefined
+        ? DEFAULT_MAX_INBOUND_BODY_BYTES
+        : options.maxInboundBodyBytes;
+    if (typeof maxBody !== "number" || !Number.isSafeInteger(maxBody) || maxBody <= 0) {
+      throw new TypeError(
+        `options.maxInboundBodyBytes must be a positive integer of bytes, got ${show(maxBody)}`,
+      );
+    }
+    this.#maxInboundBodyBytes = maxBody;
     const name = options.name === undefined ? undefined : checkName(options.name, "options.name");
     if (service) {
       const so = options as ServiceOptions<TService>;
@@ -640,6 +654,17 @@ class Participant<TService extends object> implements MeshService<TService> {
       void opening.then(() => this.#onResponse(frame));
       return;
     }
+    const bytes = frame.body.byteLength;
+    if (bytes > this.#maxInboundBodyBytes) {
+      // Never opened nor parsed: the request fails now, with a reason, rather than at its ttl.
+      this.#log.warn("response body too large; the request fails", {
+        correlationId: id,
+        bytes,
+        maxInboundBodyBytes: this.#maxInboundBodyBytes,
+      });
+      this.#failResponse(id, pending, this.#tooLargeError("response", bytes));
+      return;
+    }
     if (frame.headers[Header.encrypted] === ENCRYPTED_YES && pending.replyKey !== undefined) {
       // Opened possibly on a cipher thread: the request may time out meanwhile.
       const opened = this.#encryptor
@@ -881,7 +906,57 @@ class Participant<TService extends object> implements MeshService<TService> {
     return this.#description;
   }
 
+  /** The error of a body over `maxInboundBodyBytes`; says only its size and the limit. */
+  #tooLargeError(what: string, bytes: number): NuropbMessageError {
+    const max = this.#maxInboundBodyBytes;
+    return new NuropbMessageError(
+      `the ${what} body of ${String(bytes)} bytes exceeds maxInboundBodyBytes (${String(max)})`,
+      { details: { bytes, maxInboundBodyBytes: max } },
+    );
+  }
+
+  /**
+   * Dead-letters a service message whose body is over `maxInboundBodyBytes` without reading it,
+   * and answers it when it is a request (in plaintext: it is never decrypted).
+   */
+  async #refuseTooLarge(delivery: Delivery): Promise<void> {
+    const type = delivery.headers[Header.type];
+    const kind = type === "request" || type === "command" || type === "event" ? type : "message";
+    const bytes = delivery.body.byteLength;
+    const error = this.#tooLargeError(kind, bytes);
+    this.#log.warn("message body too large; dead-lettered unread", {
+      correlationId: delivery.correlationId,
+      type: kind,
+      bytes,
+      maxInboundBodyBytes: this.#maxInboundBodyBytes,
+    });
+    await delivery.reject();
+    if (
+      kind === "request" &&
+      delivery.replyTo !== undefined &&
+      delivery.replyTo !== "" &&
+      delivery.correlationId !== ""
+    ) {
+      const trace = delivery.headers[Header.traceId];
+      await this.#respond(
+        delivery.replyTo,
+        {
+          correlationId: delivery.correlationId,
+          traceId: typeof trace === "string" ? trace : "unknown",
+          context: {},
+          result: null,
+          error: toErrorPayload(error),
+        },
+        undefined,
+      );
+    }
+  }
+
   async #onDelivery(delivery: Delivery): Promise<void> {
+    if (delivery.body.byteLength > this.#maxInboundBodyBytes) {
+      await this.#refuseTooLarge(delivery);
+      return;
+    }
     let decoded: DecodedMessage;
     let replyKey: ReplyKey | undefined;
     try {

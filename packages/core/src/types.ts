@@ -146,6 +146,13 @@ export interface ParticipantOptions {
   readonly keys?: ServiceKeys;
   /** Encryption tuning (suites, key reuse, caches); see `createPayloadEncryptor` in `@nuropb/crypto`. */
   readonly encryption?: Omit<PayloadEncryptorOptions, "keys">;
+  /**
+   * Largest body, in bytes, this participant reads: a larger service message is dead-lettered
+   * unread (a request is answered with `NuropbMessageError`), and a larger response fails its
+   * request with `NuropbMessageError`. Neither is ever decrypted or parsed.
+   * @defaultValue 4194304 (4 MiB)
+   */
+  readonly maxInboundBodyBytes?: number;
 }
 
 /** Options of {@link createClient}. */
