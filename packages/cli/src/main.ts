@@ -12,6 +12,13 @@ const onSignal = (): void => {
 };
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
+// A reader that goes away (`nuropb listen | head -3`) closes the pipe: stop as a signal would,
+// quietly, instead of dying on an unhandled EPIPE. Any other stream error is a real failure.
+const onStdoutError = (err: NodeJS.ErrnoException): void => {
+  if (err.code !== "EPIPE") throw err;
+  controller.abort();
+};
+process.stdout.on("error", onStdoutError);
 
 const code = await run(process.argv.slice(2), {
   stdout: (text) => void process.stdout.write(text),

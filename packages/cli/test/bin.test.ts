@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import {
   copyFileSync,
   existsSync,
@@ -47,6 +47,25 @@ describe("the nuropb bin", () => {
     expect(stdout).toMatch(/^Usage: nuropb \[options\] \[command\]\n/);
     expect(stdout).toContain("call [options] <service> <method> [params-json]");
     expect(stdout).toContain("Exit codes: 0 ok, 2 usage error");
+  });
+
+  it("a reader that closes the pipe early ends it quietly (no EPIPE crash)", async () => {
+    if (!existsSync(join(cliDir, "dist/main.js"))) {
+      throw new Error(
+        "packages/cli/dist/main.js is missing: run `npm run build` before this test (CI builds before testing)",
+      );
+    }
+    // As `nuropb --help | head -0`: the reading end is closed before the CLI writes.
+    const child = spawn(process.execPath, [shim, "--help"], {
+      env: { ...process.env, NO_COLOR: "1" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
   });
 
   it("without a build, says to run npm run build and exits 1", async () => {
