@@ -47,6 +47,26 @@ const INSTALL_HINT =
   "or put `rabbitmq-server` and `rabbitmqctl` on PATH.";
 const STARTUP_TIMEOUT_MS = 120_000;
 
+/** A private RabbitMQ node that a test controls (see {@link launchRabbitMq}). */
+export interface RabbitMqNode {
+  /** `amqp://guest:guest@127.0.0.1:PORT` (no vhost path: append `/vhost`). */
+  readonly amqpUrl: string;
+  /** Management API base with credentials, `http://guest:guest@127.0.0.1:{amqp port + 10000}/api`. */
+  readonly mgmtUrl: string;
+  /** What the shared node hands the tests through `provide` (see `ProvidedContext`). */
+  readonly provide: Readonly<Record<string, string>>;
+  /**
+   * Stops the node gracefully (`rabbitmqctl stop`: the Erlang VM exits) and starts it again with
+   * the same node name, ports, configuration and data directory, then waits until it serves
+   * AMQP and the management API again. What the node keeps across a real restart (durable
+   * queues, persistent messages) is there afterwards; everything else is gone.
+   * @throws Error with the node's log tail when it does not come back.
+   */
+  restart(): Promise<void>;
+  /** Stops the node and removes its directory. Idempotent. */
+  stop(): Promise<void>;
+}
+
 /**
  * Starts one private RabbitMQ node for this test run: its own node name, ports, data, log and
  * config directories, the management plugin, a TLS listener with a throwaway CA, and a private
@@ -54,6 +74,16 @@ const STARTUP_TIMEOUT_MS = 120_000;
  * @throws Error with the node's log tail and install hints when the node cannot start.
  */
 export async function startRabbitMq(): Promise<StartedBroker> {
+  const node = await launchRabbitMq();
+  return { provide: node.provide, stop: () => node.stop() };
+}
+
+/**
+ * Starts a private RabbitMQ node as {@link startRabbitMq} does, and returns a handle that can also
+ * restart it with its data kept (a test file that restarts a broker can own one of its own).
+ * @throws Error with the node's log tail and install hints when the node cannot start.
+ */
+export async function launchRabbitMq(): Promise<RabbitMqNode> {
   reapStaleNodes();
   const bin = findRabbitBin();
   const dir = mkdtempSync(join(tmpdir(), PREFIX));
@@ -157,23 +187,32 @@ export async function startRabbitMq(): Promise<StartedBroker> {
   const args =
     ids !== undefined ? [`--reuid=${ids.uid}`, `--regid=${ids.gid}`, "--init-groups", server] : [];
   const out = createWriteStream(paths.stdout);
-  const child = spawn(command, args, {
-    env,
-    cwd: dir,
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  child.stdout?.pipe(out);
-  child.stderr?.pipe(out);
+  let child!: ChildProcess;
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let spawnError: Error | undefined;
-  child.on("error", (err) => (spawnError = err));
-  const exitPromise = new Promise<void>((resolve) =>
-    child.on("exit", (code, signal) => {
-      exited = { code, signal };
-      resolve();
-    }),
-  );
+  let exitPromise!: Promise<void>;
+  /** Starts `rabbitmq-server` (again) with the node's environment: same name, ports and data. */
+  const spawnNode = (): void => {
+    const proc = spawn(command, args, {
+      env,
+      cwd: dir,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = proc;
+    exited = undefined;
+    spawnError = undefined;
+    proc.stdout?.pipe(out, { end: false });
+    proc.stderr?.pipe(out, { end: false });
+    proc.on("error", (err) => (spawnError = err));
+    exitPromise = new Promise<void>((resolve) =>
+      proc.on("exit", (code, signal) => {
+        exited = { code, signal };
+        resolve();
+      }),
+    );
+  };
+  spawnNode();
 
   const emergency = (): void => hardKill(child, dir, ports.epmd);
   process.on("exit", emergency);
@@ -191,16 +230,21 @@ export async function startRabbitMq(): Promise<StartedBroker> {
     return parts.join("\n");
   };
 
-  let stopped = false;
-  const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
+  /** `rabbitmqctl stop`, then waits (bounded) for the server process to exit. */
+  const stopNode = async (): Promise<void> => {
     if (exited === undefined && spawnError === undefined) {
       await runCtl(ctl, env, ["-n", nodeName, "stop"], 60_000).catch(() => undefined);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([exitPromise, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
       clearTimeout(timer);
     }
+  };
+
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    await stopNode();
     hardKill(child, dir, ports.epmd);
     process.off("exit", emergency);
     child.stdout?.unpipe(out);
@@ -208,7 +252,9 @@ export async function startRabbitMq(): Promise<StartedBroker> {
     await new Promise<void>((r) => out.end(r));
   };
 
-  try {
+  const mgmtBase = `http://127.0.0.1:${ports.mgmt}/api`;
+  /** Waits until the node serves AMQP, says it has booted, and the management API answers. */
+  const awaitReady = async (): Promise<void> => {
     const deadline = Date.now() + STARTUP_TIMEOUT_MS;
     // 1. wait for the AMQP listener (cheap), bailing out when the process dies.
     for (;;) {
@@ -225,7 +271,6 @@ export async function startRabbitMq(): Promise<StartedBroker> {
     // 2. the node says it has fully booted.
     await runCtl(ctl, env, ["-n", nodeName, "await_startup", "--timeout", "60"], 90_000);
     // 3. the management API answers.
-    const mgmtBase = `http://127.0.0.1:${ports.mgmt}/api`;
     const auth = `Basic ${Buffer.from("guest:guest").toString("base64")}`;
     for (;;) {
       if (Date.now() > deadline) throw new Error("timed out waiting for the management API");
@@ -235,6 +280,10 @@ export async function startRabbitMq(): Promise<StartedBroker> {
       if (ok) break;
       await delay(250);
     }
+  };
+
+  try {
+    await awaitReady();
   } catch (err) {
     const tail = logTail();
     await stop();
@@ -255,7 +304,33 @@ export async function startRabbitMq(): Promise<StartedBroker> {
     rabbitCtl: ctl,
     rabbitCtlEnv: JSON.stringify(env),
   };
-  return { provide, stop };
+  let restarting: Promise<void> | undefined;
+  const restart = async (): Promise<void> => {
+    if (stopped) throw new Error(`RabbitMQ node ${nodeName} was stopped; it cannot restart`);
+    await stopNode();
+    // A node that did not stop within the bound: kill what is left, its data stays on disk.
+    if (exited === undefined) {
+      killNodeProcesses(dir, child.pid);
+      await exitPromise;
+    }
+    child.stdout?.unpipe(out);
+    child.stderr?.unpipe(out);
+    spawnNode();
+    try {
+      await awaitReady();
+    } catch (err) {
+      throw new Error(
+        `RabbitMQ node ${nodeName} did not come back after a restart: ${err instanceof Error ? err.message : String(err)}\n${logTail()}`,
+      );
+    }
+  };
+  return {
+    amqpUrl: provide.amqpUrl as string,
+    mgmtUrl: provide.amqpMgmtUrl as string,
+    provide,
+    restart: () => (restarting ??= restart().finally(() => (restarting = undefined))),
+    stop,
+  };
 }
 
 interface Ports {
