@@ -8,7 +8,7 @@ import {
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "./constants.ts";
 import { NuropbMessageError } from "./errors.ts";
-import { normaliseJson, parseWireJson } from "./json.ts";
+import { normaliseJson, normalisedMarks, parseWireJson, stringifyNormalised } from "./json.ts";
 import type {
   CommandPayload,
   Context,
@@ -104,9 +104,10 @@ export function encodePayload(payload: Payload, options: EncodeOptions = {}): Fr
     );
   }
   const traceId = outgoingTraceId(payload);
+  const marks = normalisedMarks();
   // Building the body from the known fields also means only the free-form values (params,
   // context, event, result…) need the JSON walk, not the whole payload.
-  const body = utf8Bytes(JSON.stringify(wireBody(payload, traceId)));
+  const body = utf8Bytes(stringifyNormalised(wireBody(payload, traceId), marks) as string);
   const headers = buildHeaders(tag, traceId);
   const frame: { -readonly [K in keyof Frame]: Frame[K] } = {
     headers,

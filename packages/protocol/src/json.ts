@@ -9,8 +9,9 @@ export { MAX_JSON_DEPTH };
  *
  * | value | written as |
  * |---|---|
+ * | `bigint` | bare JSON integer (`9223372036854775807`), exact, as Python writes an `int` |
+ * | `number` beyond ±(2^53 − 1) below 1e21 | with `.0` (`9007199254740992.0`), as Python writes a `float` |
  * | `Date` | ISO 8601 UTC string with `Z` (`2020-01-01T00:00:00.000Z`); an invalid date → `null` |
- * | `bigint` | decimal string (`"9223372036854775807"`), as Python writes `Decimal` |
  * | `Map` | object, keys turned into strings |
  * | `Set` | array |
  * | `Uint8Array` / `Buffer` / other typed arrays | standard base64 string of the bytes |
@@ -18,15 +19,63 @@ export { MAX_JSON_DEPTH };
  * | `NaN`, `Infinity`, `-Infinity` | `null` (never the bare tokens Python emits) |
  * | object with `toJSON()` | what `toJSON()` returns, normalised again |
  *
+ * Reading ({@link parseWireJson}) gives a `bigint` for an integer literal outside ±(2^53 − 1)
+ * and a `number` for every other number, so values keep their type both ways (a bigint inside
+ * ±(2^53 − 1) comes back as a number): `JSON.stringify` would write 2^53 as an integer literal,
+ * which a reader of exact integers takes for a different type.
  * @throws NuropbMessageError for a cyclic value or one nested deeper than {@link MAX_JSON_DEPTH}.
  */
 export function toWireJson(value: unknown): string {
-  return JSON.stringify(normaliseJson(value, 1)) ?? "null";
+  const since = markedCount;
+  return stringifyNormalised(normaliseJson(value, 1), since) ?? "null";
 }
 
 /**
- * The JSON-safe form of `value` (see {@link toWireJson}). Returns the same object when nothing
- * needed changing, so plain data costs one walk and no copies.
+ * How many values {@link normaliseJson} has met that `JSON.stringify` cannot write our way (a
+ * bigint; a number beyond ±(2^53 − 1) below 1e21). Only grows, so nested calls (a `toJSON()`
+ * that writes JSON itself) cannot hide one; a body whose walk left it unchanged is written by
+ * plain `JSON.stringify`, paying nothing for these rules.
+ */
+let markedCount = 0;
+
+/** The current {@link markedCount}, to pass to {@link stringifyNormalised}. Internal. */
+export function normalisedMarks(): number {
+  return markedCount;
+}
+
+/**
+ * `JSON.stringify` of what {@link normaliseJson} returned, writing bigints and large whole
+ * numbers by the rules of {@link toWireJson}. `since` is {@link normalisedMarks} from before the
+ * normalising walk. Internal: the codec writes bodies with it.
+ */
+export function stringifyNormalised(value: unknown, since: number): string | undefined {
+  if (markedCount === since) return JSON.stringify(value);
+  // Each such value is written as a string holding a fresh random mark, then the quoted marks
+  // are replaced by the bare literal. Nobody can know the mark beforehand, so no string a peer
+  // or a caller wrote can be mistaken for one.
+  const mark = `nuropb-literal-${globalThis.crypto.randomUUID()}:`;
+  const text = JSON.stringify(value, function (this: unknown, key: string, v: unknown) {
+    // `this[key]` is the value before any toJSON(): a BigInt.prototype.toJSON an application
+    // may define does not change what is written.
+    const raw = (this as Record<string, unknown>)[key];
+    if (typeof raw === "bigint") return mark + raw.toString();
+    if (typeof raw === "number" && isLargeWholeNumber(raw)) return `${mark + String(raw)}.0`;
+    return v;
+  }) as string | undefined;
+  return text?.replace(new RegExp(`"${mark}(-?[0-9]+(?:\\.0)?)"`, "g"), "$1");
+}
+
+/** A number `JSON.stringify` writes as an integer literal although it lies beyond ±(2^53 − 1)
+ * (from 1e21 on it writes an exponent). Every double that large is whole. */
+function isLargeWholeNumber(n: number): boolean {
+  return (n > Number.MAX_SAFE_INTEGER && n < 1e21) || (n < Number.MIN_SAFE_INTEGER && n > -1e21);
+}
+
+/**
+ * The JSON-safe form of `value` (see {@link toWireJson}), except that a `bigint` and a number
+ * beyond ±(2^53 − 1) are kept as they are: {@link toWireJson} and the codec write them (a
+ * bigint would make `JSON.stringify` throw). Returns the same object when nothing needed
+ * changing, so plain data costs one walk and no copies.
  * @throws NuropbMessageError for cyclic or too deeply nested values.
  */
 export function normaliseJson(value: unknown, depth = 1): unknown {
@@ -35,9 +84,13 @@ export function normaliseJson(value: unknown, depth = 1): unknown {
     case "boolean":
       return value;
     case "number":
-      return Number.isFinite(value) ? value : null;
+      if (value <= Number.MAX_SAFE_INTEGER && value >= Number.MIN_SAFE_INTEGER) return value;
+      if (!Number.isFinite(value)) return null;
+      if (isLargeWholeNumber(value)) markedCount++;
+      return value;
     case "bigint":
-      return value.toString();
+      markedCount++;
+      return value;
     case "object":
       return value === null ? null : normaliseObject(value, depth);
     default: // undefined, function, symbol
@@ -137,14 +190,17 @@ function normaliseOtherObject(obj: object, depth: number, next: number): unknown
   return out ?? obj;
 }
 
-/** True for values JSON writes as they are: strings, booleans, null, finite numbers. */
+/** True for values JSON writes as they are: strings, booleans, null, numbers within
+ * ±(2^53 − 1) (larger ones go through {@link normaliseJson}). */
 function isJsonLeaf(value: unknown): boolean {
   const t = typeof value;
   return (
     t === "string" ||
     t === "boolean" ||
     value === null ||
-    (t === "number" && Number.isFinite(value))
+    (t === "number" &&
+      (value as number) <= Number.MAX_SAFE_INTEGER &&
+      (value as number) >= Number.MIN_SAFE_INTEGER)
   );
 }
 
@@ -161,19 +217,80 @@ function setKey(out: Record<string, unknown>, key: string, value: unknown): void
 }
 
 /**
- * Parses a body's JSON text. Standard JSON goes to `JSON.parse`; text it refuses goes to a
- * one-pass parser that also accepts the bare `NaN`, `Infinity` and `-Infinity` tokens Python
- * peers may send (as the numbers they name; not as keys), and refuses nesting deeper than
- * {@link MAX_JSON_DEPTH}. Time is linear in the text and memory a small multiple of the text and
- * the result, whatever the input.
+ * Parses a body's JSON text. Standard JSON goes to `JSON.parse`; text it refuses, and text
+ * where it rounded an integer outside ±(2^53 − 1), goes to a one-pass parser that reads such
+ * integers as exact `bigint`s and also accepts the bare `NaN`, `Infinity` and `-Infinity`
+ * tokens Python peers may send (as the numbers they name; not as keys). That parser refuses
+ * nesting deeper than {@link MAX_JSON_DEPTH} (standard JSON without large numbers is read at any
+ * depth, as `JSON.parse` reads it) and integers longer than 4300 digits (as Python does). Time
+ * is linear in the text and memory a small multiple of the text and the result, whatever the
+ * input.
  * @throws NuropbMessageError when the text is not JSON.
  */
 export function parseWireJson(text: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text);
   } catch {
     // Not standard JSON: Python's tokens, or an error the tolerant parser names with its
     // position (JSON.parse's own message would point at the first NaN).
     return parseTolerantJson(text);
   }
+  const reread =
+    typeof value === "object"
+      ? value !== null && needsReread(value, 1)
+      : typeof value === "number" && isBeyondSafe(value);
+  return reread ? parseTolerantJson(text) : value;
+}
+
+/**
+ * Whether `JSON.parse`'s result must be read again by the tolerant parser: it holds a number
+ * beyond ±(2^53 − 1) (an integer literal JSON.parse rounded, or a float such as `1e20`, which
+ * the tolerant parser leaves a number). A walk over the parsed values, not the text: it costs
+ * nothing per character of a string.
+ */
+function needsReread(value: object, depth: number): boolean {
+  // Deeper than a body can be written: no recursion (the text may nest a million levels).
+  // Such a body is JSON.parse's, unless it holds a large number: then the tolerant parser
+  // refuses it, rather than give a rounded integer.
+  if (depth > MAX_JSON_DEPTH) return holdsNumberBeyondSafe(value);
+  const next = depth + 1;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i];
+      if (typeof item === "number") {
+        if (isBeyondSafe(item)) return true;
+      } else if (typeof item === "object" && item !== null && needsReread(item, next)) return true;
+    }
+    return false;
+  }
+  const rec = value as Record<string, unknown>;
+  for (const key in rec) {
+    const item = rec[key];
+    if (typeof item === "number") {
+      if (isBeyondSafe(item)) return true;
+    } else if (typeof item === "object" && item !== null && needsReread(item, next)) return true;
+  }
+  return false;
+}
+
+/** {@link needsReread} for any depth, with a stack of its own instead of recursion. */
+function holdsNumberBeyondSafe(root: object): boolean {
+  const pending: object[] = [root];
+  for (let v = pending.pop(); v !== undefined; v = pending.pop()) {
+    const rec = v as Record<string, unknown>;
+    for (const key in rec) {
+      const item = rec[key];
+      if (typeof item === "number") {
+        if (isBeyondSafe(item)) return true;
+      } else if (typeof item === "object" && item !== null) pending.push(item);
+    }
+  }
+  return false;
+}
+
+/** True for a number beyond ±(2^53 − 1): every such double is whole (and JSON.parse gives
+ * no infinities). */
+function isBeyondSafe(n: number): boolean {
+  return n > Number.MAX_SAFE_INTEGER || n < Number.MIN_SAFE_INTEGER;
 }

@@ -1,6 +1,6 @@
-/** Any JSON value as it travels in a body. */
+/** Any JSON value as it travels in a body; an integer beyond ±(2^53 − 1) is a `bigint`. */
 export type JsonValue =
-  null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+  null | boolean | number | bigint | string | JsonValue[] | { [key: string]: JsonValue };
 /** A JSON object. */
 export type JsonObject = { [key: string]: JsonValue };
 

@@ -4,10 +4,21 @@ import { NuropbMessageError } from "./errors.ts";
 export const MAX_JSON_DEPTH = 64;
 
 /**
+ * Longest integer literal read: Python (3.11 and later) refuses to turn more than 4300 digits
+ * into an `int` (`sys.get_int_max_str_digits()`), so no Python peer sends one; the cap also
+ * bounds what `BigInt()`, quadratic in the digit count, costs per literal.
+ */
+export const MAX_INTEGER_DIGITS = 4300;
+
+/**
  * Parses JSON text plus what Python's `json.dumps` may write beyond it, in one pass, in time
- * linear in the text and memory a small constant times the text and the result: the bare
- * tokens `NaN`, `Infinity` and `-Infinity` as values (never as keys, as Python's `json.loads`
- * refuses them there).
+ * linear in the text and memory a small constant times the text and the result:
+ *
+ * - the bare tokens `NaN`, `Infinity` and `-Infinity` as values (never as keys, as Python's
+ *   `json.loads` refuses them there);
+ * - integer literals outside ±(2^53 − 1) become exact `bigint`s (at most
+ *   {@link MAX_INTEGER_DIGITS} digits, else refused); every other number, floats of any length
+ *   and exponent forms included, is the `number` `JSON.parse` gives.
  *
  * Everything else is `JSON.parse`'s grammar and result: a `__proto__` key is an own property,
  * a repeated key keeps its last value, strings are decoded by `JSON.parse` itself. Nesting
@@ -177,28 +188,40 @@ class TolerantJsonParser {
     }
   }
 
-  /** A number by JSON's grammar. */
-  #number(): number {
+  /** A number by JSON's grammar; an integer outside ±(2^53 − 1) becomes a bigint. */
+  #number(): number | bigint {
     const text = this.#text;
     const start = this.#pos;
     let i = start;
     if (text.charCodeAt(i) === MINUS) i++;
+    const digitsStart = i;
     const first = text.charCodeAt(i);
     if (first === ZERO) i++;
     else if (first > ZERO && first <= NINE) i = this.#digits(i + 1);
     else this.#fail("expected a digit", i);
+    const digits = i - digitsStart;
+    let integer = true;
     if (text.charCodeAt(i) === DOT) {
+      integer = false;
       i = this.#digits(this.#digit(i + 1));
     }
     const e = text.charCodeAt(i);
     if (e === LOWER_E || e === UPPER_E) {
+      integer = false;
       i++;
       const sign = text.charCodeAt(i);
       if (sign === PLUS || sign === MINUS) i++;
       i = this.#digits(this.#digit(i));
     }
     this.#pos = i;
-    return Number(text.slice(start, i));
+    const literal = text.slice(start, i);
+    const value = Number(literal);
+    // 2^53 − 1 has 16 digits: every shorter integer is safe.
+    if (!integer || digits < 16 || Number.isSafeInteger(value)) return value;
+    if (digits > MAX_INTEGER_DIGITS) {
+      this.#fail(`integer literal longer than ${String(MAX_INTEGER_DIGITS)} digits`, start);
+    }
+    return BigInt(literal);
   }
 
   /** Requires a digit at `i`; returns the index after it. */

@@ -134,7 +134,7 @@ describe("encoded body fields", () => {
       reply_to: "rq",
     });
     expect(bodyOf(frame)).toMatchObject({
-      result: { when: "1970-01-01T00:00:00.000Z", big: "10", set: [1] },
+      result: { when: "1970-01-01T00:00:00.000Z", big: 10, set: [1] },
       context: { user: "u1" },
     });
   });

@@ -36,11 +36,12 @@ describe("toWireJson writing rules", () => {
     expect(toWireJson([new Date(NaN)])).toBe("[null]");
   });
 
-  it("bigint → decimal string", () => {
+  it("bigint → bare JSON integer, exact", () => {
     expect(toWireJson({ n: 9223372036854775807n, m: -12n, z: 0n })).toBe(
-      '{"n":"9223372036854775807","m":"-12","z":"0"}',
+      '{"n":9223372036854775807,"m":-12,"z":0}',
     );
-    expect(toWireJson([2n ** 100n])).toBe('["1267650600228229401496703205376"]');
+    expect(toWireJson([2n ** 100n])).toBe("[1267650600228229401496703205376]");
+    expect(toWireJson(-(2n ** 63n))).toBe("-9223372036854775808");
   });
 
   it("Map → object with string keys, values normalised", () => {
@@ -50,7 +51,7 @@ describe("toWireJson writing rules", () => {
       [true, 3n],
       ["skip", undefined],
     ]);
-    expect(toWireJson(m)).toBe('{"a":1,"2.5":"1970-01-01T00:00:00.000Z","true":"3"}');
+    expect(toWireJson(m)).toBe('{"a":1,"2.5":"1970-01-01T00:00:00.000Z","true":3}');
     // (Integer-like keys come first, as in any JS object.)
     expect(
       toWireJson(
@@ -64,7 +65,7 @@ describe("toWireJson writing rules", () => {
   });
 
   it("Set → array, values normalised", () => {
-    expect(toWireJson(new Set([1, "a", 2n, undefined]))).toBe('[1,"a","2",null]');
+    expect(toWireJson(new Set([1, "a", 2n, undefined]))).toBe('[1,"a",2,null]');
     expect(toWireJson({ s: new Set() })).toBe('{"s":[]}');
   });
 
@@ -140,7 +141,7 @@ describe("toWireJson writing rules", () => {
     proto.polluted = "yes";
     try {
       expect(toWireJson({ a: 1 })).toBe('{"a":1}');
-      expect(toWireJson({ a: 1n, b: 2 })).toBe('{"a":"1","b":2}');
+      expect(toWireJson({ a: 1n, b: 2 })).toBe('{"a":1,"b":2}');
     } finally {
       delete proto.polluted;
     }
@@ -210,19 +211,24 @@ describe("normaliseJson", () => {
 
   it("copies only what changes, keeps unchanged siblings by reference", () => {
     const same = { k: [1, 2] };
-    const v = { when: new Date(0), same, list: [same, 1n] };
+    const v = { when: new Date(0), same, list: [same, 1n, new Date(0)] };
     const out = normaliseJson(v) as { when: unknown; same: unknown; list: unknown[] };
     expect(out).not.toBe(v);
     expect(out.same).toBe(same);
     expect(out.list[0]).toBe(same);
-    expect(out).toEqual({ when: "1970-01-01T00:00:00.000Z", same, list: [same, "1"] });
+    // A bigint needs no change: toWireJson writes it as a bare integer.
+    expect(out).toEqual({
+      when: "1970-01-01T00:00:00.000Z",
+      same,
+      list: [same, 1n, "1970-01-01T00:00:00.000Z"],
+    });
     // The input is left as it was.
     expect(v.when).toBeInstanceOf(Date);
-    expect(v.list[1]).toBe(1n);
+    expect(v.list[2]).toBeInstanceOf(Date);
   });
 
   it("keeps key order when it copies", () => {
-    const out = normaliseJson({ a: 1, b: 2n, c: 3, d: undefined, e: () => 0, f: 4 });
+    const out = normaliseJson({ a: 1, b: new Date(0), c: 3, d: undefined, e: () => 0, f: 4 });
     expect(Object.keys(out as object)).toEqual(["a", "b", "c", "f"]);
   });
 });
