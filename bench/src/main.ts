@@ -2,6 +2,7 @@ import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { stopBrokers } from "./brokers.ts";
 import { amqpSuite } from "./suites/amqp.ts";
+import { amqpPersistenceSuite } from "./suites/amqp-persistence.ts";
 import { codecSuite } from "./suites/codec.ts";
 import { cryptoSuite } from "./suites/crypto.ts";
 import { memorySuite } from "./suites/memory.ts";
@@ -15,6 +16,7 @@ const SUITES: readonly BenchSuite[] = [
   codecSuite,
   memorySuite,
   amqpSuite,
+  amqpPersistenceSuite,
   natsSuite,
   redisSuite,
   cryptoSuite,
