@@ -278,6 +278,15 @@ function needsReread(value: object, depth: number): boolean {
 function holdsNumberBeyondSafe(root: object): boolean {
   const pending: object[] = [root];
   for (let v = pending.pop(); v !== undefined; v = pending.pop()) {
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const item: unknown = v[i];
+        if (typeof item === "number") {
+          if (isBeyondSafe(item)) return true;
+        } else if (typeof item === "object" && item !== null) pending.push(item);
+      }
+      continue;
+    }
     const rec = v as Record<string, unknown>;
     for (const key in rec) {
       const item = rec[key];

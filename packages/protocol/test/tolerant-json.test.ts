@@ -200,6 +200,9 @@ describe("parseWireJson: hostile bodies cost linear time and bounded memory", ()
     expect(parseWireJson(nestedText(MAX_JSON_DEPTH, "9223372036854775807"))).toEqual(big);
     expect(refusal(nestedText(100_000, "9223372036854775807")).message).toMatch(/deeper than 64/);
     expect(refusal(`[${nestedText(MAX_JSON_DEPTH, "1")}, 1e300]`).message).toMatch(/deeper/);
+    const deepObjects = '{"v": '.repeat(1_000) + "-9223372036854775808" + "}".repeat(1_000);
+    expect(refusal(deepObjects).message).toMatch(/deeper than 64/);
+    expect(parseWireJson(deepObjects.replace("-9223372036854775808", "-1"))).toBeTypeOf("object");
     // A million levels: refused at level 65, without a stack overflow (a RangeError).
     expect(refusal(nestedText(1_000_000, "NaN")).message).toMatch(/nested deeper than 64/);
     expect(refusal("[".repeat(1_000_000)).message).toMatch(/nested deeper than 64/);
