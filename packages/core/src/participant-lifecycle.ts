@@ -1,0 +1,206 @@
+import {
+  NuropbConnectionClosedError,
+  NuropbTransportError,
+  type Listener,
+  type Logger,
+  type Transport,
+} from "@nuropb/protocol";
+
+type State = "idle" | "connecting" | "open" | "closing" | "closed";
+
+/** What the lifecycle needs of its participant. */
+export interface LifecycleParts {
+  readonly transport: Transport;
+  readonly log: Logger;
+  readonly responseAddress: string;
+  /** How long `disconnect()` waits for in-flight handlers, in ms. */
+  readonly drainTimeoutMs: number;
+  /** Starts consuming the participant's responses. */
+  readonly consumeResponses: () => Promise<Listener>;
+  /** Starts consuming the service queue; undefined for a client. */
+  readonly consumeService: (() => Promise<Listener>) | undefined;
+  /** Rejects every pending request with an error from `make`. */
+  readonly failPending: (make: () => Error) => void;
+  /** Releases what the participant holds once nothing is sent or received (cipher threads). */
+  readonly release: () => Promise<void>;
+}
+
+/**
+ * A participant's lifecycle: connect (the transport, then its consumers), watching the transport
+ * (pending requests fail when the link drops), the handlers in flight, and disconnect: stop
+ * taking messages, drain the handlers (bounded), stop the responses, fail what is pending.
+ */
+export class ParticipantLifecycle {
+  readonly #p: LifecycleParts;
+  readonly #inflight = new Set<Promise<void>>();
+  #state: State = "idle";
+  /** disconnect() is waiting for in-flight handlers: their own calls still go out. */
+  #draining = false;
+  #transportUp = true;
+  #connecting: Promise<void> | undefined;
+  /** The running (or finished) disconnect, shared by concurrent disconnect() calls. */
+  #closed: Promise<void> = Promise.resolve();
+  #listeners: Listener[] = [];
+  #stopEvents: (() => void) | undefined;
+
+  constructor(parts: LifecycleParts) {
+    this.#p = parts;
+  }
+
+  /** True between a successful `connect()` and `disconnect()`, while the transport is up. */
+  get connected(): boolean {
+    return this.#state === "open" && this.#transportUp;
+  }
+
+  /** Throws unless calls may go out; `fromHandler`: a handler's own call during the drain may. */
+  assertOpen(fromHandler: boolean): void {
+    if (this.#state === "open" || (fromHandler && this.#draining)) return;
+    if (this.#state === "closing" || this.#state === "closed") {
+      throw new NuropbConnectionClosedError("this participant is disconnected");
+    }
+    throw new NuropbConnectionClosedError("call connect() first");
+  }
+
+  /** Counts `work` (one service message being handled) until it settles, and returns it. */
+  track(work: Promise<void>): Promise<void> {
+    this.#inflight.add(work);
+    // The caller (the transport) gets `work` and its outcome; the bookkeeping copy must not
+    // turn a failure into an unhandled rejection.
+    const done = (): void => void this.#inflight.delete(work);
+    work.then(done, done);
+    return work;
+  }
+
+  async connect(): Promise<void> {
+    if (this.#state === "open") return;
+    if (this.#state === "connecting" && this.#connecting !== undefined) return this.#connecting;
+    if (this.#state === "closing" || this.#state === "closed") {
+      throw new NuropbConnectionClosedError("this participant was disconnected; create a new one");
+    }
+    this.#state = "connecting";
+    this.#connecting = this.#doConnect();
+    try {
+      await this.#connecting;
+      this.#state = "open";
+      this.#p.log.info("connected", { responseAddress: this.#p.responseAddress });
+    } catch (err) {
+      this.#state = "idle";
+      await this.#stopListeners();
+      throw err;
+    } finally {
+      this.#connecting = undefined;
+    }
+  }
+
+  async #doConnect(): Promise<void> {
+    await this.#p.transport.connect();
+    this.#stopEvents?.();
+    this.#stopEvents = this.#watchTransport();
+    this.#listeners.push(await this.#p.consumeResponses());
+    if (this.#p.consumeService !== undefined) this.#listeners.push(await this.#p.consumeService());
+  }
+
+  #watchTransport(): () => void {
+    const iterator = this.#p.transport.events()[Symbol.asyncIterator]();
+    const log = this.#p.log;
+    let stopped = false;
+    const loop = async (): Promise<void> => {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done === true || stopped) return;
+        const event = next.value;
+        switch (event.type) {
+          case "disconnected":
+            this.#transportUp = false;
+            log.warn("transport disconnected", { error: event.error?.message });
+            this.#p.failPending(
+              () =>
+                new NuropbTransportError(
+                  "connection lost while waiting for the response; the outcome is unknown",
+                  {
+                    retryable: true,
+                    ...(event.error !== undefined ? { cause: event.error } : {}),
+                  },
+                ),
+            );
+            break;
+          case "reconnected":
+            this.#transportUp = true;
+            log.info("transport reconnected");
+            break;
+          case "closed":
+            this.#transportUp = false;
+            this.#p.failPending(
+              () => new NuropbConnectionClosedError("the transport closed", { retryable: true }),
+            );
+            return;
+          case "errored":
+            log.warn("transport error", { error: event.error.message });
+            break;
+        }
+      }
+    };
+    loop().catch((err: unknown) =>
+      log.error("transport event loop failed", { error: String(err) }),
+    );
+    return () => {
+      stopped = true;
+      void iterator.return?.();
+    };
+  }
+
+  async disconnect(): Promise<void> {
+    if (this.#state === "closed") return;
+    if (this.#state === "closing") return this.#closed;
+    if (this.#state === "connecting" && this.#connecting !== undefined)
+      await this.#connecting.catch(() => undefined);
+    this.#state = "closing";
+    this.#closed = this.#doDisconnect();
+    return this.#closed;
+  }
+
+  async #doDisconnect(): Promise<void> {
+    // 1. stop taking service messages; 2. let in-flight handlers finish (bounded), they still
+    // respond and settle; 3. stop responses and fail what is still pending.
+    const [responses, ...service] = this.#listeners;
+    await Promise.allSettled(service.map((l) => l.stop()));
+    this.#draining = true;
+    if (this.#inflight.size > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<"timeout">(
+        (r) => (timer = setTimeout(() => r("timeout"), this.#p.drainTimeoutMs)),
+      );
+      const result = await Promise.race([
+        Promise.allSettled([...this.#inflight]).then(() => "done" as const),
+        timeout,
+      ]);
+      clearTimeout(timer);
+      if (result === "timeout")
+        this.#p.log.warn("drain timed out; unsettled messages return to the queue", {
+          inflight: this.#inflight.size,
+        });
+    }
+    this.#draining = false;
+    await responses?.stop().catch(() => undefined);
+    this.#listeners = [];
+    this.#stopEvents?.();
+    this.#stopEvents = undefined;
+    this.#p.failPending(
+      () =>
+        new NuropbTransportError("the client disconnected before the response arrived", {
+          retryable: true,
+        }),
+    );
+    // Nothing is sealed or opened any more: stop the cipher threads, if any.
+    await this.#p.release();
+    this.#state = "closed";
+    this.#p.log.info("disconnected");
+  }
+
+  async #stopListeners(): Promise<void> {
+    await Promise.allSettled(this.#listeners.map((l) => l.stop()));
+    this.#listeners = [];
+    this.#stopEvents?.();
+    this.#stopEvents = undefined;
+  }
+}

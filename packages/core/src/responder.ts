@@ -1,0 +1,127 @@
+import {
+  Header,
+  NuropbMessageError,
+  encodePayload,
+  toErrorPayload,
+  type Context,
+  type Delivery,
+  type ErrorPayload,
+  type Frame,
+  type Logger,
+  type ResponsePayload,
+  type Transport,
+} from "@nuropb/protocol";
+import type { ReplyKey } from "@nuropb/crypto";
+import type { Sealing } from "./sealing.ts";
+
+/** What a response says, before it is written. */
+export interface ResponseFields {
+  readonly correlationId: string;
+  readonly traceId: string | null;
+  readonly context: Context;
+  readonly result: unknown;
+  readonly error: ErrorPayload | null;
+}
+
+/**
+ * Writes and sends a service's responses: encoded (a result that cannot become JSON is answered
+ * with that error), sealed with the request's reply key when it came encrypted, and replaced by
+ * an error when it is larger than the transport takes. Sending never throws: a response that
+ * cannot be sent is logged.
+ */
+export class Responder {
+  readonly #transport: Transport;
+  readonly #sealing: Sealing;
+  readonly #log: Logger;
+
+  constructor(transport: Transport, sealing: Sealing, log: Logger) {
+    this.#transport = transport;
+    this.#sealing = sealing;
+    this.#log = log;
+  }
+
+  /** Sends one response to `replyTo`; never throws. */
+  async respond(replyTo: string, r: ResponseFields, replyKey: ReplyKey | undefined): Promise<void> {
+    try {
+      let frame = await this.#frame(replyTo, r, replyKey);
+      const max = this.#transport.capabilities.maxFrameBytes;
+      if (frame.body.byteLength > max) {
+        // The handler ran and its message is settled: say why there is no result, rather than
+        // let the caller time out and retry it.
+        const tooBig = new NuropbMessageError(
+          `the response of ${frame.body.byteLength} bytes exceeds the transport's maxFrameBytes (${max})`,
+          { details: { bytes: frame.body.byteLength, maxFrameBytes: max } },
+        );
+        this.#log.warn("response too large; answering with an error", {
+          correlationId: r.correlationId,
+          bytes: frame.body.byteLength,
+        });
+        frame = await this.#frame(
+          replyTo,
+          { ...r, result: null, error: toErrorPayload(tooBig) },
+          replyKey,
+        );
+      }
+      await this.#transport.send({ kind: "reply", address: replyTo }, frame);
+    } catch (err) {
+      this.#log.error("could not send a response", {
+        correlationId: r.correlationId,
+        error: String((err as Error)?.message ?? err),
+      });
+    }
+  }
+
+  /**
+   * Answers a service message that was refused before it could be read (too large, undecodable)
+   * with `error`, when it can be answered: it has a reply address and a correlation id. The
+   * context is not known: it is sent empty.
+   */
+  async answerUnread(
+    delivery: Delivery,
+    error: NuropbMessageError,
+    replyKey: ReplyKey | undefined,
+  ): Promise<void> {
+    if (delivery.replyTo === undefined || delivery.replyTo === "" || delivery.correlationId === "")
+      return;
+    const trace = delivery.headers[Header.traceId];
+    await this.respond(
+      delivery.replyTo,
+      {
+        correlationId: delivery.correlationId,
+        traceId: typeof trace === "string" ? trace : "unknown",
+        context: {},
+        result: null,
+        error: toErrorPayload(error),
+      },
+      replyKey,
+    );
+  }
+
+  async #frame(replyTo: string, r: ResponseFields, replyKey: ReplyKey | undefined): Promise<Frame> {
+    const payload: ResponsePayload = {
+      tag: "response",
+      result: r.result,
+      error: r.error,
+      correlation_id: r.correlationId,
+      trace_id: r.traceId,
+      context: r.context,
+      warning: null,
+      reply_to: replyTo,
+    };
+    let frame: Frame;
+    try {
+      frame = encodePayload(payload);
+    } catch (err) {
+      // The result cannot become JSON (cycle, too deep): answer with that error instead, and
+      // without the context when the caller's own context is what cannot be written back.
+      const error = toErrorPayload(err);
+      try {
+        frame = encodePayload({ ...payload, result: null, error });
+      } catch {
+        frame = encodePayload({ ...payload, result: null, error, context: {} });
+      }
+    }
+    if (replyKey !== undefined) frame = await this.#sealing.sealResponse(frame, replyKey);
+    return frame;
+  }
+}

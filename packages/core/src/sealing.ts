@@ -1,0 +1,123 @@
+import {
+  ENCRYPTED_YES,
+  Header,
+  NuropbMessageError,
+  type Delivery,
+  type Frame,
+  type InboundFrame,
+  type WireHeaders,
+} from "@nuropb/protocol";
+import {
+  createPayloadEncryptor,
+  type PayloadEncryptor,
+  type PeerKeys,
+  type ReplyKey,
+} from "@nuropb/crypto";
+import type { ServiceDescription } from "./describe.ts";
+import type { ParticipantOptions } from "./types.ts";
+
+/** Clock skew allowed beyond a message's ttl before its ciphertext counts as a replay. */
+const REPLAY_SKEW_MS = 60_000;
+
+/** A sealed request: the frame to send and the key its response will be sealed with. */
+export interface SealedRequest {
+  readonly frame: Frame;
+  readonly replyKey: ReplyKey;
+}
+
+/**
+ * End-to-end encryption of one participant: seals its requests and commands and opens their
+ * responses (calling side), opens the requests it serves and seals their responses (dispatching
+ * side). Wraps the `@nuropb/crypto` encryptor, which may run on cipher threads.
+ */
+export class Sealing {
+  readonly #encryptor: PayloadEncryptor;
+
+  /** @throws TypeError for bad `keys` or `encryption` options. */
+  constructor(options: Pick<ParticipantOptions, "keys" | "encryption">) {
+    try {
+      this.#encryptor = createPayloadEncryptor({
+        ...options.encryption,
+        ...(options.keys === undefined ? {} : { keys: options.keys }),
+      });
+    } catch (err) {
+      throw new TypeError(`options.keys / options.encryption: ${(err as Error).message}`);
+    }
+  }
+
+  /** This participant's public keys (for its description). */
+  get publicKeys(): PayloadEncryptor["publicKeys"] {
+    return this.#encryptor.publicKeys;
+  }
+
+  /** Whether this participant has a key pair at all (RSA or nacl). */
+  get hasKeys(): boolean {
+    return this.publicKeys.rsaPem !== null || this.publicKeys.nacl !== null;
+  }
+
+  /** `frame` sealed for the peer whose keys are `peer`. */
+  async sealRequest(frame: Frame, peer: PeerKeys): Promise<SealedRequest> {
+    const sealed = await this.#encryptor.sealRequestAsync(frame.body, peer);
+    return { frame: sealedFrame(frame, sealed), replyKey: sealed.replyKey };
+  }
+
+  /**
+   * The plaintext body of an encrypted request or command, and the key to seal its response
+   * with. Ciphertext older than the message's ttl (plus clock skew) counts as a replay.
+   * @throws NuropbMessageError when it does not open; NuropbTransportError (retryable) when a
+   *   cipher thread stopped while opening it.
+   */
+  openRequest(delivery: Delivery): Promise<{ plain: Uint8Array; replyKey: ReplyKey }> {
+    const maxAgeMs = delivery.ttlMs !== undefined ? delivery.ttlMs + REPLAY_SKEW_MS : undefined;
+    return this.#encryptor.openRequestAsync(
+      delivery.body,
+      delivery.headers,
+      maxAgeMs !== undefined ? { maxAgeMs } : {},
+    );
+  }
+
+  /** The plaintext body of a response to a request sealed with `replyKey`. */
+  openResponse(frame: InboundFrame, replyKey: ReplyKey): Promise<Uint8Array> {
+    return this.#encryptor.openResponseAsync(frame.body, frame.headers, replyKey);
+  }
+
+  /** A response frame sealed with the request's `replyKey`. */
+  async sealResponse(frame: Frame, replyKey: ReplyKey): Promise<Frame> {
+    return sealedFrame(frame, await this.#encryptor.sealResponseAsync(frame.body, replyKey));
+  }
+
+  /** Stops the cipher threads, if any (nothing is sealed or opened any more). */
+  close(): Promise<void> {
+    return this.#encryptor.close();
+  }
+}
+
+/** Whether a frame's `encrypted` header says its body is ciphertext. */
+export function isSealed(headers: WireHeaders): boolean {
+  return headers[Header.encrypted] === ENCRYPTED_YES;
+}
+
+/**
+ * The public keys a service announces in its description.
+ * @throws NuropbMessageError when it announces none.
+ */
+export function peerKeysOf(d: ServiceDescription, service: string): PeerKeys {
+  if (d.public_key === null && (d.nacl_public_key ?? null) === null) {
+    throw new NuropbMessageError(`Service public key not found for service: ${service}`);
+  }
+  return { rsaPublicKeyPem: d.public_key, naclPublicKey: d.nacl_public_key ?? null };
+}
+
+/**
+ * `frame` carrying `sealed`'s body, its headers added to the frame's and `encrypted: yes`.
+ * Object.assign, not `{ ...a, ...b, [k]: v }`: V8 builds that literal the slow way (≈ 1.7 µs
+ * against 0.1 µs for these eight headers, measured), and it ran twice per encrypted call.
+ */
+function sealedFrame(
+  frame: Frame,
+  sealed: { readonly body: Uint8Array; readonly headers: Readonly<Record<string, string>> },
+): Frame {
+  const headers: Record<string, string | null> = Object.assign({}, frame.headers, sealed.headers);
+  headers[Header.encrypted] = ENCRYPTED_YES;
+  return { ...frame, body: sealed.body, headers };
+}
