@@ -16,6 +16,7 @@ export type {
   PublishEventOptions,
   EventToPublish,
   MeshParticipant,
+  ParticipantEvent,
   MeshService,
   MeshClient,
   ServiceProxy,

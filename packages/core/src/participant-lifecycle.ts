@@ -1,10 +1,12 @@
 import {
   NuropbConnectionClosedError,
   NuropbTransportError,
+  createEventChannel,
   type Listener,
   type Logger,
   type Transport,
 } from "@nuropb/protocol";
+import type { ParticipantEvent } from "./types.ts";
 
 type State = "idle" | "connecting" | "open" | "closing" | "closed";
 
@@ -28,7 +30,9 @@ export interface LifecycleParts {
 /**
  * A participant's lifecycle: connect (the transport, then its consumers), watching the transport
  * (pending requests fail when the link drops), the handlers in flight, and disconnect: stop
- * taking messages, drain the handlers (bounded), stop the responses, fail what is pending.
+ * taking messages, drain the handlers (bounded), stop the responses, fail what is pending. It
+ * reports itself as a transport does: `events()` and `closed()`. A transport that closes under
+ * the participant closes the participant too, with the reason.
  */
 export class ParticipantLifecycle {
   readonly #p: LifecycleParts;
@@ -39,12 +43,26 @@ export class ParticipantLifecycle {
   #transportUp = true;
   #connecting: Promise<void> | undefined;
   /** The running (or finished) disconnect, shared by concurrent disconnect() calls. */
-  #closed: Promise<void> = Promise.resolve();
+  #closing: Promise<void> = Promise.resolve();
   #listeners: Listener[] = [];
   #stopEvents: (() => void) | undefined;
+  readonly #channel = createEventChannel<ParticipantEvent>();
+  readonly #closed: Promise<Error | undefined>;
+  #resolveClosed!: (reason: Error | undefined) => void;
 
   constructor(parts: LifecycleParts) {
     this.#p = parts;
+    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /** See {@link MeshParticipant.closed}: settles once, never rejects. */
+  closed(): Promise<Error | undefined> {
+    return this.#closed;
+  }
+
+  /** See {@link MeshParticipant.events}: each call gets its own stream. */
+  events(): AsyncIterable<ParticipantEvent> {
+    return this.#channel.iterate();
   }
 
   /** True between a successful `connect()` and `disconnect()`, while the transport is up. */
@@ -83,6 +101,7 @@ export class ParticipantLifecycle {
       await this.#connecting;
       this.#state = "open";
       this.#p.log.info("connected", { responseAddress: this.#p.responseAddress });
+      this.#channel.emit({ type: "connected" });
     } catch (err) {
       this.#state = "idle";
       await this.#stopListeners();
@@ -113,6 +132,11 @@ export class ParticipantLifecycle {
           case "disconnected":
             this.#transportUp = false;
             log.warn("transport disconnected", { error: event.error?.message });
+            this.#channel.emit(
+              event.error === undefined
+                ? { type: "disconnected" }
+                : { type: "disconnected", error: event.error },
+            );
             this.#p.failPending(
               () =>
                 new NuropbTransportError(
@@ -127,15 +151,24 @@ export class ParticipantLifecycle {
           case "reconnected":
             this.#transportUp = true;
             log.info("transport reconnected");
+            this.#channel.emit({ type: "reconnected" });
             break;
-          case "closed":
+          case "closed": {
             this.#transportUp = false;
             this.#p.failPending(
               () => new NuropbConnectionClosedError("the transport closed", { retryable: true }),
             );
+            // Nothing more can be sent or received: the participant closes too, and says why.
+            const reason =
+              event.error ??
+              new NuropbConnectionClosedError("the transport was closed under the participant");
+            log.warn("transport closed; closing", { error: reason.message });
+            void this.#close(reason);
             return;
+          }
           case "errored":
             log.warn("transport error", { error: event.error.message });
+            this.#channel.emit({ type: "errored", error: event.error });
             break;
         }
       }
@@ -149,17 +182,25 @@ export class ParticipantLifecycle {
     };
   }
 
-  async disconnect(): Promise<void> {
-    if (this.#state === "closed") return;
-    if (this.#state === "closing") return this.#closed;
-    if (this.#state === "connecting" && this.#connecting !== undefined)
-      await this.#connecting.catch(() => undefined);
-    this.#state = "closing";
-    this.#closed = this.#doDisconnect();
-    return this.#closed;
+  disconnect(): Promise<void> {
+    return this.#close(undefined);
   }
 
-  async #doDisconnect(): Promise<void> {
+  /** Closes once; `reason`: why, when the participant was not asked to (the first close's counts). */
+  async #close(reason: Error | undefined): Promise<void> {
+    if (this.#state === "closed") return;
+    if (this.#state === "closing") return this.#closing;
+    if (this.#state === "connecting" && this.#connecting !== undefined)
+      await this.#connecting.catch(() => undefined);
+    // A close that started meanwhile (while connect() settled) is the one.
+    if ((this.#state as State) === "closing" || (this.#state as State) === "closed")
+      return this.#closing;
+    this.#state = "closing";
+    this.#closing = this.#doDisconnect(reason);
+    return this.#closing;
+  }
+
+  async #doDisconnect(reason: Error | undefined): Promise<void> {
     // 1. stop taking service messages; 2. let in-flight handlers finish (bounded), they still
     // respond and settle; 3. stop responses and fail what is still pending.
     const [responses, ...service] = this.#listeners;
@@ -195,6 +236,11 @@ export class ParticipantLifecycle {
     await this.#p.release();
     this.#state = "closed";
     this.#p.log.info("disconnected");
+    this.#channel.emit(
+      reason === undefined ? { type: "closed" } : { type: "closed", error: reason },
+    );
+    this.#channel.end();
+    this.#resolveClosed(reason);
   }
 
   async #stopListeners(): Promise<void> {

@@ -12,6 +12,7 @@ import type {
   CommandOptions,
   MeshParticipant,
   MeshService,
+  ParticipantEvent,
   PublishEventOptions,
   RequestOptions,
   ServiceOptions,
@@ -131,6 +132,14 @@ class Participant<TService extends object> implements MeshService<TService> {
 
   disconnect(): Promise<void> {
     return this.#lifecycle.disconnect();
+  }
+
+  closed(): Promise<Error | undefined> {
+    return this.#lifecycle.closed();
+  }
+
+  events(): AsyncIterable<ParticipantEvent> {
+    return this.#lifecycle.events();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

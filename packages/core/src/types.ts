@@ -67,6 +67,18 @@ export interface MeshParticipant extends AsyncDisposable {
   /** Stops consuming, drains in-flight handlers (bounded), rejects pending requests. Idempotent. */
   disconnect(): Promise<void>;
   /**
+   * Settles once, when the participant has closed — after `disconnect()`, or when its transport
+   * closed under it — with the reason if it was not asked to close (the transport's error, or a
+   * `NuropbConnectionClosedError`). Never rejects.
+   */
+  closed(): Promise<Error | undefined>;
+  /**
+   * A stream of the participant's lifecycle events (`connected`, `disconnected`, `reconnected`,
+   * `errored`, `closed`); each call gets its own stream, which ends when the participant closes
+   * (at once when it has closed already).
+   */
+  events(): AsyncIterable<ParticipantEvent>;
+  /**
    * Calls `service.method(params)` and resolves with its result.
    * @throws NuropbTimeoutError when `ttlMs` passes without a response.
    * @throws NuropbNotDeliveredError when no service is there.
@@ -119,6 +131,19 @@ export interface MeshParticipant extends AsyncDisposable {
   /** A typed proxy: `proxy.method(params, context?)` calls `request(service, "method", params, context)`. */
   proxy<TService extends object>(service: string): ServiceProxy<TService>;
 }
+
+/** What a participant reports about itself through {@link MeshParticipant.events}. */
+export type ParticipantEvent =
+  /** `connect()` succeeded: the participant consumes its queues. */
+  | { readonly type: "connected" }
+  /** The transport lost its link; the pending requests were failed (the outcome is unknown). */
+  | { readonly type: "disconnected"; readonly error?: Error }
+  /** The transport is back, its consumers resumed. */
+  | { readonly type: "reconnected" }
+  /** Something went wrong that the participant survived (details in `error`). */
+  | { readonly type: "errored"; readonly error: Error }
+  /** The participant closed for good; `error` tells why when it was not asked to. */
+  | { readonly type: "closed"; readonly error?: Error };
 
 /** A typed proxy for a service class: each public method becomes a request returning a promise. */
 export type ServiceProxy<TService> = {
