@@ -7,6 +7,7 @@ import { codecSuite } from "./suites/codec.ts";
 import { cryptoSuite } from "./suites/crypto.ts";
 import { memorySuite } from "./suites/memory.ts";
 import { natsSuite } from "./suites/nats.ts";
+import { pathologicalSuite } from "./suites/pathological.ts";
 import { redisSuite } from "./suites/redis.ts";
 import { printResult } from "./suite.ts";
 import type { BenchSuite } from "./suite.ts";
@@ -20,6 +21,7 @@ const SUITES: readonly BenchSuite[] = [
   natsSuite,
   redisSuite,
   cryptoSuite,
+  pathologicalSuite,
 ];
 
 function usage(): string {
