@@ -495,6 +495,48 @@ function registerSuite(s: Settings, caps: Caps): void {
       testTimeout,
     );
 
+    // Once consumeService() resolved, a consumer is in line for what is sent next. The window is
+    // wider than the burst, so no prefetch limit pushes work over to the second instance: the
+    // transport must. 64 is core's default prefetch; 0 leaves the bound to the transport.
+    for (const prefetch of [64, 0]) {
+      it(
+        `competing consumers at prefetch ${String(prefetch)}: a burst smaller than the window is spread over the idle instances`,
+        async () => {
+          const sender = await open();
+          const instances = [await open(), await open()];
+          const service = unique();
+          const got = new Map<string, number[]>();
+          let delivered = 0;
+          for (const [i, t] of instances.entries()) {
+            await consume(t, spec(service, { prefetch }), async (d) => {
+              got.set(labelOf(d), [...(got.get(labelOf(d)) ?? []), i]);
+              delivered++;
+              await delay(5);
+              await d.ack();
+            });
+          }
+          const labels = Array.from({ length: 60 }, (_, i) => `m${String(i).padStart(2, "0")}`);
+          await Promise.all(
+            labels.map((label) => send(sender, { kind: "rpc", service }, frameOf(label))),
+          );
+          await waitFor(() => delivered >= labels.length, timeoutMs, "every message delivered");
+          await quiet();
+          expect([...got.keys()].sort()).toEqual(labels);
+          expect([...got.values()].every((who) => who.length === 1)).toBe(true);
+          const shares = instances.map(
+            (_, i) => [...got.values()].filter((w) => w[0] === i).length,
+          );
+          // A fair share each, not an exact split: brokers need not alternate strictly.
+          for (const share of shares) {
+            expect(share, `messages per instance: ${shares.join(" / ")}`).toBeGreaterThanOrEqual(
+              labels.length * 0.2,
+            );
+          }
+        },
+        testTimeout,
+      );
+    }
+
     it(
       "events fan out once to every subscribed service, matching * and # as AMQP does",
       async () => {
