@@ -751,6 +751,17 @@ class NatsTransport implements Transport {
     this.#services.set(consumer, topo);
     consumer.start();
     if (!this.#linkUp) consumer.pause();
+    else {
+      // The first pulls are this instance's place at the consumer: the server hands messages
+      // round-robin over the pulls it holds, and one that is still on its way gets none of a
+      // burst sent right after this resolves (another instance's open pull takes it all). A
+      // flush answers once the server has read them (a link lost meanwhile pulls again later).
+      try {
+        await this.#flushSoon(nc);
+      } catch (err) {
+        this.#opts.logger.debug("flush after the first pulls failed", { error: err });
+      }
+    }
     this.#opts.logger.info("consuming service queue", {
       service: spec.service,
       rpcNames: topo.rpcNames,

@@ -223,10 +223,15 @@ export class FakeNats {
     this.deliver(p.reply, fakeMsg(p.reply, JSON.stringify(answer)));
   }
 
+  /** For each flush asked for, how many publishes had been written before it. */
+  readonly flushes: number[] = [];
+  /** While set, a flush (the server's PONG) waits for it. */
+  flushGate: Promise<void> | undefined;
+
   flush(): Promise<void> {
-    return this.#closed
-      ? Promise.reject(NatsError.errorForCode(ErrorCode.ConnectionClosed))
-      : Promise.resolve();
+    if (this.#closed) return Promise.reject(NatsError.errorForCode(ErrorCode.ConnectionClosed));
+    this.flushes.push(this.published.length);
+    return this.flushGate ?? Promise.resolve();
   }
 
   request(): Promise<Msg> {

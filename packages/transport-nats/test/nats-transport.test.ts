@@ -329,3 +329,26 @@ describe("declaring over what an earlier transport declared", () => {
     expect(fake2.jsm.consumerConfigs.get("NUROPB-m-EVENTS/svc-svc")?.ack_wait).toBe(nanos(60_000));
   });
 });
+
+describe("consumeService", () => {
+  it("resolves only once the server has read the first pulls (a flush after them), so messages sent next are shared with this instance", async () => {
+    const { t, fake } = await open();
+    let answer!: () => void;
+    fake.flushGate = new Promise((r) => (answer = r));
+    let resolved = false;
+    const consuming = t
+      .consumeService({ service: "svc", rpcBindings: [], eventBindings: [], prefetch: 64 }, (d) =>
+        d.ack(),
+      )
+      .then(() => void (resolved = true));
+    const isPull = (p: Published): boolean => p.subject.startsWith("$JS.API.CONSUMER.MSG.NEXT.");
+    await vi.waitFor(() => expect(fake.published.some(isPull)).toBe(true));
+    const pullAt = fake.published.findIndex(isPull);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(resolved, "resolved before the server answered the flush").toBe(false);
+    expect(fake.flushes.some((written) => written > pullAt)).toBe(true);
+    answer();
+    await consuming;
+    expect(resolved).toBe(true);
+  });
+});
