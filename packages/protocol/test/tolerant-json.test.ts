@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { MAX_JSON_DEPTH, NuropbMessageError, parseWireJson } from "@nuropb/protocol";
 import { parseTolerantJson } from "../src/tolerant-json.ts";
 import { pythonDumps } from "./support/wire-samples.ts";
@@ -191,10 +191,11 @@ describe("parseWireJson: hostile bodies cost linear time and bounded memory", ()
     const objects = (levels: number) => '{"v": '.repeat(levels) + "NaN" + "}".repeat(levels);
     expect(() => parseWireJson(objects(MAX_JSON_DEPTH))).not.toThrow();
     expect(refusal(objects(MAX_JSON_DEPTH + 1)).message).toMatch(/nested deeper than 64 levels/);
-    // Standard JSON is read at any depth, as JSON.parse reads it (core answers such a request
-    // with an error when it cannot write the context back), unless it holds an integer the
-    // tolerant parser would have to read: refused then, never rounded.
-    expect(Array.isArray(parseWireJson(nestedText(100_000, "1")))).toBe(true);
+    // Standard JSON is held to the same depth (the deepest value toWireJson writes): short
+    // texts are checked on JSON.parse's result, long ones scanned before JSON.parse runs.
+    expect(Array.isArray(parseWireJson(nestedText(MAX_JSON_DEPTH, "1")))).toBe(true);
+    expect(refusal(nestedText(MAX_JSON_DEPTH + 1, "1")).message).toMatch(/deeper than 64/);
+    expect(refusal(nestedText(100_000, "1")).message).toMatch(/deeper than 64/);
     let big: unknown = 9223372036854775807n;
     for (let i = 0; i < MAX_JSON_DEPTH; i++) big = [big];
     expect(parseWireJson(nestedText(MAX_JSON_DEPTH, "9223372036854775807"))).toEqual(big);
@@ -202,10 +203,44 @@ describe("parseWireJson: hostile bodies cost linear time and bounded memory", ()
     expect(refusal(`[${nestedText(MAX_JSON_DEPTH, "1")}, 1e300]`).message).toMatch(/deeper/);
     const deepObjects = '{"v": '.repeat(1_000) + "-9223372036854775808" + "}".repeat(1_000);
     expect(refusal(deepObjects).message).toMatch(/deeper than 64/);
-    expect(parseWireJson(deepObjects.replace("-9223372036854775808", "-1"))).toBeTypeOf("object");
+    expect(refusal(deepObjects.replace("-9223372036854775808", "-1")).message).toMatch(
+      /deeper than 64/,
+    );
     // A million levels: refused at level 65, without a stack overflow (a RangeError).
     expect(refusal(nestedText(1_000_000, "NaN")).message).toMatch(/nested deeper than 64/);
     expect(refusal("[".repeat(1_000_000)).message).toMatch(/nested deeper than 64/);
+  });
+
+  it("a long text nested too deeply is refused before JSON.parse builds anything", () => {
+    // 4 MiB of `[`: JSON.parse alone took 0.4–0.9 s and ~90 bytes of heap per character.
+    const parse = vi.spyOn(JSON, "parse");
+    try {
+      const deep = nestedText(2 * 1024 * 1024, "1");
+      expect(refusal(deep).message).toBe(
+        "body is nested deeper than 64 levels; it is refused unread",
+      );
+      expect(refusal("[".repeat(4 * 1024 * 1024)).message).toMatch(/deeper than 64/);
+      expect(parse).not.toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+  });
+
+  it("the depth scan of long texts skips strings: brackets, escaped quotes and backslashes in them", () => {
+    const pad = "x".repeat(70_000); // over the length from which texts are scanned
+    const tricky = `${"[".repeat(100)}\\"\\\\"{{{`;
+    const text = `{"pad": "${pad}", "s": ${JSON.stringify(tricky)}, "v": ${nestedText(MAX_JSON_DEPTH - 1, "1")}}`;
+    const parsed = parseWireJson(text) as { pad: string; s: string; v: unknown };
+    expect(parsed.s).toBe(tricky);
+    expect(parsed.pad.length).toBe(70_000);
+    const deeper = `{"pad": "${pad}", "s": ${JSON.stringify(tricky)}, "v": ${nestedText(MAX_JSON_DEPTH, "1")}}`;
+    expect(refusal(deeper).message).toMatch(/deeper than 64/);
+    // A string ending in an even run of backslashes ends at its quote; brackets after it count.
+    const evenRun = `["${pad}\\\\", ${nestedText(MAX_JSON_DEPTH - 1, "1")}]`;
+    expect((parseWireJson(evenRun) as unknown[]).length).toBe(2);
+    expect(refusal(`["${pad}\\\\", ${nestedText(MAX_JSON_DEPTH, "1")}]`).message).toMatch(
+      /deeper than 64/,
+    );
   });
 
   it("huge strings of backslashes parse, or are refused when unterminated", () => {
