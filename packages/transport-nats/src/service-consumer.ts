@@ -51,8 +51,14 @@ export interface ServiceConsumerDeps {
 export const CONSUMER_TICK_MS = 250;
 /** Longest a pull request waits at the server, in milliseconds. */
 const PULL_EXPIRES_MS = 10_000;
-/** Largest batch asked for in one pull. */
-const MAX_BATCH = 256;
+/**
+ * Most messages one pull loop keeps asked for at the server and not yet received (less when
+ * the window is smaller). The server hands messages round-robin over the open pulls of every
+ * instance, but a pull that has not reached it yet (an instance starting, pulling again after
+ * an expiry, reconnecting) gets nothing: meanwhile the open pulls of the others take what comes,
+ * up to this much each before they must pull again and queue behind it.
+ */
+export const PULL_CREDIT = 16;
 /** First wait before pulling again after a pull status that gives no count, in milliseconds. */
 export const PULL_RETRY_MIN_MS = 100;
 /** Longest wait before pulling again after such statuses in a row, in milliseconds. */
@@ -315,18 +321,19 @@ export class ServiceConsumer implements Listener {
     const held = this.#held.size;
     let total = 0;
     for (const l of this.#loops) total += l.outstanding;
+    const credit = Math.min(window, PULL_CREDIT);
     for (const loop of this.#loops) {
       if (loop.retryTimer !== undefined) continue;
-      let room = window - held - total;
+      let room = Math.min(window - held - total, credit - loop.outstanding);
       if (room <= 0) {
         if (loop.outstanding === 0 && held < window) room = 1;
         else continue;
       }
-      if (loop.outstanding > 0 && room < Math.ceil(window / 2)) continue;
-      const batch = Math.min(room, MAX_BATCH);
+      // Pull again once half of the credit came in (or the window is that nearly full).
+      if (loop.outstanding > 0 && room < Math.ceil(credit / 2)) continue;
       try {
-        loop.pull(batch);
-        total += batch;
+        loop.pull(room);
+        total += room;
       } catch (err) {
         this.#deps.logger.debug("pull not sent", { error: err });
         return;

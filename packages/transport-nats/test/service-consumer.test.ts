@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { noopLogger, type DeliveryHandler, type Logger } from "@nuropb/protocol";
 import {
   DEAD_LETTER_ATTEMPTS,
+  PULL_CREDIT,
   ServiceConsumer,
   type ServiceConsumerDeps,
 } from "../src/service-consumer.ts";
@@ -109,6 +110,28 @@ describe("ServiceConsumer pulls", () => {
       expect(pulls().length).toBeGreaterThan(afterMsg);
     },
   );
+});
+
+describe("ServiceConsumer pull credit", () => {
+  it(`asks the server for at most ${String(PULL_CREDIT)} messages at a time however wide the window, and keeps asking until the window is full`, () => {
+    const window = 64;
+    const { fake, pulls, consumer: c } = consumer({ window, handler: () => undefined });
+    c.start();
+    const asked = (): number =>
+      pulls().reduce((n, p) => n + (JSON.parse(p.payload) as { batch: number }).batch, 0);
+    expect(asked()).toBe(PULL_CREDIT);
+    // The server delivers on the newest pull while there is any credit left (handlers hold).
+    for (let seq = 1; asked() > seq - 1; seq++) {
+      fake.deliver(pulls().at(-1)?.reply ?? "", jsDelivery({ stream: "S", consumer: "c", seq }));
+      expect(asked() - seq, `credit left after message ${String(seq)}`).toBeLessThanOrEqual(
+        PULL_CREDIT,
+      );
+      expect(asked() - seq, `credit left after message ${String(seq)}`).toBeGreaterThanOrEqual(
+        Math.min(PULL_CREDIT / 2, window - seq),
+      );
+    }
+    expect(asked()).toBe(window);
+  });
 });
 
 describe("ServiceConsumer progress", () => {
