@@ -1,6 +1,8 @@
 import { Buffer } from "node:buffer";
 import { NuropbMessageError } from "./errors.ts";
-import { MAX_JSON_DEPTH, parseTolerantJson } from "./tolerant-json.ts";
+import { hasJsonParseSource } from "./runtime.ts";
+import type { JsonReviverContext } from "./runtime.ts";
+import { MAX_INTEGER_DIGITS, MAX_JSON_DEPTH, parseTolerantJson } from "./tolerant-json.ts";
 
 export { MAX_JSON_DEPTH };
 
@@ -217,11 +219,13 @@ function setKey(out: Record<string, unknown>, key: string, value: unknown): void
 }
 
 /**
- * Parses a body's JSON text. Standard JSON goes to `JSON.parse`; text it refuses, and text
- * where it rounded an integer outside ±(2^53 − 1), goes to a one-pass parser that reads such
- * integers as exact `bigint`s and also accepts the bare `NaN`, `Infinity` and `-Infinity`
- * tokens Python peers may send (as the numbers they name; not as keys). Integers longer than
- * 4300 digits are refused (as Python does), and so is nesting deeper than
+ * Parses a body's JSON text. Standard JSON goes to `JSON.parse`. Where that rounded an integer
+ * outside ±(2^53 − 1), the text is read again with such integers as exact `bigint`s: on Node 22
+ * and later by `JSON.parse` itself, through a reviver that reads each such literal's source
+ * text; on Node 20 by a one-pass parser. Text `JSON.parse` refuses goes to that one-pass parser
+ * on every line: it also accepts the bare `NaN`, `Infinity` and `-Infinity` tokens Python peers
+ * may send (as the numbers they name; not as keys) and names the position of an error. Integers
+ * longer than 4300 digits are refused (as Python does), and so is nesting deeper than
  * {@link MAX_JSON_DEPTH}, the deepest value {@link toWireJson} writes: a text of
  * {@link DEPTH_SCAN_MIN_CHARS} characters or more is scanned for it before anything is built
  * (`JSON.parse` of megabytes of `[[[[…` costs ~0.2 µs and ~90 bytes of heap per character),
@@ -243,7 +247,57 @@ export function parseWireJson(text: string): unknown {
     typeof value === "object"
       ? value !== null && needsReread(value, 1)
       : typeof value === "number" && isBeyondSafe(value);
-  return reread ? parseTolerantJson(text) : value;
+  if (!reread) return value;
+  if (!readWithSource) return parseTolerantJson(text);
+  // needsReread stops at the first large number, before it has seen the whole depth (the
+  // tolerant parser checks it as it goes).
+  if (text.length < DEPTH_SCAN_MIN_CHARS) assertNestingWithinLimit(text);
+  try {
+    return JSON.parse(text, reviveLargeInteger) as unknown;
+  } catch (err) {
+    // The tolerant parser refuses the literal naming its position, as on Node 20.
+    if (err instanceof IntegerTooLong) return parseTolerantJson(text);
+    throw err;
+  }
+}
+
+/**
+ * Whether {@link parseWireJson} re-reads standard JSON holding a large integer with `JSON.parse`
+ * and its source text (see {@link hasJsonParseSource}) instead of the one-pass parser. Decided
+ * once, when the module loads.
+ */
+let readWithSource = hasJsonParseSource;
+
+/**
+ * Makes {@link parseWireJson} re-read standard JSON holding a large integer with `JSON.parse`
+ * and its source text (`true`) or with the one-pass parser (`false`); returns the previous
+ * choice. Internal, not exported from the package: tests force each path with it.
+ * @throws Error when `true` is asked of a Node line whose `JSON.parse` gives no source text.
+ */
+export function setJsonSourceReading(on: boolean): boolean {
+  if (on && !hasJsonParseSource) {
+    throw new Error(`JSON.parse gives revivers no source text on Node ${process.version}`);
+  }
+  const previous = readWithSource;
+  readWithSource = on;
+  return previous;
+}
+
+/** An integer literal: digits with an optional minus, no fraction, no exponent. */
+const INTEGER_LITERAL = /^-?[0-9]+$/;
+
+/** Thrown by {@link reviveLargeInteger} for a literal longer than {@link MAX_INTEGER_DIGITS}. */
+class IntegerTooLong extends Error {}
+
+/** The `JSON.parse` reviver of {@link parseWireJson}: an integer literal beyond ±(2^53 − 1),
+ * which `JSON.parse` rounded, becomes the exact `bigint` its source text names. */
+function reviveLargeInteger(_key: string, value: unknown, context?: JsonReviverContext): unknown {
+  if (typeof value !== "number" || !isBeyondSafe(value)) return value;
+  const source = context?.source;
+  if (source === undefined || !INTEGER_LITERAL.test(source)) return value; // a float: 1e20
+  const digits = source.charCodeAt(0) === 45 /* - */ ? source.length - 1 : source.length;
+  if (digits > MAX_INTEGER_DIGITS) throw new IntegerTooLong();
+  return BigInt(source);
 }
 
 /**
