@@ -1,0 +1,3 @@
+export { CloseCode, WEBSOCKET_PATH } from "./wire.ts";
+
+export type { ClientMessage, ServerMessage, ErrorObject, MessageId } from "./wire.ts";
