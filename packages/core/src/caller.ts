@@ -1,9 +1,5 @@
 import {
-  DESCRIBE_METHOD,
-  DESCRIBE_TTL_MS,
-  NuropbHandlingError,
-  NuropbMessageError,
-  NuropbTimeoutError,
+  DESCRIBE_METHOD as DESCRIBE,
   NuropbValidationError,
   encodePayload,
   newId,
@@ -11,21 +7,37 @@ import {
   type Context,
   type EventPayload,
   type Frame,
+  type Logger,
   type RequestPayload,
   type Transport,
 } from "@nuropb/protocol";
 import type { ReplyKey } from "@nuropb/crypto";
-import { normaliseDescription, type ServiceDescription } from "./describe.ts";
+import {
+  createFlow,
+  errorName,
+  type LifecycleListener,
+  type MessageFlow,
+} from "./message-lifecycle.ts";
+import { withHeaders, type ClientCall, type OutgoingHeaders, type Pipeline } from "./middleware.ts";
 import { checkCallOptions, checkName, checkPlainObject, checkTtl, withoutKeys } from "./options.ts";
+import {
+  checkCallChanges,
+  commandCall,
+  commandPayload,
+  eventCall,
+  requestCall,
+  requestPayload,
+  type RequestCall,
+} from "./outgoing-calls.ts";
 import { sendError } from "./outcomes.ts";
 import type { PendingResponses } from "./pending-responses.ts";
-import { peerKeysOf, type Sealing } from "./sealing.ts";
+import type { Sealing } from "./sealing.ts";
+import { ServiceDirectory } from "./service-directory.ts";
 import type {
   CommandOptions,
   EventToPublish,
   PublishEventOptions,
   RequestOptions,
-  ServiceProxy,
 } from "./types.ts";
 
 /** What the calling side needs of its participant. */
@@ -39,19 +51,31 @@ export interface CallerParts {
   readonly pending: PendingResponses;
   /** Throws unless calls may go out; `fromHandler`: a handler's own call during the drain may. */
   readonly assertOpen: (fromHandler: boolean) => void;
+  /** The middleware of outgoing calls, composed; undefined: none. */
+  readonly pipeline: Pipeline<ClientCall> | undefined;
+  /** Undefined: no message is measured. */
+  readonly onLifecycle: LifecycleListener | undefined;
+  readonly log: Logger;
 }
 
 /**
- * The calling side of a participant: requests (and their pending responses), commands, events,
- * and the descriptions of the services it calls (cached; they say which methods need
- * encryption and hold the keys to seal with).
+ * The calling side of a participant: requests (their responses wait in {@link PendingResponses}),
+ * commands and events, and the descriptions of the services it calls. Outgoing calls go
+ * through the middleware and are measured when the participant has either; otherwise they go
+ * straight out (chosen at creation).
  */
 export class Caller {
   readonly #p: CallerParts;
-  readonly #describeCache = new Map<string, ServiceDescription>();
+  readonly directory: ServiceDirectory;
+  /** Whether calls go straight out: no middleware, no lifecycle listener. */
+  readonly #direct: boolean;
 
   constructor(parts: CallerParts) {
     this.#p = parts;
+    this.#direct = parts.pipeline === undefined && parts.onLifecycle === undefined;
+    this.directory = new ServiceDirectory((service, ttlMs) =>
+      this.request(service, DESCRIBE, {}, {}, { ttlMs, encrypted: false }),
+    );
   }
 
   /** See {@link MeshParticipant.request}; `fromHandler`: a handler's call, allowed while draining. */
@@ -74,82 +98,108 @@ export class Caller {
     options.signal?.throwIfAborted();
     this.#p.assertOpen(fromHandler);
 
-    const encrypted = options.encrypted ?? this.#cachedRequiresEncryption(service, method);
+    const encrypted = options.encrypted ?? this.directory.cachedRequiresEncryption(service, method);
     const correlationId = newId();
     const traceId = options.traceId ?? newId();
-    const payload: RequestPayload = {
-      tag: "request",
+    if (this.#direct) {
+      const payload = requestPayload(service, method, p, correlationId, ctx, traceId);
+      return this.#sendRequest(
+        payload,
+        ttlMs,
+        encrypted,
+        undefined,
+        undefined,
+        options,
+        fromHandler,
+      );
+    }
+    const flow = createFlow(this.#p.onLifecycle, this.#p.log, {
+      type: "request",
+      correlationId,
+      traceId,
       service,
       method,
-      params: p,
-      correlation_id: correlationId,
-      context: ctx,
-      trace_id: traceId,
-    };
-    let frame = encodePayload(payload, { replyTo: this.#p.responseAddress, ttlMs });
-    let replyKey: ReplyKey | undefined;
-    if (encrypted) {
-      ({ frame, replyKey } = await this.#seal(service, frame));
-      // Sealing may have waited for the service's description: look again before sending.
-      options.signal?.throwIfAborted();
-      this.#p.assertOpen(fromHandler);
+      topic: undefined,
+      encrypted,
+    });
+    if (this.#p.pipeline === undefined) {
+      const payload = requestPayload(service, method, p, correlationId, ctx, traceId);
+      return this.#run(undefined, flow, () =>
+        this.#sendRequest(payload, ttlMs, encrypted, undefined, flow, options, fromHandler),
+      );
     }
-    return this.#await(service, method, correlationId, frame, replyKey, ttlMs, options);
+    const fields = { service, method, params: p, context: ctx, traceId, correlationId, ttlMs };
+    const call = requestCall({ ...fields, encrypted }, options.rpcResponse !== false);
+    return this.#run(call, flow, () => {
+      checkCallChanges(call);
+      this.#p.assertOpen(fromHandler);
+      const { traceId: trace, encrypted: sealed } = call;
+      if (flow !== undefined) Object.assign(flow.fields, { traceId: trace, encrypted: sealed });
+      const payload = requestPayload(
+        service,
+        method,
+        call.params,
+        correlationId,
+        call.context,
+        trace,
+      );
+      return this.#sendRequest(payload, call.ttlMs, sealed, call, flow, options, fromHandler);
+    });
   }
 
-  /** Sends a sealed or plain request frame and waits for its response (or ttl, or abort). */
-  #await(
-    service: string,
-    method: string,
-    correlationId: string,
+  /** Encodes (with `call`'s headers), seals when asked, sends and waits for the response. */
+  #sendRequest(
+    payload: RequestPayload,
+    ttlMs: number,
+    encrypted: boolean,
+    call: RequestCall | undefined,
+    flow: MessageFlow | undefined,
+    options: RequestOptions,
+    fromHandler: boolean,
+  ): Promise<unknown> {
+    flow?.emit("client-encode");
+    const frame = withHeaders(
+      encodePayload(payload, { replyTo: this.#p.responseAddress, ttlMs }),
+      call?.headers,
+    );
+    if (!encrypted) return this.#send(payload, frame, undefined, ttlMs, options, call, flow);
+    return this.#sealAndSend(payload, frame, ttlMs, options, fromHandler, call, flow);
+  }
+
+  async #sealAndSend(
+    payload: RequestPayload,
+    plain: Frame,
+    ttlMs: number,
+    options: RequestOptions,
+    fromHandler: boolean,
+    call: RequestCall | undefined,
+    flow: MessageFlow | undefined,
+  ): Promise<unknown> {
+    const { frame, replyKey } = await this.#seal(payload.service, plain);
+    // Sealing may have waited for the service's description: look again before sending.
+    options.signal?.throwIfAborted();
+    this.#p.assertOpen(fromHandler);
+    return this.#send(payload, frame, replyKey, ttlMs, options, call, flow);
+  }
+
+  /** Sends a request frame; resolves with its response (or fails at ttl, on abort, on send). */
+  #send(
+    payload: RequestPayload,
     frame: Frame,
     replyKey: ReplyKey | undefined,
     ttlMs: number,
     options: RequestOptions,
+    call: RequestCall | undefined,
+    flow: MessageFlow | undefined,
   ): Promise<unknown> {
+    const { service, method, correlation_id: id } = payload;
     const pending = this.#p.pending;
-    return new Promise<unknown>((resolve, reject) => {
-      const onAbort = (): void => {
-        if (pending.drop(correlationId)) {
-          clearTimeout(timer);
-          reject(
-            options.signal?.reason instanceof Error
-              ? options.signal.reason
-              : new NuropbTimeoutError("request aborted"),
-          );
-        }
-      };
-      const timer = setTimeout(() => {
-        if (pending.drop(correlationId)) {
-          options.signal?.removeEventListener("abort", onAbort);
-          reject(
-            new NuropbTimeoutError(
-              `no response from ${service}.${method} within ${String(ttlMs)} ms`,
-              { retryable: true, details: { service, method, correlationId, ttlMs } },
-            ),
-          );
-        }
-      }, ttlMs);
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      pending.add(correlationId, {
-        service,
-        method,
-        rpcResponse: options.rpcResponse !== false,
-        replyKey,
-        resolve,
-        reject,
-        cleanup: () => {
-          clearTimeout(timer);
-          options.signal?.removeEventListener("abort", onAbort);
-        },
-      });
-      this.#p.transport.send({ kind: "rpc", service }, frame).catch((err: unknown) => {
-        const p = pending.take(correlationId);
-        if (p === undefined) return;
-        p.cleanup();
-        reject(sendError(err, service, method));
-      });
-    });
+    const response = pending.expect(id, service, method, ttlMs, options, replyKey, call, flow);
+    flow?.emit("client-send");
+    this.#p.transport
+      .send({ kind: "rpc", service }, frame)
+      .catch((err: unknown) => pending.sendFailed(id, err));
+    return response;
   }
 
   /** See {@link MeshParticipant.command}. */
@@ -170,26 +220,72 @@ export class Caller {
     const ttlMs =
       options.ttlMs === undefined ? this.#p.defaultTtlMs : checkTtl(options.ttlMs, "options.ttlMs");
     this.#p.assertOpen(fromHandler);
-    const encrypted = options.encrypted ?? this.#cachedRequiresEncryption(service, method);
-    const payload: CommandPayload = {
-      tag: "command",
+    const encrypted = options.encrypted ?? this.directory.cachedRequiresEncryption(service, method);
+    const correlationId = newId();
+    const traceId = options.traceId ?? newId();
+    if (this.#direct) {
+      const payload = commandPayload(service, method, p, correlationId, ctx, traceId);
+      return this.#sendCommand(payload, ttlMs, encrypted, undefined, undefined, fromHandler);
+    }
+    const flow = createFlow(this.#p.onLifecycle, this.#p.log, {
+      type: "command",
+      correlationId,
+      traceId,
       service,
       method,
-      params: p,
-      correlation_id: newId(),
-      context: ctx,
-      trace_id: options.traceId ?? newId(),
-    };
-    let frame = encodePayload(payload, { replyTo: this.#p.responseAddress, ttlMs });
+      topic: undefined,
+      encrypted,
+    });
+    if (this.#p.pipeline === undefined) {
+      const payload = commandPayload(service, method, p, correlationId, ctx, traceId);
+      await this.#run(undefined, flow, () =>
+        this.#sendCommand(payload, ttlMs, encrypted, undefined, flow, fromHandler),
+      );
+      return;
+    }
+    const fields = { service, method, params: p, context: ctx, traceId, correlationId, ttlMs };
+    const call = commandCall({ ...fields, encrypted });
+    await this.#run(call, flow, () => {
+      checkCallChanges(call);
+      this.#p.assertOpen(fromHandler);
+      const { traceId: trace, encrypted: sealed } = call;
+      if (flow !== undefined) Object.assign(flow.fields, { traceId: trace, encrypted: sealed });
+      const payload = commandPayload(
+        service,
+        method,
+        call.params,
+        correlationId,
+        call.context,
+        trace,
+      );
+      return this.#sendCommand(payload, call.ttlMs, sealed, call.headers, flow, fromHandler);
+    });
+  }
+
+  /** Encodes (with `headers`), seals when asked and sends a command. */
+  async #sendCommand(
+    payload: CommandPayload,
+    ttlMs: number,
+    encrypted: boolean,
+    headers: OutgoingHeaders | undefined,
+    flow: MessageFlow | undefined,
+    fromHandler: boolean,
+  ): Promise<void> {
+    flow?.emit("client-encode");
+    let frame = withHeaders(
+      encodePayload(payload, { replyTo: this.#p.responseAddress, ttlMs }),
+      headers,
+    );
     // The reply key of a command is never needed (no response): it is not kept anywhere.
     if (encrypted) {
-      ({ frame } = await this.#seal(service, frame));
+      ({ frame } = await this.#seal(payload.service, frame));
       this.#p.assertOpen(fromHandler);
     }
+    flow?.emit("client-send");
     try {
-      await this.#p.transport.send({ kind: "rpc", service }, frame);
+      await this.#p.transport.send({ kind: "rpc", service: payload.service }, frame);
     } catch (err) {
-      throw sendError(err, service, method);
+      throw sendError(err, payload.service, payload.method);
     }
   }
 
@@ -229,12 +325,50 @@ export class Caller {
     );
   }
 
-  /** Publishes one event as it is (checked already), without the participant's secret keys. */
+  /**
+   * Publishes one event (checked already; a service's raised events come here directly), through
+   * the middleware, without the participant's secret context keys.
+   */
   async sendEvent(
     e: EventToPublish,
     context: Context,
     traceId: string | null,
     correlationId: string,
+  ): Promise<void> {
+    if (this.#direct)
+      return this.#publish(e, context, traceId, correlationId, undefined, undefined);
+    const flow = createFlow(this.#p.onLifecycle, this.#p.log, {
+      type: "event",
+      correlationId,
+      traceId,
+      service: undefined,
+      method: undefined,
+      topic: e.topic,
+      encrypted: false,
+    });
+    if (this.#p.pipeline === undefined) {
+      await this.#run(undefined, flow, () =>
+        this.#publish(e, context, traceId, correlationId, undefined, flow),
+      );
+      return;
+    }
+    const call = eventCall(e, context, traceId, correlationId);
+    await this.#run(call, flow, () => {
+      checkCallChanges(call);
+      const trace = call.traceId === "" ? null : call.traceId;
+      if (flow !== undefined) flow.fields.traceId = trace;
+      const changed = { topic: call.topic, event: call.event, target: call.target };
+      return this.#publish(changed, call.context, trace, correlationId, call.headers, flow);
+    });
+  }
+
+  async #publish(
+    e: EventToPublish,
+    context: Context,
+    traceId: string | null,
+    correlationId: string,
+    headers: OutgoingHeaders | undefined,
+    flow: MessageFlow | undefined,
   ): Promise<void> {
     const payload: EventPayload = {
       tag: "event",
@@ -246,71 +380,41 @@ export class Caller {
       correlation_id: correlationId,
       target: e.target ?? null,
     };
-    await this.#p.transport.send({ kind: "event", topic: e.topic }, encodePayload(payload));
+    flow?.emit("client-encode");
+    const frame = withHeaders(encodePayload(payload), headers);
+    flow?.emit("client-send");
+    await this.#p.transport.send({ kind: "event", topic: e.topic }, frame);
   }
 
-  /** See {@link MeshParticipant.describeService}. */
-  async describeService(
-    name: string,
-    options: { readonly refresh?: boolean; readonly ttlMs?: number } = {},
-  ): Promise<ServiceDescription> {
-    checkName(name, "service name");
-    const ttlMs =
-      options.ttlMs === undefined ? DESCRIBE_TTL_MS : checkTtl(options.ttlMs, "options.ttlMs");
-    const cached = this.#describeCache.get(name);
-    if (cached !== undefined && options.refresh !== true) return cached;
-    const raw = await this.request(name, DESCRIBE_METHOD, {}, {}, { ttlMs, encrypted: false });
-    let d: ServiceDescription;
+  /** Runs a call through the middleware (when `call` is given), reporting its start and end. */
+  #run(
+    call: ClientCall | undefined,
+    flow: MessageFlow | undefined,
+    terminal: () => Promise<unknown>,
+  ): Promise<unknown> {
+    flow?.emit("client-start");
+    let run: Promise<unknown>;
     try {
-      d = normaliseDescription(raw);
+      const pipeline = this.#p.pipeline;
+      run = call !== undefined && pipeline !== undefined ? pipeline(call, terminal) : terminal();
     } catch (err) {
-      throw new NuropbMessageError(
-        `service ${name} answered ${DESCRIBE_METHOD} with something that is not a description`,
-        { cause: err },
-      );
+      run = Promise.reject(err);
     }
-    this.#describeCache.set(name, d);
-    return d;
-  }
-
-  /** See {@link MeshParticipant.requiresEncryption}. */
-  async requiresEncryption(service: string, method: string): Promise<boolean> {
-    const d = await this.describeService(service);
-    const m = Object.hasOwn(d.methods, method) ? d.methods[method] : undefined;
-    if (m === undefined)
-      throw new NuropbHandlingError(`Unknown method ${method} on service ${service}`);
-    return m.requires_encryption;
-  }
-
-  /** See {@link MeshParticipant.hasPublicKey}. */
-  async hasPublicKey(service: string): Promise<boolean> {
-    const d = await this.describeService(service);
-    return d.public_key !== null || (d.nacl_public_key ?? null) !== null;
-  }
-
-  /** See {@link MeshParticipant.proxy}. */
-  proxy<T extends object>(service: string): ServiceProxy<T> {
-    checkName(service, "service");
-    return new Proxy({} as ServiceProxy<T>, {
-      get: (_target, prop) => {
-        if (typeof prop !== "string" || prop === "then") return undefined;
-        return (
-          params?: Readonly<Record<string, unknown>>,
-          context?: Context,
-          options?: RequestOptions,
-        ) => this.request(service, prop, params, context, { ...options, rpcResponse: true });
+    if (flow === undefined) return run;
+    return run.then(
+      (value) => {
+        flow.emit("client-end");
+        return value;
       },
-    });
-  }
-
-  #cachedRequiresEncryption(service: string, method: string): boolean {
-    const d = this.#describeCache.get(service);
-    return d?.methods[method]?.requires_encryption === true;
+      (err: unknown) => {
+        flow.emit("client-end", { error: errorName(err) });
+        throw err;
+      },
+    );
   }
 
   /** `frame` sealed for `service` (its keys come from its description, fetched if needed). */
   async #seal(service: string, frame: Frame): Promise<{ frame: Frame; replyKey: ReplyKey }> {
-    const peer = peerKeysOf(await this.describeService(service), service);
-    return this.#p.sealing.sealRequest(frame, peer);
+    return this.#p.sealing.sealRequest(frame, await this.directory.peerKeys(service));
   }
 }

@@ -11,6 +11,22 @@ export type {
 export type { ServiceDescription, MethodDescription } from "./describe.ts";
 export type { RequestContext } from "./request-context.ts";
 export type {
+  ClientCall,
+  ClientRequestCall,
+  ClientCommandCall,
+  ClientEventCall,
+  ClientMiddleware,
+  ServiceCall,
+  ServiceRequestCall,
+  ServiceCommandCall,
+  ServiceEventCall,
+  ServiceMiddleware,
+  MethodCall,
+  MethodMiddleware,
+  OutgoingHeaders,
+  IncomingResponse,
+} from "./middleware.ts";
+export type {
   RequestOptions,
   CommandOptions,
   PublishEventOptions,

@@ -1,4 +1,5 @@
 import type { Context } from "@nuropb/protocol";
+import { checkMiddleware, type MethodMiddleware } from "./middleware.ts";
 
 /** A JSON Schema object (draft 2020-12 / draft-07 keywords, as Ajv understands them). */
 export type JSONSchema = Readonly<Record<string, unknown>>;
@@ -33,6 +34,12 @@ export interface MeshMethodOptions {
   readonly params?: JSONSchema;
   /** JSON Schema of the result (documentation only). */
   readonly result?: JSONSchema;
+  /**
+   * Interceptors of this method's calls, the first outermost: they run after the service's
+   * middleware and after authorisation (they see `call.userClaims`), before params are
+   * validated and the handler runs. @defaultValue []
+   */
+  readonly middleware?: readonly MethodMiddleware[];
 }
 
 const MESH_OPTIONS: unique symbol = Symbol.for("@nuropb/mesh-method-options");
@@ -45,6 +52,7 @@ const KNOWN_OPTIONS = new Set([
   "description",
   "params",
   "result",
+  "middleware",
 ]);
 
 /**
@@ -82,7 +90,13 @@ export function checkMeshMethodOptions(
       throw new TypeError(`${where}: '${key}' must be a JSON Schema object`);
     }
   }
-  return Object.freeze({ ...options });
+  const middleware = checkMiddleware(o.middleware, `${where}: middleware`);
+  return Object.freeze({
+    ...options,
+    ...(o.middleware !== undefined
+      ? { middleware: middleware as readonly MethodMiddleware[] }
+      : {}),
+  });
 }
 
 /**

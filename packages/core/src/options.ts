@@ -16,6 +16,16 @@ import {
   findMethod,
   type MethodEntry,
 } from "./service-definition.ts";
+import { checkLifecycleListener, type LifecycleListener } from "./message-lifecycle.ts";
+import {
+  checkMiddleware,
+  composeMiddleware,
+  type ClientCall,
+  type ClientMiddleware,
+  type Pipeline,
+  type ServiceCall,
+  type ServiceMiddleware,
+} from "./middleware.ts";
 import type { ClientOptions, ServiceOptions } from "./types.ts";
 
 /** Default of `maxInboundBodyBytes`: 4 MiB. */
@@ -43,6 +53,10 @@ export interface ServiceConfig<TService extends object> {
   readonly eventHook: EventHook | undefined;
   /** Context keys left out of the events this service publishes; empty: the context as given. */
   readonly eventSecretKeys: readonly string[];
+  /** The service's middleware, composed; undefined when there is none. */
+  readonly pipeline: Pipeline<ServiceCall> | undefined;
+  /** Whether any method has middleware of its own. */
+  readonly methodPipelines: boolean;
 }
 
 /** The options of a client or a service, validated and with their defaults filled in. */
@@ -56,6 +70,10 @@ export interface ParticipantConfig<TService extends object> {
   readonly log: Logger;
   /** Undefined for a client. */
   readonly service: ServiceConfig<TService> | undefined;
+  /** The middleware of outgoing calls, composed; undefined when there is none. */
+  readonly clientPipeline: Pipeline<ClientCall> | undefined;
+  /** Undefined: nothing is measured. */
+  readonly onLifecycle: LifecycleListener | undefined;
 }
 
 /**
@@ -93,10 +111,20 @@ export function normaliseOptions<TService extends object>(
   }
   const name = options.name === undefined ? undefined : checkName(options.name, "options.name");
   let serviceConfig: ServiceConfig<TService> | undefined;
+  let outgoing: readonly unknown[];
   if (service) {
     if (name === undefined) throw new TypeError("createService: options.name is required");
-    serviceConfig = normaliseService(options as ServiceOptions<TService>, name);
+    const so = options as ServiceOptions<TService>;
+    serviceConfig = normaliseService(so, name);
+    outgoing = checkMiddleware(so.clientMiddleware, "createService: options.clientMiddleware");
+  } else {
+    outgoing = checkMiddleware(
+      (options as ClientOptions).middleware,
+      "createClient: options.middleware",
+    );
   }
+  // Internal until the lifecycle hook is documented as an option.
+  const onLifecycle = checkLifecycleListener((options as { onLifecycle?: unknown }).onLifecycle);
   const log = (options.logger ?? noopLogger).child({
     component: service ? "nuropb-service" : "nuropb-client",
     ...(service ? { service: name } : {}),
@@ -110,6 +138,8 @@ export function normaliseOptions<TService extends object>(
     responseAddress: responseQueueName(name, instanceId, transport.mesh),
     log,
     service: serviceConfig,
+    clientPipeline: composeMiddleware(outgoing as readonly ClientMiddleware[]),
+    onLifecycle,
   };
 }
 
@@ -148,6 +178,7 @@ function normaliseService<TService extends object>(
       `createService: options.eventContext must be "strip-secrets" or "full", got ${show(eventContext)}`,
     );
   }
+  const middleware = checkMiddleware(so.middleware, "createService: options.middleware");
   const methods = collectMethods(so.instance, so.methods);
   // Looked up like the methods: a getter named handleEvent is neither run nor a hook.
   const eventHook = findMethod(so.instance, EVENT_HOOK) as EventHook | undefined;
@@ -167,6 +198,8 @@ function normaliseService<TService extends object>(
     description: so.description,
     methods,
     eventHook,
+    pipeline: composeMiddleware(middleware as readonly ServiceMiddleware[]),
+    methodPipelines: [...methods.values()].some((m) => m.pipeline !== undefined),
     eventSecretKeys:
       eventContext === "full"
         ? []

@@ -7,7 +7,12 @@ import {
   NuropbTransportError,
   fromErrorPayload,
   isNuropbError,
+  type Context,
+  type DecodedMessage,
+  type Delivery,
+  type Logger,
 } from "@nuropb/protocol";
+import type { MessageFlow } from "./message-lifecycle.ts";
 import type { EventToPublish } from "./types.ts";
 
 /**
@@ -110,4 +115,37 @@ export function sendError(err: unknown, service: string, method: string): Error 
     `sending to ${service}.${method} failed: ${String((err as Error)?.message ?? err)}`,
     { cause: err, retryable: true },
   );
+}
+
+/** Settles `delivery` (ack, requeue or reject) and reports it as `service-ack`. */
+export async function settle(
+  delivery: Delivery,
+  how: "ack" | "requeue" | "reject",
+  flow: MessageFlow | undefined,
+): Promise<void> {
+  await delivery[how]();
+  flow?.emit("service-ack", { settlement: how });
+}
+
+/**
+ * Publishes the events a handler raised (after its success), with the ids of the message it
+ * handled; one that cannot be published is logged, the others still go.
+ */
+export async function publishRaised(
+  events: readonly EventToPublish[],
+  context: Context,
+  handled: DecodedMessage,
+  send: (e: EventToPublish, context: Context, traceId: string | null, id: string) => Promise<void>,
+  log: Logger,
+): Promise<void> {
+  for (const e of events) {
+    try {
+      await send(e, context, handled.traceId, handled.correlationId);
+    } catch (err) {
+      log.error("could not publish an event raised by a handler", {
+        topic: e.topic,
+        error: String((err as Error)?.message ?? err),
+      });
+    }
+  }
 }

@@ -2,7 +2,7 @@ import type { Context } from "@nuropb/protocol";
 import { Caller } from "./caller.ts";
 import { buildDescription, type ServiceDescription } from "./describe.ts";
 import { Dispatcher } from "./dispatcher.ts";
-import { normaliseOptions, type ServiceConfig } from "./options.ts";
+import { checkName, normaliseOptions, type ServiceConfig } from "./options.ts";
 import { ParticipantLifecycle } from "./participant-lifecycle.ts";
 import { PendingResponses } from "./pending-responses.ts";
 import { Responder } from "./responder.ts";
@@ -94,6 +94,9 @@ class Participant<TService extends object> implements MeshService<TService> {
       sealing,
       pending,
       assertOpen: (fromHandler) => lifecycle.assertOpen(fromHandler),
+      pipeline: config.clientPipeline,
+      onLifecycle: config.onLifecycle,
+      log,
     });
     this.#caller = caller;
     if (so !== undefined) {
@@ -109,6 +112,7 @@ class Participant<TService extends object> implements MeshService<TService> {
         describe: () => this.describe(),
         sendEvent: (e, context, traceId, correlationId) =>
           caller.sendEvent(e, context, traceId, correlationId),
+        onLifecycle: config.onLifecycle,
       });
     }
   }
@@ -179,19 +183,30 @@ class Participant<TService extends object> implements MeshService<TService> {
     name: string,
     options?: { readonly refresh?: boolean; readonly ttlMs?: number },
   ): Promise<ServiceDescription> {
-    return this.#caller.describeService(name, options);
+    return this.#caller.directory.describeService(name, options);
   }
 
   requiresEncryption(service: string, method: string): Promise<boolean> {
-    return this.#caller.requiresEncryption(service, method);
+    return this.#caller.directory.requiresEncryption(service, method);
   }
 
   hasPublicKey(service: string): Promise<boolean> {
-    return this.#caller.hasPublicKey(service);
+    return this.#caller.directory.hasPublicKey(service);
   }
 
   proxy<T extends object>(service: string): ServiceProxy<T> {
-    return this.#caller.proxy<T>(service);
+    checkName(service, "service");
+    return new Proxy({} as ServiceProxy<T>, {
+      get: (_target, prop) => {
+        if (typeof prop !== "string" || prop === "then") return undefined;
+        return (
+          params?: Readonly<Record<string, unknown>>,
+          context?: Context,
+          options?: RequestOptions,
+        ) =>
+          this.#caller.request(service, prop, params, context, { ...options, rpcResponse: true });
+      },
+    });
   }
 
   describe(): ServiceDescription {

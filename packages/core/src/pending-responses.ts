@@ -1,15 +1,20 @@
 import {
   NuropbMessageError,
+  NuropbTimeoutError,
   decodeFrame,
   fromErrorPayload,
   isNuropbError,
   type DecodedMessage,
   type InboundFrame,
   type Logger,
+  type ResponsePayload,
 } from "@nuropb/protocol";
 import type { ReplyKey } from "@nuropb/crypto";
-import { tooLargeError } from "./outcomes.ts";
+import { errorName, type MessageFlow } from "./message-lifecycle.ts";
+import type { IncomingResponse } from "./middleware.ts";
+import { sendError, tooLargeError } from "./outcomes.ts";
 import { isSealed, type Sealing } from "./sealing.ts";
+import type { RequestOptions } from "./types.ts";
 
 /** A request waiting for its response. */
 export interface Pending {
@@ -21,6 +26,10 @@ export interface Pending {
   readonly reject: (err: Error) => void;
   /** Clears the request's timer and abort listener. */
   readonly cleanup: () => void;
+  /** The call its middleware sees, to show the response to; undefined without middleware. */
+  readonly call: { response: IncomingResponse | undefined } | undefined;
+  /** Reports the response's transitions; undefined without a lifecycle listener. */
+  readonly flow: MessageFlow | undefined;
 }
 
 /**
@@ -46,20 +55,69 @@ export class PendingResponses {
     return this.#pending.size;
   }
 
-  add(correlationId: string, pending: Pending): void {
-    this.#pending.set(correlationId, pending);
+  /**
+   * Registers a request about to be sent and returns its outcome: what its response says (see
+   * {@link onResponse}), or a retryable `NuropbTimeoutError` when `ttlMs` passes first, or the
+   * reason of `options.signal` when it aborts first.
+   */
+  expect(
+    correlationId: string,
+    service: string,
+    method: string,
+    ttlMs: number,
+    options: RequestOptions,
+    replyKey: ReplyKey | undefined,
+    call: Pending["call"],
+    flow: MessageFlow | undefined,
+  ): Promise<unknown> {
+    const pending = this.#pending;
+    return new Promise<unknown>((resolve, reject) => {
+      const onAbort = (): void => {
+        if (pending.delete(correlationId)) {
+          clearTimeout(timer);
+          reject(
+            options.signal?.reason instanceof Error
+              ? options.signal.reason
+              : new NuropbTimeoutError("request aborted"),
+          );
+        }
+      };
+      const timer = setTimeout(() => {
+        if (pending.delete(correlationId)) {
+          options.signal?.removeEventListener("abort", onAbort);
+          reject(
+            new NuropbTimeoutError(
+              `no response from ${service}.${method} within ${String(ttlMs)} ms`,
+              { retryable: true, details: { service, method, correlationId, ttlMs } },
+            ),
+          );
+        }
+      }, ttlMs);
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      pending.set(correlationId, {
+        service,
+        method,
+        rpcResponse: options.rpcResponse !== false,
+        replyKey,
+        resolve,
+        reject,
+        cleanup: () => {
+          clearTimeout(timer);
+          options.signal?.removeEventListener("abort", onAbort);
+        },
+        call,
+        flow,
+      });
+    });
   }
 
-  /** Removes and returns the pending request `correlationId` (undefined: already settled). */
-  take(correlationId: string): Pending | undefined {
+  /** Sending the request `correlationId` failed with `err`: it fails (unless settled already). */
+  sendFailed(correlationId: string, err: unknown): void {
     const p = this.#pending.get(correlationId);
-    if (p !== undefined) this.#pending.delete(correlationId);
-    return p;
-  }
-
-  /** Forgets `correlationId`; true when it was still pending. */
-  drop(correlationId: string): boolean {
-    return this.#pending.delete(correlationId);
+    if (p === undefined) return;
+    this.#pending.delete(correlationId);
+    p.cleanup();
+    p.reject(sendError(err, p.service, p.method));
   }
 
   /** Rejects every pending request with an error from `make`. */
@@ -86,6 +144,7 @@ export class PendingResponses {
       void opening.then(() => this.onResponse(frame));
       return;
     }
+    pending.flow?.emit("client-receive");
     const bytes = frame.body.byteLength;
     if (bytes > this.#maxInboundBodyBytes) {
       // Never opened nor parsed: the request fails now, with a reason, rather than at its ttl.
@@ -97,6 +156,7 @@ export class PendingResponses {
       this.#fail(id, pending, tooLargeError("response", bytes, this.#maxInboundBodyBytes));
       return;
     }
+    pending.flow?.emit("client-decode");
     if (isSealed(frame.headers) && pending.replyKey !== undefined) {
       // Opened possibly on a cipher thread: the request may time out meanwhile.
       const opened = this.#sealing
@@ -120,7 +180,10 @@ export class PendingResponses {
   #fail(correlationId: string, pending: Pending, err: unknown): void {
     this.#pending.delete(correlationId);
     pending.cleanup();
-    pending.reject(isNuropbError(err) ? err : new NuropbMessageError(String(err), { cause: err }));
+    this.#handled(
+      pending,
+      isNuropbError(err) ? err : new NuropbMessageError(String(err), { cause: err }),
+    );
   }
 
   /** Completes `pending` with `frame`; `opened`: its body decrypted, when it came encrypted. */
@@ -147,14 +210,29 @@ export class PendingResponses {
     const response = decoded.payload;
     this.#pending.delete(frame.correlationId);
     pending.cleanup();
+    if (pending.call !== undefined)
+      pending.call.response = { payload: response, headers: frame.headers };
     if (pending.replyKey !== undefined && !decoded.encrypted && response.error === null) {
       // A plaintext success answering an encrypted request would be a downgrade; refuse it.
-      pending.reject(new NuropbMessageError("plaintext response to an encrypted request"));
+      this.#handled(pending, new NuropbMessageError("plaintext response to an encrypted request"));
       return;
     }
-    if (!pending.rpcResponse) pending.resolve(response);
-    else if (response.error !== null)
-      pending.reject(fromErrorPayload(response.error, { payload: response }));
-    else pending.resolve(response.result);
+    if (response.error === null) this.#handled(pending, undefined, response);
+    else this.#handled(pending, fromErrorPayload(response.error, { payload: response }), response);
+  }
+
+  /**
+   * Hands the outcome to the waiting caller: `err`, or (`rpcResponse: false`) the whole
+   * `response`, or its result. The response queue needs no settling (the broker acknowledges
+   * on delivery): `client-ack` follows `client-handle` at once.
+   */
+  #handled(pending: Pending, err: Error | undefined, response?: ResponsePayload): void {
+    if (pending.flow !== undefined) {
+      pending.flow.emit("client-handle", err === undefined ? undefined : { error: errorName(err) });
+      pending.flow.emit("client-ack");
+    }
+    if (response !== undefined && !pending.rpcResponse) pending.resolve(response);
+    else if (err !== undefined) pending.reject(err);
+    else pending.resolve(response?.result);
   }
 }

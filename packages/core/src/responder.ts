@@ -12,6 +12,8 @@ import {
   type Transport,
 } from "@nuropb/protocol";
 import type { ReplyKey } from "@nuropb/crypto";
+import type { MessageFlow } from "./message-lifecycle.ts";
+import { withHeaders, type OutgoingHeaders } from "./middleware.ts";
 import type { Sealing } from "./sealing.ts";
 
 /** What a response says, before it is written. */
@@ -21,6 +23,8 @@ export interface ResponseFields {
   readonly context: Context;
   readonly result: unknown;
   readonly error: ErrorPayload | null;
+  /** Extra wire headers (a middleware's `responseHeaders`). */
+  readonly headers?: OutgoingHeaders | undefined;
 }
 
 /**
@@ -40,9 +44,15 @@ export class Responder {
     this.#log = log;
   }
 
-  /** Sends one response to `replyTo`; never throws. */
-  async respond(replyTo: string, r: ResponseFields, replyKey: ReplyKey | undefined): Promise<void> {
+  /** Sends one response to `replyTo`; never throws. `flow`: the handled message's, if measured. */
+  async respond(
+    replyTo: string,
+    r: ResponseFields,
+    replyKey: ReplyKey | undefined,
+    flow?: MessageFlow,
+  ): Promise<void> {
     try {
+      flow?.emit("service-encode");
       let frame = await this.#frame(replyTo, r, replyKey);
       const max = this.#transport.capabilities.maxFrameBytes;
       if (frame.body.byteLength > max) {
@@ -62,6 +72,7 @@ export class Responder {
           replyKey,
         );
       }
+      flow?.emit("service-reply", r.error === null ? undefined : { error: r.error.error });
       await this.#transport.send({ kind: "reply", address: replyTo }, frame);
     } catch (err) {
       this.#log.error("could not send a response", {
@@ -80,6 +91,7 @@ export class Responder {
     delivery: Delivery,
     error: NuropbMessageError,
     replyKey: ReplyKey | undefined,
+    flow: MessageFlow | undefined,
   ): Promise<void> {
     if (delivery.replyTo === undefined || delivery.replyTo === "" || delivery.correlationId === "")
       return;
@@ -94,6 +106,7 @@ export class Responder {
         error: toErrorPayload(error),
       },
       replyKey,
+      flow,
     );
   }
 
@@ -121,6 +134,7 @@ export class Responder {
         frame = encodePayload({ ...payload, result: null, error, context: {} });
       }
     }
+    frame = withHeaders(frame, r.headers);
     if (replyKey !== undefined) frame = await this.#sealing.sealResponse(frame, replyKey);
     return frame;
   }

@@ -6,6 +6,7 @@ import {
   type JSONSchema,
   type MeshMethodOptions,
 } from "./mesh-method.ts";
+import { composeMiddleware, type MethodCall, type Pipeline } from "./middleware.ts";
 
 /** Name of the instance method that receives events. */
 export const EVENT_HOOK = "handleEvent";
@@ -22,6 +23,8 @@ export interface MethodEntry {
   /** Ajv validator of `params`, when a schema was declared. */
   readonly validate: ValidateFunction | undefined;
   readonly paramsSchema: JSONSchema;
+  /** The method's own middleware, composed; undefined when it has none. */
+  readonly pipeline: Pipeline<MethodCall> | undefined;
 }
 
 const OBJECT_MEMBERS = new Set(Object.getOwnPropertyNames(Object.prototype));
@@ -116,6 +119,7 @@ export function collectMethods(
       contextTokenKey: options.contextTokenKey ?? DEFAULT_CONTEXT_TOKEN_KEY,
       validate,
       paramsSchema: options.params ?? { type: "object" },
+      pipeline: composeMiddleware(options.middleware ?? []),
     });
   }
   return out;

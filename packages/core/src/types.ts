@@ -2,6 +2,7 @@ import type { Context, Logger, ResponsePayload, Transport } from "@nuropb/protoc
 import type { PayloadEncryptorOptions, ServiceKeys } from "@nuropb/crypto";
 import type { MeshMethodOptions } from "./mesh-method.ts";
 import type { ServiceDescription } from "./describe.ts";
+import type { ClientMiddleware, ServiceMiddleware } from "./middleware.ts";
 
 /** Options of {@link MeshParticipant.request}. */
 export interface RequestOptions {
@@ -184,6 +185,11 @@ export interface ParticipantOptions {
 export interface ClientOptions extends ParticipantOptions {
   /** Name used in the response queue name. @defaultValue `{mesh}-client` */
   readonly name?: string;
+  /**
+   * Interceptors of the client's outgoing requests (and their responses), commands and events,
+   * the first outermost. @defaultValue [] (calls go straight out)
+   */
+  readonly middleware?: readonly ClientMiddleware[];
 }
 
 /** Options of {@link createService}. */
@@ -196,6 +202,18 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
   readonly rpcBindings?: readonly string[];
   /** Event topic patterns delivered to `instance.handleEvent`. @defaultValue [] */
   readonly eventBindings?: readonly string[];
+  /**
+   * Interceptors of every request, command and event the service handles (and of its
+   * responses), the first outermost; they run after decoding and decryption, before
+   * authorisation. Per-method middleware goes in `publishToMesh({ middleware })`.
+   * @defaultValue []
+   */
+  readonly middleware?: readonly ServiceMiddleware[];
+  /**
+   * Interceptors of the service's own outgoing calls (`ctx.request`, `ctx.command`, the events
+   * it publishes, `service.request`…), as a client's `middleware`. @defaultValue []
+   */
+  readonly clientMiddleware?: readonly ClientMiddleware[];
   /** Most messages handled at once by this instance. 0 = unlimited. @defaultValue 64 */
   readonly prefetch?: number;
   /** Method options for plain JavaScript (instead of the `publishToMesh` decorator). */

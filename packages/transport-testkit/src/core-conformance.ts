@@ -207,6 +207,35 @@ class Calculator {
   }
 }
 
+/** The service of the middleware scenarios: a method behind authorisation and its own middleware. */
+class Greeter {
+  readonly events: EventType[] = [];
+  readonly #trail: string[];
+  constructor(trail: string[]) {
+    this.#trail = trail;
+  }
+  @publishToMesh({
+    authorize: (token) => (token === "Bearer mw" ? { user: "mw" } : false),
+    middleware: [
+      async (call, next) => {
+        // The service's middleware hands its trail over in `call.state`, when it has one.
+        (call.state.trail as string[] | undefined)?.push(
+          `method:${JSON.stringify(call.userClaims)}`,
+        );
+        return next();
+      },
+    ],
+  })
+  hello(params: { name: string }, ctx: RequestContext): unknown {
+    this.#trail.push("handler");
+    return { hello: params.name, tenant: ctx.context.tenant };
+  }
+  handleEvent(event: EventType): void {
+    this.#trail.push("event");
+    this.events.push(event);
+  }
+}
+
 class Echo {
   whoami(_p: unknown, ctx: RequestContext): unknown {
     return { traceId: ctx.traceId, context: ctx.context };
@@ -559,6 +588,111 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
           `${calc.prefix}.added`,
           `${calc.prefix}.succeeded`,
         ]);
+      },
+      timeout,
+    );
+
+    it(
+      "middleware on both sides run as onions across the wire: headers both ways, events, claims for the method's middleware",
+      async () => {
+        const trail: string[] = [];
+        const name = `mw-${svcName}`;
+        const instance = new Greeter(trail);
+        const withMw = createService({
+          transport: recordingSettlements(await transport(), settlements),
+          name,
+          instance,
+          eventBindings: [`${name}.*`],
+          middleware: [
+            async (call, next) => {
+              trail.push(`s>${String(call.headers["x-tenant"])}`);
+              call.state.trail = trail;
+              call.context = { ...call.context, tenant: call.headers["x-tenant"] };
+              if (call.kind === "request") call.responseHeaders.set("x-served-by", name);
+              try {
+                return await next();
+              } finally {
+                trail.push("<s");
+              }
+            },
+          ],
+        });
+        let servedBy: unknown;
+        const c = createClient({
+          transport: await transport(),
+          defaultTtlMs: 5000,
+          middleware: [
+            async (call, next) => {
+              trail.push(`c>${call.kind}`);
+              call.headers.set("x-tenant", "acme");
+              try {
+                return await next();
+              } finally {
+                if (call.kind === "request") servedBy = call.response?.headers["x-served-by"];
+                trail.push("<c");
+              }
+            },
+          ],
+        });
+        await withMw.connect();
+        await c.connect();
+        closers.push(
+          () => c.disconnect(),
+          () => withMw.disconnect(),
+        );
+        expect(
+          await c.request(name, "hello", { name: "ada" }, { Authorization: "Bearer mw" }),
+        ).toEqual({ hello: "ada", tenant: "acme" });
+        expect(servedBy).toBe(name);
+        expect(trail).toEqual([
+          "c>request",
+          "s>acme",
+          'method:{"user":"mw"}',
+          "handler",
+          "<s",
+          "<c",
+        ]);
+        trail.length = 0;
+        await c.publishEvent(`${name}.greeted`, { who: "ada" });
+        await wait(() => instance.events.length === 1, "the event");
+        await wait(() => trail.includes("<s"), "the event's middleware");
+        // The publisher's send may resolve before or after the subscriber has the event.
+        expect(trail.filter((x) => x !== "<c")).toEqual(["c>event", "s>acme", "event", "<s"]);
+        expect(trail.filter((x) => x === "<c")).toHaveLength(1);
+      },
+      timeout,
+    );
+
+    it(
+      caps.deadLetter
+        ? "a service middleware that refuses: the typed error is answered, the handler never runs, the message is dead-lettered once"
+        : "a service middleware that refuses: the typed error is answered, the handler never runs, the message is rejected once",
+      async () => {
+        const trail: string[] = [];
+        const name = `refuse-${svcName}`;
+        const refusing = createService({
+          transport: recordingSettlements(await transport(), settlements),
+          name,
+          instance: new Greeter(trail),
+          middleware: [
+            async () => {
+              throw new NuropbAuthorizationError("tenant suspended");
+            },
+          ],
+        });
+        await refusing.connect();
+        closers.push(() => refusing.disconnect());
+        const e = (await client
+          .request(name, "hello", { name: "x" }, { Authorization: "Bearer mw" })
+          .catch((x: unknown) => x)) as NuropbError;
+        expect(e).toBeInstanceOf(NuropbAuthorizationError);
+        expect(e.description).toBe("tenant suspended");
+        if (caps.deadLetter)
+          await wait(async () => (await deadLettersSince()) >= 1, "a dead letter");
+        await sleep(quietMs);
+        expect(trail).toEqual([]);
+        expect(settled()).toEqual(["reject:false"]);
+        if (caps.deadLetter) expect(await deadLettersSince()).toBe(1);
       },
       timeout,
     );

@@ -1,0 +1,261 @@
+import {
+  DESCRIBE_METHOD,
+  toErrorPayload,
+  type CommandPayload,
+  type DecodedMessage,
+  type Delivery,
+  type ErrorPayload,
+  type RequestPayload,
+} from "@nuropb/protocol";
+import type { ReplyKey } from "@nuropb/crypto";
+import { admitMethod, authorise, validateParams } from "./admission.ts";
+import type { DispatcherParts } from "./dispatcher.ts";
+import type { MessageFlow } from "./message-lifecycle.ts";
+import {
+  createOutgoingHeaders,
+  type MethodCall,
+  type OutgoingHeaders,
+  type ServiceRequestCall,
+} from "./middleware.ts";
+import {
+  callAgainRejected,
+  isSuccessSignal,
+  outcomeOfThrown,
+  publishRaised,
+  settle,
+  type Outcome,
+} from "./outcomes.ts";
+import { createRequestContext, type HandlerContext } from "./request-context.ts";
+import type { MethodEntry } from "./service-definition.ts";
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+/** A request or command as core holds it for middleware (a request has `responseHeaders`). */
+interface Call extends Mutable<Omit<ServiceRequestCall, "kind" | "responseHeaders">> {
+  kind: "request" | "command";
+  responseHeaders?: OutgoingHeaders;
+}
+/** The handler context of a piped call, once made (its raised events are read from it). */
+interface Raised {
+  ctx: HandlerContext | undefined;
+}
+
+/**
+ * The requests and commands of a service: the service's middleware, then the method admitted
+ * and its caller authorised, then the method's middleware, then the params validated and the
+ * handler run; the message is settled and answered by the outcome, and the events the handler
+ * raised go out last. Without any middleware the steps run directly (chosen at creation).
+ */
+export class CallHandler<TService extends object> {
+  readonly #p: DispatcherParts<TService>;
+  readonly #name: string;
+  /** Whether any middleware (the service's or a method's) is there. */
+  readonly #piped: boolean;
+
+  constructor(parts: DispatcherParts<TService>) {
+    this.#p = parts;
+    this.#name = parts.service.name;
+    this.#piped = parts.service.pipeline !== undefined || parts.service.methodPipelines;
+  }
+
+  /** Handles a decoded request or command: runs it, settles, answers, publishes raised events. */
+  async handle(
+    delivery: Delivery,
+    decoded: DecodedMessage<RequestPayload | CommandPayload>,
+    replyKey: ReplyKey | undefined,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    const payload = decoded.payload;
+    flow?.emit("service-handle");
+    let outcome: Outcome;
+    let call: Call | undefined;
+    if (this.#piped) {
+      call = this.#callOf(delivery, decoded);
+      outcome = await this.#runPiped(call, delivery);
+    } else {
+      outcome = await this.#run(delivery, decoded);
+    }
+    const headers = call?.responseHeaders;
+    switch (outcome.kind) {
+      case "success":
+        await settle(delivery, "ack", flow);
+        await this.#answer(delivery, decoded, replyKey, outcome.result, null, headers, flow);
+        // Events go out after the response, in plaintext with `encrypted: ""` even when the
+        // call was encrypted (never plaintext marked "yes": that kills Python subscribers).
+        await publishRaised(
+          outcome.events,
+          call?.context ?? payload.context,
+          decoded,
+          this.#p.sendEvent,
+          this.#p.log,
+        );
+        return;
+      case "call-again":
+        if (!delivery.redelivered && this.#p.transport.capabilities.redelivery) {
+          this.#p.log.debug("call again: requeued once", { correlationId: decoded.correlationId });
+          await settle(delivery, "requeue", flow);
+          return;
+        }
+        await settle(delivery, "reject", flow);
+        await this.#answer(
+          delivery,
+          decoded,
+          replyKey,
+          null,
+          toErrorPayload(callAgainRejected(decoded.traceId, decoded.correlationId)),
+          headers,
+          flow,
+        );
+        return;
+      case "failure": {
+        this.#p.log.debug("handler failed", {
+          method: payload.method,
+          error: outcome.error.wireName,
+        });
+        await settle(delivery, "reject", flow);
+        const error = toErrorPayload(outcome.error);
+        await this.#answer(delivery, decoded, replyKey, null, error, headers, flow);
+        return;
+      }
+    }
+  }
+
+  /** Admits, authorises, validates and runs a request or command (no middleware); never throws. */
+  async #run(
+    delivery: Delivery,
+    decoded: DecodedMessage<RequestPayload | CommandPayload>,
+  ): Promise<Outcome> {
+    const payload = decoded.payload;
+    let ctx: HandlerContext | undefined;
+    try {
+      if (payload.method === DESCRIBE_METHOD)
+        return { kind: "success", result: this.#p.describe(), events: [] };
+      const entry = admitMethod(
+        this.#p.service.methods,
+        this.#name,
+        payload.method,
+        decoded.encrypted,
+      );
+      const userClaims =
+        entry.options.authorize === undefined
+          ? undefined
+          : await authorise(entry, payload.context, this.#name, payload.method);
+      validateParams(entry, payload.params, this.#name, payload.method);
+      ctx = createRequestContext({
+        participant: this.#p.handlerCalls,
+        context: payload.context,
+        userClaims,
+        traceId: decoded.traceId,
+        correlationId: decoded.correlationId,
+        service: this.#name,
+        method: payload.method,
+        encrypted: decoded.encrypted,
+        redelivered: delivery.redelivered,
+      });
+      const result = await entry.fn.call(this.#p.service.instance, payload.params, ctx);
+      return { kind: "success", result, events: ctx.events };
+    } catch (err) {
+      return outcomeOfThrown(err, ctx?.events ?? [], this.#name, payload.method);
+    }
+  }
+
+  /** What middleware sees of a request or command. */
+  #callOf(delivery: Delivery, decoded: DecodedMessage<RequestPayload | CommandPayload>): Call {
+    const payload = decoded.payload;
+    const call: Call = {
+      kind: decoded.type,
+      service: this.#name,
+      method: payload.method,
+      params: payload.params as Record<string, unknown>,
+      context: payload.context,
+      headers: delivery.headers,
+      traceId: decoded.traceId,
+      correlationId: decoded.correlationId,
+      encrypted: decoded.encrypted,
+      redelivered: delivery.redelivered,
+      userClaims: undefined,
+      state: {},
+    };
+    if (decoded.type === "request") call.responseHeaders = createOutgoingHeaders();
+    return call;
+  }
+
+  /**
+   * The service's middleware, then admission and authorisation, then the method's middleware,
+   * then validation and the handler; never throws.
+   */
+  async #runPiped(call: Call, delivery: Delivery): Promise<Outcome> {
+    const raised: Raised = { ctx: undefined };
+    try {
+      const admit = (): Promise<unknown> => this.#admit(call, delivery, raised);
+      const pipeline = this.#p.service.pipeline;
+      const result = await (pipeline === undefined ? admit() : pipeline(call as MethodCall, admit));
+      return { kind: "success", result, events: raised.ctx?.events ?? [] };
+    } catch (err) {
+      return outcomeOfThrown(err, raised.ctx?.events ?? [], this.#name, call.method);
+    }
+  }
+
+  async #admit(call: Call, delivery: Delivery, raised: Raised): Promise<unknown> {
+    if (call.method === DESCRIBE_METHOD) return this.#p.describe();
+    const entry = admitMethod(this.#p.service.methods, this.#name, call.method, call.encrypted);
+    if (entry.options.authorize !== undefined)
+      call.userClaims = await authorise(entry, call.context, this.#name, call.method);
+    const handle = (): Promise<unknown> => this.#handle(entry, call, delivery, raised);
+    return entry.pipeline === undefined ? handle() : entry.pipeline(call as MethodCall, handle);
+  }
+
+  /** Validates the params and runs the handler; `NuropbSuccess` is its result (a success). */
+  async #handle(
+    entry: MethodEntry,
+    call: Call,
+    delivery: Delivery,
+    raised: Raised,
+  ): Promise<unknown> {
+    validateParams(entry, call.params, this.#name, call.method);
+    const ctx = createRequestContext({
+      participant: this.#p.handlerCalls,
+      context: call.context,
+      userClaims: call.userClaims,
+      traceId: call.traceId,
+      correlationId: call.correlationId,
+      service: this.#name,
+      method: call.method,
+      encrypted: call.encrypted,
+      redelivered: delivery.redelivered,
+    });
+    raised.ctx = ctx;
+    try {
+      return await entry.fn.call(this.#p.service.instance, call.params, ctx);
+    } catch (err) {
+      if (!isSuccessSignal(err)) throw err;
+      ctx.events.push(...(err.events ?? []));
+      return err.result;
+    }
+  }
+
+  /** Requests get exactly one response; commands none. */
+  async #answer(
+    delivery: Delivery,
+    decoded: DecodedMessage<RequestPayload | CommandPayload>,
+    replyKey: ReplyKey | undefined,
+    result: unknown,
+    error: ErrorPayload | null,
+    headers: OutgoingHeaders | undefined,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    if (decoded.type !== "request" || delivery.replyTo === undefined) return;
+    await this.#p.responder.respond(
+      delivery.replyTo,
+      {
+        correlationId: decoded.correlationId,
+        traceId: decoded.traceId,
+        context: decoded.payload.context,
+        result,
+        error,
+        headers,
+      },
+      replyKey,
+      flow,
+    );
+  }
+}

@@ -1,0 +1,244 @@
+import {
+  Header,
+  type Context,
+  type Frame,
+  type ResponsePayload,
+  type WireHeaders,
+} from "@nuropb/protocol";
+
+/**
+ * Extra wire headers a middleware sends with a message (a request, command or event, or a
+ * service's response). They travel in plaintext beside the body, even when the body is
+ * encrypted. NuroPb's own names (`trace_id`, `encrypted`, `nuropb_…`) are refused.
+ */
+export type OutgoingHeaders = Map<string, string>;
+
+/** A response as it arrived for a client's request: its payload and its wire headers. */
+export interface IncomingResponse {
+  readonly payload: ResponsePayload;
+  readonly headers: WireHeaders;
+}
+
+/** What every outgoing call shows its middleware. */
+interface ClientCallBase {
+  /** The context sent with the call; replace it to change what is sent. */
+  context: Context;
+  /** Extra wire headers to send (see {@link OutgoingHeaders}). */
+  readonly headers: OutgoingHeaders;
+  /** Trace id sent in the headers and the body. */
+  traceId: string;
+  readonly correlationId: string;
+  /** Room for the middleware of one call to share values (as Koa's `ctx.state`). */
+  readonly state: Record<string, unknown>;
+}
+
+/** A client's outgoing request; `next()` resolves with what `request()` resolves with. */
+export interface ClientRequestCall extends ClientCallBase {
+  readonly kind: "request";
+  readonly service: string;
+  readonly method: string;
+  /** The params sent; replace the object (it is the caller's) to change them. */
+  params: Readonly<Record<string, unknown>>;
+  /** Time-to-live in ms: the message's expiry and the client's timeout. */
+  ttlMs: number;
+  /** Whether the call is sealed end to end. */
+  encrypted: boolean;
+  /** False: `request()` (and so `next()`) resolves with the whole response payload. */
+  readonly rpcResponse: boolean;
+  /** The response, once it has arrived (after `next()` settled with the service's answer). */
+  readonly response: IncomingResponse | undefined;
+}
+
+/** A client's outgoing command; `next()` resolves when the transport has it. */
+export interface ClientCommandCall extends ClientCallBase {
+  readonly kind: "command";
+  readonly service: string;
+  readonly method: string;
+  params: Readonly<Record<string, unknown>>;
+  ttlMs: number;
+  encrypted: boolean;
+}
+
+/** An event the participant publishes; `next()` resolves when the transport has it. */
+export interface ClientEventCall extends ClientCallBase {
+  readonly kind: "event";
+  readonly topic: string;
+  event: unknown;
+  target: readonly string[] | null;
+}
+
+/** A call a client (or a service, for its own outgoing calls) makes, as middleware sees it. */
+export type ClientCall = ClientRequestCall | ClientCommandCall | ClientEventCall;
+
+/**
+ * An interceptor of a participant's outgoing calls: onion-shaped, as Koa and tRPC do it. Before
+ * `await next()` it sees and may change the call (params, context, headers, ttl…); `next()` sends
+ * it and settles with the outcome (for a request: the result, or the remote error rebuilt).
+ * Return `next()`'s value (or another) as the call's result; return without calling `next()` to
+ * short-circuit; throw to fail the call. Middlewares run in the order given, the first outermost.
+ * @example
+ * const timing: ClientMiddleware = async (call, next) => {
+ *   const t0 = performance.now();
+ *   try { return await next(); } finally { metrics.observe(call.kind, performance.now() - t0); }
+ * };
+ */
+export type ClientMiddleware = (call: ClientCall, next: () => Promise<unknown>) => Promise<unknown>;
+
+/** What every message a service handles shows its middleware. */
+interface ServiceCallBase {
+  /** This service's name. */
+  readonly service: string;
+  /** The caller's context; replace it to change what authorisation and the handler see. */
+  context: Context;
+  /** The message's wire headers, as received. */
+  readonly headers: WireHeaders;
+  readonly traceId: string | null;
+  readonly correlationId: string;
+  /** True when the message arrived encrypted (middleware sees it opened). */
+  readonly encrypted: boolean;
+  /** True when the broker delivered this message before (e.g. after `NuropbCallAgain`). */
+  readonly redelivered: boolean;
+  /** Room for the middleware of one message to share values (as Koa's `ctx.state`). */
+  readonly state: Record<string, unknown>;
+}
+
+/**
+ * A request a service handles; `next()` resolves with the handler's result (the response's
+ * `result`) or rejects with its error (the response's `error`).
+ */
+export interface ServiceRequestCall extends ServiceCallBase {
+  readonly kind: "request";
+  readonly method: string;
+  /** The params, decoded (and opened); validated against the method's schema after all middleware. */
+  params: Record<string, unknown>;
+  /**
+   * What the method's `authorize` returned: undefined in service middleware before `next()`
+   * (authorisation runs after it), set for per-method middleware and after `next()`.
+   */
+  readonly userClaims: unknown;
+  /** Extra wire headers for the response (see {@link OutgoingHeaders}). */
+  readonly responseHeaders: OutgoingHeaders;
+}
+
+/** A command a service handles (no response); `next()` settles with the handler's outcome. */
+export interface ServiceCommandCall extends ServiceCallBase {
+  readonly kind: "command";
+  readonly method: string;
+  params: Record<string, unknown>;
+  /** As {@link ServiceRequestCall.userClaims}. */
+  readonly userClaims: unknown;
+}
+
+/** An event a service receives; `next()` settles when `handleEvent` has. */
+export interface ServiceEventCall extends ServiceCallBase {
+  readonly kind: "event";
+  readonly topic: string;
+  event: unknown;
+  readonly target: readonly string[] | null;
+}
+
+/** A message a service handles, as its middleware sees it. */
+export type ServiceCall = ServiceRequestCall | ServiceCommandCall | ServiceEventCall;
+/** A request or command for one method, as per-method middleware sees it. */
+export type MethodCall = ServiceRequestCall | ServiceCommandCall;
+
+/**
+ * An interceptor of the messages a service handles, onion-shaped like {@link ClientMiddleware}.
+ * It runs after the message is decoded and opened, before authorisation: see
+ * {@link MethodMiddleware} for one that sees the caller's claims. What it returns is the
+ * outcome, treated exactly as a handler's: a value answers the request; a thrown NuroPb error is
+ * answered as itself and any other exception as `NuropbException`; `NuropbCallAgain` asks for a
+ * redelivery. The handler does not run unless `next()` is called.
+ */
+export type ServiceMiddleware = (
+  call: ServiceCall,
+  next: () => Promise<unknown>,
+) => Promise<unknown>;
+
+/**
+ * An interceptor of one method's calls (`publishToMesh({ middleware })` or
+ * `methods: { name: { middleware } }`): it runs after the service's middleware and after
+ * authorisation (`call.userClaims` is set), before params are validated and the handler runs.
+ */
+export type MethodMiddleware = (call: MethodCall, next: () => Promise<unknown>) => Promise<unknown>;
+
+/** A composed list of middleware: runs `call` through each, then `terminal`. */
+export type Pipeline<TCall> = (call: TCall, terminal: () => Promise<unknown>) => Promise<unknown>;
+
+/**
+ * Checks a list of middleware given to a factory and returns a frozen copy.
+ * @throws TypeError naming the bad entry (`${where}[i]`).
+ */
+export function checkMiddleware(list: unknown, where: string): readonly unknown[] {
+  if (list === undefined) return [];
+  if (!Array.isArray(list)) {
+    throw new TypeError(`${where} must be an array of middleware functions (call, next) => …`);
+  }
+  list.forEach((m: unknown, i) => {
+    if (typeof m !== "function") {
+      throw new TypeError(
+        `${where}[${String(i)}] must be a middleware function (call, next) => …, got ${m === null ? "null" : typeof m}`,
+      );
+    }
+  });
+  return Object.freeze([...(list as unknown[])]);
+}
+
+/**
+ * Composes middleware into one {@link Pipeline}, or undefined for an empty list (the caller then
+ * runs its terminal directly: no pipeline, no closure). Each middleware may call `next()` once.
+ */
+export function composeMiddleware<TCall>(
+  list: readonly ((call: TCall, next: () => Promise<unknown>) => unknown)[],
+): Pipeline<TCall> | undefined {
+  if (list.length === 0) return undefined;
+  const mws = [...list];
+  return (call, terminal) => {
+    let reached = -1;
+    const dispatch = (i: number): Promise<unknown> => {
+      if (i <= reached) {
+        return Promise.reject(new Error("a middleware called next() more than once"));
+      }
+      reached = i;
+      const mw = mws[i];
+      try {
+        return Promise.resolve(mw === undefined ? terminal() : mw(call, () => dispatch(i + 1)));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
+    return dispatch(0);
+  };
+}
+
+/** A {@link OutgoingHeaders} map that refuses NuroPb's own header names and non-string values. */
+class OutgoingHeaderMap extends Map<string, string> {
+  override set(name: string, value: string): this {
+    if (typeof name !== "string" || name === "") {
+      throw new TypeError("a header name must be a non-empty string");
+    }
+    const lower = name.toLowerCase();
+    if (lower === Header.traceId || lower === Header.encrypted || lower.startsWith("nuropb_")) {
+      throw new TypeError(
+        `the header '${name}' is NuroPb's own: set call.traceId or call.encrypted instead, or use another name`,
+      );
+    }
+    if (typeof value !== "string") {
+      throw new TypeError(`the header '${name}' must have a string value, got ${typeof value}`);
+    }
+    return super.set(name, value);
+  }
+}
+
+/** An empty {@link OutgoingHeaders} map. */
+export function createOutgoingHeaders(): OutgoingHeaders {
+  return new OutgoingHeaderMap();
+}
+
+/** `frame` with `extra` headers added (the same frame when there are none). */
+export function withHeaders(frame: Frame, extra: OutgoingHeaders | undefined): Frame {
+  if (extra === undefined || extra.size === 0) return frame;
+  const headers: Record<string, string | null> = Object.assign({}, frame.headers);
+  for (const [k, v] of extra) headers[k] = v;
+  return { ...frame, headers };
+}
