@@ -92,6 +92,13 @@ const FORGET_EVERY_MS = 60_000;
 /** How long one blocking read waits, in milliseconds. */
 const BLOCK_MS = 5_000;
 
+/**
+ * Most entries one read takes, whatever the window's free room. Redis hands entries added at
+ * once to the blocked readers in turn, each up to its COUNT: a reader asking for its whole
+ * window (64, 256) took a whole burst and left idle instances of the service nothing.
+ */
+const READ_BATCH = 16;
+
 interface Held {
   readonly id: string;
   renewedAt: number;
@@ -227,7 +234,7 @@ export class ServiceConsumer implements Listener {
           SERVICE_GROUP,
           consumer,
           "COUNT",
-          this.#free(),
+          Math.min(READ_BATCH, this.#free()),
           "BLOCK",
           BLOCK_MS,
           "STREAMS",
