@@ -1,6 +1,7 @@
 export { createService, createClient } from "./participant.ts";
 export { publishToMesh } from "./mesh-method.ts";
 export { normaliseDescription } from "./describe.ts";
+export { MessageLifecycleState } from "./message-lifecycle.ts";
 
 export type {
   JSONSchema,
@@ -26,6 +27,7 @@ export type {
   OutgoingHeaders,
   IncomingResponse,
 } from "./middleware.ts";
+export type { LifecycleTransition, LifecycleListener } from "./message-lifecycle.ts";
 export type {
   RequestOptions,
   CommandOptions,

@@ -123,8 +123,7 @@ export function normaliseOptions<TService extends object>(
       "createClient: options.middleware",
     );
   }
-  // Internal until the lifecycle hook is documented as an option.
-  const onLifecycle = checkLifecycleListener((options as { onLifecycle?: unknown }).onLifecycle);
+  const onLifecycle = checkLifecycleListener(options.onLifecycle);
   const log = (options.logger ?? noopLogger).child({
     component: service ? "nuropb-service" : "nuropb-client",
     ...(service ? { service: name } : {}),

@@ -2,6 +2,7 @@ import type { Context, Logger, ResponsePayload, Transport } from "@nuropb/protoc
 import type { PayloadEncryptorOptions, ServiceKeys } from "@nuropb/crypto";
 import type { MeshMethodOptions } from "./mesh-method.ts";
 import type { ServiceDescription } from "./describe.ts";
+import type { LifecycleListener } from "./message-lifecycle.ts";
 import type { ClientMiddleware, ServiceMiddleware } from "./middleware.ts";
 
 /** Options of {@link MeshParticipant.request}. */
@@ -179,6 +180,13 @@ export interface ParticipantOptions {
    * @defaultValue 4194304 (4 MiB)
    */
   readonly maxInboundBodyBytes?: number;
+  /**
+   * Gets every message's lifecycle transitions (Python NuroPb's states: `client-start` …
+   * `client-end` for what this participant sends, `service-receive` … `service-ack` for what it
+   * serves), with timestamps. A listener that throws is logged, never breaks a call.
+   * @defaultValue none (nothing is measured)
+   */
+  readonly onLifecycle?: LifecycleListener;
 }
 
 /** Options of {@link createClient}. */

@@ -28,6 +28,7 @@ import {
   createClient,
   createService,
   publishToMesh,
+  type LifecycleTransition,
   type MeshParticipant,
   type RequestContext,
 } from "@nuropb/core";
@@ -693,6 +694,52 @@ export function describeCoreConformance(options: CoreConformanceOptions): void {
         expect(trail).toEqual([]);
         expect(settled()).toEqual(["reject:false"]);
         if (caps.deadLetter) expect(await deadLettersSince()).toBe(1);
+      },
+      timeout,
+    );
+
+    it(
+      "the lifecycle hook reports a request's transitions on both sides, in order",
+      async () => {
+        const seen: LifecycleTransition[] = [];
+        const name = `hook-${svcName}`;
+        const hooked = createService({
+          transport: await transport(),
+          name,
+          instance: new Greeter([]),
+          onLifecycle: (t) => seen.push(t),
+        });
+        const c = createClient({ transport: await transport(), onLifecycle: (t) => seen.push(t) });
+        await hooked.connect();
+        await c.connect();
+        closers.push(
+          () => c.disconnect(),
+          () => hooked.disconnect(),
+        );
+        await c.request(name, "hello", { name: "ada" }, { Authorization: "Bearer mw" });
+        await wait(() => seen.some((t) => t.state === "service-reply"), "the service's reply");
+        await wait(() => seen.some((t) => t.state === "client-end"), "the client's end");
+        const side = (prefix: string): string[] =>
+          seen.filter((t) => t.state.startsWith(prefix)).map((t) => t.state);
+        expect(side("client-")).toEqual([
+          "client-start",
+          "client-encode",
+          "client-send",
+          "client-receive",
+          "client-decode",
+          "client-handle",
+          "client-ack",
+          "client-end",
+        ]);
+        expect(side("service-")).toEqual([
+          "service-receive",
+          "service-decode",
+          "service-handle",
+          "service-ack",
+          "service-encode",
+          "service-reply",
+        ]);
+        expect(new Set(seen.map((t) => t.correlationId)).size).toBe(1);
       },
       timeout,
     );
