@@ -219,13 +219,11 @@ function setKey(out: Record<string, unknown>, key: string, value: unknown): void
 }
 
 /**
- * Parses a body's JSON text. Standard JSON goes to `JSON.parse`. Where that rounded an integer
- * outside ±(2^53 − 1), the text is read again with such integers as exact `bigint`s: on Node 22
- * and later by `JSON.parse` itself, through a reviver that reads each such literal's source
- * text; on Node 20 by a one-pass parser. Text `JSON.parse` refuses goes to that one-pass parser
- * on every line: it also accepts the bare `NaN`, `Infinity` and `-Infinity` tokens Python peers
- * may send (as the numbers they name; not as keys) and names the position of an error. Integers
- * longer than 4300 digits are refused (as Python does), and so is nesting deeper than
+ * Parses a body's JSON text. Standard JSON goes to `JSON.parse`; text it refuses, and text
+ * where it rounded an integer outside ±(2^53 − 1), goes to a one-pass parser that reads such
+ * integers as exact `bigint`s and also accepts the bare `NaN`, `Infinity` and `-Infinity`
+ * tokens Python peers may send (as the numbers they name; not as keys). Integers longer than
+ * 4300 digits are refused (as Python does), and so is nesting deeper than
  * {@link MAX_JSON_DEPTH}, the deepest value {@link toWireJson} writes: a text of
  * {@link DEPTH_SCAN_MIN_CHARS} characters or more is scanned for it before anything is built
  * (`JSON.parse` of megabytes of `[[[[…` costs ~0.2 µs and ~90 bytes of heap per character),
@@ -263,10 +261,14 @@ export function parseWireJson(text: string): unknown {
 
 /**
  * Whether {@link parseWireJson} re-reads standard JSON holding a large integer with `JSON.parse`
- * and its source text (see {@link hasJsonParseSource}) instead of the one-pass parser. Decided
- * once, when the module loads.
+ * and a reviver reading each literal's source text (Node 22 and later, {@link
+ * hasJsonParseSource}) instead of the one-pass parser. Off on every line: it gives the same
+ * values but costs more, since V8 calls a reviver for every value of the body. `decodeFrame` of
+ * a 172 B request holding one int64, same process, Node 24.22: 405k/s with the one-pass parser,
+ * 159k/s with the reviver (Node 22.23: 318k/s and 162k/s). Kept, and tested on both paths, so
+ * that a line whose revivers are cheap can turn it on by changing this line.
  */
-let readWithSource = hasJsonParseSource;
+let readWithSource = false;
 
 /**
  * Makes {@link parseWireJson} re-read standard JSON holding a large integer with `JSON.parse`
