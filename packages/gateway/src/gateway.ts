@@ -13,7 +13,6 @@ import type { GatewayOptions, ResolvedOptions } from "./options.ts";
 import { registerPages } from "./pages.ts";
 import { SealedRelay } from "./sealed-relay.ts";
 import { GatewayConnection } from "./ws-connection.ts";
-import type { ConnectionEnd } from "./ws-connection.ts";
 
 /** Counters of a running gateway. */
 export interface GatewayStats {
@@ -150,7 +149,11 @@ class NuropbGateway implements Gateway {
             relay: this.#relay,
             options,
             logger: this.#logger,
-            onEnd: (c, end) => this.#onEnd(c, end),
+            onEnding: (end) => {
+              if (end === "slow-consumer") this.#slowConsumerCloses++;
+              if (end === "heartbeat") this.#heartbeatCloses++;
+            },
+            onEnd: (c) => this.#onEnd(c),
           },
         );
         this.#connections.add(connection);
@@ -159,13 +162,11 @@ class NuropbGateway implements Gateway {
     if (options.pages) void server.register((scope) => registerPages(scope, options.title));
   }
 
-  #onEnd(connection: GatewayConnection, end: ConnectionEnd): void {
+  #onEnd(connection: GatewayConnection): void {
     this.#connections.delete(connection);
     if (connection.peakBufferedBytes > this.#peakBufferedBytes) {
       this.#peakBufferedBytes = connection.peakBufferedBytes;
     }
-    if (end === "slow-consumer") this.#slowConsumerCloses++;
-    if (end === "heartbeat") this.#heartbeatCloses++;
   }
 
   ready(): Promise<void> {

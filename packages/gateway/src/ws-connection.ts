@@ -27,8 +27,10 @@ export interface ConnectionDeps {
   readonly relay: SealedRelay;
   readonly options: ResolvedOptions;
   readonly logger: Logger;
+  /** Called once when the gateway decides to end the connection (before the socket is gone). */
+  readonly onEnding: (end: ConnectionEnd) => void;
   /** Called once when the connection is gone. */
-  readonly onEnd: (connection: GatewayConnection, end: ConnectionEnd) => void;
+  readonly onEnd: (connection: GatewayConnection) => void;
 }
 
 type Incoming = Record<string, unknown>;
@@ -116,7 +118,7 @@ export class GatewayConnection implements EventReceiver {
     socket.on("pong", () => {
       this.#alive = true;
     });
-    socket.on("close", () => this.#end(this.#ending ?? "closed"));
+    socket.on("close", () => this.#end());
     socket.on("error", (err) => {
       deps.logger.debug("websocket error", { error: err.message });
     });
@@ -135,6 +137,7 @@ export class GatewayConnection implements EventReceiver {
     if (this.#ended || this.#ending !== undefined) return;
     if (!this.#alive) {
       this.#ending = "heartbeat";
+      this.#deps.onEnding("heartbeat");
       this.#deps.logger.info("websocket dropped: no answer to the heartbeat", {
         remoteAddress: this.#remoteAddress,
       });
@@ -157,6 +160,7 @@ export class GatewayConnection implements EventReceiver {
   #close(end: ConnectionEnd, code: number, reason: string): void {
     if (this.#ending !== undefined || this.#ended) return;
     this.#ending = end;
+    this.#deps.onEnding(end);
     // Nothing more is queued; the subscriptions stop at once.
     this.#deps.fanout.removeAll(this);
     for (const c of this.#inFlight.values()) c.abort(GONE);
@@ -169,14 +173,14 @@ export class GatewayConnection implements EventReceiver {
     this.#closeTimer.unref();
   }
 
-  #end(end: ConnectionEnd): void {
+  #end(): void {
     if (this.#ended) return;
     this.#ended = true;
     clearTimeout(this.#closeTimer);
     this.#deps.fanout.removeAll(this);
     for (const c of this.#inFlight.values()) c.abort(GONE);
     this.#inFlight.clear();
-    this.#deps.onEnd(this, end);
+    this.#deps.onEnd(this);
   }
 
   #sendText(text: string): void {

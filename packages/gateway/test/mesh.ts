@@ -12,6 +12,8 @@ import type { Gateway, GatewayOptions } from "../src/index.ts";
 /** The service the gateway tests call. */
 export class Orders {
   readonly commands: unknown[] = [];
+  /** How many `sleep` calls have started. */
+  sleeps = 0;
 
   getOrder(params: { id: string }, ctx: RequestContext): { id: string; owner: string } {
     return { id: params.id, owner: (ctx.userClaims as { user: string }).user };
@@ -30,6 +32,7 @@ export class Orders {
   }
 
   async sleep(params: { ms: number }): Promise<string> {
+    this.sleeps++;
     await new Promise((resolve) => setTimeout(resolve, params.ms));
     return "slept";
   }
