@@ -80,6 +80,24 @@ export default tseslint.config(
     ],
     rules: { "no-console": "off" },
   },
+  {
+    // Pages a package serves to browsers as they are (the gateway's mesh explorer): plain
+    // JavaScript, no build, so no type information.
+    files: ["packages/*/assets/**/*.js"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      sourceType: "module",
+      globals: {
+        window: "readonly",
+        document: "readonly",
+        fetch: "readonly",
+        URL: "readonly",
+        WebSocket: "readonly",
+        setTimeout: "readonly",
+      },
+    },
+  },
   layer(
     ["packages/protocol/src/**"],
     ["@nuropb/core", "@nuropb/crypto", "@nuropb/transport-testkit", ...TRANSPORTS],

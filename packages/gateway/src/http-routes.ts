@@ -148,11 +148,14 @@ export function registerHttpRoutes(
     `${HttpPath.api}/:service/:method`,
     async (req, reply) => {
       const abort = new AbortController();
-      // A client that goes away stops the wait (the call itself may still run on the mesh).
+      // A client that goes away stops the wait (the call itself may still run on the mesh). The
+      // response's "close" fires then; the request's fires as soon as its body has been read.
       const onClose = (): void => {
-        if (!reply.sent) abort.abort(new NuropbMessageError("the HTTP client went away"));
+        if (!reply.raw.writableFinished) {
+          abort.abort(new NuropbMessageError("the HTTP client went away"));
+        }
       };
-      req.raw.once("close", onClose);
+      reply.raw.once("close", onClose);
       try {
         const { result, traceId } = await ops.request(
           {
@@ -168,7 +171,7 @@ export function registerHttpRoutes(
         reply.header(TRACE_HEADER, traceId);
         return sendJson(reply, 200, toWireJson(result ?? null));
       } finally {
-        req.raw.off("close", onClose);
+        reply.raw.off("close", onClose);
       }
     },
   );

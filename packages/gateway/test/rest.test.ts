@@ -128,6 +128,18 @@ describe("POST /api/{service}/{method}", () => {
     expect(array.json().description).toBe("params must be a JSON object");
   });
 
+  it("answers over a real HTTP connection (the request's body is read before the answer)", async () => {
+    const gateway = await exposedGateway();
+    const base = await gateway.listen();
+    const res = await fetch(`${base}/api/orders/add`, {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ a: 40, b: 2 }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toBe(42);
+  });
+
   it("refuses what is not exposed with 404, the same as what does not exist", async () => {
     const gateway = await exposedGateway();
     for (const url of [
