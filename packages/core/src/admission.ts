@@ -75,8 +75,37 @@ export function validateParams(
   method: string,
 ): void {
   if (entry.validate === undefined || entry.validate(params)) return;
+  // Integers beyond ±(2^53 − 1) arrive as bigints (see @nuropb/protocol), which JSON Schema's
+  // "integer" and "number" do not know: check them again as the numbers they are. Only a
+  // failed check pays for this, so plain params cost nothing.
+  if (holdsBigint(params, 0) && entry.validate(bigintsAsNumbers(params))) return;
   throw new NuropbValidationError(
     `invalid params for ${service}.${method}: ${describeValidationErrors(entry.validate)}`,
     { details: { errors: entry.validate.errors ?? [] } },
   );
+}
+
+/** Whether `value` holds a bigint anywhere (bodies are at most 64 levels deep). */
+function holdsBigint(value: unknown, depth: number): boolean {
+  if (typeof value === "bigint") return true;
+  if (typeof value !== "object" || value === null || depth > 64) return false;
+  for (const item of Object.values(value)) if (holdsBigint(item, depth + 1)) return true;
+  return false;
+}
+
+/** A copy of `value` with every bigint as the nearest number (for schema checks only). */
+function bigintsAsNumbers(value: unknown): unknown {
+  if (typeof value === "bigint") return Number(value);
+  if (typeof value !== "object" || value === null) return value;
+  if (Array.isArray(value)) return value.map(bigintsAsNumbers);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    Object.defineProperty(out, k, {
+      value: bigintsAsNumbers(v),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
 }

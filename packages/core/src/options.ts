@@ -293,10 +293,17 @@ function checkSecretContextKeys(value: unknown): readonly string[] {
   return value as string[];
 }
 
-/** `context` without `keys` (the same object when it has none of them). */
+/**
+ * `context` without `keys`, matched without regard to case (a context built from Node's
+ * `req.headers` spells the token `authorization`); the same object when it has none of them.
+ */
 export function withoutKeys(context: Context, keys: readonly string[]): Context {
-  if (!keys.some((k) => Object.hasOwn(context, k))) return context;
-  const out: Record<string, unknown> = { ...context };
-  for (const k of keys) delete out[k];
-  return out;
+  let out: Record<string, unknown> | undefined;
+  for (const k of Object.keys(context)) {
+    const lower = k.toLowerCase();
+    if (!keys.some((s) => s.toLowerCase() === lower)) continue;
+    out ??= { ...context };
+    delete out[k];
+  }
+  return out ?? context;
 }

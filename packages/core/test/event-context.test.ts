@@ -129,6 +129,20 @@ describe("the context of a service's events", () => {
       expect(c).toEqual({ ...PLAIN_CONTEXT, sessionId: "s-456" });
   });
 
+  it("matches secret keys without regard to case (a context made from Node's req.headers)", async () => {
+    const { subscriber, client } = await setUp({ secretContextKeys: ["SessionID"] });
+    const headersLike: Context = {
+      authorization: "Bearer caller-token",
+      APIKEY: "k-123",
+      sessionid: "s-456",
+      tenant: "acme",
+      user: "ann",
+    };
+    expect(await client.request("orders", "added", {}, headersLike)).toBe("ok");
+    await waitFor(() => subscriber.seen.length === 1, 2000, "the event");
+    expect(subscriber.seen[0]?.context).toEqual(PLAIN_CONTEXT);
+  });
+
   it('eventContext: "full" publishes the whole context, as Python does', async () => {
     const { subscriber, client } = await setUp({
       secretContextKeys: ["sessionId"],

@@ -340,6 +340,52 @@ describe("core on the memory transport", () => {
     expect((await client.describeService("greeter")).methods.greet?.description).toBe("Says hello");
   });
 
+  it("integers beyond 2^53 (bigints) pass a schema's integer and number types, and its bounds", async () => {
+    const instance = {
+      store(p: { id: bigint | number; weight: bigint | number }) {
+        return { id: p.id, weight: p.weight };
+      },
+    };
+    const svc = createService({
+      transport: mesh.transport(),
+      name: "int64",
+      instance,
+      methods: {
+        store: {
+          params: {
+            type: "object",
+            properties: {
+              id: { type: "integer", minimum: 0 },
+              weight: { type: "number" },
+              tags: { type: "array", items: { type: "integer" } },
+            },
+            required: ["id", "weight"],
+            additionalProperties: false,
+          },
+        },
+      },
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    const id = 9223372036854775807n;
+    expect(
+      await client.request("int64", "store", { id, weight: -(2n ** 60n), tags: [2n ** 55n] }),
+    ).toEqual({
+      id,
+      weight: -(2n ** 60n),
+    });
+    // Still checked: a negative bigint breaks minimum, a bigint is no string, extra keys refused.
+    for (const params of [
+      { id: -id, weight: 1 },
+      { id: "9223372036854775807", weight: 1 },
+      { id, weight: 1, extra: 2n ** 60n },
+    ]) {
+      await expect(client.request("int64", "store", params)).rejects.toBeInstanceOf(
+        NuropbValidationError,
+      );
+    }
+  });
+
   it("normalises a Python describe (list-of-pairs properties)", async () => {
     await serveRaw(mesh.transport(), "py-peer", () => ({
       result: {
