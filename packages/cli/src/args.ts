@@ -1,4 +1,4 @@
-import { MAX_TIMER_MS, assertTopicPattern } from "@nuropb/protocol";
+import { MAX_TIMER_MS, assertTopicPattern, parseWireJson } from "@nuropb/protocol";
 import { obfuscateUrl } from "@nuropb/transport-amqp";
 import { usageError } from "./errors.ts";
 
@@ -130,7 +130,8 @@ export function jsonObject(text: string | undefined, what: string): Record<strin
  */
 export function jsonValue(text: string, what: string): unknown {
   try {
-    return JSON.parse(text) as unknown;
+    // As a body is read: integers beyond 2^53 stay exact (bigints), written back bare.
+    return parseWireJson(text);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw usageError(

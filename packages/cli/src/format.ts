@@ -1,4 +1,5 @@
 import type { ServiceDescription } from "@nuropb/core";
+import { toWireJson } from "@nuropb/protocol";
 import type { Colors } from "./io.ts";
 
 /** A column of {@link formatTable}. */
@@ -191,9 +192,8 @@ export interface ReceivedEvent {
 /** One event as a line: time, topic, event JSON, then context and trace id when present. */
 export function formatEvent(e: ReceivedEvent, colors: Colors): string {
   const time = e.receivedAt.toISOString().slice(11, 23);
-  const parts = [colors.dim(time), colors.cyan(e.topic), JSON.stringify(e.event) ?? "null"];
-  if (Object.keys(e.context).length > 0)
-    parts.push(colors.dim(`context ${JSON.stringify(e.context)}`));
+  const parts = [colors.dim(time), colors.cyan(e.topic), toWireJson(e.event)];
+  if (Object.keys(e.context).length > 0) parts.push(colors.dim(`context ${toWireJson(e.context)}`));
   if (e.target !== null && e.target.length > 0)
     parts.push(colors.dim(`target ${e.target.join(",")}`));
   if (e.traceId !== null) parts.push(colors.dim(`trace ${e.traceId}`));
@@ -202,7 +202,7 @@ export function formatEvent(e: ReceivedEvent, colors: Colors): string {
 
 /** One event as a JSON line (`listen --json`). */
 export function formatEventJson(e: ReceivedEvent): string {
-  return `${JSON.stringify({
+  return `${toWireJson({
     topic: e.topic,
     event: e.event,
     context: e.context,

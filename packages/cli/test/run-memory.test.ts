@@ -6,6 +6,7 @@ import { Writable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { run, type CliIo } from "../src/index.ts";
 import { capture } from "./helpers.ts";
+import { formatEventJson } from "../src/format.ts";
 
 // `call`, `command`, `publish` and `describe` in-process against a service on the memory transport
 // (the CLI is handed a memory transport instead of RabbitMQ); nothing here reaches a network.
@@ -145,6 +146,28 @@ describe("call", () => {
       )}\n`,
       stderr: "",
     });
+  });
+
+  it("keeps integers beyond 2^53 exact both ways (params in, result out)", async () => {
+    const r = await cli([
+      "call",
+      "orders",
+      "echo",
+      '{"id":9223372036854775807,"n":[-9007199254740993]}',
+    ]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('"id": 9223372036854775807,');
+    expect(r.stdout).toContain("-9007199254740993");
+    const listened = formatEventJson({
+      topic: "t",
+      event: { id: 9223372036854775807n },
+      context: {},
+      traceId: null,
+      target: null,
+      receivedAt: new Date(0),
+    });
+    expect(listened).toContain('{"id":9223372036854775807}');
   });
 
   it("prints a service's error as its class and description and exits 3", async () => {

@@ -25,11 +25,20 @@ export { MAX_JSON_DEPTH };
  * and a `number` for every other number, so values keep their type both ways (a bigint inside
  * ±(2^53 − 1) comes back as a number): `JSON.stringify` would write 2^53 as an integer literal,
  * which a reader of exact integers takes for a different type.
+ * `options.indent` (0–10 spaces) pretty-prints, as `JSON.stringify`'s third argument does (for
+ * people: a command line's output, a log); bodies are written without it.
  * @throws NuropbMessageError for a cyclic value or one nested deeper than {@link MAX_JSON_DEPTH}.
+ * @throws TypeError for an `indent` that is not a whole number from 0 to 10.
  */
-export function toWireJson(value: unknown): string {
+export function toWireJson(value: unknown, options?: { readonly indent?: number }): string {
+  const indent = options?.indent;
+  if (indent !== undefined && !(Number.isInteger(indent) && indent >= 0 && indent <= 10)) {
+    throw new TypeError(
+      `toWireJson: indent must be a whole number from 0 to 10, got ${String(indent)}`,
+    );
+  }
   const since = markedCount;
-  return stringifyNormalised(normaliseJson(value, 1), since) ?? "null";
+  return stringifyNormalised(normaliseJson(value, 1), since, indent) ?? "null";
 }
 
 /**
@@ -50,20 +59,28 @@ export function normalisedMarks(): number {
  * numbers by the rules of {@link toWireJson}. `since` is {@link normalisedMarks} from before the
  * normalising walk. Internal: the codec writes bodies with it.
  */
-export function stringifyNormalised(value: unknown, since: number): string | undefined {
-  if (markedCount === since) return JSON.stringify(value);
+export function stringifyNormalised(
+  value: unknown,
+  since: number,
+  indent?: number,
+): string | undefined {
+  if (markedCount === since) return JSON.stringify(value, null, indent);
   // Each such value is written as a string holding a fresh random mark, then the quoted marks
   // are replaced by the bare literal. Nobody can know the mark beforehand, so no string a peer
   // or a caller wrote can be mistaken for one.
   const mark = `nuropb-literal-${globalThis.crypto.randomUUID()}:`;
-  const text = JSON.stringify(value, function (this: unknown, key: string, v: unknown) {
-    // `this[key]` is the value before any toJSON(): a BigInt.prototype.toJSON an application
-    // may define does not change what is written.
-    const raw = (this as Record<string, unknown>)[key];
-    if (typeof raw === "bigint") return mark + raw.toString();
-    if (typeof raw === "number" && isLargeWholeNumber(raw)) return `${mark + String(raw)}.0`;
-    return v;
-  }) as string | undefined;
+  const text = JSON.stringify(
+    value,
+    function (this: unknown, key: string, v: unknown) {
+      // `this[key]` is the value before any toJSON(): a BigInt.prototype.toJSON an application
+      // may define does not change what is written.
+      const raw = (this as Record<string, unknown>)[key];
+      if (typeof raw === "bigint") return mark + raw.toString();
+      if (typeof raw === "number" && isLargeWholeNumber(raw)) return `${mark + String(raw)}.0`;
+      return v;
+    },
+    indent,
+  ) as string | undefined;
   return text?.replace(new RegExp(`"${mark}(-?[0-9]+(?:\\.0)?)"`, "g"), "$1");
 }
 

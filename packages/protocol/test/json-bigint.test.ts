@@ -124,6 +124,18 @@ describe("reading integers beyond ±(2^53 − 1)", () => {
 });
 
 describe("writing bigints and large numbers", () => {
+  it("indents for people when asked, bigints still bare; a bad indent is a TypeError", () => {
+    const value = { id: 9223372036854775807n, list: [1, 2n ** 60n], s: "x" };
+    expect(toWireJson(value, { indent: 2 })).toBe(
+      '{\n  "id": 9223372036854775807,\n  "list": [\n    1,\n    1152921504606846976\n  ],\n  "s": "x"\n}',
+    );
+    expect(toWireJson({ a: 1 }, { indent: 2 })).toBe('{\n  "a": 1\n}');
+    expect(toWireJson(value, { indent: 0 })).toBe(toWireJson(value));
+    for (const indent of [-1, 1.5, 11, Number.NaN]) {
+      expect(() => toWireJson(value, { indent })).toThrow(TypeError);
+    }
+  });
+
   it("a bigint is a bare JSON integer, exact, and reads back as itself", () => {
     for (const n of [
       9223372036854775807n,

@@ -1,4 +1,4 @@
-import type { ErrorPayload } from "@nuropb/protocol";
+import { toWireJson, type ErrorPayload } from "@nuropb/protocol";
 import { brokerUrl, jsonObject, methodName, milliseconds, serviceName } from "../args.ts";
 import { ExitCode } from "../errors.ts";
 import { openSession } from "../session.ts";
@@ -68,7 +68,7 @@ export async function callCommand(
       printRemoteError(cx, response.error);
       return ExitCode.remote;
     }
-    output.data(`${JSON.stringify(response.result ?? null, null, 2)}\n`);
+    output.data(`${toWireJson(response.result ?? null, { indent: 2 })}\n`);
     return ExitCode.ok;
   } finally {
     await session.close();
