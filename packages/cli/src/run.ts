@@ -2,6 +2,7 @@ import { Command, CommanderError, Option } from "commander";
 import { isNuropbError } from "@nuropb/protocol";
 import type { BrokerUrl } from "./args.ts";
 import { callCommand, type CallOptions } from "./commands/call.ts";
+import { codegenCommand, type CodegenOptions } from "./commands/codegen.ts";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   type CommandContext,
@@ -226,6 +227,19 @@ function buildProgram(
       ),
     );
   }
+
+  configure(
+    program
+      .command("codegen")
+      .description(
+        "write a TypeScript module of services' types and typed proxies, from their live descriptions",
+      )
+      .argument("<service...>", "service names (Python services too)")
+      .option("--out <file>", "write to this file (default: standard output)")
+      .option("--ttl <ms>", "how long to wait for each description (default 10000)"),
+  ).action(
+    action((cx, services: string[], opts: CodegenOptions) => codegenCommand(cx, services, opts)),
+  );
 
   configure(
     program
