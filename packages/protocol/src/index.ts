@@ -43,6 +43,7 @@ export { MAX_JSON_DEPTH, toWireJson, normaliseJson, parseWireJson } from "./json
 export { buildHeaders, encodePayload, decodeFrame } from "./codec.ts";
 export { noopLogger, createConsoleLogger, isLogger } from "./logger.ts";
 export {
+  MAX_HEADERS_JSON_BYTES,
   MAX_TIMER_MS,
   MAX_MESSAGE_TTL_MS,
   assertFrameTtl,

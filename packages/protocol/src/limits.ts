@@ -1,5 +1,13 @@
 import { NuropbMessageError } from "./errors.ts";
 
+/**
+ * Longest JSON text of a frame's headers a transport parses, in bytes (64 KiB). NuroPb's headers
+ * are a few short strings; a bigger block is refused unread (the delivery is dead-lettered), so
+ * that no publisher can make a receiver parse megabytes outside the body, which core bounds
+ * with `maxInboundBodyBytes`.
+ */
+export const MAX_HEADERS_JSON_BYTES = 65_536;
+
 /** The longest delay a Node timer keeps: a longer one fires after 1 ms instead. */
 export const MAX_TIMER_MS = 2_147_483_647;
 

@@ -1,5 +1,10 @@
 import { headers as natsHeaders, type MsgHdrs } from "nats";
-import { NuropbMessageError, type Frame, type WireHeaders } from "@nuropb/protocol";
+import {
+  MAX_HEADERS_JSON_BYTES,
+  NuropbMessageError,
+  type Frame,
+  type WireHeaders,
+} from "@nuropb/protocol";
 
 /**
  * How a frame's fields ride in NATS message headers.
@@ -145,6 +150,12 @@ export function decodeFrameHeaders(h: MsgHdrs | undefined): DecodedFrameFields {
           if (!/^(nats|nuropb)-/i.test(key)) out[key] = value;
       }
     }
+    // Parsed JSON outside the body, which core bounds: a megabyte of `[[[[` would stall us.
+    if (
+      (packed?.length ?? 0) > MAX_HEADERS_JSON_BYTES ||
+      (extra?.length ?? 0) > MAX_HEADERS_JSON_BYTES
+    )
+      throw new RangeError(`headers over ${String(MAX_HEADERS_JSON_BYTES)} bytes; not read`);
     if (packed !== undefined) {
       const fields = unpack(packed);
       // Other writers' plain headers (a gateway's…) stay; the packed ones win.

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { MsgHdrsImpl, headers as natsHeaders } from "nats";
-import { describe, expect, it } from "vitest";
-import { NuropbMessageError } from "@nuropb/protocol";
+import { describe, expect, it, vi } from "vitest";
+import { MAX_HEADERS_JSON_BYTES, NuropbMessageError } from "@nuropb/protocol";
 import type { Frame, WireHeaders } from "@nuropb/protocol";
 import { decodeFrameHeaders, encodeFrameHeaders, NatsHeader } from "../src/frame-headers.ts";
 
@@ -185,5 +185,28 @@ describe("frame headers on NATS", () => {
       h.set(NatsHeader.frame, value);
       expect(() => decodeFrameHeaders(h), value).toThrowError(NuropbMessageError);
     }
+  });
+
+  it("refuses header JSON over MAX_HEADERS_JSON_BYTES unread (no megabyte JSON.parse)", () => {
+    const parse = vi.spyOn(JSON, "parse");
+    try {
+      for (const key of [NatsHeader.frame, NatsHeader.extra]) {
+        const h = natsHeaders();
+        h.set(key, "[".repeat(MAX_HEADERS_JSON_BYTES + 1));
+        expect(() => decodeFrameHeaders(h), key).toThrowError(NuropbMessageError);
+      }
+      expect(parse).not.toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+    // At the limit it is read as usual.
+    const h = natsHeaders();
+    const packed = JSON.stringify({ h: { pad: "" }, c: "x" });
+    const atLimit = packed.replace(
+      '"pad":""',
+      `"pad":"${"p".repeat(MAX_HEADERS_JSON_BYTES - packed.length)}"`,
+    );
+    h.set(NatsHeader.frame, atLimit);
+    expect(decodeFrameHeaders(h).correlationId).toBe("x");
   });
 });

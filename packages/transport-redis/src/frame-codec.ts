@@ -1,4 +1,5 @@
 import {
+  MAX_HEADERS_JSON_BYTES,
   NuropbMessageError,
   copyBytes,
   type Frame,
@@ -144,6 +145,7 @@ export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
             correlationId = value.toString("utf8");
             break;
           case H:
+            if (value.length > MAX_HEADERS_JSON_BYTES) throw headersTooLarge(value.length);
             headers = headersOf(JSON.parse(value.toString("utf8")));
             break;
           case R:
@@ -184,6 +186,12 @@ export function fieldsToFrame(fields: readonly Buffer[]): EntryFrame {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
+function headersTooLarge(bytes: number): NuropbMessageError {
+  return new NuropbMessageError(
+    `frame headers of ${String(bytes)} bytes exceed ${String(MAX_HEADERS_JSON_BYTES)}; not read`,
+  );
+}
+
 function bufferOf(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes)
     ? bytes
@@ -222,6 +230,7 @@ export function blobToFrame(blob: Buffer): InboundFrame {
     if (blob.length < 4) throw new TypeError("too short");
     const len = blob.readUInt32BE(0);
     if (4 + len > blob.length) throw new TypeError("head length beyond the end");
+    if (len > MAX_HEADERS_JSON_BYTES) throw headersTooLarge(len);
     const head = JSON.parse(blob.toString("utf8", 4, 4 + len)) as {
       c?: unknown;
       h?: unknown;

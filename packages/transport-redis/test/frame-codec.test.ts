@@ -1,6 +1,6 @@
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
-import type { Frame } from "@nuropb/protocol";
+import { describe, expect, it, vi } from "vitest";
+import { MAX_HEADERS_JSON_BYTES, NuropbMessageError, type Frame } from "@nuropb/protocol";
 import {
   blobToFrame,
   Field,
@@ -171,5 +171,30 @@ describe("response blobs", () => {
     const garbled = Buffer.from(blob);
     garbled[4] = 0x7b + 1;
     expect(() => blobToFrame(garbled)).toThrowError(/malformed/);
+  });
+});
+
+describe("header JSON over MAX_HEADERS_JSON_BYTES", () => {
+  it("is refused unread, in a stream entry and in a response blob", () => {
+    const deep = "[".repeat(MAX_HEADERS_JSON_BYTES + 1);
+    const parse = vi.spyOn(JSON, "parse");
+    try {
+      expect(() => fieldsToFrame(asReply([Field.headers, deep, Field.body, "b"]))).toThrowError(
+        NuropbMessageError,
+      );
+      const head = Buffer.from(deep);
+      const blob = Buffer.alloc(4 + head.length + 1);
+      blob.writeUInt32BE(head.length, 0);
+      head.copy(blob, 4);
+      expect(() => blobToFrame(blob)).toThrowError(NuropbMessageError);
+      expect(parse).not.toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+    const atLimit = `{"pad":"${"p".repeat(MAX_HEADERS_JSON_BYTES - 10)}"}`;
+    expect(atLimit.length).toBe(MAX_HEADERS_JSON_BYTES);
+    expect(
+      fieldsToFrame(asReply([Field.headers, atLimit, Field.body, "b"])).headers.pad,
+    ).toHaveLength(MAX_HEADERS_JSON_BYTES - 10);
   });
 });
