@@ -1,5 +1,6 @@
 import os from "node:os";
 import { performance } from "node:perf_hooks";
+import { runBesideNode, writeResultsForParent } from "./beside-node.ts";
 import { stopBrokers } from "./brokers.ts";
 import { amqpSuite } from "./suites/amqp.ts";
 import { amqpPersistenceSuite } from "./suites/amqp-persistence.ts";
@@ -10,7 +11,7 @@ import { natsSuite } from "./suites/nats.ts";
 import { pathologicalSuite } from "./suites/pathological.ts";
 import { redisSuite } from "./suites/redis.ts";
 import { printResult } from "./suite.ts";
-import type { BenchSuite } from "./suite.ts";
+import type { BenchSuite, SuiteResult } from "./suite.ts";
 
 // The registry: add a suite here (one file per suite under ./suites/) and it can be run by name.
 const SUITES: readonly BenchSuite[] = [
@@ -26,10 +27,12 @@ const SUITES: readonly BenchSuite[] = [
 
 function usage(): string {
   return [
-    "usage: npm run bench [-- [--strict] <suite> ...]   (no names: every suite)",
+    "usage: npm run bench [-- [--strict] [--beside-node <line>] <suite> ...]   (no names: every suite)",
     "       npm run bench -- --list",
     "",
-    "  --strict   exit 1 when a suite misses its target (default: report it, exit 0)",
+    "  --strict              exit 1 when a suite misses its target (default: report it, exit 0)",
+    "  --beside-node <line>  then run the same suites under Node.js <line> (e.g. 24, from the npm",
+    "                        registry) and print each case's throughput on both lines side by side",
     "",
     "suites:",
     ...SUITES.map((s) => `  ${s.name.padEnd(12)} ${s.description}`),
@@ -46,7 +49,15 @@ async function main(args: readonly string[]): Promise<number> {
     return 0;
   }
   const strict = args.includes("--strict");
-  const names = args.filter((a) => a !== "--strict");
+  const besideAt = args.indexOf("--beside-node");
+  const besideLine = besideAt < 0 ? undefined : args[besideAt + 1];
+  if (besideAt >= 0 && !/^[0-9]+$/.test(besideLine ?? "")) {
+    console.error(`--beside-node needs a Node.js major line, e.g. 24\n\n${usage()}`);
+    return 2;
+  }
+  const names = args.filter(
+    (a, i) => a !== "--strict" && (besideAt < 0 || (i !== besideAt && i !== besideAt + 1)),
+  );
   const unknown = names.filter((name) => !SUITES.some((s) => s.name === name));
   if (unknown.length > 0) {
     console.error(`unknown suite(s): ${unknown.join(", ")}\n\n${usage()}`);
@@ -58,12 +69,14 @@ async function main(args: readonly string[]): Promise<number> {
   );
   const crashed: string[] = [];
   const missed: string[] = [];
+  const results: Record<string, SuiteResult> = {};
   try {
     for (const suite of picked) {
       try {
         const t0 = performance.now();
         const result = await withDeadline(suite.run(), SUITE_DEADLINE_MS, suite.name);
         printResult(suite, result);
+        results[suite.name] = result;
         console.log(`(${suite.name}: ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
         if (result.ok === false) missed.push(suite.name);
       } catch (err) {
@@ -76,10 +89,17 @@ async function main(args: readonly string[]): Promise<number> {
     // Brokers are started on first use by the suites that need them; stop them whatever happened.
     await stopBrokers();
   }
+  await writeResultsForParent(results);
   if (missed.length > 0) console.log(`\ntarget missed: ${missed.join(", ")}`);
   if (crashed.length > 0) console.log(`\nFAILED: ${crashed.join(", ")}`);
-  if (crashed.length > 0) return 1;
-  return strict && missed.length > 0 ? 1 : 0;
+  const status = crashed.length > 0 || (strict && missed.length > 0) ? 1 : 0;
+  if (besideLine === undefined || interrupted) return status;
+  const other = await runBesideNode(
+    besideLine,
+    [...(strict ? ["--strict"] : []), ...names],
+    results,
+  );
+  return Math.max(status, other);
 }
 
 /** A suite that has not finished after this long has hung (each is meant to take well under a minute). */
