@@ -21,6 +21,7 @@ stderr. Only the public API of Python NuroPb is used.
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -40,11 +41,14 @@ GOOD_TOKEN = "Bearer good-token"
 
 
 def tag_big_ints(value: Any) -> Any:
-    """Replaces ints a JavaScript number cannot hold exactly by {"$int": digits}."""
+    """Replaces ints a JavaScript number cannot hold exactly by {"$int": digits}, and NaN and
+    the infinities (which strict JSON cannot carry) by {"$float": "nan" | "inf" | "-inf"}."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
         return {"$int": str(value)} if abs(value) > MAX_SAFE_INTEGER else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
     if isinstance(value, dict):
         return {str(k): tag_big_ints(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -61,7 +65,7 @@ def untag_big_ints(obj: Dict[str, Any]) -> Any:
 
 def emit(message: Dict[str, Any]) -> None:
     """Writes one line to the test (stdout), flushed at once."""
-    sys.stdout.write(json.dumps(tag_big_ints(message), default=str) + "\n")
+    sys.stdout.write(json.dumps(tag_big_ints(message), default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -101,6 +105,10 @@ class InteropService:
     def type_tree(self, value: Any) -> Any:
         """The types Python received, leaf by leaf."""
         return type_tree(value)
+
+    def non_finite(self) -> Dict[str, Any]:
+        """Floats Python's json.dumps writes as the bare NaN / Infinity tokens ([PY-QUIRK] §4.6)."""
+        return {"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"), "list": [1.5, float("nan")]}
 
     def fail_sync(self, message: str) -> None:
         raise ValueError(message)

@@ -80,13 +80,25 @@ export function toPeerJson(value: unknown): string {
   );
 }
 
-/** Parses a peer line, turning `{"$int": "digits"}` back into a bigint. */
+/** Non-finite floats as the peer tags them (strict JSON cannot carry them). */
+const PEER_FLOATS: Readonly<Record<string, number>> = {
+  nan: Number.NaN,
+  inf: Number.POSITIVE_INFINITY,
+  "-inf": Number.NEGATIVE_INFINITY,
+};
+
+/**
+ * Parses a peer line, turning `{"$int": "digits"}` back into a bigint and
+ * `{"$float": "nan" | "inf" | "-inf"}` into the number.
+ */
 export function fromPeerJson(text: string): unknown {
   return JSON.parse(text, (_key, v: unknown) => {
     if (typeof v === "object" && v !== null && !Array.isArray(v)) {
       const keys = Object.keys(v);
-      const digits = (v as { $int?: unknown }).$int;
+      const { $int: digits, $float: float } = v as { $int?: unknown; $float?: unknown };
       if (keys.length === 1 && typeof digits === "string") return BigInt(digits);
+      if (keys.length === 1 && typeof float === "string" && Object.hasOwn(PEER_FLOATS, float))
+        return PEER_FLOATS[float];
     }
     return v;
   });

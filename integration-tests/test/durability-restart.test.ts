@@ -25,11 +25,22 @@ const IN_FLIGHT = 32;
 const TTL_MS = 600_000;
 const DELIVERY_BOUND_MS = 60_000;
 
-const [rabbit, nats, redis] = await Promise.all([
+// Launched together; if one cannot start, the others are stopped before the file fails.
+const [r0, r1, r2] = await Promise.allSettled([
   launchRabbitMq(),
   launchNats(),
   launchRedis({ persistent: true }),
 ]);
+if (r0.status === "rejected" || r1.status === "rejected" || r2.status === "rejected") {
+  await Promise.allSettled(
+    [r0, r1, r2].map((r) => (r.status === "fulfilled" ? r.value.stop() : 0)),
+  );
+  throw new AggregateError(
+    [r0, r1, r2].flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : [])),
+    "a broker for the durability tests could not start",
+  );
+}
+const [rabbit, nats, redis] = [r0.value, r1.value, r2.value];
 afterAll(() => Promise.all([rabbit.stop(), nats.stop(), redis.stop()]));
 
 interface Broker {

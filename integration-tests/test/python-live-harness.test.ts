@@ -85,4 +85,16 @@ describe("python-peer harness", () => {
     );
     expect(fromPeerJson(toPeerJson(value))).toEqual(value);
   });
+
+  it("NaN and the infinities the peer tags arrive as those numbers; other one-key objects stay", () => {
+    expect(
+      fromPeerJson(
+        '{"a":{"$float":"nan"},"b":[{"$float":"inf"},{"$float":"-inf"}],"c":{"$float":"x"}}',
+      ),
+    ).toEqual({
+      a: Number.NaN,
+      b: [Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY],
+      c: { $float: "x" },
+    });
+  });
 });

@@ -170,6 +170,7 @@ describe("describe: a TypeScript client reads a Python service's description", (
         "emit_events",
         "fail_async",
         "fail_sync",
+        "non_finite",
         "remember",
         "secret_echo",
         "secret_fail",
@@ -228,6 +229,15 @@ describe("request/response: TypeScript client → Python service", () => {
       b: "bool:True",
       z: "NoneType:None",
       l: ["int:0"],
+    });
+  });
+
+  it("NaN and the infinities Python writes as bare tokens arrive as those numbers", async () => {
+    await expect(client.request(PY, "non_finite")).resolves.toEqual({
+      nan: Number.NaN,
+      inf: Number.POSITIVE_INFINITY,
+      ninf: Number.NEGATIVE_INFINITY,
+      list: [1.5, Number.NaN],
     });
   });
 

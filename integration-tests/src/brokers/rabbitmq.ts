@@ -311,7 +311,17 @@ export async function launchRabbitMq(): Promise<RabbitMqNode> {
     // A node that did not stop within the bound: kill what is left, its data stays on disk.
     if (exited === undefined) {
       killNodeProcesses(dir, child.pid);
-      await exitPromise;
+      let timer: NodeJS.Timeout | undefined;
+      const gone = await Promise.race([
+        exitPromise.then(() => true),
+        new Promise<false>((r) => (timer = setTimeout(() => r(false), 15_000))),
+      ]);
+      clearTimeout(timer);
+      if (!gone) {
+        throw new Error(
+          `RabbitMQ node ${nodeName} did not exit within 15 s of SIGKILL\n${logTail()}`,
+        );
+      }
     }
     child.stdout?.unpipe(out);
     child.stderr?.unpipe(out);
