@@ -11,6 +11,7 @@ import {
   uniqueName,
   waitFor,
 } from "@nuropb/transport-testkit";
+import { launchNats } from "../src/brokers/nats.ts";
 
 // What the conformance suite cannot see: where dead letters go, expiry, binding unions, the
 // JetStream ack wait, and the broker objects an operator reads.
@@ -292,6 +293,53 @@ describe("nats transport behaviour", () => {
     await t.send({ kind: "rpc", service: alias }, testFrame("via-alias"));
     await got.waitForItem((l) => l === "via-alias");
   });
+
+  it("what is sent after a listener stopped reaches the next one at once, even across a server restart", async () => {
+    // A server of its own, restarted under a listener that stopped (its transport stays open).
+    const server = await launchNats();
+    const own = `nr${newId().slice(0, 10)}`;
+    const local: Transport[] = [];
+    const connectLocal = async (): Promise<Transport> => {
+      // A long ack wait: a message left with a stopped listener's pull would take that long.
+      const t = createNatsTransport({
+        servers: server.url,
+        mesh: own,
+        ackWaitMs: 30_000,
+        reconnectWaitMs: 100,
+      });
+      local.push(t);
+      await t.connect();
+      return t;
+    };
+    try {
+      const service = uniqueName();
+      const topic = uniqueName();
+      const spec = testServiceSpec(service, { eventBindings: [`${topic}.#`], prefetch: 4 });
+      const first = await connectLocal();
+      await (await first.consumeService(spec, (d) => d.ack())).stop();
+      const sender = await connectLocal();
+      const sent: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        sent.push(`command-${String(i)}`, `event-${String(i)}`);
+        await sender.send({ kind: "rpc", service }, testFrame(`command-${String(i)}`));
+        await sender.send({ kind: "event", topic: `${topic}.x` }, testFrame(`event-${String(i)}`));
+      }
+      await server.process.restart("SIGTERM");
+      const next = await connectLocal();
+      const got = createCollector<Delivery>("deliveries after the restart");
+      await next.consumeService(spec, async (d) => {
+        got.push(d);
+        await d.ack();
+      });
+      // Well under the ack wait: nothing was left with the stopped listener.
+      const items = await got.waitForCount(sent.length, 10_000);
+      expect(items.map(frameText).sort()).toEqual([...sent].sort());
+      expect(items.filter((d) => d.redelivered).map(frameText)).toEqual([]);
+    } finally {
+      await Promise.allSettled(local.map((t) => t.close()));
+      await server.stop();
+    }
+  }, 60_000);
 
   it("frame headers the server would act on (Nats-Msg-Id) are carried as data", async () => {
     const t = await open();

@@ -327,7 +327,7 @@ class NatsTransport implements Transport {
   #release(): void {
     this.#linkBack.resolve();
     this.#abandonConfirms();
-    for (const c of this.#services.keys()) c.shutdown();
+    for (const c of this.#services.keys()) void c.shutdown();
     this.#services.clear();
     for (const r of this.#responses.values()) r.shutdown();
     this.#responses.clear();
@@ -339,13 +339,14 @@ class NatsTransport implements Transport {
 
   async #doClose(): Promise<void> {
     await this.#life.connectSettled();
-    for (const c of this.#services.keys()) c.shutdown();
+    const withdrawn = [...this.#services.keys()].map((c) => c.shutdown());
     for (const r of this.#responses.values()) void r.stop();
     const nc = this.#nc;
     if (nc !== undefined && !nc.isClosed()) {
-      // Settlements and replies already written go out before the socket closes.
+      // The pull inboxes are withdrawn (what the server sent before is given back), then the
+      // settlements and replies already written go out before the socket closes.
       await Promise.race([
-        nc.flush().catch(() => undefined),
+        Promise.all(withdrawn).then(() => nc.flush().catch(() => undefined)),
         new Promise((r) => setTimeout(r, 2_000).unref()),
       ]);
       await nc.close().catch(() => undefined);

@@ -52,6 +52,12 @@ export const CONSUMER_TICK_MS = 250;
 /** Longest a pull request waits at the server, in milliseconds. */
 const PULL_EXPIRES_MS = 10_000;
 /**
+ * Longest `stop()` (and a transport's close) waits for the server to confirm that the pull
+ * inboxes are withdrawn, in milliseconds: past it (the link dropped meanwhile, say) the listener
+ * stops anyway, and the drain completes or ends with the connection.
+ */
+export const WITHDRAW_WAIT_MS = 2_000;
+/**
  * Most messages one pull loop keeps asked for at the server and not yet received (less when
  * the window is smaller). The server hands messages round-robin over the open pulls of every
  * instance, but a pull that has not reached it yet (an instance starting, pulling again after
@@ -101,10 +107,24 @@ class PullLoop {
     this.expiresAt = Date.now() + PULL_EXPIRES_MS;
   }
 
-  unsubscribe(): void {
-    this.#sub?.unsubscribe();
+  /**
+   * Withdraws interest in the inbox so that the pulls still open at the server take nothing
+   * more: the server drops a pull whose reply subject nobody listens to. Drained while the link
+   * is up: what the server sent before it read the unsubscription still reaches the callback.
+   * Resolves once the server has the unsubscription (or the connection is gone); never rejects.
+   */
+  withdraw(linkUp: boolean): Promise<void> {
+    const sub = this.#sub;
     this.#sub = undefined;
     this.cancelRetry();
+    if (sub === undefined) return Promise.resolve();
+    // With the link down the server has already dropped this connection's interest, and a drain
+    // would wait for the reconnect.
+    if (!linkUp) {
+      sub.unsubscribe();
+      return Promise.resolve();
+    }
+    return sub.drain().catch(() => sub.unsubscribe());
   }
 
   cancelRetry(): void {
@@ -145,6 +165,8 @@ export class ServiceConsumer implements Listener {
   #active = 0;
   #paused = false;
   #stopped = false;
+  /** Set once the pull inboxes are being withdrawn; settles when they are (bounded). */
+  #withdrawn: Promise<void> | undefined;
   /** The transport closed: nothing more goes to the server. */
   #shutDown = false;
   #timer: NodeJS.Timeout | undefined;
@@ -194,45 +216,76 @@ export class ServiceConsumer implements Listener {
     this.#pump();
   }
 
+  /**
+   * Stops pulling. Resolves once the server has withdrawn this listener's pulls (at most
+   * {@link WITHDRAW_WAIT_MS}), so a message sent afterwards waits for the next listener.
+   */
   async stop(): Promise<void> {
-    if (this.#stopped) return;
-    this.#stopped = true;
-    // Messages received but never handed out go back at once rather than after the ack wait.
-    for (const h of this.#waiting.splice(0)) {
-      this.#held.delete(h);
-      this.#settle(h, "-NAK");
+    if (this.#stopped) {
+      await this.#withdrawn;
+      return;
     }
+    this.#stopped = true;
+    this.#returnWaiting();
     // Unsettled deliveries whose handler has returned go back, marked redelivered; a handler
     // still running may still settle its delivery.
     for (const h of [...this.#held]) if (h.handlerDone) this.#giveBack(h);
-    // Pulls still open at the server may deliver a few more: keep the inboxes until they expire
-    // and send those back too, then let go.
-    const linger = setTimeout(() => this.#unsubscribe(), PULL_EXPIRES_MS + 1_000);
-    linger.unref();
-    if (this.#loops.every((l) => l.outstanding === 0)) this.#unsubscribe();
     this.#deps.onStopped(this);
+    await this.#withdraw();
   }
 
-  /** The transport is closing: every unsettled delivery goes back now; settling it later is a no-op. */
-  shutdown(): void {
+  /**
+   * The transport is closing: every unsettled delivery goes back now; settling it later is a
+   * no-op. Resolves once the pull inboxes are withdrawn (as {@link stop}); never rejects.
+   */
+  shutdown(): Promise<void> {
     this.#stopped = true;
     this.#shutDown = true;
-    for (const h of this.#waiting.splice(0)) {
-      this.#held.delete(h);
-      this.#settle(h, "-NAK");
-    }
+    this.#returnWaiting();
     for (const h of [...this.#held]) this.#giveBack(h);
-    this.#unsubscribe();
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
+    return this.#withdraw();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
 
-  #unsubscribe(): void {
-    for (const loop of this.#loops) loop.unsubscribe();
+  /** Messages received but never handed out go back at once rather than after the ack wait. */
+  #returnWaiting(): void {
+    for (const h of this.#waiting.splice(0)) {
+      this.#held.delete(h);
+      this.#settle(h, "-NAK");
+    }
+  }
+
+  /**
+   * Withdraws the pull inboxes. A pull left open at the server would take the next messages
+   * sent to the consumer (nobody would read them: they would come back only after the ack
+   * wait), and a message sent back with a nak is redelivered at once only while the server
+   * runs: one still unacknowledged when it restarts waits out the ack wait too. So the inboxes
+   * are drained rather than kept until the pulls expire: the server stops delivering to them,
+   * and the few messages it sent before are read and sent back (see {@link #onInbox}).
+   */
+  #withdraw(): Promise<void> {
+    this.#withdrawn ??= (async () => {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(this.#loops.map((l) => l.withdraw(!this.#paused && this.#deps.linkUp()))),
+        new Promise<void>((r) => {
+          timer = setTimeout(r, WITHDRAW_WAIT_MS);
+          timer.unref();
+        }),
+      ]);
+      clearTimeout(timer);
+      this.#stopTimerIfIdle();
+    })();
+    return this.#withdrawn;
+  }
+
+  /** Once stopped: the clock stops when no delivery needs progress any more. */
+  #stopTimerIfIdle(): void {
     if (this.#active === 0 && this.#deadLettering.size === 0 && this.#timer !== undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
@@ -261,8 +314,8 @@ export class ServiceConsumer implements Listener {
       handlerDone: false,
     };
     if (this.#stopped) {
+      // Sent before the server had the withdrawal: back at once, for another listener.
       this.#settle(held, "-NAK");
-      if (this.#loops.every((l) => l.outstanding === 0)) this.#unsubscribe();
       return;
     }
     if (loop.source.accepts !== undefined && !loop.source.accepts(msg.subject)) {
@@ -298,10 +351,7 @@ export class ServiceConsumer implements Listener {
       if (code === 503 || (code === 409 && /deleted/i.test(description)))
         this.#deps.onConsumerLost();
     }
-    if (this.#stopped) {
-      if (this.#loops.every((l) => l.outstanding === 0)) this.#unsubscribe();
-      return;
-    }
+    if (this.#stopped) return;
     if (!counted) {
       loop.backoffMs =
         loop.backoffMs === 0 ? PULL_RETRY_MIN_MS : Math.min(PULL_RETRY_MAX_MS, loop.backoffMs * 2);
@@ -352,9 +402,7 @@ export class ServiceConsumer implements Listener {
   #release(held: Held): void {
     if (!this.#held.delete(held)) return;
     this.#active--;
-    if (this.#stopped && this.#active === 0 && this.#loops.every((l) => l.outstanding === 0)) {
-      this.#unsubscribe();
-    }
+    if (this.#stopped && this.#withdrawn !== undefined) this.#stopTimerIfIdle();
     this.#dispatch();
     this.#pump();
   }
@@ -511,7 +559,7 @@ export class ServiceConsumer implements Listener {
       }
     }
     if (lost) this.#pump();
-    if (this.#stopped && this.#held.size === 0) this.#unsubscribe();
+    if (this.#stopped && this.#withdrawn !== undefined) this.#stopTimerIfIdle();
     // The consumer may have been re-declared meanwhile with another ack wait.
     if (this.#timer !== undefined) this.#armTimer();
   }

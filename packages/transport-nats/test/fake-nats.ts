@@ -166,10 +166,26 @@ export class FakeNats {
     return this as unknown as NatsConnection;
   }
 
-  subscribe(subject: string, options: { callback: Callback }): { unsubscribe(): void } {
+  subscribe(
+    subject: string,
+    options: { callback: Callback },
+  ): { unsubscribe(): void; drain(): Promise<void> } {
     const sub = { subject, callback: options.callback, closed: false };
     this.#subs.push(sub);
-    return { unsubscribe: () => void (sub.closed = true) };
+    return {
+      unsubscribe: () => void (sub.closed = true),
+      // As the client: the server has the unsubscription once a flush answers; messages it sent
+      // before still reach the callback meanwhile.
+      drain: () => {
+        const done = (): void => void (sub.closed = true);
+        return this.flush().then(done, done);
+      },
+    };
+  }
+
+  /** How many open subscriptions match `subject` (the server's interest in it). */
+  interest(subject: string): number {
+    return this.#subs.filter((s) => !s.closed && subjectMatches(s.subject, subject)).length;
   }
 
   /** Delivers `msg` to every open subscription matching `subject`; returns how many got it. */

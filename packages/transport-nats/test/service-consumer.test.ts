@@ -4,6 +4,7 @@ import {
   DEAD_LETTER_ATTEMPTS,
   PULL_CREDIT,
   ServiceConsumer,
+  WITHDRAW_WAIT_MS,
   type ServiceConsumerDeps,
 } from "../src/service-consumer.ts";
 import { DeadLetterRefused } from "../src/dead-letter.ts";
@@ -19,7 +20,7 @@ interface Sent {
 
 const started: ServiceConsumer[] = [];
 afterEach(() => {
-  for (const c of started.splice(0)) c.shutdown();
+  for (const c of started.splice(0)) void c.shutdown();
   vi.useRealTimers();
 });
 
@@ -110,6 +111,68 @@ describe("ServiceConsumer pulls", () => {
       expect(pulls().length).toBeGreaterThan(afterMsg);
     },
   );
+});
+
+describe("ServiceConsumer stop", () => {
+  it("withdraws the pull inbox: what the server sent before goes back at once, and nothing is left listening", async () => {
+    const { fake, sent, pulls, consumer: c } = consumer();
+    c.start();
+    const inbox = pulls()[0]?.reply ?? "";
+    let answer!: () => void;
+    fake.flushGate = new Promise((r) => (answer = r));
+    const stopping = c.stop();
+    // Sent by the server before it read the unsubscription: still read, and sent back.
+    const early = jsDelivery({ stream: "S", consumer: "c", seq: 1 });
+    expect(fake.deliver(inbox, early)).toBe(1);
+    expect(sent.filter((s) => s.subject === early.reply).map((s) => s.payload)).toEqual(["-NAK"]);
+    answer();
+    await stopping;
+    // The server drops a pull whose inbox nobody listens to, instead of handing it the next
+    // message (which would come back only after the ack wait, or after a restart).
+    expect(fake.interest(inbox)).toBe(0);
+    expect(pulls()).toHaveLength(1);
+  });
+
+  it("the transport closing withdraws the inbox the same way, after giving back what it holds", async () => {
+    const { fake, sent, pulls, consumer: c } = consumer({ handler: () => undefined });
+    c.start();
+    const inbox = pulls()[0]?.reply ?? "";
+    const held = jsDelivery({ stream: "S", consumer: "c", seq: 1 });
+    fake.deliver(inbox, held);
+    let answer!: () => void;
+    fake.flushGate = new Promise((r) => (answer = r));
+    const closing = c.shutdown();
+    expect(sent.filter((s) => s.subject === held.reply).map((s) => s.payload)).toEqual(["-NAK"]);
+    const early = jsDelivery({ stream: "S", consumer: "c", seq: 2 });
+    expect(fake.deliver(inbox, early)).toBe(1);
+    expect(sent.filter((s) => s.subject === early.reply).map((s) => s.payload)).toEqual(["-NAK"]);
+    answer();
+    await closing;
+    expect(fake.interest(inbox)).toBe(0);
+  });
+
+  it(`waits at most ${String(WITHDRAW_WAIT_MS)} ms for a server that does not confirm the withdrawal`, async () => {
+    vi.useFakeTimers();
+    const { fake, consumer: c } = consumer();
+    c.start();
+    fake.flushGate = new Promise<void>(() => undefined);
+    let stopped = false;
+    void c.stop().then(() => (stopped = true));
+    await vi.advanceTimersByTimeAsync(WITHDRAW_WAIT_MS - 1);
+    expect(stopped).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(stopped).toBe(true);
+  });
+
+  it("with the link down it lets go of the inbox at once (the server dropped the pulls with it)", async () => {
+    const { fake, pulls, consumer: c } = consumer({ linkUp: () => false });
+    c.start();
+    const inbox = pulls()[0]?.reply ?? "";
+    fake.flushGate = new Promise<void>(() => undefined);
+    await c.stop();
+    expect(fake.interest(inbox)).toBe(0);
+    expect(fake.flushes).toEqual([]);
+  });
 });
 
 describe("ServiceConsumer pull credit", () => {
