@@ -9,6 +9,7 @@ import { cryptoSuite } from "./suites/crypto.ts";
 import { memorySuite } from "./suites/memory.ts";
 import { natsSuite } from "./suites/nats.ts";
 import { pathologicalSuite } from "./suites/pathological.ts";
+import { pipelineSuite } from "./suites/pipeline.ts";
 import { redisSuite } from "./suites/redis.ts";
 import { printResult } from "./suite.ts";
 import type { BenchSuite, SuiteResult } from "./suite.ts";
@@ -23,6 +24,7 @@ const SUITES: readonly BenchSuite[] = [
   redisSuite,
   cryptoSuite,
   pathologicalSuite,
+  pipelineSuite,
 ];
 
 function usage(): string {

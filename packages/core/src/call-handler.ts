@@ -2,21 +2,18 @@ import {
   DESCRIBE_METHOD,
   toErrorPayload,
   type CommandPayload,
+  type Context,
   type DecodedMessage,
   type Delivery,
   type ErrorPayload,
   type RequestPayload,
+  type WireHeaders,
 } from "@nuropb/protocol";
 import type { ReplyKey } from "@nuropb/crypto";
 import { admitMethod, authorise, validateParams } from "./admission.ts";
 import type { DispatcherParts } from "./dispatcher.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
-import {
-  createOutgoingHeaders,
-  type MethodCall,
-  type OutgoingHeaders,
-  type ServiceRequestCall,
-} from "./middleware.ts";
+import { createOutgoingHeaders, type OutgoingHeaders } from "./middleware.ts";
 import {
   callAgainRejected,
   isSuccessSignal,
@@ -28,12 +25,58 @@ import {
 import { createRequestContext, type HandlerContext } from "./request-context.ts";
 import type { MethodEntry } from "./service-definition.ts";
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-/** A request or command as core holds it for middleware (a request has `responseHeaders`). */
-interface Call extends Mutable<Omit<ServiceRequestCall, "kind" | "responseHeaders">> {
-  kind: "request" | "command";
-  responseHeaders?: OutgoingHeaders;
+/**
+ * A request or command as its middleware sees it. A class rather than a literal: one is made
+ * per handled call when there is middleware, and its response headers and state are made only
+ * when a middleware asks for them (a command's response headers are never sent).
+ */
+class Call {
+  readonly kind: "request" | "command";
+  readonly service: string;
+  readonly method: string;
+  params: Record<string, unknown>;
+  context: Context;
+  readonly headers: WireHeaders;
+  readonly traceId: string | null;
+  readonly correlationId: string;
+  readonly encrypted: boolean;
+  readonly redelivered: boolean;
+  userClaims: unknown = undefined;
+  #responseHeaders: OutgoingHeaders | undefined;
+  #state: Record<string, unknown> | undefined;
+
+  constructor(
+    service: string,
+    delivery: Delivery,
+    decoded: DecodedMessage<RequestPayload | CommandPayload>,
+  ) {
+    const payload = decoded.payload;
+    this.kind = decoded.type;
+    this.service = service;
+    this.method = payload.method;
+    this.params = payload.params as Record<string, unknown>;
+    this.context = payload.context;
+    this.headers = delivery.headers;
+    this.traceId = decoded.traceId;
+    this.correlationId = decoded.correlationId;
+    this.encrypted = decoded.encrypted;
+    this.redelivered = delivery.redelivered;
+  }
+
+  get responseHeaders(): OutgoingHeaders {
+    return (this.#responseHeaders ??= createOutgoingHeaders());
+  }
+
+  get state(): Record<string, unknown> {
+    return (this.#state ??= {});
+  }
+
+  /** The response headers middleware set, or undefined when none asked for them. */
+  static responseHeadersOf(call: Call): OutgoingHeaders | undefined {
+    return call.#responseHeaders;
+  }
 }
+
 /** The handler context of a piped call, once made (its raised events are read from it). */
 interface Raised {
   ctx: HandlerContext | undefined;
@@ -69,12 +112,12 @@ export class CallHandler<TService extends object> {
     let outcome: Outcome;
     let call: Call | undefined;
     if (this.#piped) {
-      call = this.#callOf(delivery, decoded);
+      call = new Call(this.#name, delivery, decoded);
       outcome = await this.#runPiped(call, delivery);
     } else {
       outcome = await this.#run(delivery, decoded);
     }
-    const headers = call?.responseHeaders;
+    const headers = call === undefined ? undefined : Call.responseHeadersOf(call);
     switch (outcome.kind) {
       case "success":
         await settle(delivery, "ack", flow);
@@ -158,27 +201,6 @@ export class CallHandler<TService extends object> {
     }
   }
 
-  /** What middleware sees of a request or command. */
-  #callOf(delivery: Delivery, decoded: DecodedMessage<RequestPayload | CommandPayload>): Call {
-    const payload = decoded.payload;
-    const call: Call = {
-      kind: decoded.type,
-      service: this.#name,
-      method: payload.method,
-      params: payload.params as Record<string, unknown>,
-      context: payload.context,
-      headers: delivery.headers,
-      traceId: decoded.traceId,
-      correlationId: decoded.correlationId,
-      encrypted: decoded.encrypted,
-      redelivered: delivery.redelivered,
-      userClaims: undefined,
-      state: {},
-    };
-    if (decoded.type === "request") call.responseHeaders = createOutgoingHeaders();
-    return call;
-  }
-
   /**
    * The service's middleware, then admission and authorisation, then the method's middleware,
    * then validation and the handler; never throws.
@@ -188,7 +210,7 @@ export class CallHandler<TService extends object> {
     try {
       const admit = (): Promise<unknown> => this.#admit(call, delivery, raised);
       const pipeline = this.#p.service.pipeline;
-      const result = await (pipeline === undefined ? admit() : pipeline(call as MethodCall, admit));
+      const result = await (pipeline === undefined ? admit() : pipeline(call, admit));
       return { kind: "success", result, events: raised.ctx?.events ?? [] };
     } catch (err) {
       return outcomeOfThrown(err, raised.ctx?.events ?? [], this.#name, call.method);
@@ -201,7 +223,7 @@ export class CallHandler<TService extends object> {
     if (entry.options.authorize !== undefined)
       call.userClaims = await authorise(entry, call.context, this.#name, call.method);
     const handle = (): Promise<unknown> => this.#handle(entry, call, delivery, raised);
-    return entry.pipeline === undefined ? handle() : entry.pipeline(call as MethodCall, handle);
+    return entry.pipeline === undefined ? handle() : entry.pipeline(call, handle);
   }
 
   /** Validates the params and runs the handler; `NuropbSuccess` is its result (a success). */

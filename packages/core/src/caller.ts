@@ -21,13 +21,12 @@ import {
 import { withHeaders, type ClientCall, type OutgoingHeaders, type Pipeline } from "./middleware.ts";
 import { checkCallOptions, checkName, checkPlainObject, checkTtl, withoutKeys } from "./options.ts";
 import {
+  CommandCall,
+  EventCall,
+  RequestCall,
   checkCallChanges,
-  commandCall,
   commandPayload,
-  eventCall,
-  requestCall,
   requestPayload,
-  type RequestCall,
 } from "./outgoing-calls.ts";
 import { sendError } from "./outcomes.ts";
 import type { PendingResponses } from "./pending-responses.ts";
@@ -113,23 +112,34 @@ export class Caller {
         fromHandler,
       );
     }
-    const flow = createFlow(this.#p.onLifecycle, this.#p.log, {
-      type: "request",
+    const flow = createFlow(
+      this.#p.onLifecycle,
+      this.#p.log,
+      "request",
       correlationId,
       traceId,
       service,
       method,
-      topic: undefined,
+      undefined,
       encrypted,
-    });
+    );
     if (this.#p.pipeline === undefined) {
       const payload = requestPayload(service, method, p, correlationId, ctx, traceId);
       return this.#run(undefined, flow, () =>
         this.#sendRequest(payload, ttlMs, encrypted, undefined, flow, options, fromHandler),
       );
     }
-    const fields = { service, method, params: p, context: ctx, traceId, correlationId, ttlMs };
-    const call = requestCall({ ...fields, encrypted }, options.rpcResponse !== false);
+    const fields = {
+      service,
+      method,
+      params: p,
+      context: ctx,
+      traceId,
+      correlationId,
+      ttlMs,
+      encrypted,
+    };
+    const call = new RequestCall(fields, options.rpcResponse !== false);
     return this.#run(call, flow, () => {
       checkCallChanges(call);
       this.#p.assertOpen(fromHandler);
@@ -160,7 +170,7 @@ export class Caller {
     flow?.emit("client-encode");
     const frame = withHeaders(
       encodePayload(payload, { replyTo: this.#p.responseAddress, ttlMs }),
-      call?.headers,
+      call === undefined ? undefined : RequestCall.headersOf(call),
     );
     if (!encrypted) return this.#send(payload, frame, undefined, ttlMs, options, call, flow);
     return this.#sealAndSend(payload, frame, ttlMs, options, fromHandler, call, flow);
@@ -227,15 +237,17 @@ export class Caller {
       const payload = commandPayload(service, method, p, correlationId, ctx, traceId);
       return this.#sendCommand(payload, ttlMs, encrypted, undefined, undefined, fromHandler);
     }
-    const flow = createFlow(this.#p.onLifecycle, this.#p.log, {
-      type: "command",
+    const flow = createFlow(
+      this.#p.onLifecycle,
+      this.#p.log,
+      "command",
       correlationId,
       traceId,
       service,
       method,
-      topic: undefined,
+      undefined,
       encrypted,
-    });
+    );
     if (this.#p.pipeline === undefined) {
       const payload = commandPayload(service, method, p, correlationId, ctx, traceId);
       await this.#run(undefined, flow, () =>
@@ -243,8 +255,17 @@ export class Caller {
       );
       return;
     }
-    const fields = { service, method, params: p, context: ctx, traceId, correlationId, ttlMs };
-    const call = commandCall({ ...fields, encrypted });
+    const fields = {
+      service,
+      method,
+      params: p,
+      context: ctx,
+      traceId,
+      correlationId,
+      ttlMs,
+      encrypted,
+    };
+    const call = new CommandCall(fields);
     await this.#run(call, flow, () => {
       checkCallChanges(call);
       this.#p.assertOpen(fromHandler);
@@ -258,7 +279,8 @@ export class Caller {
         call.context,
         trace,
       );
-      return this.#sendCommand(payload, call.ttlMs, sealed, call.headers, flow, fromHandler);
+      const headers = CommandCall.headersOf(call);
+      return this.#sendCommand(payload, call.ttlMs, sealed, headers, flow, fromHandler);
     });
   }
 
@@ -337,28 +359,31 @@ export class Caller {
   ): Promise<void> {
     if (this.#direct)
       return this.#publish(e, context, traceId, correlationId, undefined, undefined);
-    const flow = createFlow(this.#p.onLifecycle, this.#p.log, {
-      type: "event",
+    const flow = createFlow(
+      this.#p.onLifecycle,
+      this.#p.log,
+      "event",
       correlationId,
       traceId,
-      service: undefined,
-      method: undefined,
-      topic: e.topic,
-      encrypted: false,
-    });
+      undefined,
+      undefined,
+      e.topic,
+      false,
+    );
     if (this.#p.pipeline === undefined) {
       await this.#run(undefined, flow, () =>
         this.#publish(e, context, traceId, correlationId, undefined, flow),
       );
       return;
     }
-    const call = eventCall(e, context, traceId, correlationId);
+    const call = new EventCall(e, context, traceId, correlationId);
     await this.#run(call, flow, () => {
       checkCallChanges(call);
       const trace = call.traceId === "" ? null : call.traceId;
       if (flow !== undefined) flow.fields.traceId = trace;
       const changed = { topic: call.topic, event: call.event, target: call.target };
-      return this.#publish(changed, call.context, trace, correlationId, call.headers, flow);
+      const headers = EventCall.headersOf(call);
+      return this.#publish(changed, call.context, trace, correlationId, headers, flow);
     });
   }
 

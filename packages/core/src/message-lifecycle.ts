@@ -120,13 +120,24 @@ export class MessageFlow {
   }
 }
 
-/** A flow for one message when there is a listener; undefined (nothing measured) without. */
+/**
+ * A flow for one message when there is a listener; undefined (nothing measured, nothing made)
+ * without one.
+ */
 export function createFlow(
   listener: LifecycleListener | undefined,
   log: Logger,
-  fields: FlowFields,
+  type: FlowFields["type"],
+  correlationId: string,
+  traceId: string | null,
+  service: string | undefined,
+  method: string | undefined,
+  topic: string | undefined,
+  encrypted: boolean,
 ): MessageFlow | undefined {
-  return listener === undefined ? undefined : new MessageFlow(listener, log, fields);
+  if (listener === undefined) return undefined;
+  const fields = { type, correlationId, traceId, service, method, topic, encrypted };
+  return new MessageFlow(listener, log, fields);
 }
 
 /** The name a transition gives an error: its wire name, or a JavaScript error's name. */

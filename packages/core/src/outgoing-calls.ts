@@ -5,15 +5,11 @@ import {
   type ClientCommandCall,
   type ClientEventCall,
   type ClientRequestCall,
+  type IncomingResponse,
+  type OutgoingHeaders,
 } from "./middleware.ts";
 import { checkPlainObject, checkTtl } from "./options.ts";
 import type { EventToPublish } from "./types.ts";
-
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-/** A request as core holds it for middleware (core records the response on it). */
-export type RequestCall = Mutable<ClientRequestCall>;
-export type CommandCall = Mutable<ClientCommandCall>;
-export type EventCall = Mutable<ClientEventCall>;
 
 /** The fields of a request or command, checked. */
 export interface CallFields {
@@ -27,60 +23,123 @@ export interface CallFields {
   readonly encrypted: boolean;
 }
 
-/** What a request's middleware sees. */
-export function requestCall(f: CallFields, rpcResponse: boolean): RequestCall {
-  return {
-    kind: "request",
-    service: f.service,
-    method: f.method,
-    params: f.params,
-    context: f.context,
-    headers: createOutgoingHeaders(),
-    traceId: f.traceId,
-    correlationId: f.correlationId,
-    ttlMs: f.ttlMs,
-    encrypted: f.encrypted,
-    rpcResponse,
-    response: undefined,
-    state: {},
-  };
+// Classes rather than literals: one is made per call that has middleware, and what a call's
+// middleware may never touch (its headers map, its state) is made only when it is asked for.
+
+/** A request as its middleware sees it; core records the response on it. */
+export class RequestCall implements ClientRequestCall {
+  readonly kind = "request";
+  readonly service: string;
+  readonly method: string;
+  params: Readonly<Record<string, unknown>>;
+  context: Context;
+  traceId: string;
+  readonly correlationId: string;
+  ttlMs: number;
+  encrypted: boolean;
+  readonly rpcResponse: boolean;
+  response: IncomingResponse | undefined = undefined;
+  #headers: OutgoingHeaders | undefined;
+  #state: Record<string, unknown> | undefined;
+
+  constructor(f: CallFields, rpcResponse: boolean) {
+    this.service = f.service;
+    this.method = f.method;
+    this.params = f.params;
+    this.context = f.context;
+    this.traceId = f.traceId;
+    this.correlationId = f.correlationId;
+    this.ttlMs = f.ttlMs;
+    this.encrypted = f.encrypted;
+    this.rpcResponse = rpcResponse;
+  }
+
+  get headers(): OutgoingHeaders {
+    return (this.#headers ??= createOutgoingHeaders());
+  }
+
+  get state(): Record<string, unknown> {
+    return (this.#state ??= {});
+  }
+
+  /** The extra headers, or undefined when no middleware asked for them. */
+  static headersOf(call: RequestCall): OutgoingHeaders | undefined {
+    return call.#headers;
+  }
 }
 
-/** What a command's middleware sees. */
-export function commandCall(f: CallFields): CommandCall {
-  return {
-    kind: "command",
-    service: f.service,
-    method: f.method,
-    params: f.params,
-    context: f.context,
-    headers: createOutgoingHeaders(),
-    traceId: f.traceId,
-    correlationId: f.correlationId,
-    ttlMs: f.ttlMs,
-    encrypted: f.encrypted,
-    state: {},
-  };
+/** A command as its middleware sees it. */
+export class CommandCall implements ClientCommandCall {
+  readonly kind = "command";
+  readonly service: string;
+  readonly method: string;
+  params: Readonly<Record<string, unknown>>;
+  context: Context;
+  traceId: string;
+  readonly correlationId: string;
+  ttlMs: number;
+  encrypted: boolean;
+  #headers: OutgoingHeaders | undefined;
+  #state: Record<string, unknown> | undefined;
+
+  constructor(f: CallFields) {
+    this.service = f.service;
+    this.method = f.method;
+    this.params = f.params;
+    this.context = f.context;
+    this.traceId = f.traceId;
+    this.correlationId = f.correlationId;
+    this.ttlMs = f.ttlMs;
+    this.encrypted = f.encrypted;
+  }
+
+  get headers(): OutgoingHeaders {
+    return (this.#headers ??= createOutgoingHeaders());
+  }
+
+  get state(): Record<string, unknown> {
+    return (this.#state ??= {});
+  }
+
+  /** The extra headers, or undefined when no middleware asked for them. */
+  static headersOf(call: CommandCall): OutgoingHeaders | undefined {
+    return call.#headers;
+  }
 }
 
-/** What an event's middleware sees; a void trace id (a raised event's) shows as "". */
-export function eventCall(
-  e: EventToPublish,
-  context: Context,
-  traceId: string | null,
-  correlationId: string,
-): EventCall {
-  return {
-    kind: "event",
-    topic: e.topic,
-    event: e.event,
-    target: e.target ?? null,
-    context,
-    headers: createOutgoingHeaders(),
-    traceId: traceId ?? "",
-    correlationId,
-    state: {},
-  };
+/** An event as its middleware sees it; a void trace id (a raised event's) shows as "". */
+export class EventCall implements ClientEventCall {
+  readonly kind = "event";
+  readonly topic: string;
+  event: unknown;
+  target: readonly string[] | null;
+  context: Context;
+  traceId: string;
+  readonly correlationId: string;
+  #headers: OutgoingHeaders | undefined;
+  #state: Record<string, unknown> | undefined;
+
+  constructor(e: EventToPublish, context: Context, traceId: string | null, correlationId: string) {
+    this.topic = e.topic;
+    this.event = e.event;
+    this.target = e.target ?? null;
+    this.context = context;
+    this.traceId = traceId ?? "";
+    this.correlationId = correlationId;
+  }
+
+  get headers(): OutgoingHeaders {
+    return (this.#headers ??= createOutgoingHeaders());
+  }
+
+  get state(): Record<string, unknown> {
+    return (this.#state ??= {});
+  }
+
+  /** The extra headers, or undefined when no middleware asked for them. */
+  static headersOf(call: EventCall): OutgoingHeaders | undefined {
+    return call.#headers;
+  }
 }
 
 /** The wire payload of a request. */
