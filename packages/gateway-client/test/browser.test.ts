@@ -13,6 +13,14 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 // The client as a browser runs it: bundled as-is (no Node built-ins), in Debian's chromium,
 // sealing with the browser's own WebCrypto. A browser that cannot start fails the test.
 
+/** The browser globals the page script uses (the tests compile without the DOM types). */
+interface Page {
+  readonly document: { readonly title: string };
+  readonly location: { readonly origin: string };
+  readonly isSecureContext: boolean;
+  readonly gatewayClient: typeof import("../src/index.ts");
+}
+
 class Vault {
   seen: boolean[] = [];
   store(params: { secret: string }, ctx: RequestContext): { stored: number; user: unknown } {
@@ -95,11 +103,13 @@ it("in chromium: a sealed call, a typed proxy, and events both ways", async () =
   const sent: string[] = [];
   page.on("websocket", (ws) => ws.on("framesent", (f) => sent.push(String(f.payload))));
   await page.goto(`${url}/test/`);
-  await page.waitForFunction(() => document.title === "ready");
+  await page.waitForFunction(() => (globalThis as unknown as Page).document.title === "ready");
   const out = await page.evaluate(async () => {
-    const m = (window as unknown as { gatewayClient: typeof import("../src/index.ts") })
-      .gatewayClient;
-    const client = m.createGatewayClient({ url: location.origin, token: "Bearer me" });
+    const g = globalThis as unknown as Page;
+    const client = g.gatewayClient.createGatewayClient({
+      url: g.location.origin,
+      token: "Bearer me",
+    });
     const got: unknown[] = [];
     await client.subscribe("chat.*", (e) => got.push([e.topic, e.event]));
     const sealed = await client.request(
@@ -114,7 +124,7 @@ it("in chromium: a sealed call, a typed proxy, and events both ways", async () =
     await client.publish("chat.hello", { from: "browser" });
     for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     await client.close();
-    return { sealed, viaProxy, got, secure: isSecureContext };
+    return { sealed, viaProxy, got, secure: g.isSecureContext };
   });
   expect(out).toEqual({
     sealed: { stored: 14, user: { user: "me" } },
