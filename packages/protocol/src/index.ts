@@ -50,6 +50,7 @@ export {
   positiveIntOption,
   timerOption,
 } from "./limits.ts";
+export { createDeferred } from "./runtime.ts";
 export { createEventChannel } from "./event-channel.ts";
 export { createTransportLifecycle } from "./lifecycle.ts";
 export { topicMatches, assertTopicPattern } from "./topic.ts";
@@ -87,5 +88,6 @@ export type {
   Transport,
 } from "./transport.ts";
 export type { Logger, LogFields } from "./logger.ts";
+export type { Deferred } from "./runtime.ts";
 export type { EventChannel } from "./event-channel.ts";
 export type { TransportLifecycle } from "./lifecycle.ts";
