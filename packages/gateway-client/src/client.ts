@@ -1,4 +1,5 @@
 import { GatewayConnectionError, GatewayError } from "./errors.ts";
+import { toJsonText } from "./json-text.ts";
 import { importSealingKey, seal } from "./rsa-fernet.ts";
 import type { SealingKey } from "./rsa-fernet.ts";
 import { WEBSOCKET_PATH } from "./wire.ts";
@@ -510,7 +511,7 @@ class WebSocketGatewayClient implements GatewayClient {
     if (link.socket.readyState !== OPEN) {
       throw new GatewayConnectionError("the link is not open");
     }
-    link.socket.send(JSON.stringify(message));
+    link.socket.send(toJsonText(message));
   }
 
   /** Sends `message` on `link` and resolves with its answer. */
@@ -703,7 +704,7 @@ class WebSocketGatewayClient implements GatewayClient {
     const token = await this.#token();
     const correlationId = randomHex(16);
     const traceId = options.traceId ?? randomHex(16);
-    const body = JSON.stringify({
+    const body = toJsonText({
       tag: type === "sealed-request" ? "request" : "command",
       service,
       method,

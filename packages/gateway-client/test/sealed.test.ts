@@ -23,6 +23,11 @@ class Vault {
     this.lines.push(params.line);
   }
   lines: string[] = [];
+  tallies: unknown[] = [];
+  tally(params: { n: unknown }): string {
+    this.tallies.push(params.n);
+    return typeof params.n;
+  }
 }
 
 const hub = createMemoryHub();
@@ -60,7 +65,7 @@ beforeAll(async () => {
   await service.connect();
   gateway = createGateway({
     transport: gatewayTransport,
-    expose: { services: { vault: { requests: ["store"], sealed: true } } },
+    expose: { services: { vault: { requests: ["store", "tally"], sealed: true } } },
   });
   url = await gateway.listen();
 });
@@ -138,6 +143,19 @@ it("a call not sealed by the client is sealed by the gateway's core client (the 
     });
     expect(vault.seen.at(-1)).toMatchObject({ encrypted: true });
     expect(wire.join("\n")).toContain("in clear to the gateway");
+  } finally {
+    await c.close();
+  }
+});
+
+it("writes bigints in params as exact integers, in plain and in sealed calls", async () => {
+  const c = client();
+  try {
+    await expect(c.request("vault", "tally", { n: 2n ** 64n })).resolves.toBe("bigint");
+    await expect(
+      c.request("vault", "tally", { n: 2n ** 64n + 1n }, { encrypted: true }),
+    ).resolves.toBe("bigint");
+    expect(vault.tallies).toEqual([2n ** 64n, 2n ** 64n + 1n]);
   } finally {
     await c.close();
   }

@@ -4,6 +4,7 @@ import {
   NuropbTransportError,
   isNuropbError,
   toErrorPayload,
+  toWireJson,
 } from "@nuropb/protocol";
 import type { ErrorPayload } from "@nuropb/protocol";
 
@@ -59,4 +60,19 @@ export function errorBody(err: unknown): ErrorPayload {
     };
   }
   return toErrorPayload(err);
+}
+
+/**
+ * {@link errorBody} as JSON text, written as NuroPb writes JSON: a bigint in the details (a
+ * service's integer beyond 2^53) stays an exact integer. Details that cannot be written at all
+ * (nested too deep) are left out rather than failing the answer.
+ */
+export function errorJson(err: unknown): string {
+  const body = errorBody(err);
+  try {
+    return toWireJson(body);
+  } catch {
+    const { details: _dropped, ...rest } = body;
+    return toWireJson(rest);
+  }
 }

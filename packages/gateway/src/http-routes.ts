@@ -7,7 +7,7 @@ import {
   toWireJson,
 } from "@nuropb/protocol";
 import type { Logger } from "@nuropb/protocol";
-import { errorBody, httpStatusOf, withStatus } from "./error-status.ts";
+import { errorJson, httpStatusOf, withStatus } from "./error-status.ts";
 import type { Caller, GatewayOperations } from "./operations.ts";
 import { buildOpenApi } from "./openapi.ts";
 
@@ -76,7 +76,7 @@ export function sendError(reply: FastifyReply, err: unknown, logger: Logger): Fa
       });
     }
   }
-  return sendJson(reply, httpStatusOf(e), JSON.stringify(errorBody(e)));
+  return sendJson(reply, httpStatusOf(e), errorJson(e));
 }
 
 /**
@@ -124,7 +124,7 @@ export function registerHttpRoutes(
   );
 
   app.get(HttpPath.api, async (_req, reply) =>
-    sendJson(reply, 200, JSON.stringify({ services: ops.serviceNames() })),
+    sendJson(reply, 200, toWireJson({ services: ops.serviceNames() })),
   );
 
   app.get<{ Params: { service: string } }>(`${HttpPath.api}/:service`, async (req, reply) => {
@@ -208,6 +208,7 @@ export function registerHttpRoutes(
   app.get(HttpPath.openapi, async (req, reply) => {
     const doc = await buildOpenApi(ops, { title: settings.title });
     void req;
-    return sendJson(reply, 200, JSON.stringify(doc));
+    // The schemas come from the services' describes: a Python `int` bound may be a bigint.
+    return sendJson(reply, 200, toWireJson(doc));
   });
 }

@@ -153,10 +153,20 @@ export interface ResolvedService {
 const OWNER = "createGateway";
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/;
 
+/** `value` as an error text shows it; never throws (a bigint, a cycle, a symbol). */
+function shown(value: unknown): string {
+  if (typeof value === "bigint") return `${String(value)}n`;
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
 function checkName(value: unknown, where: string): string {
   if (typeof value !== "string" || !NAME.test(value)) {
     throw new TypeError(
-      `${OWNER}: ${where} must be a name of letters, digits, '_', '.', ':' or '-' (at most 128), got ${JSON.stringify(value) ?? String(value)}`,
+      `${OWNER}: ${where} must be a name of letters, digits, '_', '.', ':' or '-' (at most 128), got ${shown(value)}`,
     );
   }
   return value;

@@ -11,7 +11,7 @@ import {
   toWireJson,
 } from "@nuropb/protocol";
 import type { Logger } from "@nuropb/protocol";
-import { errorBody, httpStatusOf, withStatus } from "./error-status.ts";
+import { errorJson, httpStatusOf, withStatus } from "./error-status.ts";
 import type { EventFanout, EventReceiver } from "./event-fanout.ts";
 import type { Caller, GatewayOperations } from "./operations.ts";
 import type { ResolvedOptions } from "./options.ts";
@@ -225,8 +225,10 @@ export class GatewayConnection implements EventReceiver {
         error: err instanceof Error ? err.message : String(err),
       });
     }
+    // The error's details may hold a service's bigints: written by hand around errorJson, which
+    // never throws (`id` is a string or a safe integer, `status` a number).
     this.#sendText(
-      JSON.stringify({ id, type: "error", error: errorBody(err), status: httpStatusOf(err) }),
+      `{"id":${JSON.stringify(id)},"type":"error","error":${errorJson(err)},"status":${String(httpStatusOf(err))}}`,
     );
   }
 
@@ -395,7 +397,7 @@ export class GatewayConnection implements EventReceiver {
       }
       default:
         throw new NuropbValidationError(
-          `unknown message type ${JSON.stringify(m.type) ?? "undefined"}`,
+          `unknown message type ${m.type === undefined ? "undefined" : toWireJson(m.type)}`,
         );
     }
   }

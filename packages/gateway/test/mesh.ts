@@ -2,12 +2,15 @@ import { createClient, createService } from "@nuropb/core";
 import type { MeshClient, MeshService, RequestContext } from "@nuropb/core";
 import { createServiceKeys } from "@nuropb/crypto";
 import type { ServiceKeys } from "@nuropb/crypto";
-import { NuropbAuthenticationError } from "@nuropb/protocol";
+import { NuropbAuthenticationError, NuropbValidationError } from "@nuropb/protocol";
 import type { Transport } from "@nuropb/protocol";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import type { MemoryHub } from "@nuropb/transport-memory";
 import { createGateway } from "../src/index.ts";
 import type { Gateway, GatewayOptions } from "../src/index.ts";
+
+/** 2^64: a NuroPb integer that only a bigint holds exactly. */
+export const HUGE = 2n ** 64n;
 
 /** The service the gateway tests call. */
 export class Orders {
@@ -35,6 +38,14 @@ export class Orders {
     this.sleeps++;
     await new Promise((resolve) => setTimeout(resolve, params.ms));
     return "slept";
+  }
+
+  /** Answers, or fails with, an integer beyond 2^53 (a bigint), in the result or the error. */
+  huge(params: { fail?: boolean }): { n: bigint } {
+    if (params.fail === true) {
+      throw new NuropbValidationError("over the limit", { details: { limit: HUGE } });
+    }
+    return { n: HUGE };
   }
 
   internal(): string {

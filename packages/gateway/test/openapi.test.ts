@@ -2,7 +2,7 @@ import { Validator } from "@seriousme/openapi-schema-validator";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { startMesh } from "./mesh.ts";
 import type { TestMesh } from "./mesh.ts";
-import { servePythonShaped } from "./python-shaped.ts";
+import { PYTHON_DESCRIPTION, servePythonShaped } from "./python-shaped.ts";
 
 let mesh: TestMesh;
 beforeEach(async () => {
@@ -111,5 +111,34 @@ it("is live: a method added to the exposure shows once the service describes it"
     expect(Object.keys(after.paths)).toEqual(["/api/later/ping"]);
   } finally {
     await later.disconnect();
+  }
+});
+
+it("writes integers beyond 2^53 in a service's schemas exactly", async () => {
+  // A Python service may default an `int` to 2^64 - 1; the describe is read with bigints.
+  const methods = PYTHON_DESCRIPTION.methods;
+  const py = await servePythonShaped(mesh.transport(), "py_counters", {
+    ...PYTHON_DESCRIPTION,
+    service_name: "py_counters",
+    methods: {
+      bump: {
+        ...methods.get_orders,
+        parameters: {
+          type: "object",
+          properties: [["by", { type: "int", description: "", default: 2n ** 64n - 1n }]],
+          required: [],
+        },
+      },
+    },
+  });
+  try {
+    const gateway = mesh.gateway({ expose: { services: { py_counters: { requests: "*" } } } });
+    await gateway.ready();
+    const res = await gateway.server.inject({ method: "GET", url: "/openapi.json" });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toContain('"default":18446744073709551615}');
+    expect((await validate(res.json())).valid).toBe(true);
+  } finally {
+    await py.stop();
   }
 });

@@ -31,9 +31,13 @@ export const PYTHON_DESCRIPTION = {
 
 /**
  * Serves `name` over a bare transport the way a Python service does: `nuropb_describe` answers
- * {@link PYTHON_DESCRIPTION}, any other method echoes its params.
+ * `description` ({@link PYTHON_DESCRIPTION} by default), any other method echoes its params.
  */
-export async function servePythonShaped(transport: Transport, name: string): Promise<Listener> {
+export async function servePythonShaped(
+  transport: Transport,
+  name: string,
+  description: unknown = PYTHON_DESCRIPTION,
+): Promise<Listener> {
   await transport.connect();
   return transport.consumeService(
     { service: name, rpcBindings: [], eventBindings: [], prefetch: 8 },
@@ -41,8 +45,7 @@ export async function servePythonShaped(transport: Transport, name: string): Pro
       const msg = decodeFrame(delivery);
       await delivery.ack();
       if (msg.type !== "request" || delivery.replyTo === undefined) return;
-      const result =
-        msg.payload.method === "nuropb_describe" ? PYTHON_DESCRIPTION : msg.payload.params;
+      const result = msg.payload.method === "nuropb_describe" ? description : msg.payload.params;
       await transport.send(
         { kind: "reply", address: delivery.replyTo },
         encodePayload({

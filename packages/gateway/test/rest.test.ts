@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { GatewayAuthorizeRequest } from "../src/index.ts";
 import { HTTP_STATUS_BY_ERROR, TRACE_HEADER, TTL_HEADER } from "../src/index.ts";
-import { startMesh } from "./mesh.ts";
+import { HUGE, startMesh } from "./mesh.ts";
 import type { TestMesh } from "./mesh.ts";
 
 let mesh: TestMesh;
@@ -266,6 +266,30 @@ describe("POST /api/{service}/{method}", () => {
       payload: '{"a": 9007199254740993, "b": 0}',
     });
     expect(res.body).toBe('{"a":9007199254740993,"b":0}');
+  });
+
+  it("writes a service's bigints exactly, in its result and in its error's details", async () => {
+    const gateway = mesh.gateway({ expose: { services: { orders: { requests: ["huge"] } } } });
+    await gateway.ready();
+    const ok = await gateway.server.inject({
+      method: "POST",
+      url: "/api/orders/huge",
+      headers: json,
+      payload: {},
+    });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.body).toBe(`{"n":${String(HUGE)}}`);
+    const failed = await gateway.server.inject({
+      method: "POST",
+      url: "/api/orders/huge",
+      headers: json,
+      payload: { fail: true },
+    });
+    expect(failed.statusCode).toBe(400);
+    expect(failed.headers["content-type"]).toMatch(/^application\/json/);
+    expect(failed.body).toBe(
+      `{"error":"NuropbValidationError","description":"over the limit","details":{"limit":${String(HUGE)}}}`,
+    );
   });
 });
 

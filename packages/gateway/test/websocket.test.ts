@@ -3,7 +3,7 @@ import type { GatewayClient, GatewayEvent } from "@nuropb/gateway-client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import type { Gateway, GatewayExposure, GatewayOptions } from "../src/index.ts";
-import { startMesh } from "./mesh.ts";
+import { HUGE, startMesh } from "./mesh.ts";
 import type { Orders, TestMesh } from "./mesh.ts";
 
 let mesh: TestMesh;
@@ -53,7 +53,11 @@ async function rawSocket(url: string, options: ConstructorParameters<typeof WebS
   const ws = new WebSocket(`${url.replace("http", "ws")}/ws`, options);
   sockets.push(ws);
   const received: Record<string, unknown>[] = [];
-  ws.on("message", (data) => received.push(JSON.parse(String(data)) as Record<string, unknown>));
+  const texts: string[] = [];
+  ws.on("message", (data) => {
+    texts.push(String(data));
+    received.push(JSON.parse(String(data)) as Record<string, unknown>);
+  });
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.on("close", (code, reason) => resolve({ code, reason: String(reason) })),
   );
@@ -65,7 +69,7 @@ async function rawSocket(url: string, options: ConstructorParameters<typeof WebS
     await expect.poll(() => received.some((m) => m.id === id)).toBe(true);
     return received.find((m) => m.id === id) as Record<string, unknown>;
   };
-  return { ws, received, closed, answer };
+  return { ws, received, texts, closed, answer };
 }
 
 describe("calls over the WebSocket", () => {
@@ -156,6 +160,34 @@ describe("calls over the WebSocket", () => {
     expect(s.received.filter((m) => m.id === null).length).toBe(3);
     s.ws.send(JSON.stringify({ type: "ping" }));
     await expect.poll(() => s.received.some((m) => m.type === "pong")).toBe(true);
+  });
+
+  it("writes a service's bigints exactly, in its result and in its error's details", async () => {
+    const { url } = await listening({
+      expose: { services: { orders: { requests: ["huge"] } } },
+    });
+    const s = await rawSocket(url);
+    s.ws.send('{"id":"ok","type":"request","service":"orders","method":"huge","params":{}}');
+    s.ws.send(
+      '{"id":"no","type":"request","service":"orders","method":"huge","params":{"fail":true}}',
+    );
+    await s.answer("ok");
+    await s.answer("no");
+    expect(s.texts.find((t) => t.startsWith('{"id":"ok"'))).toMatch(
+      new RegExp(`^\\{"id":"ok","type":"result","result":\\{"n":${String(HUGE)}\\},`),
+    );
+    expect(s.texts.find((t) => t.startsWith('{"id":"no"'))).toBe(
+      `{"id":"no","type":"error","error":{"error":"NuropbValidationError","description":"over the limit","details":{"limit":${String(HUGE)}}},"status":400}`,
+    );
+    // A message type that is a big integer is refused as such, not a failure of the gateway.
+    s.ws.send('{"id":"t","type":18446744073709551616}');
+    expect(await s.answer("t")).toMatchObject({
+      status: 400,
+      error: {
+        error: "NuropbValidationError",
+        description: "unknown message type 18446744073709551616",
+      },
+    });
   });
 
   it("refuses sealed calls to a service not exposed for them, and bad correlation ids", async () => {
