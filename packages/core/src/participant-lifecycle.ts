@@ -1,6 +1,7 @@
 import {
   NuropbConnectionClosedError,
   NuropbTransportError,
+  createDeferred,
   createEventChannel,
   type Listener,
   type Logger,
@@ -47,17 +48,15 @@ export class ParticipantLifecycle {
   #listeners: Listener[] = [];
   #stopEvents: (() => void) | undefined;
   readonly #channel = createEventChannel<ParticipantEvent>();
-  readonly #closed: Promise<Error | undefined>;
-  #resolveClosed!: (reason: Error | undefined) => void;
+  readonly #closed = createDeferred<Error | undefined>();
 
   constructor(parts: LifecycleParts) {
     this.#p = parts;
-    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   /** See {@link MeshParticipant.closed}: settles once, never rejects. */
   closed(): Promise<Error | undefined> {
-    return this.#closed;
+    return this.#closed.promise;
   }
 
   /** See {@link MeshParticipant.events}: each call gets its own stream. */
@@ -240,7 +239,7 @@ export class ParticipantLifecycle {
       reason === undefined ? { type: "closed" } : { type: "closed", error: reason },
     );
     this.#channel.end();
-    this.#resolveClosed(reason);
+    this.#closed.resolve(reason);
   }
 
   async #stopListeners(): Promise<void> {
