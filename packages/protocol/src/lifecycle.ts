@@ -27,6 +27,17 @@ export interface TransportLifecycle {
   /** Settles (never rejects) once no connect attempt is under way. */
   connectSettled(): Promise<void>;
   /**
+   * The link is up: `connecting` → `open` now, before the connect attempt (or a reconnect of
+   * the transport's own) returns, for a transport whose link events need `open` at once. A
+   * no-op in any other state.
+   */
+  opened(): void;
+  /**
+   * The link was lost and the transport reconnects it itself (AMQP): `open` → `connecting`
+   * until {@link opened}; `connect()` callers wait for the reconnect. A no-op unless `open`.
+   */
+  reconnecting(): void;
+  /**
    * Closes once: enters `closing`, runs `shutdown` (its rejection is ignored: closing goes on),
    * then {@link finish}es with `reason`. Later calls, and calls after `finish`, return the
    * first close's promise or a resolved one.
@@ -143,6 +154,14 @@ class Lifecycle implements TransportLifecycle {
 
   connectSettled(): Promise<void> {
     return this.#connecting === undefined ? Promise.resolve() : this.#connecting.catch(ignore);
+  }
+
+  opened(): void {
+    if (this.state === LifecycleState.connecting) this.state = LifecycleState.open;
+  }
+
+  reconnecting(): void {
+    if (this.state === LifecycleState.open) this.state = LifecycleState.connecting;
   }
 
   close(shutdown: () => Promise<void>, reason?: Error): Promise<void> {

@@ -57,6 +57,34 @@ describe("createTransportLifecycle", () => {
     expect(life.state).toBe("open");
   });
 
+  it("opened() moves connecting to open before the attempt returns; a no-op otherwise", async () => {
+    const life = createTransportLifecycle("Test");
+    life.opened();
+    expect(life.state).toBe("idle");
+    let during: string | undefined;
+    await life.connect(async () => {
+      life.opened();
+      during = life.state;
+    });
+    expect(during).toBe("open");
+    expect(life.state).toBe("open");
+  });
+
+  it("reconnecting() moves open to connecting until opened(); a no-op unless open", async () => {
+    const life = createTransportLifecycle("Test");
+    life.reconnecting();
+    expect(life.state).toBe("idle");
+    await life.connect(() => Promise.resolve());
+    life.reconnecting();
+    expect(life.state).toBe("connecting");
+    life.opened();
+    expect(life.state).toBe("open");
+    await life.close(() => Promise.resolve());
+    life.reconnecting();
+    life.opened();
+    expect(life.state).toBe("closed");
+  });
+
   it("close mid-connect: the attempt's callers get a closed error, close waits for shutdown", async () => {
     const life = createTransportLifecycle("Test");
     const gate = deferred();
