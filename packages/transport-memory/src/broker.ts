@@ -1,12 +1,7 @@
 import { MAX_TIMER_MS, serviceQueueName, topicMatches } from "@nuropb/protocol";
-import type {
-  Delivery,
-  DeliveryHandler,
-  Frame,
-  InboundFrame,
-  Logger,
-  ResponseHandler,
-} from "@nuropb/protocol";
+import type { DeliveryHandler, Frame, Logger, ResponseHandler } from "@nuropb/protocol";
+import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
+import type { DeliveryLedger, HeldDelivery } from "@nuropb/protocol/transport-kit";
 import { inboundFrame } from "./frames.ts";
 
 // The in-process "broker": one VHost per mesh, holding durable service queues, their bindings,
@@ -41,15 +36,6 @@ export interface QueuedMessage {
   redelivered: boolean;
   /** `Date.now()` value after which the message is dead-lettered instead of delivered. */
   readonly expiresAt: number | undefined;
-}
-
-/** A delivery handed to a consumer and not yet settled (internal). */
-export interface InFlight {
-  readonly msg: QueuedMessage;
-  /** pending: awaiting settlement; settled: the handler settled it; lost: taken back by the broker. */
-  state: "pending" | "settled" | "lost";
-  /** The handler was called and has returned (or its promise settled). */
-  handlerDone: boolean;
 }
 
 /** One mesh (AMQP virtual host) of a hub. */
@@ -245,7 +231,7 @@ export class ServiceQueue {
   #pump(): void {
     // Pick first, call handlers afterwards: a handler that settles synchronously then only
     // schedules another pump, instead of re-entering this loop.
-    const batch: [ServiceConsumer, InFlight][] = [];
+    const batch: [ServiceConsumer, HeldDelivery<QueuedMessage>][] = [];
     const now = Date.now();
     while (this.#head < this.#ready.length) {
       const consumer = this.#pickConsumer();
@@ -322,15 +308,15 @@ export class ServiceQueue {
  * One consumer of a service queue. `stop()` is Listener.stop(): no new deliveries; a delivery whose
  * handler is still running may still be settled by it; unsettled deliveries whose handler has
  * returned go back to the queue, marked redelivered. `loseAll()` is a lost channel: everything
- * unsettled goes back at once and settling it afterwards is a no-op.
+ * unsettled goes back at once and settling it afterwards is a no-op. The settle-once, reject on
+ * throw, give back and prefetch rules are the transport kit's {@link DeliveryLedger}.
  */
 export class ServiceConsumer {
   readonly queue: ServiceQueue;
   readonly prefetch: number;
   readonly #handler: DeliveryHandler;
   readonly #logger: Logger;
-  readonly #inFlight = new Set<InFlight>();
-  #stopped = false;
+  readonly #ledger: DeliveryLedger<QueuedMessage>;
   #attached = false;
 
   constructor(queue: ServiceQueue, prefetch: number, handler: DeliveryHandler, logger: Logger) {
@@ -338,141 +324,68 @@ export class ServiceConsumer {
     this.prefetch = prefetch;
     this.#handler = handler;
     this.#logger = logger;
+    this.#ledger = createDeliveryLedger<QueuedMessage>({
+      prefetch,
+      settle: (msg, outcome) => {
+        if (outcome === "requeue") queue.returnToHead([msg]);
+        else if (outcome === "reject") queue.deadLetter(msg, "rejected");
+      },
+      giveBack: (messages) => queue.returnToHead(messages),
+      onRelease: () => queue.pumpSoon(),
+      logger,
+      describe: (msg) => ({ queue: queue.name, correlationId: msg.frame.correlationId }),
+    });
   }
 
   get stopped(): boolean {
-    return this.#stopped;
+    return this.#ledger.stopped;
   }
 
   get unsettledCount(): number {
-    return this.#inFlight.size;
+    return this.#ledger.size;
   }
 
   hasCapacity(): boolean {
-    return this.#attached && (this.prefetch === 0 || this.#inFlight.size < this.prefetch);
+    return this.#attached && this.#ledger.hasRoom();
   }
 
   /** Starts (or resumes, after a reconnect) consuming. */
   attach(): void {
-    if (this.#stopped || this.#attached) return;
+    if (this.#ledger.stopped || this.#attached) return;
     this.#attached = true;
     this.queue.attach(this);
   }
 
   /** Listener.stop(). Idempotent. */
   stop(): void {
-    if (this.#stopped) return;
-    this.#stopped = true;
     this.#detach();
-    const returned: InFlight[] = [];
-    for (const rec of this.#inFlight) if (rec.handlerDone) returned.push(rec);
-    this.#giveBack(returned);
+    void this.#ledger.stop();
   }
 
   /** The channel is gone (close or connection loss): every unsettled delivery goes back. */
   loseAll(): void {
     this.#detach();
-    this.#giveBack([...this.#inFlight]);
+    void this.#ledger.giveBackAll();
   }
 
-  take(msg: QueuedMessage): InFlight {
-    const rec: InFlight = { msg, state: "pending", handlerDone: false };
-    this.#inFlight.add(rec);
-    return rec;
+  take(msg: QueuedMessage): HeldDelivery<QueuedMessage> {
+    return this.#ledger.hold(msg);
   }
 
-  invoke(rec: InFlight): void {
-    if (rec.state !== "pending") return;
-    if (this.#stopped || !this.#attached) {
+  invoke(held: HeldDelivery<QueuedMessage>): void {
+    if (held.settled) return;
+    if (this.#ledger.stopped || !this.#attached) {
       // Stopped or disconnected between being picked and being handed over.
-      rec.handlerDone = true;
-      this.#giveBack([rec]);
+      void this.#ledger.giveBack(held);
       return;
     }
+    const msg = held.message;
     this.#logger.debug("delivering", {
       queue: this.queue.name,
-      correlationId: rec.msg.frame.correlationId,
-      redelivered: rec.msg.redelivered,
+      correlationId: msg.frame.correlationId,
+      redelivered: msg.redelivered,
     });
-    let result: unknown;
-    try {
-      result = this.#handler(this.#delivery(rec));
-    } catch (err) {
-      this.#handlerFailed(rec, err);
-      return;
-    }
-    if (isPromiseLike(result)) {
-      result.then(
-        () => this.#handlerReturned(rec),
-        (err: unknown) => this.#handlerFailed(rec, err),
-      );
-    } else {
-      this.#handlerReturned(rec);
-    }
-  }
-
-  #delivery(rec: InFlight): Delivery {
-    return new MemoryDelivery(inboundFrame(rec.msg.frame, rec.msg.redelivered, true), rec, this);
-  }
-
-  /** Settles `rec` with `outcome` unless it was settled (or taken back) already. */
-  settle(rec: InFlight, outcome: "ack" | "requeue" | "reject"): void {
-    if (!this.#settle(rec)) return;
-    switch (outcome) {
-      case "ack":
-        this.queue.pumpSoon();
-        return;
-      case "requeue":
-        this.queue.returnToHead([rec.msg]);
-        return;
-      case "reject":
-        this.queue.deadLetter(rec.msg, "rejected");
-        this.queue.pumpSoon();
-        return;
-    }
-  }
-
-  #settle(rec: InFlight): boolean {
-    if (rec.state !== "pending") return false;
-    rec.state = "settled";
-    this.#inFlight.delete(rec);
-    return true;
-  }
-
-  #handlerReturned(rec: InFlight): void {
-    rec.handlerDone = true;
-    if (this.#stopped && rec.state === "pending") this.#giveBack([rec]);
-  }
-
-  #handlerFailed(rec: InFlight, err: unknown): void {
-    rec.handlerDone = true;
-    if (rec.state === "pending") {
-      this.#logger.error("delivery handler failed without settling; rejecting the delivery", {
-        queue: this.queue.name,
-        correlationId: rec.msg.frame.correlationId,
-        error: err,
-      });
-      this.#settle(rec);
-      this.queue.deadLetter(rec.msg, "rejected");
-      this.queue.pumpSoon();
-    } else {
-      this.#logger.warn("delivery handler failed after settling", {
-        queue: this.queue.name,
-        correlationId: rec.msg.frame.correlationId,
-        error: err,
-      });
-    }
-  }
-
-  #giveBack(records: readonly InFlight[]): void {
-    const messages: QueuedMessage[] = [];
-    for (const rec of records) {
-      if (rec.state !== "pending") continue;
-      rec.state = "lost";
-      this.#inFlight.delete(rec);
-      messages.push(rec.msg);
-    }
-    this.queue.returnToHead(messages);
+    void this.#ledger.dispatch(held, inboundFrame(msg.frame, msg.redelivered, true), this.#handler);
   }
 
   #detach(): void {
@@ -575,41 +488,6 @@ export class ResponseConsumer {
       correlationId: frame.correlationId,
       error: err,
     });
-  }
-}
-
-/** One delivery of a service-queue message: the frame plus its settle methods. */
-class MemoryDelivery implements Delivery {
-  readonly headers: InboundFrame["headers"];
-  readonly body: Uint8Array;
-  readonly correlationId: string;
-  readonly replyTo?: string;
-  readonly ttlMs?: number;
-  readonly redelivered: boolean;
-  readonly #rec: InFlight;
-  readonly #consumer: ServiceConsumer;
-
-  constructor(frame: InboundFrame, rec: InFlight, consumer: ServiceConsumer) {
-    this.headers = frame.headers;
-    this.body = frame.body;
-    this.correlationId = frame.correlationId;
-    if (frame.replyTo !== undefined) this.replyTo = frame.replyTo;
-    if (frame.ttlMs !== undefined) this.ttlMs = frame.ttlMs;
-    this.redelivered = frame.redelivered;
-    this.#rec = rec;
-    this.#consumer = consumer;
-  }
-
-  async ack(): Promise<void> {
-    this.#consumer.settle(this.#rec, "ack");
-  }
-
-  async requeue(): Promise<void> {
-    this.#consumer.settle(this.#rec, "requeue");
-  }
-
-  async reject(): Promise<void> {
-    this.#consumer.settle(this.#rec, "reject");
   }
 }
 
