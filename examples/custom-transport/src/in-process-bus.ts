@@ -1,12 +1,13 @@
-import { DEFAULT_MESH, copyBytes, topicMatches } from "@nuropb/protocol";
+import { DEFAULT_MESH, topicMatches } from "@nuropb/protocol";
 import type {
-  Delivery,
   DeliveryHandler,
   Frame,
   InboundFrame,
   Logger,
   ResponseHandler,
 } from "@nuropb/protocol";
+import { copyBytes, createDeliveryLedger } from "@nuropb/protocol/transport-kit";
+import type { DeliveryLedger } from "@nuropb/protocol/transport-kit";
 
 // The "broker" of the example: plain maps and arrays in one process. A real transport talks to
 // a server here instead; what it must offer core is the same (see the README).
@@ -137,62 +138,42 @@ export class ServiceQueue {
   }
 }
 
-/** A delivery not settled yet; `handled` once its handler has returned. */
-interface Unsettled {
-  readonly frame: Frame;
-  handled: boolean;
-}
-
-/** One consumer of a service queue: prefetch, settle-once deliveries, give back on stop. */
+/**
+ * One consumer of a service queue. The rules every consumer keeps (settle once, reject when the
+ * handler throws without settling, give back on stop, prefetch) are the transport kit's
+ * delivery ledger: the consumer hands it the broker work.
+ */
 export class Consumer {
   readonly #queue: ServiceQueue;
-  readonly #prefetch: number;
   readonly #handler: DeliveryHandler;
-  readonly #log: Logger;
-  readonly #unsettled = new Set<Unsettled>();
-  #stopped = false;
+  readonly #ledger: DeliveryLedger<Frame>;
 
   constructor(queue: ServiceQueue, prefetch: number, handler: DeliveryHandler, log: Logger) {
     this.#queue = queue;
-    this.#prefetch = prefetch;
     this.#handler = handler;
-    this.#log = log;
+    this.#ledger = createDeliveryLedger<Frame>({
+      prefetch,
+      settle: (frame, outcome) => {
+        // Without dead letters a rejected message is gone: log it where an operator can see it.
+        if (outcome === "reject")
+          log.warn("message rejected and dropped", { correlationId: frame.correlationId });
+        if (outcome === "requeue") queue.putBack([frame]);
+      },
+      // Messages given back go first, in the order they came.
+      giveBack: (frames) => queue.putBack(frames),
+      onRelease: () => queue.pump(),
+      logger: log,
+      describe: (frame) => ({ correlationId: frame.correlationId }),
+    });
     queue.add(this);
   }
 
   hasRoom(): boolean {
-    return !this.#stopped && (this.#prefetch === 0 || this.#unsettled.size < this.#prefetch);
+    return this.#ledger.hasRoom();
   }
 
   deliver(frame: Frame): void {
-    const entry: Unsettled = { frame, handled: false };
-    this.#unsettled.add(entry);
-    // Only the first settle call counts; after a stop or close took the message back, none do.
-    const settle = (outcome: "ack" | "requeue" | "reject") => async (): Promise<void> => {
-      if (!this.#unsettled.delete(entry)) return;
-      // Without dead letters a rejected message is gone: log it where an operator can see it.
-      if (outcome === "reject")
-        this.#log.warn("message rejected and dropped", { correlationId: frame.correlationId });
-      if (outcome === "requeue") this.#queue.putBack([frame]);
-      this.#queue.pump();
-    };
-    const delivery: Delivery = {
-      ...inbound(frame),
-      ack: settle("ack"),
-      requeue: settle("requeue"),
-      reject: settle("reject"),
-    };
-    const done = (): void => {
-      entry.handled = true;
-      if (this.#stopped) this.#giveBack(false);
-    };
-    Promise.resolve()
-      .then(() => this.#handler(delivery))
-      .then(done, async (err: unknown) => {
-        this.#log.error("delivery handler failed; rejecting its delivery", { error: err });
-        await delivery.reject();
-        done();
-      });
+    void this.#ledger.dispatch(this.#ledger.hold(frame), inbound(frame), this.#handler);
   }
 
   /**
@@ -200,14 +181,7 @@ export class Consumer {
    * (Listener.stop) only those whose handler has returned, the others when it returns.
    */
   stop(all: boolean): void {
-    this.#stopped = true;
     this.#queue.remove(this);
-    this.#giveBack(all);
-  }
-
-  #giveBack(all: boolean): void {
-    const back = [...this.#unsettled].filter((entry) => all || entry.handled);
-    for (const entry of back) this.#unsettled.delete(entry);
-    if (back.length > 0) this.#queue.putBack(back.map((entry) => entry.frame));
+    void (all ? this.#ledger.close() : this.#ledger.stop());
   }
 }

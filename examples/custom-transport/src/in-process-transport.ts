@@ -3,7 +3,6 @@ import {
   NuropbTransportError,
   assertFrameTtl,
   assertTopicPattern,
-  copyBytes,
   createTransportLifecycle,
   isLogger,
   noopLogger,
@@ -23,6 +22,7 @@ import type {
   TransportEvent,
   TransportLifecycle,
 } from "@nuropb/protocol";
+import { copyBytes } from "@nuropb/protocol/transport-kit";
 import { Bus, Consumer } from "./in-process-bus.ts";
 import type { InProcessBus } from "./in-process-bus.ts";
 
