@@ -1,6 +1,15 @@
-import { headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
+import { Empty, ErrorCode, headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
+import type { Logger } from "@nuropb/protocol";
 import { NatsHeader } from "./frame-headers.ts";
 import type { AckInfo } from "./names.ts";
+import { apiErrorCode, natsCode } from "./nats-errors.ts";
+
+/** Dead-letter publishes refused, with the link up, before a message is terminated without one. */
+export const DEAD_LETTER_ATTEMPTS = 3;
+/** First wait between dead-letter publishes that failed, in milliseconds (doubling). */
+export const DEAD_LETTER_RETRY_MIN_MS = 250;
+/** Longest wait between dead-letter publishes that failed without a refusal, in milliseconds. */
+export const DEAD_LETTER_RETRY_MAX_MS = 10_000;
 
 /** Why a message went to the dead-letter stream. */
 export type DeadLetterReason = "rejected" | "expired" | "undecodable";
@@ -71,4 +80,138 @@ export function deadLetterHeaders(
  */
 export function deadLetterMsgId(info: AckInfo): string {
   return `${info.stream}:${info.consumer}:${String(info.streamSequence)}`;
+}
+
+/** Where and how {@link publishDeadLetter} stores a copy. */
+export interface DeadLetterTarget {
+  /** The service whose message it is, and the subject of its dead letters. */
+  readonly service: string;
+  readonly subject: string;
+  /** Publishes into JetStream, resolving on the stream's acknowledgement. */
+  readonly publish: (
+    subject: string,
+    body: Uint8Array,
+    headers: MsgHdrs,
+    msgID: string,
+  ) => Promise<void>;
+  /** Declares the dead-letter stream (again); never rejects. */
+  readonly redeclare: () => Promise<void>;
+  readonly logger: Logger;
+}
+
+/**
+ * Publishes a copy of `msg` to the dead-letter stream. The dead-letter headers can take a
+ * message that just fit over the server's max_payload: then the copy leaves out the body, and if
+ * still too large the stored headers.
+ * @throws DeadLetterRefused when the stream definitely refused the copy; the client's error when
+ * it failed otherwise.
+ */
+export async function publishDeadLetter(
+  target: DeadLetterTarget,
+  msg: Msg,
+  info: AckInfo,
+  reason: DeadLetterReason,
+): Promise<void> {
+  const copies = [DeadLetterCopy.whole, DeadLetterCopy.headers, DeadLetterCopy.bare];
+  for (const [i, copy] of copies.entries()) {
+    try {
+      await target.publish(
+        target.subject,
+        copy === DeadLetterCopy.whole ? msg.data : Empty,
+        deadLetterHeaders(msg, info, reason, copy),
+        deadLetterMsgId(info),
+      );
+      return;
+    } catch (err) {
+      // The dead-letter stream is gone (deleted by hand): declare it for the next attempt.
+      if (natsCode(err) === ErrorCode.NoResponders) await target.redeclare();
+      const tooLarge = natsCode(err) === ErrorCode.MaxPayloadExceeded;
+      // A definite refusal: sending it again cannot help.
+      if (apiErrorCode(err) !== undefined || (tooLarge && i === copies.length - 1)) {
+        throw new DeadLetterRefused(
+          `the dead-letter stream refused the copy: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      if (!tooLarge) throw err;
+      target.logger.warn("dead letter larger than the server accepts; leaving out more", {
+        service: target.service,
+        stream: info.stream,
+        seq: info.streamSequence,
+        left: copies[i + 1],
+      });
+    }
+  }
+}
+
+/** One message's way to the dead-letter stream, for {@link storeDeadLetter}. */
+export interface DeadLetterJob {
+  /** Stores the copy; rejects as {@link publishDeadLetter} does. */
+  readonly store: () => Promise<void>;
+  /** Terminates the message (`+TERM`): the server never delivers it again. */
+  readonly terminate: () => void;
+  /**
+   * True when a failed copy is not to be tried again now (the link is down, the listener stopped
+   * or the transport closed): the message stays unacknowledged and comes back after the ack wait.
+   */
+  readonly abandon: (refused: boolean) => boolean;
+  readonly logger: Logger;
+  readonly reason: DeadLetterReason;
+  readonly info: AckInfo;
+}
+
+/**
+ * Stores a copy in the dead-letter stream, then terminates the message. A copy the broker
+ * definitely refuses while the link is up (a JetStream API error, or too large even bare;
+ * DEAD_LETTER_ATTEMPTS times) would make the message return forever: it is terminated without
+ * one, and logged as an error. A copy that fails otherwise (a publish timeout, no responders
+ * while the dead-letter stream's leader is elected or its server is down) is sent again,
+ * waiting longer each time up to DEAD_LETTER_RETRY_MAX_MS: the message is never terminated
+ * without a copy for it. A copy the job abandons leaves the message unacknowledged.
+ */
+export async function storeDeadLetter(job: DeadLetterJob): Promise<void> {
+  const { reason, logger } = job;
+  const { stream, streamSequence: seq } = job.info;
+  let refusals = 0;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await job.store();
+      job.terminate();
+      return;
+    } catch (err) {
+      const refused = err instanceof DeadLetterRefused;
+      if (refused) refusals++;
+      if (job.abandon(refused)) {
+        logger.warn("dead-letter publish failed; the message will be redelivered", {
+          reason,
+          stream,
+          seq,
+          error: err,
+        });
+        return;
+      }
+      if (refusals >= DEAD_LETTER_ATTEMPTS) {
+        logger.error(
+          "dead-letter publish keeps failing; terminating the message without a dead letter",
+          { reason, stream, seq, attempts: attempt, error: err },
+        );
+        job.terminate();
+        return;
+      }
+      const waitMs = Math.min(
+        DEAD_LETTER_RETRY_MAX_MS,
+        DEAD_LETTER_RETRY_MIN_MS * 2 ** Math.min(attempt - 1, 10),
+      );
+      logger.warn("dead-letter publish failed; trying again", {
+        reason,
+        stream,
+        seq,
+        attempt,
+        refused,
+        waitMs,
+        error: err,
+      });
+      await new Promise((r) => setTimeout(r, waitMs).unref());
+    }
+  }
 }

@@ -1,23 +1,10 @@
-import {
-  createInbox,
-  type Msg,
-  type NatsConnection,
-  type NatsError,
-  type Subscription,
-} from "nats";
+import type { Msg, NatsConnection, NatsError } from "nats";
 import { copyBytes } from "@nuropb/protocol";
 import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
-import { DeadLetterRefused, type DeadLetterReason } from "./dead-letter.ts";
+import { storeDeadLetter, type DeadLetterReason } from "./dead-letter.ts";
 import { decodeFrameHeaders, type DecodedFrameFields } from "./frame-headers.ts";
 import { parseAckSubject, type AckInfo } from "./names.ts";
-
-/** A durable JetStream consumer a service listener pulls from. */
-export interface PullSource {
-  readonly stream: string;
-  readonly consumer: string;
-  /** For the events consumer: true when this listener's service wants the message's subject. */
-  readonly accepts?: (subject: string) => boolean;
-}
+import { PULL_CREDIT, PullLoop, type PullSource } from "./pull-loop.ts";
 
 /** What a {@link ServiceConsumer} needs from its transport. */
 export interface ServiceConsumerDeps {
@@ -37,7 +24,7 @@ export interface ServiceConsumerDeps {
   readonly handler: DeliveryHandler;
   /**
    * Publishes a copy of `msg` to the dead-letter stream; rejects when the broker did not take it,
-   * with a {@link DeadLetterRefused} when it definitely refused it.
+   * with a `DeadLetterRefused` when it definitely refused it.
    */
   readonly deadLetter: (msg: Msg, info: AckInfo, reason: DeadLetterReason) => Promise<void>;
   /** True while the connection is up and the transport open. */
@@ -49,89 +36,12 @@ export interface ServiceConsumerDeps {
 
 /** Period of the clock that sends progress and notices lost pulls, at least, in milliseconds. */
 export const CONSUMER_TICK_MS = 250;
-/** Longest a pull request waits at the server, in milliseconds. */
-const PULL_EXPIRES_MS = 10_000;
 /**
  * Longest `stop()` (and a transport's close) waits for the server to confirm that the pull
  * inboxes are withdrawn, in milliseconds: past it (the link dropped meanwhile, say) the listener
  * stops anyway, and the drain completes or ends with the connection.
  */
 export const WITHDRAW_WAIT_MS = 2_000;
-/**
- * Most messages one pull loop keeps asked for at the server and not yet received (less when
- * the window is smaller). The server hands messages round-robin over the open pulls of every
- * instance, but a pull that has not reached it yet (an instance starting, pulling again after
- * an expiry, reconnecting) gets nothing: meanwhile the open pulls of the others take what comes,
- * up to this much each before they must pull again and queue behind it.
- */
-export const PULL_CREDIT = 16;
-/** First wait before pulling again after a pull status that gives no count, in milliseconds. */
-export const PULL_RETRY_MIN_MS = 100;
-/** Longest wait before pulling again after such statuses in a row, in milliseconds. */
-export const PULL_RETRY_MAX_MS = 2_000;
-/** Dead-letter publishes refused, with the link up, before a message is terminated without one. */
-export const DEAD_LETTER_ATTEMPTS = 3;
-/** Longest wait between dead-letter publishes that failed without a refusal, in milliseconds. */
-export const DEAD_LETTER_RETRY_MAX_MS = 10_000;
-
-class PullLoop {
-  outstanding = 0;
-  expiresAt = 0;
-  /** Wait before the next pull after a status without a count; 0 once a message arrives. */
-  backoffMs = 0;
-  /** Set while the loop waits out {@link backoffMs}: no pull until it fires. */
-  retryTimer: NodeJS.Timeout | undefined;
-  readonly inbox = createInbox();
-  #sub: Subscription | undefined;
-  readonly #nextSubject: string;
-  readonly source: PullSource;
-  readonly #deps: ServiceConsumerDeps;
-
-  constructor(source: PullSource, deps: ServiceConsumerDeps) {
-    this.source = source;
-    this.#deps = deps;
-    this.#nextSubject = `$JS.API.CONSUMER.MSG.NEXT.${source.stream}.${source.consumer}`;
-  }
-
-  subscribe(callback: (err: NatsError | null, msg: Msg) => void): void {
-    this.#sub = this.#deps.nc.subscribe(this.inbox, { callback });
-  }
-
-  pull(batch: number): void {
-    this.#deps.control(
-      this.#nextSubject,
-      JSON.stringify({ batch, expires: PULL_EXPIRES_MS * 1_000_000 }),
-      this.inbox,
-    );
-    this.outstanding += batch;
-    this.expiresAt = Date.now() + PULL_EXPIRES_MS;
-  }
-
-  /**
-   * Withdraws interest in the inbox so that the pulls still open at the server take nothing
-   * more: the server drops a pull whose reply subject nobody listens to. Drained while the link
-   * is up: what the server sent before it read the unsubscription still reaches the callback.
-   * Resolves once the server has the unsubscription (or the connection is gone); never rejects.
-   */
-  withdraw(linkUp: boolean): Promise<void> {
-    const sub = this.#sub;
-    this.#sub = undefined;
-    this.cancelRetry();
-    if (sub === undefined) return Promise.resolve();
-    // With the link down the server has already dropped this connection's interest, and a drain
-    // would wait for the reconnect.
-    if (!linkUp) {
-      sub.unsubscribe();
-      return Promise.resolve();
-    }
-    return sub.drain().catch(() => sub.unsubscribe());
-  }
-
-  cancelRetry(): void {
-    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
-  }
-}
 
 interface Held {
   readonly msg: Msg;
@@ -174,7 +84,7 @@ export class ServiceConsumer implements Listener {
 
   constructor(deps: ServiceConsumerDeps) {
     this.#deps = deps;
-    this.#loops = deps.sources.map((s) => new PullLoop(s, deps));
+    this.#loops = deps.sources.map((s) => new PullLoop(s, deps.nc, deps.control));
   }
 
   /** Subscribes the pull inboxes and sends the first pulls. */
@@ -302,8 +212,7 @@ export class ServiceConsumer implements Listener {
       this.#onStatus(loop, msg);
       return;
     }
-    loop.outstanding = Math.max(0, loop.outstanding - 1);
-    loop.backoffMs = 0;
+    loop.received();
     const held: Held = {
       msg,
       info,
@@ -331,37 +240,17 @@ export class ServiceConsumer implements Listener {
   }
 
   #onStatus(loop: PullLoop, msg: Msg): void {
-    const code = msg.headers?.code ?? 0;
-    if (code === 100) return; // idle heartbeat / flow control
-    // A pull that ends (expired) says how many of its messages never came. A status without
-    // that count (consumer deleted, leadership change, no responders…) ends the pull too, and
-    // the count is unknown: every pull is taken as over. Pulling again may at worst fetch a
-    // batch beyond the window, which waits here until a slot frees; waiting for the expiry
-    // instead would stall the loop for a pull that will never deliver. Such a status can answer
-    // every pull at once (no consumer, no leader): the next pull waits PULL_RETRY_MIN_MS,
-    // doubling up to PULL_RETRY_MAX_MS while they go on, until a message arrives.
-    const header = msg.headers?.get("Nats-Pending-Messages") ?? "";
-    const pending = header.trim() === "" ? Number.NaN : Number(header);
-    const counted = Number.isSafeInteger(pending) && pending >= 0;
-    loop.outstanding = counted ? Math.max(0, loop.outstanding - pending) : 0;
+    const status = loop.ended(msg);
+    if (status === undefined) return;
+    const { code, description, counted } = status;
     if (code !== 408 || !counted) {
-      const description = msg.headers?.description ?? "";
       this.#deps.logger.debug("pull status", { stream: loop.source.stream, code, description });
       // No responders: the consumer (or its stream) is gone, or has no leader for now.
       if (code === 503 || (code === 409 && /deleted/i.test(description)))
         this.#deps.onConsumerLost();
     }
     if (this.#stopped) return;
-    if (!counted) {
-      loop.backoffMs =
-        loop.backoffMs === 0 ? PULL_RETRY_MIN_MS : Math.min(PULL_RETRY_MAX_MS, loop.backoffMs * 2);
-      loop.cancelRetry();
-      loop.retryTimer = setTimeout(() => {
-        loop.retryTimer = undefined;
-        this.#pump();
-      }, loop.backoffMs);
-      loop.retryTimer.unref();
-    }
+    if (!counted) loop.retryLater(() => this.#pump());
     this.#pump();
   }
 
@@ -420,71 +309,26 @@ export class ServiceConsumer implements Listener {
   }
 
   /**
-   * Stores a copy in the dead-letter stream, then terminates the message. A copy the broker
-   * definitely refuses while the link is up (a JetStream API error, or too large even bare;
-   * DEAD_LETTER_ATTEMPTS times) would make the message return forever: it is terminated without
-   * one, and logged as an error. A copy that fails otherwise (a publish timeout, no responders
-   * while the dead-letter stream's leader is elected or its server is down) is sent again,
-   * waiting longer each time up to DEAD_LETTER_RETRY_MAX_MS, with progress going on: the message
-   * is never terminated without a copy for it. A copy lost to a link that is down, a listener
+   * Stores a copy in the dead-letter stream, then terminates the message (see
+   * `storeDeadLetter`). Progress goes on while the copy is stored (it may wait for the link, up
+   * to the publish timeout, and be tried again), so the message is not redelivered elsewhere
+   * meanwhile and dead-lettered a second time. A copy lost to a link that is down, a listener
    * that stops or a transport that closes leaves the message unacknowledged, so it comes back
    * after the ack wait.
    */
   async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
-    // Progress goes on while the copy is stored (it may wait for the link, up to the publish
-    // timeout, and be tried again), so the message is not redelivered elsewhere meanwhile and
-    // dead-lettered a second time.
     this.#deadLettering.add(held);
     try {
-      await this.#tryDeadLetter(held, reason);
+      await storeDeadLetter({
+        store: () => this.#deps.deadLetter(held.msg, held.info, reason),
+        terminate: () => this.#settle(held, "+TERM"),
+        abandon: (refused) => this.#shutDown || !this.#deps.linkUp() || (this.#stopped && !refused),
+        logger: this.#deps.logger,
+        reason,
+        info: held.info,
+      });
     } finally {
       this.#deadLettering.delete(held);
-    }
-  }
-
-  async #tryDeadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
-    const { stream, streamSequence: seq } = held.info;
-    let refusals = 0;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.#deps.deadLetter(held.msg, held.info, reason);
-        this.#settle(held, "+TERM");
-        return;
-      } catch (err) {
-        const refused = err instanceof DeadLetterRefused;
-        if (refused) refusals++;
-        if (this.#shutDown || !this.#deps.linkUp() || (this.#stopped && !refused)) {
-          this.#deps.logger.warn("dead-letter publish failed; the message will be redelivered", {
-            reason,
-            stream,
-            seq,
-            error: err,
-          });
-          return;
-        }
-        if (refusals >= DEAD_LETTER_ATTEMPTS) {
-          this.#deps.logger.error(
-            "dead-letter publish keeps failing; terminating the message without a dead letter",
-            { reason, stream, seq, attempts: attempt, error: err },
-          );
-          this.#settle(held, "+TERM");
-          return;
-        }
-        const waitMs = Math.min(
-          DEAD_LETTER_RETRY_MAX_MS,
-          CONSUMER_TICK_MS * 2 ** Math.min(attempt - 1, 10),
-        );
-        this.#deps.logger.warn("dead-letter publish failed; trying again", {
-          reason,
-          stream,
-          seq,
-          attempt,
-          refused,
-          waitMs,
-          error: err,
-        });
-        await new Promise((r) => setTimeout(r, waitMs).unref());
-      }
     }
   }
 
@@ -552,12 +396,7 @@ export class ServiceConsumer implements Listener {
     }
     // A pull whose expiry status never came (lost with a connection): forget it and pull again.
     let lost = false;
-    for (const loop of this.#loops) {
-      if (loop.outstanding > 0 && now > loop.expiresAt + 5_000) {
-        loop.outstanding = 0;
-        lost = true;
-      }
-    }
+    for (const loop of this.#loops) if (loop.forgetLost(now)) lost = true;
     if (lost) this.#pump();
     if (this.#stopped && this.#withdrawn !== undefined) this.#stopTimerIfIdle();
     // The consumer may have been re-declared meanwhile with another ack wait.

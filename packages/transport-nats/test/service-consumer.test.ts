@@ -1,13 +1,12 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { noopLogger, type DeliveryHandler, type Logger } from "@nuropb/protocol";
 import {
-  DEAD_LETTER_ATTEMPTS,
-  PULL_CREDIT,
   ServiceConsumer,
   WITHDRAW_WAIT_MS,
   type ServiceConsumerDeps,
 } from "../src/service-consumer.ts";
-import { DeadLetterRefused } from "../src/dead-letter.ts";
+import { DEAD_LETTER_ATTEMPTS, DeadLetterRefused } from "../src/dead-letter.ts";
+import { PULL_CREDIT } from "../src/pull-loop.ts";
 import { FakeNats, jsDelivery, pullStatus } from "./fake-nats.ts";
 
 const NEXT = "$JS.API.CONSUMER.MSG.NEXT.S.c";

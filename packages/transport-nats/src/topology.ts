@@ -1,0 +1,328 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerConfig,
+  type JetStreamManager,
+  type NatsConnection,
+  type StreamConfig,
+  type Subscription,
+} from "nats";
+import {
+  assertTopicPattern,
+  NuropbTransportError,
+  topicMatches,
+  type Logger,
+  type ServiceQueueSpec,
+} from "@nuropb/protocol";
+import {
+  bindingsSubject,
+  deadLetterStreamName,
+  deadLetterWildcard,
+  eventsConsumerName,
+  eventsStreamName,
+  eventsWildcard,
+  isLiteralSubject,
+  rpcSubject,
+  SERVICE_CONSUMER,
+  serviceStreamName,
+  topicOfSubject,
+} from "./names.ts";
+import { apiErrorCode, JsErr } from "./nats-errors.ts";
+import type { PullSource } from "./pull-loop.ts";
+
+/** What a service listener consumes. */
+export interface ServiceTopology {
+  readonly service: string;
+  readonly rpcNames: readonly string[];
+  readonly eventBindings: readonly string[];
+}
+
+/** A service listener's topology and the event patterns it currently serves. */
+export interface ServiceRecord extends ServiceTopology {
+  /** Union of the event patterns of every instance of the service (grows, never shrinks). */
+  patterns: string[];
+  /** Announcements of that union by other instances. */
+  announcements?: Subscription;
+  /** Lowest ack wait of the service's consumers as the server has it, in milliseconds. */
+  serverAckWaitMs?: number;
+}
+
+/** Configuration of a stream: its name and subjects, and whatever else it sets. */
+type StreamSpec = Partial<StreamConfig> & { name: string; subjects: string[] };
+
+/** What a {@link Topology} needs from its transport. */
+export interface TopologyDeps {
+  readonly mesh: string;
+  readonly ackWaitMs: number;
+  readonly eventRetentionMs: number;
+  readonly deadLetterRetentionMs: number;
+  /** The open connection and its JetStream manager; throws once the transport is not open. */
+  readonly requireOpen: () => { nc: NatsConnection; jsm: JetStreamManager };
+}
+
+/**
+ * Declares the streams and durable consumers services read from, idempotently: a service's
+ * stream of requests and commands, the mesh's events stream and dead-letter stream. Declaring
+ * over what another transport declared merges into it (subjects, event patterns), raises the
+ * consumers' ack wait to the options and brings the streams' retention to them.
+ */
+export class Topology {
+  readonly #deps: TopologyDeps;
+
+  constructor(deps: TopologyDeps) {
+    this.#deps = deps;
+  }
+
+  /**
+   * Subscribes to the announcements of the service's event patterns by its other instances,
+   * merged into `topo.patterns`. Announcements arrive on this connection in order with the
+   * events themselves, so an event published after another instance widened the bindings is
+   * never filtered out here.
+   */
+  watchAnnouncements(nc: NatsConnection, topo: ServiceRecord, logger: Logger): void {
+    topo.announcements = nc.subscribe(bindingsSubject(this.#deps.mesh, topo.service), {
+      callback: (err, msg) => {
+        if (err !== null) return;
+        try {
+          const announced = JSON.parse(new TextDecoder().decode(msg.data)) as unknown;
+          if (Array.isArray(announced)) {
+            const valid = announced.filter((p): p is string => typeof p === "string");
+            topo.patterns = [...new Set([...topo.patterns, ...valid])].sort();
+          }
+        } catch {
+          logger.debug("malformed bindings announcement", { service: topo.service });
+        }
+      },
+    });
+  }
+
+  /**
+   * The durable consumers a service listener pulls from: its stream's, and the events stream's
+   * when it has event bindings, taking only the events the service's patterns match.
+   */
+  pullSources(topo: ServiceRecord): PullSource[] {
+    const mesh = this.#deps.mesh;
+    const sources: PullSource[] = [
+      { stream: serviceStreamName(mesh, topo.service), consumer: SERVICE_CONSUMER },
+    ];
+    if (topo.eventBindings.length > 0) {
+      sources.push({
+        stream: eventsStreamName(mesh),
+        consumer: eventsConsumerName(topo.service),
+        accepts: (subject: string): boolean => {
+          const topic = topicOfSubject(mesh, subject);
+          return topo.patterns.some((p) => topicMatches(p, topic));
+        },
+      });
+    }
+    return sources;
+  }
+
+  /** Configuration of the mesh's dead-letter stream. */
+  deadLetterStream(): StreamSpec {
+    return {
+      name: deadLetterStreamName(this.#deps.mesh),
+      subjects: [deadLetterWildcard(this.#deps.mesh)],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(this.#deps.deadLetterRetentionMs),
+    };
+  }
+
+  /**
+   * Declares (idempotently) what a service consumes, merges the service's event patterns into
+   * `topo.patterns` and announces them to the other instances.
+   */
+  async ensureService(topo: ServiceRecord): Promise<void> {
+    const { mesh, ackWaitMs } = this.#deps;
+    await this.ensureStream(this.deadLetterStream(), false);
+    const streamName = serviceStreamName(mesh, topo.service);
+    await this.ensureStream(
+      {
+        name: streamName,
+        subjects: topo.rpcNames.map((n) => rpcSubject(mesh, n)),
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+      },
+      true,
+    );
+    const rpc = await this.#ensureConsumer(streamName, {
+      durable_name: SERVICE_CONSUMER,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(ackWaitMs),
+      deliver_policy: DeliverPolicy.All,
+      max_deliver: -1,
+      max_ack_pending: -1,
+    });
+    topo.serverAckWaitMs = rpc.ackWaitMs;
+    if (topo.eventBindings.length === 0) return;
+    const eventsName = eventsStreamName(mesh);
+    await this.ensureStream(
+      {
+        name: eventsName,
+        subjects: [eventsWildcard(mesh)],
+        retention: RetentionPolicy.Interest,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        max_age: nanos(this.#deps.eventRetentionMs),
+      },
+      false,
+    );
+    const events = await this.#ensureConsumer(
+      eventsName,
+      {
+        durable_name: eventsConsumerName(topo.service),
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(ackWaitMs),
+        deliver_policy: DeliverPolicy.New,
+        filter_subject: eventsWildcard(mesh),
+        max_deliver: -1,
+        max_ack_pending: -1,
+        description: JSON.stringify([...topo.eventBindings].sort()),
+      },
+      topo.eventBindings,
+    );
+    topo.serverAckWaitMs = Math.min(rpc.ackWaitMs, events.ackWaitMs);
+    topo.patterns = [...new Set([...topo.patterns, ...events.union])].sort();
+    const { nc } = this.#deps.requireOpen();
+    nc.publish(bindingsSubject(mesh, topo.service), JSON.stringify(topo.patterns));
+    await nc.flush();
+  }
+
+  /** Declares a stream, or merges `config` into the one there (subjects when `mergeSubjects`). */
+  async ensureStream(config: StreamSpec, mergeSubjects: boolean): Promise<void> {
+    const { jsm } = this.#deps.requireOpen();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const info = await jsm.streams.info(config.name);
+        const changes: Partial<StreamConfig> = {};
+        const have = new Set(info.config.subjects ?? []);
+        if (mergeSubjects && !config.subjects.every((s) => have.has(s))) {
+          changes.subjects = [...new Set([...have, ...config.subjects])];
+        }
+        // A retention changed in the options reaches a stream declared before: the last
+        // transport to declare it wins.
+        if (config.max_age !== undefined && info.config.max_age !== config.max_age) {
+          changes.max_age = config.max_age;
+          // The server refuses a duplicate window longer than the retention.
+          if (info.config.duplicate_window > config.max_age)
+            changes.duplicate_window = config.max_age;
+        }
+        if (Object.keys(changes).length === 0) return;
+        await jsm.streams.update(config.name, { ...info.config, ...changes });
+        return;
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if (code === JsErr.subjectsOverlap) throw overlapError(config, err);
+        if (code !== JsErr.streamNotFound || attempt > 3) throw err;
+      }
+      try {
+        await jsm.streams.add(config);
+        return;
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if (code === JsErr.subjectsOverlap) throw overlapError(config, err);
+        // Created by someone else meanwhile: look again.
+        if (code !== JsErr.streamNameInUse || attempt > 3) throw err;
+      }
+    }
+  }
+
+  /**
+   * Declares a durable consumer. With `bindings`, the consumer's description keeps the union of
+   * the event patterns of every instance of the service (the patterns this consumer serves).
+   * Resolves to that union and the consumer's ack wait as the server now has it, in ms.
+   */
+  async #ensureConsumer(
+    stream: string,
+    config: Partial<ConsumerConfig> & { durable_name: string },
+    bindings?: readonly string[],
+  ): Promise<{ union: string[]; ackWaitMs: number }> {
+    const ms = (ns: number | undefined): number =>
+      ns === undefined || ns <= 0 ? Number.POSITIVE_INFINITY : ns / 1_000_000;
+    const { jsm } = this.#deps.requireOpen();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const info = await jsm.consumers.info(stream, config.durable_name);
+        const changes: Partial<ConsumerConfig> = {};
+        // A longer ackWaitMs in the options reaches a consumer declared before; a shorter one
+        // does not lower it (delete the consumer for that). Instances with different settings
+        // would otherwise flip it back and forth, and one that lowered it would get messages
+        // redelivered from the others, whose progress is paced by their longer ack wait. Only
+        // raised, it never drops under what a running instance paces its progress by: each
+        // paces it by the lower of its own ackWaitMs and the consumer's.
+        if (
+          config.ack_wait !== undefined &&
+          (info.config.ack_wait === undefined || info.config.ack_wait < config.ack_wait)
+        )
+          changes.ack_wait = config.ack_wait;
+        let union: string[] = [];
+        if (bindings !== undefined) {
+          const known = knownPatterns(info.config.description);
+          union = [...new Set([...known, ...bindings])].sort();
+          if (union.length !== known.length) changes.description = JSON.stringify(union);
+        }
+        const now =
+          Object.keys(changes).length > 0
+            ? await jsm.consumers.update(stream, config.durable_name, changes)
+            : info;
+        return { union, ackWaitMs: ms(now.config.ack_wait) };
+      } catch (err) {
+        if (apiErrorCode(err) !== JsErr.consumerNotFound || attempt > 3) throw err;
+      }
+      try {
+        const made = await jsm.consumers.add(stream, config);
+        return {
+          union: bindings === undefined ? [] : [...bindings],
+          ackWaitMs: ms(made.config.ack_wait),
+        };
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if ((code !== JsErr.consumerExists && code !== JsErr.consumerNameExists) || attempt > 3)
+          throw err;
+      }
+    }
+  }
+}
+
+/** The event patterns an events consumer's description keeps (none when unreadable). */
+function knownPatterns(description: string | undefined): string[] {
+  try {
+    const parsed = JSON.parse(description ?? "[]") as unknown;
+    return Array.isArray(parsed) ? parsed.filter((p): p is string => typeof p === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function overlapError(config: StreamSpec, cause: unknown): NuropbTransportError {
+  return new NuropbTransportError(
+    `an rpc name of stream ${config.name} is already bound to another service (subjects ${config.subjects.join(", ")})`,
+    { cause },
+  );
+}
+
+/**
+ * Checks that a service's names can be subjects on NATS.
+ * @throws TypeError for a name or pattern NATS cannot carry, or a negative prefetch.
+ */
+export function validateServiceSpec(spec: ServiceQueueSpec): void {
+  if (!isLiteralSubject(spec.service)) {
+    throw new TypeError(
+      `service name '${spec.service}' is not usable on NATS (no spaces, '*', '>' or empty words)`,
+    );
+  }
+  for (const name of spec.rpcBindings) {
+    if (!isLiteralSubject(name)) throw new TypeError(`rpc binding '${name}' is not usable on NATS`);
+  }
+  for (const pattern of spec.eventBindings) assertTopicPattern(pattern);
+  if (!Number.isSafeInteger(spec.prefetch) || spec.prefetch < 0) {
+    throw new TypeError(`prefetch must be an integer >= 0, got ${String(spec.prefetch)}`);
+  }
+}
