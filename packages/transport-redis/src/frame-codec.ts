@@ -1,11 +1,11 @@
 import {
   MAX_HEADERS_JSON_BYTES,
   NuropbMessageError,
-  copyBytes,
   type Frame,
   type InboundFrame,
   type WireHeaders,
 } from "@nuropb/protocol";
+import { copyBytes } from "@nuropb/protocol/transport-kit";
 import type { MsgpackArrayWriter } from "./msgpack.ts";
 
 /**

@@ -159,7 +159,7 @@ class RedisTransport implements Transport {
       () => acks.flush(),
     );
     this.#linkUp = true;
-    this.#life.state = LifecycleState.open;
+    this.#life.opened();
     redis.on("close", () => this.#onLinkDown());
     redis.on("ready", () => this.#onLinkUp());
     this.#opts.logger.info("connected", { redis: this.#where(), mesh: this.mesh });

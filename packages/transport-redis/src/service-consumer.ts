@@ -1,5 +1,7 @@
 import type { Redis } from "ioredis";
-import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
+import type { DeliveryHandler, InboundFrame, Listener, Logger } from "@nuropb/protocol";
+import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
+import type { DeliveryLedger, HeldDelivery } from "@nuropb/protocol/transport-kit";
 import { fieldsToFrame, type EntryFrame } from "./frame-codec.ts";
 import { entryTimeMs, SERVICE_GROUP } from "./keys.ts";
 import { coalesceWrites, DEAD_LETTER, FORGET_CONSUMERS, REQUEUE, runScript } from "./scripts.ts";
@@ -84,8 +86,6 @@ export interface ServiceConsumerDeps {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
-const SETTLED: Promise<void> = Promise.resolve();
-
 /** How often a listener removes idle, empty consumers from its group, in milliseconds. */
 const FORGET_EVERY_MS = 60_000;
 
@@ -99,20 +99,21 @@ const BLOCK_MS = 5_000;
  */
 const READ_BATCH = 16;
 
-interface Held {
+/** An entry this listener holds (its ledger's message). */
+interface Entry {
   readonly id: string;
   renewedAt: number;
-  settled: boolean;
-  handlerDone: boolean;
 }
 
-type Entry = [id: Buffer, fields: Buffer[] | null];
+type Held = HeldDelivery<Entry>;
+
+type RawEntry = [id: Buffer, fields: Buffer[] | null];
 
 interface AutoClaimBuffer {
   xautoclaimBuffer(...args: (string | number)[]): Promise<unknown>;
 }
 
-function isEntryList(value: unknown): value is Entry[] {
+function isEntryList(value: unknown): value is RawEntry[] {
   return Array.isArray(value);
 }
 
@@ -123,8 +124,8 @@ function isEntryList(value: unknown): value is Entry[] {
  */
 export class ServiceConsumer implements Listener {
   readonly #deps: ServiceConsumerDeps;
-  readonly #held = new Map<string, Held>();
-  #stopped = false;
+  /** Settle once, reject on a handler failure, give back on stop, the window: the kit's rules. */
+  readonly #ledger: DeliveryLedger<Entry>;
   #room: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #claimCursor = "0-0";
@@ -135,6 +136,19 @@ export class ServiceConsumer implements Listener {
 
   constructor(deps: ServiceConsumerDeps) {
     this.#deps = deps;
+    this.#ledger = createDeliveryLedger<Entry>({
+      prefetch: deps.window,
+      settle: (entry, outcome) => {
+        if (outcome === "ack") deps.acks.ack(deps.stream, entry.id);
+        else if (outcome === "requeue") return this.#requeue([entry]);
+        else return this.#storeDeadLetter(entry, "rejected");
+        return undefined;
+      },
+      giveBack: (entries) => this.#requeue(entries),
+      onRelease: () => this.#released(),
+      logger: deps.logger,
+      describe: (entry) => ({ stream: deps.stream, id: entry.id }),
+    });
   }
 
   /** Starts reading. */
@@ -157,17 +171,14 @@ export class ServiceConsumer implements Listener {
   }
 
   async stop(): Promise<void> {
-    if (this.#stopped) return;
-    this.#stopped = true;
+    if (this.#ledger.stopped) return;
     // Unsettled deliveries whose handler has returned go back, marked redelivered; a handler
     // still running may still settle its delivery.
-    const back = [...this.#held.values()]
-      .filter((h) => h.handlerDone)
-      .map((h) => this.#giveBack(h));
+    const back = this.#ledger.stop();
     await this.#endLoop();
-    await Promise.all(back);
+    await back;
     this.#deps.onStopped(this);
-    if (this.#held.size === 0) {
+    if (this.#ledger.size === 0) {
       this.#clearTimer();
       await this.#forget();
     }
@@ -175,10 +186,9 @@ export class ServiceConsumer implements Listener {
 
   /** The transport is closing: every unsettled delivery goes back now; settling it later is a no-op. */
   async shutdown(): Promise<void> {
-    this.#stopped = true;
-    const back = [...this.#held.values()].map((h) => this.#giveBack(h));
+    const back = this.#ledger.close();
     await this.#endLoop();
-    await Promise.all(back);
+    await back;
     this.#clearTimer();
     await this.#forget();
   }
@@ -212,16 +222,11 @@ export class ServiceConsumer implements Listener {
     this.#timer = undefined;
   }
 
-  /** Free slots in the window. */
-  #free(): number {
-    return this.#deps.window - this.#held.size;
-  }
-
   async #readLoop(): Promise<void> {
     const { blocking, stream, consumer, logger } = this.#deps;
     let backoff = 0;
-    while (!this.#stopped) {
-      if (this.#free() <= 0) {
+    while (!this.#ledger.stopped) {
+      if (this.#ledger.free() <= 0) {
         await new Promise<void>((r) => (this.#room = r));
         this.#room = undefined;
         continue;
@@ -234,7 +239,7 @@ export class ServiceConsumer implements Listener {
           SERVICE_GROUP,
           consumer,
           "COUNT",
-          Math.min(READ_BATCH, this.#free()),
+          Math.min(READ_BATCH, this.#ledger.free()),
           "BLOCK",
           BLOCK_MS,
           "STREAMS",
@@ -243,7 +248,7 @@ export class ServiceConsumer implements Listener {
         );
         backoff = 0;
       } catch (err) {
-        if (this.#stopped) break;
+        if (this.#ledger.stopped) break;
         if (err instanceof Error && err.message.includes("NOGROUP")) {
           logger.warn("consumer group missing; declaring the service again", { stream });
           await this.#deps
@@ -267,16 +272,15 @@ export class ServiceConsumer implements Listener {
 
   #accept(id: string, fields: Buffer[] | null, claimed: boolean): void {
     const { logger } = this.#deps;
-    if (this.#held.has(id)) return;
+    if (this.#ledger.holds(id)) return;
     if (fields === null) {
       // Deleted while pending: nothing left to deliver.
       this.#deps.acks.ack(this.#deps.stream, id);
       return;
     }
-    const held: Held = { id, renewedAt: Date.now(), settled: false, handlerDone: false };
-    this.#held.set(id, held);
-    if (this.#stopped) {
-      void this.#giveBack(held);
+    const held = this.#ledger.hold({ id, renewedAt: Date.now() }, id);
+    if (this.#ledger.stopped) {
+      void this.#ledger.giveBack(held);
       return;
     }
     let frame: EntryFrame;
@@ -296,72 +300,58 @@ export class ServiceConsumer implements Listener {
     void this.#deliver(held, frame, claimed || frame.requeued);
   }
 
-  async #deliver(held: Held, frame: EntryFrame, redelivered: boolean): Promise<void> {
-    // Settling twice is a no-op: #settle, #giveBack and #deadLetter check `held.settled`.
-    const delivery: Mutable<Delivery> = {
+  #deliver(held: Held, frame: EntryFrame, redelivered: boolean): void {
+    const inbound: Mutable<InboundFrame> = {
       headers: frame.headers,
       body: frame.body,
       correlationId: frame.correlationId,
       redelivered,
-      ack: () => this.#ack(held),
-      requeue: () => this.#giveBack(held),
-      reject: () => this.#deadLetter(held, "rejected"),
     };
-    if (frame.replyTo !== undefined) delivery.replyTo = frame.replyTo;
-    if (frame.ttlMs !== undefined) delivery.ttlMs = frame.ttlMs;
-    try {
-      await this.#deps.handler(delivery);
-    } catch (err) {
-      this.#deps.logger.warn("handler threw without settling; rejecting", { error: err });
-      await delivery.reject();
-    } finally {
-      held.handlerDone = true;
-    }
-    if (this.#stopped) await this.#giveBack(held);
+    if (frame.replyTo !== undefined) inbound.replyTo = frame.replyTo;
+    if (frame.ttlMs !== undefined) inbound.ttlMs = frame.ttlMs;
+    void this.#ledger.dispatch(held, inbound, this.#deps.handler);
   }
 
-  #ack(held: Held): Promise<void> {
-    if (!held.settled) {
-      this.#release(held);
-      this.#deps.acks.ack(this.#deps.stream, held.id);
-    }
-    return SETTLED;
-  }
-
-  #release(held: Held): void {
-    if (held.settled) return;
-    held.settled = true;
-    this.#held.delete(held.id);
+  /** A slot was freed. */
+  #released(): void {
     // Read again once a quarter of the window is free (or all of it): one read per slot freed
     // would cost a round trip per delivery when the window is full.
-    const free = this.#free();
-    if (free >= Math.ceil(this.#deps.window / 4) || this.#held.size === 0) this.#room?.();
-    if (this.#stopped && this.#held.size === 0) this.#clearTimer();
+    const free = this.#ledger.free();
+    const empty = this.#ledger.size === 0;
+    if (free >= Math.ceil(this.#deps.window / 4) || empty) this.#room?.();
+    if (this.#ledger.stopped && empty) this.#clearTimer();
   }
 
-  async #giveBack(held: Held): Promise<void> {
-    if (held.settled) return;
-    this.#release(held);
+  /** Puts entries back in the stream, marked requeued (redelivered), for any consumer. */
+  async #requeue(entries: readonly Entry[]): Promise<void> {
     const { redis, stream, consumer } = this.#deps;
-    try {
-      await runScript(redis, REQUEUE, [stream], [SERVICE_GROUP, held.id, consumer]);
-    } catch (err) {
-      this.#deps.logger.warn("requeue failed; the entry stays pending and will be claimed again", {
-        error: err,
-      });
-    }
+    await Promise.all(
+      entries.map(async (entry) => {
+        try {
+          await runScript(redis, REQUEUE, [stream], [SERVICE_GROUP, entry.id, consumer]);
+        } catch (err) {
+          this.#deps.logger.warn(
+            "requeue failed; the entry stays pending and will be claimed again",
+            { error: err },
+          );
+        }
+      }),
+    );
   }
 
+  /** Dead-letters an entry of ours (expired, undecodable), unless settled already. */
   async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
-    if (held.settled) return;
-    this.#release(held);
+    if (this.#ledger.release(held)) await this.#storeDeadLetter(held.message, reason);
+  }
+
+  async #storeDeadLetter(entry: Entry, reason: DeadLetterReason): Promise<void> {
     const d = this.#deps;
     try {
       await runScript(
         d.redis,
         DEAD_LETTER,
         [d.stream, d.deadLetters],
-        [SERVICE_GROUP, held.id, d.consumer, reason, d.service, d.deadLetterMaxLen],
+        [SERVICE_GROUP, entry.id, d.consumer, reason, d.service, d.deadLetterMaxLen],
       );
     } catch (err) {
       d.logger.error("dead-letter failed; the entry stays pending and will be claimed again", {
@@ -383,14 +373,17 @@ export class ServiceConsumer implements Listener {
       );
     }
     // Renew what we hold, so that nobody claims a delivery whose handler is merely slow.
-    const stale = [...this.#held.values()].filter((h) => now - h.renewedAt >= d.claimIdleMs / 3);
+    const stale = this.#ledger
+      .unsettled()
+      .map((h) => h.message)
+      .filter((e) => now - e.renewedAt >= d.claimIdleMs / 3);
     if (stale.length > 0) {
-      for (const h of stale) h.renewedAt = now;
+      for (const e of stale) e.renewedAt = now;
       await d.redis
-        .xclaim(d.stream, SERVICE_GROUP, d.consumer, 0, ...stale.map((h) => h.id), "JUSTID")
+        .xclaim(d.stream, SERVICE_GROUP, d.consumer, 0, ...stale.map((e) => e.id), "JUSTID")
         .catch((err: unknown) => d.logger.debug("renewal failed", { error: err }));
     }
-    if (this.#stopped || this.#claiming || this.#free() <= 0) return;
+    if (this.#ledger.stopped || this.#claiming || this.#ledger.free() <= 0) return;
     // Claim what consumers that stopped answering held too long (including our own entries
     // whose read reply was lost with a connection).
     this.#claiming = true;
@@ -404,7 +397,7 @@ export class ServiceConsumer implements Listener {
         d.claimIdleMs,
         this.#claimCursor,
         "COUNT",
-        this.#free(),
+        this.#ledger.free(),
       );
       if (Array.isArray(reply)) {
         const [cursor, entries] = reply as [Buffer, unknown];
