@@ -1,4 +1,5 @@
-import { NuropbMessageError, assertFrameTtl, copyBytes } from "@nuropb/protocol";
+import { NuropbMessageError, assertFrameTtl } from "@nuropb/protocol";
+import { copyBytes } from "@nuropb/protocol/transport-kit";
 import type { Destination, Frame, InboundFrame, WireHeaders } from "@nuropb/protocol";
 
 /**
