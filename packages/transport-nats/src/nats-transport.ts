@@ -119,7 +119,7 @@ class NatsTransport implements Transport {
       this.#maxFrameBytes = Math.min(this.#opts.maxFrameBytes, maxPayload - HEADER_ROOM_BYTES);
     }
     this.#link.attach(nc);
-    this.#life.state = LifecycleState.open;
+    this.#life.opened();
     void this.#watchStatus(nc);
     void nc.closed().then((err) => this.#onConnectionClosed(err));
     log.info("connected", { servers: this.#opts.servers, mesh: this.mesh });

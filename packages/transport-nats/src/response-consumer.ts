@@ -7,7 +7,8 @@ import {
   type NatsError,
   type Subscription,
 } from "nats";
-import { copyBytes, type Listener, type Logger, type ResponseHandler } from "@nuropb/protocol";
+import type { Listener, Logger, ResponseHandler } from "@nuropb/protocol";
+import { copyBytes } from "@nuropb/protocol/transport-kit";
 import { decodeFrameHeaders, NatsHeader } from "./frame-headers.ts";
 import { natsCode } from "./nats-errors.ts";
 

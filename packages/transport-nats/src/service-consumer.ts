@@ -1,6 +1,7 @@
 import type { Msg, NatsConnection, NatsError } from "nats";
-import { copyBytes } from "@nuropb/protocol";
-import type { Delivery, DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
+import type { DeliveryHandler, InboundFrame, Listener, Logger } from "@nuropb/protocol";
+import { copyBytes, createDeliveryLedger } from "@nuropb/protocol/transport-kit";
+import type { DeliveryLedger, HeldDelivery, Settlement } from "@nuropb/protocol/transport-kit";
 import { storeDeadLetter, type DeadLetterReason } from "./dead-letter.ts";
 import { decodeFrameHeaders, type DecodedFrameFields } from "./frame-headers.ts";
 import { parseAckSubject, type AckInfo } from "./names.ts";
@@ -43,23 +44,26 @@ export const CONSUMER_TICK_MS = 250;
  */
 export const WITHDRAW_WAIT_MS = 2_000;
 
-interface Held {
+/** A message received from a pull, until it is settled. */
+interface Pulled {
   readonly msg: Msg;
   readonly info: AckInfo;
   /** The message's `$JS.ACK…` subject. */
   readonly ackSubject: string;
-  readonly loop: PullLoop;
+  /** When progress (`+WPI`) was last sent for it, or it arrived. */
   progressAt: number;
-  /** Acked, requeued, rejected or given back: later settle calls are no-ops. */
-  settled: boolean;
-  /** The handler has returned (or thrown). */
-  handlerDone: boolean;
 }
+
+/** The JetStream ack verb of a handler's settlement (a reject is a dead letter, then `+TERM`). */
+const VERB = { ack: "+ACK", requeue: "-NAK" } as const;
 
 /**
  * One service listener: pulls from the service's stream (and the events stream when it has event
  * bindings) into one window of `prefetch` unsettled deliveries, hands them to the handler and
- * settles them with JetStream acks.
+ * settles them with JetStream acks. The delivery bookkeeping (settle once, reject when a handler
+ * throws without settling, give back on stop and close, the window's slots) is the transport
+ * kit's {@link DeliveryLedger}, which holds the deliveries handed to the handler; those received
+ * and waiting for a slot wait here.
  *
  * Pull accounting: each loop keeps at most one small pull alive even when another loop holds the
  * whole window, so a busy rpc stream never starves events; the window can thus be exceeded by
@@ -68,13 +72,13 @@ interface Held {
 export class ServiceConsumer implements Listener {
   readonly #deps: ServiceConsumerDeps;
   readonly #loops: PullLoop[];
-  readonly #waiting: Held[] = [];
-  readonly #held = new Set<Held>();
+  /** Deliveries handed to the handler and not settled. */
+  readonly #ledger: DeliveryLedger<Pulled>;
+  /** Received, waiting for a slot in the window. */
+  readonly #waiting: Pulled[] = [];
   /** Released deliveries whose dead letter is being stored: progress goes on until +TERM. */
-  readonly #deadLettering = new Set<Held>();
-  #active = 0;
+  readonly #deadLettering = new Set<Pulled>();
   #paused = false;
-  #stopped = false;
   /** Set once the pull inboxes are being withdrawn; settles when they are (bounded). */
   #withdrawn: Promise<void> | undefined;
   /** The transport closed: nothing more goes to the server. */
@@ -85,6 +89,21 @@ export class ServiceConsumer implements Listener {
   constructor(deps: ServiceConsumerDeps) {
     this.#deps = deps;
     this.#loops = deps.sources.map((s) => new PullLoop(s, deps.nc, deps.control));
+    this.#ledger = createDeliveryLedger<Pulled>({
+      prefetch: deps.window,
+      settle: (pulled, outcome) => this.#settleAs(pulled, outcome),
+      // If the connection is gone for good, the broker redelivers them after the ack wait.
+      giveBack: (pulled) => {
+        for (const p of pulled) this.#settle(p, "-NAK");
+      },
+      onRelease: () => this.#onRelease(),
+      logger: deps.logger,
+      describe: (p) => ({ stream: p.info.stream, seq: p.info.streamSequence }),
+    });
+  }
+
+  get #stopped(): boolean {
+    return this.#ledger.stopped;
   }
 
   /** Subscribes the pull inboxes and sends the first pulls. */
@@ -135,11 +154,10 @@ export class ServiceConsumer implements Listener {
       await this.#withdrawn;
       return;
     }
-    this.#stopped = true;
-    this.#returnWaiting();
     // Unsettled deliveries whose handler has returned go back, marked redelivered; a handler
     // still running may still settle its delivery.
-    for (const h of [...this.#held]) if (h.handlerDone) this.#giveBack(h);
+    void this.#ledger.stop();
+    this.#returnWaiting();
     this.#deps.onStopped(this);
     await this.#withdraw();
   }
@@ -149,10 +167,9 @@ export class ServiceConsumer implements Listener {
    * no-op. Resolves once the pull inboxes are withdrawn (as {@link stop}); never rejects.
    */
   shutdown(): Promise<void> {
-    this.#stopped = true;
     this.#shutDown = true;
+    void this.#ledger.close();
     this.#returnWaiting();
-    for (const h of [...this.#held]) this.#giveBack(h);
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     return this.#withdraw();
@@ -164,10 +181,7 @@ export class ServiceConsumer implements Listener {
 
   /** Messages received but never handed out go back at once rather than after the ack wait. */
   #returnWaiting(): void {
-    for (const h of this.#waiting.splice(0)) {
-      this.#held.delete(h);
-      this.#settle(h, "-NAK");
-    }
+    for (const p of this.#waiting.splice(0)) this.#settle(p, "-NAK");
   }
 
   /**
@@ -196,7 +210,7 @@ export class ServiceConsumer implements Listener {
 
   /** Once stopped: the clock stops when no delivery needs progress any more. */
   #stopTimerIfIdle(): void {
-    if (this.#active === 0 && this.#deadLettering.size === 0 && this.#timer !== undefined) {
+    if (this.#ledger.size === 0 && this.#deadLettering.size === 0 && this.#timer !== undefined) {
       clearInterval(this.#timer);
       this.#timer = undefined;
     }
@@ -213,28 +227,19 @@ export class ServiceConsumer implements Listener {
       return;
     }
     loop.received();
-    const held: Held = {
-      msg,
-      info,
-      ackSubject: msg.reply ?? "",
-      loop,
-      progressAt: Date.now(),
-      settled: false,
-      handlerDone: false,
-    };
+    const pulled: Pulled = { msg, info, ackSubject: msg.reply ?? "", progressAt: Date.now() };
     if (this.#stopped) {
       // Sent before the server had the withdrawal: back at once, for another listener.
-      this.#settle(held, "-NAK");
+      this.#settle(pulled, "-NAK");
       return;
     }
     if (loop.source.accepts !== undefined && !loop.source.accepts(msg.subject)) {
       // An event none of this service's bindings match: done with it.
-      this.#settle(held, "+ACK");
+      this.#settle(pulled, "+ACK");
       this.#pump();
       return;
     }
-    this.#held.add(held);
-    this.#waiting.push(held);
+    this.#waiting.push(pulled);
     this.#dispatch();
     this.#pump();
   }
@@ -257,7 +262,7 @@ export class ServiceConsumer implements Listener {
   #pump(): void {
     if (this.#stopped || this.#paused) return;
     const window = this.#deps.window;
-    const held = this.#held.size;
+    const held = this.#ledger.size + this.#waiting.length;
     let total = 0;
     for (const l of this.#loops) total += l.outstanding;
     const credit = Math.min(window, PULL_CREDIT);
@@ -281,31 +286,28 @@ export class ServiceConsumer implements Listener {
   }
 
   #dispatch(): void {
-    while (this.#waiting.length > 0 && this.#active < this.#deps.window) {
-      const held = this.#waiting.shift() as Held;
-      this.#active++;
+    while (this.#waiting.length > 0 && this.#ledger.hasRoom()) {
+      const held = this.#ledger.hold(this.#waiting.shift() as Pulled);
       void this.#deliver(held);
     }
   }
 
-  #release(held: Held): void {
-    if (!this.#held.delete(held)) return;
-    this.#active--;
+  /** A slot freed (a delivery settled or given back): hand out and pull again. */
+  #onRelease(): void {
     if (this.#stopped && this.#withdrawn !== undefined) this.#stopTimerIfIdle();
     this.#dispatch();
     this.#pump();
   }
 
-  #giveBack(held: Held): void {
-    if (held.settled) return;
-    held.settled = true;
-    this.#settle(held, "-NAK");
-    this.#release(held);
+  /** How a handler's settlement reaches JetStream. */
+  #settleAs(pulled: Pulled, outcome: Settlement): Promise<void> | void {
+    if (outcome === "reject") return this.#deadLetter(pulled, "rejected");
+    this.#settle(pulled, VERB[outcome]);
   }
 
-  #settle(held: Held, verb: "+ACK" | "-NAK" | "+TERM" | "+WPI"): void {
+  #settle(pulled: Pulled, verb: "+ACK" | "-NAK" | "+TERM" | "+WPI"): void {
     // If the connection is gone for good, the broker redelivers the message after the ack wait.
-    this.#deps.control(held.ackSubject, verb);
+    this.#deps.control(pulled.ackSubject, verb);
   }
 
   /**
@@ -316,24 +318,25 @@ export class ServiceConsumer implements Listener {
    * that stops or a transport that closes leaves the message unacknowledged, so it comes back
    * after the ack wait.
    */
-  async #deadLetter(held: Held, reason: DeadLetterReason): Promise<void> {
-    this.#deadLettering.add(held);
+  async #deadLetter(pulled: Pulled, reason: DeadLetterReason): Promise<void> {
+    this.#deadLettering.add(pulled);
     try {
       await storeDeadLetter({
-        store: () => this.#deps.deadLetter(held.msg, held.info, reason),
-        terminate: () => this.#settle(held, "+TERM"),
+        store: () => this.#deps.deadLetter(pulled.msg, pulled.info, reason),
+        terminate: () => this.#settle(pulled, "+TERM"),
         abandon: (refused) => this.#shutDown || !this.#deps.linkUp() || (this.#stopped && !refused),
         logger: this.#deps.logger,
         reason,
-        info: held.info,
+        info: pulled.info,
       });
     } finally {
-      this.#deadLettering.delete(held);
+      this.#deadLettering.delete(pulled);
     }
   }
 
-  async #deliver(held: Held): Promise<void> {
-    const { msg, info } = held;
+  async #deliver(held: HeldDelivery<Pulled>): Promise<void> {
+    const pulled = held.message;
+    const { msg, info } = pulled;
     let fields: DecodedFrameFields;
     try {
       fields = decodeFrameHeaders(msg.headers);
@@ -342,8 +345,8 @@ export class ServiceConsumer implements Listener {
         stream: info.stream,
         error: err,
       });
-      this.#release(held);
-      await this.#deadLetter(held, "undecodable");
+      this.#ledger.release(held);
+      await this.#deadLetter(pulled, "undecodable");
       return;
     }
     if (fields.ttlMs !== undefined && Date.now() > info.timestampMs + fields.ttlMs) {
@@ -351,17 +354,11 @@ export class ServiceConsumer implements Listener {
         stream: info.stream,
         seq: info.streamSequence,
       });
-      this.#release(held);
-      await this.#deadLetter(held, "expired");
+      this.#ledger.release(held);
+      await this.#deadLetter(pulled, "expired");
       return;
     }
-    const once = (fn: () => Promise<void> | void): Promise<void> => {
-      if (held.settled) return Promise.resolve();
-      held.settled = true;
-      this.#release(held);
-      return Promise.resolve(fn());
-    };
-    const delivery: Delivery = {
+    const frame: InboundFrame = {
       headers: fields.headers,
       // A copy: the received bytes are a view into the socket's read buffer.
       body: copyBytes(msg.data),
@@ -369,29 +366,23 @@ export class ServiceConsumer implements Listener {
       ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
       ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),
       redelivered: info.deliveryCount > 1,
-      ack: () => once(() => this.#settle(held, "+ACK")),
-      requeue: () => once(() => this.#settle(held, "-NAK")),
-      reject: () => once(() => this.#deadLetter(held, "rejected")),
     };
-    try {
-      await this.#deps.handler(delivery);
-    } catch (err) {
-      this.#deps.logger.warn("handler threw without settling; rejecting", { error: err });
-      await delivery.reject();
-    } finally {
-      held.handlerDone = true;
-    }
-    if (this.#stopped) this.#giveBack(held);
+    await this.#ledger.dispatch(held, frame, this.#deps.handler);
   }
 
   #onTick(): void {
     const now = Date.now();
     // Tell the server we still hold what we hold, so a slow handler is not redelivered elsewhere.
     const every = this.#ackWaitMs() / 3;
-    for (const held of [...this.#held, ...this.#deadLettering]) {
-      if (now - held.progressAt >= every) {
-        held.progressAt = now;
-        this.#settle(held, "+WPI");
+    const holding = [
+      ...this.#ledger.unsettled().map((h) => h.message),
+      ...this.#waiting,
+      ...this.#deadLettering,
+    ];
+    for (const pulled of holding) {
+      if (now - pulled.progressAt >= every) {
+        pulled.progressAt = now;
+        this.#settle(pulled, "+WPI");
       }
     }
     // A pull whose expiry status never came (lost with a connection): forget it and pull again.

@@ -349,3 +349,110 @@ describe("ServiceConsumer dead letters", () => {
     expect(sent.filter((s) => s.subject === ackSubject && s.payload !== "+WPI")).toEqual([]);
   });
 });
+
+describe("ServiceConsumer settlement", () => {
+  /** The verbs sent on the ack subject of the message with stream sequence `seq` (see jsDelivery). */
+  function verbsOf(sent: Sent[], seq: number): string[] {
+    const prefix = `$JS.ACK.S.c.1.${String(seq)}.${String(seq)}.`;
+    return sent
+      .filter((s) => s.subject.startsWith(prefix) && s.payload !== "+WPI")
+      .map((s) => s.payload);
+  }
+
+  it("settles once: an ack followed by requeue and reject sends +ACK alone", async () => {
+    const deadLetter = vi.fn<ServiceConsumerDeps["deadLetter"]>(() => Promise.resolve());
+    let settlings: Promise<unknown> | undefined;
+    const {
+      fake,
+      sent,
+      pulls,
+      consumer: c,
+    } = consumer({
+      deadLetter,
+      handler: (d) => {
+        settlings = Promise.all([d.ack(), d.requeue(), d.reject()]);
+      },
+    });
+    deliverOne(fake, pulls, c);
+    await settlings;
+    expect(verbsOf(sent, 7)).toEqual(["+ACK"]);
+    expect(deadLetter).not.toHaveBeenCalled();
+  });
+
+  it.each([
+    [
+      "throws",
+      (): void => {
+        throw new Error("handler failure (expected by the test)");
+      },
+    ],
+    [
+      "rejects",
+      (): Promise<void> => Promise.reject(new Error("handler failure (expected by the test)")),
+    ],
+  ])(
+    "a handler that %s without settling has its message dead-lettered as rejected, then terminated",
+    async (_how, handler) => {
+      const deadLetter = vi.fn<ServiceConsumerDeps["deadLetter"]>(() => Promise.resolve());
+      const { fake, sent, pulls, consumer: c } = consumer({ deadLetter, handler });
+      deliverOne(fake, pulls, c);
+      await vi.waitFor(() => expect(verbsOf(sent, 7)).toEqual(["+TERM"]));
+      expect(deadLetter).toHaveBeenCalledTimes(1);
+      expect(deadLetter.mock.calls[0]?.[2]).toBe("rejected");
+    },
+  );
+
+  it("a handler that throws after acking leaves the ack alone", async () => {
+    const deadLetter = vi.fn<ServiceConsumerDeps["deadLetter"]>(() => Promise.resolve());
+    const {
+      fake,
+      sent,
+      pulls,
+      consumer: c,
+    } = consumer({
+      deadLetter,
+      handler: async (d) => {
+        await d.ack();
+        throw new Error("handler failure (expected by the test)");
+      },
+    });
+    deliverOne(fake, pulls, c);
+    await vi.waitFor(() => expect(verbsOf(sent, 7)).toEqual(["+ACK"]));
+    await new Promise((r) => setTimeout(r, 10));
+    expect(verbsOf(sent, 7)).toEqual(["+ACK"]);
+    expect(deadLetter).not.toHaveBeenCalled();
+  });
+
+  it("hands out at most `window` deliveries; stop gives back the waiting, the returned and, once it returns, the running", async () => {
+    const running: { ack: () => Promise<void>; finish: () => void }[] = [];
+    const {
+      fake,
+      sent,
+      pulls,
+      consumer: c,
+    } = consumer({
+      window: 2,
+      handler: (d) => new Promise<void>((finish) => running.push({ ack: () => d.ack(), finish })),
+    });
+    c.start();
+    const inbox = pulls()[0]?.reply ?? "";
+    for (const seq of [1, 2, 3])
+      fake.deliver(inbox, jsDelivery({ stream: "S", consumer: "c", seq }));
+    // Two slots: the third waits, not in the handler.
+    expect(running).toHaveLength(2);
+    await running[0]?.ack();
+    expect(verbsOf(sent, 1)).toEqual(["+ACK"]);
+    expect(running).toHaveLength(3);
+    // seq 1's handler returns after its ack; seq 2's returns unsettled; seq 3's still runs.
+    running[0]?.finish();
+    running[1]?.finish();
+    await new Promise((r) => setTimeout(r, 0));
+    const stopping = c.stop();
+    expect(verbsOf(sent, 2)).toEqual(["-NAK"]);
+    expect(verbsOf(sent, 3)).toEqual([]);
+    running[2]?.finish();
+    await vi.waitFor(() => expect(verbsOf(sent, 3)).toEqual(["-NAK"]));
+    await stopping;
+    expect(verbsOf(sent, 1)).toEqual(["+ACK"]);
+  });
+});
