@@ -24,6 +24,7 @@ import {
 } from "./outcomes.ts";
 import { createRequestContext, type HandlerContext } from "./request-context.ts";
 import type { MethodEntry } from "./service-definition.ts";
+import { STATS_METHOD } from "./service-stats.ts";
 
 /**
  * A request or command as its middleware sees it. A class rather than a literal: one is made
@@ -109,6 +110,7 @@ export class CallHandler<TService extends object> {
   ): Promise<void> {
     const payload = decoded.payload;
     flow?.emit("service-handle");
+    const t0 = this.#p.stats.started();
     let outcome: Outcome;
     let call: Call | undefined;
     if (this.#piped) {
@@ -117,39 +119,33 @@ export class CallHandler<TService extends object> {
     } else {
       outcome = await this.#run(delivery, decoded);
     }
+    const context = call?.context ?? payload.context;
     const headers = call === undefined ? undefined : Call.responseHeadersOf(call);
     switch (outcome.kind) {
       case "success":
+        this.#p.stats.finished(payload.method, t0, undefined, context);
         await settle(delivery, "ack", flow);
         await this.#answer(delivery, decoded, replyKey, outcome.result, null, headers, flow);
         // Events go out after the response, in plaintext with `encrypted: ""` even when the
         // call was encrypted (never plaintext marked "yes": that kills Python subscribers).
-        await publishRaised(
-          outcome.events,
-          call?.context ?? payload.context,
-          decoded,
-          this.#p.sendEvent,
-          this.#p.log,
-        );
+        await publishRaised(outcome.events, context, decoded, this.#p.sendEvent, this.#p.log);
         return;
-      case "call-again":
+      case "call-again": {
         if (!delivery.redelivered && this.#p.transport.capabilities.redelivery) {
+          this.#p.stats.finished(payload.method, t0, undefined, context);
           this.#p.log.debug("call again: requeued once", { correlationId: decoded.correlationId });
           await settle(delivery, "requeue", flow);
           return;
         }
+        const rejected = callAgainRejected(decoded.traceId, decoded.correlationId);
+        this.#p.stats.finished(payload.method, t0, rejected, context);
         await settle(delivery, "reject", flow);
-        await this.#answer(
-          delivery,
-          decoded,
-          replyKey,
-          null,
-          toErrorPayload(callAgainRejected(decoded.traceId, decoded.correlationId)),
-          headers,
-          flow,
-        );
+        const error = toErrorPayload(rejected);
+        await this.#answer(delivery, decoded, replyKey, null, error, headers, flow);
         return;
+      }
       case "failure": {
+        this.#p.stats.finished(payload.method, t0, outcome.error, context);
         this.#p.log.debug("handler failed", {
           method: payload.method,
           error: outcome.error.wireName,
@@ -172,6 +168,8 @@ export class CallHandler<TService extends object> {
     try {
       if (payload.method === DESCRIBE_METHOD)
         return { kind: "success", result: this.#p.describe(), events: [] };
+      if (payload.method === STATS_METHOD)
+        return { kind: "success", result: this.#p.stats.report(), events: [] };
       const entry = admitMethod(
         this.#p.service.methods,
         this.#name,
@@ -219,6 +217,7 @@ export class CallHandler<TService extends object> {
 
   async #admit(call: Call, delivery: Delivery, raised: Raised): Promise<unknown> {
     if (call.method === DESCRIBE_METHOD) return this.#p.describe();
+    if (call.method === STATS_METHOD) return this.#p.stats.report();
     const entry = admitMethod(this.#p.service.methods, this.#name, call.method, call.encrypted);
     if (entry.options.authorize !== undefined)
       call.userClaims = await authorise(entry, call.context, this.#name, call.method);

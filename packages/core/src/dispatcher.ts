@@ -18,6 +18,7 @@ import type { ServiceConfig } from "./options.ts";
 import { asMessageError, settle, tooLargeError } from "./outcomes.ts";
 import type { RequestContextFields } from "./request-context.ts";
 import type { Responder } from "./responder.ts";
+import type { ServiceStats } from "./service-stats.ts";
 import { isSealed, type Sealing } from "./sealing.ts";
 import type { EventToPublish } from "./types.ts";
 
@@ -42,6 +43,8 @@ export interface DispatcherParts<TService extends object> {
   ) => Promise<void>;
   /** Undefined: no message is measured. */
   readonly onLifecycle: LifecycleListener | undefined;
+  /** Counts the calls handled (answers `nuropb_stats`). */
+  readonly stats: ServiceStats;
 }
 
 /**

@@ -48,6 +48,7 @@ export class EventHandler<TService extends object> {
       return;
     }
     flow?.emit("service-handle");
+    const t0 = this.#p.stats.started();
     const p = decoded.payload;
     let context = p.context;
     let outcome: Outcome;
@@ -86,6 +87,8 @@ export class EventHandler<TService extends object> {
       }
       context = call.context;
     }
+    const failed = outcome.kind === "failure" ? outcome.error : undefined;
+    this.#p.stats.finished(EVENT_HOOK, t0, failed, context);
     switch (outcome.kind) {
       case "success":
         await settle(delivery, "ack", flow);

@@ -2,6 +2,8 @@ export { createService, createClient } from "./participant.ts";
 export { publishToMesh } from "./mesh-method.ts";
 export { normaliseDescription } from "./describe.ts";
 export { MessageLifecycleState } from "./message-lifecycle.ts";
+export { STATS_METHOD } from "./service-stats.ts";
+export { serveHealth } from "./health-server.ts";
 
 export type {
   JSONSchema,
@@ -28,6 +30,8 @@ export type {
   IncomingResponse,
 } from "./middleware.ts";
 export type { LifecycleTransition, LifecycleListener } from "./message-lifecycle.ts";
+export type { ServiceStatsReport, MethodStats } from "./service-stats.ts";
+export type { HealthServer, HealthServerOptions, HealthTarget } from "./health-server.ts";
 export type {
   RequestOptions,
   CommandOptions,

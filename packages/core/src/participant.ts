@@ -7,6 +7,8 @@ import { ParticipantLifecycle } from "./participant-lifecycle.ts";
 import { PendingResponses } from "./pending-responses.ts";
 import { Responder } from "./responder.ts";
 import { Sealing } from "./sealing.ts";
+import { EVENT_HOOK } from "./service-definition.ts";
+import { ServiceStats, type ServiceStatsReport } from "./service-stats.ts";
 import type {
   ClientOptions,
   CommandOptions,
@@ -36,6 +38,8 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #caller: Caller;
   readonly #lifecycle: ParticipantLifecycle;
   #description: ServiceDescription | undefined;
+  /** A service's call counts; undefined for a client. */
+  #stats: ServiceStats | undefined;
 
   constructor(options: ClientOptions | ServiceOptions<TService>, service: boolean) {
     const config = normaliseOptions<TService>(options, service);
@@ -113,6 +117,15 @@ class Participant<TService extends object> implements MeshService<TService> {
         sendEvent: (e, context, traceId, correlationId) =>
           caller.sendEvent(e, context, traceId, correlationId),
         onLifecycle: config.onLifecycle,
+        stats: (this.#stats = new ServiceStats({
+          serviceName: so.name,
+          instanceId: config.instanceId,
+          serviceVersion: so.serviceVersion,
+          methods: so.methods,
+          eventHook: so.eventHook === undefined ? undefined : EVENT_HOOK,
+          transport,
+          connected: () => lifecycle.connected,
+        })),
       });
     }
   }
@@ -207,6 +220,11 @@ class Participant<TService extends object> implements MeshService<TService> {
           this.#caller.request(service, prop, params, context, { ...options, rpcResponse: true });
       },
     });
+  }
+
+  stats(): ServiceStatsReport {
+    if (this.#stats === undefined) throw new TypeError("a client has no stats");
+    return this.#stats.report();
   }
 
   describe(): ServiceDescription {

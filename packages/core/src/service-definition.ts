@@ -1,5 +1,6 @@
 import { Ajv, type ValidateFunction } from "ajv";
 import { DESCRIBE_METHOD } from "@nuropb/protocol";
+import { STATS_METHOD } from "./service-stats.ts";
 import {
   checkMeshMethodOptions,
   meshOptionsOf,
@@ -90,10 +91,8 @@ export function collectMethods(
       OBJECT_MEMBERS.has(name)
     )
       continue;
-    if (name === DESCRIBE_METHOD) {
-      throw new TypeError(
-        `createService: '${DESCRIBE_METHOD}' is reserved and cannot be a service method`,
-      );
+    if (name === DESCRIBE_METHOD || name === STATS_METHOD) {
+      throw new TypeError(`createService: '${name}' is reserved and cannot be a service method`);
     }
     const fn = findMethod(instance, name);
     if (fn === undefined) continue;

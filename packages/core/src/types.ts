@@ -2,6 +2,7 @@ import type { Context, Logger, ResponsePayload, Transport } from "@nuropb/protoc
 import type { PayloadEncryptorOptions, ServiceKeys } from "@nuropb/crypto";
 import type { MeshMethodOptions } from "./mesh-method.ts";
 import type { ServiceDescription } from "./describe.ts";
+import type { ServiceStatsReport } from "./service-stats.ts";
 import type { LifecycleListener } from "./message-lifecycle.ts";
 import type { ClientMiddleware, ServiceMiddleware } from "./middleware.ts";
 
@@ -259,6 +260,8 @@ export interface MeshService<TService extends object = object> extends MeshParti
   readonly instance: TService;
   /** The description this service answers `nuropb_describe` with. */
   describe(): ServiceDescription;
+  /** What this service answers `nuropb_stats` with: per-method counts, errors, timings, uptime. */
+  stats(): ServiceStatsReport;
 }
 
 /** A client-only participant. */
