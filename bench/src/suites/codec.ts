@@ -1,5 +1,5 @@
-import { decodeFrame, encodePayload, newId } from "@nuropb/protocol";
-import type { RequestPayload } from "@nuropb/protocol";
+import { createDeferred, decodeFrame, encodePayload, newId } from "@nuropb/protocol";
+import type { Deferred, RequestPayload } from "@nuropb/protocol";
 import { formatInt, formatPercent, measureInterleaved, median, quantile } from "../suite.ts";
 import type { BenchSuite, SuiteResult } from "../suite.ts";
 
@@ -20,6 +20,21 @@ function smallRequest(): RequestPayload {
 }
 
 const REPLY_TO = "nuropb-svc-0123456789abcdef0123456789abcdef-rq";
+
+/** Where the deferred cases keep their last deferreds, as a table of pending requests would. */
+const held: unknown[] = new Array<unknown>(64).fill(undefined);
+let heldAt = 0;
+
+/** A deferred as Node 20 has to write it (and as `createDeferred` does there). */
+function deferredByHand(): Deferred<number> {
+  let resolve!: Deferred<number>["resolve"];
+  let reject!: Deferred<number>["reject"];
+  const promise = new Promise<number>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
 
 /** Codec throughput beside bare JSON in the same process. */
 export const codecSuite: BenchSuite = {
@@ -48,6 +63,25 @@ export const codecSuite: BenchSuite = {
       { name: "nuropb decodeFrame, int64 id", op: () => decodeFrame(int64Frame) },
       { name: "bare JSON.stringify", op: () => JSON.stringify(payload) },
       { name: "bare JSON.parse", op: () => JSON.parse(text) as unknown },
+      // For information: a promise settled from outside, made by nuropb's createDeferred
+      // (Promise.withResolvers on Node 22 and later, by hand on 20) and by hand, kept alive a
+      // while. Why per-request code keeps new Promise(executor): see bench/README.md.
+      {
+        name: "createDeferred + resolve",
+        op: () => {
+          const d = createDeferred<number>();
+          d.resolve(1);
+          return (held[heldAt++ & 63] = d);
+        },
+      },
+      {
+        name: "new Promise deferred + resolve",
+        op: () => {
+          const d = deferredByHand();
+          d.resolve(1);
+          return (held[heldAt++ & 63] = d);
+        },
+      },
     ] as const;
     // Many short rounds: a burst of load from a neighbour process then spoils a few rounds,
     // which the median drops, instead of one long sample of one case.
