@@ -6,6 +6,7 @@ import { amqpSuite } from "./suites/amqp.ts";
 import { amqpPersistenceSuite } from "./suites/amqp-persistence.ts";
 import { codecSuite } from "./suites/codec.ts";
 import { cryptoSuite } from "./suites/crypto.ts";
+import { gatewaySuite } from "./suites/gateway.ts";
 import { memorySuite } from "./suites/memory.ts";
 import { natsSuite } from "./suites/nats.ts";
 import { pathologicalSuite } from "./suites/pathological.ts";
@@ -25,6 +26,7 @@ const SUITES: readonly BenchSuite[] = [
   cryptoSuite,
   pathologicalSuite,
   pipelineSuite,
+  gatewaySuite,
 ];
 
 function usage(): string {
