@@ -13,6 +13,7 @@ import { listenCommand, type ListenOptions } from "./commands/listen.ts";
 import { meshSetupCommand, meshTeardownCommand, type TeardownOptions } from "./commands/mesh.ts";
 import { publishCommand, type PublishOptions } from "./commands/publish.ts";
 import { servicesCommand, type ServicesOptions } from "./commands/services.ts";
+import { statsCommand, type StatsOptions } from "./commands/stats.ts";
 import { CliError, ExitCode, exitCodeFor } from "./errors.ts";
 import type { CliIo } from "./io.ts";
 import { createOutput, type Output } from "./output.ts";
@@ -204,6 +205,17 @@ function buildProgram(
   ).action(
     action((cx, service: string, opts: DescribeOptions) => describeCommand(cx, service, opts)),
   );
+
+  configure(
+    program
+      .command("stats")
+      .description(
+        "show a service instance's calls, errors, p50/p99 times, uptime and transport state",
+      )
+      .argument("<service>", "service name")
+      .option("--json", "print the report as JSON")
+      .option("--ttl <ms>", "how long to wait for the answer (default 10000)"),
+  ).action(action((cx, service: string, opts: StatsOptions) => statsCommand(cx, service, opts)));
 
   for (const kind of ["call", "command"] as const) {
     configure(
