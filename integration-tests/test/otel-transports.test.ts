@@ -10,11 +10,13 @@ import {
   type ReadableSpan,
 } from "@opentelemetry/sdk-trace-base";
 import {
+  STATS_METHOD,
   createClient,
   createService,
   type MeshParticipant,
   type RequestContext,
   type ServiceMiddleware,
+  type ServiceStatsReport,
 } from "@nuropb/core";
 import { newId, type Transport, type WireHeaders } from "@nuropb/protocol";
 import { createAmqpTransport } from "@nuropb/transport-amqp";
@@ -221,7 +223,7 @@ describe.each(cases)("OpenTelemetry on $name", ({ kind, system, create }) => {
     }
   });
 
-  it("counts the calls made", async () => {
+  it("counts the calls made, in the metrics and in nuropb_stats", async () => {
     const reader = new TestReader();
     const meterProvider = new MeterProvider({ readers: [reader] });
     const client = await chain(tracing(), metrics({ meterProvider, transport: kind }));
@@ -243,5 +245,16 @@ describe.each(cases)("OpenTelemetry on $name", ({ kind, system, create }) => {
     expect(sum(MetricName.serverCalls, { ...ok, "rpc.service": "doubler" })).toBe(8);
     expect(sum(MetricName.serverDuration, { ...ok, "rpc.service": "quadrupler" })).toBe(4);
     await meterProvider.shutdown();
+
+    // nuropb_stats over the broker agrees with the metrics.
+    const stats = await client.request<ServiceStatsReport>("doubler", STATS_METHOD, {});
+    expect(stats).toMatchObject({
+      service_name: "doubler",
+      connected: true,
+      transport: { kind, state: "open" },
+      methods: { double: { num_requests: 8, num_errors: 0, last_error: null } },
+    });
+    const quad = await client.request<ServiceStatsReport>("quadrupler", STATS_METHOD, {});
+    expect(quad.methods.quadruple?.num_requests).toBe(4);
   });
 });
