@@ -1,0 +1,157 @@
+import {
+  CONTENT_TYPE_JSON,
+  Header,
+  MessageType,
+  NuropbMessageError,
+  assertFrameTtl,
+} from "@nuropb/protocol";
+import type { Destination, Frame, InboundFrame, WireHeaders } from "@nuropb/protocol";
+import type { Message, Options } from "amqplib";
+
+/** AMQP `delivery_mode` of a message the broker writes to disk in a durable queue. */
+const PERSISTENT = 2;
+
+/** What {@link encodeFrame} needs of the options. */
+export interface EncodeSettings {
+  readonly rpcExchange: string;
+  readonly eventsExchange: string;
+  readonly maxFrameBytes: number;
+  readonly persistentRequests: boolean;
+}
+
+/** A frame as amqplib publishes it. */
+export interface OutgoingMessage {
+  readonly exchange: string;
+  readonly routingKey: string;
+  /** Requests and commands: a basic.return tells that no queue took it. */
+  readonly mandatory: boolean;
+  readonly content: Buffer;
+  readonly properties: Options.Publish;
+}
+
+/**
+ * Maps a frame for `to` onto AMQP (PROTOCOL.md §3): the exchange and routing key, and the exact
+ * properties and headers Python peers read. Checks everything amqplib would otherwise throw on
+ * while encoding (after registering the confirm).
+ * @throws NuropbMessageError for a malformed or oversized frame or destination.
+ */
+export function encodeFrame(to: Destination, frame: Frame, o: EncodeSettings): OutgoingMessage {
+  const body = frame.body;
+  if (!(body instanceof Uint8Array))
+    throw new NuropbMessageError("frame.body must be a Uint8Array");
+  if (body.byteLength > o.maxFrameBytes) {
+    throw new NuropbMessageError(
+      `frame body of ${body.byteLength} bytes exceeds maxFrameBytes (${o.maxFrameBytes})`,
+    );
+  }
+  if (typeof frame.correlationId !== "string") {
+    throw new NuropbMessageError("frame.correlationId must be a string");
+  }
+  // AMQP short strings: amqplib would throw while encoding, after registering the confirm.
+  if (Buffer.byteLength(frame.correlationId) > 255) {
+    throw new NuropbMessageError(
+      `frame.correlationId must be at most 255 UTF-8 bytes, got ${Buffer.byteLength(frame.correlationId)}`,
+    );
+  }
+  const replyTo: unknown = frame.replyTo ?? "";
+  if (typeof replyTo !== "string") {
+    throw new NuropbMessageError(`frame.replyTo must be a string, got ${typeof replyTo}`);
+  }
+  if (Buffer.byteLength(replyTo) > 255) {
+    throw new NuropbMessageError(
+      `frame.replyTo must be at most 255 UTF-8 bytes, got ${Buffer.byteLength(replyTo)}`,
+    );
+  }
+  let exchange: string;
+  let routingKey: string;
+  let mandatory = false;
+  // What send() resolved for must outlive a broker restart: commands and events are published
+  // persistent into the durable service queues. A request is only when asked (its caller's
+  // connection does not survive the restart either), a response never. The kind is read from
+  // the `nuropb_type` header (PROTOCOL.md §3); an rpc frame without a known one is kept too.
+  let persistent = false;
+  switch (to.kind) {
+    case "rpc":
+      exchange = o.rpcExchange;
+      routingKey = to.service;
+      mandatory = true;
+      persistent = o.persistentRequests || frame.headers?.[Header.type] !== MessageType.request;
+      break;
+    case "event":
+      exchange = o.eventsExchange;
+      routingKey = to.topic;
+      persistent = true;
+      break;
+    case "reply":
+      exchange = "";
+      routingKey = to.address;
+      break;
+    default:
+      throw new NuropbMessageError(
+        `unknown destination kind ${String((to as { kind?: unknown }).kind)}`,
+      );
+  }
+  if (typeof routingKey !== "string" || routingKey === "" || Buffer.byteLength(routingKey) > 255) {
+    throw new NuropbMessageError(
+      `destination ${to.kind} needs a non-empty name of at most 255 bytes, got ${JSON.stringify(routingKey)}`,
+    );
+  }
+  for (const key of Object.keys(frame.headers ?? {})) {
+    if (Buffer.byteLength(key) > 255) {
+      throw new NuropbMessageError(
+        `frame.headers: the header name ${JSON.stringify(key.slice(0, 40))}… is over 255 UTF-8 bytes`,
+      );
+    }
+  }
+  const ttl = frame.ttlMs;
+  assertFrameTtl(ttl);
+  const properties: Options.Publish = {
+    contentType: CONTENT_TYPE_JSON,
+    correlationId: frame.correlationId,
+    replyTo,
+    headers: { ...frame.headers },
+    ...(persistent ? { deliveryMode: PERSISTENT } : {}),
+    ...(ttl !== undefined && ttl > 0 ? { expiration: String(ttl) } : {}),
+    ...(mandatory ? { mandatory: true } : {}),
+  };
+  const content = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  return { exchange, routingKey, mandatory, content, properties };
+}
+
+/** Maps an AMQP message to the transport's inbound frame (PROTOCOL.md §3, §5). */
+export function toInboundFrame(msg: Message): InboundFrame {
+  const p = msg.properties;
+  const ttl = parseTtl(p.expiration);
+  return {
+    headers: toWireHeaders(p.headers),
+    body: msg.content,
+    correlationId: typeof p.correlationId === "string" ? p.correlationId : "",
+    ...(typeof p.replyTo === "string" && p.replyTo !== "" ? { replyTo: p.replyTo } : {}),
+    ...(ttl !== undefined ? { ttlMs: ttl } : {}),
+    redelivered: msg.fields.redelivered === true,
+  };
+}
+
+/**
+ * Field-table headers as strings: long strings stay, void stays null, byte arrays are read as
+ * UTF-8, numbers and booleans become their text; nested tables and arrays are dropped (no NuroPb
+ * header uses them). An absent table gives `{}` (core treats that as undecodable).
+ */
+function toWireHeaders(headers: Record<string, unknown> | undefined): WireHeaders {
+  const out: Record<string, string | null> = {};
+  if (headers === undefined || headers === null) return out;
+  for (const [k, v] of Object.entries(headers)) {
+    if (typeof v === "string" || v === null) out[k] = v;
+    else if (v instanceof Uint8Array)
+      out[k] = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("utf8");
+    else if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint")
+      out[k] = String(v);
+  }
+  return out;
+}
+
+function parseTtl(expiration: unknown): number | undefined {
+  if (typeof expiration !== "string" || !/^\d+$/.test(expiration)) return undefined;
+  const n = Number(expiration);
+  return Number.isSafeInteger(n) ? n : undefined;
+}

@@ -1,0 +1,86 @@
+import { serviceQueueName } from "@nuropb/protocol";
+import type { DeliveryHandler, ServiceQueueSpec } from "@nuropb/protocol";
+import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
+import type { ConsumeMessage } from "amqplib";
+import { Consumer } from "./consumer.ts";
+import type { ChannelUse, ConsumerHost } from "./consumer.ts";
+import { toInboundFrame } from "./frame-codec.ts";
+import type { ChannelHandle } from "./session.ts";
+import { declareServiceQueue } from "./topology.ts";
+import type { Exchanges } from "./topology.ts";
+
+/** What a service consumer needs from its transport beyond a {@link ConsumerHost}. */
+export interface ServiceConsumerHost extends ConsumerHost {
+  readonly exchanges: Exchanges;
+  /** A delivery handler started running asynchronously (close() waits for them, bounded). */
+  handlerStarted(): void;
+  /** …and has finished. */
+  handlerFinished(): void;
+}
+
+/**
+ * The consumer of a service queue: acknowledged deliveries, at most `spec.prefetch` unsettled
+ * (the broker counts them: basic.qos). Each channel keeps its deliveries in a delivery ledger of
+ * the transport kit: settled once with ack / nack(requeue) / reject, rejected when the handler
+ * fails without settling. A stopped listener's deliveries go back when its channel closes, once
+ * no handler runs on it; settling one afterwards, or on a lost channel, is a no-op.
+ */
+export function createServiceConsumer(
+  spec: ServiceQueueSpec,
+  handler: DeliveryHandler,
+  host: ServiceConsumerHost,
+): Consumer {
+  const queue = serviceQueueName(spec.service);
+  return new Consumer(
+    {
+      kind: "service",
+      queue,
+      consumeOptions: { noAck: false, exclusive: false },
+      declare: (ch) => declareServiceQueue(ch, queue, spec, host.exchanges),
+      attach: (handle, consumer) => serviceChannel(handle, consumer, handler, host),
+    },
+    host,
+  );
+}
+
+function serviceChannel(
+  handle: ChannelHandle,
+  consumer: Consumer,
+  handler: DeliveryHandler,
+  host: ServiceConsumerHost,
+): ChannelUse {
+  const { ch } = handle;
+  const ledger = createDeliveryLedger<ConsumeMessage>({
+    // basic.qos: the broker keeps the window.
+    prefetch: 0,
+    settle: (msg, outcome) => {
+      // On a channel that went away the broker redelivers the message: nothing to send.
+      if (handle.closed) return;
+      if (outcome === "ack") ch.ack(msg);
+      else if (outcome === "requeue") ch.nack(msg, false, true);
+      else ch.reject(msg, false);
+    },
+    // Closing the channel (once no handler runs on it) gives them back.
+    giveBack: () => undefined,
+    logger: host.log,
+    describe: () => ({ queue: consumer.queue }),
+  });
+  const finished = (): void => {
+    consumer.retireIfIdle(handle);
+    host.handlerFinished();
+  };
+  return {
+    get running() {
+      return ledger.running;
+    },
+    onMessage(msg) {
+      if (consumer.stopped) return; // it goes back to the queue when the channel closes
+      const running = ledger.dispatch(ledger.hold(msg), toInboundFrame(msg), handler);
+      if (running !== undefined) {
+        // A running handler keeps a stopped listener's channel open so it can still settle.
+        host.handlerStarted();
+        void running.then(finished);
+      }
+    },
+  };
+}
