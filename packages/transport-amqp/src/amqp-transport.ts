@@ -12,13 +12,7 @@ import type {
   TransportCapabilities,
   TransportEvent,
 } from "@nuropb/protocol";
-import {
-  channelError,
-  connectError,
-  isAccessRefusal,
-  isPermanent,
-  openConnection,
-} from "./connection.ts";
+import { channelError, connectError, isAccessRefusal, isPermanent } from "./connection.ts";
 import type { Consumer } from "./consumer.ts";
 import { encodeFrame } from "./frame-codec.ts";
 import { describeTarget, resolveOptions } from "./options.ts";
@@ -27,9 +21,9 @@ import { Publisher } from "./publisher.ts";
 import { createResponseConsumer } from "./response-consumer.ts";
 import { createServiceConsumer } from "./service-consumer.ts";
 import type { ServiceConsumerHost } from "./service-consumer.ts";
-import { closeQuietly } from "./session.ts";
+import { closeQuietly, openSession } from "./session.ts";
 import type { Session } from "./session.ts";
-import { raceAbort, sleep, withDeadline } from "./timing.ts";
+import { sleep, withDeadline } from "./timing.ts";
 import { checkResponseSpec, checkServiceSpec } from "./topology.ts";
 
 /**
@@ -178,48 +172,15 @@ class AmqpTransport implements Transport {
 
   /** Opens a connection and publisher channel, and starts every registered listener on it. */
   async #establish(timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    const conn = await raceAbort(
-      openConnection({
-        target: this.#o.target,
-        tls: this.#o.tls,
-        heartbeatSec: this.#o.heartbeatSec,
-        timeoutMs,
-        connectionName: this.#o.connectionName,
-        clientProperties: this.#o.clientProperties,
-      }),
-      [this.#shutdown.signal, signal],
-      (late) => {
-        late.on("error", () => undefined);
-        void late.close().catch(() => undefined);
-      },
-    );
-    const session: Session = {
+    const session = await openSession({
       id: ++this.#sessionSeq,
-      conn,
-      publisher: undefined,
-      lastError: undefined,
-      dead: undefined,
-      blocked: undefined,
-    };
-    conn.on("error", (err: Error) => {
-      session.lastError = err;
+      options: this.#o,
+      timeoutMs,
+      signals: [this.#shutdown.signal, signal],
+      log: this.#log,
+      onClosed: (closed, reason) => this.#onConnectionClosed(closed, reason),
     });
-    conn.on("close", (err?: Error) => {
-      const reason = err ?? session.lastError;
-      session.dead ??=
-        reason === undefined
-          ? new NuropbTransportError("connection closed", { retryable: true })
-          : channelError(reason, "connection lost", this.#o.target.password);
-      this.#onConnectionClosed(session, reason);
-    });
-    conn.on("blocked", (reason: unknown) => {
-      session.blocked = typeof reason === "string" && reason !== "" ? reason : "no reason given";
-      this.#log.warn("broker blocked publishing (resource alarm)", { reason: session.blocked });
-    });
-    conn.on("unblocked", () => {
-      session.blocked = undefined;
-      this.#log.info("broker unblocked publishing");
-    });
+    const conn = session.conn;
     try {
       session.publisher = await Publisher.open(session, this.#host);
       for (const l of this.#listeners) {
