@@ -1,5 +1,5 @@
 import { GatewayConnectionError, GatewayError } from "./errors.ts";
-import { toJsonText } from "./json-text.ts";
+import { fromJsonText, toJsonText } from "./json-text.ts";
 import { importSealingKey, seal } from "./rsa-fernet.ts";
 import type { SealingKey } from "./rsa-fernet.ts";
 import { WEBSOCKET_PATH } from "./wire.ts";
@@ -468,7 +468,7 @@ class WebSocketGatewayClient implements GatewayClient {
     if (typeof data !== "string") return;
     let m: ServerMessage;
     try {
-      m = JSON.parse(data) as ServerMessage;
+      m = fromJsonText(data) as ServerMessage;
     } catch {
       this.#report(new Error("the gateway sent something that is not JSON"));
       return;
@@ -721,7 +721,7 @@ class WebSocketGatewayClient implements GatewayClient {
     if (type === "sealed-command") return undefined;
     const m = answer as { encrypted: boolean; body: string };
     const text = m.encrypted ? await sealed.replyKey.open(m.body) : m.body;
-    const response = JSON.parse(text) as {
+    const response = fromJsonText(text) as {
       correlation_id?: unknown;
       result?: unknown;
       error?: ErrorObject | null;

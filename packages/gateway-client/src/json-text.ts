@@ -34,3 +34,41 @@ function randomHex(bytes: number): string {
   }
   return s;
 }
+
+/** An integer literal too long to be exact as a `number` has at least 16 digits. */
+const LONG_DIGITS = /\d{16}/;
+
+type SourceReviver = (key: string, value: unknown, context?: { source?: string }) => unknown;
+
+/** Whether `JSON.parse` hands a reviver each primitive's source text (Node 22+, current browsers). */
+const hasSourceText: boolean = (() => {
+  try {
+    const probe = ((_k: string, _v: unknown, c?: { source?: string }) =>
+      c?.source === "1") as SourceReviver;
+    return (JSON.parse("1", probe as Parameters<typeof JSON.parse>[1]) as unknown) === true;
+  } catch {
+    return false;
+  }
+})();
+
+/** Integers outside the safe range become bigints, from their source text. */
+const exactIntegers: SourceReviver = (_key, value, context) => {
+  if (typeof value !== "number" || Number.isSafeInteger(value)) return value;
+  const source = context?.source;
+  return source !== undefined && /^-?\d+$/.test(source) ? BigInt(source) : value;
+};
+
+/**
+ * Reads JSON text as NuroPb writes it: an integer beyond 2^53 is read as an exact `bigint`
+ * where the runtime gives `JSON.parse` revivers the source text (Node 22 and later, current
+ * browsers), and as the nearest `number` elsewhere (Node 20). Text without a run of 16 digits
+ * (nearly all of it) is read by `JSON.parse` alone.
+ * @throws SyntaxError for text that is not JSON.
+ */
+export function fromJsonText(text: string): unknown {
+  if (!hasSourceText || !LONG_DIGITS.test(text)) return JSON.parse(text);
+  return JSON.parse(text, exactIntegers as Parameters<typeof JSON.parse>[1]);
+}
+
+/** @internal For tests: whether {@link fromJsonText} can read big integers exactly here. */
+export const readsBigIntegersExactly: boolean = hasSourceText;

@@ -4,6 +4,7 @@ import { createServiceKeys } from "@nuropb/crypto";
 import { createGateway } from "@nuropb/gateway";
 import type { Gateway } from "@nuropb/gateway";
 import { NuropbAuthorizationError } from "@nuropb/protocol";
+import { readsBigIntegersExactly } from "../src/json-text.ts";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { WebSocket } from "ws";
@@ -24,6 +25,9 @@ class Vault {
   }
   lines: string[] = [];
   tallies: unknown[] = [];
+  double(params: { n: bigint }): { n: bigint; type: string } {
+    return { n: params.n * 2n, type: typeof params.n };
+  }
   tally(params: { n: unknown }): string {
     this.tallies.push(params.n);
     return typeof params.n;
@@ -65,7 +69,7 @@ beforeAll(async () => {
   await service.connect();
   gateway = createGateway({
     transport: gatewayTransport,
-    expose: { services: { vault: { requests: ["store", "tally"], sealed: true } } },
+    expose: { services: { vault: { requests: ["store", "tally", "double"], sealed: true } } },
   });
   url = await gateway.listen();
 });
@@ -156,6 +160,23 @@ it("writes bigints in params as exact integers, in plain and in sealed calls", a
       c.request("vault", "tally", { n: 2n ** 64n + 1n }, { encrypted: true }),
     ).resolves.toBe("bigint");
     expect(vault.tallies).toEqual([2n ** 64n, 2n ** 64n + 1n]);
+  } finally {
+    await c.close();
+  }
+});
+
+it("an integer beyond 2^53 goes out exact and comes back exact where the runtime can read it so", async () => {
+  const c = client("Bearer me");
+  try {
+    const n = 2n ** 64n + 1n;
+    for (const encrypted of [false, true]) {
+      const answer = await c.request("vault", "double", { n }, { encrypted });
+      // Node 22+ and current browsers read it as a bigint; Node 20 as the nearest number.
+      expect(answer).toEqual({
+        n: readsBigIntegersExactly ? 2n * n : Number(2n * n),
+        type: "bigint",
+      });
+    }
   } finally {
     await c.close();
   }
