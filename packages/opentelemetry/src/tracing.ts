@@ -8,7 +8,7 @@ import {
   trace,
   type Attributes,
   type Context as OtelContext,
-  type Link,
+  type SpanOptions,
   type Span,
   type Tracer,
   type TracerProvider,
@@ -79,11 +79,7 @@ export function tracing(options: TracingOptions = {}): NuropbTracing {
 
   const client: ClientMiddleware = (call, next) => {
     const parent = context.active();
-    const span = tracerOf().startSpan(
-      `send ${destinationOf(call)}`,
-      { kind: SpanKind.PRODUCER },
-      parent,
-    );
+    const span = tracerOf().startSpan(`send ${destinationOf(call)}`, PRODUCER, parent);
     const spanContext = span.spanContext();
     // No tracer (or a no-op span without a trace to continue): nothing to record or carry.
     if (!span.isRecording() && !isSpanContextValid(spanContext)) return next();
@@ -99,12 +95,13 @@ export function tracing(options: TracingOptions = {}): NuropbTracing {
     const creation = propagation.extract(ROOT_CONTEXT, call.headers, headerGetter);
     const creationSpan = trace.getSpanContext(creation);
     const linked = creationSpan !== undefined && isSpanContextValid(creationSpan);
-    const links: Link[] = linked ? [{ context: creationSpan }] : [];
     const span = tracerOf().startSpan(
       `process ${destinationOf(call)}`,
-      { kind: SpanKind.CONSUMER, links, root: !linked },
+      linked ? { kind: SpanKind.CONSUMER, links: [{ context: creationSpan }] } : ROOT_CONSUMER,
       creation,
     );
+    // No tracer and no trace to carry on: the handler runs as it would without tracing.
+    if (!linked && !span.isRecording()) return next();
     if (span.isRecording()) span.setAttributes(consumerAttributes(call, system));
     const ctx: OtelContext = trace.setSpan(creation, span);
     return finish(span, context.with(ctx, next));
@@ -112,6 +109,9 @@ export function tracing(options: TracingOptions = {}): NuropbTracing {
 
   return Object.freeze({ client, service });
 }
+
+const PRODUCER: SpanOptions = Object.freeze({ kind: SpanKind.PRODUCER });
+const ROOT_CONSUMER: SpanOptions = Object.freeze({ kind: SpanKind.CONSUMER, root: true });
 
 /** Ends `span` when `run` settles, with the outcome; passes the outcome on. */
 function finish(span: Span, run: Promise<unknown>): Promise<unknown> {
