@@ -7,6 +7,7 @@ import type {
   ServiceMiddleware,
   ServiceOptions,
 } from "@nuropb/core";
+import { tracing } from "@nuropb/opentelemetry";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import type { MemoryHub } from "@nuropb/transport-memory";
 import { runClosedLoop } from "../load.ts";
@@ -16,11 +17,14 @@ import type { BenchSuite, SuiteResult } from "../suite.ts";
 
 /** Empty middleware lists must cost at most this much more CPU per request than none. */
 export const EMPTY_PIPELINE_TARGET = 0.02;
+/** Tracing middleware with no tracer registered: at most this much more CPU than pass-through. */
+export const IDLE_TRACING_TARGET = 0.02;
 
 const NONE = "no middleware";
 const EMPTY = "empty lists";
 const PASS = "1 pass-through each side";
 const HOOK = "no-op onLifecycle each side";
+const TRACING = "tracing middleware, no tracer registered";
 
 const ROUNDS = 15;
 const SAMPLE_MS = 300;
@@ -37,6 +41,8 @@ class Echo {
 const passClient: ClientMiddleware = (_call, next) => next();
 const passService: ServiceMiddleware = (_call, next) => next();
 const noop = (): void => undefined;
+// No tracer provider is registered in the bench process: every span is a no-op.
+const idleTracing = tracing({ transport: "memory" });
 
 /** What one case gives its service and its client (each on its own memory transport). */
 interface Variant {
@@ -50,6 +56,11 @@ const VARIANTS: readonly Variant[] = [
   { name: EMPTY, service: { middleware: [], clientMiddleware: [] }, client: { middleware: [] } },
   { name: PASS, service: { middleware: [passService] }, client: { middleware: [passClient] } },
   { name: HOOK, service: { onLifecycle: noop }, client: { onLifecycle: noop } },
+  {
+    name: TRACING,
+    service: { middleware: [idleTracing.service] },
+    client: { middleware: [idleTracing.client] },
+  },
 ];
 
 interface Case {
@@ -156,7 +167,7 @@ function ratio(
 export const pipelineSuite: BenchSuite = {
   name: "pipeline",
   description:
-    "nuropb over memory: no middleware vs empty lists vs one pass-through middleware vs a no-op lifecycle hook",
+    "nuropb over memory: no middleware vs empty lists vs one pass-through middleware vs a no-op lifecycle hook vs idle tracing",
   run(): Promise<SuiteResult> {
     return withCleanup(async (defer) => {
       const hub = createMemoryHub();
@@ -188,11 +199,18 @@ export const pipelineSuite: BenchSuite = {
         const empty = ratio(samples[1] as Sample[], none);
         const pass = ratio(samples[2] as Sample[], none);
         const hook = ratio(samples[3] as Sample[], none);
+        const traced = ratio(samples[4] as Sample[], none);
+        const tracedVsPass = ratio(samples[4] as Sample[], samples[2] as Sample[]);
         const emptyRate = ratio(samples[1] as Sample[], none, "reqPerSec");
         const within = empty.median <= 1 + EMPTY_PIPELINE_TARGET;
         if (!within) ok = false;
         lines.push(
-          `c=${String(concurrency)}: CPU per request vs ${NONE}: ${PASS} ${pass.text}, ${HOOK} ${hook.text}`,
+          `c=${String(concurrency)}: CPU per request vs ${NONE}: ${PASS} ${pass.text}, ${HOOK} ${hook.text}, ${TRACING} ${traced.text}`,
+        );
+        const tracingWithin = tracedVsPass.median <= 1 + IDLE_TRACING_TARGET;
+        if (!tracingWithin) ok = false;
+        comparison.push(
+          `${TRACING} at c=${String(concurrency)}: CPU per request = ${tracedVsPass.text} of ${PASS}'s (target ≤ ${formatPercent(1 + IDLE_TRACING_TARGET)}): ${tracingWithin ? "OK" : "ABOVE TARGET"}; ${traced.text} of ${NONE}'s`,
         );
         comparison.push(
           `${EMPTY} at c=${String(concurrency)}: CPU per request = ${empty.text} of ${NONE}'s (target ≤ ${formatPercent(1 + EMPTY_PIPELINE_TARGET)}): ${within ? "OK" : "ABOVE TARGET"}; req/s = ${emptyRate.text}`,
@@ -206,6 +224,7 @@ export const pipelineSuite: BenchSuite = {
           "each case: its own service and client, each on its own memory transport (one hub); everything runs on the one thread, so the process's CPU time per request is the work per request",
           `"${EMPTY}": middleware: [] (and clientMiddleware: []); core then builds no pipeline, so the target is that they cost nothing`,
           ...lines,
+          `"${TRACING}": @nuropb/opentelemetry's tracing() on both sides with no OpenTelemetry SDK in the process; judged against "${PASS}", since any middleware costs core its pipeline (see "${PASS}" vs "${NONE}")`,
           "run from source (bench:source), tsx's keep-names helper makes each closure a middleware creates dearer than in the built packages (npm run bench)",
         ],
         comparison: comparison.join("\n"),
