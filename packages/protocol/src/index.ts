@@ -19,11 +19,6 @@ export {
   responseQueueName,
 } from "./constants.ts";
 export { newId } from "./ids.ts";
-/**
- * @deprecated A performance helper, internal to our transports: import it from
- * "@nuropb/protocol/transport-kit". It leaves this entry point once no transport reads it here.
- */
-export { copyBytes } from "./bytes.ts";
 export {
   NuropbError,
   NuropbTimeoutError,

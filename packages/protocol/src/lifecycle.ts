@@ -12,8 +12,11 @@ import type { TransportEvent } from "./transport.ts";
  * functions. Transports outside this repo may use it.
  */
 export interface TransportLifecycle {
-  /** The current state; the transport moves it where only it knows (reconnecting, `open`). */
-  state: LifecycleState;
+  /**
+   * The current state. It changes only through these methods: {@link connect}, {@link opened},
+   * {@link reconnecting}, {@link close} and {@link finish}.
+   */
+  readonly state: LifecycleState;
   /** `closing` or `closed`: nothing new may start. */
   readonly ending: boolean;
   /**
@@ -97,7 +100,7 @@ export function createTransportLifecycle(
 const ignore = (): void => undefined;
 
 class Lifecycle implements TransportLifecycle {
-  state: LifecycleState = LifecycleState.idle;
+  #state: LifecycleState = LifecycleState.idle;
   readonly #name: string;
   readonly #log: Logger;
   /** `disconnected` was reported and `reconnected` not yet. */
@@ -110,6 +113,10 @@ class Lifecycle implements TransportLifecycle {
   #connecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
 
+  get state(): LifecycleState {
+    return this.#state;
+  }
+
   constructor(name: string, logger: Logger) {
     this.#name = name;
     this.#log = logger;
@@ -117,11 +124,11 @@ class Lifecycle implements TransportLifecycle {
   }
 
   get ending(): boolean {
-    return this.state === LifecycleState.closing || this.state === LifecycleState.closed;
+    return this.#state === LifecycleState.closing || this.#state === LifecycleState.closed;
   }
 
   connect(attempt: () => Promise<void>): Promise<void> {
-    switch (this.state) {
+    switch (this.#state) {
       case LifecycleState.open:
         return Promise.resolve();
       case LifecycleState.closing:
@@ -133,16 +140,16 @@ class Lifecycle implements TransportLifecycle {
       case LifecycleState.idle:
         break;
     }
-    this.state = LifecycleState.connecting;
+    this.#state = LifecycleState.connecting;
     const run = (async () => {
       try {
         await attempt();
       } catch (err) {
-        if (this.state === LifecycleState.connecting) this.state = LifecycleState.idle;
+        if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.idle;
         throw err;
       }
-      if (this.state === LifecycleState.connecting) this.state = LifecycleState.open;
-      else if (this.state !== LifecycleState.open) {
+      if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.open;
+      else if (this.#state !== LifecycleState.open) {
         throw this.closedError(`the ${this.#name} transport was closed while connecting`);
       }
     })().finally(() => {
@@ -157,17 +164,17 @@ class Lifecycle implements TransportLifecycle {
   }
 
   opened(): void {
-    if (this.state === LifecycleState.connecting) this.state = LifecycleState.open;
+    if (this.#state === LifecycleState.connecting) this.#state = LifecycleState.open;
   }
 
   reconnecting(): void {
-    if (this.state === LifecycleState.open) this.state = LifecycleState.connecting;
+    if (this.#state === LifecycleState.open) this.#state = LifecycleState.connecting;
   }
 
   close(shutdown: () => Promise<void>, reason?: Error): Promise<void> {
     if (this.#closing !== undefined) return this.#closing;
     if (this.#finished) return Promise.resolve();
-    this.state = LifecycleState.closing;
+    this.#state = LifecycleState.closing;
     this.#closing = (async () => {
       try {
         await shutdown();
@@ -182,7 +189,7 @@ class Lifecycle implements TransportLifecycle {
   finish(reason?: Error): void {
     if (this.#finished) return;
     this.#finished = true;
-    this.state = LifecycleState.closed;
+    this.#state = LifecycleState.closed;
     this.#channel.emit(
       reason === undefined ? { type: "closed" } : { type: "closed", error: reason },
     );
@@ -191,7 +198,7 @@ class Lifecycle implements TransportLifecycle {
   }
 
   linkDown(fields: Record<string, unknown> = {}): void {
-    if (this.state !== LifecycleState.open || this.#reportedDown) return;
+    if (this.#state !== LifecycleState.open || this.#reportedDown) return;
     this.#reportedDown = true;
     this.#log.warn("disconnected", fields);
     this.#channel.emit({ type: "disconnected" });
@@ -199,7 +206,7 @@ class Lifecycle implements TransportLifecycle {
 
   recover(redeclare: () => Promise<void>, isUp: () => boolean): Promise<void> {
     this.#recovering ??= (async () => {
-      for (let attempt = 0; this.state === LifecycleState.open; attempt++) {
+      for (let attempt = 0; this.#state === LifecycleState.open; attempt++) {
         try {
           await redeclare();
           break;
@@ -216,7 +223,7 @@ class Lifecycle implements TransportLifecycle {
           await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
         }
       }
-      if (this.state !== LifecycleState.open || !isUp() || !this.#reportedDown) return;
+      if (this.#state !== LifecycleState.open || !isUp() || !this.#reportedDown) return;
       this.#reportedDown = false;
       this.#log.info("reconnected");
       this.#channel.emit({ type: "reconnected" });

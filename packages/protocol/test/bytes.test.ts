@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { copyBytes } from "../src/index.ts";
+import { copyBytes } from "@nuropb/protocol/transport-kit";
 
 describe("copyBytes", () => {
   it("gives every copy bytes of its own, small (shared slabs) or large, across many copies", () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { InboundFrame, Logger } from "@nuropb/protocol";
 import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { DeliveryLedgerOptions, Settlement } from "@nuropb/protocol/transport-kit";
+import { deferred } from "./support/deferred.ts";
 
 const frame: InboundFrame = {
   headers: { nuropb_type: "request" },
@@ -35,17 +36,6 @@ function setup(overrides: Partial<DeliveryLedgerOptions<string>> = {}) {
     ...overrides,
   });
   return { ledger, settled, givenBack, logs, releases: () => releases };
-}
-
-/** A promise with its resolve/reject at hand. */
-function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } {
-  let resolve!: () => void;
-  let reject!: (e: Error) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 describe("createDeliveryLedger", () => {

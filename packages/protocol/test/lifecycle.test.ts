@@ -5,21 +5,12 @@ import {
   createTransportLifecycle,
 } from "@nuropb/protocol";
 import type { Logger, TransportEvent } from "@nuropb/protocol";
+import { deferred } from "./support/deferred.ts";
 
 async function collect(iterable: AsyncIterable<TransportEvent>): Promise<TransportEvent[]> {
   const out: TransportEvent[] = [];
   for await (const e of iterable) out.push(e);
   return out;
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void; reject: (e: Error) => void } {
-  let resolve!: () => void;
-  let reject!: (e: Error) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 describe("createTransportLifecycle", () => {
