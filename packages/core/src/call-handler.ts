@@ -42,6 +42,7 @@ class Call {
   readonly correlationId: string;
   readonly encrypted: boolean;
   readonly redelivered: boolean;
+  readonly bodyBytes: number;
   userClaims: unknown = undefined;
   #responseHeaders: OutgoingHeaders | undefined;
   #state: Record<string, unknown> | undefined;
@@ -62,6 +63,7 @@ class Call {
     this.correlationId = decoded.correlationId;
     this.encrypted = decoded.encrypted;
     this.redelivered = delivery.redelivered;
+    this.bodyBytes = delivery.body.byteLength;
   }
 
   get responseHeaders(): OutgoingHeaders {

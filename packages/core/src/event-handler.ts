@@ -73,6 +73,7 @@ export class EventHandler<TService extends object> {
         correlationId: decoded.correlationId,
         encrypted: false,
         redelivered: delivery.redelivered,
+        bodyBytes: delivery.body.byteLength,
         state: {},
       };
       const raised: Raised = { ctx: undefined };

@@ -98,6 +98,8 @@ interface ServiceCallBase {
   readonly encrypted: boolean;
   /** True when the broker delivered this message before (e.g. after `NuropbCallAgain`). */
   readonly redelivered: boolean;
+  /** The message body's size in bytes, as it arrived (sealed, when it was encrypted). */
+  readonly bodyBytes: number;
   /** Room for the middleware of one message to share values (as Koa's `ctx.state`). */
   readonly state: Record<string, unknown>;
 }

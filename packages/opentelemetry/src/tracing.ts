@@ -168,6 +168,7 @@ function consumerAttributes(call: ServiceCall, system: string): Attributes {
   a[Attr.messagingOperationType] = "process";
   a[Attr.messagingOperationName] = "process";
   a[Attr.redelivered] = call.redelivered;
+  a[Attr.messagingBodySize] = call.bodyBytes;
   if (call.kind === "event") a[Attr.rpcService] = call.service;
   return a;
 }

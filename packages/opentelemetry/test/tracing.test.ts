@@ -162,6 +162,8 @@ describe("tracing", () => {
       "nuropb.outcome": "ok",
     });
     expect(typeof processA!.attributes["messaging.message.id"]).toBe("string");
+    // The body as it arrived: the JSON of the request, params and all.
+    expect(processA!.attributes["messaging.message.body.size"]).toBeGreaterThan(100);
     // NuroPb's own trace id travels on through the handler's calls.
     for (const s of processesB) expect(s.attributes["nuropb.trace_id"]).toBe("t-1");
   });
@@ -231,6 +233,16 @@ describe("tracing", () => {
       expect(h.tracestate).toBeUndefined();
     }
     expect(otel.exporter.getFinishedSpans()).toEqual([]);
+  });
+
+  it("gives the consumer span the size of the body as it arrived", async () => {
+    const { client } = await chain(tracing({ tracerProvider: otel.tracerProvider }));
+    await client.request("doubler", "double", { n: 1, pad: "x".repeat(2000) });
+    await client.request("doubler", "double", { n: 1 });
+    const sizes = byName(otel.exporter.getFinishedSpans(), "process doubler").map(
+      (s) => s.attributes["messaging.message.body.size"] as number,
+    );
+    expect(sizes[0]! - sizes[1]!).toBe(`,"pad":"${"x".repeat(2000)}"`.length);
   });
 
   it("carries traceparent and tracestate while a trace is active", async () => {
