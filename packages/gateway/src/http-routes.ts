@@ -21,6 +21,7 @@ export const HttpPath = {
   api: "/api",
   command: "/command",
   publish: "/publish",
+  stats: "/stats",
   openapi: "/openapi.json",
 } as const;
 
@@ -83,7 +84,8 @@ export function sendError(reply: FastifyReply, err: unknown, logger: Logger): Fa
  * The REST routes: `GET /api` (the exposed services), `GET /api/{service}` (its exposed
  * description), `POST /api/{service}/{method}` (a request: JSON body = params, answers the
  * result), `POST /command/{service}/{method}` (202), `POST /publish/{topic}` (JSON body = the
- * event, 202) and `GET /openapi.json`.
+ * event, 202), `GET /stats/{service}` (what it answers `nuropb_stats` with, its exposed methods
+ * only; `stats: null` when it offers none) and `GET /openapi.json`.
  */
 export function registerHttpRoutes(
   app: FastifyInstance,
@@ -142,6 +144,11 @@ export function registerHttpRoutes(
         },
       }),
     );
+  });
+
+  app.get<{ Params: { service: string } }>(`${HttpPath.stats}/:service`, async (req, reply) => {
+    const view = await ops.stats(req.params.service, callerOf(req));
+    return sendJson(reply, 200, toWireJson(view));
   });
 
   app.post<{ Params: { service: string; method: string } }>(

@@ -1,10 +1,13 @@
-import type { ServiceDescription } from "@nuropb/core";
+import { STATS_METHOD } from "@nuropb/core";
+import type { MethodStats, ServiceDescription, ServiceStatsReport } from "@nuropb/core";
 import {
   NuropbAuthorizationError,
   NuropbError,
   NuropbHandlingError,
+  NuropbMessageError,
   NuropbValidationError,
   assertTopicPattern,
+  fromErrorPayload,
   isNuropbError,
   newId,
   topicMatches,
@@ -46,6 +49,16 @@ export interface ExposedView {
   readonly sealed: boolean;
 }
 
+/**
+ * What the gateway shows of a service's `nuropb_stats` answer: the report with only the exposed
+ * methods by name, or null when the service offers no stats (a Python NuroPb service answers
+ * `NuropbHandlingError`, unknown method).
+ */
+export interface StatsView {
+  readonly service: string;
+  readonly stats: ServiceStatsReport | null;
+}
+
 const TRACE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /**
@@ -56,6 +69,8 @@ export class GatewayOperations {
   readonly #options: ResolvedOptions;
   readonly #mesh: MeshLink;
   readonly #logger: Logger;
+  /** Stats requests on their way, by service: callers asking at once share one. */
+  readonly #statsInFlight = new Map<string, Promise<StatsView>>();
 
   constructor(options: ResolvedOptions, mesh: MeshLink) {
     this.#options = options;
@@ -113,6 +128,84 @@ export class GatewayOperations {
     this.#service(service);
     await this.#authorize({ kind: "describe", service, sealed: false }, caller);
     return this.view(service);
+  }
+
+  /**
+   * What the service answers `nuropb_stats` with, after the `authorize` hook (kind "stats"),
+   * with only its exposed methods named: the calls of the others are added to
+   * `other_method_calls`, as core counts hidden methods. No token goes with the request.
+   * @throws NuropbHandlingError (404) for a service that is not exposed; NuropbAuthorizationError
+   *   when the hook refuses; the request's errors (not delivered, timeout); NuropbMessageError
+   *   (502) for an answer that is not a stats report.
+   */
+  async stats(service: string, caller: Caller): Promise<StatsView> {
+    const spec = this.#service(service);
+    await this.#authorize({ kind: "stats", service, sealed: false }, caller);
+    let pending = this.#statsInFlight.get(service);
+    if (pending === undefined) {
+      pending = this.#askStats(spec).finally(() => this.#statsInFlight.delete(service));
+      this.#statsInFlight.set(service, pending);
+    }
+    return pending;
+  }
+
+  async #askStats(spec: ResolvedService): Promise<StatsView> {
+    const service = spec.name;
+    const response = await this.#mesh.participant.request(
+      service,
+      STATS_METHOD,
+      {},
+      {},
+      { ttlMs: this.#options.describeTtlMs, rpcResponse: false },
+    );
+    if (response.error !== null) {
+      // An unknown method: a Python NuroPb service, or one from before nuropb_stats.
+      if (response.error.error === NuropbHandlingError.wireName) return { service, stats: null };
+      throw fromErrorPayload(response.error);
+    }
+    const report = response.result;
+    if (!isStatsReport(report)) {
+      throw withStatus(
+        new NuropbMessageError(`${service} answered ${STATS_METHOD} with something else`),
+        502,
+      );
+    }
+    const shown = await this.#exposedMethods(spec);
+    const methods: Record<string, MethodStats> = {};
+    let other = report.other_method_calls;
+    for (const [name, figures] of Object.entries(report.methods)) {
+      if (shown.has(name)) methods[name] = figures;
+      else other += figures.num_requests;
+    }
+    // Field by field rather than a spread: a field a later core adds reaches callers only once
+    // the gateway knows that it names nothing unexposed.
+    return {
+      service,
+      stats: {
+        type: report.type,
+        service_name: report.service_name,
+        instance_id: report.instance_id,
+        service_version: report.service_version,
+        started: report.started,
+        uptime_ms: report.uptime_ms,
+        connected: report.connected,
+        transport: { kind: report.transport.kind, state: report.transport.state },
+        in_flight: report.in_flight,
+        other_method_calls: other,
+        methods,
+      },
+    };
+  }
+
+  /** The methods exposed as requests or commands (`"*"`: those the description lists). */
+  async #exposedMethods(spec: ResolvedService): Promise<ReadonlySet<string>> {
+    const described =
+      spec.requests === "*" || spec.commands === "*"
+        ? Object.keys((await this.#mesh.describe(spec.name)).methods)
+        : [];
+    const pick = (set: ReadonlySet<string> | "*"): Iterable<string> =>
+      set === "*" ? described : set;
+    return new Set([...pick(spec.requests), ...pick(spec.commands)]);
   }
 
   /**
@@ -331,4 +424,25 @@ export class GatewayOperations {
       throw new NuropbAuthorizationError(`the gateway does not allow this ${op.kind} (${what})`);
     }
   }
+}
+
+/** Whether `x` has the shape of a `nuropb_stats` answer, as far as the gateway reads it. */
+function isStatsReport(x: unknown): x is ServiceStatsReport {
+  if (typeof x !== "object" || x === null) return false;
+  const r = x as Record<string, unknown>;
+  const t = r.transport as Record<string, unknown> | null | undefined;
+  return (
+    r.type === "nuropb_stats_response" &&
+    typeof r.service_name === "string" &&
+    typeof r.other_method_calls === "number" &&
+    typeof t === "object" &&
+    t !== null &&
+    typeof r.methods === "object" &&
+    r.methods !== null &&
+    !Array.isArray(r.methods) &&
+    Object.values(r.methods).every(
+      (m) =>
+        typeof m === "object" && m !== null && typeof (m as MethodStats).num_requests === "number",
+    )
+  );
 }

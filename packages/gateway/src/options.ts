@@ -41,8 +41,8 @@ export interface GatewayExposure {
 
 /** One operation the {@link GatewayOptions.authorize} hook is asked about. */
 export interface GatewayAuthorizeRequest {
-  readonly kind: "request" | "command" | "publish" | "subscribe" | "describe";
-  /** The target service (requests, commands, describe). */
+  readonly kind: "request" | "command" | "publish" | "subscribe" | "describe" | "stats";
+  /** The target service (requests, commands, describe, stats). */
   readonly service?: string;
   /** The target method; undefined for a sealed call, whose method the gateway cannot read. */
   readonly method?: string;

@@ -383,6 +383,11 @@ export class GatewayConnection implements EventReceiver {
         });
         return;
       }
+      case "stats": {
+        const view = await ops.stats(str(m, "service"), this.#caller());
+        this.#send({ id, type: "result", result: view });
+        return;
+      }
       case "services":
         this.#send({ id, type: "result", result: { services: ops.serviceNames() } });
         return;

@@ -31,12 +31,16 @@ export const PYTHON_DESCRIPTION = {
 
 /**
  * Serves `name` over a bare transport the way a Python service does: `nuropb_describe` answers
- * `description` ({@link PYTHON_DESCRIPTION} by default), any other method echoes its params.
+ * `description` ({@link PYTHON_DESCRIPTION} by default), a described method echoes its params,
+ * and any other (`nuropb_stats` too) is answered `NuropbHandlingError` "Unknown method {name}",
+ * followed, as Python does (PROTOCOL.md §7.3), by a second response with the same correlation id.
+ * `onRequest` sees each request's method and context.
  */
 export async function servePythonShaped(
   transport: Transport,
   name: string,
   description: unknown = PYTHON_DESCRIPTION,
+  onRequest?: (method: string, context: unknown) => void,
 ): Promise<Listener> {
   await transport.connect();
   return transport.consumeService(
@@ -45,20 +49,29 @@ export async function servePythonShaped(
       const msg = decodeFrame(delivery);
       await delivery.ack();
       if (msg.type !== "request" || delivery.replyTo === undefined) return;
-      const result = msg.payload.method === "nuropb_describe" ? description : msg.payload.params;
-      await transport.send(
-        { kind: "reply", address: delivery.replyTo },
-        encodePayload({
-          tag: "response",
-          result,
-          error: null,
-          correlation_id: msg.correlationId,
-          trace_id: msg.traceId,
-          context: msg.payload.context,
-          warning: null,
-          reply_to: delivery.replyTo,
-        } as never),
-      );
+      const replyTo = delivery.replyTo;
+      const method = msg.payload.method;
+      onRequest?.(method, msg.payload.context);
+      const methods = (description as { methods?: object } | null)?.methods ?? {};
+      const reply = (result: unknown, error: unknown) =>
+        transport.send(
+          { kind: "reply", address: replyTo },
+          encodePayload({
+            tag: "response",
+            result,
+            error,
+            correlation_id: msg.correlationId,
+            trace_id: msg.traceId,
+            context: msg.payload.context,
+            warning: null,
+            reply_to: replyTo,
+          } as never),
+        );
+      if (method === "nuropb_describe") return reply(description, null);
+      if (Object.hasOwn(methods, method)) return reply(msg.payload.params, null);
+      const unknown = `Unknown method ${method}`;
+      await reply(null, { error: "NuropbHandlingError", description: unknown });
+      await reply(unknown, null);
     },
   );
 }

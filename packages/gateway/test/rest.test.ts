@@ -3,6 +3,7 @@ import type { GatewayAuthorizeRequest } from "../src/index.ts";
 import { HTTP_STATUS_BY_ERROR, TRACE_HEADER, TTL_HEADER } from "../src/index.ts";
 import { HUGE, startMesh } from "./mesh.ts";
 import type { TestMesh } from "./mesh.ts";
+import { servePythonShaped } from "./python-shaped.ts";
 
 let mesh: TestMesh;
 beforeEach(async () => {
@@ -452,5 +453,150 @@ describe("GET /api", () => {
     });
     const none = await gateway.server.inject({ method: "GET", url: "/api/billing" });
     expect(none.statusCode).toBe(404);
+  });
+});
+
+describe("GET /stats/{service}", () => {
+  it("answers what the service answers nuropb_stats with, naming only its exposed methods", async () => {
+    const gateway = mesh.gateway({
+      expose: { services: { orders: { requests: ["add", "fail"], commands: ["record"] } } },
+    });
+    await gateway.ready();
+    const call = (method: string, payload: object) =>
+      gateway.server.inject({
+        method: "POST",
+        url: `/api/orders/${method}`,
+        headers: json,
+        payload,
+      });
+    expect((await call("add", { a: 1, b: 2 })).statusCode).toBe(200);
+    expect((await call("add", { a: 3, b: 4 })).statusCode).toBe(200);
+    expect((await call("fail", {})).statusCode).toBe(500);
+    // Called on the mesh, not through the gateway: echo is described but not exposed here,
+    // internal is hidden.
+    const client = await mesh.client();
+    await client.request("orders", "echo", { x: 1 });
+    await client.request("orders", "internal", {});
+
+    const res = await gateway.server.inject({ method: "GET", url: "/stats/orders" });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers["content-type"]).toMatch(/^application\/json/);
+    const body = res.json();
+    expect(body.service).toBe("orders");
+    const stats = body.stats;
+    expect(stats).toMatchObject({
+      type: "nuropb_stats_response",
+      service_name: "orders",
+      connected: true,
+      transport: { kind: "memory", state: "open" },
+      other_method_calls: 2,
+    });
+    expect(stats.uptime_ms).toBeGreaterThanOrEqual(0);
+    expect(Object.keys(stats.methods).sort()).toEqual(["add", "fail"]);
+    expect(stats.methods.add).toMatchObject({ num_requests: 2, num_errors: 0, last_error: null });
+    expect(stats.methods.add.processing_time_ms.p99).toBeGreaterThanOrEqual(
+      stats.methods.add.processing_time_ms.p50,
+    );
+    expect(stats.methods.fail).toMatchObject({
+      num_requests: 1,
+      num_errors: 1,
+      last_error: { error: "NuropbException", description: expect.stringContaining("boom") },
+    });
+
+    // With "*", every method the description lists is named (hidden ones still are not).
+    const all = mesh.gateway({ expose: { services: { orders: { requests: "*" } } } });
+    await all.ready();
+    const wide = (await all.server.inject({ method: "GET", url: "/stats/orders" })).json();
+    expect(Object.keys(wide.stats.methods).sort()).toEqual(["add", "echo", "fail"]);
+    expect(wide.stats.other_method_calls).toBe(1);
+  });
+
+  it("refuses a service that is not exposed with 404, and exposes none by default", async () => {
+    const gateway = await exposedGateway();
+    const billing = await gateway.server.inject({ method: "GET", url: "/stats/billing" });
+    expect(billing.statusCode).toBe(404);
+    expect(billing.json().error).toBe("NuropbHandlingError");
+    const bare = mesh.gateway({});
+    await bare.ready();
+    const orders = await bare.server.inject({ method: "GET", url: "/stats/orders" });
+    expect(orders.statusCode).toBe(404);
+    expect(orders.json()).toEqual({
+      error: "NuropbHandlingError",
+      description: "orders is not exposed by this gateway",
+    });
+  });
+
+  it("asks the authorize hook (kind 'stats'), and only true lets it through", async () => {
+    const asked: GatewayAuthorizeRequest[] = [];
+    const gateway = await exposedGateway({
+      authorize: (req) => {
+        asked.push(req);
+        return req.kind !== "stats" || req.token === "Bearer ops";
+      },
+    });
+    const refused = await gateway.server.inject({
+      method: "GET",
+      url: "/stats/orders",
+      headers: { authorization: "Bearer user" },
+    });
+    expect(refused.statusCode).toBe(403);
+    expect(refused.json()).toEqual({
+      error: "NuropbAuthorizationError",
+      description: "the gateway does not allow this stats (orders)",
+    });
+    expect(asked).toEqual([
+      {
+        kind: "stats",
+        service: "orders",
+        sealed: false,
+        token: "Bearer user",
+        via: "http",
+        remoteAddress: "127.0.0.1",
+      },
+    ]);
+    const allowed = await gateway.server.inject({
+      method: "GET",
+      url: "/stats/orders",
+      headers: { authorization: "Bearer ops" },
+    });
+    expect(allowed.statusCode).toBe(200);
+    expect(allowed.json().stats.service_name).toBe("orders");
+  });
+
+  it("answers stats: null for a Python-shaped service, which does not answer nuropb_stats", async () => {
+    const seen: { method: string; context: unknown }[] = [];
+    const py = await servePythonShaped(
+      mesh.transport(),
+      "py_orders",
+      undefined,
+      (method, context) => seen.push({ method, context }),
+    );
+    try {
+      const gateway = mesh.gateway({ expose: { services: { py_orders: { requests: "*" } } } });
+      await gateway.ready();
+      const ask = () =>
+        gateway.server.inject({
+          method: "GET",
+          url: "/stats/py_orders",
+          headers: { authorization: "Bearer secret-token" },
+        });
+      // Asked at once, the gateway asks the service once.
+      const [a, b] = await Promise.all([ask(), ask()]);
+      expect(a.statusCode).toBe(200);
+      expect(a.json()).toEqual({ service: "py_orders", stats: null });
+      expect(b.json()).toEqual({ service: "py_orders", stats: null });
+      // The caller's token never travels with a stats request.
+      expect(seen).toEqual([{ method: "nuropb_stats", context: {} }]);
+    } finally {
+      await py.stop();
+    }
+  });
+
+  it("answers 503 when no service is there", async () => {
+    const gateway = mesh.gateway({ expose: { services: { billing: { requests: ["charge"] } } } });
+    await gateway.ready();
+    const res = await gateway.server.inject({ method: "GET", url: "/stats/billing" });
+    expect(res.statusCode).toBe(503);
+    expect(res.json().error).toBe("NuropbNotDeliveredError");
   });
 });

@@ -5,6 +5,7 @@ import { WebSocket } from "ws";
 import type { Gateway, GatewayExposure, GatewayOptions } from "../src/index.ts";
 import { HUGE, startMesh } from "./mesh.ts";
 import type { Orders, TestMesh } from "./mesh.ts";
+import { servePythonShaped } from "./python-shaped.ts";
 
 let mesh: TestMesh;
 const clients: GatewayClient[] = [];
@@ -243,6 +244,66 @@ describe("calls over the WebSocket", () => {
     const s = await rawSocket(url);
     s.ws.send(JSON.stringify({ id: 1, type: "publish", topic: "chat.x", event: "x".repeat(2000) }));
     expect((await s.closed).code).toBe(CloseCode.messageTooBig);
+  });
+});
+
+describe("stats over the WebSocket", () => {
+  it("answers a stats message as GET /stats/{service} does, through the hook", async () => {
+    const py = await servePythonShaped(mesh.transport(), "py_orders");
+    try {
+      const asked: string[] = [];
+      const { url } = await listening({
+        expose: { ...EXPOSE, services: { ...EXPOSE.services, py_orders: { requests: "*" } } },
+        authorize: (r) => {
+          if (r.kind === "stats") asked.push(`${r.service ?? ""} ${r.token ?? "-"} ${r.via}`);
+          return r.kind !== "stats" || r.token === "Bearer ops";
+        },
+      });
+      await client(url).request("orders", "add", { a: 1, b: 2 });
+      const s = await rawSocket(url);
+      s.ws.send(JSON.stringify({ id: 1, type: "stats", service: "orders" }));
+      expect(await s.answer(1)).toMatchObject({
+        type: "error",
+        status: 403,
+        error: { error: "NuropbAuthorizationError" },
+      });
+      s.ws.send(JSON.stringify({ id: 2, type: "authenticate", token: "Bearer ops" }));
+      s.ws.send(JSON.stringify({ id: 3, type: "stats", service: "orders" }));
+      const ok = await s.answer(3);
+      expect(ok).toMatchObject({
+        type: "result",
+        result: {
+          service: "orders",
+          stats: {
+            service_name: "orders",
+            transport: { kind: "memory", state: "open" },
+            methods: { add: { num_requests: 1, num_errors: 0 } },
+          },
+        },
+      });
+      s.ws.send(JSON.stringify({ id: 4, type: "stats", service: "billing" }));
+      expect(await s.answer(4)).toMatchObject({
+        type: "error",
+        status: 404,
+        error: { error: "NuropbHandlingError" },
+      });
+      s.ws.send(JSON.stringify({ id: 5, type: "stats", service: "py_orders" }));
+      expect(await s.answer(5)).toEqual({
+        id: 5,
+        type: "result",
+        result: { service: "py_orders", stats: null },
+      });
+      s.ws.send(JSON.stringify({ id: 6, type: "stats" }));
+      expect(await s.answer(6)).toMatchObject({ type: "error", status: 400 });
+      // The unexposed service is refused before the hook is asked.
+      expect(asked).toEqual([
+        "orders - websocket",
+        "orders Bearer ops websocket",
+        "py_orders Bearer ops websocket",
+      ]);
+    } finally {
+      await py.stop();
+    }
   });
 });
 
