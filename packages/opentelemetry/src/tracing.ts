@@ -77,8 +77,14 @@ export function tracing(options: TracingOptions = {}): NuropbTracing {
       INSTRUMENTATION_VERSION,
     ));
 
+  // The process contexts of the latest messages handled, by correlation id: the events a handler
+  // raises are published by core after the handler's middleware has returned (with the handled
+  // message's correlation id), outside its context. Bounded: the oldest go first.
+  const handled = new Map<string, OtelContext>();
+
   const client: ClientMiddleware = (call, next) => {
-    const parent = context.active();
+    const parent =
+      (call.kind === "event" ? handled.get(call.correlationId) : undefined) ?? context.active();
     const span = tracerOf().startSpan(`send ${destinationOf(call)}`, PRODUCER, parent);
     const spanContext = span.spanContext();
     // No tracer (or a no-op span without a trace to continue): nothing to record or carry.
@@ -104,11 +110,16 @@ export function tracing(options: TracingOptions = {}): NuropbTracing {
     if (!linked && !span.isRecording()) return next();
     if (span.isRecording()) span.setAttributes(consumerAttributes(call, system));
     const ctx: OtelContext = trace.setSpan(creation, span);
+    if (handled.size >= MAX_HANDLED) handled.delete(handled.keys().next().value as string);
+    handled.set(call.correlationId, ctx);
     return finish(span, context.with(ctx, next));
   };
 
   return Object.freeze({ client, service });
 }
+
+/** How many handled messages' contexts are kept for the events their handlers raise. */
+const MAX_HANDLED = 1024;
 
 const PRODUCER: SpanOptions = Object.freeze({ kind: SpanKind.PRODUCER });
 const ROOT_CONSUMER: SpanOptions = Object.freeze({ kind: SpanKind.CONSUMER, root: true });

@@ -35,6 +35,11 @@ class Quadrupler {
     const twice = await ctx.request<number>("doubler", "double", { n: p.n });
     return ctx.request<number>("doubler", "double", { n: twice });
   }
+  async quadrupleAndTell(p: { n: number }, ctx: RequestContext): Promise<number> {
+    const result = await this.quadruple(p, ctx);
+    ctx.addEvent({ topic: "orders.told", event: { result } });
+    return result;
+  }
   async refuseDownstream(_p: unknown, ctx: RequestContext): Promise<unknown> {
     return ctx.request("doubler", "refuse", {});
   }
@@ -233,6 +238,22 @@ describe("tracing", () => {
       expect(h.tracestate).toBeUndefined();
     }
     expect(otel.exporter.getFinishedSpans()).toEqual([]);
+  });
+
+  it("parents the events a handler raises by its process span", async () => {
+    const { client, quad } = await chain(tracing({ tracerProvider: otel.tracerProvider }));
+    await client.request("quadrupler", "quadrupleAndTell", { n: 1 });
+    await expect.poll(() => quad.seen.length).toBe(1);
+    await expect
+      .poll(() => byName(otel.exporter.getFinishedSpans(), "process orders.told"))
+      .toHaveLength(1);
+    const spans = otel.exporter.getFinishedSpans();
+    const [processA] = byName(spans, "process quadrupler");
+    const [raised] = byName(spans, "send orders.told");
+    const [told] = byName(spans, "process orders.told");
+    expect(parentOf(raised!)).toBe(processA!.spanContext().spanId);
+    expect(parentOf(told!)).toBe(raised!.spanContext().spanId);
+    expect(new Set(spans.map((s) => s.spanContext().traceId)).size).toBe(1);
   });
 
   it("gives the consumer span the size of the body as it arrived", async () => {
