@@ -204,7 +204,15 @@ class Ledger<TMessage> implements DeliveryLedger<TMessage> {
 
   settle(held: HeldDelivery<TMessage>, outcome: Settlement): Promise<void> {
     if (!this.release(held)) return RESOLVED;
-    return this.#quietly("settle", () => this.#o.settle(held.message, outcome), held.message);
+    // No closure per call: this runs for every delivery.
+    let result: void | Promise<void>;
+    try {
+      result = this.#o.settle(held.message, outcome);
+    } catch (err) {
+      this.#brokerFailed("settle", held.message, err);
+      return RESOLVED;
+    }
+    return isPromiseLike(result) ? this.#caught(result, "settle", held.message) : RESOLVED;
   }
 
   giveBack(held: HeldDelivery<TMessage>): Promise<void> {
@@ -262,7 +270,16 @@ class Ledger<TMessage> implements DeliveryLedger<TMessage> {
     const messages: TMessage[] = [];
     for (const held of records) if (this.release(held)) messages.push(held.message);
     if (messages.length === 0) return RESOLVED;
-    return this.#quietly("give back", () => this.#o.giveBack(messages), messages[0] as TMessage);
+    let result: void | Promise<void>;
+    try {
+      result = this.#o.giveBack(messages);
+    } catch (err) {
+      this.#brokerFailed("give back", messages[0] as TMessage, err);
+      return RESOLVED;
+    }
+    return isPromiseLike(result)
+      ? this.#caught(result, "give back", messages[0] as TMessage)
+      : RESOLVED;
   }
 
   /** The handler has returned: on a stopped ledger its unsettled delivery goes back. */
@@ -282,21 +299,18 @@ class Ledger<TMessage> implements DeliveryLedger<TMessage> {
     return this.settle(held, "reject");
   }
 
-  /** Runs broker work; a throw or rejection is logged, never passed on. */
-  #quietly(what: string, work: () => void | Promise<void>, message: TMessage): Promise<void> {
-    const failed = (err: unknown): void =>
-      this.#log.debug(`${what} failed; the broker redelivers the message`, {
-        ...this.#o.describe?.(message),
-        error: err,
-      });
-    let result: void | Promise<void>;
-    try {
-      result = work();
-    } catch (err) {
-      failed(err);
-      return RESOLVED;
-    }
-    return isPromiseLike(result) ? Promise.resolve(result).then(undefined, failed) : RESOLVED;
+  /** Broker work that returned a promise: its rejection is logged, never passed on. */
+  #caught(work: Promise<void>, what: string, message: TMessage): Promise<void> {
+    return Promise.resolve(work).then(undefined, (err: unknown) =>
+      this.#brokerFailed(what, message, err),
+    );
+  }
+
+  #brokerFailed(what: string, message: TMessage, err: unknown): void {
+    this.#log.debug(`${what} failed; the broker redelivers the message`, {
+      ...this.#o.describe?.(message),
+      error: err,
+    });
   }
 }
 
