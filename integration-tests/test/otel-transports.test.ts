@@ -13,6 +13,7 @@ import {
   STATS_METHOD,
   createClient,
   createService,
+  serveHealth,
   type MeshParticipant,
   type RequestContext,
   type ServiceMiddleware,
@@ -23,7 +24,7 @@ import { createAmqpTransport } from "@nuropb/transport-amqp";
 import { createNatsTransport } from "@nuropb/transport-nats";
 import { createRedisTransport } from "@nuropb/transport-redis";
 import { MetricName, metrics, tracing } from "@nuropb/opentelemetry";
-import { createTestMesh, type TestMesh } from "../src/amqp-helpers.ts";
+import { createTestMesh, disruptableTransports, type TestMesh } from "../src/amqp-helpers.ts";
 
 // One trace across client → service A → service B, and the metrics of those calls, on each
 // broker of the harness: the W3C trace context must survive each transport's header mapping.
@@ -256,5 +257,43 @@ describe.each(cases)("OpenTelemetry on $name", ({ kind, system, create }) => {
     });
     const quad = await client.request<ServiceStatsReport>("quadrupler", STATS_METHOD, {});
     expect(quad.methods.quadruple?.num_requests).toBe(4);
+  });
+});
+
+describe("health on RabbitMQ", () => {
+  it("/readyz follows the broker link: 503 while it is down, 200 once back", async () => {
+    if (amqpMesh === undefined) throw new Error("the RabbitMQ mesh is not set up");
+    const transports = disruptableTransports();
+    // A slow first retry (1.5-3 s with jitter), so that the link stays down long enough to probe.
+    const transport = await transports.create(amqpMesh.vhost, {
+      reconnect: { initialDelayMs: 3_000, maxDelayMs: 3_000 },
+    });
+    const service = createService({ transport, name: "healthy", instance: new Doubler() });
+    const events = service.events()[Symbol.asyncIterator]();
+    const next = async (type: string): Promise<void> => {
+      for (;;) {
+        const e = await events.next();
+        if (e.done === true) throw new Error(`no ${type} event`);
+        if (e.value.type === type) return;
+      }
+    };
+    await service.connect();
+    const health = await serveHealth({ participants: [service], port: 0, host: "127.0.0.1" });
+    const probe = async (path: string): Promise<number> =>
+      (await fetch(`http://127.0.0.1:${health.port}${path}`)).status;
+    try {
+      expect(await probe("/readyz")).toBe(200);
+      await transports.disrupt(transport);
+      await next("disconnected");
+      expect(await probe("/readyz")).toBe(503);
+      expect(await probe("/healthz")).toBe(200);
+      await next("reconnected");
+      expect(await probe("/readyz")).toBe(200);
+    } finally {
+      await health.close();
+      await service.disconnect();
+      await transport.close();
+      await transports.closeAll();
+    }
   });
 });
