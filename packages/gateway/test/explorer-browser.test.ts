@@ -3,6 +3,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from "vitest";
 import { startMesh } from "./mesh.ts";
 import type { TestMesh } from "./mesh.ts";
+import { servePythonShaped } from "./python-shaped.ts";
 
 // A real browser: Debian's chromium (scripts/install-test-deps.sh installs it). One that cannot
 // start fails these tests; they are never skipped.
@@ -46,10 +47,13 @@ afterEach(async () => {
   await mesh.close();
 });
 
-async function gatewayUrl(): Promise<string> {
+async function gatewayUrl(more: Record<string, { requests: "*" }> = {}): Promise<string> {
   const gateway = mesh.gateway({
     expose: {
-      services: { orders: { requests: ["add", "getOrder", "create"], commands: ["record"] } },
+      services: {
+        orders: { requests: ["add", "getOrder", "create"], commands: ["record"] },
+        ...more,
+      },
       subscribe: ["orders.#"],
     },
   });
@@ -101,6 +105,63 @@ it("the explorer lists the services, calls a method through its form, and shows 
   await create.locator('button[type="submit"]').click();
   await page.locator('#event-list li[data-topic="orders.created"]').waitFor();
   expect(foreign).toEqual([]);
+});
+
+it("the explorer shows a service's stats, refreshed on demand, and says when it offers none", async () => {
+  const py = await servePythonShaped(mesh.transport(), "py_orders");
+  try {
+    const url = await gatewayUrl({ py_orders: { requests: "*" } });
+    await page.goto(`${url}/explorer/`);
+    await page.locator('#services[data-ready="true"]').waitFor();
+    const stats = page.locator('details[data-stats="orders"]');
+    await stats.locator("[data-stats-summary]").waitFor();
+    expect(await stats.locator("[data-stats-summary]").textContent()).toMatch(
+      /^up \d+ s · connected · memory open · \d+ in flight$/,
+    );
+    const addRow = stats.locator('tr[data-method="add"]');
+    expect(await addRow.count()).toBe(0); // not called yet
+
+    const add = page.locator('form[data-method="orders.add"]');
+    await add.locator('input[name="a"]').fill("2");
+    await add.locator('input[name="b"]').fill("40");
+    const result = page.locator('pre[data-output="orders.add"]');
+    const refresh = stats.getByRole("button", { name: "Refresh stats" });
+    for (const count of ["1", "2"]) {
+      await result.evaluate((node) => (node.textContent = ""));
+      await add.locator('button[type="submit"]').click();
+      await expect.poll(() => result.textContent()).toBe("42");
+      await refresh.click();
+      await expect.poll(() => addRow.locator('td[data-field="calls"]').textContent()).toBe(count);
+    }
+    expect(await addRow.locator('td[data-field="errors"]').textContent()).toBe("0");
+    for (const field of ["p50", "p99"]) {
+      expect(await addRow.locator(`td[data-field="${field}"]`).textContent()).toMatch(
+        /^\d+(\.\d+)?$/,
+      );
+    }
+
+    // A failed call shows in its errors and last error.
+    const getOrder = page.locator('form[data-method="orders.getOrder"]');
+    await getOrder.locator('input[name="id"]').fill("7");
+    await getOrder.locator('button[type="submit"]').click();
+    await expect
+      .poll(() => page.locator('pre[data-output="orders.getOrder"]').getAttribute("data-status"))
+      .toBe("401");
+    await refresh.click();
+    const getOrderRow = stats.locator('tr[data-method="getOrder"]');
+    await expect.poll(() => getOrderRow.locator('td[data-field="errors"]').textContent()).toBe("1");
+    expect(await getOrderRow.locator('td[data-field="last-error"]').textContent()).toMatch(
+      /^NuropbAuthenticationError: orders\.getOrder needs a token/,
+    );
+
+    // A Python NuroPb service answers nuropb_stats with NuropbHandlingError.
+    const none = page.locator('details[data-stats="py_orders"] [data-stats-none]');
+    await none.waitFor();
+    expect(await none.textContent()).toBe("this service offers no stats");
+    expect(foreign).toEqual([]);
+  } finally {
+    await py.stop();
+  }
 });
 
 it("the API page renders the OpenAPI document from local files only", async () => {

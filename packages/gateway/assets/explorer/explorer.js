@@ -1,6 +1,6 @@
 // The nuropb mesh explorer: the exposed services, a form per method generated from its JSON
-// Schema, calls through the gateway's REST routes, and a live view of events through its
-// WebSocket. Plain browser JavaScript, no build, no CDN. Every value from the mesh is written
+// Schema, calls through the gateway's REST routes, each service's stats (nuropb_stats, through
+// GET /stats/{service}), and a live view of events through its WebSocket. Plain browser JavaScript, no build, no CDN. Every value from the mesh is written
 // with textContent, never as HTML.
 
 const base = new URL("../", window.location.href);
@@ -175,6 +175,96 @@ function methodSection(service, name, method, kind) {
   );
 }
 
+// ---- stats -------------------------------------------------------------------------------------
+
+/** A duration in ms as "3 h 4 min", "2 min 5 s" or "7 s". */
+function duration(ms) {
+  const s = Math.floor(ms / 1000);
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor(s / 3600) % 24, Math.floor(s / 60) % 60];
+  if (d > 0) return `${d} d ${h} h`;
+  if (h > 0) return `${h} h ${m} min`;
+  if (m > 0) return `${m} min ${s % 60} s`;
+  return `${s} s`;
+}
+
+function statsTable(stats) {
+  const head = el(
+    "tr",
+    {},
+    ...["method", "calls", "errors", "p50 ms", "p99 ms", "last error"].map((t) =>
+      el("th", { scope: "col", text: t }),
+    ),
+  );
+  const rows = Object.entries(stats.methods).map(([name, m]) => {
+    const last = m.last_error;
+    return el(
+      "tr",
+      { "data-method": name },
+      el("th", { scope: "row", text: name }),
+      el("td", { "data-field": "calls", text: String(m.num_requests) }),
+      el("td", { "data-field": "errors", text: String(m.num_errors) }),
+      el("td", { "data-field": "p50", text: String(m.processing_time_ms.p50) }),
+      el("td", { "data-field": "p99", text: String(m.processing_time_ms.p99) }),
+      el("td", {
+        "data-field": "last-error",
+        text: last === null ? "" : `${last.error}: ${last.description}`,
+        title: last === null ? undefined : last.at,
+      }),
+    );
+  });
+  return el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+/** The service's stats, with a refresh button; loads them at once. */
+function statsPanel(service) {
+  const body = el("div", { "data-stats-body": "" });
+  const refresh = el("button", { type: "button", text: "Refresh stats" });
+  const panel = el(
+    "details",
+    { class: "stats", "data-stats": service, open: true },
+    el("summary", { text: "Stats" }),
+    refresh,
+    body,
+  );
+  let loads = 0;
+  async function load() {
+    refresh.disabled = true;
+    try {
+      const { stats } = await getJson(`stats/${encodeURIComponent(service)}`);
+      if (stats === null) {
+        body.replaceChildren(
+          el("p", { class: "flags", "data-stats-none": "", text: "this service offers no stats" }),
+        );
+      } else {
+        const other = stats.other_method_calls;
+        const summary = [
+          `up ${duration(stats.uptime_ms)}`,
+          stats.connected ? "connected" : "not connected",
+          `${stats.transport.kind} ${stats.transport.state}`,
+          `${stats.in_flight} in flight`,
+          other > 0 ? `${other} calls of other methods` : undefined,
+        ].filter(Boolean);
+        body.replaceChildren(
+          el("p", { class: "flags", "data-stats-summary": "", text: summary.join(" · ") }),
+          Object.keys(stats.methods).length === 0
+            ? el("p", { class: "flags", text: "no calls yet" })
+            : statsTable(stats),
+        );
+      }
+    } catch (err) {
+      body.replaceChildren(
+        el("p", { class: "error", text: `cannot read the stats: ${err.message}` }),
+      );
+    } finally {
+      refresh.disabled = false;
+      panel.dataset.loads = String(++loads);
+    }
+  }
+  refresh.addEventListener("click", () => void load());
+  void load();
+  return panel;
+}
+
 async function showService(container, service) {
   const box = el(
     "article",
@@ -187,11 +277,13 @@ async function showService(container, service) {
     d = await getJson(`api/${encodeURIComponent(service)}`);
   } catch (err) {
     box.append(el("p", { class: "error", text: `cannot describe ${service}: ${err.message}` }));
+    box.append(statsPanel(service));
     return;
   }
   if (d.description) box.append(el("p", { text: d.description }));
   if (d.service_version)
     box.append(el("p", { class: "flags", text: `version ${d.service_version}` }));
+  box.append(statsPanel(service));
   for (const m of d.gateway.requests)
     box.append(methodSection(service, m, d.methods[m], "request"));
   for (const m of d.gateway.commands)
