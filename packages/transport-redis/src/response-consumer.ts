@@ -1,5 +1,6 @@
 import type { Redis } from "ioredis";
 import type { Listener, Logger, ResponseHandler } from "@nuropb/protocol";
+import { BlockingReader, nextBackoffMs } from "./blocking-reader.ts";
 import { blobToFrame } from "./frame-codec.ts";
 import { HOLD_LEASE, RELEASE_LEASE, runScript } from "./scripts.ts";
 
@@ -34,11 +35,11 @@ export class ResponseConsumer implements Listener {
   readonly #deps: ResponseConsumerDeps;
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
-  #loop: Promise<void> = Promise.resolve();
-  #blockingId: number | undefined;
+  readonly #reader: BlockingReader;
 
   constructor(deps: ResponseConsumerDeps) {
     this.#deps = deps;
+    this.#reader = new BlockingReader(deps.blocking, deps.redis);
   }
 
   get address(): string {
@@ -46,20 +47,9 @@ export class ResponseConsumer implements Listener {
   }
 
   async start(): Promise<void> {
-    const { blocking } = this.#deps;
-    blocking.on("ready", () => void this.#learnBlockingId());
-    await this.#learnBlockingId();
     this.#timer = setInterval(() => void this.holdLease(), Math.max(100, this.#deps.leaseMs / 3));
     this.#timer.unref();
-    this.#loop = this.#popLoop();
-  }
-
-  async #learnBlockingId(): Promise<void> {
-    try {
-      this.#blockingId = Number(await this.#deps.blocking.client("ID"));
-    } catch {
-      this.#blockingId = undefined;
-    }
+    await this.#reader.start(() => this.#popLoop());
   }
 
   /** Takes or renews the lease; true when we hold it. */
@@ -82,13 +72,7 @@ export class ResponseConsumer implements Listener {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     const d = this.#deps;
     await runScript(d.redis, RELEASE_LEASE, [d.lease], [d.token]).catch(() => undefined);
-    if (this.#blockingId !== undefined) {
-      await d.redis.client("UNBLOCK", this.#blockingId).catch(() => undefined);
-    }
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.#loop, new Promise((r) => (timer = setTimeout(r, 1_000)))]);
-    clearTimeout(timer);
-    d.blocking.disconnect();
+    await this.#reader.end();
     d.onStopped(this);
   }
 
@@ -115,7 +99,7 @@ export class ResponseConsumer implements Listener {
       } catch (err) {
         if (this.#stopped) break;
         d.logger.debug("pop failed; retrying", { address: d.address, error: err });
-        backoff = Math.min(1_000, backoff === 0 ? 50 : backoff * 2);
+        backoff = nextBackoffMs(backoff);
         await new Promise((r) => setTimeout(r, backoff));
         continue;
       }

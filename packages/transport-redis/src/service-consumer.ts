@@ -2,6 +2,7 @@ import type { Redis } from "ioredis";
 import type { DeliveryHandler, InboundFrame, Listener, Logger } from "@nuropb/protocol";
 import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { DeliveryLedger, HeldDelivery } from "@nuropb/protocol/transport-kit";
+import { BlockingReader, nextBackoffMs } from "./blocking-reader.ts";
 import { fieldsToFrame, type EntryFrame } from "./frame-codec.ts";
 import { entryTimeMs, SERVICE_GROUP } from "./keys.ts";
 import { coalesceWrites, DEAD_LETTER, FORGET_CONSUMERS, REQUEUE, runScript } from "./scripts.ts";
@@ -130,12 +131,12 @@ export class ServiceConsumer implements Listener {
   #timer: NodeJS.Timeout | undefined;
   #claimCursor = "0-0";
   #claiming = false;
-  #loop: Promise<void> = Promise.resolve();
-  #blockingId: number | undefined;
+  readonly #reader: BlockingReader;
   #nextForget = Date.now() + FORGET_EVERY_MS;
 
   constructor(deps: ServiceConsumerDeps) {
     this.#deps = deps;
+    this.#reader = new BlockingReader(deps.blocking, deps.redis);
     this.#ledger = createDeliveryLedger<Entry>({
       prefetch: deps.window,
       settle: (entry, outcome) => {
@@ -153,21 +154,10 @@ export class ServiceConsumer implements Listener {
 
   /** Starts reading. */
   async start(): Promise<void> {
-    const { blocking } = this.#deps;
-    blocking.on("ready", () => void this.#learnBlockingId());
-    await this.#learnBlockingId();
     const tick = Math.max(200, Math.min(this.#deps.claimIdleMs / 3, 5_000));
     this.#timer = setInterval(() => void this.#onTick(), tick);
     this.#timer.unref();
-    this.#loop = this.#readLoop();
-  }
-
-  async #learnBlockingId(): Promise<void> {
-    try {
-      this.#blockingId = Number(await this.#deps.blocking.client("ID"));
-    } catch {
-      this.#blockingId = undefined;
-    }
+    await this.#reader.start(() => this.#readLoop());
   }
 
   async stop(): Promise<void> {
@@ -207,14 +197,7 @@ export class ServiceConsumer implements Listener {
 
   async #endLoop(): Promise<void> {
     this.#room?.();
-    const { redis, blocking } = this.#deps;
-    if (this.#blockingId !== undefined) {
-      await redis.client("UNBLOCK", this.#blockingId).catch(() => undefined);
-    }
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.#loop, new Promise((r) => (timer = setTimeout(r, 1_000)))]);
-    clearTimeout(timer);
-    blocking.disconnect();
+    await this.#reader.end();
   }
 
   #clearTimer(): void {
@@ -257,7 +240,7 @@ export class ServiceConsumer implements Listener {
         } else {
           logger.debug("read failed; retrying", { stream, error: err });
         }
-        backoff = Math.min(1_000, backoff === 0 ? 50 : backoff * 2);
+        backoff = nextBackoffMs(backoff);
         await new Promise((r) => setTimeout(r, backoff));
         continue;
       }
