@@ -3,7 +3,7 @@ import type { GatewayAuthorizeRequest } from "../src/index.ts";
 import { HTTP_STATUS_BY_ERROR, TRACE_HEADER, TTL_HEADER } from "../src/index.ts";
 import { HUGE, startMesh } from "./mesh.ts";
 import type { TestMesh } from "./mesh.ts";
-import { servePythonShaped } from "./python-shaped.ts";
+import { PYTHON_DESCRIPTION, servePythonShaped } from "./python-shaped.ts";
 
 let mesh: TestMesh;
 beforeEach(async () => {
@@ -230,6 +230,30 @@ describe("POST /api/{service}/{method}", () => {
     });
     expect(res.statusCode).toBe(504);
     expect(res.json().error).toBe("NuropbTimeoutError");
+  });
+
+  it("answers 502 when the service answers nuropb_stats with something else", async () => {
+    // A peer with a method of that name: it echoes the params, {}.
+    const py = await servePythonShaped(mesh.transport(), "py_odd", {
+      ...PYTHON_DESCRIPTION,
+      service_name: "py_odd",
+      methods: {
+        ...PYTHON_DESCRIPTION.methods,
+        nuropb_stats: PYTHON_DESCRIPTION.methods.get_orders,
+      },
+    });
+    try {
+      const gateway = mesh.gateway({ expose: { services: { py_odd: { requests: [] } } } });
+      await gateway.ready();
+      const res = await gateway.server.inject({ method: "GET", url: "/stats/py_odd" });
+      expect(res.statusCode).toBe(502);
+      expect(res.json()).toEqual({
+        error: "NuropbMessageError",
+        description: "py_odd answered nuropb_stats with something else",
+      });
+    } finally {
+      await py.stop();
+    }
   });
 
   it("answers 503 when no service is there", async () => {
@@ -587,6 +611,30 @@ describe("GET /stats/{service}", () => {
       expect(b.json()).toEqual({ service: "py_orders", stats: null });
       // The caller's token never travels with a stats request.
       expect(seen).toEqual([{ method: "nuropb_stats", context: {} }]);
+    } finally {
+      await py.stop();
+    }
+  });
+
+  it("answers 502 when the service answers nuropb_stats with something else", async () => {
+    // A peer with a method of that name: it echoes the params, {}.
+    const py = await servePythonShaped(mesh.transport(), "py_odd", {
+      ...PYTHON_DESCRIPTION,
+      service_name: "py_odd",
+      methods: {
+        ...PYTHON_DESCRIPTION.methods,
+        nuropb_stats: PYTHON_DESCRIPTION.methods.get_orders,
+      },
+    });
+    try {
+      const gateway = mesh.gateway({ expose: { services: { py_odd: { requests: [] } } } });
+      await gateway.ready();
+      const res = await gateway.server.inject({ method: "GET", url: "/stats/py_odd" });
+      expect(res.statusCode).toBe(502);
+      expect(res.json()).toEqual({
+        error: "NuropbMessageError",
+        description: "py_odd answered nuropb_stats with something else",
+      });
     } finally {
       await py.stop();
     }
