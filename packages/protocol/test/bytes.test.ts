@@ -1,7 +1,15 @@
 import { describe, expect, it } from "vitest";
+import * as protocol from "@nuropb/protocol";
+import * as kit from "@nuropb/protocol/transport-kit";
 import { copyBytes } from "@nuropb/protocol/transport-kit";
 
 describe("copyBytes", () => {
+  it("is reached through the transport kit, not the public surface", () => {
+    expect(Object.keys(protocol)).not.toContain("copyBytes");
+    expect(Object.keys(protocol)).not.toContain("utf8Bytes");
+    expect(Object.keys(kit).sort()).toEqual(["copyBytes", "createDeliveryLedger"]);
+  });
+
   it("gives every copy bytes of its own, small (shared slabs) or large, across many copies", () => {
     const sizes = [0, 1, 7, 100, 4_096, 4_097, 10_000];
     const sources: Uint8Array[] = [];
