@@ -1,0 +1,15 @@
+export { createRunner, RunnerExitCode } from "./runner.ts";
+export { runUntilSignalled } from "./signals.ts";
+export { defineRunner, loadRunnerModule } from "./runner-module.ts";
+
+export type { Runner, RunnerExit, RunnerState } from "./runner.ts";
+export type {
+  RunnerOptions,
+  RestartPolicy,
+  ParticipantContext,
+  ServiceFactory,
+  ClientFactory,
+  ReadyContext,
+} from "./options.ts";
+export type { SignalOptions } from "./signals.ts";
+export type { RunnerModule, RunnerModuleOptions, RunnerModuleContext } from "./runner-module.ts";

@@ -1,0 +1,190 @@
+import { createDeferred, type Logger, type Transport } from "@nuropb/protocol";
+import type { HealthTarget, MeshParticipant } from "@nuropb/core";
+import { restartDelayMs, type ParticipantContext, type RunnerConfig } from "./options.ts";
+
+/** How a slot's drain ended: handlers finished, or the bound passed with some still running. */
+export type DrainOutcome = "drained" | "timed-out";
+
+/** What a slot needs of its runner. */
+export interface SlotParts {
+  readonly kind: "service" | "client";
+  /** Position in `options.services` / `options.clients`, for logs. */
+  readonly index: number;
+  readonly config: RunnerConfig;
+  readonly make: (context: ParticipantContext) => MeshParticipant;
+  /** True while the runner keeps its participants up (not stopping). */
+  readonly running: () => boolean;
+  /** The runner's stop signal: a restart waiting for its delay gives up. */
+  readonly signal: AbortSignal;
+  /** Restarts ran out: the runner stops. */
+  readonly gaveUp: (error: Error) => void;
+}
+
+/**
+ * One participant the runner keeps: its transport (made here, closed here), the participant made
+ * on it, and the restarts when the transport closes for good.
+ */
+export class ParticipantSlot implements HealthTarget {
+  readonly #p: SlotParts;
+  readonly #log: Logger;
+  #participant: MeshParticipant | undefined;
+  #transport: Transport | undefined;
+  /** Settles when restarts ran out: liveness fails from then on. */
+  readonly #dead = createDeferred<Error | undefined>();
+
+  constructor(parts: SlotParts) {
+    this.#p = parts;
+    this.#log = parts.config.logger.child({ participant: `${parts.kind}[${parts.index}]` });
+  }
+
+  get participant(): MeshParticipant | undefined {
+    return this.#participant;
+  }
+
+  /** The service's name (undefined for a client), as `serveHealth` names the slot. */
+  get serviceName(): string | undefined {
+    return this.#participant?.serviceName;
+  }
+
+  /** Connected while its participant is and the runner runs (readiness). */
+  get connected(): boolean {
+    return this.#p.running() && this.#participant?.connected === true;
+  }
+
+  /** Settles when restarts ran out (liveness fails from then on). Never rejects. */
+  closed(): Promise<Error | undefined> {
+    return this.#dead.promise;
+  }
+
+  /**
+   * Makes the transport and the participant and connects. On failure both are let go of.
+   * @throws what the factory or `connect()` threw.
+   */
+  async start(): Promise<void> {
+    const transport = this.#p.config.transport();
+    let participant: MeshParticipant;
+    try {
+      participant = this.#p.make({ transport, logger: this.#p.config.logger });
+    } catch (err) {
+      await transport.close().catch(() => undefined);
+      throw err;
+    }
+    this.#transport = transport;
+    this.#participant = participant;
+    try {
+      await participant.connect();
+    } catch (err) {
+      await this.#release();
+      throw err;
+    }
+    this.#log.info("connected", {
+      service: participant.serviceName,
+      instanceId: participant.instanceId,
+      transport: transport.kind,
+    });
+    void participant.closed().then((reason) => this.#onClosed(participant, reason));
+  }
+
+  /**
+   * Stops taking deliveries and lets handlers finish until `deadline` (a `Date.now()` value), then
+   * disconnects; resolves with how the drain ended. Never throws.
+   */
+  async drain(deadline: number): Promise<DrainOutcome> {
+    const participant = this.#participant;
+    if (participant === undefined) return "drained";
+    // A client's requests out are let finish first: their answers may already be on the way.
+    if (participant.serviceName === undefined) await untilSettled(participant, deadline);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bound = new Promise<"timed-out">((resolve) => {
+      timer = setTimeout(() => resolve("timed-out"), Math.max(0, deadline - Date.now()));
+    });
+    const finished = participant.disconnect().then(
+      () => "drained" as const,
+      () => "drained" as const,
+    );
+    let outcome: DrainOutcome = await Promise.race([finished, bound]);
+    clearTimeout(timer);
+    // core bounds its own drain too (a service's drainTimeoutMs) and then moves on: a handler
+    // still running after disconnect() is a drain that did not finish either.
+    if (outcome === "drained" && inFlight(participant) > 0) outcome = "timed-out";
+    if (outcome === "timed-out") {
+      this.#log.warn("drain bound passed with handlers still running", {
+        inFlight: inFlight(participant),
+      });
+    }
+    return outcome;
+  }
+
+  /** Closes the transport this slot made (unsettled deliveries return to the broker). Never throws. */
+  async close(): Promise<void> {
+    await this.#transport?.close().catch(() => undefined);
+  }
+
+  async #release(): Promise<void> {
+    await this.#participant?.disconnect().catch(() => undefined);
+    await this.#transport?.close().catch(() => undefined);
+  }
+
+  #onClosed(participant: MeshParticipant, reason: Error | undefined): void {
+    // Asked to close (the runner is stopping), or a participant already replaced: nothing to do.
+    if (reason === undefined || participant !== this.#participant || !this.#p.running()) return;
+    this.#log.warn("transport closed for good", { error: reason.message });
+    void this.#restart(reason);
+  }
+
+  async #restart(reason: Error): Promise<void> {
+    await this.#release();
+    const policy = this.#p.config.restart;
+    let last = reason;
+    for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
+      const delayMs = restartDelayMs(policy, attempt);
+      this.#log.info("restarting", { attempt, of: policy.maxAttempts, delayMs });
+      if (!(await sleep(delayMs, this.#p.signal)) || !this.#p.running()) return;
+      try {
+        await this.start();
+        // A stop that began while connecting: the runner drains what it finds.
+        return;
+      } catch (err) {
+        last = err instanceof Error ? err : new Error(String(err));
+        this.#log.warn("restart failed", { attempt, error: last.message });
+      }
+    }
+    if (!this.#p.running()) return;
+    this.#log.error("restarts exhausted", { attempts: policy.maxAttempts, error: last.message });
+    this.#dead.resolve(last);
+    this.#p.gaveUp(last);
+  }
+}
+
+/** Handlers still running in a service (0 for a client). */
+function inFlight(participant: MeshParticipant): number {
+  const stats = (participant as { stats?: () => { in_flight: number } }).stats;
+  if (participant.serviceName === undefined || typeof stats !== "function") return 0;
+  return stats.call(participant).in_flight;
+}
+
+/** How often a draining client looks whether its requests have their answers, in ms. */
+const PENDING_POLL_MS = 10;
+
+/** Resolves when `participant` waits for no response, or at `deadline`. */
+async function untilSettled(participant: MeshParticipant, deadline: number): Promise<void> {
+  while (participant.pendingRequests > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, Math.min(PENDING_POLL_MS, deadline - Date.now())));
+  }
+}
+
+/** Waits `ms`; false when `signal` aborted first. */
+function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(true);
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
