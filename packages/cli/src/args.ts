@@ -1,14 +1,22 @@
-import { MAX_TIMER_MS, assertTopicPattern, parseWireJson } from "@nuropb/protocol";
+import { DEFAULT_MESH, MAX_TIMER_MS, assertTopicPattern, parseWireJson } from "@nuropb/protocol";
 import { obfuscateUrl } from "@nuropb/transport-amqp";
 import { usageError } from "./errors.ts";
 
-/** An AMQP URL the CLI checked, with the parts it needs. */
+/** The brokers the CLI reaches, by URL scheme. */
+export type BrokerKind = "amqp" | "nats" | "redis";
+
+/** A broker URL the CLI checked, with the parts it needs. */
 export interface BrokerUrl {
+  /** Which broker: `amqp://`/`amqps://`, `nats://`/`tls://`, `redis://`/`rediss://`. */
+  readonly kind: BrokerKind;
   /** The URL as given (with credentials: never print it). */
   readonly url: string;
   /** The URL with its password masked, for messages. */
   readonly shown: string;
-  /** The mesh: the URL's vhost, decoded. */
+  /**
+   * The mesh: on RabbitMQ the URL's vhost, on NATS the URL's path (one segment), on Redis its
+   * `mesh` parameter (the path is the database); decoded. @defaultValue "nuropb" on NATS and Redis
+   */
   readonly vhost: string;
   /** The password, for scrubbing it out of foreign error text. */
   readonly password: string;
@@ -17,39 +25,81 @@ export interface BrokerUrl {
 }
 
 const URL_EXAMPLE = "amqp://user:password@host:5672/vhost";
+const URL_EXAMPLES = `${URL_EXAMPLE}, nats://host:4222/mesh or redis://host:6379/0?mesh=name`;
 
 /** AMQP's heartbeat is an unsigned 16-bit number of seconds. */
 const MAX_HEARTBEAT_SEC = 65_535;
 
+const KINDS: Readonly<Record<string, BrokerKind>> = {
+  "amqp:": "amqp",
+  "amqps:": "amqp",
+  "nats:": "nats",
+  "tls:": "nats",
+  "redis:": "redis",
+  "rediss:": "redis",
+};
+
+/** What {@link brokerUrl} is asked for. */
+export interface BrokerUrlNeeds {
+  /** The command needs RabbitMQ (its management API or vhosts): other schemes are refused. */
+  readonly amqpFor?: string;
+}
+
 /**
- * The broker URL from `--url`, else `NUROPB_AMQP_URL`, checked: an `amqp://` or `amqps://` URL with
- * a host and a vhost path.
+ * The broker URL from `--url`, else `NUROPB_URL`, else `NUROPB_AMQP_URL`, checked: an `amqp://`
+ * or `amqps://` URL with a host and a vhost path, a `nats://` (or `tls://`) URL with at most one
+ * path segment (the mesh), or a `redis://` (or `rediss://`) URL.
  * @throws CliError (usage) saying what to fix; the password is never echoed.
  */
 export function brokerUrl(
   option: string | undefined,
   env: Readonly<Record<string, string | undefined>>,
+  needs: BrokerUrlNeeds = {},
 ): BrokerUrl {
-  const fromEnv = env.NUROPB_AMQP_URL;
-  const text = option ?? (fromEnv === "" ? undefined : fromEnv);
+  const fromEnv = [env.NUROPB_URL, env.NUROPB_AMQP_URL].find((v) => v !== undefined && v !== "");
+  const text = option ?? fromEnv;
   if (text === undefined || text === "") {
-    throw usageError(`no broker URL: pass --url ${URL_EXAMPLE} or set NUROPB_AMQP_URL`);
+    throw usageError(
+      `no broker URL: pass --url ${needs.amqpFor === undefined ? URL_EXAMPLES : URL_EXAMPLE} or set NUROPB_URL`,
+    );
   }
-  const where = option !== undefined ? "--url" : "NUROPB_AMQP_URL";
+  const where =
+    option !== undefined
+      ? "--url"
+      : env.NUROPB_URL !== undefined && env.NUROPB_URL !== ""
+        ? "NUROPB_URL"
+        : "NUROPB_AMQP_URL";
   let u: URL;
   try {
     u = new URL(text);
   } catch {
-    throw usageError(`${where} is not a URL (${obfuscateUrl(text)}); expected ${URL_EXAMPLE}`);
+    throw usageError(`${where} is not a URL (${obfuscateUrl(text)}); expected ${URL_EXAMPLES}`);
   }
   const shown = obfuscateUrl(text);
-  if (u.protocol !== "amqp:" && u.protocol !== "amqps:") {
+  const kind = KINDS[u.protocol];
+  if (kind === undefined) {
     throw usageError(
-      `${where} must be an amqp:// or amqps:// URL, got ${shown}; expected ${URL_EXAMPLE}`,
+      `${where} must be an amqp://, amqps://, nats://, tls://, redis:// or rediss:// URL, got ${shown}; expected ${URL_EXAMPLES}`,
     );
   }
-  if (u.hostname === "")
-    throw usageError(`${where} has no host: ${shown}; expected ${URL_EXAMPLE}`);
+  if (needs.amqpFor !== undefined && kind !== "amqp") {
+    throw usageError(
+      `${needs.amqpFor} works on RabbitMQ only: ${where} must be an amqp:// or amqps:// URL, got ${shown}`,
+    );
+  }
+  if (u.hostname === "") throw usageError(`${where} has no host: ${shown}`);
+  const credentials = { password: safeDecode(u.password), username: safeDecode(u.username) };
+  if (kind === "nats")
+    return { kind, url: text, shown, vhost: natsMesh(u, where, shown), ...credentials };
+  if (kind === "redis") {
+    const mesh = u.searchParams.get("mesh") ?? DEFAULT_MESH;
+    if (mesh === "") throw usageError(`${where} parameter mesh must not be empty: ${shown}`);
+    return { kind, url: text, shown, vhost: mesh, ...credentials };
+  }
+  return { kind, url: text, shown, vhost: amqpVhost(u, where, shown), ...credentials };
+}
+
+function amqpVhost(u: URL, where: string, shown: string): string {
   const path = u.pathname.replace(/^\//, "");
   if (path === "") {
     throw usageError(
@@ -73,13 +123,18 @@ export function brokerUrl(
       );
     }
   }
-  return {
-    url: text,
-    shown,
-    vhost,
-    password: safeDecode(u.password),
-    username: safeDecode(u.username),
-  };
+  return vhost;
+}
+
+function natsMesh(u: URL, where: string, shown: string): string {
+  const path = u.pathname.replace(/^\//, "");
+  if (path === "") return DEFAULT_MESH;
+  if (!/^[A-Za-z0-9_-]+$/.test(path)) {
+    throw usageError(
+      `${where} path is the mesh, one subject token (letters, digits, '_', '-'): ${shown}`,
+    );
+  }
+  return path;
 }
 
 /**

@@ -11,6 +11,7 @@ export {
   schemaType,
 } from "./format.ts";
 export { listServiceQueues } from "./management.ts";
+export { urlTransportFactory } from "./transports.ts";
 
 export type { RunOptions } from "./run.ts";
 export type { CliIo, Colors } from "./io.ts";

@@ -12,12 +12,13 @@ import { describeCommand, type DescribeOptions } from "./commands/describe.ts";
 import { listenCommand, type ListenOptions } from "./commands/listen.ts";
 import { meshSetupCommand, meshTeardownCommand, type TeardownOptions } from "./commands/mesh.ts";
 import { publishCommand, type PublishOptions } from "./commands/publish.ts";
+import { runModuleCommand, type RunModuleOptions } from "./commands/run-module.ts";
 import { servicesCommand, type ServicesOptions } from "./commands/services.ts";
 import { statsCommand, type StatsOptions } from "./commands/stats.ts";
 import { CliError, ExitCode, exitCodeFor } from "./errors.ts";
 import type { CliIo } from "./io.ts";
 import { createOutput, type Output } from "./output.ts";
-import { amqpTransportFactory, type TransportFactory } from "./session.ts";
+import { urlTransportFactory, type TransportFactory } from "./session.ts";
 import { scrub } from "./scrub.ts";
 
 /** Version printed by `nuropb --version`. */
@@ -26,8 +27,8 @@ export const CLI_VERSION = "0.1.0";
 /** Options of {@link run} beyond its io. */
 export interface RunOptions {
   /**
-   * Makes the transport `describe`, `call`, `command` and `publish` use.
-   * @defaultValue RabbitMQ (`createAmqpTransport`)
+   * Makes the transport `describe`, `stats`, `call`, `command`, `publish`, `codegen` and `run` use.
+   * @defaultValue the transport of the URL's scheme: RabbitMQ, NATS or Redis
    */
   readonly createTransport?: TransportFactory;
 }
@@ -55,7 +56,7 @@ export async function run(
   let broker: BrokerUrl | undefined;
   let code: ExitCode = ExitCode.ok;
   const program = buildProgram(io, output, (c) => (code = c), {
-    createTransport: options.createTransport ?? amqpTransportFactory,
+    createTransport: options.createTransport ?? urlTransportFactory,
     useBroker: (b) => (broker = b),
   });
   try {
@@ -147,13 +148,13 @@ function buildProgram(
 
   configure(program)
     .description(
-      "Operate a NuroPb service mesh on RabbitMQ: set it up, see what is on it, call services, publish and listen to events.",
+      "Operate a NuroPb service mesh on RabbitMQ, NATS or Redis: set it up, see what is on it, call services, publish and listen to events, run services.",
     )
     .version(CLI_VERSION, "-V, --version")
     .addOption(
       new Option(
         "--url <url>",
-        "broker URL, amqp://user:password@host:5672/vhost (or NUROPB_AMQP_URL)",
+        "broker URL: amqp://user:password@host:5672/vhost, nats://host:4222/mesh or redis://host:6379/0?mesh=name (or NUROPB_URL, NUROPB_AMQP_URL); mesh, services and listen need RabbitMQ",
       ),
     )
     .addOption(
@@ -276,6 +277,26 @@ function buildProgram(
       .option("--count <n>", "stop after n events")
       .option("--exchange <name>", "events exchange (default nuropb-events-exchange)"),
   ).action(action((cx, pattern: string, opts: ListenOptions) => listenCommand(cx, pattern, opts)));
+
+  configure(
+    program
+      .command("run")
+      .description(
+        "run the services and clients of a runner module (defineRunner of @nuropb/runner) until SIGTERM / SIGINT, then drain",
+      )
+      .argument("<module>", "path of the module (./orders.runner.js) or a package name")
+      .option("--health-port <port>", "serve /healthz and /readyz on this port")
+      .option(
+        "--drain-timeout <ms>",
+        "how long the drain may take (default: the module's, else 10000)",
+      )
+      .addHelpText(
+        "after",
+        "\nWith --url (or NUROPB_URL) a module without a transport gets the one of the URL's scheme.\nExit codes: 0 drained, 1 start failed, 2 usage error, 3 the drain bound passed, 4 restarts ran out.",
+      ),
+  ).action(
+    action((cx, module: string, opts: RunModuleOptions) => runModuleCommand(cx, module, opts)),
+  );
 
   return program;
 }

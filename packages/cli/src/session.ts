@@ -1,23 +1,12 @@
 import { createClient, type MeshClient } from "@nuropb/core";
-import { newId, type Transport } from "@nuropb/protocol";
-import { createAmqpTransport } from "@nuropb/transport-amqp";
+import type { Transport } from "@nuropb/protocol";
 import type { BrokerUrl } from "./args.ts";
 import { CliError, ExitCode, usageError } from "./errors.ts";
 import { scrub } from "./scrub.ts";
+import type { TransportFactory } from "./transports.ts";
 
-/** Makes the transport the CLI talks through; tests pass one that returns a memory transport. */
-export type TransportFactory = (
-  url: string,
-  settings: { readonly connectTimeoutMs: number },
-) => Transport;
-
-/** The default {@link TransportFactory}: RabbitMQ, one connection named `nuropb-cli-…`. */
-export const amqpTransportFactory: TransportFactory = (url, settings) =>
-  createAmqpTransport({
-    url,
-    connectTimeoutMs: settings.connectTimeoutMs,
-    connectionName: `nuropb-cli-${newId().slice(0, 8)}`,
-  });
+export type { TransportFactory } from "./transports.ts";
+export { amqpTransportFactory, urlTransportFactory } from "./transports.ts";
 
 /** A connected client and how to let go of it. */
 export interface Session {
@@ -62,7 +51,10 @@ export async function openSession(
       ExitCode.transport,
       {
         cause: err,
-        hint: "is RabbitMQ running there? check the URL, the credentials and the vhost (`nuropb mesh setup` creates it)",
+        hint:
+          broker.kind === "amqp"
+            ? "is RabbitMQ running there? check the URL, the credentials and the vhost (`nuropb mesh setup` creates it)"
+            : `is ${broker.kind === "nats" ? "NATS (with JetStream)" : "Redis"} running there? check the URL and the credentials`,
       },
     );
   }

@@ -30,6 +30,7 @@ describe("brokerUrl", () => {
       NUROPB_AMQP_URL: "amqp://x:y@other/z",
     });
     expect(b).toEqual({
+      kind: "amqp",
       url: "amqp://ann:s3cret@rabbit:5672/my%2Fmesh",
       shown: "amqp://ann:****@rabbit:5672/my%2Fmesh",
       vhost: "my/mesh",
@@ -41,16 +42,18 @@ describe("brokerUrl", () => {
   });
 
   it("says how to give a URL when there is none (an empty variable counts as none)", () => {
-    for (const env of [{}, { NUROPB_AMQP_URL: "" }]) {
+    for (const env of [{}, { NUROPB_AMQP_URL: "" }, { NUROPB_URL: "" }]) {
       expect(usage(() => brokerUrl(undefined, env)).message).toBe(
-        "no broker URL: pass --url amqp://user:password@host:5672/vhost or set NUROPB_AMQP_URL",
+        "no broker URL: pass --url amqp://user:password@host:5672/vhost, nats://host:4222/mesh or redis://host:6379/0?mesh=name or set NUROPB_URL",
       );
     }
   });
 
   it.each([
     ["not a url", "--url is not a URL"],
-    ["http://guest:hunter22@h/v", "--url must be an amqp:// or amqps:// URL"],
+    ["http://guest:hunter22@h/v", "--url must be an amqp://, amqps://, nats://, tls://, redis://"],
+    ["nats://guest:hunter22@h:4222/a/b", "--url path is the mesh, one subject token"],
+    ["redis://guest:hunter22@h:6379/0?mesh=", "--url parameter mesh must not be empty"],
     ["amqp://guest:hunter22@h:5672", "--url has no vhost"],
     ["amqp://guest:hunter22@h:5672/", "--url has no vhost"],
     ["amqp://guest:hunter22@h/a/b", "--url path must be one vhost segment"],
@@ -65,8 +68,43 @@ describe("brokerUrl", () => {
   });
 
   it("names NUROPB_AMQP_URL when the bad URL came from there", () => {
-    expect(usage(() => brokerUrl(undefined, { NUROPB_AMQP_URL: "redis://h/v" })).message).toMatch(
+    expect(usage(() => brokerUrl(undefined, { NUROPB_AMQP_URL: "http://h/v" })).message).toMatch(
       /^NUROPB_AMQP_URL must be an amqp:\/\//,
+    );
+  });
+
+  it("takes NUROPB_URL before NUROPB_AMQP_URL", () => {
+    const b = brokerUrl(undefined, {
+      NUROPB_URL: "nats://n:4222/m",
+      NUROPB_AMQP_URL: "amqp://h/v",
+    });
+    expect(b.kind).toBe("nats");
+  });
+
+  it("reads NATS and Redis URLs: their mesh, credentials and default mesh", () => {
+    expect(brokerUrl("nats://ann:s3cret@n:4222/orders", {})).toEqual({
+      kind: "nats",
+      url: "nats://ann:s3cret@n:4222/orders",
+      shown: "nats://ann:****@n:4222/orders",
+      vhost: "orders",
+      password: "s3cret",
+      username: "ann",
+    });
+    expect(brokerUrl("tls://n:4222", {})).toMatchObject({ kind: "nats", vhost: "nuropb" });
+    expect(brokerUrl("redis://:s3cret@r:6379/2?mesh=shop", {})).toMatchObject({
+      kind: "redis",
+      vhost: "shop",
+      shown: "redis://:****@r:6379/2?mesh=shop",
+    });
+    expect(brokerUrl("rediss://r:6380", {})).toMatchObject({ kind: "redis", vhost: "nuropb" });
+  });
+
+  it("refuses other brokers for what needs RabbitMQ, saying why", () => {
+    const err = usage(() =>
+      brokerUrl("redis://:hunter22@r:6379/0", {}, { amqpFor: "`nuropb services`" }),
+    );
+    expect(err.message).toBe(
+      "`nuropb services` works on RabbitMQ only: --url must be an amqp:// or amqps:// URL, got redis://:****@r:6379/0",
     );
   });
 });

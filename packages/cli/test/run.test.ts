@@ -113,7 +113,7 @@ describe("usage errors exit 2 with one line saying what to fix", () => {
   });
 
   it("accepts the global options after the command too", async () => {
-    const r = await cli(["call", "svc", "m", "--url", "redis://h/v"]);
+    const r = await cli(["call", "svc", "m", "--url", "http://h/v"]);
     expect(r.stderr).toContain("--url must be an amqp://");
   });
 });

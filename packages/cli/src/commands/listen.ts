@@ -37,7 +37,7 @@ export async function listenCommand(
   const limit = opts.count === undefined ? Infinity : positiveInteger(opts.count, "--count");
   const connectTimeoutMs = connectTimeoutOf(cx);
   const exchange = opts.exchange ?? DEFAULT_EVENTS_EXCHANGE;
-  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env));
+  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env, { amqpFor: "`nuropb listen`" }));
   const { output, io } = cx;
   const fail = (what: string, err: unknown, hint?: string): CliError =>
     new CliError(

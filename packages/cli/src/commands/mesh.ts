@@ -7,7 +7,7 @@ import { connectTimeoutOf, type CommandContext } from "./context.ts";
 /** `nuropb mesh setup`: creates the vhost, exchanges and dead-letter queue; idempotent. */
 export async function meshSetupCommand(cx: CommandContext): Promise<ExitCode> {
   const connectTimeoutMs = connectTimeoutOf(cx);
-  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env));
+  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env, { amqpFor: "`nuropb mesh`" }));
   const management = managementUrl(cx.globals.managementUrl, cx.io.env);
   const { output } = cx;
   let result;
@@ -46,7 +46,7 @@ export async function meshTeardownCommand(
   opts: TeardownOptions,
 ): Promise<ExitCode> {
   const timeoutMs = connectTimeoutOf(cx);
-  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env));
+  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env, { amqpFor: "`nuropb mesh`" }));
   const management = managementUrl(cx.globals.managementUrl, cx.io.env);
   if (opts.yes !== true) {
     throw usageError(

@@ -20,7 +20,9 @@ export async function servicesCommand(
   opts: ServicesOptions,
 ): Promise<ExitCode> {
   const timeoutMs = connectTimeoutOf(cx);
-  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env));
+  const broker = cx.useBroker(
+    brokerUrl(cx.globals.url, cx.io.env, { amqpFor: "`nuropb services`" }),
+  );
   const api =
     managementUrl(cx.globals.managementUrl, cx.io.env) ?? managementUrlFromAmqpUrl(broker.url);
   const { output } = cx;
