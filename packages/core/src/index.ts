@@ -4,6 +4,7 @@ export { normaliseDescription } from "./describe.ts";
 export { MessageLifecycleState } from "./message-lifecycle.ts";
 export { STATS_METHOD } from "./service-stats.ts";
 export { serveHealth } from "./health-server.ts";
+export { createLeaseElection } from "./leader-election.ts";
 
 export type {
   JSONSchema,
@@ -32,6 +33,12 @@ export type {
 export type { LifecycleTransition, LifecycleListener } from "./message-lifecycle.ts";
 export type { ServiceStatsReport, MethodStats } from "./service-stats.ts";
 export type { HealthServer, HealthServerOptions, HealthTarget } from "./health-server.ts";
+export type {
+  LeaderElection,
+  LeadershipEvent,
+  LeaseStore,
+  LeaseElectionOptions,
+} from "./leader-election.ts";
 export type {
   RequestOptions,
   CommandOptions,

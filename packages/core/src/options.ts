@@ -26,6 +26,7 @@ import {
   type ServiceCall,
   type ServiceMiddleware,
 } from "./middleware.ts";
+import type { LeaderElection } from "./leader-election.ts";
 import type { ClientOptions, ServiceOptions } from "./types.ts";
 
 /** Default of `maxInboundBodyBytes`: 4 MiB. */
@@ -47,6 +48,8 @@ export interface ServiceConfig<TService extends object> {
   readonly eventBindings: readonly string[];
   readonly prefetch: number;
   readonly drainTimeoutMs: number;
+  /** The election among the service's instances; undefined: none (always the leader). */
+  readonly election: LeaderElection | undefined;
   readonly serviceVersion: string | undefined;
   readonly description: string | undefined;
   readonly methods: ReadonlyMap<string, MethodEntry>;
@@ -170,6 +173,19 @@ function normaliseService<TService extends object>(
   }
   if (so.drainTimeoutMs !== undefined)
     checkTtl(so.drainTimeoutMs, "createService: options.drainTimeoutMs");
+  const election = so.election;
+  if (
+    election !== undefined &&
+    (typeof election !== "object" ||
+      election === null ||
+      !["start", "stop", "events"].every(
+        (m) => typeof (election as unknown as Record<string, unknown>)[m] === "function",
+      ))
+  ) {
+    throw new TypeError(
+      "createService: options.election must be a LeaderElection (createLeaseElection, say)",
+    );
+  }
   const secretKeys = checkSecretContextKeys(so.secretContextKeys);
   const eventContext = so.eventContext ?? "strip-secrets";
   if (eventContext !== "strip-secrets" && eventContext !== "full") {
@@ -193,6 +209,7 @@ function normaliseService<TService extends object>(
     eventBindings: so.eventBindings ?? [],
     prefetch: so.prefetch ?? DEFAULT_PREFETCH,
     drainTimeoutMs: so.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
+    election,
     serviceVersion: so.serviceVersion,
     description: so.description,
     methods,

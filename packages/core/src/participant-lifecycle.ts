@@ -7,6 +7,7 @@ import {
   type Logger,
   type Transport,
 } from "@nuropb/protocol";
+import type { LeaderElection } from "./leader-election.ts";
 import type { ParticipantEvent } from "./types.ts";
 
 type State = "idle" | "connecting" | "open" | "closing" | "closed";
@@ -26,6 +27,8 @@ export interface LifecycleParts {
   readonly failPending: (make: () => Error) => void;
   /** Releases what the participant holds once nothing is sent or received (cipher threads). */
   readonly release: () => Promise<void>;
+  /** The service's election: campaigned in once connected, resigned from when disconnecting. */
+  readonly election: LeaderElection | undefined;
 }
 
 /**
@@ -47,6 +50,7 @@ export class ParticipantLifecycle {
   #closing: Promise<void> = Promise.resolve();
   #listeners: Listener[] = [];
   #stopEvents: (() => void) | undefined;
+  #stopLeadership: (() => void) | undefined;
   readonly #channel = createEventChannel<ParticipantEvent>();
   readonly #closed = createDeferred<Error | undefined>();
 
@@ -116,6 +120,44 @@ export class ParticipantLifecycle {
     this.#stopEvents = this.#watchTransport();
     this.#listeners.push(await this.#p.consumeResponses());
     if (this.#p.consumeService !== undefined) this.#listeners.push(await this.#p.consumeService());
+    await this.#campaign();
+  }
+
+  /** Relays the election's changes as participant events and starts campaigning. */
+  async #campaign(): Promise<void> {
+    const election = this.#p.election;
+    if (election === undefined) return;
+    this.#stopLeadership?.();
+    const iterator = election.events()[Symbol.asyncIterator]();
+    let stopped = false;
+    const relay = async (): Promise<void> => {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done === true || stopped) return;
+        this.#channel.emit(next.value);
+      }
+    };
+    relay().catch((err: unknown) =>
+      this.#p.log.error("leadership relay failed", { error: String(err) }),
+    );
+    this.#stopLeadership = () => {
+      stopped = true;
+      void iterator.return?.();
+    };
+    await election.start();
+  }
+
+  /** Resigns: another instance may lead while this one drains. Never throws. */
+  async #resign(): Promise<void> {
+    const election = this.#p.election;
+    if (election === undefined) return;
+    await election
+      .stop()
+      .catch((err: unknown) => this.#p.log.warn("could not resign", { error: String(err) }));
+    // The deposed event of the resignation is relayed before the relay stops.
+    await Promise.resolve();
+    this.#stopLeadership?.();
+    this.#stopLeadership = undefined;
   }
 
   #watchTransport(): () => void {
@@ -203,6 +245,7 @@ export class ParticipantLifecycle {
     // 1. stop taking service messages; 2. let in-flight handlers finish (bounded), they still
     // respond and settle; 3. stop responses and fail what is still pending.
     const [responses, ...service] = this.#listeners;
+    await this.#resign();
     await Promise.allSettled(service.map((l) => l.stop()));
     this.#draining = true;
     if (this.#inflight.size > 0) {
@@ -243,6 +286,7 @@ export class ParticipantLifecycle {
   }
 
   async #stopListeners(): Promise<void> {
+    await this.#resign();
     await Promise.allSettled(this.#listeners.map((l) => l.stop()));
     this.#listeners = [];
     this.#stopEvents?.();

@@ -2,6 +2,7 @@ import type { Context } from "@nuropb/protocol";
 import { Caller } from "./caller.ts";
 import { buildDescription, type ServiceDescription } from "./describe.ts";
 import { Dispatcher } from "./dispatcher.ts";
+import type { LeaderElection } from "./leader-election.ts";
 import { checkName, normaliseOptions, type ServiceConfig } from "./options.ts";
 import { ParticipantLifecycle } from "./participant-lifecycle.ts";
 import { PendingResponses } from "./pending-responses.ts";
@@ -30,13 +31,13 @@ import type {
 class Participant<TService extends object> implements MeshService<TService> {
   readonly serviceName: string;
   readonly instanceId: string;
-  readonly isLeader = true;
   readonly responseAddress: string;
   readonly #service: ServiceConfig<TService> | undefined;
   readonly #sealing: Sealing;
   readonly #pending: PendingResponses;
   readonly #caller: Caller;
   readonly #lifecycle: ParticipantLifecycle;
+  readonly #election: LeaderElection | undefined;
   #description: ServiceDescription | undefined;
   /** A service's call counts; undefined for a client. */
   #stats: ServiceStats | undefined;
@@ -46,6 +47,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     const { transport, log } = config;
     const so = config.service;
     this.#service = so;
+    this.#election = so?.election;
     this.serviceName = so?.name as string;
     this.instanceId = config.instanceId;
     this.responseAddress = config.responseAddress;
@@ -88,6 +90,7 @@ class Participant<TService extends object> implements MeshService<TService> {
               ),
       failPending: (make) => pending.failAll(make),
       release: () => sealing.close(),
+      election: so?.election,
     });
     this.#lifecycle = lifecycle;
     const caller = new Caller({
@@ -133,6 +136,10 @@ class Participant<TService extends object> implements MeshService<TService> {
   get instance(): TService {
     if (this.#service === undefined) throw new TypeError("a client has no service instance");
     return this.#service.instance;
+  }
+
+  get isLeader(): boolean {
+    return this.#election === undefined || this.#election.isLeader;
   }
 
   get pendingRequests(): number {

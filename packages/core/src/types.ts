@@ -5,6 +5,7 @@ import type { ServiceDescription } from "./describe.ts";
 import type { ServiceStatsReport } from "./service-stats.ts";
 import type { LifecycleListener } from "./message-lifecycle.ts";
 import type { ClientMiddleware, ServiceMiddleware } from "./middleware.ts";
+import type { LeaderElection } from "./leader-election.ts";
 
 /** Options of {@link MeshParticipant.request}. */
 export interface RequestOptions {
@@ -56,7 +57,10 @@ export interface MeshParticipant extends AsyncDisposable {
   readonly instanceId: string;
   /** True between a successful `connect()` and `disconnect()` (false while the transport is down). */
   readonly connected: boolean;
-  /** Always true: nuropb has no leader election (Python's etcd container is not carried over). */
+  /**
+   * Whether this instance leads its service: what its `election` says (see
+   * {@link ServiceOptions.election}); true for a participant without one (it is alone).
+   */
   readonly isLeader: boolean;
   /** This participant's reply address (its response queue name). */
   readonly responseAddress: string;
@@ -77,7 +81,7 @@ export interface MeshParticipant extends AsyncDisposable {
   closed(): Promise<Error | undefined>;
   /**
    * A stream of the participant's lifecycle events (`connected`, `disconnected`, `reconnected`,
-   * `errored`, `closed`); each call gets its own stream, which ends when the participant closes
+   * `errored`, `closed`, and with an election `elected` and `deposed`); each call gets its own stream, which ends when the participant closes
    * (at once when it has closed already).
    */
   events(): AsyncIterable<ParticipantEvent>;
@@ -146,7 +150,11 @@ export type ParticipantEvent =
   /** Something went wrong that the participant survived (details in `error`). */
   | { readonly type: "errored"; readonly error: Error }
   /** The participant closed for good; `error` tells why when it was not asked to. */
-  | { readonly type: "closed"; readonly error?: Error };
+  | { readonly type: "closed"; readonly error?: Error }
+  /** This service instance leads its service from now on (see {@link ServiceOptions.election}). */
+  | { readonly type: "elected" }
+  /** This instance no longer leads: it resigned (disconnecting) or lost its lease (`error`). */
+  | { readonly type: "deposed"; readonly error?: Error };
 
 /** A typed proxy for a service class: each public method becomes a request returning a promise. */
 export type ServiceProxy<TService> = {
@@ -233,6 +241,13 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
   readonly description?: string;
   /** How long `disconnect()` waits for in-flight handlers, in ms. @defaultValue 10000 */
   readonly drainTimeoutMs?: number;
+  /**
+   * The election among this service's instances (`createLeaseElection` on a transport's lease
+   * store, say): the service campaigns once connected, resigns first thing when it disconnects,
+   * and `isLeader` and its `elected` / `deposed` events follow it. Whoever made the election
+   * closes it. @defaultValue none (`isLeader` is always true)
+   */
+  readonly election?: LeaderElection | undefined;
   /**
    * Further context keys that hold secrets (API keys, session ids): with `eventContext:
    * "strip-secrets"` they are left out of the context of every event this service publishes,

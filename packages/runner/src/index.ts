@@ -7,6 +7,7 @@ export type {
   RunnerOptions,
   RestartPolicy,
   ParticipantContext,
+  ElectionContext,
   ServiceFactory,
   ClientFactory,
   ReadyContext,

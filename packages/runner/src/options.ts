@@ -1,11 +1,29 @@
 import { isLogger, noopLogger, timerOption, type Logger, type Transport } from "@nuropb/protocol";
-import type { MeshClient, MeshService } from "@nuropb/core";
+import type { LeaderElection, MeshClient, MeshService } from "@nuropb/core";
 
 /** What a participant factory gets from the runner. */
 export interface ParticipantContext {
   /** A fresh transport, made for this participant by {@link RunnerOptions.transport}. */
   readonly transport: Transport;
+  /** A fresh instance id: pass it to `createService({ instanceId })`, it is the election's candidate id. */
+  readonly instanceId: string;
+  /**
+   * The election for `service` from {@link RunnerOptions.election} (undefined without one), with
+   * `instanceId` as candidate: pass it to `createService({ election })`. The runner closes it.
+   */
+  readonly elect: (service: string) => LeaderElection | undefined;
   /** The runner's logger. */
+  readonly logger: Logger;
+}
+
+/** What {@link RunnerOptions.election} gets to make a service instance's election. */
+export interface ElectionContext {
+  /** The service name: what the lease is for. */
+  readonly service: string;
+  /** The candidate: the instance id the factory got. */
+  readonly candidateId: string;
+  /** The participant's transport. */
+  readonly transport: Transport;
   readonly logger: Logger;
 }
 
@@ -68,6 +86,12 @@ export interface RunnerOptions {
    * @defaultValue none
    */
   readonly health?: { readonly port: number; readonly host?: string };
+  /**
+   * Makes the leader election of a service instance (`createLeaseElection` of `@nuropb/core` on a
+   * transport's lease store), when its factory asks (`elect(name)`). The runner closes it after
+   * the service disconnects. @defaultValue none (`elect` gives undefined)
+   */
+  readonly election?: (context: ElectionContext) => LeaderElection;
   /** Lifecycle at info, restarts at warn. @defaultValue noopLogger */
   readonly logger?: Logger;
 }
@@ -78,6 +102,7 @@ export interface RunnerConfig {
   readonly services: readonly ServiceFactory[];
   readonly clients: readonly ClientFactory[];
   readonly onReady: RunnerOptions["onReady"];
+  readonly election: RunnerOptions["election"];
   readonly drainTimeoutMs: number;
   readonly restart: Required<RestartPolicy>;
   readonly health: RunnerOptions["health"];
@@ -102,6 +127,9 @@ export function normaliseRunnerOptions(options: RunnerOptions): RunnerConfig {
   if (services.length + clients.length === 0) {
     throw new TypeError(`${OWNER}: give at least one service or client to run`);
   }
+  if (options.election !== undefined && typeof options.election !== "function") {
+    throw new TypeError(`${OWNER}: options.election must be a function that makes an election`);
+  }
   if (options.onReady !== undefined && typeof options.onReady !== "function") {
     throw new TypeError(`${OWNER}: options.onReady must be a function`);
   }
@@ -118,6 +146,7 @@ export function normaliseRunnerOptions(options: RunnerOptions): RunnerConfig {
     services,
     clients,
     onReady: options.onReady,
+    election: options.election,
     drainTimeoutMs: timerOption(OWNER, "drainTimeoutMs", options.drainTimeoutMs, 10_000),
     restart: restartPolicy(options.restart),
     health,

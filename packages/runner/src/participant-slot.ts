@@ -1,5 +1,5 @@
-import { createDeferred, type Logger, type Transport } from "@nuropb/protocol";
-import type { HealthTarget, MeshParticipant } from "@nuropb/core";
+import { createDeferred, newId, type Logger, type Transport } from "@nuropb/protocol";
+import type { HealthTarget, LeaderElection, MeshParticipant } from "@nuropb/core";
 import { restartDelayMs, type ParticipantContext, type RunnerConfig } from "./options.ts";
 
 /** How a slot's drain ended: handlers finished, or the bound passed with some still running. */
@@ -29,6 +29,8 @@ export class ParticipantSlot implements HealthTarget {
   readonly #log: Logger;
   #participant: MeshParticipant | undefined;
   #transport: Transport | undefined;
+  /** The elections the factory asked for, closed once the participant is down. */
+  #elections: LeaderElection[] = [];
   /** Settles when restarts ran out: liveness fails from then on. */
   readonly #dead = createDeferred<Error | undefined>();
 
@@ -62,10 +64,21 @@ export class ParticipantSlot implements HealthTarget {
    */
   async start(): Promise<void> {
     const transport = this.#p.config.transport();
+    const { logger, election } = this.#p.config;
+    const instanceId = newId();
+    const elections: LeaderElection[] = [];
+    this.#elections = elections;
+    const elect = (service: string): LeaderElection | undefined => {
+      if (election === undefined) return undefined;
+      const made = election({ service, candidateId: instanceId, transport, logger });
+      elections.push(made);
+      return made;
+    };
     let participant: MeshParticipant;
     try {
-      participant = this.#p.make({ transport, logger: this.#p.config.logger });
+      participant = this.#p.make({ transport, instanceId, elect, logger });
     } catch (err) {
+      await this.#closeElections();
       await transport.close().catch(() => undefined);
       throw err;
     }
@@ -115,14 +128,21 @@ export class ParticipantSlot implements HealthTarget {
     return outcome;
   }
 
-  /** Closes the transport this slot made (unsettled deliveries return to the broker). Never throws. */
+  /** Closes the elections and the transport this slot made (unsettled deliveries return to the broker). Never throws. */
   async close(): Promise<void> {
+    await this.#closeElections();
     await this.#transport?.close().catch(() => undefined);
+  }
+
+  async #closeElections(): Promise<void> {
+    const elections = this.#elections;
+    this.#elections = [];
+    await Promise.allSettled(elections.map((e) => e.close()));
   }
 
   async #release(): Promise<void> {
     await this.#participant?.disconnect().catch(() => undefined);
-    await this.#transport?.close().catch(() => undefined);
+    await this.close();
   }
 
   #onClosed(participant: MeshParticipant, reason: Error | undefined): void {

@@ -1,6 +1,11 @@
-import { createClient, createService, type MeshService } from "@nuropb/core";
+import { createClient, createLeaseElection, createService, type MeshService } from "@nuropb/core";
 import { createDeferred, NuropbTransportError, type Transport } from "@nuropb/protocol";
-import { createMemoryHub, createMemoryTransport, type MemoryHub } from "@nuropb/transport-memory";
+import {
+  createMemoryHub,
+  createMemoryLeaseStore,
+  createMemoryTransport,
+  type MemoryHub,
+} from "@nuropb/transport-memory";
 import { afterEach, describe, expect, it } from "vitest";
 import { createRunner, RunnerExitCode, type Runner, type RunnerOptions } from "@nuropb/runner";
 
@@ -224,6 +229,41 @@ describe("createRunner", () => {
     expect((await fetch(url("/healthz"))).status).toBe(200);
     await waitFor(() => runner.services[0]?.connected === true, "the restart");
     expect((await fetch(url("/readyz"))).status).toBe(200);
+  });
+
+  it("gives each service instance its election: one leader, another when it stops", async () => {
+    const hub = createMemoryHub();
+    const make = (): Runner =>
+      track(
+        createRunner({
+          transport: () => createMemoryTransport({ hub }),
+          services: [
+            ({ transport, instanceId, elect }) =>
+              createService({
+                transport,
+                instanceId,
+                name: "orders",
+                instance: new Orders(),
+                election: elect("orders"),
+              }),
+          ],
+          election: ({ service, candidateId, transport }) =>
+            createLeaseElection({
+              store: createMemoryLeaseStore({ hub, name: service, transport }),
+              candidateId,
+              leaseMs: 150,
+              renewMs: 30,
+            }),
+        }),
+      );
+    const all = [make(), make(), make()];
+    await Promise.all(all.map((r) => r.start()));
+    const leading = (): Runner[] => all.filter((r) => r.services[0]?.isLeader === true);
+    await waitFor(() => leading().length === 1, "a leader");
+    const old = leading()[0] as Runner;
+    expect(old.services[0]?.instanceId).toMatch(/^[0-9a-f]{32}$/);
+    await old.stop();
+    await waitFor(() => leading().length === 1 && !leading().includes(old), "another leader");
   });
 
   it("checks its options at once", () => {

@@ -1,5 +1,6 @@
 export { createMemoryHub } from "./memory-hub.ts";
 export { createMemoryTransport, DEFAULT_MEMORY_MAX_FRAME_BYTES } from "./memory-transport.ts";
+export { createMemoryLeaseStore } from "./lease-store.ts";
 
 export type {
   MemoryHub,
@@ -8,3 +9,4 @@ export type {
   MemoryDisconnectOptions,
 } from "./memory-hub.ts";
 export type { MemoryTransportOptions } from "./memory-transport.ts";
+export type { MemoryLeaseStore, MemoryLeaseStoreOptions } from "./lease-store.ts";

@@ -1,0 +1,153 @@
+import {
+  createClient,
+  createLeaseElection,
+  createService,
+  type LeaderElection,
+  type MeshService,
+  type ParticipantEvent,
+} from "@nuropb/core";
+import type { Transport } from "@nuropb/protocol";
+import { createMemoryLeaseStore } from "@nuropb/transport-memory";
+import { afterEach, describe, expect, it } from "vitest";
+import { createMesh, waitFor } from "./helpers.ts";
+
+const LEASE_MS = 150;
+const RENEW_MS = 30;
+
+let mesh: ReturnType<typeof createMesh>;
+afterEach(async () => {
+  await mesh.cleanup();
+});
+
+interface Instance {
+  readonly transport: Transport;
+  readonly election: LeaderElection;
+  readonly service: MeshService;
+  readonly events: ParticipantEvent[];
+}
+
+/** `n` instances of `orders`, each with its own transport and a lease election on the hub. */
+async function instances(n: number): Promise<Instance[]> {
+  mesh = createMesh();
+  const made: Instance[] = [];
+  for (let i = 0; i < n; i++) {
+    const transport = mesh.transport();
+    const election = createLeaseElection({
+      store: createMemoryLeaseStore({ hub: mesh.hub, name: "orders", transport }),
+      candidateId: `candidate-${String(i)}`,
+      leaseMs: LEASE_MS,
+      renewMs: RENEW_MS,
+    });
+    const service = createService({
+      transport,
+      name: "orders",
+      instance: { ping: () => "pong" },
+      election,
+    });
+    const events: ParticipantEvent[] = [];
+    void (async () => {
+      for await (const e of service.events()) events.push(e);
+    })();
+    mesh.defer(() => election.close());
+    mesh.defer(() => service.disconnect());
+    made.push({ transport, election, service, events });
+  }
+  await Promise.all(made.map((m) => m.service.connect()));
+  return made;
+}
+
+const leaders = (all: readonly Instance[]): Instance[] => all.filter((m) => m.service.isLeader);
+
+/** Samples leadership every few ms until stopped; the largest number of leaders seen at once. */
+function watchLeaders(all: readonly Instance[]): () => number {
+  let most = 0;
+  const timer = setInterval(() => (most = Math.max(most, leaders(all).length)), 2);
+  return () => {
+    clearInterval(timer);
+    return Math.max(most, leaders(all).length);
+  };
+}
+
+describe("leader election on the memory hub", () => {
+  it("elects exactly one of three instances and says so in its events", async () => {
+    const all = await instances(3);
+    await waitFor(() => leaders(all).length === 1, 1000, "a leader");
+    const stop = watchLeaders(all);
+    await new Promise((r) => setTimeout(r, LEASE_MS * 2));
+    expect(stop()).toBe(1);
+    const [leader] = leaders(all);
+    expect(leader?.events).toContainEqual({ type: "elected" });
+    for (const m of all.filter((x) => x !== leader)) {
+      expect(m.events.some((e) => e.type === "elected")).toBe(false);
+    }
+  });
+
+  it("replaces a leader whose connection dies within the lease bound, never two at once", async () => {
+    const all = await instances(3);
+    await waitFor(() => leaders(all).length === 1, 1000, "a leader");
+    const old = leaders(all)[0] as Instance;
+    const stop = watchLeaders(all);
+    const killedAt = Date.now();
+    await mesh.hub.fail(old.transport);
+    await waitFor(() => leaders(all).some((m) => m !== old), 2000, "a new leader");
+    const tookMs = Date.now() - killedAt;
+    expect(stop()).toBe(1);
+    expect(old.service.isLeader).toBe(false);
+    // The bound: the lease lapses at most LEASE_MS after the last renewal and the others try every
+    // RENEW_MS; the rest is slack for timers on a loaded machine.
+    expect(tookMs).toBeLessThanOrEqual(LEASE_MS + RENEW_MS + 400);
+    expect(old.events).toContainEqual(expect.objectContaining({ type: "deposed" }));
+  });
+
+  it("releases the lease when the leader disconnects: it resigns before draining", async () => {
+    const all = await instances(2);
+    await waitFor(() => leaders(all).length === 1, 1000, "a leader");
+    const old = leaders(all)[0] as Instance;
+    const other = all.find((m) => m !== old) as Instance;
+    await other.election.stop(); // the other stops campaigning, so the lease stays free
+    await old.service.disconnect();
+    expect(old.service.isLeader).toBe(false);
+    expect(old.events).toContainEqual({ type: "deposed" });
+    // Released, not left to lapse: anyone may take it at once.
+    const probe = createMemoryLeaseStore({ hub: mesh.hub, name: "orders" });
+    expect(await probe.acquire("probe", 1000)).toBe(true);
+  });
+
+  it("deposes a leader cut off from the broker even though nobody else could take over", async () => {
+    const all = await instances(1);
+    const [only] = all as [Instance];
+    await waitFor(() => only.service.isLeader, 1000, "the leader");
+    void mesh.hub.disconnect(only.transport, { downMs: LEASE_MS * 3 });
+    await waitFor(() => !only.service.isLeader, LEASE_MS + 50, "the leader to step down");
+    // Back on the broker, it leads again.
+    await waitFor(() => only.service.isLeader, LEASE_MS * 4, "the leader again");
+  });
+
+  it("keeps isLeader true for a service without an election, and for clients", async () => {
+    mesh = createMesh();
+    const service = createService({ transport: mesh.transport(), name: "solo", instance: {} });
+    const client = createClient({ transport: mesh.transport() });
+    expect(service.isLeader).toBe(true);
+    expect(client.isLeader).toBe(true);
+  });
+
+  it("checks its options at once", () => {
+    mesh = createMesh();
+    const store = createMemoryLeaseStore({ hub: mesh.hub, name: "orders" });
+    expect(() => createLeaseElection({ store, candidateId: "" })).toThrow(TypeError);
+    expect(() => createLeaseElection({ store: {} as never, candidateId: "a" })).toThrow(
+      /LeaseStore/,
+    );
+    expect(() =>
+      createLeaseElection({ store, candidateId: "a", leaseMs: 100, renewMs: 50 }),
+    ).toThrow(/renewMs/);
+    expect(() =>
+      createService({
+        transport: mesh.transport(),
+        name: "orders",
+        instance: {},
+        election: { isLeader: true } as never,
+      }),
+    ).toThrow(/options.election/);
+  });
+});
