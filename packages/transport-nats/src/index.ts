@@ -1,4 +1,6 @@
 export { createNatsTransport } from "./nats-transport.ts";
 export { DEFAULT_NATS_MAX_FRAME_BYTES } from "./options.ts";
+export { createNatsLeaseStore } from "./lease-store.ts";
 
 export type { NatsTransportOptions } from "./options.ts";
+export type { NatsLeaseStore, NatsLeaseStoreOptions } from "./lease-store.ts";

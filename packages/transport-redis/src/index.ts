@@ -1,4 +1,6 @@
 export { createRedisTransport } from "./redis-transport.ts";
 export { DEFAULT_REDIS_MAX_FRAME_BYTES } from "./options.ts";
+export { createRedisLeaseStore } from "./lease-store.ts";
 
 export type { RedisTransportOptions } from "./options.ts";
+export type { RedisLeaseStore, RedisLeaseStoreOptions } from "./lease-store.ts";
