@@ -1,6 +1,7 @@
 export { createRunner, RunnerExitCode } from "./runner.ts";
 export { runUntilSignalled } from "./signals.ts";
 export { defineRunner, loadRunnerModule } from "./runner-module.ts";
+export { STATUS_TOPIC } from "./status-publisher.ts";
 
 export type { Runner, RunnerExit, RunnerState } from "./runner.ts";
 export type {
@@ -13,4 +14,5 @@ export type {
   ReadyContext,
 } from "./options.ts";
 export type { SignalOptions } from "./signals.ts";
+export type { StatusEvent, ParticipantStatus } from "./status-publisher.ts";
 export type { RunnerModule, RunnerModuleOptions, RunnerModuleContext } from "./runner-module.ts";

@@ -92,6 +92,13 @@ export interface RunnerOptions {
    * the service disconnects. @defaultValue none (`elect` gives undefined)
    */
   readonly election?: (context: ElectionContext) => LeaderElection;
+  /**
+   * Status reports: each participant publishes its state (`starting`, `operational`, `leader`,
+   * `stopping`, `stopped`) as an event on topic `nuropb.status` at each change and every
+   * `heartbeatMs`, so a watcher can drop an instance that went silent. `false`: none.
+   * @defaultValue { heartbeatMs: 5000 }
+   */
+  readonly status?: { readonly heartbeatMs?: number } | false;
   /** Lifecycle at info, restarts at warn. @defaultValue noopLogger */
   readonly logger?: Logger;
 }
@@ -103,6 +110,8 @@ export interface RunnerConfig {
   readonly clients: readonly ClientFactory[];
   readonly onReady: RunnerOptions["onReady"];
   readonly election: RunnerOptions["election"];
+  /** Undefined: no status reports. */
+  readonly status: { readonly heartbeatMs: number } | undefined;
   readonly drainTimeoutMs: number;
   readonly restart: Required<RestartPolicy>;
   readonly health: RunnerOptions["health"];
@@ -147,11 +156,22 @@ export function normaliseRunnerOptions(options: RunnerOptions): RunnerConfig {
     clients,
     onReady: options.onReady,
     election: options.election,
+    status: statusOption(options.status),
     drainTimeoutMs: timerOption(OWNER, "drainTimeoutMs", options.drainTimeoutMs, 10_000),
     restart: restartPolicy(options.restart),
     health,
     logger: logger.child({ component: "runner" }),
   };
+}
+
+function statusOption(
+  status: RunnerOptions["status"],
+): { readonly heartbeatMs: number } | undefined {
+  if (status === false) return undefined;
+  if (status !== undefined && (typeof status !== "object" || status === null)) {
+    throw new TypeError(`${OWNER}: options.status must be { heartbeatMs? } or false`);
+  }
+  return { heartbeatMs: timerOption(OWNER, "status.heartbeatMs", status?.heartbeatMs, 5_000) };
 }
 
 function factories<T>(value: readonly T[] | undefined, name: string): readonly T[] {

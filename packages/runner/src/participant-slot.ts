@@ -1,6 +1,7 @@
 import { createDeferred, newId, type Logger, type Transport } from "@nuropb/protocol";
 import type { HealthTarget, LeaderElection, MeshParticipant } from "@nuropb/core";
 import { restartDelayMs, type ParticipantContext, type RunnerConfig } from "./options.ts";
+import { StatusPublisher } from "./status-publisher.ts";
 
 /** How a slot's drain ended: handlers finished, or the bound passed with some still running. */
 export type DrainOutcome = "drained" | "timed-out";
@@ -14,6 +15,8 @@ export interface SlotParts {
   readonly make: (context: ParticipantContext) => MeshParticipant;
   /** True while the runner keeps its participants up (not stopping). */
   readonly running: () => boolean;
+  /** True once every participant is connected (the runner is running). */
+  readonly operational: () => boolean;
   /** The runner's stop signal: a restart waiting for its delay gives up. */
   readonly signal: AbortSignal;
   /** Restarts ran out: the runner stops. */
@@ -29,6 +32,8 @@ export class ParticipantSlot implements HealthTarget {
   readonly #log: Logger;
   #participant: MeshParticipant | undefined;
   #transport: Transport | undefined;
+  /** Reports the participant's state on its transport; undefined when reports are off. */
+  #status: StatusPublisher | undefined;
   /** The elections the factory asked for, closed once the participant is down. */
   #elections: LeaderElection[] = [];
   /** Settles when restarts ran out: liveness fails from then on. */
@@ -90,12 +95,43 @@ export class ParticipantSlot implements HealthTarget {
       await this.#release();
       throw err;
     }
+    this.#startReports(participant, transport);
     this.#log.info("connected", {
       service: participant.serviceName,
       instanceId: participant.instanceId,
       transport: transport.kind,
     });
     void participant.closed().then((reason) => this.#onClosed(participant, reason));
+  }
+
+  /** Reports `operational` (or `leader`): the runner is up. */
+  markOperational(): void {
+    const p = this.#participant;
+    if (p !== undefined)
+      void this.#status?.report(p.isLeader ? "leader" : "operational", p.isLeader);
+  }
+
+  #startReports(participant: MeshParticipant, transport: Transport): void {
+    const heartbeat = this.#p.config.status;
+    if (heartbeat === undefined) return;
+    const status = new StatusPublisher({
+      transport,
+      service: participant.serviceName,
+      instanceId: participant.instanceId,
+      heartbeatMs: heartbeat.heartbeatMs,
+      log: this.#log,
+    });
+    this.#status = status;
+    const operational = this.#p.operational;
+    void status.report(operational() ? "operational" : "starting", participant.isLeader);
+    // Leadership changes are reported as they come, while the runner runs.
+    void (async () => {
+      for await (const e of participant.events()) {
+        if ((e.type !== "elected" && e.type !== "deposed") || !this.#p.running()) continue;
+        const state = !operational() ? "starting" : e.type === "elected" ? "leader" : "operational";
+        void status.report(state, e.type === "elected");
+      }
+    })();
   }
 
   /**
@@ -105,6 +141,8 @@ export class ParticipantSlot implements HealthTarget {
   async drain(deadline: number): Promise<DrainOutcome> {
     const participant = this.#participant;
     if (participant === undefined) return "drained";
+    const status = this.#status;
+    await status?.report("stopping", participant.isLeader);
     // A client's requests out are let finish first: their answers may already be on the way.
     if (participant.serviceName === undefined) await untilSettled(participant, deadline);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -125,11 +163,14 @@ export class ParticipantSlot implements HealthTarget {
         inFlight: inFlight(participant),
       });
     }
+    // On the transport, which is still open: the participant has let go of it.
+    await status?.report("stopped", false);
     return outcome;
   }
 
   /** Closes the elections and the transport this slot made (unsettled deliveries return to the broker). Never throws. */
   async close(): Promise<void> {
+    this.#status?.stop();
     await this.#closeElections();
     await this.#transport?.close().catch(() => undefined);
   }

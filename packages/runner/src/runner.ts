@@ -103,6 +103,7 @@ class ServiceRunner implements Runner {
         config,
         make,
         running: () => this.#state === "running" || this.#state === "starting",
+        operational: () => this.#state === "running",
         signal: this.#abort.signal,
         gaveUp: (error) => {
           this.#failure ??= {
@@ -157,6 +158,7 @@ class ServiceRunner implements Runner {
     if (this.#state !== "starting") return;
     this.#state = "running";
     this.#log.info("running");
+    for (const slot of [...this.#services, ...this.#clients]) slot.markOperational();
     this.#ready();
   }
 
