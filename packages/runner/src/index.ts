@@ -2,6 +2,8 @@ export { createRunner, RunnerExitCode } from "./runner.ts";
 export { runUntilSignalled } from "./signals.ts";
 export { defineRunner, loadRunnerModule } from "./runner-module.ts";
 export { STATUS_TOPIC } from "./status-publisher.ts";
+export { createServicesView, isStatusEvent } from "./services-view.ts";
+export { watchServices } from "./watch-services.ts";
 
 export type { Runner, RunnerExit, RunnerState } from "./runner.ts";
 export type {
@@ -15,4 +17,11 @@ export type {
 } from "./options.ts";
 export type { SignalOptions } from "./signals.ts";
 export type { StatusEvent, ParticipantStatus } from "./status-publisher.ts";
+export type {
+  ServicesView,
+  ServiceView,
+  InstanceView,
+  ServicesViewBuilder,
+} from "./services-view.ts";
+export type { WatchServicesOptions, ServicesWatch } from "./watch-services.ts";
 export type { RunnerModule, RunnerModuleOptions, RunnerModuleContext } from "./runner-module.ts";
