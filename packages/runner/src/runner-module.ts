@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Logger, Transport } from "@nuropb/protocol";
@@ -34,7 +35,7 @@ export function defineRunner<TModule extends RunnerModule>(module: TModule): TMo
 }
 
 /**
- * Imports a runner module (a path, relative to `cwd`, or a package name) and resolves its options:
+ * Imports a runner module (a file, relative to `cwd`, or else a package name) and resolves its options:
  * the default export (or the `runner` export), called with `context` when it is a function. A
  * module without a `transport` takes `context.createTransport`.
  * @throws TypeError when the module exports no runner, or neither it nor `context` gives a transport.
@@ -48,7 +49,9 @@ export async function loadRunnerModule(
   if (typeof specifier !== "string" || specifier === "") {
     throw new TypeError("loadRunnerModule: the module must be a non-empty path or package name");
   }
-  const isPath = specifier.startsWith(".") || isAbsolute(specifier);
+  // A file there is a path (`orders.runner.js` too); anything else is a package name.
+  const isPath =
+    specifier.startsWith(".") || isAbsolute(specifier) || existsSync(resolve(cwd, specifier));
   const url = isPath ? pathToFileURL(resolve(cwd, specifier)).href : specifier;
   const ns = (await import(url)) as { default?: unknown; runner?: unknown };
   const exported = ns.default ?? ns.runner;

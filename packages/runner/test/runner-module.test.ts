@@ -26,6 +26,15 @@ describe("loadRunnerModule", () => {
     await client.disconnect();
   });
 
+  it("takes a file name without ./ as a path, relative to the directory given", async () => {
+    const options = await loadRunnerModule(
+      "fixtures/orders.runner.ts",
+      { createTransport: () => createMemoryTransport({ hub: createMemoryHub() }) },
+      here,
+    );
+    expect(options.drainTimeoutMs).toBe(1234);
+  });
+
   it("refuses a module without a transport when the loader has none", async () => {
     await expect(loadRunnerModule(join(here, "fixtures/orders.runner.ts"))).rejects.toThrow(
       /gives no transport/,
