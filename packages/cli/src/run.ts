@@ -15,6 +15,7 @@ import { publishCommand, type PublishOptions } from "./commands/publish.ts";
 import { runModuleCommand, type RunModuleOptions } from "./commands/run-module.ts";
 import { servicesCommand, type ServicesOptions } from "./commands/services.ts";
 import { statsCommand, type StatsOptions } from "./commands/stats.ts";
+import { statusCommand, type StatusOptions } from "./commands/status.ts";
 import { CliError, ExitCode, exitCodeFor } from "./errors.ts";
 import type { CliIo } from "./io.ts";
 import { createOutput, type Output } from "./output.ts";
@@ -277,6 +278,16 @@ function buildProgram(
       .option("--count <n>", "stop after n events")
       .option("--exchange <name>", "events exchange (default nuropb-events-exchange)"),
   ).action(action((cx, pattern: string, opts: ListenOptions) => listenCommand(cx, pattern, opts)));
+
+  configure(
+    program
+      .command("status")
+      .description(
+        "show the services, instances, states and leaders that runner participants report, redrawn as they change",
+      )
+      .option("--json", "one JSON view per line, at each change")
+      .option("--wait <ms>", "listen this long, print the view once and exit"),
+  ).action(action((cx, opts: StatusOptions) => statusCommand(cx, opts)));
 
   configure(
     program

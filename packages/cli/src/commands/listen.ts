@@ -140,7 +140,7 @@ export async function listenCommand(
 }
 
 /** The event in a message, or why it is not one. */
-function toEvent(msg: ConsumeMessage): ReceivedEvent | string {
+export function toEvent(msg: ConsumeMessage): ReceivedEvent | string {
   const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
   if (headers[Header.encrypted] === ENCRYPTED_YES) return "an encrypted body cannot be shown";
   try {
@@ -165,7 +165,11 @@ function toEvent(msg: ConsumeMessage): ReceivedEvent | string {
   }
 }
 
-function withTimeout<T extends { close(): Promise<void> }>(p: Promise<T>, ms: number): Promise<T> {
+/** `p`, or a rejection after `ms` (a connection made later is closed). */
+export function withTimeout<T extends { close(): Promise<void> }>(
+  p: Promise<T>,
+  ms: number,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let late = false;
     const timer = setTimeout(() => {
