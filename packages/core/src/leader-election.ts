@@ -23,7 +23,11 @@ export interface LeaderElection extends AsyncDisposable {
   readonly isLeader: boolean;
   /** This candidate's id (the service's instance id, say). */
   readonly candidateId: string;
-  /** Starts campaigning; resolves once the first round is decided. Idempotent. */
+  /**
+   * Starts campaigning; resolves once the first round is decided (a broker that cannot answer
+   * decides nothing: the next rounds try again). Idempotent.
+   * @throws TypeError when the store refuses the election's settings.
+   */
   start(): Promise<void>;
   /** Resigns (gives the leadership up at once, when held) and stops campaigning. Idempotent; `start()` may follow. */
   stop(): Promise<void>;
@@ -134,6 +138,10 @@ class LeaseElection implements LeaderElection {
   #closed = false;
   #tick: ReturnType<typeof setTimeout> | undefined;
   #fence: ReturnType<typeof setTimeout> | undefined;
+  /** The last round failed (logged once per streak). */
+  #failing = false;
+  /** A misconfiguration a round ran into: campaigning stopped. */
+  #fatal: TypeError | undefined;
   /** The round under way: stop() waits for it so that a late answer cannot elect us after. */
   #round: Promise<void> = Promise.resolve();
 
@@ -164,8 +172,10 @@ class LeaseElection implements LeaderElection {
     if (this.#running) return this.#round;
     this.#running = true;
     this.#log.info("campaigning", { leaseMs: this.#leaseMs, renewMs: this.#renewMs });
+    this.#fatal = undefined;
     this.#round = this.#campaign();
     await this.#round;
+    if (this.#fatal !== undefined) throw this.#fatal;
   }
 
   async stop(): Promise<void> {
@@ -207,9 +217,25 @@ class LeaseElection implements LeaderElection {
       const validUntil = sentAt + this.#leaseMs;
       if (held && this.#running && Date.now() < validUntil) this.#hold(validUntil);
       else if (this.#leader) this.#depose(new Error("the lease was lost to another candidate"));
+      if (this.#failing) this.#log.info("lease rounds answered again");
+      this.#failing = false;
     } catch (err) {
+      if (err instanceof TypeError) {
+        // Not the broker: a misconfiguration (a store made for another lease, say). Campaigning
+        // on cannot help; start() rejects with it, a later round stops and says so.
+        this.#log.error("leader election stopped", { error: err.message });
+        this.#running = false;
+        this.#fatal = err;
+        this.#depose(err);
+        return;
+      }
       // A broker that cannot answer: keep what we have until the lease lapses (the fence).
-      this.#log.debug("lease round failed", { error: String(err) });
+      if (!this.#failing) {
+        this.#log.warn("lease round failed; what is held lapses unless renewed", {
+          error: String(err),
+        });
+      }
+      this.#failing = true;
     }
     if (this.#running) this.#tick = setTimeout(() => this.#next(), this.#renewMs);
   }

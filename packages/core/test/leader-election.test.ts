@@ -3,10 +3,11 @@ import {
   createLeaseElection,
   createService,
   type LeaderElection,
+  type LeaseStore,
   type MeshService,
   type ParticipantEvent,
 } from "@nuropb/core";
-import type { Transport } from "@nuropb/protocol";
+import { NuropbTransportError, type Transport } from "@nuropb/protocol";
 import { createMemoryLeaseStore } from "@nuropb/transport-memory";
 import { afterEach, describe, expect, it } from "vitest";
 import { createMesh, waitFor } from "./helpers.ts";
@@ -129,6 +130,46 @@ describe("leader election on the memory hub", () => {
     const client = createClient({ transport: mesh.transport() });
     expect(service.isLeader).toBe(true);
     expect(client.isLeader).toBe(true);
+  });
+
+  it("keeps campaigning through a store that cannot answer, and refuses a misconfigured one", async () => {
+    mesh = createMesh();
+    let up = false;
+    const flaky: LeaseStore = {
+      name: "orders",
+      acquire: async () => {
+        if (!up) throw new NuropbTransportError("broker down");
+        return true;
+      },
+      renew: async () => true,
+      release: async () => undefined,
+      close: async () => undefined,
+    };
+    const election = createLeaseElection({
+      store: flaky,
+      candidateId: "a",
+      leaseMs: 150,
+      renewMs: 30,
+    });
+    mesh.defer(() => election.close());
+    await election.start();
+    expect(election.isLeader).toBe(false);
+    up = true;
+    await waitFor(() => election.isLeader, 1000, "the leader once the broker answers");
+
+    const wrong: LeaseStore = {
+      ...flaky,
+      acquire: async () => {
+        throw new TypeError("this store's lease is 1000 ms");
+      },
+    };
+    const service = createService({
+      transport: mesh.transport(),
+      name: "orders",
+      instance: {},
+      election: createLeaseElection({ store: wrong, candidateId: "b", leaseMs: 150, renewMs: 30 }),
+    });
+    await expect(service.connect()).rejects.toThrow(/lease is 1000 ms/);
   });
 
   it("checks its options at once", () => {
