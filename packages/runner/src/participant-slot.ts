@@ -142,7 +142,9 @@ export class ParticipantSlot implements HealthTarget {
     const participant = this.#participant;
     if (participant === undefined) return "drained";
     const status = this.#status;
-    await status?.report("stopping", participant.isLeader);
+    // Reports wait for the broker; a broker that is down must not stretch the drain.
+    if (status !== undefined)
+      await byDeadline(status.report("stopping", participant.isLeader), deadline);
     // A client's requests out are let finish first: their answers may already be on the way.
     if (participant.serviceName === undefined) await untilSettled(participant, deadline);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -164,7 +166,7 @@ export class ParticipantSlot implements HealthTarget {
       });
     }
     // On the transport, which is still open: the participant has let go of it.
-    await status?.report("stopped", false);
+    if (status !== undefined) await byDeadline(status.report("stopped", false), deadline);
     return outcome;
   }
 
@@ -222,6 +224,16 @@ function inFlight(participant: MeshParticipant): number {
   const stats = (participant as { stats?: () => { in_flight: number } }).stats;
   if (participant.serviceName === undefined || typeof stats !== "function") return 0;
   return stats.call(participant).in_flight;
+}
+
+/** Waits for `work` until `deadline` (a `Date.now()` value) at the latest. Never throws. */
+async function byDeadline(work: Promise<void>, deadline: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    work.catch(() => undefined),
+    new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now())))),
+  ]);
+  clearTimeout(timer);
 }
 
 /** How often a draining client looks whether its requests have their answers, in ms. */

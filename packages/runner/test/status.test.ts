@@ -118,6 +118,36 @@ describe("status reports", () => {
     );
   });
 
+  it("never stretch the drain: a report the broker does not take is left behind", async () => {
+    const hub = createMemoryHub();
+    let hang = false;
+    const r = createRunner({
+      // A transport whose event sends never complete once `hang` is set (a broker that stalls).
+      transport: () => {
+        const t = createMemoryTransport({ hub });
+        return new Proxy(t, {
+          get: (target, prop) => {
+            if (prop === "send") {
+              return (to: { kind: string }, frame: never) =>
+                hang && to.kind === "event"
+                  ? new Promise(() => {})
+                  : target.send(to as never, frame);
+            }
+            const value = Reflect.get(target, prop, target) as unknown;
+            return typeof value === "function" ? (value as () => unknown).bind(target) : value;
+          },
+        });
+      },
+      services: [({ transport }) => createService({ transport, name: "orders", instance: {} })],
+      drainTimeoutMs: 100,
+    });
+    cleanups.push(() => r.stop({ force: true }));
+    await r.start();
+    hang = true;
+    const exit = await r.stop();
+    expect(exit.reason).toBe("stopped");
+  });
+
   it("can be turned off", async () => {
     const hub = createMemoryHub();
     const watcher = await watch(hub);
