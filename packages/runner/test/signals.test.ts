@@ -13,8 +13,11 @@ interface ChildRun {
   readonly stderr: string;
 }
 
-/** Runs the child, sends SIGTERM once its handler runs, and collects what it printed. */
-function runChild(env: Record<string, string>): Promise<ChildRun> {
+/**
+ * Runs the child, sends SIGTERM once its handler runs (and again once it drains, with `twice`),
+ * and collects what it printed.
+ */
+function runChild(env: Record<string, string>, twice = false): Promise<ChildRun> {
   const child = spawn(
     process.execPath,
     ["--conditions=@nuropb/source", "--import", "tsx", join(here, "fixtures/sigterm-child.ts")],
@@ -22,11 +25,15 @@ function runChild(env: Record<string, string>): Promise<ChildRun> {
   );
   let stdout = "";
   let stderr = "";
-  let signalled = false;
+  let signalled = 0;
   child.stdout.on("data", (d: Buffer) => {
     stdout += d.toString();
-    if (!signalled && stdout.includes("handling\n")) {
-      signalled = true;
+    if (signalled === 0 && stdout.includes("handling\n")) {
+      signalled = 1;
+      child.kill("SIGTERM");
+    }
+    if (twice && signalled === 1 && stdout.includes('"msg":"draining"')) {
+      signalled = 2;
       child.kill("SIGTERM");
     }
   });
@@ -47,6 +54,13 @@ describe("runUntilSignalled in a real process", () => {
     expect(lines.indexOf("answer finished")).toBeLessThan(lines.indexOf("exit stopped"));
     expect(run.stdout).toContain('"msg":"draining"');
     expect(run.code).toBe(RunnerExitCode.stopped);
+  }, 30_000);
+
+  it("stops at once on a second SIGTERM during the drain, exit code 130", async () => {
+    const run = await runChild({ HANDLER_MS: "1500" }, true);
+    expect(run.stdout.split("\n")).toContain("exit forced");
+    expect(run.stdout).not.toContain("answer finished");
+    expect(run.code).toBe(RunnerExitCode.forced);
   }, 30_000);
 
   it("exits with drainTimedOut when the handler outlives the drain bound", async () => {
