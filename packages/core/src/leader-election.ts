@@ -76,11 +76,12 @@ export interface LeaseElectionOptions {
  * others try to take it.
  *
  * The lease window: a leader counts its lease from the moment it *sent* the request that took or
- * extended it, and deposes itself when `leaseMs` have passed since without a renewal, before the
- * broker (which counts from when it *received* the request) lets another take it. So two
- * candidates lead at once only when clocks run at different rates or a timer fires late (an event
- * loop blocked longer than the lease margin); a candidate that is partitioned away steps down on
- * its own. A new leader follows a dead one within `leaseMs + renewMs` plus a round trip.
+ * extended it, and deposes itself when 95 % of `leaseMs` have passed since without a renewal,
+ * before the broker (which counts the whole `leaseMs` from when it *received* the request) lets
+ * another take it. So two candidates lead at once only when the leader's timer fires more than
+ * `leaseMs / 20` late (an event loop blocked that long) or clocks run at rates that far apart; a
+ * candidate that is partitioned away steps down on its own. A new leader follows a dead one
+ * within `leaseMs + renewMs` plus a round trip.
  * @throws TypeError naming the bad option.
  * @example
  * const election = createLeaseElection({ store: createRedisLeaseStore({ url, name: "orders" }), candidateId });
@@ -214,7 +215,8 @@ class LeaseElection implements LeaderElection {
         ? await this.#store.renew(this.candidateId, this.#leaseMs)
         : await this.#store.acquire(this.candidateId, this.#leaseMs);
       // An answer after the lease would have lapsed (or after stop()) elects nobody.
-      const validUntil = sentAt + this.#leaseMs;
+      // The guard: a twentieth of the lease for a late timer or a clock running fast.
+      const validUntil = sentAt + this.#leaseMs - Math.ceil(this.#leaseMs / 20);
       if (held && this.#running && Date.now() < validUntil) this.#hold(validUntil);
       else if (this.#leader) this.#depose(new Error("the lease was lost to another candidate"));
       if (this.#failing) this.#log.info("lease rounds answered again");
