@@ -9,7 +9,7 @@ import {
 } from "@nuropb/core";
 import { NuropbTransportError, type Transport } from "@nuropb/protocol";
 import { createMemoryLeaseStore } from "@nuropb/transport-memory";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { createMesh, waitFor } from "./helpers.ts";
 
 const LEASE_MS = 150;
@@ -170,6 +170,51 @@ describe("leader election on the memory hub", () => {
       election: createLeaseElection({ store: wrong, candidateId: "b", leaseMs: 150, renewMs: 30 }),
     });
     await expect(service.connect()).rejects.toThrow(/lease is 1000 ms/);
+  });
+
+  it("steps down 5 % of the lease before the broker may free it, counted from the request", async () => {
+    mesh = createMesh();
+    vi.useFakeTimers();
+    try {
+      let answering = true;
+      const sentOk: number[] = [];
+      const store: LeaseStore = {
+        name: "orders",
+        acquire: async () => {
+          if (!answering) throw new NuropbTransportError("broker unreachable");
+          sentOk.push(Date.now());
+          return true;
+        },
+        renew: async () => {
+          const sent = Date.now();
+          if (!answering) throw new NuropbTransportError("broker unreachable");
+          sentOk.push(sent);
+          return true;
+        },
+        release: async () => undefined,
+        close: async () => undefined,
+      };
+      const election = createLeaseElection({
+        store,
+        candidateId: "a",
+        leaseMs: 1000,
+        renewMs: 300,
+      });
+      let deposedAt = 0;
+      void (async () => {
+        for await (const e of election.events()) if (e.type === "deposed") deposedAt = Date.now();
+      })();
+      await election.start();
+      expect(election.isLeader).toBe(true);
+      await vi.advanceTimersByTimeAsync(650); // two renewals
+      answering = false;
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(election.isLeader).toBe(false);
+      expect(deposedAt - (sentOk.at(-1) as number)).toBe(950);
+      await election.close();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("checks its options at once", () => {
