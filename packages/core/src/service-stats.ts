@@ -176,7 +176,10 @@ export class ServiceStats {
 
 /** Patterns of credentials an error description might quote. */
 const CREDENTIALS: readonly [RegExp, string][] = [
-  [/\b(Bearer|Basic|Token)\s+[\w\-.~+/=]+/gi, "$1 [redacted]"],
+  // An HTTP authorisation scheme and its credentials. "Token" is also an English word ("needs a
+  // token in context"): after it only what looks like a credential (a digit, or 16+ characters).
+  [/\b(Bearer|Basic)\s+[\w\-.~+/=]+/gi, "$1 [redacted]"],
+  [/\b(Token)\s+(?=[\w\-.~+/=]*\d|[\w\-.~+/=]{16})[\w\-.~+/=]+/gi, "$1 [redacted]"],
   [/\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*/g, "[redacted]"],
   [/(\/\/)[^/\s:@]+:[^/\s@]+@/g, "$1[redacted]@"],
   [

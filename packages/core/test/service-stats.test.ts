@@ -8,7 +8,7 @@ import {
   type ServiceMiddleware,
   type ServiceStatsReport,
 } from "@nuropb/core";
-import { ServiceStats } from "../src/service-stats.ts";
+import { ServiceStats, redactDescription } from "../src/service-stats.ts";
 import type { MethodEntry } from "../src/service-definition.ts";
 import { createMesh, waitFor } from "./helpers.ts";
 
@@ -126,6 +126,17 @@ describe("nuropb_stats", () => {
       expect(err.description).not.toContain(secret);
     expect(err.description).toContain("upstream refused");
     expect(err.description.length).toBeLessThanOrEqual(240);
+  });
+
+  it("blanks credentials after Bearer, Basic and Token, not the word token in a sentence", () => {
+    expect(redactDescription("sent Bearer abc.DEF-1 and basic dXNlcjpwYXNz", {})).toBe(
+      "sent Bearer [redacted] and basic [redacted]",
+    );
+    expect(redactDescription("Token 9f8e7d and token aVeryLongOpaqueValue", {})).toBe(
+      "Token [redacted] and token [redacted]",
+    );
+    const sentence = "orders.getOrder needs a token in context['Authorization']";
+    expect(redactDescription(sentence, {})).toBe(sentence);
   });
 
   it("counts a call asked to be called again; refused the second time, as an error", async () => {
