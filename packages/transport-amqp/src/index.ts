@@ -1,4 +1,10 @@
 export { createAmqpTransport } from "./amqp-transport.ts";
+export {
+  createAmqpLeaderElection,
+  type AmqpLeaderElection,
+  type AmqpLeaderElectionOptions,
+  type AmqpLeadershipEvent,
+} from "./leader-election.ts";
 export { DEFAULT_HEARTBEAT_SEC, DEFAULT_MAX_FRAME_BYTES, obfuscateUrl } from "./options.ts";
 export {
   buildAmqpUrl,
