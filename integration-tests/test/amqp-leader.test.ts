@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createAmqpLeaderElection, type AmqpLeaderElection } from "@nuropb/transport-amqp";
+import { startCluster } from "../../examples/runner/src/main.ts";
 import { createTestMesh, getQueue, rabbitEnv, type TestMesh } from "../src/amqp-helpers.ts";
 import { startTcpProxy, type TcpProxy } from "../src/tcp-proxy.ts";
 
@@ -154,5 +155,36 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     expect(() =>
       createAmqpLeaderElection({ url: "http://u:secret@h/", name: "x", candidateId: "a" }),
     ).toThrow(TypeError);
+  });
+
+  it("examples/runner on RabbitMQ: the leader killed, another takes over, the view follows", async () => {
+    const cluster = await startCluster({ amqpUrl: mesh.url, heartbeatMs: 300 });
+    try {
+      await until("a leader in the view", () => cluster.viewedLeader() !== undefined, 10_000);
+      const old = cluster.leader();
+      expect(old).toBeDefined();
+      expect(cluster.viewedLeader()).toBe(old?.instanceId());
+      const oldId = old?.instanceId();
+      await old?.kill();
+      await until(
+        "another leader, in the view too",
+        () => {
+          const now = cluster.leader();
+          return now !== undefined && now !== old && cluster.viewedLeader() === now.instanceId();
+        },
+        10_000,
+      );
+      expect(cluster.instances.filter((i) => i === cluster.leader())).toHaveLength(1);
+      await until(
+        "the killed one gone from the view",
+        () =>
+          cluster.watch
+            .view()
+            .services.every((s) => s.instances.every((i) => i.instanceId !== oldId)),
+        10_000,
+      );
+    } finally {
+      await cluster.close();
+    }
   });
 });
