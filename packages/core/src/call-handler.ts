@@ -13,7 +13,7 @@ import type { ReplyKey } from "@nuropb/crypto";
 import { admitMethod, authorise, validateParams } from "./admission.ts";
 import type { DispatcherParts } from "./dispatcher.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
-import { createOutgoingHeaders, type OutgoingHeaders } from "./middleware.ts";
+import { activePipeline, createOutgoingHeaders, type OutgoingHeaders } from "./middleware.ts";
 import {
   callAgainRejected,
   isSuccessSignal,
@@ -89,18 +89,24 @@ interface Raised {
  * The requests and commands of a service: the service's middleware, then the method admitted
  * and its caller authorised, then the method's middleware, then the params validated and the
  * handler run; the message is settled and answered by the outcome, and the events the handler
- * raised go out last. Without any middleware the steps run directly (chosen at creation).
+ * raised go out last. Without any active middleware the steps run directly (chosen per call).
  */
 export class CallHandler<TService extends object> {
   readonly #p: DispatcherParts<TService>;
   readonly #name: string;
-  /** Whether any middleware (the service's or a method's) is there. */
-  readonly #piped: boolean;
 
   constructor(parts: DispatcherParts<TService>) {
     this.#p = parts;
     this.#name = parts.service.name;
-    this.#piped = parts.service.pipeline !== undefined || parts.service.methodPipelines;
+  }
+
+  /** Whether any middleware (the service's or the method's) is active for a call of `method`. */
+  #piped(method: string): boolean {
+    const service = this.#p.service;
+    if (activePipeline(service.pipeline) !== undefined) return true;
+    return (
+      service.methodPipelines && activePipeline(service.methods.get(method)?.pipeline) !== undefined
+    );
   }
 
   /** Handles a decoded request or command: runs it, settles, answers, publishes raised events. */
@@ -115,7 +121,7 @@ export class CallHandler<TService extends object> {
     const t0 = this.#p.stats.started();
     let outcome: Outcome;
     let call: Call | undefined;
-    if (this.#piped) {
+    if (this.#piped(payload.method)) {
       call = new Call(this.#name, delivery, decoded);
       outcome = await this.#runPiped(call, delivery);
     } else {

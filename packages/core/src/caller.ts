@@ -18,7 +18,13 @@ import {
   type LifecycleListener,
   type MessageFlow,
 } from "./message-lifecycle.ts";
-import { withHeaders, type ClientCall, type OutgoingHeaders, type Pipeline } from "./middleware.ts";
+import {
+  activePipeline,
+  withHeaders,
+  type ClientCall,
+  type OutgoingHeaders,
+  type Pipeline,
+} from "./middleware.ts";
 import { checkCallOptions, checkName, checkPlainObject, checkTtl, withoutKeys } from "./options.ts";
 import {
   CommandCall,
@@ -61,17 +67,14 @@ export interface CallerParts {
  * The calling side of a participant: requests (their responses wait in {@link PendingResponses}),
  * commands and events, and the descriptions of the services it calls. Outgoing calls go
  * through the middleware and are measured when the participant has either; otherwise they go
- * straight out (chosen at creation).
+ * straight out (chosen per call: middleware may say it is inactive).
  */
 export class Caller {
   readonly #p: CallerParts;
   readonly directory: ServiceDirectory;
-  /** Whether calls go straight out: no middleware, no lifecycle listener. */
-  readonly #direct: boolean;
 
   constructor(parts: CallerParts) {
     this.#p = parts;
-    this.#direct = parts.pipeline === undefined && parts.onLifecycle === undefined;
     this.directory = new ServiceDirectory((service, ttlMs) =>
       this.request(service, DESCRIBE, {}, {}, { ttlMs, encrypted: false }),
     );
@@ -100,7 +103,9 @@ export class Caller {
     const encrypted = options.encrypted ?? this.directory.cachedRequiresEncryption(service, method);
     const correlationId = newId();
     const traceId = options.traceId ?? newId();
-    if (this.#direct) {
+    // No middleware active for this call and no lifecycle listener: straight out.
+    const pipeline = activePipeline(this.#p.pipeline);
+    if (pipeline === undefined && this.#p.onLifecycle === undefined) {
       const payload = requestPayload(service, method, p, correlationId, ctx, traceId);
       return this.#sendRequest(
         payload,
@@ -123,7 +128,7 @@ export class Caller {
       undefined,
       encrypted,
     );
-    if (this.#p.pipeline === undefined) {
+    if (pipeline === undefined) {
       const payload = requestPayload(service, method, p, correlationId, ctx, traceId);
       return this.#run(undefined, flow, () =>
         this.#sendRequest(payload, ttlMs, encrypted, undefined, flow, options, fromHandler),
@@ -233,7 +238,9 @@ export class Caller {
     const encrypted = options.encrypted ?? this.directory.cachedRequiresEncryption(service, method);
     const correlationId = newId();
     const traceId = options.traceId ?? newId();
-    if (this.#direct) {
+    // No middleware active for this call and no lifecycle listener: straight out.
+    const pipeline = activePipeline(this.#p.pipeline);
+    if (pipeline === undefined && this.#p.onLifecycle === undefined) {
       const payload = commandPayload(service, method, p, correlationId, ctx, traceId);
       return this.#sendCommand(payload, ttlMs, encrypted, undefined, undefined, fromHandler);
     }
@@ -248,7 +255,7 @@ export class Caller {
       undefined,
       encrypted,
     );
-    if (this.#p.pipeline === undefined) {
+    if (pipeline === undefined) {
       const payload = commandPayload(service, method, p, correlationId, ctx, traceId);
       await this.#run(undefined, flow, () =>
         this.#sendCommand(payload, ttlMs, encrypted, undefined, flow, fromHandler),
@@ -357,7 +364,8 @@ export class Caller {
     traceId: string | null,
     correlationId: string,
   ): Promise<void> {
-    if (this.#direct)
+    const pipeline = activePipeline(this.#p.pipeline);
+    if (pipeline === undefined && this.#p.onLifecycle === undefined)
       return this.#publish(e, context, traceId, correlationId, undefined, undefined);
     const flow = createFlow(
       this.#p.onLifecycle,
@@ -370,7 +378,7 @@ export class Caller {
       e.topic,
       false,
     );
-    if (this.#p.pipeline === undefined) {
+    if (pipeline === undefined) {
       await this.#run(undefined, flow, () =>
         this.#publish(e, context, traceId, correlationId, undefined, flow),
       );

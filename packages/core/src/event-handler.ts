@@ -1,7 +1,7 @@
 import type { Context, DecodedMessage, Delivery, EventPayload } from "@nuropb/protocol";
 import type { DispatcherParts } from "./dispatcher.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
-import type { ServiceEventCall } from "./middleware.ts";
+import { activePipeline, type ServiceEventCall } from "./middleware.ts";
 import type { EventHook } from "./options.ts";
 import {
   isSuccessSignal,
@@ -52,7 +52,7 @@ export class EventHandler<TService extends object> {
     const p = decoded.payload;
     let context = p.context;
     let outcome: Outcome;
-    const pipeline = this.#p.service.pipeline;
+    const pipeline = activePipeline(this.#p.service.pipeline);
     if (pipeline === undefined) {
       try {
         const ctx = await this.#invokeEvent(hook, delivery, decoded, p.event, context, undefined);

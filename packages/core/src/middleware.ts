@@ -82,7 +82,25 @@ export type ClientCall = ClientRequestCall | ClientCommandCall | ClientEventCall
  *   try { return await next(); } finally { metrics.observe(call.kind, performance.now() - t0); }
  * };
  */
-export type ClientMiddleware = (call: ClientCall, next: () => Promise<unknown>) => Promise<unknown>;
+export interface ClientMiddleware extends MiddlewareActivity {
+  (call: ClientCall, next: () => Promise<unknown>): Promise<unknown>;
+}
+
+/**
+ * What a middleware may say of itself besides running. `active()`, when given, is asked before
+ * each call: while it returns false the middleware is skipped (as if it were not in its list),
+ * and while no middleware of a list is active core takes the same direct path as with no
+ * middleware at all (no call object, no closures). It must be cheap and synchronous, and must
+ * not throw. Without `active`, a middleware always runs.
+ * @example
+ * const audit: ServiceMiddleware = Object.assign(
+ *   (call: ServiceCall, next: () => Promise<unknown>) => (log(call), next()),
+ *   { active: () => auditing },
+ * );
+ */
+export interface MiddlewareActivity {
+  readonly active?: () => boolean;
+}
 
 /** What every message a service handles shows its middleware. */
 interface ServiceCallBase {
@@ -152,20 +170,44 @@ export type MethodCall = ServiceRequestCall | ServiceCommandCall;
  * answered as itself and any other exception as `NuropbException`; `NuropbCallAgain` asks for a
  * redelivery. The handler does not run unless `next()` is called.
  */
-export type ServiceMiddleware = (
-  call: ServiceCall,
-  next: () => Promise<unknown>,
-) => Promise<unknown>;
+export interface ServiceMiddleware extends MiddlewareActivity {
+  (call: ServiceCall, next: () => Promise<unknown>): Promise<unknown>;
+}
 
 /**
  * An interceptor of one method's calls (`publishToMesh({ middleware })` or
  * `methods: { name: { middleware } }`): it runs after the service's middleware and after
  * authorisation (`call.userClaims` is set), before params are validated and the handler runs.
  */
-export type MethodMiddleware = (call: MethodCall, next: () => Promise<unknown>) => Promise<unknown>;
+export interface MethodMiddleware extends MiddlewareActivity {
+  (call: MethodCall, next: () => Promise<unknown>): Promise<unknown>;
+}
 
-/** A composed list of middleware: runs `call` through each, then `terminal`. */
-export type Pipeline<TCall> = (call: TCall, terminal: () => Promise<unknown>) => Promise<unknown>;
+/**
+ * A composed list of middleware: runs `call` through each active one, then `terminal`. `active`
+ * is there when every middleware of the list says when it is active (see
+ * {@link MiddlewareActivity}): it is true while any of them is.
+ */
+export interface Pipeline<TCall> {
+  (call: TCall, terminal: () => Promise<unknown>): Promise<unknown>;
+  readonly active?: () => boolean;
+}
+
+/** A middleware as {@link composeMiddleware} takes it. */
+type AnyMiddleware<TCall> = ((call: TCall, next: () => Promise<unknown>) => unknown) &
+  MiddlewareActivity;
+
+/**
+ * `pipeline` if it should run for this call, undefined when there is none or none of its
+ * middleware is active (the caller then takes its direct path).
+ */
+export function activePipeline<TCall>(
+  pipeline: Pipeline<TCall> | undefined,
+): Pipeline<TCall> | undefined {
+  return pipeline === undefined || (pipeline.active !== undefined && !pipeline.active())
+    ? undefined
+    : pipeline;
+}
 
 /**
  * Checks a list of middleware given to a factory and returns a frozen copy.
@@ -182,35 +224,49 @@ export function checkMiddleware(list: unknown, where: string): readonly unknown[
         `${where}[${String(i)}] must be a middleware function (call, next) => …, got ${m === null ? "null" : typeof m}`,
       );
     }
+    const active: unknown = (m as MiddlewareActivity).active;
+    if (active !== undefined && typeof active !== "function") {
+      throw new TypeError(
+        `${where}[${String(i)}].active must be a function () => boolean, got ${active === null ? "null" : typeof active}`,
+      );
+    }
   });
   return Object.freeze([...(list as unknown[])]);
 }
 
 /**
  * Composes middleware into one {@link Pipeline}, or undefined for an empty list (the caller then
- * runs its terminal directly: no pipeline, no closure). Each middleware may call `next()` once.
+ * runs its terminal directly: no pipeline, no closure). Each middleware may call `next()` once;
+ * one whose `active()` says false is skipped for that call.
  */
 export function composeMiddleware<TCall>(
-  list: readonly ((call: TCall, next: () => Promise<unknown>) => unknown)[],
+  list: readonly AnyMiddleware<TCall>[],
 ): Pipeline<TCall> | undefined {
   if (list.length === 0) return undefined;
   const mws = [...list];
-  return (call, terminal) => {
+  const run: Pipeline<TCall> = (call, terminal) => {
     let reached = -1;
     const dispatch = (i: number): Promise<unknown> => {
       if (i <= reached) {
         return Promise.reject(new Error("a middleware called next() more than once"));
       }
-      reached = i;
-      const mw = mws[i];
       try {
-        return Promise.resolve(mw === undefined ? terminal() : mw(call, () => dispatch(i + 1)));
+        // An inactive middleware is skipped: the next one (or the terminal) runs in its place.
+        let j = i;
+        let mw = mws[j];
+        while (mw?.active !== undefined && !mw.active()) mw = mws[++j];
+        reached = j;
+        return Promise.resolve(mw === undefined ? terminal() : mw(call, () => dispatch(j + 1)));
       } catch (err) {
         return Promise.reject(err);
       }
     };
     return dispatch(0);
   };
+  if (!mws.every((m) => m.active !== undefined)) return run;
+  return Object.assign(run, {
+    active: () => mws.some((m) => m.active !== undefined && m.active()),
+  });
 }
 
 /** A {@link OutgoingHeaders} map that refuses NuroPb's own header names and non-string values. */
