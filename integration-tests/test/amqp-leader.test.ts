@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createAmqpLeaderElection, type AmqpLeaderElection } from "@nuropb/transport-amqp";
 import { startCluster } from "../../examples/runner/src/main.ts";
 import { createTestMesh, getQueue, rabbitEnv, type TestMesh } from "../src/amqp-helpers.ts";
+import { spawnTs } from "../src/cli-harness.ts";
 import { startTcpProxy, type TcpProxy } from "../src/tcp-proxy.ts";
 
 // Leader election on a single-active-consumer queue: three candidates, each reaching RabbitMQ
@@ -155,6 +156,59 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     expect(() =>
       createAmqpLeaderElection({ url: "http://u:secret@h/", name: "x", candidateId: "a" }),
     ).toThrow(TypeError);
+  });
+
+  it("another leads within probeMs of the leader's process being killed", async () => {
+    const child = spawnTs("integration-tests/test/fixtures/amqp-leader-candidate.ts", [], {
+      BROKER_URL: mesh.url,
+      LEASE_NAME: "payments",
+      CANDIDATE: "child",
+      PROBE_MS: String(PROBE_MS),
+      LEASE_MS: String(LEASE_MS),
+      HEARTBEAT_SEC: String(HEARTBEAT_SEC),
+    });
+    await child.stdoutContains("elected");
+    const all = (await candidates(2, "payments")).map(([e]) => e);
+    for (const e of all) await e.start();
+    expect(all.some((e) => e.isLeader)).toBe(false);
+    const seen = sampleLeaders(all);
+    const killedAt = Date.now();
+    child.kill("SIGKILL");
+    await child.done;
+    await until("a new leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    const tookMs = Date.now() - killedAt;
+    expect(seen()).toBe(1);
+    // The kernel closes the dead process's socket, so the broker activates the next at once.
+    expect(tookMs).toBeLessThanOrEqual(PROBE_MS + 500);
+  });
+
+  it("a leader cut off silently steps down before the broker lets another lead", async () => {
+    const made = await candidates(3, "shipping");
+    const all = made.map(([e]) => e);
+    for (const e of all) await e.start();
+    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    const [old, oldProxy] = made.find(([e]) => e.isLeader) as [AmqpLeaderElection, TcpProxy];
+    const others = all.filter((e) => e !== old);
+    const seen = sampleLeaders(all);
+    let steppedDownAt = 0;
+    let electedAt = 0;
+    const timer = setInterval(() => {
+      if (steppedDownAt === 0 && !old.isLeader) steppedDownAt = Date.now();
+      if (electedAt === 0 && others.some((e) => e.isLeader)) electedAt = Date.now();
+    }, 1);
+    const frozenAt = Date.now();
+    oldProxy.freeze(); // no byte either way, nothing closed: only heartbeats can tell
+    await until("a new leader", () => others.some((e) => e.isLeader), HEARTBEAT_SEC * 1000 * 8);
+    clearInterval(timer);
+    electedAt ||= Date.now();
+    expect(seen()).toBe(1);
+    expect(steppedDownAt).toBeGreaterThan(0);
+    // The leader lets go within its lease; the broker waits out its heartbeat timeout first.
+    expect(steppedDownAt - frozenAt).toBeLessThanOrEqual(LEASE_MS + 100);
+    expect(steppedDownAt).toBeLessThan(electedAt);
+    console.info(
+      `silent cut: stepped down after ${String(steppedDownAt - frozenAt)} ms, next leader after ${String(electedAt - frozenAt)} ms`,
+    );
   });
 
   it("examples/runner on RabbitMQ: the leader killed, another takes over, the view follows", async () => {
