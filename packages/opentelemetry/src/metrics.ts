@@ -1,4 +1,5 @@
 import {
+  createNoopMeter,
   metrics as otelMetrics,
   ValueType,
   type Attributes,
@@ -57,10 +58,14 @@ export interface MetricsOptions {
 
 /** Metrics of one participant's calls; give each part where its name says. */
 export interface NuropbMetrics {
-  /** Counts and times the calls sent (`middleware` / a service's `clientMiddleware`). */
-  readonly client: ClientMiddleware;
+  /**
+   * Counts and times the calls sent (`middleware` / a service's `clientMiddleware`). Inactive
+   * (skipped by core) when the meter is the API's no-op one: no meter provider was registered
+   * when `metrics()` was called (the meter is taken then).
+   */
+  readonly client: ClientMiddleware & { readonly active: () => boolean };
   /** Counts and times the messages handled, and how many are in flight (`middleware`). */
-  readonly service: ServiceMiddleware;
+  readonly service: ServiceMiddleware & { readonly active: () => boolean };
   /** Times the NuroPb lifecycle phases and counts dead-letters (`onLifecycle`). */
   readonly onLifecycle: LifecycleListener;
   /**
@@ -118,6 +123,9 @@ export function metrics(options: MetricsOptions = {}): NuropbMetrics {
     INSTRUMENTATION_VERSION,
   );
   const i = instruments(meter);
+  // Every instrument of the no-op meter does nothing: then so does the middleware.
+  const recording = meter !== createNoopMeter();
+  const active = (): boolean => recording;
 
   const client: ClientMiddleware = (call, next) => {
     const attrs = callAttributes(call, system);
@@ -154,7 +162,12 @@ export function metrics(options: MetricsOptions = {}): NuropbMetrics {
     };
   };
 
-  return Object.freeze({ client, service, onLifecycle, watch });
+  return Object.freeze({
+    client: Object.assign(client, { active }),
+    service: Object.assign(service, { active }),
+    onLifecycle,
+    watch,
+  });
 }
 
 interface Instruments {

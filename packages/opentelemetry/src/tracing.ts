@@ -1,4 +1,5 @@
 import {
+  ProxyTracerProvider,
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
@@ -39,12 +40,16 @@ export interface TracingOptions {
   readonly tracerProvider?: TracerProvider;
 }
 
-/** The two sides of tracing: give `client` to the client's (or service's `clientMiddleware`). */
+/**
+ * The two sides of tracing: give `client` to the client's (or service's `clientMiddleware`).
+ * Each is active (`active()`) only while a tracer provider is registered (or the one given in
+ * the options is not the API's no-op): until then core skips them, as if they were not there.
+ */
 export interface NuropbTracing {
   /** Producer spans for requests, commands and events sent; injects the trace context. */
-  readonly client: ClientMiddleware;
+  readonly client: ClientMiddleware & { readonly active: () => boolean };
   /** Consumer (process) spans for the messages a service handles, in the sender's trace. */
-  readonly service: ServiceMiddleware;
+  readonly service: ServiceMiddleware & { readonly active: () => boolean };
 }
 
 /**
@@ -59,7 +64,8 @@ export interface NuropbTracing {
  * makes (through a service's `clientMiddleware`) continue the trace — given a context manager
  * (`AsyncLocalStorageContextManager`, which the Node SDK registers).
  *
- * With no tracer provider registered, every span is a no-op and no header is written.
+ * With no tracer provider registered, both middleware say they are inactive, so core skips them
+ * (no span, no header, no cost); a provider registered later is used from the next call on.
  * @throws TypeError for bad options.
  * @example
  * const t = tracing({ transport });
@@ -70,19 +76,25 @@ export interface NuropbTracing {
 export function tracing(options: TracingOptions = {}): NuropbTracing {
   const { system, provider } = checkTracingOptions(options);
   let tracer: Tracer | undefined;
-  // Taken at the first call, so that a provider registered after `tracing()` is used.
-  const tracerOf = (): Tracer =>
-    (tracer ??= (provider ?? trace.getTracerProvider()).getTracer(
-      INSTRUMENTATION_NAME,
-      INSTRUMENTATION_VERSION,
-    ));
+  let tracerFrom: TracerProvider | undefined;
+  // Asked per call, so that a provider registered after `tracing()` is used (and the global one
+  // replaced after `trace.disable()` too); the tracer is kept while the provider stays.
+  const tracerOf = (): Tracer => {
+    const from = provider ?? trace.getTracerProvider();
+    if (tracer === undefined || from !== tracerFrom) {
+      tracer = from.getTracer(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION);
+      tracerFrom = from;
+    }
+    return tracer;
+  };
+  const active = (): boolean => isRealProvider(provider ?? trace.getTracerProvider());
 
   // The process contexts of the latest messages handled, by correlation id: the events a handler
   // raises are published by core after the handler's middleware has returned (with the handled
   // message's correlation id), outside its context. Bounded: the oldest go first.
   const handled = new Map<string, OtelContext>();
 
-  const client: ClientMiddleware = (call, next) => {
+  const client = (call: ClientCall, next: () => Promise<unknown>): Promise<unknown> => {
     const parent =
       (call.kind === "event" ? handled.get(call.correlationId) : undefined) ?? context.active();
     const span = tracerOf().startSpan(`send ${destinationOf(call)}`, PRODUCER, parent);
@@ -95,7 +107,7 @@ export function tracing(options: TracingOptions = {}): NuropbTracing {
     return finish(span, context.with(ctx, next));
   };
 
-  const service: ServiceMiddleware = (call, next) => {
+  const service = (call: ServiceCall, next: () => Promise<unknown>): Promise<unknown> => {
     // From the message alone: the context a transport delivers in (the memory hub delivers in
     // the sender's) is not the message's.
     const creation = propagation.extract(ROOT_CONTEXT, call.headers, headerGetter);
@@ -115,7 +127,23 @@ export function tracing(options: TracingOptions = {}): NuropbTracing {
     return finish(span, context.with(ctx, next));
   };
 
-  return Object.freeze({ client, service });
+  return Object.freeze({
+    client: Object.assign(client, { active }),
+    service: Object.assign(service, { active }),
+  });
+}
+
+/** The API's no-op tracer provider: what a ProxyTracerProvider delegates to until one is set. */
+const NOOP_PROVIDER: TracerProvider = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether spans from `provider` may record: false for the global ProxyTracerProvider while no
+ * provider is registered behind it (two property reads; the global is looked up by the caller).
+ */
+function isRealProvider(provider: TracerProvider): boolean {
+  return provider instanceof ProxyTracerProvider
+    ? provider.getDelegate() !== NOOP_PROVIDER
+    : provider !== NOOP_PROVIDER;
 }
 
 /** How many handled messages' contexts are kept for the events their handlers raise. */

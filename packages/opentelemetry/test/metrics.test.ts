@@ -174,6 +174,15 @@ describe("metrics", () => {
     expect(total(await otel.points(MetricName.disconnects, match))).toBe(2);
   });
 
+  it("is inactive, so core skips it, when its meter is the no-op one", () => {
+    const idle = metrics();
+    expect(idle.client.active()).toBe(false);
+    expect(idle.service.active()).toBe(false);
+    const given = metrics({ meterProvider: otel.meterProvider });
+    expect(given.client.active()).toBe(true);
+    expect(given.service.active()).toBe(true);
+  });
+
   it("refuses bad options at once", () => {
     expect(() => metrics({ meterProvider: {} } as never)).toThrow(/meterProvider/);
     expect(() => metrics({ maxTrackedMessages: 0 })).toThrow(/maxTrackedMessages/);

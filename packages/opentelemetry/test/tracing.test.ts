@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
+  ProxyTracerProvider,
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
@@ -11,6 +12,7 @@ import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import {
   createClient,
   createService,
+  type ClientMiddleware,
   type MeshParticipant,
   type RequestContext,
   type ServiceMiddleware,
@@ -72,7 +74,10 @@ afterEach(async () => {
 });
 
 /** client → quadrupler → doubler on one memory hub, each with the given tracing. */
-async function chain(t: ReturnType<typeof tracing>, clientTracing = t) {
+async function chain(
+  t: ReturnType<typeof tracing>,
+  clientTracing: { client: ClientMiddleware } = t,
+) {
   const hub = createMemoryHub();
   const transport = () => createMemoryTransport({ hub });
   const doubler = createService({
@@ -196,7 +201,7 @@ describe("tracing", () => {
   it("gives a message without traceparent (a Python peer's) a root consumer span", async () => {
     const t = tracing({ tracerProvider: otel.tracerProvider });
     // The client sends without tracing, as a Python client does.
-    const { client } = await chain(t, { client: (_c, next) => next(), service: t.service });
+    const { client } = await chain(t, { client: (_c, next) => next() });
     const tracer = otel.tracerProvider.getTracer("test");
     // Even inside a span of the caller's: the memory hub delivers in the sender's context.
     await tracer.startActiveSpan("unrelated", async (s) => {
@@ -238,6 +243,52 @@ describe("tracing", () => {
       expect(h.tracestate).toBeUndefined();
     }
     expect(otel.exporter.getFinishedSpans()).toEqual([]);
+  });
+
+  it("is inactive, so core skips it, while no tracer provider is registered", () => {
+    const idle = tracing();
+    expect(idle.client.active()).toBe(false);
+    expect(idle.service.active()).toBe(false);
+    const given = tracing({ tracerProvider: otel.tracerProvider });
+    expect(given.client.active()).toBe(true);
+    expect(given.service.active()).toBe(true);
+    // A ProxyTracerProvider given with nothing behind it is no tracer either.
+    const proxy = tracing({ tracerProvider: new ProxyTracerProvider() });
+    expect(proxy.client.active()).toBe(false);
+  });
+
+  it("uses a global provider registered after the participants were created, from the next call on", async () => {
+    const t = tracing({ transport: "memory" });
+    const { client } = await chain(t);
+    const later = createOtel();
+    try {
+      expect(await client.request("quadrupler", "quadruple", { n: 1 })).toBe(4);
+      expect(otel.exporter.getFinishedSpans()).toEqual([]);
+      expect(trace.setGlobalTracerProvider(otel.tracerProvider)).toBe(true);
+      expect(t.client.active()).toBe(true);
+      expect(t.service.active()).toBe(true);
+      expect(await client.request("quadrupler", "quadruple", { n: 1 })).toBe(4);
+      const spans = otel.exporter.getFinishedSpans();
+      expect(byName(spans, "send quadrupler")).toHaveLength(1);
+      expect(byName(spans, "process quadrupler")).toHaveLength(1);
+      expect(byName(spans, "send doubler")).toHaveLength(2);
+      expect(byName(spans, "process doubler")).toHaveLength(2);
+      expect(received.at(-1)?.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+
+      // Unregistered: idle again; another provider registered: its tracer is used, not the first's.
+      trace.disable();
+      otel.exporter.reset();
+      expect(t.client.active()).toBe(false);
+      expect(await client.request("quadrupler", "quadruple", { n: 1 })).toBe(4);
+      expect(otel.exporter.getFinishedSpans()).toEqual([]);
+      expect(trace.setGlobalTracerProvider(later.tracerProvider)).toBe(true);
+      expect(await client.request("quadrupler", "quadruple", { n: 1 })).toBe(4);
+      expect(otel.exporter.getFinishedSpans()).toEqual([]);
+      expect(byName(later.exporter.getFinishedSpans(), "send quadrupler")).toHaveLength(1);
+    } finally {
+      trace.disable();
+      await later.shutdown();
+    }
   });
 
   it("parents the events a handler raises by its process span", async () => {
