@@ -25,3 +25,11 @@ export type {
 } from "./services-view.ts";
 export type { WatchServicesOptions, ServicesWatch } from "./watch-services.ts";
 export type { RunnerModule, RunnerModuleOptions, RunnerModuleContext } from "./runner-module.ts";
+export { withLeaderWatch, ALERT_TOPIC } from "./leader-watch.ts";
+export type {
+  Backlog,
+  BacklogProbe,
+  AlertKind,
+  ServiceAlertEvent,
+  LeaderWatchOptions,
+} from "./leader-watch.ts";
