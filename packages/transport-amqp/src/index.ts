@@ -1,5 +1,10 @@
 export { createAmqpTransport } from "./amqp-transport.ts";
 export {
+  createAmqpBacklogProbe,
+  type AmqpBacklogProbe,
+  type AmqpBacklogProbeOptions,
+} from "./backlog-probe.ts";
+export {
   createAmqpLeaderElection,
   type AmqpLeaderElection,
   type AmqpLeaderElectionOptions,

@@ -1,6 +1,11 @@
 export { createNatsTransport } from "./nats-transport.ts";
 export { DEFAULT_NATS_MAX_FRAME_BYTES } from "./options.ts";
 export { createNatsLeaseStore } from "./lease-store.ts";
+export {
+  createNatsBacklogProbe,
+  type NatsBacklogProbe,
+  type NatsBacklogProbeOptions,
+} from "./backlog-probe.ts";
 
 export type { NatsTransportOptions } from "./options.ts";
 export type { NatsLeaseStore, NatsLeaseStoreOptions } from "./lease-store.ts";
