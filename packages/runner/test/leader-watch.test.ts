@@ -157,7 +157,59 @@ describe("withLeaderWatch", () => {
     expect(probedByFollower).toBe(0);
   });
 
-  it("stops probing when deposed and refuses bad options", async () => {
+  it("probes only while leading: stops when deposed, starts again when elected", async () => {
+    const hub = createMemoryHub();
+    let probes = 0;
+    let held = true;
+    // A lease that is taken and kept while `held`, lost at the next renewal once it is not.
+    const store = {
+      name: "orders",
+      acquire: () => Promise.resolve(held),
+      renew: () => Promise.resolve(held),
+      release: () => Promise.resolve(),
+      close: () => Promise.resolve(),
+    };
+    const r = createRunner({
+      transport: () => createMemoryTransport({ hub }),
+      services: [
+        withLeaderWatch(
+          ({ transport, instanceId, elect }) =>
+            createService({
+              transport,
+              instanceId,
+              name: "orders",
+              instance: {},
+              election: elect("orders"),
+            }),
+          {
+            probe: () => {
+              probes++;
+              return Promise.resolve({ depth: 0, deadLetters: 0 });
+            },
+            queueDepth: 1,
+            intervalMs: 10,
+          },
+        ),
+      ],
+      election: ({ candidateId }) =>
+        createLeaseElection({ store, candidateId, leaseMs: 100, renewMs: 20 }),
+      status: false,
+    });
+    cleanups.push(() => r.stop({ force: true }));
+    await r.start();
+    await waitFor(() => probes > 2, "probes while leading");
+    held = false;
+    await waitFor(() => r.services[0]?.isLeader === false, "the deposition");
+    await sleep(30);
+    const deposed = probes;
+    await sleep(80);
+    expect(probes).toBe(deposed);
+    expect(r.services[0]?.connected).toBe(true);
+    held = true;
+    await waitFor(() => probes > deposed + 2, "probes once elected again");
+  });
+
+  it("stops probing when the runner stops; refuses bad options", async () => {
     const hub = createMemoryHub();
     let probes = 0;
     const r = runner(hub, () => {
