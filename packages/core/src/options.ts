@@ -47,6 +47,8 @@ export interface ServiceConfig<TService extends object> {
   readonly rpcBindings: readonly string[];
   readonly eventBindings: readonly string[];
   readonly prefetch: number;
+  /** The prefetch while this instance leads; undefined: `prefetch` throughout. */
+  readonly leaderPrefetch: number | undefined;
   readonly drainTimeoutMs: number;
   /** The election among the service's instances; undefined: none (always the leader). */
   readonly election: LeaderElection | undefined;
@@ -171,6 +173,16 @@ function normaliseService<TService extends object>(
       `createService: options.prefetch must be a non-negative integer, got ${String(so.prefetch)}`,
     );
   }
+  const prefetch = so.prefetch ?? DEFAULT_PREFETCH;
+  const lp = so.leaderPrefetch;
+  if (
+    lp !== undefined &&
+    (!Number.isSafeInteger(lp) || lp < 1 || (prefetch !== 0 && lp > prefetch))
+  ) {
+    throw new TypeError(
+      `createService: options.leaderPrefetch must be a positive integer no larger than prefetch (${String(prefetch)}), got ${String(lp)}`,
+    );
+  }
   if (so.drainTimeoutMs !== undefined)
     checkTtl(so.drainTimeoutMs, "createService: options.drainTimeoutMs");
   const election = so.election;
@@ -207,7 +219,8 @@ function normaliseService<TService extends object>(
     instance: so.instance,
     rpcBindings: so.rpcBindings ?? [],
     eventBindings: so.eventBindings ?? [],
-    prefetch: so.prefetch ?? DEFAULT_PREFETCH,
+    prefetch,
+    leaderPrefetch: lp,
     drainTimeoutMs: so.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
     election,
     serviceVersion: so.serviceVersion,

@@ -73,6 +73,11 @@ export class ParticipantLifecycle {
     return this.#state === "open" && this.#transportUp;
   }
 
+  /** True once `disconnect()` (or a transport closing under it) has begun. */
+  get closing(): boolean {
+    return this.#state === "closing" || this.#state === "closed";
+  }
+
   /** Throws unless calls may go out; `fromHandler`: a handler's own call during the drain may. */
   assertOpen(fromHandler: boolean): void {
     if (this.#state === "open" || (fromHandler && this.#draining)) return;

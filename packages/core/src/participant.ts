@@ -1,8 +1,9 @@
-import type { Context } from "@nuropb/protocol";
+import type { Context, Listener } from "@nuropb/protocol";
 import { Caller } from "./caller.ts";
 import { buildDescription, type ServiceDescription } from "./describe.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import type { LeaderElection } from "./leader-election.ts";
+import { consumeWithLeaderPrefetch } from "./leader-prefetch.ts";
 import { checkName, normaliseOptions, type ServiceConfig } from "./options.ts";
 import { ParticipantLifecycle } from "./participant-lifecycle.ts";
 import { PendingResponses } from "./pending-responses.ts";
@@ -77,17 +78,30 @@ class Participant<TService extends object> implements MeshService<TService> {
       consumeService:
         so === undefined
           ? undefined
-          : () =>
-              transport.consumeService(
-                {
-                  service: so.name,
-                  rpcBindings: so.rpcBindings,
-                  eventBindings: so.eventBindings,
-                  prefetch: so.prefetch,
-                },
-                (delivery) =>
-                  lifecycle.track((dispatcher as Dispatcher<TService>).onDelivery(delivery)),
-              ),
+          : () => {
+              const consume = (prefetch: number): Promise<Listener> =>
+                transport.consumeService(
+                  {
+                    service: so.name,
+                    rpcBindings: so.rpcBindings,
+                    eventBindings: so.eventBindings,
+                    prefetch,
+                  },
+                  (delivery) =>
+                    lifecycle.track((dispatcher as Dispatcher<TService>).onDelivery(delivery)),
+                );
+              return so.election === undefined || so.leaderPrefetch === undefined
+                ? consume(so.prefetch)
+                : consumeWithLeaderPrefetch({
+                    transport,
+                    election: so.election,
+                    prefetch: so.prefetch,
+                    leaderPrefetch: so.leaderPrefetch,
+                    consume,
+                    closing: () => lifecycle.closing,
+                    log,
+                  });
+            },
       failPending: (make) => pending.failAll(make),
       release: () => sealing.close(),
       election: so?.election,

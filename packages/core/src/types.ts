@@ -233,6 +233,13 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
   readonly clientMiddleware?: readonly ClientMiddleware[];
   /** Most messages handled at once by this instance. 0 = unlimited. @defaultValue 64 */
   readonly prefetch?: number;
+  /**
+   * The prefetch while this instance leads (see `election`): a positive integer no larger than
+   * `prefetch` (any, when `prefetch` is 0). The consumer is switched when leadership changes
+   * (the new one starts before the old one stops; never while disconnected). Ignored without an
+   * election. @defaultValue none (`prefetch` throughout)
+   */
+  readonly leaderPrefetch?: number;
   /** Method options for plain JavaScript (instead of the `publishToMesh` decorator). */
   readonly methods?: Readonly<Record<string, MeshMethodOptions>>;
   /** `service_version` in the description. */
