@@ -141,6 +141,8 @@ class LeaseElection implements LeaderElection {
   #fence: ReturnType<typeof setTimeout> | undefined;
   /** The last round failed (logged once per streak). */
   #failing = false;
+  /** The store's last answer said it holds the lease for this candidate (led on or not). */
+  #storeHolds = false;
   /** A misconfiguration a round ran into: campaigning stopped. */
   #fatal: TypeError | undefined;
   /** The round under way: stop() waits for it so that a late answer cannot elect us after. */
@@ -184,9 +186,12 @@ class LeaseElection implements LeaderElection {
     this.#running = false;
     clearTimeout(this.#tick);
     await this.#round;
-    const wasLeader = this.#leader;
+    // The store may hold the lease for us although we do not lead (a renewal answered after
+    // stop() began, or too late): it is released all the same, so another leads at once.
+    const holding = this.#leader || this.#storeHolds;
     this.#depose(undefined);
-    if (wasLeader) {
+    this.#storeHolds = false;
+    if (holding) {
       await this.#store.release(this.candidateId).catch((err: unknown) =>
         this.#log.warn("could not release the lease; it lapses by itself", {
           error: String(err),
@@ -211,13 +216,18 @@ class LeaseElection implements LeaderElection {
   async #campaign(): Promise<void> {
     const sentAt = Date.now();
     try {
-      const held = this.#leader
-        ? await this.#store.renew(this.candidateId, this.#leaseMs)
-        : await this.#store.acquire(this.candidateId, this.#leaseMs);
+      // A lease the store holds for us (even one we do not lead on: its grant came too late) is
+      // renewed; taking it anew would fail against our own key until it lapsed.
+      const held =
+        this.#leader || this.#storeHolds
+          ? await this.#store.renew(this.candidateId, this.#leaseMs)
+          : await this.#store.acquire(this.candidateId, this.#leaseMs);
+      this.#storeHolds = held;
       // An answer after the lease would have lapsed (or after stop()) elects nobody.
       // The guard: a twentieth of the lease for a late timer or a clock running fast.
       const validUntil = sentAt + this.#leaseMs - Math.ceil(this.#leaseMs / 20);
       if (held && this.#running && Date.now() < validUntil) this.#hold(validUntil);
+      else if (this.#leader && !this.#running) this.#depose(undefined);
       else if (this.#leader) this.#depose(new Error("the lease was lost to another candidate"));
       if (this.#failing) this.#log.info("lease rounds answered again");
       this.#failing = false;

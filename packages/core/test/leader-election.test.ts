@@ -217,6 +217,69 @@ describe("leader election on the memory hub", () => {
     }
   });
 
+  /** A store whose answers wait for `delay()` ms, holding the lease in `holder`. */
+  function slowStore(delay: () => number): LeaseStore & { holder: string | undefined } {
+    const pause = (): Promise<void> => new Promise((r) => setTimeout(r, delay()));
+    const store = {
+      name: "orders",
+      holder: undefined as string | undefined,
+      acquire: async (h: string) => {
+        await pause();
+        if (store.holder !== undefined) return false;
+        store.holder = h;
+        return true;
+      },
+      renew: async (h: string) => {
+        await pause();
+        return store.holder === h;
+      },
+      release: async (h: string) => {
+        if (store.holder === h) store.holder = undefined;
+      },
+      close: async () => undefined,
+    };
+    return store;
+  }
+
+  it("stop() during a renewal still releases the lease the store holds", async () => {
+    mesh = createMesh();
+    let ms = 0;
+    const store = slowStore(() => ms);
+    const election = createLeaseElection({ store, candidateId: "a", leaseMs: 3000, renewMs: 20 });
+    mesh.defer(() => election.close());
+    await election.start();
+    expect(election.isLeader).toBe(true);
+    ms = 50; // the next renewal is under way when stop() comes
+    await new Promise((r) => setTimeout(r, 30));
+    await election.stop();
+    expect(election.isLeader).toBe(false);
+    expect(store.holder).toBeUndefined();
+  });
+
+  it("a grant that came too late is renewed, not taken anew against its own key", async () => {
+    mesh = createMesh();
+    let ms = 160; // the first answer comes after the lease would have lapsed
+    const store = slowStore(() => ms);
+    let acquires = 0;
+    const acquire = store.acquire;
+    store.acquire = (h: string) => {
+      acquires++;
+      return acquire(h);
+    };
+    const election = createLeaseElection({ store, candidateId: "a", leaseMs: 150, renewMs: 30 });
+    mesh.defer(() => election.close());
+    await election.start();
+    expect(election.isLeader).toBe(false);
+    expect(store.holder).toBe("a");
+    ms = 0;
+    // The next round renews what the store holds for us (taking it anew would be refused
+    // against our own key until it lapsed; this store never lets it lapse, so only a renewal
+    // can elect).
+    await waitFor(() => election.isLeader, 1000, "leadership from the renewed grant");
+    expect(store.holder).toBe("a");
+    expect(acquires).toBe(1);
+  });
+
   it("checks its options at once", () => {
     mesh = createMesh();
     const store = createMemoryLeaseStore({ hub: mesh.hub, name: "orders" });
