@@ -283,6 +283,9 @@ class SingleActiveConsumerElection implements AmqpLeaderElection {
         await model.close().catch(() => undefined);
         return;
       }
+      // Lost while consume() was answered (a close in the same read as its ConsumeOk): #lose
+      // has already scheduled the reconnect; adopting the dead link would stop campaigning.
+      if (link.lost) return;
       this.#link = link;
       if (this.#failing) this.#s.log.info("connected again");
       this.#failing = false;
@@ -316,7 +319,7 @@ class SingleActiveConsumerElection implements AmqpLeaderElection {
     if (!this.#running) return;
     clearTimeout(this.#retry);
     this.#retry = setTimeout(() => {
-      if (this.#running && this.#link === undefined) void this.#connect();
+      if (this.#running && (this.#link === undefined || this.#link.lost)) void this.#connect();
     }, this.#s.probeMs);
   }
 
