@@ -262,9 +262,9 @@ describe("leader election on the memory hub", () => {
     const store = slowStore(() => ms);
     let acquires = 0;
     const acquire = store.acquire;
-    store.acquire = (h: string) => {
+    store.acquire = (h: string, leaseMs: number) => {
       acquires++;
-      return acquire(h);
+      return acquire(h, leaseMs);
     };
     const election = createLeaseElection({ store, candidateId: "a", leaseMs: 150, renewMs: 30 });
     mesh.defer(() => election.close());
