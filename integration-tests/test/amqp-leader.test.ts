@@ -3,6 +3,8 @@ import { createAmqpLeaderElection, type AmqpLeaderElection } from "@nuropb/trans
 import { startCluster } from "../../examples/runner/src/main.ts";
 import { createTestMesh, getQueue, rabbitEnv, type TestMesh } from "../src/amqp-helpers.ts";
 import { spawnTs } from "../src/cli-harness.ts";
+import { waitFor } from "@nuropb/transport-testkit";
+import { sampleLeaders } from "../src/leaders.ts";
 import { startTcpProxy, type TcpProxy } from "../src/tcp-proxy.ts";
 
 // Leader election on a single-active-consumer queue: three candidates, each reaching RabbitMQ
@@ -48,32 +50,12 @@ async function candidates(n: number, name: string): Promise<[AmqpLeaderElection,
   return made;
 }
 
-/** Samples every 2 ms; returns a function giving the most leaders seen at once. */
-function sampleLeaders(all: readonly AmqpLeaderElection[]): () => number {
-  let most = 0;
-  const count = (): number => all.filter((e) => e.isLeader).length;
-  const timer = setInterval(() => (most = Math.max(most, count())), 2);
-  return () => {
-    clearInterval(timer);
-    return Math.max(most, count());
-  };
-}
-
-async function until(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${String(timeoutMs)} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
 describe("leader election on a RabbitMQ single-active-consumer queue", () => {
   it("elects exactly one of three on a queue declared single-active-consumer", async () => {
     const all = (await candidates(3, "orders")).map(([e]) => e);
     for (const e of all) await e.start();
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
-    const seen = sampleLeaders(all);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
+    const seen = sampleLeaders(all, 2);
     await new Promise((r) => setTimeout(r, LEASE_MS * 1.5));
     expect(seen()).toBe(1);
     // The first to consume is the active consumer, so the first to start leads.
@@ -87,14 +69,14 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     const made = await candidates(3, "billing");
     const all = made.map(([e]) => e);
     for (const e of all) await e.start();
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
     const [old, oldProxy] = made.find(([e]) => e.isLeader) as [AmqpLeaderElection, TcpProxy];
     const others = all.filter((e) => e !== old);
     const deposed: unknown[] = [];
     void (async () => {
       for await (const ev of old.events()) deposed.push(ev);
     })();
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 2);
     let steppedDownAt = 0;
     let electedAt = 0;
     const timer = setInterval(() => {
@@ -103,7 +85,7 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     }, 1);
     const cutAt = Date.now();
     await oldProxy.close(); // every socket destroyed, no reconnect possible
-    await until("a new leader", () => others.some((e) => e.isLeader), LEASE_MS * 3);
+    await waitFor(() => others.some((e) => e.isLeader), LEASE_MS * 3, "a new leader");
     clearInterval(timer);
     electedAt ||= Date.now();
     if (steppedDownAt === 0 && !old.isLeader) steppedDownAt = Date.now();
@@ -115,7 +97,7 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     // The documented bound, probeMs plus a round trip, plus slack for a loaded machine.
     expect(electedAt - cutAt).toBeLessThanOrEqual(PROBE_MS + 500);
     // The next in line holds on: one leader a lease later still.
-    const still = sampleLeaders(others);
+    const still = sampleLeaders(others, 2);
     await new Promise((r) => setTimeout(r, LEASE_MS));
     expect(still()).toBe(1);
   });
@@ -123,13 +105,13 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
   it("hands over within probeMs when the leader resigns, and the resigned one rejoins", async () => {
     const all = (await candidates(3, "stock")).map(([e]) => e);
     for (const e of all) await e.start();
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
     const old = all.find((e) => e.isLeader) as AmqpLeaderElection;
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 2);
     const stoppedAt = Date.now();
     await old.stop();
     expect(old.isLeader).toBe(false);
-    await until("another leader", () => all.some((e) => e.isLeader && e !== old), LEASE_MS);
+    await waitFor(() => all.some((e) => e.isLeader && e !== old), LEASE_MS, "another leader");
     expect(Date.now() - stoppedAt).toBeLessThanOrEqual(PROBE_MS + 500);
     await old.start(); // joins at the end of the line
     await new Promise((r) => setTimeout(r, PROBE_MS * 5));
@@ -171,11 +153,11 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     const all = (await candidates(2, "payments")).map(([e]) => e);
     for (const e of all) await e.start();
     expect(all.some((e) => e.isLeader)).toBe(false);
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 2);
     const killedAt = Date.now();
     child.kill("SIGKILL");
     await child.done;
-    await until("a new leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a new leader");
     const tookMs = Date.now() - killedAt;
     expect(seen()).toBe(1);
     // The kernel closes the dead process's socket, so the broker activates the next at once.
@@ -186,10 +168,10 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     const made = await candidates(3, "shipping");
     const all = made.map(([e]) => e);
     for (const e of all) await e.start();
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
     const [old, oldProxy] = made.find(([e]) => e.isLeader) as [AmqpLeaderElection, TcpProxy];
     const others = all.filter((e) => e !== old);
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 2);
     let steppedDownAt = 0;
     let electedAt = 0;
     const timer = setInterval(() => {
@@ -198,7 +180,7 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
     }, 1);
     const frozenAt = Date.now();
     oldProxy.freeze(); // no byte either way, nothing closed: only heartbeats can tell
-    await until("a new leader", () => others.some((e) => e.isLeader), HEARTBEAT_SEC * 1000 * 8);
+    await waitFor(() => others.some((e) => e.isLeader), HEARTBEAT_SEC * 1000 * 8, "a new leader");
     clearInterval(timer);
     electedAt ||= Date.now();
     expect(seen()).toBe(1);
@@ -214,28 +196,28 @@ describe("leader election on a RabbitMQ single-active-consumer queue", () => {
   it("examples/runner on RabbitMQ: the leader killed, another takes over, the view follows", async () => {
     const cluster = await startCluster({ amqpUrl: mesh.url, heartbeatMs: 300 });
     try {
-      await until("a leader in the view", () => cluster.viewedLeader() !== undefined, 10_000);
+      await waitFor(() => cluster.viewedLeader() !== undefined, 10_000, "a leader in the view");
       const old = cluster.leader();
       expect(old).toBeDefined();
       expect(cluster.viewedLeader()).toBe(old?.instanceId());
       const oldId = old?.instanceId();
       await old?.kill();
-      await until(
-        "another leader, in the view too",
+      await waitFor(
         () => {
           const now = cluster.leader();
           return now !== undefined && now !== old && cluster.viewedLeader() === now.instanceId();
         },
         10_000,
+        "another leader, in the view too",
       );
       expect(cluster.instances.filter((i) => i === cluster.leader())).toHaveLength(1);
-      await until(
-        "the killed one gone from the view",
+      await waitFor(
         () =>
           cluster.watch
             .view()
             .services.every((s) => s.instances.every((i) => i.instanceId !== oldId)),
         10_000,
+        "the killed one gone from the view",
       );
     } finally {
       await cluster.close();

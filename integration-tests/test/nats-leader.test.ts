@@ -5,6 +5,8 @@ import { newId } from "@nuropb/protocol";
 import { createNatsLeaseStore } from "@nuropb/transport-nats";
 import { launchNats } from "../src/brokers/nats.ts";
 import { spawnTs } from "../src/cli-harness.ts";
+import { waitFor } from "@nuropb/transport-testkit";
+import { sampleLeaders } from "../src/leaders.ts";
 import { startTcpProxy } from "../src/tcp-proxy.ts";
 
 // Leader election on a JetStream key-value entry (create, update at revision, delete at revision;
@@ -35,33 +37,13 @@ function candidates(n: number, mesh: string, name = "orders"): LeaderElection[] 
   return made;
 }
 
-/** Samples every 5 ms; returns a function giving the most leaders seen at once. */
-function sampleLeaders(all: readonly LeaderElection[]): () => number {
-  let most = 0;
-  const count = (): number => all.filter((e) => e.isLeader).length;
-  const timer = setInterval(() => (most = Math.max(most, count())), 5);
-  return () => {
-    clearInterval(timer);
-    return Math.max(most, count());
-  };
-}
-
-async function until(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 describe("leader election on a NATS key-value lease", () => {
   it("elects exactly one of three, which holds the lease key", async () => {
     const mesh = `lead${newId().slice(0, 10)}`;
     const all = candidates(3, mesh);
     await Promise.all(all.map((e) => e.start()));
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
-    const seen = sampleLeaders(all);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
+    const seen = sampleLeaders(all, 5);
     await new Promise((r) => setTimeout(r, LEASE_MS * 1.5));
     expect(seen()).toBe(1);
     const leader = all.find((e) => e.isLeader) as LeaderElection;
@@ -80,11 +62,11 @@ describe("leader election on a NATS key-value lease", () => {
     const mesh = `lead${newId().slice(0, 10)}`;
     const all = candidates(3, mesh);
     await Promise.all(all.map((e) => e.start()));
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
     const old = all.find((e) => e.isLeader) as LeaderElection;
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 5);
     await old.stop();
-    await until("another leader", () => all.some((e) => e.isLeader && e !== old), LEASE_MS);
+    await waitFor(() => all.some((e) => e.isLeader && e !== old), LEASE_MS, "another leader");
     expect(seen()).toBe(1);
   });
 
@@ -104,11 +86,11 @@ describe("leader election on a NATS key-value lease", () => {
     });
     elections.push(cutOff);
     await cutOff.start();
-    await until("the first leader", () => cutOff.isLeader, LEASE_MS * 3);
+    await waitFor(() => cutOff.isLeader, LEASE_MS * 3, "the first leader");
     const others = candidates(2, mesh);
     await Promise.all(others.map((e) => e.start()));
     const all = [cutOff, ...others];
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 5);
     let steppedDownAt = 0;
     let electedAt = 0;
     const timer = setInterval(() => {
@@ -117,7 +99,7 @@ describe("leader election on a NATS key-value lease", () => {
     }, 2);
     const killedAt = Date.now();
     await proxy.close(); // every socket destroyed, no reconnect possible
-    await until("a new leader", () => others.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3);
+    await waitFor(() => others.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3, "a new leader");
     clearInterval(timer);
     electedAt ||= Date.now();
     if (steppedDownAt === 0 && !cutOff.isLeader) steppedDownAt = Date.now();
@@ -143,11 +125,11 @@ describe("leader election on a NATS key-value lease", () => {
     const all = candidates(2, mesh);
     await Promise.all(all.map((e) => e.start()));
     expect(all.some((e) => e.isLeader)).toBe(false);
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 5);
     const killedAt = Date.now();
     child.kill("SIGKILL");
     await child.done;
-    await until("a new leader", () => all.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3);
+    await waitFor(() => all.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3, "a new leader");
     const tookMs = Date.now() - killedAt;
     expect(seen()).toBe(1);
     // The documented bound, leaseMs + renewMs, plus slack for a loaded machine.

@@ -5,6 +5,8 @@ import { newId } from "@nuropb/protocol";
 import { createRedisLeaseStore } from "@nuropb/transport-redis";
 import { launchRedis } from "../src/brokers/redis.ts";
 import { spawnTs } from "../src/cli-harness.ts";
+import { waitFor } from "@nuropb/transport-testkit";
+import { sampleLeaders } from "../src/leaders.ts";
 import { startTcpProxy } from "../src/tcp-proxy.ts";
 
 // Leader election on a Redis lease (SET NX PX, compare-and-extend, compare-and-delete), between
@@ -36,33 +38,13 @@ function candidates(n: number, mesh: string, name = "orders"): LeaderElection[] 
   return made;
 }
 
-/** Samples every 5 ms; returns a function giving the most leaders seen at once. */
-function sampleLeaders(all: readonly LeaderElection[]): () => number {
-  let most = 0;
-  const count = (): number => all.filter((e) => e.isLeader).length;
-  const timer = setInterval(() => (most = Math.max(most, count())), 5);
-  return () => {
-    clearInterval(timer);
-    return Math.max(most, count());
-  };
-}
-
-async function until(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 describe("leader election on Redis", () => {
   it("elects exactly one of three, which holds the lease key", async () => {
     const mesh = `lead${newId().slice(0, 10)}`;
     const all = candidates(3, mesh);
     await Promise.all(all.map((e) => e.start()));
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
-    const seen = sampleLeaders(all);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
+    const seen = sampleLeaders(all, 5);
     await new Promise((r) => setTimeout(r, LEASE_MS * 1.5));
     expect(seen()).toBe(1);
     admin = new Redis(server.url);
@@ -77,8 +59,8 @@ describe("leader election on Redis", () => {
     const mesh = `lead${newId().slice(0, 10)}`;
     const all = candidates(3, mesh);
     await Promise.all(all.map((e) => e.start()));
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
-    const seen = sampleLeaders(all);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
+    const seen = sampleLeaders(all, 5);
     admin ??= new Redis(server.url);
     // Every connection of the mesh's lease stores is killed at once.
     const killed = await admin.client("KILL", "TYPE", "normal", "SKIPME", "yes");
@@ -92,11 +74,11 @@ describe("leader election on Redis", () => {
     const mesh = `lead${newId().slice(0, 10)}`;
     const all = candidates(3, mesh);
     await Promise.all(all.map((e) => e.start()));
-    await until("a leader", () => all.some((e) => e.isLeader), LEASE_MS * 3);
+    await waitFor(() => all.some((e) => e.isLeader), LEASE_MS * 3, "a leader");
     const old = all.find((e) => e.isLeader) as LeaderElection;
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 5);
     await old.stop();
-    await until("another leader", () => all.some((e) => e.isLeader && e !== old), LEASE_MS);
+    await waitFor(() => all.some((e) => e.isLeader && e !== old), LEASE_MS, "another leader");
     expect(seen()).toBe(1);
   });
 
@@ -115,11 +97,11 @@ describe("leader election on Redis", () => {
     });
     elections.push(cutOff);
     await cutOff.start();
-    await until("the first leader", () => cutOff.isLeader, LEASE_MS * 3);
+    await waitFor(() => cutOff.isLeader, LEASE_MS * 3, "the first leader");
     const others = candidates(2, mesh);
     await Promise.all(others.map((e) => e.start()));
     const all = [cutOff, ...others];
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 5);
     let steppedDownAt = 0;
     let electedAt = 0;
     const timer = setInterval(() => {
@@ -128,7 +110,7 @@ describe("leader election on Redis", () => {
     }, 2);
     const killedAt = Date.now();
     await proxy.close(); // every socket destroyed, no reconnect possible
-    await until("a new leader", () => others.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3);
+    await waitFor(() => others.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3, "a new leader");
     clearInterval(timer);
     electedAt ||= Date.now();
     if (steppedDownAt === 0 && !cutOff.isLeader) steppedDownAt = Date.now();
@@ -154,11 +136,11 @@ describe("leader election on Redis", () => {
     const all = candidates(2, mesh);
     await Promise.all(all.map((e) => e.start()));
     expect(all.some((e) => e.isLeader)).toBe(false);
-    const seen = sampleLeaders(all);
+    const seen = sampleLeaders(all, 5);
     const killedAt = Date.now();
     child.kill("SIGKILL");
     await child.done;
-    await until("a new leader", () => all.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3);
+    await waitFor(() => all.some((e) => e.isLeader), (LEASE_MS + RENEW_MS) * 3, "a new leader");
     const tookMs = Date.now() - killedAt;
     expect(seen()).toBe(1);
     // The documented bound, leaseMs + renewMs, plus slack for a loaded machine.
