@@ -687,10 +687,10 @@ class Encryptor implements PayloadEncryptor {
     let entry = this.#naclPeers.get(announced);
     if (entry === undefined) {
       const publicKey = decodeBase64Strict(announced);
-      if (publicKey === null || publicKey.length !== nacl.box.publicKeyLength) {
+      if (publicKey === null || !isCanonicalX25519Key(publicKey)) {
         throw cryptoError(
           DecryptFailure.malformed,
-          `Peer's nacl public key must be ${nacl.box.publicKeyLength} bytes as standard base64`,
+          `Peer's nacl public key must be ${nacl.box.publicKeyLength} bytes as standard base64, top bit clear`,
           NACL,
         );
       }
@@ -766,10 +766,10 @@ class Encryptor implements PayloadEncryptor {
     let shared = this.#naclSenders.get(cacheKey);
     if (shared === undefined) {
       const senderKey = decodeBase64Strict(sender);
-      if (senderKey === null || senderKey.length !== nacl.box.publicKeyLength) {
+      if (senderKey === null || !isCanonicalX25519Key(senderKey)) {
         throw cryptoError(
           DecryptFailure.malformed,
-          `${EncryptionHeader.senderKey} must be a ${nacl.box.publicKeyLength}-byte key as standard base64`,
+          `${EncryptionHeader.senderKey} must be a ${nacl.box.publicKeyLength}-byte key as standard base64, top bit clear`,
           NACL,
         );
       }
@@ -1115,4 +1115,13 @@ function checkPlain(plain: unknown): void {
       `plain must be a Uint8Array (the body bytes), got ${plain === null ? "null" : typeof plain}`,
     );
   }
+}
+
+/**
+ * An X25519 public key as honest peers write it: 32 bytes with the top bit clear. X25519 ignores
+ * that bit (RFC 7748 §5), so a key with it set names the same key: refused, a damaged header
+ * must never open.
+ */
+function isCanonicalX25519Key(key: Uint8Array): boolean {
+  return key.length === nacl.box.publicKeyLength && ((key[31] ?? 0) & 0x80) === 0;
 }

@@ -111,6 +111,14 @@ describe("fuzz: every damaged ciphertext is refused with a typed error", () => {
     }
   });
 
+  it("a nacl sender key with its top bit flipped (X25519 ignores that bit) is refused", () => {
+    const sealed = client.sealRequest(utf8("x"), { naclPublicKey: service.publicKeys.nacl });
+    const key = Buffer.from(String(sealed.headers.nuropb_enc_pk), "base64");
+    key[31] = (key[31] ?? 0) ^ 0x80;
+    const headers = { ...sealed.headers, nuropb_enc_pk: key.toString("base64") };
+    expectRefused(() => service.openRequest(sealed.body, headers), "top bit flipped");
+  });
+
   it("random junk, with and without headers", () => {
     const rand = prng(5);
     const suites = [undefined, "nacl", "rsa-fernet", "other"];
