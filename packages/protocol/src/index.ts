@@ -53,6 +53,7 @@ export { createDeferred } from "./runtime.ts";
 export { createEventChannel } from "./event-channel.ts";
 export { createTransportLifecycle } from "./lifecycle.ts";
 export { topicMatches, assertTopicPattern } from "./topic.ts";
+export { schedulingOf } from "./scheduling.ts";
 
 export type { NuropbErrorOptions, PendingEvent } from "./errors.ts";
 export type {
@@ -86,6 +87,7 @@ export type {
   TransportCapabilities,
   Transport,
 } from "./transport.ts";
+export type { TransportScheduling } from "./scheduling.ts";
 export type { Logger, LogFields } from "./logger.ts";
 export type { Deferred } from "./runtime.ts";
 export type { EventChannel } from "./event-channel.ts";

@@ -1,4 +1,5 @@
 import type { LifecycleState } from "./constants.ts";
+import type { TransportScheduling } from "./scheduling.ts";
 
 /**
  * Header values of a frame. On AMQP they are field-table entries: strings, or `null` for the
@@ -153,4 +154,6 @@ export interface Transport extends AsyncDisposable {
   consumeResponses(spec: ResponseQueueSpec, handler: ResponseHandler): Promise<Listener>;
   /** A stream of lifecycle events; each call gets its own stream, ending when the transport closes. */
   events(): AsyncIterable<TransportEvent>;
+  /** Optional: delayed delivery, answers addressed to a service and claims (see {@link TransportScheduling}). */
+  readonly scheduling?: TransportScheduling;
 }
