@@ -54,6 +54,7 @@ export { createEventChannel } from "./event-channel.ts";
 export { createTransportLifecycle } from "./lifecycle.ts";
 export { topicMatches, assertTopicPattern } from "./topic.ts";
 export { schedulingOf } from "./scheduling.ts";
+export { eventLogOf } from "./event-log.ts";
 
 export type { NuropbErrorOptions, PendingEvent } from "./errors.ts";
 export type {
@@ -88,6 +89,16 @@ export type {
   Transport,
 } from "./transport.ts";
 export type { TransportScheduling } from "./scheduling.ts";
+export type {
+  TransportEventLog,
+  EventLogRetention,
+  EventLogPosition,
+  EventLogEntry,
+  EventLogStart,
+  EventLogReadOptions,
+  EventLogPage,
+  EventLogFollowOptions,
+} from "./event-log.ts";
 export type { Logger, LogFields } from "./logger.ts";
 export type { Deferred } from "./runtime.ts";
 export type { EventChannel } from "./event-channel.ts";

@@ -1,5 +1,6 @@
 import type { LifecycleState } from "./constants.ts";
 import type { TransportScheduling } from "./scheduling.ts";
+import type { TransportEventLog } from "./event-log.ts";
 
 /**
  * Header values of a frame. On AMQP they are field-table entries: strings, or `null` for the
@@ -156,4 +157,6 @@ export interface Transport extends AsyncDisposable {
   events(): AsyncIterable<TransportEvent>;
   /** Optional: delayed delivery, answers addressed to a service and claims (see {@link TransportScheduling}). */
   readonly scheduling?: TransportScheduling;
+  /** Optional: the mesh's event log (see {@link TransportEventLog}). */
+  readonly eventLog?: TransportEventLog;
 }
