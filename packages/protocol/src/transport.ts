@@ -64,6 +64,19 @@ export interface ServiceQueueSpec {
   readonly eventBindings: readonly string[];
   /** Most unsettled deliveries at once for this consumer; 0 = unlimited. */
   readonly prefetch: number;
+  /**
+   * The kind of queue (AMQP): `classic` (what Python NuroPb declares) or `quorum` (replicated
+   * on every node of a cluster, survives the loss of a minority). Transports without queue types
+   * (NATS streams have `replicas`, Redis and memory have none) ignore it.
+   * @defaultValue "classic"
+   */
+  readonly queueType?: "classic" | "quorum";
+  /**
+   * Quorum queues: the redelivery budget, how many times a message may be given back
+   * (requeued, or lost with its consumer) before the broker dead-letters it
+   * (`x-delivery-limit`). Ignored for classic queues. @defaultValue the broker's (none on 3.x, 20 on 4.x)
+   */
+  readonly deliveryLimit?: number;
 }
 
 /** The per-instance queue responses arrive on. */
