@@ -49,6 +49,10 @@ export interface ServiceConfig<TService extends object> {
   readonly prefetch: number;
   /** The prefetch while this instance leads; undefined: `prefetch` throughout. */
   readonly leaderPrefetch: number | undefined;
+  /** The service queue's type; undefined: the transport's default (classic). */
+  readonly queueType: "classic" | "quorum" | undefined;
+  /** Quorum queues: `x-delivery-limit`; undefined: the broker's. */
+  readonly deliveryLimit: number | undefined;
   readonly drainTimeoutMs: number;
   /** The election among the service's instances; undefined: none (always the leader). */
   readonly election: LeaderElection | undefined;
@@ -185,6 +189,25 @@ function normaliseService<TService extends object>(
   }
   if (so.drainTimeoutMs !== undefined)
     checkTtl(so.drainTimeoutMs, "createService: options.drainTimeoutMs");
+  const queueType = so.queueType;
+  if (queueType !== undefined && queueType !== "classic" && queueType !== "quorum") {
+    throw new TypeError(
+      `createService: options.queueType must be "classic" or "quorum", got ${show(queueType)}`,
+    );
+  }
+  const deliveryLimit = so.deliveryLimit;
+  if (deliveryLimit !== undefined) {
+    if (!Number.isSafeInteger(deliveryLimit) || deliveryLimit < 1) {
+      throw new TypeError(
+        `createService: options.deliveryLimit must be a positive integer, got ${show(deliveryLimit)}`,
+      );
+    }
+    if (queueType !== "quorum") {
+      throw new TypeError(
+        'createService: options.deliveryLimit needs queueType: "quorum" (classic queues have no delivery limit)',
+      );
+    }
+  }
   const election = so.election;
   if (
     election !== undefined &&
@@ -221,6 +244,8 @@ function normaliseService<TService extends object>(
     eventBindings: so.eventBindings ?? [],
     prefetch,
     leaderPrefetch: lp,
+    queueType,
+    deliveryLimit,
     drainTimeoutMs: so.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,
     election,
     serviceVersion: so.serviceVersion,

@@ -86,6 +86,8 @@ class Participant<TService extends object> implements MeshService<TService> {
                     rpcBindings: so.rpcBindings,
                     eventBindings: so.eventBindings,
                     prefetch,
+                    ...(so.queueType !== undefined ? { queueType: so.queueType } : {}),
+                    ...(so.deliveryLimit !== undefined ? { deliveryLimit: so.deliveryLimit } : {}),
                   },
                   (delivery) =>
                     lifecycle.track((dispatcher as Dispatcher<TService>).onDelivery(delivery)),

@@ -240,6 +240,19 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
    * election. @defaultValue none (`prefetch` throughout)
    */
   readonly leaderPrefetch?: number;
+  /**
+   * The kind of the service queue on a broker that has queue types (AMQP): `classic` (what
+   * Python NuroPb declares) or `quorum` (replicated on a RabbitMQ cluster; survives the loss of a
+   * node). All the service's instances must agree: the broker refuses a declaration that
+   * conflicts with the existing queue. Other transports ignore it. @defaultValue "classic"
+   */
+  readonly queueType?: "classic" | "quorum";
+  /**
+   * Quorum queues: the redelivery budget, how many times a message may be given back (call-again,
+   * or a consumer lost while holding it) before the broker dead-letters it (`x-delivery-limit`).
+   * A positive integer; only with `queueType: "quorum"`. @defaultValue the broker's
+   */
+  readonly deliveryLimit?: number;
   /** Method options for plain JavaScript (instead of the `publishToMesh` decorator). */
   readonly methods?: Readonly<Record<string, MeshMethodOptions>>;
   /** `service_version` in the description. */
