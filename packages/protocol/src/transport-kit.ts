@@ -3,6 +3,15 @@
 // transports use for received bodies. Applications never need it.
 export { createDeliveryLedger } from "./delivery-ledger.ts";
 export { copyBytes } from "./bytes.ts";
+export {
+  MAX_CLAIM_KEY_LENGTH,
+  MAX_CLAIM_TAKER_LENGTH,
+  assertScheduledService,
+  scheduledDelayMs,
+  assertClaimKey,
+  assertClaimTtl,
+  assertClaimTaker,
+} from "./scheduling.ts";
 
 export type {
   DeliveryLedger,

@@ -3,6 +3,7 @@ import type { DeliveryHandler, Frame, Logger, ResponseHandler } from "@nuropb/pr
 import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { DeliveryLedger, HeldDelivery } from "@nuropb/protocol/transport-kit";
 import { inboundFrame } from "./frames.ts";
+import { HubScheduler } from "./scheduling.ts";
 
 // The in-process "broker": one VHost per mesh, holding durable service queues, their bindings,
 // the auto-deleted response queues and the dead letters. Everything here runs synchronously;
@@ -50,6 +51,7 @@ export class VHost {
   #deadLetters: (StoredDeadLetter | undefined)[] = [];
   #deadHead = 0;
   readonly #maxDeadLetters: number;
+  #scheduler: HubScheduler | undefined;
 
   constructor(mesh: string, maxDeadLetters: number) {
     this.mesh = mesh;
@@ -103,11 +105,25 @@ export class VHost {
     return routed;
   }
 
-  /** Routes a response through the default exchange; false when the address has no queue. */
+  /** Delayed frames and claims of this mesh (scheduling), created on first use. */
+  get scheduler(): HubScheduler {
+    this.#scheduler ??= new HubScheduler(this);
+    return this.#scheduler;
+  }
+
+  /**
+   * Routes a response through the default exchange: to the response queue of that address, or to
+   * the service queue of that name (a reply addressed to a service); false when there is none.
+   */
   publishReply(address: string, frame: Frame): boolean {
     const queue = this.responseQueues.get(address);
-    if (queue === undefined) return false;
-    queue.push(frame);
+    if (queue !== undefined) {
+      queue.push(frame);
+      return true;
+    }
+    const serviceQueue = this.serviceQueues.get(address);
+    if (serviceQueue === undefined) return false;
+    serviceQueue.enqueue(frame);
     return true;
   }
 

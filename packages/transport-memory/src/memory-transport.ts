@@ -20,12 +20,14 @@ import type {
   Transport,
   TransportCapabilities,
   TransportEvent,
+  TransportScheduling,
 } from "@nuropb/protocol";
 import { ResponseConsumer, ServiceConsumer, schedule } from "./broker.ts";
 import type { VHost } from "./broker.ts";
 import { assertDestination, copyOutgoingFrame } from "./frames.ts";
 import { brokerOf } from "./memory-hub.ts";
 import type { MemoryDisconnectOptions, MemoryHub } from "./memory-hub.ts";
+import { createMemoryScheduling } from "./scheduling.ts";
 
 /** Default largest body a memory transport accepts: 16 MiB. */
 export const DEFAULT_MEMORY_MAX_FRAME_BYTES = 16 * 1024 * 1024;
@@ -94,6 +96,7 @@ class MemoryTransport implements Transport {
   readonly kind = "memory";
   readonly mesh: string;
   readonly capabilities: TransportCapabilities;
+  readonly scheduling: TransportScheduling;
   readonly #vhost: VHost;
   readonly #logger: Logger;
   readonly #life = createTransportLifecycle("memory");
@@ -114,6 +117,14 @@ class MemoryTransport implements Transport {
       deadLetter: true,
       messageTtl: true,
       maxFrameBytes,
+    });
+    this.scheduling = createMemoryScheduling({
+      vhost,
+      whenUsable: async () => {
+        this.#assertNotClosed();
+        if (this.#life.state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+      },
+      copyFrame: (frame) => copyOutgoingFrame(frame, maxFrameBytes),
     });
   }
 

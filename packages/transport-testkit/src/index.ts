@@ -1,5 +1,7 @@
 export { describeTransportConformance } from "./conformance.ts";
 export { describeCoreConformance } from "./core-conformance.ts";
+export { describeEventLogConformance } from "./event-log-conformance.ts";
+export { describeSchedulingConformance } from "./scheduling-conformance.ts";
 export {
   DEFAULT_WAIT_TIMEOUT_MS,
   waitFor,
@@ -16,4 +18,6 @@ export {
 
 export type { TransportConformanceOptions } from "./conformance.ts";
 export type { CoreConformanceOptions } from "./core-conformance.ts";
+export type { EventLogConformanceOptions } from "./event-log-conformance.ts";
+export type { SchedulingConformanceOptions } from "./scheduling-conformance.ts";
 export type { Collector, EventWatcher } from "./helpers.ts";
