@@ -26,6 +26,17 @@ export interface DeliveryLedgerOptions<TMessage> {
    * {@link DeliveryLedger.giveBackAll}. A throw or rejection is logged and swallowed.
    */
   readonly giveBack: (messages: readonly TMessage[]) => void | Promise<void>;
+  /**
+   * Optional: dead-letters `message` with `headers` added (see `Delivery.deadLetter`): send the
+   * copy to the dead-letter destination, wait for the broker to take it, then remove the
+   * original. Called at most once per delivery, after its slot was freed. When it throws or
+   * rejects, the ledger logs it and settles the message with `"reject"` instead (a plain dead
+   * letter), so nothing is lost. Without it, deliveries have no `deadLetter` method.
+   */
+  readonly deadLetter?: (
+    message: TMessage,
+    headers: Readonly<Record<string, string>>,
+  ) => void | Promise<void>;
   /** A slot was freed (a delivery settled or given back): read or pump again. */
   readonly onRelease?: () => void;
   /** Where handler failures go (error when unsettled, warn after settling). @defaultValue noopLogger */
@@ -78,7 +89,19 @@ export interface DeliveryLedger<TMessage> {
   settle(held: HeldDelivery<TMessage>, outcome: Settlement): Promise<void>;
   /** Gives `held` back to the queue unless it was settled. Never rejects. */
   giveBack(held: HeldDelivery<TMessage>): Promise<void>;
-  /** The {@link Delivery} a handler gets: `frame` plus `ack`/`requeue`/`reject` bound to `held`. */
+  /**
+   * Dead-letters `held` once with `headers` added (the transport's `deadLetter` option, falling
+   * back to `"reject"`); a later call is a no-op. Never rejects.
+   * @throws TypeError when the transport gave no `deadLetter` option.
+   */
+  deadLetter(
+    held: HeldDelivery<TMessage>,
+    headers: Readonly<Record<string, string>>,
+  ): Promise<void>;
+  /**
+   * The {@link Delivery} a handler gets: `frame` plus `ack`/`requeue`/`reject` bound to `held`
+   * (and `deadLetter` when the transport gave that option).
+   */
   delivery(held: HeldDelivery<TMessage>, frame: InboundFrame): Delivery;
   /**
    * Hands `frame` to `handler` now, as {@link delivery}. A throw or rejection rejects the
@@ -219,8 +242,43 @@ class Ledger<TMessage> implements DeliveryLedger<TMessage> {
     return this.#giveBack([held]);
   }
 
+  deadLetter(
+    held: HeldDelivery<TMessage>,
+    headers: Readonly<Record<string, string>>,
+  ): Promise<void> {
+    const send = this.#o.deadLetter;
+    if (send === undefined) throw new TypeError("this transport gave the ledger no deadLetter");
+    if (!this.release(held)) return RESOLVED;
+    const fallback = (err: unknown): Promise<void> => {
+      this.#log.warn("could not dead-letter with headers; rejecting the delivery instead", {
+        ...this.#o.describe?.(held.message),
+        error: err,
+      });
+      try {
+        const r = this.#o.settle(held.message, "reject");
+        return isPromiseLike(r) ? this.#caught(r, "settle", held.message) : RESOLVED;
+      } catch (e) {
+        this.#brokerFailed("settle", held.message, e);
+        return RESOLVED;
+      }
+    };
+    let result: void | Promise<void>;
+    try {
+      result = send(held.message, headers);
+    } catch (err) {
+      return fallback(err);
+    }
+    return isPromiseLike(result) ? Promise.resolve(result).then(undefined, fallback) : RESOLVED;
+  }
+
   delivery(held: HeldDelivery<TMessage>, frame: InboundFrame): Delivery {
-    return new LedgerDelivery(frame, held, this);
+    return this.#newDelivery(frame, held);
+  }
+
+  #newDelivery(frame: InboundFrame, held: HeldDelivery<TMessage>): Delivery {
+    return this.#o.deadLetter === undefined
+      ? new LedgerDelivery(frame, held, this)
+      : new DeadLetteringDelivery(frame, held, this);
   }
 
   dispatch(
@@ -232,7 +290,7 @@ class Ledger<TMessage> implements DeliveryLedger<TMessage> {
     this.#running++;
     let result: unknown;
     try {
-      result = handler(new LedgerDelivery(frame, held, this));
+      result = handler(this.#newDelivery(frame, held));
     } catch (err) {
       void this.#failed(h, err);
       void this.#returned(h);
@@ -346,6 +404,21 @@ class LedgerDelivery<TMessage> implements Delivery {
 
   reject(): Promise<void> {
     return this.#ledger.settle(this.#held, "reject");
+  }
+
+  /** `Delivery.deadLetter` of a subclass (private fields stay private: no own properties). */
+  static deadLetter<T>(
+    d: LedgerDelivery<T>,
+    headers: Readonly<Record<string, string>>,
+  ): Promise<void> {
+    return d.#ledger.deadLetter(d.#held, headers);
+  }
+}
+
+/** A delivery of a transport that dead-letters with headers (`Delivery.deadLetter`). */
+class DeadLetteringDelivery<TMessage> extends LedgerDelivery<TMessage> {
+  deadLetter(headers: Readonly<Record<string, string>>): Promise<void> {
+    return LedgerDelivery.deadLetter(this, headers);
   }
 }
 

@@ -43,6 +43,15 @@ export interface Delivery extends InboundFrame {
   requeue(): Promise<void>;
   /** Failed: dead-letter the message (AMQP reject, requeue false). */
   reject(): Promise<void>;
+  /**
+   * Optional: failed for good, dead-letter the message with `headers` added to its own (the
+   * failure record of core's failure pipeline). A transport that offers it sends the copy to its
+   * dead-letter destination and waits for the broker to take it (publisher confirm) before
+   * removing the original; when the copy cannot be sent it falls back to {@link reject}, so the
+   * message is never lost. Settles the delivery like `ack`/`requeue`/`reject` (once). Without
+   * it, callers use `reject()` and the failure record is only logged.
+   */
+  deadLetter?(headers: Readonly<Record<string, string>>): Promise<void>;
 }
 
 /** Where a frame is sent. */
@@ -77,6 +86,15 @@ export interface ServiceQueueSpec {
    * (`x-delivery-limit`). Ignored for classic queues. @defaultValue the broker's (none on 3.x, 20 on 4.x)
    */
   readonly deliveryLimit?: number;
+  /**
+   * The queue lives only as long as this consumer: nothing of it stays behind once the listener
+   * stops or the transport closes (AMQP: an exclusive, auto-deleted queue; NATS: its stream and
+   * consumers deleted, the consumers also expiring once unused; Redis: its stream, group and
+   * bindings removed; memory: the queue removed). Use a name of its own (one consumer per name):
+   * a second consumer of the same transient queue may be refused. For short-lived watchers.
+   * @defaultValue false (a durable queue shared by the service's instances)
+   */
+  readonly transient?: boolean;
 }
 
 /** The per-instance queue responses arrive on. */
