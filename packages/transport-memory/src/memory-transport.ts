@@ -20,6 +20,7 @@ import type {
   Transport,
   TransportCapabilities,
   TransportEvent,
+  TransportEventLog,
   TransportScheduling,
 } from "@nuropb/protocol";
 import { ResponseConsumer, ServiceConsumer, schedule } from "./broker.ts";
@@ -28,6 +29,7 @@ import { assertDestination, copyOutgoingFrame } from "./frames.ts";
 import { brokerOf } from "./memory-hub.ts";
 import type { MemoryDisconnectOptions, MemoryHub } from "./memory-hub.ts";
 import { createMemoryScheduling } from "./scheduling.ts";
+import { MemoryEventLog, appendToEventLog } from "./event-log.ts";
 
 /** Default largest body a memory transport accepts: 16 MiB. */
 export const DEFAULT_MEMORY_MAX_FRAME_BYTES = 16 * 1024 * 1024;
@@ -97,6 +99,7 @@ class MemoryTransport implements Transport {
   readonly mesh: string;
   readonly capabilities: TransportCapabilities;
   readonly scheduling: TransportScheduling;
+  readonly eventLog: TransportEventLog;
   readonly #vhost: VHost;
   readonly #logger: Logger;
   readonly #life = createTransportLifecycle("memory");
@@ -125,6 +128,16 @@ class MemoryTransport implements Transport {
         if (this.#life.state !== "open" || this.#outage !== undefined) await this.#whenUsable();
       },
       copyFrame: (frame) => copyOutgoingFrame(frame, maxFrameBytes),
+    });
+    this.eventLog = new MemoryEventLog({
+      mesh: vhost,
+      whenUsable: async () => {
+        this.#assertNotClosed();
+        if (this.#life.state !== "open" || this.#outage !== undefined) await this.#whenUsable();
+      },
+      copyFrame: (frame) => copyOutgoingFrame(frame, maxFrameBytes),
+      route: (topic, frame) => this.#vhost.publishEvent(topic, frame),
+      closed: () => this.#life.closed(),
     });
   }
 
@@ -188,6 +201,7 @@ class MemoryTransport implements Transport {
         }
         break;
       case "event":
+        appendToEventLog(this.#vhost, to.topic, copy);
         this.#vhost.publishEvent(to.topic, copy);
         break;
       case "reply":
