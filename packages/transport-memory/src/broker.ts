@@ -82,6 +82,19 @@ export class VHost {
     return queue;
   }
 
+  /**
+   * Deletes a service queue with its bindings and waiting messages (a transient queue whose
+   * consumer stopped), unless another consumer still reads it.
+   */
+  deleteServiceQueue(queue: ServiceQueue): void {
+    if (queue.consumerCount > 0 || this.serviceQueues.get(queue.name) !== queue) return;
+    this.serviceQueues.delete(queue.name);
+    for (const [key, bound] of this.#rpcRoutes) {
+      if (bound.delete(queue) && bound.size === 0) this.#rpcRoutes.delete(key);
+    }
+    queue.purge();
+  }
+
   /** Routes a request or command; false when no queue is bound for `service` (basic.return). */
   publishRpc(service: string, frame: Frame): boolean {
     const bound = this.#rpcRoutes.get(service);
@@ -223,6 +236,15 @@ export class ServiceQueue {
     this.#vhost.deadLetter(this.name, msg.frame, reason);
   }
 
+  /** Drops every waiting message and the expiry timer (the queue is being deleted). */
+  purge(): void {
+    this.#ready = [];
+    this.#head = 0;
+    if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    this.#expiryAt = Number.POSITIVE_INFINITY;
+  }
+
   attach(consumer: ServiceConsumer): void {
     if (!this.#consumers.includes(consumer)) this.#consumers.push(consumer);
     this.pumpSoon();
@@ -345,6 +367,11 @@ export class ServiceConsumer {
       settle: (msg, outcome) => {
         if (outcome === "requeue") queue.returnToHead([msg]);
         else if (outcome === "reject") queue.deadLetter(msg, "rejected");
+      },
+      // The copy with the failure record added goes where reject sends it: no confirm to wait for.
+      deadLetter: (msg, headers) => {
+        const frame = { ...msg.frame, headers: { ...msg.frame.headers, ...headers } };
+        queue.deadLetter({ ...msg, frame }, "rejected");
       },
       giveBack: (messages) => queue.returnToHead(messages),
       onRelease: () => queue.pumpSoon(),
