@@ -6,6 +6,11 @@ import type { PublisherHost } from "./publisher.ts";
 import { closeQuietly, newHandle } from "./session.ts";
 import type { ChannelHandle, Session } from "./session.ts";
 
+/** How many times a lost consumer is started again on the same connection before reconnecting. */
+const RESTART_ATTEMPTS = 5;
+/** The first pause between those attempts, doubled each time (0.1 + 0.2 + 0.4 + 0.8 s). */
+const RESTART_PAUSE_MS = 100;
+
 /** What a consumer needs from its transport. */
 export interface ConsumerHost extends PublisherHost {
   /** A consumer cannot be re-established and retrying cannot help: close the transport. */
@@ -183,8 +188,15 @@ export class Consumer {
     this.#host.retiring(closeQuietly(handle.ch));
   }
 
-  /** The channel or consumer went away while the connection stayed up: start again. */
-  #restart(session: Session, cause: Error): void {
+  /**
+   * The channel or consumer went away while the connection stayed up (the broker closed the
+   * channel, or sent basic.cancel: the queue was deleted, or its node went away): declare and
+   * consume again on a fresh channel. A failure that may pass (a quorum queue still electing its
+   * leader) is retried {@link RESTART_ATTEMPTS} times with a growing pause, each logged; then
+   * the connection is dropped so the reconnect declares everything again. A permanent refusal
+   * closes the transport with its reason.
+   */
+  #restart(session: Session, cause: Error, attempt = 0): void {
     const host = this.#host;
     const old = this.#handle;
     this.#handle = undefined;
@@ -194,20 +206,46 @@ export class Consumer {
       void closeQuietly(old.ch);
     }
     const error = channelError(cause, `consumer of ${this.queue} lost`, host.password);
-    host.log.warn("consumer lost, re-establishing", { queue: this.queue, error: error.message });
-    host.life.emit({ type: "errored", error });
-    this.start(session).then(undefined, (err: unknown) => {
-      if (host.life.ending || this.#stopped) return;
-      if (isPermanent(err)) {
-        host.log.error("cannot re-establish consumer, closing", {
-          queue: this.queue,
-          error: (err as Error).message,
-        });
-        host.fail(err as Error);
-      } else {
-        void closeQuietly(session.conn); // reconnect and re-declare everything
-      }
-    });
+    if (attempt === 0) {
+      host.log.warn("consumer lost, re-establishing", { queue: this.queue, error: error.message });
+      host.life.emit({ type: "errored", error });
+    }
+    this.start(session).then(
+      () => {
+        host.log.info("consuming again", { queue: this.queue, attempts: attempt + 1 });
+      },
+      (err: unknown) => {
+        if (host.life.ending || this.#stopped) return;
+        const message = (err as Error)?.message ?? String(err);
+        if (isPermanent(err)) {
+          host.log.error("cannot re-establish consumer, closing", {
+            queue: this.queue,
+            error: message,
+          });
+          host.fail(err as Error);
+        } else if (attempt + 1 < RESTART_ATTEMPTS && host.current() === session) {
+          const pauseMs = RESTART_PAUSE_MS * 2 ** attempt;
+          host.log.warn("consumer not re-established, retrying", {
+            queue: this.queue,
+            attempt: attempt + 1,
+            pauseMs,
+            error: message,
+          });
+          const timer = setTimeout(() => {
+            if (host.life.ending || this.#stopped || host.current() !== session) return;
+            this.#restart(session, err as Error, attempt + 1);
+          }, pauseMs);
+          timer.unref?.();
+        } else {
+          host.log.warn("consumer not re-established, reconnecting", {
+            queue: this.queue,
+            attempts: attempt + 1,
+            error: message,
+          });
+          void closeQuietly(session.conn); // reconnect and re-declare everything
+        }
+      },
+    );
   }
 
   #startError(err: unknown): NuropbTransportError {

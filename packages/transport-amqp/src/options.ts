@@ -77,13 +77,31 @@ export interface AmqpReconnectOptions {
   readonly maxDelayMs?: number;
 }
 
+/**
+ * Which broker of a cluster a connection (and every reconnection) tries first: `in-order` tries
+ * the addresses as listed, `random` in a fresh random order each time (spreads clients over the
+ * nodes).
+ */
+export type AmqpFailoverOrder = "in-order" | "random";
+
 /** Options of {@link createAmqpTransport}. */
 export interface AmqpTransportOptions {
   /**
    * The broker: `amqp[s]://user:pass@host:port/vhost` (the vhost is the mesh and is required in a
-   * URL) or a settings object. @defaultValue `{}` (guest@localhost:5672, vhost `nuropb`)
+   * URL) or a settings object. The nodes of a cluster may be listed with commas,
+   * `amqp://user:pass@host1:5672,host2:5673/vhost` (see `urls`).
+   * @defaultValue `{}` (guest@localhost:5672, vhost `nuropb`)
    */
   readonly url?: string | AmqpConnectionSettings;
+  /**
+   * The nodes of a RabbitMQ cluster, each a URL or a settings object, instead of `url`. They must
+   * name the same vhost, user and password (one cluster). When a node cannot be reached or the
+   * connection to it is lost, the transport connects to another (see `failover`) and declares
+   * its topology there again.
+   */
+  readonly urls?: readonly (string | AmqpConnectionSettings)[];
+  /** The order in which the nodes of a cluster are tried. @defaultValue `"in-order"` */
+  readonly failover?: AmqpFailoverOrder;
   /** @defaultValue `"nuropb-rpc-exchange"` */
   readonly rpcExchange?: string;
   /** @defaultValue `"nuropb-events-exchange"` */
@@ -145,7 +163,11 @@ export interface ResolvedTarget {
 
 /** The resolved, validated options the transport runs with. */
 export interface ResolvedOptions {
+  /** The first of `targets` (they share vhost, user and password). */
   readonly target: ResolvedTarget;
+  /** Every broker address, at least one. */
+  readonly targets: readonly ResolvedTarget[];
+  readonly failover: AmqpFailoverOrder;
   readonly rpcExchange: string;
   readonly eventsExchange: string;
   readonly dlExchange: string;
@@ -174,7 +196,14 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
   }
   const tls = options.tls;
   if (tls !== undefined) checkTls(tls);
-  const target = resolveTarget(options.url ?? {}, tls);
+  const targets = resolveTargets(options, tls);
+  const target = targets[0] as ResolvedTarget;
+  const failover = options.failover ?? "in-order";
+  if (failover !== "in-order" && failover !== "random") {
+    throw new TypeError(
+      `failover must be "in-order" or "random", got ${typeof failover === "string" ? `"${failover}"` : typeof failover}`,
+    );
+  }
   const heartbeatSec = intInRange(
     "heartbeatSec",
     options.heartbeatSec ?? target.heartbeatSec ?? DEFAULT_HEARTBEAT_SEC,
@@ -236,6 +265,8 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
   }
   return {
     target,
+    targets,
+    failover,
     rpcExchange: name("rpcExchange", options.rpcExchange ?? DEFAULT_RPC_EXCHANGE),
     eventsExchange: name("eventsExchange", options.eventsExchange ?? DEFAULT_EVENTS_EXCHANGE),
     dlExchange: name("dlExchange", options.dlExchange ?? DEFAULT_DL_EXCHANGE),
@@ -251,6 +282,64 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     clientProperties,
     logger,
   };
+}
+
+/**
+ * The broker addresses of `url` (possibly a comma list) or `urls`.
+ * @throws TypeError when both or an empty list are given, or when the addresses do not share
+ * vhost, user and password (credentials are never echoed).
+ */
+function resolveTargets(
+  options: AmqpTransportOptions,
+  tls: AmqpTlsOptions | undefined,
+): ResolvedTarget[] {
+  if (options.urls !== undefined && options.url !== undefined) {
+    throw new TypeError("give url or urls, not both");
+  }
+  let targets: ResolvedTarget[];
+  if (options.urls !== undefined) {
+    if (!Array.isArray(options.urls) || options.urls.length === 0) {
+      throw new TypeError("urls must be a non-empty array of AMQP URLs or settings objects");
+    }
+    targets = options.urls.flatMap((u, i) => {
+      if (typeof u === "string") return resolveTargetList(u, tls);
+      if (typeof u !== "object" || u === null) {
+        throw new TypeError(`urls[${i}] must be an AMQP URL string or a settings object`);
+      }
+      return [resolveTarget(u, tls)];
+    });
+  } else {
+    const url = options.url ?? {};
+    targets = typeof url === "string" ? resolveTargetList(url, tls) : [resolveTarget(url, tls)];
+  }
+  const first = targets[0] as ResolvedTarget;
+  for (const t of targets) {
+    if (t.vhost !== first.vhost) {
+      throw new TypeError(
+        `every broker address must name the same vhost (the mesh): '${first.vhost}' and '${t.vhost}'`,
+      );
+    }
+    if (t.username !== first.username || t.password !== first.password) {
+      throw new TypeError("every broker address must use the same user and password (one cluster)");
+    }
+  }
+  return targets;
+}
+
+/**
+ * Resolves a URL that may list several hosts, `amqp://user:pass@h1:p1,h2:p2/vhost`, to one
+ * target per host (credentials, vhost and parameters shared).
+ * @throws TypeError as {@link resolveTarget}; credentials are never echoed.
+ */
+export function resolveTargetList(url: string, tls?: AmqpTlsOptions): ResolvedTarget[] {
+  if (typeof url !== "string") throw new TypeError("url must be an AMQP URL string");
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*@)?([^/?#]*)(.*)$/is.exec(url);
+  if (m === null || !(m[3] ?? "").includes(",")) return [resolveTarget(url, tls)];
+  const hosts = (m[3] as string).split(",");
+  if (hosts.some((h) => h.trim() === "")) {
+    throw new TypeError(`url lists an empty host: ${obfuscateUrl(url)}`);
+  }
+  return hosts.map((h) => resolveTarget(`${m[1]}${m[2] ?? ""}${h.trim()}${m[4] ?? ""}`, tls));
 }
 
 /**

@@ -37,7 +37,8 @@ export function createServiceConsumer(
       queue,
       consumeOptions: { noAck: false, exclusive: false },
       declare: (ch) => declareServiceQueue(ch, queue, spec, host.exchanges),
-      attach: (handle, consumer) => serviceChannel(handle, consumer, handler, host),
+      attach: (handle, consumer) =>
+        serviceChannel(handle, consumer, handler, host, spec.queueType === "quorum"),
     },
     host,
   );
@@ -48,6 +49,7 @@ function serviceChannel(
   consumer: Consumer,
   handler: DeliveryHandler,
   host: ServiceConsumerHost,
+  quorum: boolean,
 ): ChannelUse {
   const { ch } = handle;
   const ledger = createDeliveryLedger<ConsumeMessage>({
@@ -57,7 +59,15 @@ function serviceChannel(
       // On a channel that went away the broker redelivers the message: nothing to send.
       if (handle.closed) return;
       if (outcome === "ack") ch.ack(msg);
-      else if (outcome === "requeue") ch.nack(msg, false, true);
+      else if (outcome === "requeue") {
+        // Call-again on a quorum queue counts against its delivery limit: on 3.x every return
+        // does, but from 4.3 basic.nack means "not processed" and leaves delivery-count alone,
+        // while basic.reject(requeue) counts on every version. A classic queue has no limit:
+        // it keeps the basic.nack Python sends.
+        if (quorum) ch.reject(msg, true);
+        else ch.nack(msg, false, true);
+      }
+      // A failure dead-letters (basic.reject, requeue false) on every version and queue type.
       else ch.reject(msg, false);
     },
     // Closing the channel (once no handler runs on it) gives them back.

@@ -1,8 +1,9 @@
 import { NuropbTransportError } from "@nuropb/protocol";
 import type { Logger } from "@nuropb/protocol";
 import type { Channel, ChannelModel } from "amqplib";
-import { channelError, openConnection } from "./connection.ts";
-import type { ResolvedOptions } from "./options.ts";
+import { channelError, isAccessRefusal, isPermanent, openConnection } from "./connection.ts";
+import { describeTarget } from "./options.ts";
+import type { ResolvedOptions, ResolvedTarget } from "./options.ts";
 import type { Publisher } from "./publisher.ts";
 import { raceAbort } from "./timing.ts";
 
@@ -21,6 +22,8 @@ export interface ChannelHandle<C extends Channel = Channel> {
 export interface Session {
   readonly id: number;
   readonly conn: ChannelModel;
+  /** The broker (of a cluster's addresses) this connection reached. */
+  readonly target: ResolvedTarget;
   publisher: Publisher | undefined;
   lastError: Error | undefined;
   /**
@@ -47,30 +50,90 @@ export interface SessionParams {
 }
 
 /**
- * Opens a connection as a {@link Session}: records its errors, marks it `dead` when it closes,
- * and follows the broker blocking and unblocking publishing (resource alarms).
- * @throws NuropbTransportError when the broker cannot be reached, refuses us, or a signal aborts.
+ * The order in which the brokers are tried for one connection: as listed, or shuffled
+ * (Fisher-Yates) for `random` failover.
+ */
+export function failoverOrder(o: ResolvedOptions): readonly ResolvedTarget[] {
+  if (o.failover !== "random" || o.targets.length < 2) return o.targets;
+  const order = [...o.targets];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [order[i], order[j]] = [order[j] as ResolvedTarget, order[i] as ResolvedTarget];
+  }
+  return order;
+}
+
+/**
+ * Connects to the first broker of {@link failoverOrder} that takes us. Each address gets an
+ * equal share of `timeoutMs` (at least a second), so one silent node cannot use up the attempt.
+ * A refused login or vhost ends the attempt at once (a cluster shares its users); any other
+ * failure moves on to the next address.
+ * @throws NuropbTransportError of the last address tried (retryable unless every one failed
+ * permanently), naming every address's failure when there were several.
+ */
+async function connectAny(
+  p: SessionParams,
+): Promise<{ conn: ChannelModel; target: ResolvedTarget }> {
+  const o = p.options;
+  const order = failoverOrder(o);
+  const share =
+    order.length === 1 ? p.timeoutMs : Math.max(1_000, Math.floor(p.timeoutMs / order.length));
+  const failures: NuropbTransportError[] = [];
+  for (const target of order) {
+    try {
+      const conn = await raceAbort(
+        openConnection({
+          target,
+          tls: o.tls,
+          heartbeatSec: o.heartbeatSec,
+          timeoutMs: Math.min(share, p.timeoutMs),
+          connectionName: o.connectionName,
+          clientProperties: o.clientProperties,
+        }),
+        p.signals,
+        (late) => {
+          late.on("error", () => undefined);
+          void late.close().catch(() => undefined);
+        },
+      );
+      if (order.length > 1) p.log.info("connected to broker", { broker: describeTarget(target) });
+      return { conn, target };
+    } catch (err) {
+      const e =
+        err instanceof NuropbTransportError
+          ? err
+          : new NuropbTransportError(String(err), { cause: err, retryable: true });
+      if (e.message === "aborted" || isAccessRefusal(e) || order.length === 1) throw e;
+      p.log.debug("broker unreachable, trying the next", {
+        broker: describeTarget(target),
+        error: e.message,
+      });
+      failures.push(e);
+    }
+  }
+  const last = failures[failures.length - 1] as NuropbTransportError;
+  const permanent = failures.every((f) => isPermanent(f));
+  return Promise.reject(
+    new NuropbTransportError(
+      `no broker of the cluster could be reached: ${failures.map((f) => f.message).join("; ")}`,
+      { cause: last, retryable: !permanent, details: { permanent, attempts: failures.length } },
+    ),
+  );
+}
+
+/**
+ * Opens a connection as a {@link Session} to one of the brokers (see {@link connectAny}):
+ * records its errors, marks it `dead` when it closes, and follows the broker blocking and
+ * unblocking publishing (resource alarms).
+ * @throws NuropbTransportError when no broker can be reached, one refuses us, or a signal aborts.
  */
 export async function openSession(p: SessionParams): Promise<Session> {
   const o = p.options;
-  const conn = await raceAbort(
-    openConnection({
-      target: o.target,
-      tls: o.tls,
-      heartbeatSec: o.heartbeatSec,
-      timeoutMs: p.timeoutMs,
-      connectionName: o.connectionName,
-      clientProperties: o.clientProperties,
-    }),
-    p.signals,
-    (late) => {
-      late.on("error", () => undefined);
-      void late.close().catch(() => undefined);
-    },
-  );
+  const { conn, target } = await connectAny(p);
   const session: Session = {
     id: p.id,
     conn,
+    target,
     publisher: undefined,
     lastError: undefined,
     dead: undefined,
