@@ -209,6 +209,21 @@ export class CipherPool {
     return this.#expectOk(r);
   }
 
+  /** `kernels.aeadSeal` on a thread: ciphertext ‖ tag. `nonceAad` is nonce (12) ‖ associated data. */
+  async aeadSeal(key: Uint8Array, nonceAad: Uint8Array, plain: Uint8Array): Promise<Uint8Array> {
+    return this.#expectOk(await this.#run(KernelOp.aeadSeal, key, nonceAad, plain));
+  }
+
+  /** `kernels.aeadOpen` on a thread: the plaintext, or null when `sealed` fails to authenticate. */
+  async aeadOpen(
+    key: Uint8Array,
+    nonceAad: Uint8Array,
+    sealed: Uint8Array,
+  ): Promise<Uint8Array | null> {
+    const r = await this.#run(KernelOp.aeadOpen, key, nonceAad, sealed);
+    return r.status === KernelStatus.mac ? null : this.#expectOk(r);
+  }
+
   /**
    * Lets the threads finish the batches already handed over (at most 5 s), then stops them.
    * Ops made from now on run on the calling thread. Safe to call twice.
@@ -376,7 +391,11 @@ export class CipherPool {
       const status = view.getUint8(at);
       const length = view.getUint32(at + 1, true);
       let bytes: Uint8Array;
-      if (op.code === KernelOp.unbox || op.code === KernelOp.fernetOpen) {
+      if (
+        op.code === KernelOp.unbox ||
+        op.code === KernelOp.fernetOpen ||
+        op.code === KernelOp.aeadOpen
+      ) {
         // A plaintext gets a buffer of its own: it never shares memory with another's.
         bytes = new Uint8Array(length); // a Uint8Array, as the synchronous path gives
         bytes.set(new Uint8Array(answer, at + RESULT_HEAD, length));

@@ -29,6 +29,7 @@ export type {
   ReplyKey,
   PayloadEncryptor,
   PayloadEncryptorOptions,
+  PublicKeys,
 } from "./payload-encryptor.ts";
 export type { Fernet, FernetEncryptOptions, FernetDecryptOptions } from "./fernet.ts";
 export type { RsaKeyPair, NaclKeyPair, ServiceKeys, CreateServiceKeysOptions } from "./keys.ts";

@@ -1,4 +1,4 @@
-// The symmetric cipher work of both suites, as self-contained functions: they run on the
+// The symmetric cipher work of the suites, as self-contained functions: they run on the
 // calling thread and, turned into source text, on the cipher threads (cipher-pool.ts). So they
 // may use nothing but their parameters and the language itself: no imports, no module constants.
 // (Code coverage tools that inject counters into function bodies would break the threads.)
@@ -23,12 +23,22 @@ export interface KernelCrypto {
     algorithm: string,
     key: Uint8Array,
     iv: Uint8Array,
-  ): { update(data: Uint8Array): Buffer; final(): Buffer };
+  ): {
+    update(data: Uint8Array): Buffer;
+    final(): Buffer;
+    setAAD(aad: Uint8Array): unknown;
+    getAuthTag(): Buffer;
+  };
   createDecipheriv(
     algorithm: string,
     key: Uint8Array,
     iv: Uint8Array,
-  ): { update(data: Uint8Array): Buffer; final(): Buffer };
+  ): {
+    update(data: Uint8Array): Buffer;
+    final(): Buffer;
+    setAAD(aad: Uint8Array): unknown;
+    setAuthTag(tag: Uint8Array): unknown;
+  };
   createHmac(
     algorithm: string,
     key: Uint8Array,
@@ -55,6 +65,19 @@ export interface CipherKernels {
   fernetSeal(token: Uint8Array, plain: Uint8Array, key: Uint8Array): void;
   /** Fernet: checks the HMAC of the raw `token`, then decrypts it; a failure names its stage. */
   fernetOpen(token: Uint8Array, key: Uint8Array): Buffer | FernetOpenFailure;
+  /**
+   * AES-256-GCM (the `x25519-aes-gcm` suite): writes the ciphertext of `plain` and then the
+   * 16-byte tag into `out` (`plain.length + 16` bytes). `nonce` is 12 bytes.
+   */
+  aeadSeal(
+    out: Uint8Array,
+    plain: Uint8Array,
+    nonce: Uint8Array,
+    aad: Uint8Array,
+    key: Uint8Array,
+  ): void;
+  /** Opens `sealed` (ciphertext ‖ 16-byte tag); null when it fails to authenticate. */
+  aeadOpen(sealed: Uint8Array, nonce: Uint8Array, aad: Uint8Array, key: Uint8Array): Buffer | null;
 }
 
 /** The kernels over `nacl` and `crypto`. Self-contained: see the top of this file. */
@@ -99,18 +122,49 @@ export function cipherKernels(nacl: NaclLowLevel, crypto: KernelCrypto): CipherK
         return "padding";
       }
     },
+    aeadSeal(out, plain, nonce, aad, key) {
+      const cipher = createCipheriv("aes-256-gcm", key, nonce);
+      cipher.setAAD(aad);
+      const head = cipher.update(plain);
+      out.set(head, 0);
+      const tail = cipher.final();
+      out.set(tail, head.length);
+      out.set(cipher.getAuthTag(), head.length + tail.length);
+    },
+    aeadOpen(sealed, nonce, aad, key) {
+      const tagAt = sealed.length - 16;
+      if (tagAt < 0) return null;
+      try {
+        const decipher = createDecipheriv("aes-256-gcm", key, nonce);
+        decipher.setAAD(aad);
+        decipher.setAuthTag(sealed.subarray(tagAt));
+        const head = decipher.update(sealed.subarray(0, tagAt));
+        const tail = decipher.final(); // throws when the tag does not match
+        return tail.length === 0 ? head : Buffer.concat([head, tail]);
+      } catch {
+        return null;
+      }
+    },
   };
 }
 
 /** Op codes of {@link runKernelOp}. */
-export const KernelOp = { box: 1, unbox: 2, fernetSeal: 3, fernetOpen: 4 } as const;
+export const KernelOp = {
+  box: 1,
+  unbox: 2,
+  fernetSeal: 3,
+  fernetOpen: 4,
+  aeadSeal: 5,
+  aeadOpen: 6,
+} as const;
 /** Statuses of {@link runKernelOp}: done, failed authentication (MAC), bad padding, failed. */
 export const KernelStatus = { ok: 0, mac: 1, padding: 2, error: 3 } as const;
 
 /**
  * One op by code, as the cipher threads and the calling thread both run it: `a` and `b` are the
  * op's two inputs (box/unbox: nonce, message; fernetSeal: plaintext, framed token, completed in
- * place; fernetOpen: token, unused). Never throws: a failure is a status. Self-contained.
+ * place; fernetOpen: token, unused; aeadSeal/aeadOpen: nonce (12) ‖ associated data, plaintext
+ * or ciphertext ‖ tag). Never throws: a failure is a status. Self-contained.
  */
 export function runKernelOp(
   kernels: CipherKernels,
@@ -138,6 +192,15 @@ export function runKernelOp(
       const opened = kernels.fernetOpen(a, key);
       if (typeof opened !== "string") return { status: 0, out: opened };
       return { status: opened === "mac" ? 1 : 2, out: none };
+    }
+    if (code === 5) {
+      const out = new Uint8Array(b.length + 16);
+      kernels.aeadSeal(out, b, a.subarray(0, 12), a.subarray(12), key);
+      return { status: 0, out };
+    }
+    if (code === 6) {
+      const opened = kernels.aeadOpen(b, a.subarray(0, 12), a.subarray(12), key);
+      return opened === null ? { status: 1, out: none } : { status: 0, out: opened };
     }
   } catch {
     // Reported as a status below: the caller decides what a failed op means.

@@ -24,10 +24,34 @@ import {
   type ServiceKeys,
 } from "./keys.ts";
 import { LruCache } from "./lru.ts";
+import {
+  NATIVE,
+  deriveMessageKey,
+  deriveNativeKeyPair,
+  generateNativeKeyPair,
+  nativeKeyId,
+  openNativeRequest,
+  openNativeRequestOn,
+  openNativeResponse,
+  openNativeResponseOn,
+  readNativeRequestHead,
+  sealNativeRequest,
+  sealNativeRequestOn,
+  sealNativeResponse,
+  sealNativeResponseOn,
+  x25519PublicKey,
+  type NativeKeyPair,
+  type NativePeer,
+} from "./native-suite.ts";
 import { fillRandom } from "./random.ts";
 
-/** The two cipher suites. */
+/** The cipher suites. */
 export const CipherSuite = {
+  /**
+   * X25519 + HKDF-SHA256 + AES-256-GCM on node:crypto alone, TypeScript peers only; preferred
+   * when the peer announces a `native_public_key`.
+   */
+  native: "x25519-aes-gcm",
   /** Python NuroPb's format: RSA-OAEP-SHA256 wrapping a Fernet key. */
   rsaFernet: "rsa-fernet",
   /** X25519 + XSalsa20-Poly1305 (tweetnacl), TypeScript peers only. */
@@ -36,7 +60,10 @@ export const CipherSuite = {
 /** One of {@link CipherSuite}. */
 export type CipherSuite = (typeof CipherSuite)[keyof typeof CipherSuite];
 
-/** Headers this package adds to a `nacl` message (besides `encrypted: "yes"`, which core sets). */
+/**
+ * Headers this package adds to a `nacl` message (besides `encrypted: "yes"`, which core sets).
+ * An `x25519-aes-gcm` message carries only `nuropb_enc`: its key id and sender key are in the body.
+ */
 export const EncryptionHeader = {
   /** The suite; absent means `rsa-fernet` (the Python format). */
   suite: "nuropb_enc",
@@ -52,6 +79,8 @@ export interface PeerKeys {
   readonly rsaPublicKeyPem?: string | null;
   /** Standard base64 of the peer's 32-byte X25519 public key. */
   readonly naclPublicKey?: string | null;
+  /** Standard base64 of the peer's 32-byte X25519 public key for `x25519-aes-gcm`. */
+  readonly nativePublicKey?: string | null;
 }
 
 /**
@@ -64,11 +93,14 @@ export interface ReplyKey {
 
 /** The encryption side of one participant (client, service, or both). */
 export interface PayloadEncryptor {
-  /** Public keys to announce in describe: PEM for Python-compatible `public_key`, base64 for nacl. */
-  readonly publicKeys: { readonly rsaPem: string | null; readonly nacl: string | null };
   /**
-   * `nacl` when the peer announced a nacl key (and `nacl` is enabled), else `rsa-fernet` when it
-   * announced an RSA key.
+   * Public keys to announce in describe: PEM for Python-compatible `public_key`, base64 for nacl
+   * and for `x25519-aes-gcm` (`native`, derived from the nacl key).
+   */
+  readonly publicKeys: PublicKeys;
+  /**
+   * The first enabled suite the peer announced a key for: `x25519-aes-gcm`, then `nacl`, then
+   * `rsa-fernet`.
    * @throws NuropbMessageError (`details.reason` `unsupported`) when no enabled suite fits.
    */
   chooseSuite(peer: PeerKeys): CipherSuite;
@@ -145,13 +177,23 @@ export interface PayloadEncryptor {
   close(): Promise<void>;
 }
 
+/** What a participant announces: each `null` when it has no key for that suite (or it is off). */
+export interface PublicKeys {
+  readonly rsaPem: string | null;
+  readonly nacl: string | null;
+  readonly native: string | null;
+}
+
 /** Options of {@link createPayloadEncryptor}. */
 export interface PayloadEncryptorOptions {
   /** This participant's keys. @defaultValue none: it can seal requests and open their responses only */
   readonly keys?: ServiceKeys;
   /** Older keys still accepted when opening requests (key rotation); never announced. @defaultValue [] */
   readonly previousKeys?: readonly ServiceKeys[];
-  /** Suites this participant uses, to seal and to open. @defaultValue ["nacl", "rsa-fernet"] */
+  /**
+   * Suites this participant uses, to seal and to open.
+   * @defaultValue ["x25519-aes-gcm", "nacl", "rsa-fernet"]
+   */
   readonly suites?: readonly CipherSuite[];
   /**
    * `rsa-fernet` sender: how long one RSA-wrapped Fernet key is reused for the same target, in
@@ -162,14 +204,15 @@ export interface PayloadEncryptorOptions {
   readonly rsaKeyReuseMaxUses?: number;
   /** `rsa-fernet` receiver: how many unwrapped keys to remember by their RSA ciphertext. @defaultValue 1024 */
   readonly rsaUnwrapCacheSize?: number;
-  /** How many peers' parsed keys and nacl shared keys to remember. @defaultValue 1024 */
+  /** How many peers' parsed keys and derived (nacl, x25519-aes-gcm) keys to remember. @defaultValue 1024 */
   readonly peerCacheSize?: number;
   /** With `maxAgeMs`: how far in the future a ciphertext may be dated, in milliseconds. @defaultValue 60000 */
   readonly clockSkewMs?: number;
   /** Clock, in milliseconds since the Unix epoch. @defaultValue `Date.now` */
   readonly now?: () => number;
   /**
-   * Worker threads for the cipher work of the `*Async` methods (XSalsa20-Poly1305, AES + HMAC);
+   * Worker threads for the cipher work of the `*Async` methods (XSalsa20-Poly1305, AES + HMAC,
+   * AES-GCM);
    * 0 does it on the calling thread. Threads help a process whose event loop is the bottleneck
    * and cost a thread hop (tens of µs) per operation; see the package README.
    * An integer from 0 to 16. @defaultValue 0
@@ -184,6 +227,11 @@ type ReplySecret =
       readonly shared: Uint8Array;
       readonly requestNonce: Uint8Array;
       readonly kid: string;
+    }
+  | {
+      readonly suite: "x25519-aes-gcm";
+      readonly key: Uint8Array;
+      readonly requestNonce: Uint8Array;
     };
 
 /** The {@link ReplyKey} handed out: its secret sits in a private field, invisible to logging. */
@@ -233,6 +281,11 @@ const NACL_MIN_BODY = 1 + NONCE_BYTES + TAG_BYTES + INNER_HEAD;
 const OAEP = constants.RSA_PKCS1_OAEP_PADDING;
 const RSA = CipherSuite.rsaFernet;
 const NACL = CipherSuite.nacl;
+const ALL_SUITES: readonly string[] = [NATIVE, NACL, RSA];
+/** `nuropb_enc` of an `x25519-aes-gcm` message, request or response. */
+const NATIVE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  [EncryptionHeader.suite]: NATIVE,
+});
 
 interface WrappedKey {
   readonly fernet: Fernet;
@@ -278,7 +331,7 @@ export function createPayloadEncryptor(options: PayloadEncryptorOptions = {}): P
 }
 
 class Encryptor implements PayloadEncryptor {
-  readonly publicKeys: { readonly rsaPem: string | null; readonly nacl: string | null };
+  readonly publicKeys: PublicKeys;
   readonly #keys: ServiceKeys | undefined;
   readonly #rsaKeys: readonly RsaKeyPair[];
   readonly #naclKeys: ReadonlyMap<string, NaclKeyPair>;
@@ -292,16 +345,25 @@ class Encryptor implements PayloadEncryptor {
   readonly #naclPeers: LruCache<string, NaclPeer>;
   readonly #naclSenders: LruCache<string, Uint8Array>;
   readonly #pool: CipherPool | undefined;
+  /** x25519-aes-gcm: own key pairs by key id, derived from the nacl keys. */
+  readonly #nativeKeys: ReadonlyMap<string, NativeKeyPair>;
+  /** x25519-aes-gcm sender: per announced recipient key, its key id and the message key. */
+  readonly #nativePeers: LruCache<string, NativePeer>;
+  /** x25519-aes-gcm receiver: per (own key id, sender key), the message key. */
+  readonly #nativeSenders: LruCache<string, Uint8Array>;
+  #sendingNative: NativeKeyPair | undefined;
   #sendingNacl: { readonly pair: NaclKeyPair; readonly header: string } | undefined;
 
   constructor(options: PayloadEncryptorOptions) {
-    const suites = options.suites ?? [NACL, RSA];
+    const suites = options.suites ?? [NATIVE, NACL, RSA];
     if (
       !Array.isArray(suites) ||
       suites.length === 0 ||
-      suites.some((s) => s !== NACL && s !== RSA)
+      suites.some((s) => !ALL_SUITES.includes(s))
     ) {
-      throw new TypeError(`suites must be a non-empty list of "nacl" and "rsa-fernet"`);
+      throw new TypeError(
+        `suites must be a non-empty list of "x25519-aes-gcm", "nacl" and "rsa-fernet"`,
+      );
     }
     this.#suites = new Set(suites);
     checkServiceKeys(options.keys, "keys");
@@ -328,6 +390,20 @@ class Encryptor implements PayloadEncryptor {
     this.#rsaPeers = new LruCache(peerCache);
     this.#naclPeers = new LruCache(peerCache);
     this.#naclSenders = new LruCache(peerCache);
+    this.#nativePeers = new LruCache(peerCache);
+    this.#nativeSenders = new LruCache(peerCache);
+    this.#nativeKeys = new Map(
+      this.#suites.has(NATIVE)
+        ? [...this.#naclKeys.values()].map((k) => {
+            const pair = deriveNativeKeyPair(k.secretKey);
+            return [pair.kid, pair] as const;
+          })
+        : [],
+    );
+    const ownNative =
+      options.keys?.nacl === null || options.keys?.nacl === undefined
+        ? undefined
+        : [...this.#nativeKeys.values()][0];
     if (options.now !== undefined && typeof options.now !== "function") {
       throw new TypeError("now must be a function returning milliseconds");
     }
@@ -344,16 +420,20 @@ class Encryptor implements PayloadEncryptor {
         this.#suites.has(NACL) && keys?.nacl !== null && keys?.nacl !== undefined
           ? encodeNaclPublicKey(keys.nacl.publicKey)
           : null,
+      native: ownNative?.publicKeyText ?? null,
     });
+    this.#sendingNative = ownNative;
   }
 
   chooseSuite(peer: PeerKeys): CipherSuite {
+    if (this.#suites.has(NATIVE) && hasText(peer.nativePublicKey)) return NATIVE;
     if (this.#suites.has(NACL) && hasText(peer.naclPublicKey)) return NACL;
     if (this.#suites.has(RSA) && hasText(peer.rsaPublicKeyPem)) return RSA;
     throw cryptoError(
       DecryptFailure.unsupported,
       `Peer announced no public key for an enabled suite (enabled: ${[...this.#suites].join(", ")}; ` +
-        `peer has rsa: ${hasText(peer.rsaPublicKeyPem)}, nacl: ${hasText(peer.naclPublicKey)})`,
+        `peer has rsa: ${hasText(peer.rsaPublicKeyPem)}, nacl: ${hasText(peer.naclPublicKey)}, ` +
+        `${NATIVE}: ${hasText(peer.nativePublicKey)})`,
     );
   }
 
@@ -363,6 +443,11 @@ class Encryptor implements PayloadEncryptor {
     options: { readonly suite?: CipherSuite } = {},
   ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
     const suite = this.#sealingSuite(plain, peer, options);
+    if (suite === NATIVE) {
+      const { entry, own } = this.#nativePeer(peer);
+      const { body, nonce } = sealNativeRequest(plain, entry, own.publicKey, this.#now());
+      return nativeRequestResult(entry, body, nonce);
+    }
     return suite === NACL ? this.#sealNaclRequest(plain, peer) : this.#sealRsaRequest(plain, peer);
   }
 
@@ -378,6 +463,11 @@ class Encryptor implements PayloadEncryptor {
       const wrapped = this.#rsaSendingKey(peer);
       const token = await fernetEncryptOn(pool, wrapped.fernet, plain, this.#now());
       return this.#rsaRequestResult(wrapped, token);
+    }
+    if (suite === NATIVE) {
+      const { entry, own } = this.#nativePeer(peer);
+      const sealed = await sealNativeRequestOn(pool, plain, entry, own.publicKey, this.#now());
+      return nativeRequestResult(entry, sealed.body, sealed.nonce);
     }
     const { entry, own } = this.#naclPeer(peer);
     const sealed = await sealNaclOn(
@@ -417,6 +507,9 @@ class Encryptor implements PayloadEncryptor {
     return guardOpen(secret.suite, () => {
       checkResponseSuite(headers, secret);
       if (secret.suite === RSA) return secret.fernet.decrypt(splitRsaBody(body).token);
+      if (secret.suite === NATIVE) {
+        return openNativeResponse(body, secret.key, secret.requestNonce);
+      }
       return responseInner(openNacl(body, secret.shared, KIND_RESPONSE), secret.requestNonce);
     });
   }
@@ -434,6 +527,9 @@ class Encryptor implements PayloadEncryptor {
       if (secret.suite === RSA) {
         return fernetDecryptOn(pool, secret.fernet, splitRsaBody(body).token);
       }
+      if (secret.suite === NATIVE) {
+        return openNativeResponseOn(pool, body, secret.key, secret.requestNonce);
+      }
       const inner = await openNaclOn(pool, body, secret.shared, KIND_RESPONSE);
       return responseInner(inner, secret.requestNonce);
     });
@@ -447,7 +543,12 @@ class Encryptor implements PayloadEncryptor {
     checkMaxAge(options.maxAgeMs);
     return guardOpen(undefined, () => {
       const maxAgeMs = options.maxAgeMs;
-      return this.#openingSuite(headers) === NACL
+      const suite = this.#openingSuite(headers);
+      if (suite === NATIVE) {
+        const { head, key } = this.#nativeSender(body);
+        return this.#nativeRequestOpened(openNativeRequest(body, key), head, key, maxAgeMs);
+      }
+      return suite === NACL
         ? this.#openNaclRequest(body, headers, maxAgeMs)
         : this.#openRsaRequest(body, maxAgeMs);
     });
@@ -463,7 +564,13 @@ class Encryptor implements PayloadEncryptor {
     checkMaxAge(options.maxAgeMs);
     return guardOpenAsync(undefined, async () => {
       const maxAgeMs = options.maxAgeMs;
-      if (this.#openingSuite(headers) === RSA) {
+      const suite = this.#openingSuite(headers);
+      if (suite === NATIVE) {
+        const { head, key } = this.#nativeSender(body);
+        const plain = await openNativeRequestOn(pool, body, key);
+        return this.#nativeRequestOpened(plain, head, key, maxAgeMs);
+      }
+      if (suite === RSA) {
         const { keyPart, token } = splitRsaBody(body);
         const fernet = this.#unwrapCached(keyPart);
         const plain = await fernetDecryptOn(pool, fernet, token, this.#fernetAge(maxAgeMs));
@@ -496,6 +603,10 @@ class Encryptor implements PayloadEncryptor {
       // exactly that (the same key under the same public key), so it is reused at no RSA cost.
       return { body: rsaBody(secret.keyPart, secret.fernet.encrypt(plain, { now })), headers: {} };
     }
+    if (secret.suite === NATIVE) {
+      const body = sealNativeResponse(plain, secret.key, secret.requestNonce, now);
+      return { body, headers: { ...NATIVE_HEADERS } };
+    }
     const body = sealNacl(plain, secret.shared, KIND_RESPONSE, now, secret.requestNonce).body;
     return { body, headers: naclResponseHeaders(secret.kid) };
   }
@@ -512,6 +623,10 @@ class Encryptor implements PayloadEncryptor {
     if (secret.suite === RSA) {
       const token = await fernetEncryptOn(pool, secret.fernet, plain, now);
       return { body: rsaBody(secret.keyPart, token), headers: {} };
+    }
+    if (secret.suite === NATIVE) {
+      const body = await sealNativeResponseOn(pool, plain, secret.key, secret.requestNonce, now);
+      return { body, headers: { ...NATIVE_HEADERS } };
     }
     const sealed = await sealNaclOn(
       pool,
@@ -647,6 +762,100 @@ class Encryptor implements PayloadEncryptor {
       return createFernet(keyText.toString("latin1"));
     } catch (err) {
       throw cryptoError(DecryptFailure.malformed, "Unwrapped key is not a Fernet key", RSA, err);
+    }
+  }
+
+  // ---- x25519-aes-gcm ----
+
+  /** The peer's key id and message key (cached), and the key pair this participant sends from. */
+  #nativePeer(peer: PeerKeys): { entry: NativePeer; own: NativeKeyPair } {
+    const announced = peer.nativePublicKey;
+    if (!hasText(announced)) {
+      throw cryptoError(
+        DecryptFailure.unsupported,
+        `Peer announced no ${NATIVE} public key`,
+        NATIVE,
+      );
+    }
+    // A participant without keys of its own sends from an ephemeral key pair, made once: its
+    // public key rides in each request, so the recipient needs nothing in advance.
+    const own = (this.#sendingNative ??= generateNativeKeyPair());
+    let entry = this.#nativePeers.get(announced);
+    if (entry === undefined) {
+      const publicKey = decodeBase64Strict(announced);
+      if (publicKey === null || !isCanonicalX25519Key(publicKey)) {
+        throw cryptoError(
+          DecryptFailure.malformed,
+          `Peer's ${NATIVE} public key must be 32 bytes as standard base64, top bit clear`,
+          NATIVE,
+        );
+      }
+      const key = guardOpen(NATIVE, () =>
+        deriveMessageKey(own.privateKey, x25519PublicKey(publicKey), own.publicKey, publicKey),
+      );
+      entry = { kid: Buffer.from(nativeKeyId(publicKey), "hex"), key };
+      this.#nativePeers.set(announced, entry);
+    }
+    return { entry, own };
+  }
+
+  /** The clear head of a native request and the message key shared with its sender (cached). */
+  #nativeSender(body: Uint8Array): {
+    head: ReturnType<typeof readNativeRequestHead>;
+    key: Uint8Array;
+  } {
+    if (this.#nativeKeys.size === 0) {
+      throw cryptoError(
+        DecryptFailure.unsupported,
+        `This participant holds no ${NATIVE} key (it derives from a nacl key)`,
+        NATIVE,
+      );
+    }
+    const head = readNativeRequestHead(body);
+    let key = this.#nativeSenders.get(head.pairId);
+    if (key === undefined) {
+      const own = this.#nativeKeys.get(head.kid);
+      if (own === undefined) {
+        throw cryptoError(
+          DecryptFailure.wrongKey,
+          `${NATIVE} request sealed for key id ${head.kid}; this participant holds ${[...this.#nativeKeys.keys()].join(", ")}`,
+          NATIVE,
+        );
+      }
+      const sender = Uint8Array.from(head.senderPublic);
+      key = deriveMessageKey(own.privateKey, x25519PublicKey(sender), sender, own.publicKey);
+      this.#nativeSenders.set(head.pairId, key);
+    }
+    return { head, key };
+  }
+
+  /** The age checks on an opened native request, and its reply key. */
+  #nativeRequestOpened(
+    plain: Uint8Array,
+    head: ReturnType<typeof readNativeRequestHead>,
+    key: Uint8Array,
+    maxAgeMs: number | undefined,
+  ): { plain: Uint8Array; replyKey: ReplyKey } {
+    if (maxAgeMs !== undefined) this.#checkAge(head.sentAtMs, maxAgeMs, NATIVE);
+    return { plain, replyKey: issueReplyKey({ suite: NATIVE, key, requestNonce: head.nonce }) };
+  }
+
+  /** Refuses a request sent more than `maxAgeMs` ago, or dated beyond the allowed clock skew. */
+  #checkAge(sentAt: number, maxAgeMs: number, suite: CipherSuite): void {
+    const now = this.#now();
+    if (now - sentAt > maxAgeMs) {
+      throw cryptoError(
+        DecryptFailure.expired,
+        `${suite} request is ${now - sentAt} ms old (max ${maxAgeMs} ms)`,
+        suite,
+      );
+    }
+    if (sentAt - now > this.#clockSkewMs) {
+      throw cryptoError(
+        DecryptFailure.expired,
+        `${suite} request dated ${sentAt - now} ms in the future (clock skew over ${this.#clockSkewMs} ms)`,
+        suite,
+      );
     }
   }
 
@@ -799,24 +1008,7 @@ class Encryptor implements PayloadEncryptor {
         NACL,
       );
     }
-    if (maxAgeMs !== undefined) {
-      const sentAt = readUint64(inner, 1);
-      const now = this.#now();
-      if (now - sentAt > maxAgeMs) {
-        throw cryptoError(
-          DecryptFailure.expired,
-          `nacl request is ${now - sentAt} ms old (max ${maxAgeMs} ms)`,
-          NACL,
-        );
-      }
-      if (sentAt - now > this.#clockSkewMs) {
-        throw cryptoError(
-          DecryptFailure.expired,
-          `nacl request dated ${sentAt - now} ms in the future (clock skew over ${this.#clockSkewMs} ms)`,
-          NACL,
-        );
-      }
-    }
+    if (maxAgeMs !== undefined) this.#checkAge(readUint64(inner, 1), maxAgeMs, NACL);
     return {
       plain: inner.subarray(INNER_HEAD + RECIPIENT_BYTES),
       replyKey: issueReplyKey({ suite: NACL, shared, requestNonce: nonce, kid }),
@@ -840,6 +1032,7 @@ function suiteOf(headers: Readonly<Record<string, unknown>>): CipherSuite {
   const value = headerText(headers, EncryptionHeader.suite);
   if (value === undefined || value === "" || value === RSA) return RSA;
   if (value === NACL) return NACL;
+  if (value === NATIVE) return NATIVE;
   throw cryptoError(
     DecryptFailure.unsupported,
     `Unknown encryption suite ${JSON.stringify(value.slice(0, 64))} in header ${EncryptionHeader.suite}`,
@@ -1008,6 +1201,18 @@ function responseInner(inner: Uint8Array, requestNonce: Uint8Array): Uint8Array 
   return inner.subarray(INNER_HEAD + NONCE_BYTES);
 }
 
+function nativeRequestResult(
+  entry: NativePeer,
+  body: Uint8Array,
+  nonce: Uint8Array,
+): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
+  return {
+    body,
+    headers: { ...NATIVE_HEADERS },
+    replyKey: issueReplyKey({ suite: NATIVE, key: entry.key, requestNonce: nonce }),
+  };
+}
+
 function naclResponseHeaders(kid: string): Record<string, string> {
   return { [EncryptionHeader.suite]: NACL, [EncryptionHeader.keyId]: kid };
 }
@@ -1108,7 +1313,7 @@ function checkServiceKeys(keys: unknown, name: string): void {
   }
 }
 
-/** Plaintext must be bytes: both suites then seal exactly the same thing. */
+/** Plaintext must be bytes: every suite then seals exactly the same thing. */
 function checkPlain(plain: unknown): void {
   if (!(plain instanceof Uint8Array)) {
     throw new TypeError(

@@ -295,6 +295,7 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
   const peer = {
     rsaPublicKeyPem: service.publicKeys.rsaPem,
     naclPublicKey: service.publicKeys.nacl,
+    nativePublicKey: service.publicKeys.native,
   };
 
   it("refuses a cipherThreads that is not an integer from 0 to 16", () => {
@@ -305,11 +306,11 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
     }
   });
 
-  for (const suite of ["nacl", "rsa-fernet"] as const) {
+  for (const suite of ["x25519-aes-gcm", "nacl", "rsa-fernet"] as const) {
     it(`${suite}: every combination of threaded and not round-trips, on the threads`, async () => {
-      const used = (["box", "unbox", "fernetSeal", "fernetOpen"] as const).map((name) =>
-        vi.spyOn(CipherPool.prototype, name),
-      );
+      const used = (
+        ["box", "unbox", "fernetSeal", "fernetOpen", "aeadSeal", "aeadOpen"] as const
+      ).map((name) => vi.spyOn(CipherPool.prototype, name));
       for (const [c, s] of [
         [client, threadedService],
         [threadedClient, service],
@@ -338,7 +339,7 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
     });
 
     it(`${suite}: a damaged request or response fails exactly as it does without threads`, async () => {
-      const rand = prng(suite === "nacl" ? 11 : 12);
+      const rand = prng(suite === "nacl" ? 11 : suite === "rsa-fernet" ? 12 : 13);
       const sealed = client.sealRequest(utf8('{"tag":"request"}'), peer, { suite });
       const opened = service.openRequest(sealed.body, sealed.headers);
       const reply = service.sealResponse(utf8('{"tag":"response"}'), opened.replyKey);
@@ -391,7 +392,7 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
     });
   }
 
-  for (const suite of ["nacl", "rsa-fernet"] as const) {
+  for (const suite of ["x25519-aes-gcm", "nacl", "rsa-fernet"] as const) {
     it(`${suite}: buffers the caller reuses once a call has returned do not change its result`, async () => {
       const plain = Buffer.from("secret-original");
       const sealing = threadedClient.sealRequestAsync(plain, peer, { suite });

@@ -93,6 +93,24 @@ describe("fuzz: every damaged ciphertext is refused with a typed error", () => {
     }
   });
 
+  it("x25519-aes-gcm requests and responses", () => {
+    const rand = prng(6);
+    const peer = { nativePublicKey: service.publicKeys.native };
+    const sealed = client.sealRequest(utf8('{"tag":"request"}'), peer);
+    expect(sealed.replyKey.suite).toBe("x25519-aes-gcm");
+    const opened = service.openRequest(sealed.body, sealed.headers);
+    const reply = service.sealResponse(utf8('{"tag":"response"}'), opened.replyKey);
+    for (let i = 0; i < ROUNDS; i++) {
+      const req = mutate(sealed.body, rand);
+      expectRefused(() => service.openRequest(req, sealed.headers), `native request #${i}`);
+      const res = mutate(reply.body, rand);
+      expectRefused(
+        () => client.openResponse(res, reply.headers, sealed.replyKey),
+        `native response #${i}`,
+      );
+    }
+  });
+
   it("nacl headers", () => {
     const rand = prng(4);
     const sealed = client.sealRequest(utf8("x"), { naclPublicKey: service.publicKeys.nacl });
@@ -121,10 +139,11 @@ describe("fuzz: every damaged ciphertext is refused with a typed error", () => {
 
   it("random junk, with and without headers", () => {
     const rand = prng(5);
-    const suites = [undefined, "nacl", "rsa-fernet", "other"];
+    const suites = [undefined, "nacl", "rsa-fernet", "x25519-aes-gcm", "other"];
     const replyKeys = [
       client.sealRequest(utf8("x"), { naclPublicKey: service.publicKeys.nacl }).replyKey,
       client.sealRequest(utf8("x"), { rsaPublicKeyPem: service.publicKeys.rsaPem }).replyKey,
+      client.sealRequest(utf8("x"), { nativePublicKey: service.publicKeys.native }).replyKey,
     ];
     for (let i = 0; i < ROUNDS; i++) {
       const junk =
@@ -147,7 +166,7 @@ describe("fuzz: every damaged ciphertext is refused with a typed error", () => {
         () => service.openRequest(junk, headers, { maxAgeMs: 1000 }),
         `junk request #${i}`,
       );
-      const replyKey = replyKeys[i % 2];
+      const replyKey = replyKeys[i % replyKeys.length];
       if (replyKey === undefined) throw new Error("unreachable");
       expectRefused(() => client.openResponse(junk, headers, replyKey), `junk response #${i}`);
     }
