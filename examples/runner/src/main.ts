@@ -1,18 +1,22 @@
 /**
  * runner: three instances of the `inventory` service, each under a runner of its own; they elect
  * a leader, the leader is killed (its transport closes under it and its runner gives up), another
- * instance takes over, and a status watcher (`watchServices`) follows it all.
+ * instance takes over, and a status watcher (`client.watchServices()`) follows it all.
  *
  * On the in-memory transport (the default) the instances share one hub and elect on a lease
  * kept by the hub. With NUROPB_AMQP_URL set each instance has its own RabbitMQ connection and
  * they elect on a single-active-consumer queue (`createAmqpLeaderElection`).
  */
 import { pathToFileURL } from "node:url";
-import { createLeaseElection, createService, type LeaderElection } from "@nuropb/core";
+import {
+  createClient,
+  createLeaseElection,
+  createService,
+  type LeaderElection,
+} from "@nuropb/core";
 import type { Transport } from "@nuropb/protocol";
 import {
   createRunner,
-  watchServices,
   type ElectionContext,
   type Runner,
   type ServicesView,
@@ -103,13 +107,11 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   }
   const elections = new Map<string, LeaderElection>();
   const instances: Instance[] = [];
+  // The watcher is a plain client; its watch reads a transient queue of its own.
   const watcherTransport = newTransport();
-  await watcherTransport.connect();
-  const watch = await watchServices({
-    transport: watcherTransport,
-    name: "runner-example-status",
-    pruneEveryMs: 100,
-  });
+  const watcher = createClient({ transport: watcherTransport });
+  await watcher.connect();
+  const watch = await watcher.watchServices({ pruneEveryMs: 100 });
   for (const label of ["a", "b", "c"]) {
     let transport: Transport | undefined;
     let instanceId: string | undefined;
@@ -156,6 +158,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     (closing ??= (async () => {
       await Promise.all(instances.map((i) => i.runner.stop()));
       await watch.close();
+      await watcher.disconnect();
       await watcherTransport.close();
     })());
   return {

@@ -5,6 +5,12 @@ export { MessageLifecycleState } from "./message-lifecycle.ts";
 export { STATS_METHOD } from "./service-stats.ts";
 export { serveHealth } from "./health-server.ts";
 export { createLeaseElection } from "./leader-election.ts";
+export {
+  watchServices,
+  createServicesView,
+  isStatusEvent,
+  STATUS_TOPIC,
+} from "./watch-services.ts";
 
 export type {
   JSONSchema,
@@ -39,6 +45,16 @@ export type {
   LeaseStore,
   LeaseElectionOptions,
 } from "./leader-election.ts";
+export type {
+  StatusEvent,
+  ParticipantStatus,
+  ServicesView,
+  ServiceView,
+  InstanceView,
+  ServicesViewBuilder,
+  WatchServicesOptions,
+  ServicesWatch,
+} from "./watch-services.ts";
 export type {
   RequestOptions,
   CommandOptions,

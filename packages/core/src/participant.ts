@@ -1,4 +1,4 @@
-import type { Context, Listener } from "@nuropb/protocol";
+import type { Context, Listener, Transport } from "@nuropb/protocol";
 import { Caller } from "./caller.ts";
 import { buildDescription, type ServiceDescription } from "./describe.ts";
 import { Dispatcher } from "./dispatcher.ts";
@@ -11,6 +11,7 @@ import { Responder } from "./responder.ts";
 import { Sealing } from "./sealing.ts";
 import { EVENT_HOOK } from "./service-definition.ts";
 import { ServiceStats, type ServiceStatsReport } from "./service-stats.ts";
+import { watchServices, type ServicesWatch, type WatchServicesOptions } from "./watch-services.ts";
 import type {
   ClientOptions,
   CommandOptions,
@@ -39,6 +40,7 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #caller: Caller;
   readonly #lifecycle: ParticipantLifecycle;
   readonly #election: LeaderElection | undefined;
+  readonly #transport: Transport;
   #description: ServiceDescription | undefined;
   /** A service's call counts; undefined for a client. */
   #stats: ServiceStats | undefined;
@@ -46,6 +48,7 @@ class Participant<TService extends object> implements MeshService<TService> {
   constructor(options: ClientOptions | ServiceOptions<TService>, service: boolean) {
     const config = normaliseOptions<TService>(options, service);
     const { transport, log } = config;
+    this.#transport = transport;
     const so = config.service;
     this.#service = so;
     this.#election = so?.election;
@@ -243,6 +246,11 @@ class Participant<TService extends object> implements MeshService<TService> {
           this.#caller.request(service, prop, params, context, { ...options, rpcResponse: true });
       },
     });
+  }
+
+  async watchServices(options?: WatchServicesOptions): Promise<ServicesWatch> {
+    this.#lifecycle.assertOpen(false);
+    return watchServices(this.#transport, options);
   }
 
   stats(): ServiceStatsReport {

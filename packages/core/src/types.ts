@@ -6,6 +6,7 @@ import type { ServiceStatsReport } from "./service-stats.ts";
 import type { LifecycleListener } from "./message-lifecycle.ts";
 import type { ClientMiddleware, ServiceMiddleware } from "./middleware.ts";
 import type { LeaderElection } from "./leader-election.ts";
+import type { ServicesWatch, WatchServicesOptions } from "./watch-services.ts";
 
 /** Options of {@link MeshParticipant.request}. */
 export interface RequestOptions {
@@ -137,6 +138,13 @@ export interface MeshParticipant extends AsyncDisposable {
   hasPublicKey(service: string): Promise<boolean>;
   /** A typed proxy: `proxy.method(params, context?)` calls `request(service, "method", params, context)`. */
   proxy<TService extends object>(service: string): ServiceProxy<TService>;
+  /**
+   * Watches the mesh's status reports (`nuropb.status`) on this participant's transport: the live
+   * view of services, instances, leaders and last seen (see `watchServices`). Close the
+   * watch before disconnecting.
+   * @throws NuropbConnectionClosedError unless connected.
+   */
+  watchServices(options?: WatchServicesOptions): Promise<ServicesWatch>;
 }
 
 /** What a participant reports about itself through {@link MeshParticipant.events}. */

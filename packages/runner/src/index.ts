@@ -1,8 +1,7 @@
 export { createRunner, RunnerExitCode } from "./runner.ts";
 export { runUntilSignalled } from "./signals.ts";
 export { defineRunner, loadRunnerModule } from "./runner-module.ts";
-export { STATUS_TOPIC } from "./status-publisher.ts";
-export { createServicesView, isStatusEvent } from "./services-view.ts";
+export { STATUS_TOPIC, createServicesView, isStatusEvent } from "@nuropb/core";
 export { watchServices } from "./watch-services.ts";
 
 export type { Runner, RunnerExit, RunnerState } from "./runner.ts";
@@ -16,14 +15,16 @@ export type {
   ReadyContext,
 } from "./options.ts";
 export type { SignalOptions } from "./signals.ts";
-export type { StatusEvent, ParticipantStatus } from "./status-publisher.ts";
 export type {
+  StatusEvent,
+  ParticipantStatus,
   ServicesView,
   ServiceView,
   InstanceView,
   ServicesViewBuilder,
-} from "./services-view.ts";
-export type { WatchServicesOptions, ServicesWatch } from "./watch-services.ts";
+  ServicesWatch,
+} from "@nuropb/core";
+export type { WatchServicesOptions } from "./watch-services.ts";
 export type { RunnerModule, RunnerModuleOptions, RunnerModuleContext } from "./runner-module.ts";
 export { withLeaderWatch, ALERT_TOPIC } from "./leader-watch.ts";
 export type {

@@ -1,25 +1,5 @@
+import { STATUS_TOPIC, type ParticipantStatus, type StatusEvent } from "@nuropb/core";
 import { encodePayload, newId, type Logger, type Transport } from "@nuropb/protocol";
-
-/** The event topic every runner participant reports its state on. */
-export const STATUS_TOPIC = "nuropb.status";
-
-/** A participant's state as it reports it. */
-export type ParticipantStatus = "starting" | "operational" | "leader" | "stopping" | "stopped";
-
-/** The event published on {@link STATUS_TOPIC} at each change, and again every heartbeat. */
-export interface StatusEvent {
-  readonly type: "nuropb_status";
-  /** The service name; null for a client. */
-  readonly service: string | null;
-  readonly instance_id: string;
-  readonly state: ParticipantStatus;
-  /** Whether the instance leads its service (true without an election). */
-  readonly leader: boolean;
-  /** The next report comes within this many ms unless the state is `stopped`: a watcher may drop an instance silent for a few of them. */
-  readonly heartbeat_ms: number;
-  /** When it was sent, ISO 8601. */
-  readonly at: string;
-}
 
 /**
  * Reports one participant's state on its transport, straight (not through the participant, so

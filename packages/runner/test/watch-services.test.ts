@@ -108,11 +108,8 @@ describe("watchServices", () => {
     const hub = createMemoryHub();
     const watcherTransport = createMemoryTransport({ hub });
     cleanups.push(() => watcherTransport.close());
-    const watch = await watchServices({
-      transport: watcherTransport,
-      name: "status-view",
-      pruneEveryMs: 10,
-    });
+    await watcherTransport.connect();
+    const watch = await watchServices({ transport: watcherTransport, pruneEveryMs: 10 });
     cleanups.push(() => watch.close());
     const updates: ServicesView[] = [];
     void (async () => {
@@ -143,5 +140,10 @@ describe("watchServices", () => {
     await b.stop();
     await until(watch, (v) => v.services.length === 0, "b's stopped report");
     expect(updates.length).toBeGreaterThanOrEqual(4);
+
+    // The watcher's queue is transient: closing the watch leaves nothing of it on the hub.
+    expect(hub.queueNames().filter((q) => q.includes("nuropb-watch-"))).toHaveLength(1);
+    await watch.close();
+    expect(hub.queueNames().filter((q) => q.includes("nuropb-watch-"))).toEqual([]);
   });
 });

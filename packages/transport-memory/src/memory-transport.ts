@@ -101,6 +101,8 @@ class MemoryTransport implements Transport {
   readonly scheduling: TransportScheduling;
   readonly eventLog: TransportEventLog;
   readonly #vhost: VHost;
+  /** Service consumers of transient queues (deleted when the consumer stops). */
+  readonly #transient = new Set<ServiceConsumer>();
   readonly #logger: Logger;
   readonly #life = createTransportLifecycle("memory");
   readonly #serviceConsumers = new Set<ServiceConsumer>();
@@ -226,10 +228,18 @@ class MemoryTransport implements Transport {
     this.#serviceConsumers.add(consumer);
     consumer.attach();
     this.#logger.info("consuming service queue", { queue: queue.name, prefetch: spec.prefetch });
+    if (spec.transient === true) this.#transient.add(consumer);
     return createListener(() => {
       consumer.stop();
       this.#serviceConsumers.delete(consumer);
+      this.#dropIfTransient(consumer);
     });
+  }
+
+  /** A transient queue goes with its consumer (see `ServiceQueueSpec.transient`). */
+  #dropIfTransient(consumer: ServiceConsumer): void {
+    if (!this.#transient.delete(consumer)) return;
+    this.#vhost.deleteServiceQueue(consumer.queue);
   }
 
   async consumeResponses(spec: ResponseQueueSpec, handler: ResponseHandler): Promise<Listener> {
@@ -322,6 +332,7 @@ class MemoryTransport implements Transport {
     for (const consumer of this.#serviceConsumers) {
       consumer.loseAll();
       consumer.stop();
+      this.#dropIfTransient(consumer);
     }
     for (const consumer of this.#responseConsumers) consumer.stop();
     this.#serviceConsumers.clear();
@@ -372,6 +383,9 @@ function assertServiceSpec(spec: ServiceQueueSpec): void {
   for (const pattern of spec.eventBindings) assertTopicPattern(pattern);
   if (!Number.isSafeInteger(spec.prefetch) || spec.prefetch < 0) {
     throw new TypeError("spec.prefetch must be an integer >= 0 (0 = unlimited)");
+  }
+  if (spec.transient !== undefined && typeof spec.transient !== "boolean") {
+    throw new TypeError("spec.transient must be a boolean when given");
   }
 }
 
