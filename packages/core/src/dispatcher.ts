@@ -11,6 +11,7 @@ import {
 } from "@nuropb/protocol";
 import type { ReplyKey } from "@nuropb/crypto";
 import { CallHandler } from "./call-handler.ts";
+import { AnswerDispatcher } from "./call-later-handlers.ts";
 import type { ServiceDescription } from "./describe.ts";
 import { EventHandler } from "./event-handler.ts";
 import { MessageFlow, type LifecycleListener } from "./message-lifecycle.ts";
@@ -58,12 +59,14 @@ export class Dispatcher<TService extends object> {
   readonly #name: string;
   readonly #calls: CallHandler<TService>;
   readonly #events: EventHandler<TService>;
+  readonly #answers: AnswerDispatcher<TService>;
 
   constructor(parts: DispatcherParts<TService>) {
     this.#p = parts;
     this.#name = parts.service.name;
     this.#calls = new CallHandler(parts);
     this.#events = new EventHandler(parts);
+    this.#answers = new AnswerDispatcher(parts);
   }
 
   /** Handles one service-queue delivery; settles it exactly once. */
@@ -123,10 +126,8 @@ export class Dispatcher<TService extends object> {
         await this.#events.handle(delivery, decoded, flow);
         return;
       case "response":
-        this.#p.log.warn("a response arrived on the service queue; dead-lettering it", {
-          correlationId: decoded.correlationId,
-        });
-        await settle(delivery, "reject", flow);
+        // Answers of this service's asynchronous calls (call-later-handlers.ts).
+        await this.#answers.handle(delivery, decoded, flow);
         return;
     }
   }

@@ -1,5 +1,11 @@
 export { createService, createClient } from "./participant.ts";
 export { publishToMesh } from "./mesh-method.ts";
+export { onAnswer, onAnswerError } from "./call-later-handlers.ts";
+export {
+  CALL_LATER_CONTEXT_KEY,
+  MAX_CALL_LATER_STATE_BYTES,
+  DEADLINE_CLAIM_MARGIN_MS,
+} from "./call-later.ts";
 export { normaliseDescription } from "./describe.ts";
 export { MessageLifecycleState } from "./message-lifecycle.ts";
 export { STATS_METHOD } from "./service-stats.ts";
@@ -20,6 +26,13 @@ export type {
 } from "./mesh-method.ts";
 export type { ServiceDescription, MethodDescription } from "./describe.ts";
 export type { RequestContext } from "./request-context.ts";
+export type { CallLaterOptions, CallLaterFunction } from "./call-later.ts";
+export type {
+  AnswerContext,
+  AnswerHandler,
+  AnswerErrorHandler,
+  AnswerHandlerOption,
+} from "./call-later-handlers.ts";
 export type {
   ClientCall,
   ClientRequestCall,

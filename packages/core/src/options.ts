@@ -16,6 +16,7 @@ import {
   findMethod,
   type MethodEntry,
 } from "./service-definition.ts";
+import { collectAnswerHandlers, type AnswerTable } from "./call-later-handlers.ts";
 import { checkLifecycleListener, type LifecycleListener } from "./message-lifecycle.ts";
 import {
   checkMiddleware,
@@ -62,6 +63,10 @@ export interface ServiceConfig<TService extends object> {
   readonly eventHook: EventHook | undefined;
   /** Context keys left out of the events this service publishes; empty: the context as given. */
   readonly eventSecretKeys: readonly string[];
+  /** Context keys holding credentials (token keys and `secretContextKeys`), whatever `eventContext` says. */
+  readonly contextSecretKeys: readonly string[];
+  /** The handlers of the answers of the service's asynchronous calls. */
+  readonly answers: AnswerTable;
   /** The service's middleware, composed; undefined when there is none. */
   readonly pipeline: Pipeline<ServiceCall> | undefined;
   /** Whether any method has middleware of its own. */
@@ -229,7 +234,15 @@ function normaliseService<TService extends object>(
     );
   }
   const middleware = checkMiddleware(so.middleware, "createService: options.middleware");
-  const methods = collectMethods(so.instance, so.methods);
+  const answers = collectAnswerHandlers(so.instance, so.answerHandlers);
+  const methods = collectMethods(so.instance, so.methods, answers.methodNames);
+  const contextSecretKeys = [
+    ...new Set([
+      DEFAULT_CONTEXT_TOKEN_KEY,
+      ...[...methods.values()].map((m) => m.contextTokenKey),
+      ...secretKeys,
+    ]),
+  ];
   // Looked up like the methods: a getter named handleEvent is neither run nor a hook.
   const eventHook = findMethod(so.instance, EVENT_HOOK) as EventHook | undefined;
   if ((so.eventBindings?.length ?? 0) > 0 && eventHook === undefined) {
@@ -254,16 +267,9 @@ function normaliseService<TService extends object>(
     eventHook,
     pipeline: composeMiddleware(middleware as readonly ServiceMiddleware[]),
     methodPipelines: [...methods.values()].some((m) => m.pipeline !== undefined),
-    eventSecretKeys:
-      eventContext === "full"
-        ? []
-        : [
-            ...new Set([
-              DEFAULT_CONTEXT_TOKEN_KEY,
-              ...[...methods.values()].map((m) => m.contextTokenKey),
-              ...secretKeys,
-            ]),
-          ],
+    eventSecretKeys: eventContext === "full" ? [] : contextSecretKeys,
+    contextSecretKeys,
+    answers,
   };
 }
 

@@ -1,5 +1,7 @@
 import type { Context, Listener, Transport } from "@nuropb/protocol";
 import { Caller } from "./caller.ts";
+import { CallLaterSender, type CallLaterOptions } from "./call-later.ts";
+import type { RequestContextFields } from "./request-context.ts";
 import { buildDescription, type ServiceDescription } from "./describe.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import type { LeaderElection } from "./leader-election.ts";
@@ -38,6 +40,8 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #sealing: Sealing;
   readonly #pending: PendingResponses;
   readonly #caller: Caller;
+  /** A service's asynchronous calls; undefined for a client. */
+  readonly #later: CallLaterSender | undefined;
   readonly #lifecycle: ParticipantLifecycle;
   readonly #election: LeaderElection | undefined;
   readonly #transport: Transport;
@@ -125,6 +129,18 @@ class Participant<TService extends object> implements MeshService<TService> {
       log,
     });
     this.#caller = caller;
+    const later =
+      so === undefined
+        ? undefined
+        : new CallLaterSender({
+            transport,
+            serviceName: so.name,
+            defaultTtlMs: config.defaultTtlMs,
+            secretKeys: so.contextSecretKeys,
+            assertOpen: (fromHandler) => lifecycle.assertOpen(fromHandler),
+            log,
+          });
+    this.#later = later;
     if (so !== undefined) {
       dispatcher = new Dispatcher({
         transport,
@@ -134,7 +150,7 @@ class Participant<TService extends object> implements MeshService<TService> {
         sealing,
         responder: new Responder(transport, sealing, log),
         // What handler contexts call through: the public calls, also allowed while draining.
-        handlerCalls: handlerCallsOf(caller),
+        handlerCalls: handlerCallsOf(caller, later),
         describe: () => this.describe(),
         sendEvent: (e, context, traceId, correlationId) =>
           caller.sendEvent(e, context, traceId, correlationId),
@@ -253,6 +269,17 @@ class Participant<TService extends object> implements MeshService<TService> {
     return watchServices(this.#transport, options);
   }
 
+  callLater(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    options?: CallLaterOptions,
+  ): Promise<string> {
+    if (this.#later === undefined)
+      return Promise.reject(new TypeError("a client cannot callLater: answers go to a service"));
+    return this.#later.callLater(service, method, params, options, undefined, false);
+  }
+
   stats(): ServiceStatsReport {
     if (this.#stats === undefined) throw new TypeError("a client has no stats");
     return this.#stats.report();
@@ -275,8 +302,15 @@ class Participant<TService extends object> implements MeshService<TService> {
 /** What handler contexts call through: the public calls, also allowed while draining. */
 function handlerCallsOf(
   caller: Caller,
-): Pick<MeshParticipant, "request" | "command" | "publishEvent"> {
+  later: CallLaterSender | undefined,
+): RequestContextFields["participant"] {
   return {
+    ...(later === undefined
+      ? {}
+      : {
+          callLater: (service, method, params, options, defaults) =>
+            later.callLater(service, method, params, options, defaults, true),
+        }),
     request: ((
       service: string,
       method: string,

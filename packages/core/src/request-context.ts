@@ -1,4 +1,5 @@
 import { NuropbValidationError, type Context } from "@nuropb/protocol";
+import type { CallLaterDefaults, CallLaterFunction, CallLaterOptions } from "./call-later.ts";
 import type {
   CommandOptions,
   EventToPublish,
@@ -37,6 +38,14 @@ export interface RequestContext extends Pick<MeshParticipant, "command" | "publi
     context?: Context,
     options?: RequestOptions & { readonly rpcResponse?: true },
   ): Promise<TResult>;
+  /**
+   * An asynchronous call: its answer goes to this service's queue, to the handler declared with
+   * `onAnswer` / `onAnswerError` for `service.method`, on whichever instance takes it. Resolves
+   * with the call id once the broker has the request. The trace id and context default to this
+   * handler's. See {@link MeshService.callLater}.
+   * @throws TypeError for a bad argument, or a transport without scheduling.
+   */
+  callLater: CallLaterFunction;
 }
 
 /** Internal: a RequestContext plus the events it gathered. */
@@ -57,7 +66,16 @@ export type RequestContextFields = Pick<
   | "redelivered"
 > & {
   /** Where the context's calls go (core passes calls that still work while it drains). */
-  readonly participant: Pick<MeshParticipant, "request" | "command" | "publishEvent">;
+  readonly participant: Pick<MeshParticipant, "request" | "command" | "publishEvent"> & {
+    /** A service's asynchronous calls; undefined for a client. */
+    readonly callLater?: (
+      service: string,
+      method: string,
+      params: Readonly<Record<string, unknown>> | undefined,
+      options: CallLaterOptions | undefined,
+      defaults: CallLaterDefaults,
+    ) => Promise<string>;
+  };
 };
 
 /** A class rather than an object of closures: one is made per handled message. */
@@ -150,6 +168,21 @@ class HandlerContextImpl implements HandlerContext {
     return this.#participant.publishEvent(topic, event, context ?? this.context, {
       ...this.#trace(),
       ...options,
+    });
+  }
+
+  callLater(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    options?: CallLaterOptions,
+  ): Promise<string> {
+    const callLater = this.#participant.callLater;
+    if (callLater === undefined)
+      return Promise.reject(new TypeError("callLater is for services only"));
+    return callLater(service, method, params, options, {
+      context: this.context,
+      traceId: this.traceId,
     });
   }
 }

@@ -56,13 +56,15 @@ export function findMethod(
 /**
  * Collects the public methods of a service instance: data properties holding a function on the
  * instance and its prototype chain (below Object.prototype; the nearest definition of a name
- * wins), not `_`-prefixed, not the constructor, not the event hook. Getters and setters are not
+ * wins), not `_`-prefixed, not the constructor, not the event hook, not in `notServed` (the
+ * answer handlers). Getters and setters are not
  * methods and are never run here.
  * @throws TypeError for a bad `methods` option or a JSON Schema Ajv cannot compile.
  */
 export function collectMethods(
   instance: object,
   extra: Readonly<Record<string, MeshMethodOptions>> | undefined,
+  notServed: ReadonlySet<string> = new Set(),
 ): Map<string, MethodEntry> {
   const ajv = new Ajv({ allErrors: true, strict: false });
   const names = new Set<string>();
@@ -88,6 +90,7 @@ export function collectMethods(
       name === "constructor" ||
       name.startsWith("_") ||
       name === EVENT_HOOK ||
+      notServed.has(name) ||
       OBJECT_MEMBERS.has(name)
     )
       continue;

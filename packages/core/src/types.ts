@@ -6,6 +6,8 @@ import type { ServiceStatsReport } from "./service-stats.ts";
 import type { LifecycleListener } from "./message-lifecycle.ts";
 import type { ClientMiddleware, ServiceMiddleware } from "./middleware.ts";
 import type { LeaderElection } from "./leader-election.ts";
+import type { AnswerHandlerOption } from "./call-later-handlers.ts";
+import type { CallLaterOptions } from "./call-later.ts";
 import type { ServicesWatch, WatchServicesOptions } from "./watch-services.ts";
 
 /** Options of {@link MeshParticipant.request}. */
@@ -263,6 +265,12 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
   readonly deliveryLimit?: number;
   /** Method options for plain JavaScript (instead of the `publishToMesh` decorator). */
   readonly methods?: Readonly<Record<string, MeshMethodOptions>>;
+  /**
+   * Answer handlers for plain JavaScript (instead of the `onAnswer` / `onAnswerError`
+   * decorators): instance methods, named here, that handle the answers of asynchronous calls
+   * (`callLater`) to each remote method. They are not served as mesh methods. @defaultValue []
+   */
+  readonly answerHandlers?: readonly AnswerHandlerOption[];
   /** `service_version` in the description. */
   readonly serviceVersion?: string;
   /** `description` in the description. */
@@ -305,6 +313,24 @@ export interface MeshService<TService extends object = object> extends MeshParti
   describe(): ServiceDescription;
   /** What this service answers `nuropb_stats` with: per-method counts, errors, timings, uptime. */
   stats(): ServiceStatsReport;
+  /**
+   * Calls `service.method(params)` asynchronously: the answer is addressed to this service's own
+   * queue (not this instance's), so whichever instance takes it runs the handler declared with
+   * `onAnswer` (the result) or `onAnswerError` (the error, or `NuropbTimeoutError` once when
+   * `deadlineMs` passes first), even after this instance has gone. Resolves with the call id (the
+   * request's correlation id) once the broker has the request. Needs `transport.scheduling`.
+   * @throws TypeError for a bad argument or a transport without scheduling (at once).
+   * @throws NuropbNotDeliveredError when no service is there.
+   * @example
+   * const callId = await orders.callLater("payments", "charge", { amount: 42 }, {
+   *   state: { orderId: "o-1" }, deadlineMs: 60_000 });
+   */
+  callLater(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    options?: CallLaterOptions,
+  ): Promise<string>;
 }
 
 /** A client-only participant. */

@@ -1,0 +1,495 @@
+import {
+  fromErrorPayload,
+  schedulingOf,
+  type Context,
+  type DecodedMessageOf,
+  type Delivery,
+  type NuropbError,
+  type ResponsePayload,
+} from "@nuropb/protocol";
+import {
+  CALL_LATER_CONTEXT_KEY,
+  callLaterRecordOf,
+  type CallLaterFunction,
+  type CallLaterOptions,
+} from "./call-later.ts";
+import type { DispatcherParts } from "./dispatcher.ts";
+import type { MessageFlow } from "./message-lifecycle.ts";
+import { withoutKeys } from "./options.ts";
+import { isCallAgain, isSuccessSignal, settle } from "./outcomes.ts";
+import type { RequestContextFields } from "./request-context.ts";
+import { findMethod } from "./service-definition.ts";
+import type { CommandOptions, PublishEventOptions, RequestOptions } from "./types.ts";
+
+/**
+ * What an answer handler gets besides the result (or the error): the call's `state`, its ids,
+ * the context it was sent with (without credentials), and calls that carry its trace id along.
+ */
+export interface AnswerContext {
+  /** The call's id: what `callLater` resolved with (the request's correlation id). */
+  readonly callId: string;
+  /** The remote service that was called. */
+  readonly service: string;
+  /** The remote method that was called. */
+  readonly method: string;
+  /** The `state` given to `callLater` (JSON), or null. */
+  readonly state: unknown;
+  readonly traceId: string | null;
+  /**
+   * The context the call was sent with, as the responder echoed it, without `Authorization`,
+   * the methods' token keys and the service's `secretContextKeys`.
+   */
+  readonly context: Context;
+  /** True when the broker delivered this answer before: handlers run at least once. */
+  readonly redelivered: boolean;
+  /** Another asynchronous call (trace id and context default to this answer's). */
+  callLater: CallLaterFunction;
+  /** Like `service.request`, with this answer's trace id and context by default. */
+  request<TResult = unknown>(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options?: RequestOptions & { readonly rpcResponse?: true },
+  ): Promise<TResult>;
+  /** Like `service.command`, with this answer's trace id and context by default. */
+  command(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options?: CommandOptions,
+  ): Promise<void>;
+  /** Like `service.publishEvent`, with this answer's trace id and context by default. */
+  publishEvent(
+    topic: string,
+    event: unknown,
+    context?: Context,
+    options?: PublishEventOptions,
+  ): Promise<void>;
+}
+
+/** Handles the result of an asynchronous call (see {@link onAnswer}). */
+export type AnswerHandler = (result: unknown, ctx: AnswerContext) => unknown;
+/** Handles the error of an asynchronous call, or its deadline (`NuropbTimeoutError`). */
+export type AnswerErrorHandler = (error: NuropbError, ctx: AnswerContext) => unknown;
+
+/** The plain-JavaScript form of {@link onAnswer} / {@link onAnswerError}: `createService({ answerHandlers })`. */
+export interface AnswerHandlerOption {
+  /** The remote service called. */
+  readonly service: string;
+  /** The remote method called. */
+  readonly method: string;
+  /** Name of the instance method handling its results. */
+  readonly onResult?: string;
+  /** Name of the instance method handling its errors and its deadline. */
+  readonly onError?: string;
+}
+
+type AnswerKind = "result" | "error";
+interface AnswerMark {
+  readonly service: string;
+  readonly method: string;
+  readonly kind: AnswerKind;
+}
+
+const ANSWER_MARKS: unique symbol = Symbol.for("@nuropb/answer-handler");
+
+/** The answer handlers of a service, by remote method. */
+export interface AnswerTable {
+  /** Key: {@link answerKey}. */
+  readonly handlers: ReadonlyMap<string, { result?: AnswerHandler; error?: AnswerErrorHandler }>;
+  /** The instance methods that handle answers: never served as mesh methods. */
+  readonly methodNames: ReadonlySet<string>;
+}
+
+/** The table key of a remote method. */
+export function answerKey(service: string, method: string): string {
+  return `${service}\u0000${method}`;
+}
+
+function marker(kind: AnswerKind, name: string, service: string, method: string) {
+  if (typeof service !== "string" || service === "")
+    throw new TypeError(`${name}: service must be a non-empty string`);
+  if (typeof method !== "string" || method === "")
+    throw new TypeError(`${name}: method must be a non-empty string`);
+  return function decorate<T extends (...args: never[]) => unknown>(
+    fn: T,
+    context?: ClassMethodDecoratorContext,
+  ): T {
+    if (typeof fn !== "function") throw new TypeError(`${name} decorates methods only`);
+    if (context !== undefined && context.kind !== "method") {
+      throw new TypeError(`${name} decorates methods, not a ${context.kind}`);
+    }
+    const marks = (fn as unknown as Record<symbol, AnswerMark[] | undefined>)[ANSWER_MARKS] ?? [];
+    Object.defineProperty(fn, ANSWER_MARKS, {
+      value: [...marks, { service, method, kind }],
+      configurable: true,
+    });
+    return fn;
+  };
+}
+
+/**
+ * Declares the method handling the results of asynchronous calls to `service.method` (made with
+ * `ctx.callLater` or `service.callLater`): a standard (TC39) method decorator. The method is
+ * called as `(result, ctx: AnswerContext)` by whichever instance of the service takes the answer,
+ * at least once; it is not served as a mesh method.
+ *
+ * ```ts
+ * class Orders {
+ *   @onAnswer("payments", "charge")
+ *   charged(result: Receipt, ctx: AnswerContext) { ... }
+ * }
+ * ```
+ * Plain JavaScript: `onAnswer("payments", "charge")(Orders.prototype.charged)`, or pass
+ * `answerHandlers: [{ service: "payments", method: "charge", onResult: "charged" }]` to `createService`.
+ * @throws TypeError for a missing service or method name.
+ */
+export function onAnswer(service: string, method: string) {
+  return marker("result", "onAnswer", service, method);
+}
+
+/**
+ * Declares the method handling the errors of asynchronous calls to `service.method`, called as
+ * `(error: NuropbError, ctx: AnswerContext)`; a call's deadline arrives here once as
+ * `NuropbTimeoutError`. See {@link onAnswer}.
+ * @throws TypeError for a missing service or method name.
+ */
+export function onAnswerError(service: string, method: string) {
+  return marker("error", "onAnswerError", service, method);
+}
+
+/**
+ * The answer handlers of `instance`: methods marked with {@link onAnswer} / {@link onAnswerError}
+ * and those named by `option`.
+ * @throws TypeError for a bad option or two handlers of the same kind for one remote method.
+ */
+export function collectAnswerHandlers(instance: object, option: unknown): AnswerTable {
+  const handlers = new Map<string, { result?: AnswerHandler; error?: AnswerErrorHandler }>();
+  const methodNames = new Set<string>();
+  const add = (mark: AnswerMark, fn: unknown, name: string): void => {
+    const k = answerKey(mark.service, mark.method);
+    const entry = handlers.get(k) ?? {};
+    if (entry[mark.kind] !== undefined) {
+      throw new TypeError(
+        `createService: two ${mark.kind} handlers for answers of ${mark.service}.${mark.method} ('${name}' is the second)`,
+      );
+    }
+    entry[mark.kind] = fn as AnswerHandler;
+    handlers.set(k, entry);
+    methodNames.add(name);
+  };
+  const names = new Set<string>();
+  for (
+    let o: object | null = instance;
+    o !== null && o !== Object.prototype;
+    o = Object.getPrototypeOf(o) as object | null
+  ) {
+    for (const name of Object.getOwnPropertyNames(o)) names.add(name);
+  }
+  for (const name of names) {
+    if (name === "constructor") continue;
+    const fn = findMethod(instance, name);
+    const marks = (fn as unknown as Record<symbol, AnswerMark[] | undefined> | undefined)?.[
+      ANSWER_MARKS
+    ];
+    for (const mark of marks ?? []) add(mark, fn, name);
+  }
+  if (option === undefined) return { handlers, methodNames };
+  if (!Array.isArray(option))
+    throw new TypeError("createService: options.answerHandlers must be an array");
+  for (const [i, item] of (option as unknown[]).entries()) {
+    const where = `createService: answerHandlers[${String(i)}]`;
+    if (typeof item !== "object" || item === null)
+      throw new TypeError(`${where} must be an object`);
+    const o = item as Record<string, unknown>;
+    for (const key of Object.keys(o)) {
+      if (!["service", "method", "onResult", "onError"].includes(key))
+        throw new TypeError(`${where}: unknown option '${key}'`);
+    }
+    if (typeof o.service !== "string" || o.service === "")
+      throw new TypeError(`${where}.service must be a non-empty string`);
+    if (typeof o.method !== "string" || o.method === "")
+      throw new TypeError(`${where}.method must be a non-empty string`);
+    if (o.onResult === undefined && o.onError === undefined)
+      throw new TypeError(`${where} names neither onResult nor onError`);
+    for (const [key, kind] of [
+      ["onResult", "result"],
+      ["onError", "error"],
+    ] as const) {
+      const name = o[key];
+      if (name === undefined) continue;
+      const fn = typeof name === "string" ? findMethod(instance, name) : undefined;
+      if (fn === undefined) {
+        throw new TypeError(`${where}.${key} names no method of the service instance`);
+      }
+      add({ service: o.service, method: o.method, kind }, fn, name as string);
+    }
+  }
+  return { handlers, methodNames };
+}
+
+/** One answer handler's context. */
+class AnswerContextImpl implements AnswerContext {
+  readonly callId: string;
+  readonly service: string;
+  readonly method: string;
+  readonly state: unknown;
+  readonly traceId: string | null;
+  readonly context: Context;
+  readonly redelivered: boolean;
+  readonly #calls: RequestContextFields["participant"];
+
+  constructor(
+    f: Omit<AnswerContext, "callLater" | "request" | "command" | "publishEvent">,
+    calls: RequestContextFields["participant"],
+  ) {
+    this.callId = f.callId;
+    this.service = f.service;
+    this.method = f.method;
+    this.state = f.state;
+    this.traceId = f.traceId;
+    this.context = f.context;
+    this.redelivered = f.redelivered;
+    this.#calls = calls;
+  }
+
+  #trace(): { traceId?: string } {
+    return this.traceId === null ? {} : { traceId: this.traceId };
+  }
+
+  callLater(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    options?: CallLaterOptions,
+  ): Promise<string> {
+    const calls = this.#calls;
+    if (calls.callLater === undefined) {
+      return Promise.reject(new TypeError("callLater is for services only"));
+    }
+    return calls.callLater(service, method, params, options, {
+      context: this.context,
+      traceId: this.traceId,
+    });
+  }
+
+  request<TResult>(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options: RequestOptions = {},
+  ): Promise<TResult> {
+    return this.#calls.request<TResult>(service, method, params, context ?? this.context, {
+      ...this.#trace(),
+      ...options,
+      rpcResponse: true,
+    });
+  }
+
+  command(
+    service: string,
+    method: string,
+    params?: Readonly<Record<string, unknown>>,
+    context?: Context,
+    options: CommandOptions = {},
+  ): Promise<void> {
+    return this.#calls.command(service, method, params, context ?? this.context, {
+      ...this.#trace(),
+      ...options,
+    });
+  }
+
+  publishEvent(
+    topic: string,
+    event: unknown,
+    context?: Context,
+    options: PublishEventOptions = {},
+  ): Promise<void> {
+    return this.#calls.publishEvent(topic, event, context ?? this.context, {
+      ...this.#trace(),
+      ...options,
+    });
+  }
+}
+
+/**
+ * The responses arriving on a service's queue: answers of its asynchronous calls (and their
+ * deadlines). Each goes to the handler declared for its remote method, once its deadline's claim
+ * is won when it has one; it is acked after the handler, dead-lettered when the handler throws
+ * (requeued once for `NuropbCallAgain`), and dead-lettered with a logged reason when nothing
+ * should handle it: no record, no handler, or it came after its deadline fired. A deadline that
+ * lost to its answer is acked silently.
+ */
+export class AnswerDispatcher<TService extends object> {
+  readonly #p: DispatcherParts<TService>;
+
+  constructor(parts: DispatcherParts<TService>) {
+    this.#p = parts;
+  }
+
+  /** Handles one response delivered to the service queue; settles it exactly once, never throws. */
+  async handle(
+    delivery: Delivery,
+    decoded: DecodedMessageOf<ResponsePayload>,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    const payload = decoded.payload;
+    const record = callLaterRecordOf(payload.context);
+    if (record === undefined) {
+      await this.#deadLetter(
+        delivery,
+        decoded,
+        `a response that answers no asynchronous call (no ${CALL_LATER_CONTEXT_KEY} record in its context)`,
+        flow,
+      );
+      return;
+    }
+    const { service, method } = record;
+    const failed = payload.error !== null && payload.error !== undefined;
+    const entry = this.#p.service.answers.handlers.get(answerKey(service, method));
+    const handler = failed ? entry?.error : entry?.result;
+    if (handler === undefined) {
+      const what = record.deadline === true ? "deadline" : failed ? "error" : "result";
+      await this.#deadLetter(
+        delivery,
+        decoded,
+        `no ${failed ? "onAnswerError" : "onAnswer"} handler for the ${what} of ${service}.${method}`,
+        flow,
+      );
+      return;
+    }
+    if (record.claim !== undefined) {
+      const won = await this.#claim(
+        delivery,
+        decoded,
+        record.claim,
+        record.deadline === true,
+        flow,
+      );
+      if (!won) return;
+    } else if (record.deadline === true) {
+      await this.#deadLetter(delivery, decoded, "a deadline without a claim", flow);
+      return;
+    }
+    const { [CALL_LATER_CONTEXT_KEY]: _record, ...rest } = payload.context;
+    const ctx = new AnswerContextImpl(
+      {
+        callId: decoded.correlationId,
+        service,
+        method,
+        state: record.state,
+        traceId: decoded.traceId,
+        context: withoutKeys(rest, this.#p.service.contextSecretKeys),
+        redelivered: delivery.redelivered,
+      },
+      this.#p.handlerCalls,
+    );
+    const argument = failed
+      ? fromErrorPayload(payload.error as NonNullable<typeof payload.error>)
+      : payload.result;
+    try {
+      await (handler as (a: unknown, c: AnswerContext) => unknown).call(
+        this.#p.service.instance,
+        argument,
+        ctx,
+      );
+    } catch (err) {
+      if (!isSuccessSignal(err)) {
+        await this.#failed(delivery, decoded, err, service, method, flow);
+        return;
+      }
+    }
+    await settle(delivery, "ack", flow);
+  }
+
+  /**
+   * Takes the call's claim for the answer or the deadline; settles the delivery and returns
+   * false when it is not this message's to handle.
+   */
+  async #claim(
+    delivery: Delivery,
+    decoded: DecodedMessageOf<ResponsePayload>,
+    key: string,
+    isDeadline: boolean,
+    flow: MessageFlow | undefined,
+  ): Promise<boolean> {
+    const scheduling = schedulingOf(this.#p.transport);
+    if (scheduling === undefined) {
+      await this.#deadLetter(
+        delivery,
+        decoded,
+        "the call has a deadline but the transport has no scheduling to claim it",
+        flow,
+      );
+      return false;
+    }
+    let won: boolean;
+    try {
+      won = await scheduling.claim(key, isDeadline ? "deadline" : "answer");
+    } catch (err) {
+      const requeue = !delivery.redelivered && this.#p.transport.capabilities.redelivery;
+      this.#p.log.warn("could not claim an asynchronous call's answer", {
+        correlationId: decoded.correlationId,
+        error: String((err as Error)?.message ?? err),
+        settlement: requeue ? "requeue" : "reject",
+      });
+      await settle(delivery, requeue ? "requeue" : "reject", flow);
+      return false;
+    }
+    if (won) return true;
+    if (isDeadline) {
+      this.#p.log.debug("deadline passed after its answer was handled; dropped", {
+        correlationId: decoded.correlationId,
+      });
+      await settle(delivery, "ack", flow);
+    } else {
+      await this.#deadLetter(
+        delivery,
+        decoded,
+        "a late answer: the call's deadline fired first (or its claim expired)",
+        flow,
+      );
+    }
+    return false;
+  }
+
+  async #failed(
+    delivery: Delivery,
+    decoded: DecodedMessageOf<ResponsePayload>,
+    err: unknown,
+    service: string,
+    method: string,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    if (isCallAgain(err) && !delivery.redelivered && this.#p.transport.capabilities.redelivery) {
+      this.#p.log.debug("answer handler asked to be called again: requeued once", {
+        correlationId: decoded.correlationId,
+      });
+      await settle(delivery, "requeue", flow);
+      return;
+    }
+    this.#p.log.warn("answer handler failed; the answer is dead-lettered", {
+      correlationId: decoded.correlationId,
+      service,
+      method,
+      error: err instanceof Error ? err.name : typeof err,
+    });
+    await settle(delivery, "reject", flow);
+  }
+
+  async #deadLetter(
+    delivery: Delivery,
+    decoded: DecodedMessageOf<ResponsePayload>,
+    reason: string,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    this.#p.log.warn("a response on the service queue was dead-lettered", {
+      correlationId: decoded.correlationId,
+      reason,
+    });
+    await settle(delivery, "reject", flow);
+  }
+}

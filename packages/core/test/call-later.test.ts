@@ -1,0 +1,382 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  NuropbCallAgain,
+  NuropbTimeoutError,
+  NuropbValidationError,
+  createDeferred,
+  decodeFrame,
+  encodePayload,
+  isNuropbError,
+  newId,
+  type LogFields,
+  type Logger,
+  type NuropbError,
+  type Transport,
+} from "@nuropb/protocol";
+import {
+  CALL_LATER_CONTEXT_KEY,
+  createService,
+  onAnswer,
+  onAnswerError,
+  type AnswerContext,
+  type RequestContext,
+} from "@nuropb/core";
+import { createMesh, waitFor } from "./helpers.ts";
+
+/** A logger that keeps every line, children included. */
+function captureLogger(): Logger & { lines: { level: string; msg: string; fields: LogFields }[] } {
+  const lines: { level: string; msg: string; fields: LogFields }[] = [];
+  const make = (bindings: LogFields): Logger => ({
+    debug: (msg, f) => lines.push({ level: "debug", msg, fields: { ...bindings, ...f } }),
+    info: (msg, f) => lines.push({ level: "info", msg, fields: { ...bindings, ...f } }),
+    warn: (msg, f) => lines.push({ level: "warn", msg, fields: { ...bindings, ...f } }),
+    error: (msg, f) => lines.push({ level: "error", msg, fields: { ...bindings, ...f } }),
+    child: (b) => make({ ...bindings, ...b }),
+  });
+  return Object.assign(make({}), { lines });
+}
+
+/** The payments service: `charge` answers when the test releases it (or at once). */
+class Payments {
+  readonly seen: { params: unknown; context: unknown }[] = [];
+  gate: Promise<void> | undefined;
+  async charge(params: { amount: number }, ctx: RequestContext): Promise<unknown> {
+    this.seen.push({ params, context: ctx.context });
+    if (this.gate !== undefined) await this.gate;
+    if (params.amount < 0) throw new NuropbValidationError("amount must not be negative");
+    return { receipt: `r-${String(params.amount)}` };
+  }
+}
+
+interface Answer {
+  readonly instance: string;
+  readonly kind: "result" | "error";
+  readonly value: unknown;
+  readonly ctx: AnswerContext;
+}
+
+/** The orders service: places orders (calling payments later) and records the answers. */
+class Orders {
+  readonly answers: Answer[] = [];
+  failFirst: "call-again" | "throw" | undefined;
+  constructor(readonly name: string) {}
+
+  async place(
+    params: { amount: number; deadlineMs?: number },
+    ctx: RequestContext,
+  ): Promise<string> {
+    return ctx.callLater(
+      "payments",
+      "charge",
+      { amount: params.amount },
+      {
+        state: { orderId: "o-1", amount: params.amount },
+        ...(params.deadlineMs === undefined ? {} : { deadlineMs: params.deadlineMs }),
+      },
+    );
+  }
+
+  @onAnswer("payments", "charge")
+  charged(result: unknown, ctx: AnswerContext): void {
+    this.#fail(ctx);
+    this.answers.push({ instance: this.name, kind: "result", value: result, ctx });
+  }
+
+  @onAnswerError("payments", "charge")
+  chargeFailed(error: NuropbError, ctx: AnswerContext): void {
+    this.answers.push({ instance: this.name, kind: "error", value: error, ctx });
+  }
+
+  #fail(ctx: AnswerContext): void {
+    if (this.failFirst === "call-again" && !ctx.redelivered) throw new NuropbCallAgain("again");
+    if (this.failFirst === "throw") throw new RangeError("handler broke");
+  }
+}
+
+describe("callLater: answers to the service, not the instance", () => {
+  let mesh: ReturnType<typeof createMesh>;
+  let payments: Payments;
+  beforeEach(async () => {
+    mesh = createMesh();
+    payments = new Payments();
+    const svc = createService({
+      name: "payments",
+      instance: payments,
+      transport: mesh.transport(),
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+  });
+  afterEach(async () => mesh.cleanup());
+
+  async function orders(name: string, logger?: Logger) {
+    const instance = new Orders(name);
+    const svc = createService({
+      name: "orders",
+      instance,
+      transport: mesh.transport(),
+      secretContextKeys: ["sessionId"],
+      ...(logger === undefined ? {} : { logger }),
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    return { instance, svc };
+  }
+
+  it("runs the result handler with the state, trace id, call id and context without credentials", async () => {
+    const { instance, svc } = await orders("a");
+    const callId = await svc.callLater(
+      "payments",
+      "charge",
+      { amount: 5 },
+      {
+        state: { orderId: "o-9" },
+        traceId: "trace-1",
+        context: { Authorization: "Bearer secret", sessionId: "s-1", tenant: "t1" },
+      },
+    );
+    await waitFor(() => instance.answers.length === 1, 2000, "the answer");
+    const [answer] = instance.answers;
+    expect(answer?.kind).toBe("result");
+    expect(answer?.value).toEqual({ receipt: "r-5" });
+    expect(answer?.ctx).toMatchObject({
+      callId,
+      service: "payments",
+      method: "charge",
+      state: { orderId: "o-9" },
+      traceId: "trace-1",
+      redelivered: false,
+    });
+    // Credentials and the reserved record never reach the handler; the rest of the context does.
+    expect(answer?.ctx.context).toEqual({ tenant: "t1" });
+    // The callee got the caller's whole context, record included (a responder echoes it).
+    expect(payments.seen[0]?.context).toMatchObject({
+      Authorization: "Bearer secret",
+      [CALL_LATER_CONTEXT_KEY]: { service: "payments", method: "charge" },
+    });
+    expect(mesh.hub.deadLetters()).toEqual([]);
+  });
+
+  it("ctx.callLater in a handler carries the handler's trace id and context", async () => {
+    const { instance, svc } = await orders("a");
+    const client = createService({ name: "shop", instance: {}, transport: mesh.transport() });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+    const callId = await client.request<string>(
+      "orders",
+      "place",
+      { amount: 3 },
+      { tenant: "t2" },
+      { traceId: "trace-2" },
+    );
+    await waitFor(() => instance.answers.length === 1, 2000, "the answer");
+    expect(instance.answers[0]?.ctx).toMatchObject({
+      callId,
+      traceId: "trace-2",
+      state: { orderId: "o-1", amount: 3 },
+      context: { tenant: "t2" },
+    });
+    // The answer handlers are not mesh methods.
+    await expect(client.request("orders", "charged", {})).rejects.toMatchObject({
+      name: "NuropbHandlingError",
+    });
+    expect(svc.describe().methods).not.toHaveProperty("charged");
+  });
+
+  it("runs the error handler when the remote method raises", async () => {
+    const { instance, svc } = await orders("a");
+    await svc.callLater("payments", "charge", { amount: -1 }, { state: { n: 1 } });
+    await waitFor(() => instance.answers.length === 1, 2000, "the answer");
+    const [answer] = instance.answers;
+    expect(answer?.kind).toBe("error");
+    expect(isNuropbError(answer?.value)).toBe(true);
+    expect(answer?.value).toMatchObject({
+      name: "NuropbValidationError",
+      description: "amount must not be negative",
+    });
+    expect(answer?.ctx.state).toEqual({ n: 1 });
+  });
+
+  it("another instance handles the answer when the calling instance closed in between", async () => {
+    const gate = createDeferred<void>();
+    payments.gate = gate.promise;
+    const a = await orders("a");
+    const callId = await a.svc.callLater("payments", "charge", { amount: 7 }, { state: { x: 1 } });
+    await waitFor(() => payments.seen.length === 1, 2000, "the call to arrive");
+    await a.svc.disconnect();
+    const b = await orders("b");
+    gate.resolve();
+    await waitFor(() => b.instance.answers.length === 1, 2000, "the answer");
+    expect(a.instance.answers).toEqual([]);
+    expect(b.instance.answers[0]).toMatchObject({
+      instance: "b",
+      kind: "result",
+      value: { receipt: "r-7" },
+      ctx: { callId, state: { x: 1 } },
+    });
+  });
+
+  it("runs the error handler once at the deadline and dead-letters the late answer", async () => {
+    const gate = createDeferred<void>();
+    payments.gate = gate.promise;
+    const log = captureLogger();
+    const { instance, svc } = await orders("a", log);
+    const callId = await svc.callLater("payments", "charge", { amount: 2 }, { deadlineMs: 30 });
+    await waitFor(() => instance.answers.length === 1, 3000, "the deadline");
+    expect(instance.answers[0]?.kind).toBe("error");
+    expect(instance.answers[0]?.value).toBeInstanceOf(NuropbTimeoutError);
+    expect(instance.answers[0]?.ctx.callId).toBe(callId);
+    gate.resolve();
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the late answer");
+    const late = mesh.hub.deadLetters()[0];
+    expect(late?.queue).toBe("nuropb-orders-sq");
+    expect(decodeFrame(late!.frame).type).toBe("response");
+    expect(
+      log.lines.some(
+        (l) =>
+          l.level === "warn" &&
+          l.fields.correlationId === callId &&
+          String(l.fields.reason).includes("late answer"),
+      ),
+    ).toBe(true);
+    expect(instance.answers).toHaveLength(1);
+  });
+
+  it("drops the deadline silently when the answer came first", async () => {
+    const log = captureLogger();
+    const { instance, svc } = await orders("a", log);
+    const callId = await svc.callLater("payments", "charge", { amount: 4 }, { deadlineMs: 40 });
+    await waitFor(() => instance.answers.length === 1, 2000, "the answer");
+    await waitFor(
+      () => log.lines.some((l) => l.fields.correlationId === callId && /dropped/.test(l.msg)),
+      3000,
+      "the deadline to be dropped",
+    );
+    expect(instance.answers.map((a) => a.kind)).toEqual(["result"]);
+    expect(mesh.hub.deadLetters()).toEqual([]);
+  });
+
+  it("dead-letters a response with no handler, with the reason and correlation id logged", async () => {
+    const log = captureLogger();
+    const { instance } = await orders("a", log);
+    const raw = mesh.transport();
+    await raw.connect();
+    const send = (id: string, context: Record<string, unknown>) =>
+      raw.send(
+        { kind: "reply", address: raw.scheduling!.serviceReplyAddress("orders") },
+        encodePayload({
+          tag: "response",
+          result: 1,
+          error: null,
+          correlation_id: id,
+          trace_id: "t",
+          context,
+          warning: null,
+          reply_to: "nuropb-orders-sq",
+        }),
+      );
+    const plain = newId();
+    const unknown = newId();
+    await send(plain, {});
+    await send(unknown, { [CALL_LATER_CONTEXT_KEY]: { service: "billing", method: "bill" } });
+    await waitFor(() => mesh.hub.deadLetters().length === 2, 2000, "two dead letters");
+    const reasons = (id: string) =>
+      log.lines
+        .filter((l) => l.level === "warn" && l.fields.correlationId === id)
+        .map((l) => String(l.fields.reason));
+    expect(reasons(plain)).toEqual([expect.stringContaining("answers no asynchronous call")]);
+    expect(reasons(unknown)).toEqual([
+      expect.stringContaining("no onAnswer handler for the result of billing.bill"),
+    ]);
+    expect(instance.answers).toEqual([]);
+  });
+
+  it("shows redelivered to a handler that asked to be called again", async () => {
+    const { instance, svc } = await orders("a");
+    instance.failFirst = "call-again";
+    await svc.callLater("payments", "charge", { amount: 1 });
+    await waitFor(() => instance.answers.length === 1, 2000, "the answer");
+    expect(instance.answers[0]?.ctx.redelivered).toBe(true);
+  });
+
+  it("dead-letters an answer whose handler throws", async () => {
+    const log = captureLogger();
+    const { instance, svc } = await orders("a", log);
+    instance.failFirst = "throw";
+    const callId = await svc.callLater("payments", "charge", { amount: 1 });
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the dead letter");
+    expect(
+      log.lines.some(
+        (l) => l.fields.correlationId === callId && /answer handler failed/.test(l.msg),
+      ),
+    ).toBe(true);
+  });
+
+  it("takes handlers named in answerHandlers (plain JavaScript)", async () => {
+    const got: unknown[] = [];
+    const instance = {
+      paid(result: unknown, ctx: AnswerContext) {
+        got.push({ result, state: ctx.state });
+      },
+    };
+    const svc = createService({
+      name: "plain",
+      instance,
+      transport: mesh.transport(),
+      answerHandlers: [{ service: "payments", method: "charge", onResult: "paid" }],
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    await svc.callLater("payments", "charge", { amount: 8 }, { state: "s" });
+    await waitFor(() => got.length === 1, 2000, "the answer");
+    expect(got).toEqual([{ result: { receipt: "r-8" }, state: "s" }]);
+    expect(svc.describe().methods).toEqual({});
+  });
+
+  it("throws at once for bad arguments", async () => {
+    const { svc } = await orders("a");
+    const call = (...args: unknown[]) =>
+      (svc.callLater as (...a: unknown[]) => Promise<string>)(...args);
+    await expect(call("", "charge")).rejects.toThrow(TypeError);
+    await expect(call("payments", "")).rejects.toThrow(/method/);
+    await expect(call("payments", "charge", [])).rejects.toThrow(/params/);
+    await expect(call("payments", "charge", {}, { state: "x".repeat(5000) })).rejects.toThrow(
+      /state is \d+ bytes/,
+    );
+    await expect(call("payments", "charge", {}, { state: 10n })).rejects.toThrow(/state/);
+    await expect(call("payments", "charge", {}, { deadlineMs: -1 })).rejects.toThrow(/deadlineMs/);
+    await expect(call("payments", "charge", {}, { deadlin: 5 })).rejects.toThrow(
+      /unknown option 'deadlin'/,
+    );
+    await expect(call("payments", "charge", {}, { context: "x" })).rejects.toThrow(/context/);
+    expect(payments.seen).toEqual([]);
+    expect(() => onAnswer("", "x")).toThrow(TypeError);
+    expect(() =>
+      createService({
+        name: "bad",
+        instance: {},
+        transport: mesh.transport(),
+        answerHandlers: [{ service: "payments", method: "charge", onResult: "missing" }],
+      }),
+    ).toThrow(/onResult names no method/);
+  });
+
+  it("throws a clear TypeError on a transport without scheduling", async () => {
+    const t = mesh.transport();
+    // The same transport, its scheduling hidden (as a third-party transport without it).
+    const bare = new Proxy(t, {
+      get: (target, prop) => {
+        if (prop === "scheduling") return undefined;
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as Transport;
+    const svc = createService({ name: "orders", instance: new Orders("x"), transport: bare });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    await expect(svc.callLater("payments", "charge", { amount: 1 })).rejects.toThrow(
+      /callLater needs a transport with the scheduling capability/,
+    );
+    expect(payments.seen).toEqual([]);
+  });
+});
