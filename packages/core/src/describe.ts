@@ -18,7 +18,8 @@ export interface MethodDescription {
 
 /**
  * What `nuropb_describe` answers (PROTOCOL.md §9). Field names are the wire's, so Python clients
- * read it unchanged; `nacl_public_key` is our addition.
+ * read it unchanged; `nacl_public_key` and `native_public_key` are our additions (Python clients
+ * read only the keys they know).
  */
 export interface ServiceDescription {
   readonly service_name: string | null;
@@ -30,6 +31,11 @@ export interface ServiceDescription {
   readonly public_key: string | null;
   /** Base64 X25519 public key for the `nacl` suite, or absent/null. */
   readonly nacl_public_key?: string | null;
+  /**
+   * Base64 X25519 public key for the `x25519-aes-gcm` suite (node:crypto), present only when the
+   * service has one; TypeScript callers prefer it.
+   */
+  readonly native_public_key?: string | null;
   readonly methods: Readonly<Record<string, MethodDescription>>;
 }
 
@@ -49,6 +55,8 @@ export function buildDescription(args: {
   readonly methods: ReadonlyMap<string, MethodEntry>;
   readonly publicKeyPem: string | null;
   readonly naclPublicKey: string | null;
+  /** The `x25519-aes-gcm` public key; absent or null: not announced. */
+  readonly nativePublicKey?: string | null;
 }): ServiceDescription {
   const methods: Record<string, MethodDescription> = {};
   let encrypted = false;
@@ -65,7 +73,13 @@ export function buildDescription(args: {
       ...(entry.options.result !== undefined ? { result: entry.options.result } : {}),
     };
   }
-  if (encrypted && args.publicKeyPem === null && args.naclPublicKey === null) {
+  const nativePublicKey = args.nativePublicKey ?? null;
+  if (
+    encrypted &&
+    args.publicKeyPem === null &&
+    args.naclPublicKey === null &&
+    nativePublicKey === null
+  ) {
     warnings.push("Service has encrypted methods but no private key has been set.");
   }
   return {
@@ -76,6 +90,7 @@ export function buildDescription(args: {
     encrypted_methods: encrypted,
     public_key: args.publicKeyPem,
     nacl_public_key: args.naclPublicKey,
+    ...(nativePublicKey === null ? {} : { native_public_key: nativePublicKey }),
     methods,
   };
 }
@@ -122,6 +137,9 @@ export function normaliseDescription(value: unknown): ServiceDescription {
     public_key: typeof v.public_key === "string" && v.public_key !== "" ? v.public_key : null,
     nacl_public_key:
       typeof v.nacl_public_key === "string" && v.nacl_public_key !== "" ? v.nacl_public_key : null,
+    ...(typeof v.native_public_key === "string" && v.native_public_key !== ""
+      ? { native_public_key: v.native_public_key }
+      : {}),
     methods,
   };
 }

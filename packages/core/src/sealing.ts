@@ -50,9 +50,10 @@ export class Sealing {
     return this.#encryptor.publicKeys;
   }
 
-  /** Whether this participant has a key pair at all (RSA or nacl). */
+  /** Whether this participant has a key pair at all (RSA, nacl or x25519-aes-gcm). */
   get hasKeys(): boolean {
-    return this.publicKeys.rsaPem !== null || this.publicKeys.nacl !== null;
+    const k = this.publicKeys;
+    return k.rsaPem !== null || k.nacl !== null || k.native !== null;
   }
 
   /** `frame` sealed for the peer whose keys are `peer`. */
@@ -97,15 +98,30 @@ export function isSealed(headers: WireHeaders): boolean {
   return headers[Header.encrypted] === ENCRYPTED_YES;
 }
 
+/** Whether a description announces any public key (RSA, nacl or x25519-aes-gcm). */
+export function hasAnnouncedKey(d: ServiceDescription): boolean {
+  return (
+    d.public_key !== null ||
+    (d.nacl_public_key ?? null) !== null ||
+    (d.native_public_key ?? null) !== null
+  );
+}
+
 /**
- * The public keys a service announces in its description.
+ * The public keys a service announces in its description. The encryptor picks the suite from
+ * them: `x25519-aes-gcm` when announced (TypeScript services), then nacl, then rsa-fernet
+ * (Python services announce only `public_key`).
  * @throws NuropbMessageError when it announces none.
  */
 export function peerKeysOf(d: ServiceDescription, service: string): PeerKeys {
-  if (d.public_key === null && (d.nacl_public_key ?? null) === null) {
+  if (!hasAnnouncedKey(d)) {
     throw new NuropbMessageError(`Service public key not found for service: ${service}`);
   }
-  return { rsaPublicKeyPem: d.public_key, naclPublicKey: d.nacl_public_key ?? null };
+  return {
+    rsaPublicKeyPem: d.public_key,
+    naclPublicKey: d.nacl_public_key ?? null,
+    nativePublicKey: d.native_public_key ?? null,
+  };
 }
 
 /**

@@ -7,7 +7,7 @@ import {
 import type { PeerKeys } from "@nuropb/crypto";
 import { normaliseDescription, type ServiceDescription } from "./describe.ts";
 import { checkName, checkTtl } from "./options.ts";
-import { peerKeysOf } from "./sealing.ts";
+import { hasAnnouncedKey, peerKeysOf } from "./sealing.ts";
 
 /** Asks `service` for its description (a `nuropb_describe` request, never encrypted). */
 export type DescribeRequest = (service: string, ttlMs: number) => Promise<unknown>;
@@ -60,7 +60,7 @@ export class ServiceDirectory {
   /** See {@link MeshParticipant.hasPublicKey}. */
   async hasPublicKey(service: string): Promise<boolean> {
     const d = await this.describeService(service);
-    return d.public_key !== null || (d.nacl_public_key ?? null) !== null;
+    return hasAnnouncedKey(d);
   }
 
   /** Whether the cached description of `service` says `method` requires encryption (no I/O). */
