@@ -11,6 +11,7 @@ import type {
   Transport,
   TransportCapabilities,
   TransportEvent,
+  TransportScheduling,
 } from "@nuropb/protocol";
 import { channelError, connectError, isAccessRefusal, isPermanent } from "./connection.ts";
 import type { Consumer } from "./consumer.ts";
@@ -18,6 +19,7 @@ import { encodeFrame } from "./frame-codec.ts";
 import { describeTarget, resolveOptions } from "./options.ts";
 import type { AmqpTransportOptions, ResolvedOptions } from "./options.ts";
 import { Publisher } from "./publisher.ts";
+import { createAmqpScheduling } from "./scheduling.ts";
 import { createResponseConsumer } from "./response-consumer.ts";
 import { createServiceConsumer } from "./service-consumer.ts";
 import type { ServiceConsumerHost } from "./service-consumer.ts";
@@ -50,6 +52,7 @@ class AmqpTransport implements Transport {
   readonly kind = "amqp";
   readonly mesh: string;
   readonly capabilities: TransportCapabilities;
+  readonly scheduling: TransportScheduling;
 
   readonly #o: ResolvedOptions;
   readonly #log: Logger;
@@ -104,6 +107,18 @@ class AmqpTransport implements Transport {
         if (--this.#handlersRunning === 0) this.#onHandlersIdle?.();
       },
     };
+    this.scheduling = createAmqpScheduling({
+      log: this.#log,
+      password: options.target.password,
+      connection: () => this.#requireOpen("schedule").conn,
+      encode: (to, frame) => encodeFrame(to, frame, this.#o),
+      track: (p) => {
+        this.#inflight.add(p);
+        const done = (): void => void this.#inflight.delete(p);
+        p.then(done, done);
+        return p;
+      },
+    });
   }
 
   get state(): LifecycleState {
