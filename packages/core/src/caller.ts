@@ -35,6 +35,7 @@ import {
   requestPayload,
 } from "./outgoing-calls.ts";
 import { sendError } from "./outcomes.ts";
+import { appendToLog } from "./event-history.ts";
 import type { PendingResponses } from "./pending-responses.ts";
 import type { Sealing } from "./sealing.ts";
 import { ServiceDirectory } from "./service-directory.ts";
@@ -344,6 +345,9 @@ export class Caller {
     ) {
       throw new TypeError("options.target must be an array of strings or null");
     }
+    if (options.persisted !== undefined && typeof options.persisted !== "boolean") {
+      throw new TypeError("options.persisted must be a boolean");
+    }
     const ctx = checkPlainObject(context, "context");
     this.#p.assertOpen(fromHandler);
     await this.sendEvent(
@@ -351,6 +355,7 @@ export class Caller {
       ctx,
       options.traceId ?? newId(),
       newId(),
+      options.persisted === true,
     );
   }
 
@@ -363,10 +368,11 @@ export class Caller {
     context: Context,
     traceId: string | null,
     correlationId: string,
+    persisted = false,
   ): Promise<void> {
     const pipeline = activePipeline(this.#p.pipeline);
     if (pipeline === undefined && this.#p.onLifecycle === undefined)
-      return this.#publish(e, context, traceId, correlationId, undefined, undefined);
+      return this.#publish(e, context, traceId, correlationId, undefined, undefined, persisted);
     const flow = createFlow(
       this.#p.onLifecycle,
       this.#p.log,
@@ -380,7 +386,7 @@ export class Caller {
     );
     if (pipeline === undefined) {
       await this.#run(undefined, flow, () =>
-        this.#publish(e, context, traceId, correlationId, undefined, flow),
+        this.#publish(e, context, traceId, correlationId, undefined, flow, persisted),
       );
       return;
     }
@@ -391,7 +397,7 @@ export class Caller {
       if (flow !== undefined) flow.fields.traceId = trace;
       const changed = { topic: call.topic, event: call.event, target: call.target };
       const headers = EventCall.headersOf(call);
-      return this.#publish(changed, call.context, trace, correlationId, headers, flow);
+      return this.#publish(changed, call.context, trace, correlationId, headers, flow, persisted);
     });
   }
 
@@ -402,6 +408,7 @@ export class Caller {
     correlationId: string,
     headers: OutgoingHeaders | undefined,
     flow: MessageFlow | undefined,
+    persisted: boolean,
   ): Promise<void> {
     const payload: EventPayload = {
       tag: "event",
@@ -416,7 +423,9 @@ export class Caller {
     flow?.emit("client-encode");
     const frame = withHeaders(encodePayload(payload), headers);
     flow?.emit("client-send");
-    await this.#p.transport.send({ kind: "event", topic: e.topic }, frame);
+    // Persisted: the log's append also delivers it, and resolves once the log holds it.
+    if (persisted) await appendToLog(this.#p.transport, e.topic, frame);
+    else await this.#p.transport.send({ kind: "event", topic: e.topic }, frame);
   }
 
   /** Runs a call through the middleware (when `call` is given), reporting its start and end. */

@@ -12,6 +12,11 @@ export { STATS_METHOD } from "./service-stats.ts";
 export { serveHealth } from "./health-server.ts";
 export { createLeaseElection } from "./leader-election.ts";
 export {
+  NuropbEventLogUnavailableError,
+  DEFAULT_EVENT_PAGE_LIMIT,
+  MAX_EVENT_PAGE_LIMIT,
+} from "./event-history.ts";
+export {
   watchServices,
   createServicesView,
   isStatusEvent,
@@ -25,6 +30,15 @@ export type {
   MeshMethodOptions,
 } from "./mesh-method.ts";
 export type { ServiceDescription, MethodDescription } from "./describe.ts";
+export type {
+  StoredEvent,
+  QueryEventsOptions,
+  EventPage,
+  EventReplayStart,
+  SubscribeEventsOptions,
+  StoredEventHandler,
+  EventSubscription,
+} from "./event-history.ts";
 export type { RequestContext } from "./request-context.ts";
 export type { CallLaterOptions, CallLaterFunction } from "./call-later.ts";
 export type {

@@ -4,6 +4,14 @@ import { CallLaterSender, type CallLaterOptions } from "./call-later.ts";
 import type { RequestContextFields } from "./request-context.ts";
 import { buildDescription, type ServiceDescription } from "./describe.ts";
 import { Dispatcher } from "./dispatcher.ts";
+import { EventHistory } from "./event-history.ts";
+import type {
+  EventPage,
+  EventSubscription,
+  QueryEventsOptions,
+  StoredEventHandler,
+  SubscribeEventsOptions,
+} from "./event-history.ts";
 import type { LeaderElection } from "./leader-election.ts";
 import { consumeWithLeaderPrefetch } from "./leader-prefetch.ts";
 import { checkName, normaliseOptions, type ServiceConfig } from "./options.ts";
@@ -40,6 +48,7 @@ class Participant<TService extends object> implements MeshService<TService> {
   readonly #sealing: Sealing;
   readonly #pending: PendingResponses;
   readonly #caller: Caller;
+  readonly #history: EventHistory;
   /** A service's asynchronous calls; undefined for a client. */
   readonly #later: CallLaterSender | undefined;
   readonly #lifecycle: ParticipantLifecycle;
@@ -129,6 +138,19 @@ class Participant<TService extends object> implements MeshService<TService> {
       log,
     });
     this.#caller = caller;
+    this.#history = new EventHistory({
+      transport,
+      // Credentials are left out of what is read back, whatever `eventContext` says.
+      secretKeys:
+        so === undefined
+          ? []
+          : [
+              ...[...so.methods.values()].map((m) => m.contextTokenKey),
+              ...((options as ServiceOptions<TService>).secretContextKeys ?? []),
+            ],
+      assertOpen: () => lifecycle.assertOpen(false),
+      log,
+    });
     const later =
       so === undefined
         ? undefined
@@ -189,7 +211,8 @@ class Participant<TService extends object> implements MeshService<TService> {
     return this.#lifecycle.connect();
   }
 
-  disconnect(): Promise<void> {
+  async disconnect(): Promise<void> {
+    await this.#history.stopAll();
     return this.#lifecycle.disconnect();
   }
 
@@ -232,6 +255,17 @@ class Participant<TService extends object> implements MeshService<TService> {
     options?: PublishEventOptions,
   ): Promise<void> {
     return this.#caller.publishEvent(topic, event, context, options, false);
+  }
+
+  queryEvents(options: QueryEventsOptions): Promise<EventPage> {
+    return this.#history.queryEvents(options);
+  }
+
+  subscribeEvents(
+    options: SubscribeEventsOptions,
+    handler: StoredEventHandler,
+  ): Promise<EventSubscription> {
+    return this.#history.subscribeEvents(options, handler);
   }
 
   describeService(

@@ -6,6 +6,13 @@ import type { ServiceStatsReport } from "./service-stats.ts";
 import type { LifecycleListener } from "./message-lifecycle.ts";
 import type { ClientMiddleware, ServiceMiddleware } from "./middleware.ts";
 import type { LeaderElection } from "./leader-election.ts";
+import type {
+  EventPage,
+  EventSubscription,
+  QueryEventsOptions,
+  StoredEventHandler,
+  SubscribeEventsOptions,
+} from "./event-history.ts";
 import type { AnswerHandlerOption } from "./call-later-handlers.ts";
 import type { CallLaterOptions } from "./call-later.ts";
 import type { ServicesWatch, WatchServicesOptions } from "./watch-services.ts";
@@ -44,6 +51,11 @@ export interface PublishEventOptions {
    * dead-letter them. Passing `true` throws.
    */
   readonly encrypted?: false;
+  /**
+   * Resolve only once the mesh's event log holds the event (it is also delivered as usual).
+   * Rejects with `NuropbEventLogUnavailableError` when the mesh has no log. @defaultValue false
+   */
+  readonly persisted?: boolean;
 }
 
 /** An event to publish after a handler succeeds. */
@@ -126,6 +138,25 @@ export interface MeshParticipant extends AsyncDisposable {
     context?: Context,
     options?: PublishEventOptions,
   ): Promise<void>;
+  /**
+   * One page of past events from the mesh's event log, oldest first, matching `topics` (AMQP
+   * patterns), stored from `since` and before `until`, after the cursor `after`; contexts come
+   * without credentials. Pass the page's `cursor` as `after` for the next page.
+   * @throws TypeError / RangeError for bad options (limit 1 to 1000, default 100).
+   * @throws NuropbEventLogUnavailableError when the mesh has no event log.
+   */
+  queryEvents(options: QueryEventsOptions): Promise<EventPage>;
+  /**
+   * Replays stored events from `from` (`"now"`, `{ time }`, `{ position }` of the last one
+   * processed), then hands over live ones as the log stores them, in log order, without a gap or
+   * a duplicate at the hand-over. Ends on `stop()`, on `disconnect()`, or when the handler throws.
+   * @throws TypeError for bad options.
+   * @throws NuropbEventLogUnavailableError when the mesh has no event log.
+   */
+  subscribeEvents(
+    options: SubscribeEventsOptions,
+    handler: StoredEventHandler,
+  ): Promise<EventSubscription>;
   /**
    * The description of a service (cached; `refresh: true` asks again). `ttlMs` bounds the wait.
    * @defaultValue ttlMs 60000
