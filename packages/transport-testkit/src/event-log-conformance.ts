@@ -1,5 +1,11 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { NuropbTransportError, eventLogOf, newId } from "@nuropb/protocol";
+import {
+  NuropbEventLogUnavailableError,
+  createClient,
+  type MeshParticipant,
+  type StoredEvent,
+} from "@nuropb/core";
 import type {
   Delivery,
   EventLogEntry,
@@ -65,8 +71,9 @@ export interface EventLogConformanceOptions {
  * `TransportEventLog` in `@nuropb/protocol`) must show: setup and availability, append stores
  * and delivers, query by topic pattern and time range, paging, follow (catch-up then live, with
  * events appended during the hand-over: no gap, no duplicate), resume after a position, follow
- * from the end, retention by size, and the typed error on a mesh without a log. Topics are unique
- * per test, so the suite can share a broker and a log with other tests.
+ * from the end, retention by size, and the typed error on a mesh without a log; then the same
+ * through core (`publishEvent(…, { persisted: true })`, `queryEvents`, `subscribeEvents`). Topics
+ * are unique per test, so the suite can share a broker and a log with other tests.
  *
  * Call it at the top level of a test file.
  * @throws TypeError when an option is invalid.
@@ -135,9 +142,11 @@ function labelOf(entry: EventLogEntry): string {
 function registerSuite(s: Settings): void {
   const opened: Transport[] = [];
   const aborts: AbortController[] = [];
+  const participants: MeshParticipant[] = [];
 
   afterEach(async () => {
     for (const a of aborts.splice(0)) a.abort();
+    await Promise.allSettled(participants.splice(0).map((c) => c.disconnect()));
     await Promise.allSettled(opened.splice(0).map((t) => t.close()));
   });
 
@@ -482,4 +491,126 @@ function registerSuite(s: Settings): void {
     );
     expect(await log.available()).toBe(false);
   });
+
+  /** A connected client on a transport whose log is set up. */
+  async function openClient(): Promise<MeshParticipant> {
+    const { transport } = await open();
+    const client = createClient({ transport });
+    participants.push(client);
+    await client.connect();
+    return client;
+  }
+
+  it(
+    "core: persisted publish, queryEvents by pattern and time, pages with a cursor",
+    t,
+    async () => {
+      const client = await openClient();
+      const p = uniqueName();
+      await client.publishEvent(`${p}.start`, "start", {}, { persisted: true });
+      await delay(s.clockStepMs);
+      for (let i = 0; i < 5; i++) {
+        await client.publishEvent(
+          `${p}.orders.${i % 2 === 0 ? "created" : "shipped"}`,
+          { i },
+          { Authorization: "Bearer do-not-leak", user: "ann" },
+          { persisted: true, traceId: `trace-${i}` },
+        );
+      }
+      const all = await client.queryEvents({ topics: [`${p}.#`] });
+      expect(all.cursor).toBeUndefined();
+      expect(all.events.map((e) => e.event)).toEqual([
+        "start",
+        ...[0, 1, 2, 3, 4].map((i) => ({ i })),
+      ]);
+      const created: unknown[] = [];
+      let after: string | undefined;
+      let pages = 0;
+      const since = (all.events[1] as StoredEvent).timestamp;
+      do {
+        const page = await client.queryEvents({
+          topics: [`${p}.orders.created`],
+          since,
+          limit: 2,
+          ...(after === undefined ? {} : { after }),
+        });
+        pages++;
+        for (const e of page.events) {
+          expect(e.context).toEqual({ user: "ann" });
+          expect(e.traceId).toBe(`trace-${(e.event as { i: number }).i}`);
+          created.push(e.event);
+        }
+        after = page.cursor;
+      } while (after !== undefined);
+      expect(created).toEqual([{ i: 0 }, { i: 2 }, { i: 4 }]);
+      expect(pages).toBe(2);
+      const before = await client.queryEvents({ topics: [`${p}.#`], until: since });
+      expect(before.events.map((e) => e.event)).toEqual(["start"]);
+    },
+  );
+
+  it(
+    "core: subscribeEvents catches up, then live, with publishes during the hand-over",
+    t,
+    async () => {
+      const client = await openClient();
+      const publisher = await openClient();
+      const p = uniqueName();
+      await publisher.publishEvent(`${p}.marker`, "marker", {}, { persisted: true });
+      const marker = (await publisher.queryEvents({ topics: [`${p}.marker`] }))
+        .events[0] as StoredEvent;
+      for (let i = 0; i < 10; i++) await publisher.publishEvent(`${p}.e`, i);
+      const got: StoredEvent[] = [];
+      const publishing = (async () => {
+        for (let i = 10; i < 40; i++) await publisher.publishEvent(`${p}.e`, i);
+      })();
+      const sub = await client.subscribeEvents(
+        { topics: [`${p}.e`], from: { position: marker.position } },
+        (e) => {
+          got.push(e);
+        },
+      );
+      await publishing;
+      await waitFor(() => got.length >= 40, s.timeoutMs, "40 events through subscribeEvents");
+      await delay(s.quietMs);
+      expect(got.map((e) => e.event)).toEqual(Array.from({ length: 40 }, (_, i) => i));
+      expect(sub.lastPosition).toBe(got.at(-1)?.position);
+      await sub.stop();
+      expect(await sub.ended()).toBeUndefined();
+      // A restart resumes after the last position processed.
+      await publisher.publishEvent(`${p}.e`, 40);
+      const resumed: unknown[] = [];
+      const again = await client.subscribeEvents(
+        { topics: [`${p}.e`], from: { position: (got[37] as StoredEvent).position } },
+        (e) => {
+          resumed.push(e.event);
+        },
+      );
+      await waitFor(() => resumed.length >= 3, s.timeoutMs, "the resumed events");
+      await delay(s.quietMs);
+      expect(resumed).toEqual([38, 39, 40]);
+      await again.stop();
+    },
+  );
+
+  it(
+    "core: the history API rejects with NuropbEventLogUnavailableError without a log",
+    t,
+    async () => {
+      const transport = await s.createWithoutLog();
+      opened.push(transport);
+      const client = createClient({ transport });
+      await client.connect();
+      const p = uniqueName();
+      for (const call of [
+        () => client.queryEvents({ topics: [`${p}.*`] }),
+        () => client.subscribeEvents({ topics: [`${p}.*`], from: "now" }, () => undefined),
+        () => client.publishEvent(`${p}.x`, 1, {}, { persisted: true }),
+      ]) {
+        await expect(call()).rejects.toBeInstanceOf(NuropbEventLogUnavailableError);
+      }
+      await client.publishEvent(`${p}.x`, 1);
+      await client.disconnect();
+    },
+  );
 }
