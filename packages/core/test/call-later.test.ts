@@ -59,7 +59,10 @@ interface Answer {
 class Orders {
   readonly answers: Answer[] = [];
   failFirst: "call-again" | "throw" | undefined;
-  constructor(readonly name: string) {}
+  readonly name: string;
+  constructor(name: string) {
+    this.name = name;
+  }
 
   async place(
     params: { amount: number; deadlineMs?: number },
