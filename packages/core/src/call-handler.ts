@@ -12,6 +12,7 @@ import {
 import type { ReplyKey } from "@nuropb/crypto";
 import { admitMethod, authorise, validateParams } from "./admission.ts";
 import type { DispatcherParts } from "./dispatcher.ts";
+import { FailurePipeline } from "./failure-pipeline.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
 import { activePipeline, createOutgoingHeaders, type OutgoingHeaders } from "./middleware.ts";
 import {
@@ -94,10 +95,13 @@ interface Raised {
 export class CallHandler<TService extends object> {
   readonly #p: DispatcherParts<TService>;
   readonly #name: string;
+  /** Undefined: no failure policy anywhere (failures are dead-lettered at once). */
+  readonly #failures: FailurePipeline | undefined;
 
   constructor(parts: DispatcherParts<TService>) {
     this.#p = parts;
     this.#name = parts.service.name;
+    this.#failures = FailurePipeline.of(parts);
   }
 
   /** Whether any middleware (the service's or the method's) is active for a call of `method`. */
@@ -119,6 +123,7 @@ export class CallHandler<TService extends object> {
     const payload = decoded.payload;
     flow?.emit("service-handle");
     const t0 = this.#p.stats.started();
+    const t0Wall = this.#failures === undefined ? 0 : Date.now();
     let outcome: Outcome;
     let call: Call | undefined;
     if (this.#piped(payload.method)) {
@@ -126,6 +131,20 @@ export class CallHandler<TService extends object> {
       outcome = await this.#runPiped(call, delivery);
     } else {
       outcome = await this.#run(delivery, decoded);
+    }
+    const policy = this.#failures?.policyFor(payload.method);
+    let runs = 1;
+    if (outcome.kind === "failure" && policy !== undefined) {
+      const piped = call !== undefined;
+      ({ outcome, runs } = await (this.#failures as FailurePipeline).retryImmediately(
+        policy,
+        outcome,
+        () => {
+          if (!piped) return this.#run(delivery, decoded);
+          call = new Call(this.#name, delivery, decoded);
+          return this.#runPiped(call, delivery);
+        },
+      ));
     }
     const context = call?.context ?? payload.context;
     const headers = call === undefined ? undefined : Call.responseHeadersOf(call);
@@ -158,7 +177,24 @@ export class CallHandler<TService extends object> {
           method: payload.method,
           error: outcome.error.wireName,
         });
-        await settle(delivery, "reject", flow);
+        if (policy === undefined) {
+          await settle(delivery, "reject", flow);
+        } else {
+          const failed = {
+            delivery,
+            kind: decoded.type,
+            method: payload.method,
+            error: outcome.error,
+            thrown: outcome.thrown,
+            runs,
+            receivedAt: t0Wall,
+            traceId: decoded.traceId,
+            correlationId: decoded.correlationId,
+            params: payload.params,
+          };
+          const how = await (this.#failures as FailurePipeline).settle(policy, failed, flow);
+          if (how === "scheduled") return; // a later delivery answers
+        }
         const error = toErrorPayload(outcome.error);
         await this.#answer(delivery, decoded, replyKey, null, error, headers, flow);
         return;

@@ -1,5 +1,6 @@
 import type { Context, DecodedMessage, Delivery, EventPayload } from "@nuropb/protocol";
 import type { DispatcherParts } from "./dispatcher.ts";
+import { FailurePipeline } from "./failure-pipeline.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
 import { activePipeline, type ServiceEventCall } from "./middleware.ts";
 import type { EventHook } from "./options.ts";
@@ -27,10 +28,13 @@ interface Raised {
 export class EventHandler<TService extends object> {
   readonly #p: DispatcherParts<TService>;
   readonly #name: string;
+  /** Undefined: no failure policy anywhere (failures are dead-lettered at once). */
+  readonly #failures: FailurePipeline | undefined;
 
   constructor(parts: DispatcherParts<TService>) {
     this.#p = parts;
     this.#name = parts.service.name;
+    this.#failures = FailurePipeline.of(parts);
   }
 
   /** Handles a decoded event: runs `handleEvent`, settles, publishes raised events. */
@@ -49,6 +53,73 @@ export class EventHandler<TService extends object> {
     }
     flow?.emit("service-handle");
     const t0 = this.#p.stats.started();
+    const receivedAt = this.#failures === undefined ? 0 : Date.now();
+    const p = decoded.payload;
+    let { outcome, context } = await this.#runOnce(hook, delivery, decoded);
+    const policy = this.#failures?.policyFor(EVENT_HOOK);
+    let runs = 1;
+    if (outcome.kind === "failure" && policy !== undefined) {
+      ({ outcome, runs } = await (this.#failures as FailurePipeline).retryImmediately(
+        policy,
+        outcome,
+        async () => {
+          const again = await this.#runOnce(hook, delivery, decoded);
+          context = again.context;
+          return again.outcome;
+        },
+      ));
+    }
+    const failed = outcome.kind === "failure" ? outcome.error : undefined;
+    this.#p.stats.finished(EVENT_HOOK, t0, failed, context);
+    switch (outcome.kind) {
+      case "success":
+        await settle(delivery, "ack", flow);
+        await publishRaised(outcome.events, context, decoded, this.#p.sendEvent, this.#p.log);
+        return;
+      case "call-again":
+        if (!delivery.redelivered && this.#p.transport.capabilities.redelivery)
+          await settle(delivery, "requeue", flow);
+        else await settle(delivery, "reject", flow);
+        return;
+      case "failure":
+        if (policy === undefined) {
+          this.#p.log.warn("event handler failed; dead-lettering the event", {
+            topic: p.topic,
+            error: outcome.error.description,
+          });
+          await settle(delivery, "reject", flow);
+          return;
+        }
+        this.#p.log.warn("event handler failed", {
+          topic: p.topic,
+          error: outcome.error.description,
+        });
+        await (this.#failures as FailurePipeline).settle(
+          policy,
+          {
+            delivery,
+            kind: "event",
+            method: EVENT_HOOK,
+            error: outcome.error,
+            thrown: outcome.thrown,
+            runs,
+            receivedAt,
+            traceId: decoded.traceId,
+            correlationId: decoded.correlationId,
+            params: p.event,
+          },
+          flow,
+        );
+        return;
+    }
+  }
+
+  /** Runs the service's middleware and `handleEvent` once; never throws. */
+  async #runOnce(
+    hook: EventHook,
+    delivery: Delivery,
+    decoded: DecodedMessage<EventPayload>,
+  ): Promise<{ outcome: Outcome; context: Context }> {
     const p = decoded.payload;
     let context = p.context;
     let outcome: Outcome;
@@ -88,26 +159,7 @@ export class EventHandler<TService extends object> {
       }
       context = call.context;
     }
-    const failed = outcome.kind === "failure" ? outcome.error : undefined;
-    this.#p.stats.finished(EVENT_HOOK, t0, failed, context);
-    switch (outcome.kind) {
-      case "success":
-        await settle(delivery, "ack", flow);
-        await publishRaised(outcome.events, context, decoded, this.#p.sendEvent, this.#p.log);
-        return;
-      case "call-again":
-        if (!delivery.redelivered && this.#p.transport.capabilities.redelivery)
-          await settle(delivery, "requeue", flow);
-        else await settle(delivery, "reject", flow);
-        return;
-      case "failure":
-        this.#p.log.warn("event handler failed; dead-lettering the event", {
-          topic: p.topic,
-          error: outcome.error.description,
-        });
-        await settle(delivery, "reject", flow);
-        return;
-    }
+    return { outcome, context };
   }
 
   /**

@@ -1,5 +1,12 @@
 export { createService, createClient } from "./participant.ts";
 export { publishToMesh } from "./mesh-method.ts";
+export {
+  FailureHeader,
+  failureRecordOf,
+  withoutFailureHeaders,
+  checkFailurePolicy,
+} from "./failure-policy.ts";
+export { faultTopic } from "./failure-pipeline.ts";
 export { onAnswer, onAnswerError } from "./call-later-handlers.ts";
 export {
   CALL_LATER_CONTEXT_KEY,
@@ -29,6 +36,7 @@ export type {
   AuthorizeInfo,
   MeshMethodOptions,
 } from "./mesh-method.ts";
+export type { FailurePolicy, FailureRecord } from "./failure-policy.ts";
 export type { ServiceDescription, MethodDescription } from "./describe.ts";
 export type {
   StoredEvent,

@@ -1,4 +1,5 @@
 import type { Context } from "@nuropb/protocol";
+import { checkFailurePolicy, type FailurePolicy } from "./failure-policy.ts";
 import { checkMiddleware, type MethodMiddleware } from "./middleware.ts";
 
 /** A JSON Schema object (draft 2020-12 / draft-07 keywords, as Ajv understands them). */
@@ -40,6 +41,11 @@ export interface MeshMethodOptions {
    * validated and the handler runs. @defaultValue []
    */
   readonly middleware?: readonly MethodMiddleware[];
+  /**
+   * This method's failure policy, in place of the service's (`false`: none, even when the
+   * service has one). @defaultValue the service's `failurePolicy`
+   */
+  readonly failurePolicy?: FailurePolicy | false;
 }
 
 const MESH_OPTIONS: unique symbol = Symbol.for("@nuropb/mesh-method-options");
@@ -53,6 +59,7 @@ const KNOWN_OPTIONS = new Set([
   "params",
   "result",
   "middleware",
+  "failurePolicy",
 ]);
 
 /**
@@ -90,6 +97,7 @@ export function checkMeshMethodOptions(
       throw new TypeError(`${where}: '${key}' must be a JSON Schema object`);
     }
   }
+  if (o.failurePolicy !== false) checkFailurePolicy(o.failurePolicy, where);
   const middleware = checkMiddleware(o.middleware, `${where}: middleware`);
   return Object.freeze({
     ...options,

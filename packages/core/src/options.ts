@@ -5,6 +5,7 @@ import {
   newId,
   noopLogger,
   responseQueueName,
+  schedulingOf,
   type Context,
   type Logger,
   type Transport,
@@ -28,6 +29,7 @@ import {
   type ServiceMiddleware,
 } from "./middleware.ts";
 import type { LeaderElection } from "./leader-election.ts";
+import { checkFailurePolicy, type ResolvedFailurePolicy } from "./failure-policy.ts";
 import type { ClientOptions, ServiceOptions } from "./types.ts";
 
 /** Default of `maxInboundBodyBytes`: 4 MiB. */
@@ -71,6 +73,8 @@ export interface ServiceConfig<TService extends object> {
   readonly pipeline: Pipeline<ServiceCall> | undefined;
   /** Whether any method has middleware of its own. */
   readonly methodPipelines: boolean;
+  /** The service's failure policy; undefined: none (see failure-pipeline.ts). */
+  readonly failurePolicy: ResolvedFailurePolicy | undefined;
 }
 
 /** The options of a client or a service, validated and with their defaults filled in. */
@@ -130,6 +134,7 @@ export function normaliseOptions<TService extends object>(
     if (name === undefined) throw new TypeError("createService: options.name is required");
     const so = options as ServiceOptions<TService>;
     serviceConfig = normaliseService(so, name);
+    checkFailureScheduling(serviceConfig, transport);
     outgoing = checkMiddleware(so.clientMiddleware, "createService: options.clientMiddleware");
   } else {
     outgoing = checkMiddleware(
@@ -267,10 +272,29 @@ function normaliseService<TService extends object>(
     eventHook,
     pipeline: composeMiddleware(middleware as readonly ServiceMiddleware[]),
     methodPipelines: [...methods.values()].some((m) => m.pipeline !== undefined),
+    failurePolicy: checkFailurePolicy(so.failurePolicy, "createService: options"),
     eventSecretKeys: eventContext === "full" ? [] : contextSecretKeys,
     contextSecretKeys,
     answers,
   };
+}
+
+/**
+ * A failure policy with delays needs the transport's scheduling (delayed redelivery).
+ * @throws TypeError naming the policy's field.
+ */
+function checkFailureScheduling(service: ServiceConfig<object>, transport: Transport): void {
+  if (schedulingOf(transport) !== undefined) return;
+  const where =
+    (service.failurePolicy?.delays.length ?? 0) > 0
+      ? "options.failurePolicy.delays"
+      : [...service.methods.values()]
+          .filter((m) => (m.options.failurePolicy || undefined)?.delays?.length)
+          .map((m) => `methods.${m.name}.failurePolicy.delays`)[0];
+  if (where === undefined) return;
+  throw new TypeError(
+    `createService: ${where} needs a transport with scheduling (delayed redelivery); the ${transport.kind} transport has none`,
+  );
 }
 
 function isTransport(t: unknown): t is Transport {

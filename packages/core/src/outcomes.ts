@@ -26,7 +26,12 @@ export type Outcome =
       readonly events: readonly EventToPublish[];
     }
   | { readonly kind: "call-again" }
-  | { readonly kind: "failure"; readonly error: NuropbError };
+  | {
+      readonly kind: "failure";
+      readonly error: NuropbError;
+      /** The error as the handler (or its middleware) threw it. */
+      readonly thrown: unknown;
+    };
 
 /** Whether `err` is `NuropbSuccess` (control flow: a result and events), from any copy of protocol. */
 export function isSuccessSignal(err: unknown): err is NuropbSuccess {
@@ -55,7 +60,7 @@ export function outcomeOfThrown(
     return { kind: "success", result: err.result, events: [...raised, ...(err.events ?? [])] };
   }
   if (isCallAgain(err)) return { kind: "call-again" };
-  return { kind: "failure", error: asRuntimeError(err, service, method) };
+  return { kind: "failure", error: asRuntimeError(err, service, method), thrown: err };
 }
 
 /**

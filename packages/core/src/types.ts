@@ -1,6 +1,7 @@
 import type { Context, Logger, ResponsePayload, Transport } from "@nuropb/protocol";
 import type { PayloadEncryptorOptions, ServiceKeys } from "@nuropb/crypto";
 import type { MeshMethodOptions } from "./mesh-method.ts";
+import type { FailurePolicy } from "./failure-policy.ts";
 import type { ServiceDescription } from "./describe.ts";
 import type { ServiceStatsReport } from "./service-stats.ts";
 import type { LifecycleListener } from "./message-lifecycle.ts";
@@ -331,6 +332,13 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
    * @defaultValue "strip-secrets"
    */
   readonly eventContext?: EventContextMode;
+  /**
+   * What happens to a failed request, command or event: immediate retries, delayed redelivery
+   * (needs a transport with `scheduling`), dead-lettering with the failure recorded in headers,
+   * fault events. A method's `failurePolicy` replaces it. @defaultValue none (a failed message
+   * is dead-lettered at once, as without the pipeline)
+   */
+  readonly failurePolicy?: FailurePolicy;
 }
 
 /** What the context of a service's events keeps; see {@link ServiceOptions.eventContext}. */

@@ -10,7 +10,7 @@ const frame: InboundFrame = {
   redelivered: false,
 };
 
-function setup(overrides: Partial<DeliveryLedgerOptions<string>> = {}) {
+function setup(overrides: Partial<DeliveryLedgerOptions<string>> = {}, withDeadLetter = true) {
   const settled: [string, Settlement][] = [];
   const deadLettered: [string, Readonly<Record<string, string>>][] = [];
   const warnings: string[] = [];
@@ -25,7 +25,12 @@ function setup(overrides: Partial<DeliveryLedgerOptions<string>> = {}) {
     prefetch: 1,
     settle: (m, outcome) => void settled.push([m, outcome]),
     giveBack: () => undefined,
-    deadLetter: (m, headers) => void deadLettered.push([m, headers]),
+    ...(withDeadLetter
+      ? {
+          deadLetter: (m: string, headers: Readonly<Record<string, string>>) =>
+            void deadLettered.push([m, headers]),
+        }
+      : {}),
     logger,
     ...overrides,
   });
@@ -65,7 +70,7 @@ describe("DeliveryLedger deadLetter (Delivery.deadLetter with headers)", () => {
   });
 
   it("gives deliveries no deadLetter when the transport has none, and keeps no own fields", async () => {
-    const { ledger } = setup({ deadLetter: undefined });
+    const { ledger } = setup({}, false);
     const d = ledger.delivery(ledger.hold("m1"), frame);
     expect(d.deadLetter).toBeUndefined();
     expect(() => ledger.deadLetter(ledger.hold("m2"), {})).toThrow(TypeError);

@@ -1,0 +1,352 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  NuropbError,
+  NuropbValidationError,
+  type EventType,
+  type Frame,
+  type Transport,
+  type TransportScheduling,
+} from "@nuropb/protocol";
+import {
+  FailureHeader,
+  createClient,
+  createService,
+  failureRecordOf,
+  publishToMesh,
+  type FailurePolicy,
+} from "@nuropb/core";
+import { createMesh, waitFor } from "./helpers.ts";
+
+/** A transport whose scheduling records each delay before handing the frame to the real one. */
+function recording(t: Transport): {
+  transport: Transport;
+  delays: number[];
+  frames: Frame[];
+} {
+  const real = t.scheduling as TransportScheduling;
+  const delays: number[] = [];
+  const frames: Frame[] = [];
+  const scheduling: TransportScheduling = {
+    serviceReplyAddress: (s) => real.serviceReplyAddress(s),
+    openClaim: (k, ms) => real.openClaim(k, ms),
+    claim: (k, taker) => real.claim(k, taker),
+    sendDelayed: (service, frame, delayMs) => {
+      delays.push(delayMs);
+      frames.push(frame);
+      return real.sendDelayed(service, frame, delayMs);
+    },
+  };
+  return { transport: withScheduling(t, scheduling), delays, frames };
+}
+
+/** `t` as seen through a proxy whose `scheduling` is `scheduling` (undefined: none). */
+function withScheduling(t: Transport, scheduling: TransportScheduling | undefined): Transport {
+  return new Proxy(t, {
+    get(target, prop) {
+      if (prop === "scheduling") return scheduling;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+class Flaky extends Error {
+  constructor() {
+    super("flaky dependency");
+    this.name = "Flaky";
+  }
+}
+
+class Jobs {
+  runs: Record<string, number> = {};
+  /** The run (1-based, per method) from which a method succeeds. */
+  succeedFrom = Number.POSITIVE_INFINITY;
+  error: () => unknown = () => new NuropbError("database busy", { retryable: true });
+  events: EventType[] = [];
+  eventRuns = 0;
+
+  #fail(method: string): string {
+    const n = (this.runs[method] = (this.runs[method] ?? 0) + 1);
+    if (n >= this.succeedFrom) return `done after ${String(n)}`;
+    throw this.error();
+  }
+  work(): string {
+    return this.#fail("work");
+  }
+  @publishToMesh({ failurePolicy: { immediateRetries: 3 } })
+  ownPolicy(): string {
+    return this.#fail("ownPolicy");
+  }
+  @publishToMesh({ failurePolicy: false })
+  noPolicy(): string {
+    return this.#fail("noPolicy");
+  }
+  handleEvent(event: EventType): void {
+    this.eventRuns++;
+    if (this.eventRuns < this.succeedFrom) throw this.error();
+    this.events.push(event);
+  }
+}
+
+class Watcher {
+  faults: EventType[] = [];
+  handleEvent(event: EventType): void {
+    this.faults.push(event);
+  }
+}
+
+describe("the failure pipeline on the memory transport", () => {
+  let mesh: ReturnType<typeof createMesh>;
+  let jobs: Jobs;
+  let delays: number[];
+  let frames: Frame[];
+  let client: ReturnType<typeof createClient>;
+
+  beforeEach(async () => {
+    mesh = createMesh();
+    jobs = new Jobs();
+    client = createClient({ transport: mesh.transport(), defaultTtlMs: 5_000 });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+  });
+  afterEach(async () => {
+    await mesh.cleanup();
+  });
+
+  async function serve(failurePolicy?: FailurePolicy, eventBindings: string[] = []): Promise<void> {
+    const rec = recording(mesh.transport());
+    delays = rec.delays;
+    frames = rec.frames;
+    const service = createService({
+      transport: rec.transport,
+      name: "jobs",
+      instance: jobs,
+      eventBindings,
+      ...(failurePolicy === undefined ? {} : { failurePolicy }),
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+  }
+
+  const deadLetters = () => mesh.hub.deadLetters();
+
+  it("keeps today's behaviour without a policy: one run, a plain dead letter", async () => {
+    await serve();
+    await client.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 1, 2000, "the dead letter");
+    expect(jobs.runs.work).toBe(1);
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toBeUndefined();
+    expect(delays).toEqual([]);
+    await expect(client.request("jobs", "work", {})).rejects.toThrow(/database busy/);
+    expect(jobs.runs.work).toBe(2);
+  });
+
+  it("retries a retryable failure at once, bounded, then dead-letters it with its record", async () => {
+    await serve({ immediateRetries: 2 });
+    const before = new Date().toISOString();
+    await client.command("jobs", "work", {}, {}, { traceId: "t-1" });
+    await waitFor(() => deadLetters().length === 1, 2000, "the dead letter");
+    expect(jobs.runs.work).toBe(3);
+    const dl = deadLetters()[0]!;
+    expect(dl.reason).toBe("rejected");
+    const record = failureRecordOf(dl.frame.headers);
+    expect(record).toMatchObject({
+      error: "NuropbException",
+      description: "database busy",
+      service: "jobs",
+      method: "work",
+      attempts: 3,
+      redeliveries: 0,
+    });
+    expect(record!.firstFailureAt >= before).toBe(true);
+    expect(record!.lastFailureAt >= record!.firstFailureAt).toBe(true);
+    // The message itself is intact: a copy of what was sent, plus the record.
+    expect(dl.frame.headers.trace_id).toBe("t-1");
+    expect(delays).toEqual([]);
+  });
+
+  it("does not retry an error that is not retryable", async () => {
+    jobs.error = () => new NuropbValidationError("bad order");
+    await serve({ immediateRetries: 5, delays: [1] });
+    await expect(client.request("jobs", "work", {})).rejects.toThrow(NuropbValidationError);
+    expect(jobs.runs.work).toBe(1);
+    expect(delays).toEqual([]);
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toMatchObject({
+      error: "NuropbValidationError",
+      attempts: 1,
+    });
+  });
+
+  it("asks the retryable predicate, which alone decides, about the error as thrown", async () => {
+    jobs.error = () => new Flaky();
+    const seen: unknown[] = [];
+    await serve({
+      immediateRetries: 2,
+      retryable: (err) => {
+        seen.push(err);
+        return err instanceof Flaky;
+      },
+    });
+    await client.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 1, 2000, "the dead letter");
+    expect(jobs.runs.work).toBe(3);
+    expect(seen.every((e) => e instanceof Flaky)).toBe(true);
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)?.description).toMatch(
+      /Runtime exception calling jobs.work:Flaky: flaky dependency/,
+    );
+    // Marked retryable, but the predicate says no.
+    jobs.error = () => new NuropbError("marked", { retryable: true });
+    jobs.runs = {};
+    mesh.hub.clearDeadLetters();
+    await client.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 1, 2000, "the second dead letter");
+    expect(jobs.runs.work).toBe(1);
+  });
+
+  it("redelivers later through the scheduling capability with backoff, then dead-letters", async () => {
+    await serve({ immediateRetries: 1, delays: [3, 6] });
+    await client.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 1, 3000, "the dead letter");
+    // Two runs per delivery (one immediate retry), three deliveries.
+    expect(jobs.runs.work).toBe(6);
+    expect(delays).toEqual([3, 6]);
+    expect(frames.map((f) => f.headers[FailureHeader.redeliveries])).toEqual(["1", "2"]);
+    expect(frames.map((f) => f.headers[FailureHeader.attempts])).toEqual(["2", "4"]);
+    const record = failureRecordOf(deadLetters()[0]!.frame.headers);
+    expect(record).toMatchObject({ attempts: 6, redeliveries: 2, method: "work" });
+    expect(record!.firstFailureAt).toBe(frames[0]!.headers[FailureHeader.firstAt]);
+    expect(mesh.hub.queueDepth("nuropb-jobs-sq")).toBe(0);
+  });
+
+  it("answers a request once a delayed redelivery succeeds", async () => {
+    jobs.succeedFrom = 3;
+    await serve({ delays: [2, 2, 2] });
+    await expect(client.request("jobs", "work", {})).resolves.toBe("done after 3");
+    expect(delays).toEqual([2, 2]);
+    expect(deadLetters()).toEqual([]);
+  });
+
+  it("fails a request at once when its ttl passes before the next delivery", async () => {
+    await serve({ delays: [60_000] });
+    await expect(client.request("jobs", "work", {}, {}, { ttlMs: 1_000 })).rejects.toThrow(
+      /database busy/,
+    );
+    expect(delays).toEqual([]);
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toMatchObject({ attempts: 1 });
+  });
+
+  it("publishes a fault event after the final failure, without context or params", async () => {
+    const watcher = new Watcher();
+    const watch = createService({
+      transport: mesh.transport(),
+      name: "watcher",
+      instance: watcher,
+      eventBindings: ["nuropb.fault.#"],
+    });
+    await watch.connect();
+    mesh.defer(() => watch.disconnect());
+    await serve({ immediateRetries: 1, faultEvents: true });
+    await client.command("jobs", "work", { card: "4111" }, { Authorization: "Bearer secret" });
+    await waitFor(() => watcher.faults.length === 1, 2000, "the fault event");
+    const fault = watcher.faults[0]!;
+    expect(fault.topic).toBe("nuropb.fault.jobs.work");
+    expect(fault.event).toMatchObject({
+      error: "NuropbException",
+      description: "database busy",
+      service: "jobs",
+      method: "work",
+      attempts: 2,
+      kind: "command",
+    });
+    expect(fault.event).not.toHaveProperty("params");
+    expect(JSON.stringify(fault)).not.toMatch(/secret|4111/);
+  });
+
+  it("puts the params in the fault event only when the policy opts in", async () => {
+    const watcher = new Watcher();
+    const watch = createService({
+      transport: mesh.transport(),
+      name: "watcher",
+      instance: watcher,
+      eventBindings: ["nuropb.fault.jobs.*"],
+    });
+    await watch.connect();
+    mesh.defer(() => watch.disconnect());
+    await serve({ faultEvents: true, faultParams: true });
+    await client.command("jobs", "work", { order: 7 });
+    await waitFor(() => watcher.faults.length === 1, 2000, "the fault event");
+    expect(watcher.faults[0]!.event).toMatchObject({ params: { order: 7 } });
+  });
+
+  it("lets a method's policy replace the service's, or switch it off", async () => {
+    await serve({ immediateRetries: 1 });
+    await client.command("jobs", "ownPolicy", {});
+    await client.command("jobs", "noPolicy", {});
+    await client.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 3, 2000, "three dead letters");
+    expect(jobs.runs).toEqual({ ownPolicy: 4, noPolicy: 1, work: 2 });
+    const byMethod = new Map(
+      deadLetters().map((d) => [d.frame.headers[FailureHeader.method] ?? "none", d]),
+    );
+    expect([...byMethod.keys()].sort()).toEqual(["none", "ownPolicy", "work"]);
+  });
+
+  it("retries and redelivers a failing event to this service only", async () => {
+    const other = new Watcher();
+    const bystander = createService({
+      transport: mesh.transport(),
+      name: "bystander",
+      instance: other,
+      eventBindings: ["orders.*"],
+    });
+    await bystander.connect();
+    mesh.defer(() => bystander.disconnect());
+    jobs.succeedFrom = 4;
+    await serve({ immediateRetries: 1, delays: [2] }, ["orders.*"]);
+    await client.publishEvent("orders.created", { id: 1 });
+    await waitFor(() => jobs.events.length === 1, 2000, "the event handled");
+    expect(jobs.eventRuns).toBe(4);
+    expect(delays).toEqual([2]);
+    expect(frames[0]!.headers[FailureHeader.method]).toBe("handleEvent");
+    expect(other.faults).toHaveLength(1);
+    expect(deadLetters()).toEqual([]);
+  });
+
+  it("refuses a bad policy at once, naming the field", () => {
+    const t = mesh.transport();
+    const make = (failurePolicy: unknown) => () =>
+      createService({
+        transport: t,
+        name: "jobs",
+        instance: new Jobs(),
+        failurePolicy: failurePolicy as FailurePolicy,
+      });
+    expect(make({ delays: [1, -1] })).toThrow(/options\.failurePolicy\.delays\[1\]/);
+    expect(make({ immediateRetries: 1.5 })).toThrow(/failurePolicy\.immediateRetries/);
+    expect(make({ retryable: true })).toThrow(/failurePolicy\.retryable must be a function/);
+    expect(make({ faultEvents: "yes" })).toThrow(/failurePolicy\.faultEvents must be a boolean/);
+    expect(make({ retries: 2 })).toThrow(/unknown field 'retries'/);
+    expect(make([1])).toThrow(/failurePolicy must be an object/);
+    expect(() => publishToMesh({ failurePolicy: { delays: "1s" as never } })).toThrow(
+      /publishToMesh\.failurePolicy\.delays must be an array/,
+    );
+    const bare = withScheduling(t, undefined);
+    expect(() =>
+      createService({
+        transport: bare,
+        name: "jobs",
+        instance: new Jobs(),
+        failurePolicy: { delays: [1_000] },
+      }),
+    ).toThrow(/options\.failurePolicy\.delays needs a transport with scheduling/);
+    // Immediate retries alone need no scheduling.
+    expect(() =>
+      createService({
+        transport: bare,
+        name: "jobs",
+        instance: new Jobs(),
+        failurePolicy: { immediateRetries: 1 },
+      }),
+    ).not.toThrow();
+  });
+});
