@@ -328,6 +328,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       methods: this.#service.methods,
       publicKeyPem: this.#sealing.publicKeys.rsaPem,
       naclPublicKey: this.#sealing.publicKeys.nacl,
+      nativePublicKey: this.#sealing.publicKeys.native,
     });
     return this.#description;
   }
