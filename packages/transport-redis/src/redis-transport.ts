@@ -19,6 +19,7 @@ import {
   type TransportCapabilities,
   type TransportEvent,
   type TransportLifecycle,
+  type TransportScheduling,
 } from "@nuropb/protocol";
 import { isKeyName, meshKeys, type MeshKeys } from "./keys.ts";
 import {
@@ -29,6 +30,7 @@ import {
 import { ResponseConsumer } from "./response-consumer.ts";
 import { HOLD_LEASE, REGISTER_SERVICE, runScript } from "./scripts.ts";
 import { SendBatcher, type SendErrors } from "./send-batcher.ts";
+import { createRedisScheduling, type RedisScheduling } from "./scheduling.ts";
 import { AckBatcher, ServiceConsumer } from "./service-consumer.ts";
 import { SERVICE_GROUP } from "./keys.ts";
 
@@ -57,12 +59,22 @@ class RedisTransport implements Transport {
   #clockOffsetMs = 0;
   readonly #services = new Map<ServiceConsumer, ServiceRegistration>();
   readonly #responses = new Map<string, ResponseConsumer>();
+  readonly #scheduler: RedisScheduling;
+  readonly scheduling: TransportScheduling;
 
   constructor(opts: ResolvedRedisOptions) {
     this.#opts = opts;
     this.#life = createTransportLifecycle("Redis", opts.logger);
     this.mesh = opts.mesh;
     this.#keys = meshKeys(opts.mesh);
+    this.#scheduler = createRedisScheduling({
+      prefix: this.#keys.prefix,
+      logger: opts.logger,
+      maxFrameBytes: opts.maxFrameBytes,
+      redis: () => this.#requireOpen().redis,
+      translate: (err, what) => this.#translate(err, what),
+    });
+    this.scheduling = this.#scheduler.scheduling;
   }
 
   get state(): LifecycleState {
@@ -160,6 +172,7 @@ class RedisTransport implements Transport {
     );
     this.#linkUp = true;
     this.#life.opened();
+    this.#scheduler.start();
     redis.on("close", () => this.#onLinkDown());
     redis.on("ready", () => this.#onLinkUp());
     this.#opts.logger.info("connected", { redis: this.#where(), mesh: this.mesh });
@@ -211,6 +224,7 @@ class RedisTransport implements Transport {
 
   async #doClose(): Promise<void> {
     await this.#life.connectSettled();
+    this.#scheduler.stop();
     const redis = this.#redis;
     // Unsettled deliveries go back to their streams before the connection goes.
     await withDeadline(
@@ -310,6 +324,11 @@ class RedisTransport implements Transport {
       case "reply":
         if (!isKeyName(to.address)) {
           throw new NuropbMessageError(`'${to.address}' is not a valid reply address`);
+        }
+        {
+          // An answer addressed to a service (scheduling.serviceReplyAddress) joins its stream.
+          const service = this.#scheduler.serviceOfAddress(to.address);
+          if (service !== undefined) return this.#scheduler.deliverReply(service, frame);
         }
         return sends.reply(to.address, frame);
     }
