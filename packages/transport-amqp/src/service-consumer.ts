@@ -3,6 +3,7 @@ import type { DeliveryHandler, ServiceQueueSpec } from "@nuropb/protocol";
 import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { ConsumeMessage } from "amqplib";
 import { Consumer } from "./consumer.ts";
+import { publishDeadLetterCopy } from "./dead-letter.ts";
 import type { ChannelUse, ConsumerHost } from "./consumer.ts";
 import { toInboundFrame } from "./frame-codec.ts";
 import type { ChannelHandle } from "./session.ts";
@@ -35,7 +36,8 @@ export function createServiceConsumer(
     {
       kind: "service",
       queue,
-      consumeOptions: { noAck: false, exclusive: false },
+      // A transient queue is exclusive to this connection: its consumer is too.
+      consumeOptions: { noAck: false, exclusive: spec.transient === true },
       declare: (ch) => declareServiceQueue(ch, queue, spec, host.exchanges),
       attach: (handle, consumer) =>
         serviceChannel(handle, consumer, handler, host, spec.queueType === "quorum"),
@@ -69,6 +71,12 @@ function serviceChannel(
       }
       // A failure dead-letters (basic.reject, requeue false) on every version and queue type.
       else ch.reject(msg, false);
+    },
+    // The copy with the failure record goes to the dead-letter exchange (confirmed), then the
+    // original is acked; a copy that cannot be sent makes the ledger reject the original.
+    deadLetter: async (msg, headers) => {
+      await publishDeadLetterCopy(host, host.exchanges.dlExchange, msg, headers);
+      if (!handle.closed) ch.ack(msg);
     },
     // Closing the channel (once no handler runs on it) gives them back.
     giveBack: () => undefined,
