@@ -8,6 +8,8 @@
  * - `{mesh}:dl`             stream: dead letters of every service of the mesh
  * - `{mesh}:rq:{address}`   list: responses for one participant
  * - `{mesh}:rql:{address}`  string: lease of the live consumer of that address (exclusivity)
+ * - `{mesh}:evlog`          stream: the mesh's event log (every event sent, once set up)
+ * - `{mesh}:evlog:cfg`      hash: the log's retention (`age` ms, `bytes`) and bytes `used`
  */
 export interface MeshKeys {
   readonly prefix: string;
@@ -18,6 +20,8 @@ export interface MeshKeys {
   readonly deadLetters: string;
   responseList(address: string): string;
   responseLease(address: string): string;
+  readonly eventLog: string;
+  readonly eventLogConfig: string;
 }
 
 /** The consumer group every service stream is read with. */
@@ -35,6 +39,8 @@ export function meshKeys(mesh: string): MeshKeys {
     deadLetters: `${prefix}dl`,
     responseList: (address) => `${prefix}rq:${address}`,
     responseLease: (address) => `${prefix}rql:${address}`,
+    eventLog: `${prefix}evlog`,
+    eventLogConfig: `${prefix}evlog:cfg`,
   };
 }
 

@@ -18,6 +18,7 @@ import {
   type Transport,
   type TransportCapabilities,
   type TransportEvent,
+  type TransportEventLog,
   type TransportLifecycle,
   type TransportScheduling,
 } from "@nuropb/protocol";
@@ -30,6 +31,7 @@ import {
 import { ResponseConsumer } from "./response-consumer.ts";
 import { HOLD_LEASE, REGISTER_SERVICE, runScript } from "./scripts.ts";
 import { SendBatcher, type SendErrors } from "./send-batcher.ts";
+import { RedisEventLog } from "./event-log.ts";
 import { createRedisScheduling, type RedisScheduling } from "./scheduling.ts";
 import { AckBatcher, ServiceConsumer } from "./service-consumer.ts";
 import { SERVICE_GROUP } from "./keys.ts";
@@ -61,6 +63,7 @@ class RedisTransport implements Transport {
   readonly #responses = new Map<string, ResponseConsumer>();
   readonly #scheduler: RedisScheduling;
   readonly scheduling: TransportScheduling;
+  readonly eventLog: TransportEventLog;
 
   constructor(opts: ResolvedRedisOptions) {
     this.#opts = opts;
@@ -75,6 +78,15 @@ class RedisTransport implements Transport {
       translate: (err, what) => this.#translate(err, what),
     });
     this.scheduling = this.#scheduler.scheduling;
+    this.eventLog = new RedisEventLog({
+      keys: this.#keys,
+      logger: opts.logger,
+      maxFrameBytes: opts.maxFrameBytes,
+      open: () => this.#requireOpen(),
+      newConnection: (name) => this.#newConnection(name, false),
+      translate: (err, what) => this.#translate(err, what),
+      closed: () => this.#life.closed(),
+    });
   }
 
   get state(): LifecycleState {
@@ -345,7 +357,7 @@ class RedisTransport implements Transport {
         err,
         kind === "r"
           ? `send to service '${target}'`
-          : kind === "e"
+          : kind === "e" || kind === "l"
             ? `publish event '${target}'`
             : `reply to '${target}'`,
       ),

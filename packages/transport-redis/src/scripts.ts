@@ -124,18 +124,81 @@ end
 `;
 
 /**
+ * The mesh's event log (`{mesh}:evlog`, retention in `{mesh}:evlog:cfg`): appending an entry
+ * and dropping the oldest beyond the retention. Sizes are the bytes of the entry's field names
+ * and values; the hash keeps their sum (`used`), so trimming reads only the entries it drops.
+ */
+const EVENT_LOG_LUA = `
+local function entryBytes(f, first, last)
+  local n = 0
+  for k = first, last do n = n + string.len(f[k]) end
+  return n
+end
+
+local function nextId(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. tostring(tonumber(seq) + 1)
+end
+
+-- Drops the oldest entries older than the age limit or beyond the size limit, never keepId.
+local function trimLog(log, cfg, keepId)
+  local c = redis.call('HMGET', cfg, 'age', 'bytes', 'used')
+  local maxAge = tonumber(c[1])
+  local maxBytes = tonumber(c[2])
+  local used = tonumber(c[3]) or 0
+  if maxAge == nil or maxBytes == nil then return end
+  local t = redis.call('TIME')
+  local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - maxAge
+  local cursor = '-'
+  local dropped = nil
+  local done = false
+  while not done do
+    local batch = redis.call('XRANGE', log, cursor, '+', 'COUNT', 64)
+    if #batch == 0 then break end
+    for _, e in ipairs(batch) do
+      local id = e[1]
+      local ms = tonumber(string.match(id, '^(%d+)'))
+      if id == keepId or (used <= maxBytes and ms >= cutoff) then
+        done = true
+        break
+      end
+      used = used - entryBytes(e[2], 1, #e[2])
+      dropped = id
+    end
+    cursor = '(' .. batch[#batch][1]
+  end
+  if dropped ~= nil then
+    redis.call('XTRIM', log, 'MINID', nextId(dropped))
+    if used < 0 then used = 0 end
+    redis.call('HSET', cfg, 'used', used)
+  end
+end
+
+-- Appends topic + the entry a[first..last] to the log; its id, or nil when there is no log.
+local function appendLog(prefix, topic, a, first, last)
+  local cfg = prefix .. 'evlog:cfg'
+  local log = prefix .. 'evlog'
+  local id = redis.call('XADD', log, '*', 'topic', topic, unpack(a, first, last))
+  redis.call('HINCRBY', cfg, 'used', 5 + string.len(topic) + entryBytes(a, first, last))
+  trimLog(log, cfg, id)
+  return id
+end
+`;
+
+/**
  * Every frame sent in one tick, in the order of the `send` calls: requests and commands (added
  * to the stream of every service bound to the rpc name, or reported as not delivered), events
- * (added to the stream of every service with a binding that matches the topic, once per service)
- * and responses (pushed to the address's list only while someone holds its lease, else dropped,
+ * (added to the stream of every service with a binding that matches the topic, once per service;
+ * and first to the mesh's event log when it is set up), log appends (an event that must be
+ * stored: fails when there is no log) and responses (pushed to the address's list only while someone holds its lease, else dropped,
  * as AMQP drops a message for a queue that does not exist; the list then expires after its ttl).
  *
  * ARGV[1] = `{mesh}:`, ARGV[2] = response list ttl in ms, ARGV[3] = the frames as one
  * MessagePack array (one argument rather than a dozen per frame: cheaper to encode and parse),
- * per frame: kind (`r` rpc, `e` event, `p` response), target (rpc name, topic or address), the
+ * per frame: kind (`r` rpc, `e` event, `l` log append, `p` response), target (rpc name, topic or address), the
  * number n of values that follow, then n values (the entry's fields, or the response blob).
  * Returns one result per frame, in order: how many services got it (responses: 1 pushed, 0
- * dropped), or the error that stopped it, as a string. Each frame fails alone (pcall): the others
+ * dropped; log appends: `[count, entry id]`), or the error that stopped it, as a string. Each frame fails alone (pcall): the others
  * of the batch still go; what a failed frame wrote before its error stays, as it did when every
  * frame had its own script.
  * Within one call nothing else runs on the server, so the rpc sets, event bindings and leases
@@ -144,8 +207,10 @@ end
 export const SEND_BATCH = script(
   "send-batch",
   `${TOPIC_LUA}
+${EVENT_LOG_LUA}
 local prefix = ARGV[1]
 local ttl = ARGV[2]
+local logged = nil
 local a = cmsgpack.unpack(ARGV[3])
 local out = {}
 local routes = {}
@@ -190,9 +255,27 @@ while i <= n do
     else
       result = addAll(bound, first, last, nil)
     end
-  elseif kind == 'e' then
-    if subscribers == nil then subscribers = redis.pcall('SMEMBERS', prefix .. 'evs') end
-    if failed(subscribers) then
+  elseif kind == 'e' or kind == 'l' then
+    -- Stored first (when there is a log), then delivered: an event that could not be stored
+    -- (or a log append without a log) goes nowhere and reports the error.
+    if logged == nil then logged = redis.call('EXISTS', prefix .. 'evlog:cfg') == 1 end
+    local id = nil
+    if logged then
+      local ok, r = pcall(appendLog, prefix, target, a, first, last)
+      if ok then
+        id = r
+      else
+        result = (type(r) == 'table' and r.err) or tostring(r)
+      end
+    elseif kind == 'l' then
+      result = 'the event log is not set up for this mesh: run nuropb mesh setup with the event-log options, or transport.eventLog.setup()'
+    end
+    if subscribers == nil and type(result) ~= 'string' then
+      subscribers = redis.pcall('SMEMBERS', prefix .. 'evs')
+    end
+    if type(result) == 'string' then
+      -- not stored, so not delivered either
+    elseif failed(subscribers) then
       result = subscribers.err
     else
       local topic = words(target)
@@ -212,6 +295,7 @@ while i <= n do
         end
         return false
       end)
+      if kind == 'l' and type(result) == 'number' then result = { result, id } end
     end
   else
     local held = leases[target]
@@ -404,5 +488,69 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   end
 end
 return n
+`,
+);
+
+/**
+ * Creates the event log of a mesh, or sets its retention, and trims to it. KEYS[1] = the log,
+ * KEYS[2] = its config hash; ARGV[1] = max age in ms, ARGV[2] = max bytes.
+ */
+export const SETUP_EVENT_LOG = script(
+  "setup-event-log",
+  `${EVENT_LOG_LUA}
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[2], 'used', 0) end
+redis.call('HSET', KEYS[2], 'age', ARGV[1], 'bytes', ARGV[2])
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local keep = ''
+if #last > 0 then keep = last[1][1] end
+trimLog(KEYS[1], KEYS[2], keep)
+return 1
+`,
+);
+
+/**
+ * One page of the event log: entries from ARGV[1] (an XRANGE start: '-', '(id' or 'id') whose
+ * topic matches one of the patterns, stored before ARGV[2] ms ('' for no bound), at most ARGV[3],
+ * scanning at most ARGV[4] entries (a call blocks the server). KEYS[1] = the log; ARGV[5…] = the
+ * patterns (none: every entry). Returns '{ entries, state, cursor }': state 0 no more entries,
+ * 1 more match, 2 the scan budget ran out (continue from cursor).
+ */
+export const READ_EVENT_LOG = script(
+  "read-event-log",
+  `${TOPIC_LUA}
+local cursor = ARGV[1]
+local untilMs = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local budget = tonumber(ARGV[4])
+local pats = {}
+for i = 5, #ARGV do pats[#pats + 1] = words(ARGV[i]) end
+local function wanted(topic)
+  if #pats == 0 then return true end
+  local t = words(topic)
+  for _, p in ipairs(pats) do
+    if matches(p, t) then return true end
+  end
+  return false
+end
+local out = {}
+local scanned = 0
+while scanned < budget do
+  local batch = redis.call('XRANGE', KEYS[1], cursor, '+', 'COUNT', 256)
+  if #batch == 0 then return { out, 0, '' } end
+  for _, e in ipairs(batch) do
+    local id = e[1]
+    if untilMs ~= nil and tonumber(string.match(id, '^(%d+)')) >= untilMs then
+      return { out, 0, '' }
+    end
+    scanned = scanned + 1
+    local f = e[2]
+    if f[1] == 'topic' and wanted(f[2]) then
+      if #out == limit then return { out, 1, '' } end
+      out[#out + 1] = e
+    end
+    cursor = '(' .. id
+  end
+end
+return { out, 2, cursor }
 `,
 );

@@ -9,11 +9,12 @@ const MAX_BATCH_FRAMES = 256;
 /** Body bytes after which a batch is sent at once rather than at the end of the tick. */
 const MAX_BATCH_BYTES = 1024 * 1024;
 
-/** What a frame of a batch is: `r` request or command, `e` event, `p` response. */
-export type SendKind = "r" | "e" | "p";
+/** What a frame of a batch is: `r` request or command, `e` event, `l` log append, `p` response. */
+export type SendKind = "r" | "e" | "l" | "p";
 
 interface Waiter {
-  readonly resolve: () => void;
+  /** Log appends get the entry id; the others nothing. */
+  readonly resolve: (id: string) => void;
   readonly reject: (err: Error) => void;
   readonly kind: SendKind;
   /** The rpc name, topic or address. */
@@ -88,6 +89,18 @@ export class SendBatcher {
     return this.#addEntry("e", topic, frame);
   }
 
+  /**
+   * An event that must be stored: added to the mesh's event log (rejects when there is none),
+   * then delivered like {@link event}; resolves with the log entry's id.
+   */
+  logAppend(topic: string, frame: Frame): Promise<string> {
+    const b = this.#batch;
+    b.shortAscii("l");
+    b.str(topic);
+    writeFrameFields(b, frame);
+    return this.#added<string>("l", topic);
+  }
+
   /** A response to `address` (dropped when nobody holds the address). */
   reply(address: string, frame: Frame): Promise<void> {
     const b = this.#batch;
@@ -106,9 +119,9 @@ export class SendBatcher {
     return this.#added(kind, target);
   }
 
-  #added(kind: SendKind, target: string): Promise<void> {
-    const promise = new Promise<void>((resolve, reject) => {
-      this.#waiters.push({ resolve, reject, kind, target });
+  #added<T = void>(kind: SendKind, target: string): Promise<T> {
+    const promise = new Promise<T>((resolve, reject) => {
+      this.#waiters.push({ resolve: resolve as (id: string) => void, reject, kind, target });
     });
     if (this.#waiters.length >= MAX_BATCH_FRAMES || this.#batch.byteLength >= MAX_BATCH_BYTES) {
       this.flush();
@@ -146,12 +159,14 @@ export class SendBatcher {
     for (let i = 0; i < waiters.length; i++) {
       const w = waiters[i] as Waiter;
       const r: unknown = results[i];
-      if (typeof r !== "number") {
+      if (w.kind === "l" && Array.isArray(r) && typeof r[1] === "string") {
+        w.resolve(r[1]);
+      } else if (typeof r !== "number" || w.kind === "l") {
         w.reject(this.#errors.failed(new BatchItemError(String(r)), w.kind, w.target));
       } else if (r === 0 && w.kind === "r") {
         w.reject(this.#errors.notDelivered(w.target));
       } else {
-        w.resolve();
+        w.resolve("");
       }
     }
   }
