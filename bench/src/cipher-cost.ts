@@ -23,6 +23,7 @@ export function cipherRound(suite: CipherSuite, params: Record<string, unknown>)
   const peer = {
     rsaPublicKeyPem: service.publicKeys.rsaPem,
     naclPublicKey: service.publicKeys.nacl,
+    nativePublicKey: service.publicKeys.native,
   };
   const { requestBody: request, responseBody: response } = echoEnvelopes(params);
   return {

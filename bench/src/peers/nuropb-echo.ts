@@ -1,6 +1,6 @@
 import { createClient, createService } from "@nuropb/core";
 import type { MeshParticipant, RequestContext } from "@nuropb/core";
-import type { ServiceKeys } from "@nuropb/crypto";
+import type { CipherSuite, ServiceKeys } from "@nuropb/crypto";
 import type { Transport } from "@nuropb/protocol";
 
 /** The benchmark service: answers with its params (decoded from the request, re-encoded). */
@@ -28,7 +28,7 @@ export interface NuropbEcho {
   /** Adds a client (own transport, like a separate process), connected. */
   addClient(options?: {
     readonly encryption?: {
-      readonly suites: readonly ("nacl" | "rsa-fernet")[];
+      readonly suites: readonly CipherSuite[];
       /** Cipher work on this many worker threads (0: on the event loop). */
       readonly cipherThreads?: number;
     };

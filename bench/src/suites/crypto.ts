@@ -23,10 +23,14 @@ import type { CaseStats, EchoCase, Scenario } from "../rr.ts";
 import { formatPercent, measureInterleaved } from "../suite.ts";
 import type { BenchSuite, SuiteResult } from "../suite.ts";
 
-/** Encrypted req/s over AMQP at c=64 must reach this share of plain (encryption costs ≤ 15 %). */
-export const CRYPTO_AMQP_TARGET = 0.85;
+/**
+ * Req/s over AMQP at c=64 sealed with the native suite (x25519-aes-gcm, node:crypto) must reach
+ * this share of plain (issue #20). nacl and rsa-fernet are measured beside it, without a target.
+ */
+export const CRYPTO_AMQP_TARGET = 0.9;
 
-const SUITES = ["nacl", "rsa-fernet"] as const;
+const NATIVE = "x25519-aes-gcm";
+const SUITES = [NATIVE, "nacl", "rsa-fernet"] as const;
 /** Case-name suffix of the clients and service with `encryption: { cipherThreads: 1 }`. */
 const THREADED = "(thread)";
 
@@ -78,11 +82,11 @@ async function measureTransport(
   return measureScenario(cases, scenario, { rounds: 5, sampleMs: 600 });
 }
 
-/** What encryption costs: encrypted vs plain request/response, both suites, memory and AMQP. */
+/** What encryption costs: encrypted vs plain request/response, each suite, memory and AMQP. */
 export const cryptoSuite: BenchSuite = {
   name: "crypto",
   description:
-    "encrypted (nacl, rsa-fernet) vs plain request/response at c=64, over the memory transport and over RabbitMQ",
+    "encrypted (x25519-aes-gcm, nacl, rsa-fernet) vs plain request/response at c=64, over the memory transport and over RabbitMQ",
   async run(): Promise<SuiteResult> {
     const base = provided(await useBroker("rabbitmq"), "amqpUrl");
     return withCleanup(async (defer) => {
@@ -106,17 +110,19 @@ export const cryptoSuite: BenchSuite = {
       );
       const plainAmqp = pick(amqp, "amqp plain");
       const plainUs = 1e6 / plainAmqp.reqPerSec;
-      const verdicts = SUITES.map((suite) => {
-        const enc = pick(amqp, `amqp ${suite}`);
-        const ratio = throughputRatio(enc, pick(amqp, "amqp plain"));
-        return { suite, ok: ratio >= CRYPTO_AMQP_TARGET && enc.errors === 0, enc };
-      });
+      // The target is the native suite's, with or without cipher threads: the better of the two.
+      const nativeCases = [`amqp ${NATIVE}`, `amqp ${NATIVE} ${THREADED}`].map((name) =>
+        pick(amqp, name),
+      );
+      const nativeOk = nativeCases.some(
+        (enc) => throughputRatio(enc, plainAmqp) >= CRYPTO_AMQP_TARGET && enc.errors === 0,
+      );
       return {
         columns: RR_COLUMNS,
         rows: stats.map(statsRow),
         notes: [
           "medians of 5 interleaved rounds of 600 ms per case (per transport), after warm-up; echo of a JSON object",
-          "one service created with createServiceKeys({ rsa: true, nacl: true }); clients with encryption.suites [suite] and encrypted: true (checked: the service sees ctx.encrypted)",
+          "one service created with createServiceKeys({ rsa: true, nacl: true }) (it announces all three suites); clients with encryption.suites [suite] and encrypted: true (checked: the service sees ctx.encrypted)",
           "rsa-fernet: default key reuse (one wrapped Fernet key per target for 30 s / 1000 messages; receiver caches unwrapped keys)",
           `${THREADED}: a second service and its clients with encryption.cipherThreads = 1 (a cipher thread each: two in this process)`,
           ...SUITES.map(
@@ -130,16 +136,19 @@ export const cryptoSuite: BenchSuite = {
           ...errorNotes(stats),
         ],
         comparison: [
-          ...verdicts.map(
-            (v) =>
-              `amqp ${v.suite} at c=64 = ${describeRatio(v.enc, pick(amqp, "amqp plain"), "throughput")} of plain req/s (target ≥ ${formatPercent(CRYPTO_AMQP_TARGET)}): ${v.ok ? "OK" : "BELOW TARGET"}`,
-          ),
-          ...SUITES.map(
+          `amqp ${NATIVE} at c=64 = ${describeRatio(nativeCases[0] as CaseStats, plainAmqp, "throughput")} of plain req/s, ${THREADED} ${describeRatio(nativeCases[1] as CaseStats, plainAmqp, "throughput")} (target ≥ ${formatPercent(CRYPTO_AMQP_TARGET)}): ${nativeOk ? "OK" : "BELOW TARGET"}`,
+          ...SUITES.slice(1).map(
             (suite) =>
-              `amqp ${suite} ${THREADED} at c=64 = ${describeRatio(pick(amqp, `amqp ${suite} ${THREADED}`), pick(amqp, "amqp plain"), "throughput")} of plain req/s`,
+              `amqp ${suite} at c=64 = ${describeRatio(pick(amqp, `amqp ${suite}`), plainAmqp, "throughput")} of plain req/s, ${THREADED} ${describeRatio(pick(amqp, `amqp ${suite} ${THREADED}`), plainAmqp, "throughput")} (no target)`,
           ),
+          ...SUITES.map((suite) => {
+            const threaded = pick(amqp, `amqp ${suite} ${THREADED}`);
+            const here = pick(amqp, `amqp ${suite}`);
+            const ratio = throughputRatio(threaded, here);
+            return `amqp ${suite}: cipher threads ${ratio > 1 ? "win" : "do not win"}, ${THREADED} = ${describeRatio(threaded, here, "throughput")} of the same suite without threads`;
+          }),
         ].join("\n"),
-        ok: verdicts.every((v) => v.ok),
+        ok: nativeOk,
       };
     });
   },
