@@ -15,6 +15,7 @@ import {
   type TransportCapabilities,
   type TransportEvent,
   type TransportLifecycle,
+  type TransportScheduling,
 } from "@nuropb/protocol";
 import { openNatsConnection } from "./connection.ts";
 import { publishDeadLetter, type DeadLetterReason } from "./dead-letter.ts";
@@ -27,6 +28,7 @@ import {
   type ResolvedNatsOptions,
 } from "./options.ts";
 import { Publisher } from "./publisher.ts";
+import { createNatsScheduling, type NatsScheduling } from "./scheduling.ts";
 import { isResponseSubjectTaken, ResponseConsumer } from "./response-consumer.ts";
 import { ServiceConsumer } from "./service-consumer.ts";
 import { Topology, validateServiceSpec, type ServiceRecord } from "./topology.ts";
@@ -52,6 +54,8 @@ class NatsTransport implements Transport {
   #maxFrameBytes: number;
   readonly #services = new Map<ServiceConsumer, ServiceRecord>();
   readonly #responses = new Map<string, ResponseConsumer>();
+  readonly #scheduler: NatsScheduling;
+  readonly scheduling: TransportScheduling;
 
   constructor(opts: ResolvedNatsOptions) {
     this.#opts = opts;
@@ -73,6 +77,16 @@ class NatsTransport implements Transport {
       deadLetterRetentionMs: opts.deadLetterRetentionMs,
       requireOpen: () => this.#requireOpen(),
     });
+    this.#scheduler = createNatsScheduling({
+      mesh: opts.mesh,
+      logger: opts.logger,
+      maxFrameBytes: () => this.#maxFrameBytes,
+      requireOpen: () => this.#requireOpen(),
+      publishConfirmed: (subject, body, headers, msgID) =>
+        this.#publisher.publishConfirmed(subject, body, headers, msgID),
+      translate: (err, what) => translateNatsError(err, what, this.#life),
+    });
+    this.scheduling = this.#scheduler.scheduling;
   }
 
   get state(): LifecycleState {
@@ -120,6 +134,7 @@ class NatsTransport implements Transport {
     }
     this.#link.attach(nc);
     this.#life.opened();
+    this.#scheduler.start();
     void this.#watchStatus(nc);
     void nc.closed().then((err) => this.#onConnectionClosed(err));
     log.info("connected", { servers: this.#opts.servers, mesh: this.mesh });
@@ -179,6 +194,7 @@ class NatsTransport implements Transport {
 
   /** Lets go of everything waiting on the connection: the transport is ending. */
   #release(): void {
+    void this.#scheduler.stop();
     this.#link.release();
     this.#publisher.abandonConfirms();
     for (const c of this.#services.keys()) void c.shutdown();
@@ -193,6 +209,7 @@ class NatsTransport implements Transport {
 
   async #doClose(): Promise<void> {
     await this.#life.connectSettled();
+    await this.#scheduler.stop();
     const withdrawn = [...this.#services.keys()].map((c) => c.shutdown());
     for (const r of this.#responses.values()) void r.stop();
     const nc = this.#link.nc;
@@ -236,6 +253,11 @@ class NatsTransport implements Transport {
       throw new NuropbMessageError(
         `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${this.#maxFrameBytes})`,
       );
+    }
+    if (to.kind === "reply") {
+      // An answer addressed to a service (scheduling.serviceReplyAddress) goes to its stream.
+      const service = this.#scheduler.serviceOfAddress(to.address);
+      if (service !== undefined) return this.#scheduler.deliverReply(service, frame);
     }
     await this.#publisher.send(nc, to, frame);
   }

@@ -1,0 +1,371 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  ErrorCode,
+  headers as natsHeaders,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerMessages,
+  type JetStreamManager,
+  type JsMsg,
+  type KV,
+  type MsgHdrs,
+  type NatsConnection,
+} from "nats";
+import {
+  MAX_MESSAGE_TTL_MS,
+  NuropbMessageError,
+  NuropbTransportError,
+  serviceQueueName,
+  type Frame,
+  type Logger,
+  type TransportScheduling,
+} from "@nuropb/protocol";
+import {
+  assertClaimKey,
+  assertClaimTaker,
+  assertClaimTtl,
+  assertScheduledService,
+  scheduledDelayMs,
+} from "@nuropb/protocol/transport-kit";
+import { encodeFrameHeaders, NatsHeader } from "./frame-headers.ts";
+import { encodeName, isLiteralSubject, rpcSubject } from "./names.ts";
+import { natsCode } from "./nats-errors.ts";
+
+// Scheduling on NATS JetStream 2.9, which has no scheduled publish:
+//
+// - Delayed frames go to the stream `NUROPB-{mesh}-DELAYED` (subject `{mesh}.delayed`, work
+//   queue, file storage) with the service and the delay in headers. Every connected transport
+//   works its durable pull consumer `mover` (competing): a message not yet due (stored time +
+//   delay, against the mover's clock) is `nak`ed with the remaining delay; a due one is published
+//   to the service's rpc subject, as sends do (with a Nats-Msg-Id from its sequence, so a mover
+//   that dies before its ack does not store it twice), then acked. A service without a stream
+//   drops it (no responders), as AMQP's default exchange does.
+// - Claims live in the KV bucket `nuropb_claims_{mesh hex}`; 2.9 KV has no per-key TTL, so the
+//   value keeps the expiry (`{"t": taker | null, "e": expiry ms}`), updated with the expected
+//   revision. The bucket's max age (49.7 days, the longest claim ttl) removes old entries.
+
+/** Ack wait of the mover: a mover that dies holding messages gives them back after this. */
+const MOVER_ACK_WAIT_MS = 10_000;
+/** Delay before a frame that could not be moved (a publish error) is tried again. */
+const MOVE_RETRY_MS = 1_000;
+const SERVICE_HEADER = "Nuropb-Service";
+const DELAY_HEADER = "Nuropb-Delay-Ms";
+const MOVER = "mover";
+const SERVICE_ADDRESS = /^nuropb-(.+)-sq$/;
+
+/** What the scheduling needs from its transport. */
+export interface NatsSchedulingHost {
+  readonly mesh: string;
+  readonly logger: Logger;
+  maxFrameBytes(): number;
+  /** The open connection. @throws when the transport is not open. */
+  requireOpen(): { nc: NatsConnection; jsm: JetStreamManager };
+  /** Publishes into JetStream and waits for the stream's acknowledgement (client errors). */
+  publishConfirmed(
+    subject: string,
+    body: Uint8Array,
+    headers: MsgHdrs,
+    msgID?: string,
+  ): Promise<void>;
+  /** Translates a client error as `send` does. */
+  translate(err: unknown, what: string): Error;
+}
+
+/** The scheduling capability of a NATS transport, with its mover. */
+export interface NatsScheduling {
+  readonly scheduling: TransportScheduling;
+  /** The service addressed by a reply address from `serviceReplyAddress`, else undefined. */
+  serviceOfAddress(address: string): string | undefined;
+  /** Publishes a reply addressed to a service to its stream (dropped when it has none). */
+  deliverReply(service: string, frame: Frame): Promise<void>;
+  /** Starts the mover (the transport is open). */
+  start(): void;
+  /** Stops the mover. */
+  stop(): Promise<void>;
+}
+
+interface ClaimValue {
+  readonly t: string | null;
+  readonly e: number;
+}
+
+/** Creates the scheduling of one NATS transport. */
+export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
+  const mesh = host.mesh;
+  const streamName = `NUROPB-${encodeName(mesh)}-DELAYED`;
+  const subject = `${mesh}.delayed`;
+  const bucket = `nuropb_claims_${Buffer.from(mesh).toString("hex")}`;
+  let ensured: Promise<void> | undefined;
+  let kv: { nc: NatsConnection; kv: Promise<KV> } | undefined;
+  let messages: ConsumerMessages | undefined;
+  let running = false;
+
+  const ensureStream = (jsm: JetStreamManager): Promise<void> => {
+    ensured ??= (async () => {
+      try {
+        await jsm.streams.info(streamName);
+      } catch (err) {
+        if (natsCode(err) !== "404" && !/not found/i.test(String(err))) throw err;
+        await jsm.streams.add({
+          name: streamName,
+          subjects: [subject],
+          retention: RetentionPolicy.Workqueue,
+          storage: StorageType.File,
+        });
+      }
+      try {
+        await jsm.consumers.info(streamName, MOVER);
+      } catch {
+        await jsm.consumers.add(streamName, {
+          durable_name: MOVER,
+          ack_policy: AckPolicy.Explicit,
+          deliver_policy: DeliverPolicy.All,
+          ack_wait: nanos(MOVER_ACK_WAIT_MS),
+          max_deliver: -1,
+          // Waiting (nak'ed) messages count as pending: no limit, or they would stall the mover.
+          max_ack_pending: -1,
+        });
+      }
+    })();
+    ensured.catch(() => (ensured = undefined));
+    return ensured;
+  };
+
+  const claims = (): Promise<KV> => {
+    const { nc } = host.requireOpen();
+    if (kv === undefined || kv.nc !== nc) {
+      const opening = nc.jetstream().views.kv(bucket, {
+        history: 1,
+        ttl: MAX_MESSAGE_TTL_MS,
+        storage: StorageType.File,
+      });
+      kv = { nc, kv: opening };
+      opening.catch(() => {
+        if (kv?.kv === opening) kv = undefined;
+      });
+    }
+    return kv.kv;
+  };
+
+  const checkFrame = (frame: Frame): Frame => {
+    if (typeof frame !== "object" || frame === null) {
+      throw new NuropbMessageError("frame must be an object");
+    }
+    if (!(frame.body instanceof Uint8Array)) {
+      throw new NuropbMessageError("frame.body must be a Uint8Array");
+    }
+    if (frame.body.byteLength > host.maxFrameBytes()) {
+      throw new NuropbMessageError(
+        `frame body of ${frame.body.byteLength} bytes exceeds maxFrameBytes (${host.maxFrameBytes()})`,
+      );
+    }
+    if (typeof frame.correlationId !== "string") {
+      throw new NuropbMessageError("frame.correlationId must be a string");
+    }
+    // The ttl is dropped: it would otherwise count from when the frame lands in the stream.
+    const { ttlMs: _ttl, ...rest } = frame;
+    return rest;
+  };
+
+  /** Publishes to the service's stream; false when it has none (no responders). */
+  const toService = async (
+    service: string,
+    body: Uint8Array,
+    headers: MsgHdrs,
+    msgID?: string,
+  ): Promise<boolean> => {
+    try {
+      await host.publishConfirmed(rpcSubject(mesh, service), body, headers, msgID);
+      return true;
+    } catch (err) {
+      if (natsCode(err) === ErrorCode.NoResponders) return false;
+      throw err;
+    }
+  };
+
+  const moveOne = async (m: JsMsg): Promise<void> => {
+    const service = m.headers?.get(SERVICE_HEADER) ?? "";
+    const delay = Number(m.headers?.get(DELAY_HEADER) ?? "0");
+    const packed = m.headers?.get(NatsHeader.frame) ?? "";
+    if (service === "" || !Number.isFinite(delay) || packed === "") {
+      host.logger.warn("dropping a malformed delayed message", { seq: m.seq });
+      m.term();
+      return;
+    }
+    const due = Math.floor(m.info.timestampNanos / 1e6) + delay;
+    const wait = due - Date.now();
+    if (wait > 0) {
+      m.nak(wait + 1);
+      return;
+    }
+    const h = natsHeaders();
+    h.set(NatsHeader.frame, packed);
+    try {
+      const routed = await toService(service, m.data, h, `${streamName}-${m.seq}`);
+      if (!routed) host.logger.debug("delayed frame dropped: no such service", { service });
+      m.ack();
+    } catch (err) {
+      host.logger.warn("could not move a due frame; trying again", { service, error: err });
+      m.nak(MOVE_RETRY_MS);
+    }
+  };
+
+  const run = async (): Promise<void> => {
+    while (running) {
+      try {
+        const { nc, jsm } = host.requireOpen();
+        await ensureStream(jsm);
+        const consumer = await nc.jetstream().consumers.get(streamName, MOVER);
+        if (!running) return;
+        messages = await consumer.consume({ max_messages: 256, expires: 5_000 });
+        for await (const m of messages) {
+          // Stopping: what the server sent meanwhile goes back at once, not after the ack wait.
+          if (running) await moveOne(m);
+          else m.nak();
+        }
+      } catch (err) {
+        if (!running) return;
+        host.logger.debug("mover stopped; starting again", { error: err });
+      }
+      if (running) await new Promise((r) => setTimeout(r, MOVE_RETRY_MS).unref());
+    }
+  };
+
+  const scheduling: TransportScheduling = Object.freeze({
+    serviceReplyAddress(service: string): string {
+      assertScheduledService(service);
+      return serviceQueueName(service);
+    },
+    async sendDelayed(service: string, frame: Frame, delayMs: number): Promise<void> {
+      assertScheduledService(service);
+      const delay = scheduledDelayMs(delayMs);
+      if (!isLiteralSubject(service)) {
+        throw new TypeError(`service '${service}' cannot name a NATS subject`);
+      }
+      const checked = checkFrame(frame);
+      const { jsm } = host.requireOpen();
+      const h = encodeFrameHeaders(checked);
+      h.set(SERVICE_HEADER, service);
+      h.set(DELAY_HEADER, String(delay));
+      try {
+        await ensureStream(jsm);
+        await host.publishConfirmed(subject, checked.body, h);
+      } catch (err) {
+        throw host.translate(err, `send a delayed frame to service '${service}'`);
+      }
+    },
+    async openClaim(key: string, ttlMs: number): Promise<void> {
+      assertClaimKey(key);
+      assertClaimTtl(ttlMs);
+      const k = claimKey(key);
+      try {
+        const store = await claims();
+        for (;;) {
+          const fresh = encode({ t: null, e: Date.now() + ttlMs });
+          try {
+            await store.create(k, fresh);
+            return;
+          } catch (err) {
+            if (!isWrongSequence(err)) throw err;
+          }
+          const entry = await store.get(k);
+          if (entry === null || entry.operation !== "PUT") continue;
+          if (decode(entry.value).e > Date.now()) return; // open (or taken): idempotent
+          try {
+            await store.update(k, fresh, entry.revision); // expired: open afresh
+            return;
+          } catch (err) {
+            if (!isWrongSequence(err)) throw err;
+          }
+        }
+      } catch (err) {
+        throw host.translate(err, "open a claim");
+      }
+    },
+    async claim(key: string, taker: string): Promise<boolean> {
+      assertClaimKey(key);
+      assertClaimTaker(taker);
+      const k = claimKey(key);
+      try {
+        const store = await claims();
+        for (;;) {
+          const entry = await store.get(k);
+          if (entry === null || entry.operation !== "PUT") return false;
+          const value = decode(entry.value);
+          if (value.e <= Date.now()) return false;
+          if (value.t !== null) return value.t === taker;
+          try {
+            await store.update(k, encode({ t: taker, e: value.e }), entry.revision);
+            return true;
+          } catch (err) {
+            if (!isWrongSequence(err)) throw err;
+            // Someone wrote it meanwhile: read again.
+          }
+        }
+      } catch (err) {
+        if (err instanceof NuropbTransportError) throw err;
+        throw host.translate(err, "take a claim");
+      }
+    },
+  });
+
+  return {
+    scheduling,
+    serviceOfAddress(address) {
+      const m = SERVICE_ADDRESS.exec(address);
+      return m === null ? undefined : m[1];
+    },
+    async deliverReply(service, frame) {
+      const checked = checkFrame(frame);
+      if (!isLiteralSubject(service)) return; // no stream can be bound for it
+      try {
+        await toService(service, checked.body, encodeFrameHeaders(checked));
+      } catch (err) {
+        throw host.translate(err, `send a reply to service '${service}'`);
+      }
+    },
+    start() {
+      if (running) return;
+      running = true;
+      void run();
+    },
+    async stop() {
+      running = false;
+      const m = messages;
+      messages = undefined;
+      m?.stop();
+    },
+  };
+}
+
+/** A KV key for a claim key: `[-_A-Za-z0-9]` as is, anything else `=` and two hex digits. */
+function claimKey(key: string): string {
+  return key.replace(/[^-_A-Za-z0-9]/g, (c) => `=${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+const utf8 = new TextDecoder();
+const encoder = new TextEncoder();
+
+function encode(value: ClaimValue): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+function decode(bytes: Uint8Array): ClaimValue {
+  try {
+    const v = JSON.parse(utf8.decode(bytes)) as Partial<ClaimValue>;
+    if (typeof v.e === "number" && (v.t === null || typeof v.t === "string")) {
+      return { t: v.t, e: v.e };
+    }
+  } catch {
+    // fall through: a value we did not write is an expired claim
+  }
+  return { t: null, e: 0 };
+}
+
+/** The server refused a create or update: the key exists, or its revision moved on. */
+function isWrongSequence(err: unknown): boolean {
+  const text = String((err as Error)?.message ?? err);
+  return /wrong last sequence|key exists/i.test(text);
+}
