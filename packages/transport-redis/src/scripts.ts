@@ -415,7 +415,9 @@ return 1
  * Dead-letter: move the entry to the mesh's dead-letter stream with the reason, service and
  * original id; only if this consumer still holds it. KEYS[1] = stream, KEYS[2] = dead-letter
  * stream; ARGV[1] = group, ARGV[2] = id, ARGV[3] = consumer, ARGV[4] = reason, ARGV[5] = service,
- * ARGV[6] = approximate max length of the dead-letter stream. Returns 1 when dead-lettered.
+ * ARGV[6] = approximate max length of the dead-letter stream, ARGV[7] = optional JSON object of
+ * headers merged into the copy's `h` (`Delivery.deadLetter`: the failure record). Returns 1 when
+ * dead-lettered.
  */
 export const DEAD_LETTER = script(
   "dead-letter",
@@ -428,6 +430,24 @@ if f == nil then
 end
 -- An entry too wide for unpack (a foreign writer's) keeps its fields as one JSON array.
 if #f > 7000 then f = { 'fields', cjson.encode(f) } end
+if ARGV[7] ~= nil and ARGV[7] ~= '' then
+  local hi = nil
+  for i = 1, #f - 1, 2 do
+    if f[i] == 'h' then hi = i + 1 end
+  end
+  local ok, h = false, nil
+  if hi ~= nil then ok, h = pcall(cjson.decode, f[hi]) end
+  if ok and type(h) == 'table' then
+    for k, v in pairs(cjson.decode(ARGV[7])) do h[k] = v end
+    f[hi] = cjson.encode(h)
+  elseif hi == nil then
+    f[#f + 1] = 'h'
+    f[#f + 1] = ARGV[7]
+  else
+    f[#f + 1] = 'failure'
+    f[#f + 1] = ARGV[7]
+  end
+end
 f[#f + 1] = 'reason'
 f[#f + 1] = ARGV[4]
 f[#f + 1] = 'service'

@@ -145,6 +145,9 @@ export class ServiceConsumer implements Listener {
         else return this.#storeDeadLetter(entry, "rejected");
         return undefined;
       },
+      // The failure record joins the copy's headers in the same script; a failed script leaves
+      // the entry pending (claimed again later), as any dead letter that fails.
+      deadLetter: (entry, headers) => this.#storeDeadLetter(entry, "rejected", headers),
       giveBack: (entries) => this.#requeue(entries),
       onRelease: () => this.#released(),
       logger: deps.logger,
@@ -327,14 +330,26 @@ export class ServiceConsumer implements Listener {
     if (this.#ledger.release(held)) await this.#storeDeadLetter(held.message, reason);
   }
 
-  async #storeDeadLetter(entry: Entry, reason: DeadLetterReason): Promise<void> {
+  async #storeDeadLetter(
+    entry: Entry,
+    reason: DeadLetterReason,
+    extra?: Readonly<Record<string, string>>,
+  ): Promise<void> {
     const d = this.#deps;
     try {
       await runScript(
         d.redis,
         DEAD_LETTER,
         [d.stream, d.deadLetters],
-        [SERVICE_GROUP, entry.id, d.consumer, reason, d.service, d.deadLetterMaxLen],
+        [
+          SERVICE_GROUP,
+          entry.id,
+          d.consumer,
+          reason,
+          d.service,
+          d.deadLetterMaxLen,
+          extra === undefined ? "" : JSON.stringify(extra),
+        ],
       );
     } catch (err) {
       d.logger.error("dead-letter failed; the entry stays pending and will be claimed again", {
