@@ -48,10 +48,12 @@ export async function declareServiceQueue(
   await ch.prefetch(spec.prefetch, false);
   const args = serviceQueueArguments(spec, x);
   try {
+    // A transient queue is the connection's own and goes with its consumer (or connection).
+    const transient = spec.transient === true;
     await ch.assertQueue(queue, {
-      durable: true,
-      exclusive: false,
-      autoDelete: false,
+      durable: !transient,
+      exclusive: transient,
+      autoDelete: transient,
       arguments: args,
     });
   } catch (err) {
@@ -139,6 +141,12 @@ export function checkServiceSpec(spec: ServiceQueueSpec): void {
   }
   if (spec.queueType !== undefined && spec.queueType !== "classic" && spec.queueType !== "quorum") {
     throw new TypeError('consumeService: spec.queueType must be "classic" or "quorum"');
+  }
+  if (spec.transient !== undefined && typeof spec.transient !== "boolean") {
+    throw new TypeError("consumeService: spec.transient must be a boolean when given");
+  }
+  if (spec.transient === true && spec.queueType === "quorum") {
+    throw new TypeError("consumeService: a transient queue cannot be a quorum queue");
   }
   if (
     spec.deliveryLimit !== undefined &&

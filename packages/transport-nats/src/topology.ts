@@ -39,7 +39,16 @@ export interface ServiceTopology {
   readonly service: string;
   readonly rpcNames: readonly string[];
   readonly eventBindings: readonly string[];
+  /** A transient queue (`ServiceQueueSpec.transient`): its consumers expire, all is removed at stop. */
+  readonly transient?: boolean;
 }
+
+/**
+ * How long the consumers of a transient service queue outlive their last pull, in
+ * milliseconds: the server deletes them once nobody pulls (a consumer that crashed), so the
+ * events stream stops keeping messages for them.
+ */
+export const TRANSIENT_INACTIVE_MS = 30_000;
 
 /** A service listener's topology and the event patterns it currently serves. */
 export interface ServiceRecord extends ServiceTopology {
@@ -152,7 +161,10 @@ export class Topology {
       },
       true,
     );
+    const expiring: Partial<ConsumerConfig> =
+      topo.transient === true ? { inactive_threshold: nanos(TRANSIENT_INACTIVE_MS) } : {};
     const rpc = await this.#ensureConsumer(streamName, {
+      ...expiring,
       durable_name: SERVICE_CONSUMER,
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(ackWaitMs),
@@ -177,6 +189,7 @@ export class Topology {
     const events = await this.#ensureConsumer(
       eventsName,
       {
+        ...expiring,
         durable_name: eventsConsumerName(topo.service),
         ack_policy: AckPolicy.Explicit,
         ack_wait: nanos(ackWaitMs),
@@ -193,6 +206,32 @@ export class Topology {
     const { nc } = this.#deps.requireOpen();
     nc.publish(bindingsSubject(mesh, topo.service), JSON.stringify(topo.patterns));
     await nc.flush();
+  }
+
+  /**
+   * Removes a transient service queue: its events consumer and its stream (with the stream's
+   * consumer). Never rejects: what cannot be removed now expires (consumers) or stays empty.
+   */
+  async removeService(topo: ServiceTopology, jsm: JetStreamManager, logger: Logger): Promise<void> {
+    const { mesh } = this.#deps;
+    const steps: (() => Promise<unknown>)[] = [
+      () => jsm.streams.delete(serviceStreamName(mesh, topo.service)),
+    ];
+    if (topo.eventBindings.length > 0) {
+      steps.unshift(() =>
+        jsm.consumers.delete(eventsStreamName(mesh), eventsConsumerName(topo.service)),
+      );
+    }
+    for (const step of steps) {
+      try {
+        await step();
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if (code !== JsErr.streamNotFound && code !== JsErr.consumerNotFound) {
+          logger.warn("transient queue not removed", { service: topo.service, error: String(err) });
+        }
+      }
+    }
   }
 
   /** Declares a stream, or merges `config` into the one there (subjects when `mergeSubjects`). */
@@ -324,5 +363,8 @@ export function validateServiceSpec(spec: ServiceQueueSpec): void {
   for (const pattern of spec.eventBindings) assertTopicPattern(pattern);
   if (!Number.isSafeInteger(spec.prefetch) || spec.prefetch < 0) {
     throw new TypeError(`prefetch must be an integer >= 0, got ${String(spec.prefetch)}`);
+  }
+  if (spec.transient !== undefined && typeof spec.transient !== "boolean") {
+    throw new TypeError("transient must be a boolean when given");
   }
 }

@@ -417,3 +417,77 @@ export class ServiceConsumer implements Listener {
     }
   }
 }
+
+/**
+ * How long the keys of a transient service queue outlive their last renewal, in milliseconds: a
+ * consumer that crashed (never removed them) stops receiving events within this, and its stream
+ * goes away with it. A live one renews them every third of it.
+ */
+export const TRANSIENT_KEYS_TTL_MS = 30_000;
+
+/**
+ * The keys of a transient service queue (`ServiceQueueSpec.transient`): its stream and event
+ * bindings expire unless renewed, so the events router (which reads the bindings) stops feeding
+ * a consumer that died; `remove()` takes the stream, the bindings and the rpc routes at stop.
+ */
+export class TransientKeys {
+  readonly #redis: () => Redis | undefined;
+  readonly #keys: { readonly stream: string; readonly bindings: string; readonly services: string };
+  readonly #rpcSets: readonly string[];
+  readonly #service: string;
+  readonly #logger: Logger;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(parts: {
+    /** The command connection now; undefined once it is gone. */
+    readonly redis: () => Redis | undefined;
+    readonly service: string;
+    readonly stream: string;
+    /** The service's event-binding set, and the set of services with event bindings. */
+    readonly bindings: string;
+    readonly services: string;
+    /** The rpc sets that name the service. */
+    readonly rpcSets: readonly string[];
+    readonly logger: Logger;
+  }) {
+    this.#redis = parts.redis;
+    this.#service = parts.service;
+    this.#keys = { stream: parts.stream, bindings: parts.bindings, services: parts.services };
+    this.#rpcSets = parts.rpcSets;
+    this.#logger = parts.logger;
+  }
+
+  /** Sets (or renews) the keys' expiry; call after each registration. */
+  async touch(): Promise<void> {
+    await this.#redis()
+      ?.multi()
+      .pexpire(this.#keys.stream, TRANSIENT_KEYS_TTL_MS)
+      .pexpire(this.#keys.bindings, TRANSIENT_KEYS_TTL_MS)
+      .exec();
+  }
+
+  /** Renews the expiry every third of it until {@link remove}. */
+  start(): void {
+    this.#timer ??= setInterval(() => {
+      this.touch().catch((err: unknown) =>
+        this.#logger.debug("transient queue not renewed", { error: String(err) }),
+      );
+    }, TRANSIENT_KEYS_TTL_MS / 3);
+    this.#timer.unref();
+  }
+
+  /** Removes the stream, the event bindings and the rpc routes at once. Never rejects. */
+  async remove(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    try {
+      const tx = this.#redis()?.multi();
+      if (tx === undefined) return;
+      for (const set of this.#rpcSets) tx.srem(set, this.#service);
+      tx.srem(this.#keys.services, this.#service).del(this.#keys.bindings, this.#keys.stream);
+      await tx.exec();
+    } catch (err) {
+      this.#logger.warn("transient queue not removed; it expires", { error: String(err) });
+    }
+  }
+}
