@@ -210,6 +210,7 @@ class NatsTransport implements Transport {
   async #doClose(): Promise<void> {
     await this.#life.connectSettled();
     await this.#scheduler.stop();
+    const transients = [...this.#services.values()].filter((t) => t.transient === true);
     const withdrawn = [...this.#services.keys()].map((c) => c.shutdown());
     for (const r of this.#responses.values()) void r.stop();
     const nc = this.#link.nc;
@@ -217,7 +218,9 @@ class NatsTransport implements Transport {
       // The pull inboxes are withdrawn (what the server sent before is given back), then the
       // settlements and replies already written go out before the socket closes.
       await Promise.race([
-        Promise.all(withdrawn).then(() => nc.flush().catch(() => undefined)),
+        Promise.all(withdrawn)
+          .then(() => Promise.all(transients.map((t) => this.#removeTransient(t))))
+          .then(() => nc.flush().catch(() => undefined)),
         new Promise((r) => setTimeout(r, 2_000).unref()),
       ]);
       await nc.close().catch(() => undefined);
@@ -270,6 +273,7 @@ class NatsTransport implements Transport {
       rpcNames: [...new Set([spec.service, ...spec.rpcBindings])],
       eventBindings: [...new Set(spec.eventBindings)],
       patterns: [],
+      ...(spec.transient === true ? { transient: true } : {}),
     };
     if (topo.eventBindings.length > 0)
       this.#topology.watchAnnouncements(nc, topo, this.#opts.logger);
@@ -324,7 +328,19 @@ class NatsTransport implements Transport {
       eventBindings: topo.eventBindings,
       prefetch: spec.prefetch,
     });
-    return consumer;
+    if (topo.transient !== true) return consumer;
+    // A transient queue goes once its consumer has withdrawn its pulls.
+    let stopping: Promise<void> | undefined;
+    const stop = (): Promise<void> =>
+      (stopping ??= consumer.stop().finally(() => this.#removeTransient(topo)));
+    return { stop, [Symbol.asyncDispose]: stop };
+  }
+
+  /** Removes a transient queue while the connection is there (else its consumers expire). */
+  async #removeTransient(topo: ServiceRecord): Promise<void> {
+    const nc = this.#link.nc;
+    if (this.#jsm === undefined || nc === undefined || nc.isClosed()) return;
+    await this.#topology.removeService(topo, this.#jsm, this.#opts.logger);
   }
 
   async #deadLetter(

@@ -33,13 +33,15 @@ import { HOLD_LEASE, REGISTER_SERVICE, runScript } from "./scripts.ts";
 import { SendBatcher, type SendErrors } from "./send-batcher.ts";
 import { RedisEventLog } from "./event-log.ts";
 import { createRedisScheduling, type RedisScheduling } from "./scheduling.ts";
-import { AckBatcher, ServiceConsumer } from "./service-consumer.ts";
+import { AckBatcher, ServiceConsumer, TransientKeys } from "./service-consumer.ts";
 import { SERVICE_GROUP } from "./keys.ts";
 
 interface ServiceRegistration {
   readonly service: string;
   readonly rpcNames: readonly string[];
   readonly eventBindings: readonly string[];
+  /** A transient queue's keys (expiring, removed at stop); undefined for a durable one. */
+  readonly transient?: TransientKeys;
 }
 
 /** Oldest Redis with every command used here (XAUTOCLAIM: 6.2, BLMPOP: 7.0). */
@@ -238,6 +240,7 @@ class RedisTransport implements Transport {
     await this.#life.connectSettled();
     this.#scheduler.stop();
     const redis = this.#redis;
+    const transients = [...this.#services.values()].flatMap((r) => r.transient ?? []);
     // Unsettled deliveries go back to their streams before the connection goes.
     await withDeadline(
       Promise.all([
@@ -247,6 +250,8 @@ class RedisTransport implements Transport {
       5_000,
       "close",
     ).catch(() => undefined);
+    // Transient queues go with the connection (if it is still there; else they expire).
+    await Promise.all(transients.map((t) => t.remove()));
     this.#services.clear();
     this.#responses.clear();
     this.#acks?.flush();
@@ -378,15 +383,30 @@ class RedisTransport implements Transport {
         ...reg.eventBindings,
       ],
     );
+    await reg.transient?.touch();
   }
 
   async consumeService(spec: ServiceQueueSpec, handler: DeliveryHandler): Promise<Listener> {
     const { redis, acks } = this.#requireOpen();
     validateServiceSpec(spec);
+    const rpcNames = [...new Set([spec.service, ...spec.rpcBindings])];
     const reg: ServiceRegistration = {
       service: spec.service,
-      rpcNames: [...new Set([spec.service, ...spec.rpcBindings])],
+      rpcNames,
       eventBindings: [...new Set(spec.eventBindings)],
+      ...(spec.transient === true
+        ? {
+            transient: new TransientKeys({
+              redis: () => this.#redis,
+              service: spec.service,
+              stream: this.#keys.serviceStream(spec.service),
+              bindings: this.#keys.eventBindings(spec.service),
+              services: this.#keys.eventServices,
+              rpcSets: rpcNames.map((n) => this.#keys.rpcSet(n)),
+              logger: this.#opts.logger,
+            }),
+          }
+        : {}),
     };
     try {
       await withDeadline(
@@ -433,7 +453,14 @@ class RedisTransport implements Transport {
       eventBindings: reg.eventBindings,
       prefetch: spec.prefetch,
     });
-    return consumer;
+    const transient = reg.transient;
+    if (transient === undefined) return consumer;
+    // A transient queue goes once its consumer has given back what it held.
+    transient.start();
+    let stopping: Promise<void> | undefined;
+    const stop = (): Promise<void> =>
+      (stopping ??= consumer.stop().finally(() => transient.remove()));
+    return { stop, [Symbol.asyncDispose]: stop };
   }
 
   async consumeResponses(spec: ResponseQueueSpec, handler: ResponseHandler): Promise<Listener> {
@@ -516,6 +543,9 @@ function validateServiceSpec(spec: ServiceQueueSpec): void {
   for (const pattern of spec.eventBindings) assertTopicPattern(pattern);
   if (!Number.isSafeInteger(spec.prefetch) || spec.prefetch < 0) {
     throw new TypeError(`prefetch must be an integer >= 0, got ${String(spec.prefetch)}`);
+  }
+  if (spec.transient !== undefined && typeof spec.transient !== "boolean") {
+    throw new TypeError("transient must be a boolean when given");
   }
 }
 
