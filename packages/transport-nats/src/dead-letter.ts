@@ -1,6 +1,6 @@
 import { Empty, ErrorCode, headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
 import type { Logger } from "@nuropb/protocol";
-import { NatsHeader } from "./frame-headers.ts";
+import { NatsHeader, decodeFrameHeaders, encodeFrameHeaders } from "./frame-headers.ts";
 import type { AckInfo } from "./names.ts";
 import { apiErrorCode, natsCode } from "./nats-errors.ts";
 
@@ -51,6 +51,7 @@ export function deadLetterHeaders(
   info: AckInfo,
   reason: DeadLetterReason,
   copy: DeadLetterCopy = DeadLetterCopy.whole,
+  extra?: Readonly<Record<string, string>>,
 ): MsgHdrs {
   const h = natsHeaders();
   if (msg.headers !== undefined && copy !== DeadLetterCopy.bare) {
@@ -59,6 +60,7 @@ export function deadLetterHeaders(
       for (const v of values) h.append(name, v);
     }
   }
+  if (extra !== undefined) addFrameHeaders(h, msg, extra, copy);
   h.set(NatsHeader.deadLetterReason, reason);
   h.set(NatsHeader.deadLetterSubject, msg.subject);
   h.set(NatsHeader.deadLetterSequence, `${info.stream}:${String(info.streamSequence)}`);
@@ -67,6 +69,29 @@ export function deadLetterHeaders(
     h.set(NatsHeader.deadLetterBodyBytes, String(msg.data.byteLength));
   }
   return h;
+}
+
+/**
+ * Adds `extra` (the failure record of `Delivery.deadLetter`) to the frame headers a dead letter
+ * carries: the stored `Nuropb-Frame` is packed again with them, so the dead letter reads as the
+ * frame plus the record. A bare copy keeps only the record and the correlation id. Stored headers
+ * that cannot be read (written by someone else) are left as they are, the record packed alone.
+ */
+function addFrameHeaders(
+  h: MsgHdrs,
+  msg: Msg,
+  extra: Readonly<Record<string, string>>,
+  copy: DeadLetterCopy,
+): void {
+  let fields: ReturnType<typeof decodeFrameHeaders> = { headers: {}, correlationId: "" };
+  try {
+    fields = decodeFrameHeaders(msg.headers);
+  } catch {
+    // keep the stored headers as they are
+  }
+  const headers = copy === DeadLetterCopy.bare ? extra : { ...fields.headers, ...extra };
+  const packed = encodeFrameHeaders({ ...fields, headers, body: Empty }).get(NatsHeader.frame);
+  h.set(NatsHeader.frame, packed);
 }
 
 /**
@@ -111,6 +136,7 @@ export async function publishDeadLetter(
   msg: Msg,
   info: AckInfo,
   reason: DeadLetterReason,
+  extra?: Readonly<Record<string, string>>,
 ): Promise<void> {
   const copies = [DeadLetterCopy.whole, DeadLetterCopy.headers, DeadLetterCopy.bare];
   for (const [i, copy] of copies.entries()) {
@@ -118,7 +144,7 @@ export async function publishDeadLetter(
       await target.publish(
         target.subject,
         copy === DeadLetterCopy.whole ? msg.data : Empty,
-        deadLetterHeaders(msg, info, reason, copy),
+        deadLetterHeaders(msg, info, reason, copy, extra),
         deadLetterMsgId(info),
       );
       return;

@@ -300,7 +300,8 @@ class NatsTransport implements Transport {
       ackWaitMs: this.#opts.ackWaitMs,
       serverAckWaitMs: () => topo.serverAckWaitMs,
       handler,
-      deadLetter: (msg, info, reason) => this.#deadLetter(spec.service, msg, info, reason),
+      deadLetter: (msg, info, reason, extra) =>
+        this.#deadLetter(spec.service, msg, info, reason, extra),
       linkUp: () => this.#link.up && this.#life.state === LifecycleState.open,
       onConsumerLost: () => void this.#recover(),
       onStopped: (c) => {
@@ -348,6 +349,7 @@ class NatsTransport implements Transport {
     msg: Msg,
     info: AckInfo,
     reason: DeadLetterReason,
+    extra?: Readonly<Record<string, string>>,
   ): Promise<void> {
     if (this.#link.nc === undefined) throw new NuropbTransportError("not connected");
     const topology = this.#topology;
@@ -364,6 +366,7 @@ class NatsTransport implements Transport {
       msg,
       info,
       reason,
+      extra,
     );
   }
 

@@ -27,7 +27,13 @@ export interface ServiceConsumerDeps {
    * Publishes a copy of `msg` to the dead-letter stream; rejects when the broker did not take it,
    * with a `DeadLetterRefused` when it definitely refused it.
    */
-  readonly deadLetter: (msg: Msg, info: AckInfo, reason: DeadLetterReason) => Promise<void>;
+  readonly deadLetter: (
+    msg: Msg,
+    info: AckInfo,
+    reason: DeadLetterReason,
+    /** Headers added to the copy (`Delivery.deadLetter`: the failure record). */
+    extra?: Readonly<Record<string, string>>,
+  ) => Promise<void>;
   /** True while the connection is up and the transport open. */
   readonly linkUp: () => boolean;
   /** A consumer was deleted under us: the transport re-declares the topology. */
@@ -92,6 +98,8 @@ export class ServiceConsumer implements Listener {
     this.#ledger = createDeliveryLedger<Pulled>({
       prefetch: deps.window,
       settle: (pulled, outcome) => this.#settleAs(pulled, outcome),
+      // Never falls back to a plain reject: the copy is stored as any dead letter is.
+      deadLetter: (pulled, headers) => this.#deadLetter(pulled, "rejected", headers),
       // If the connection is gone for good, the broker redelivers them after the ack wait.
       giveBack: (pulled) => {
         for (const p of pulled) this.#settle(p, "-NAK");
@@ -318,11 +326,15 @@ export class ServiceConsumer implements Listener {
    * that stops or a transport that closes leaves the message unacknowledged, so it comes back
    * after the ack wait.
    */
-  async #deadLetter(pulled: Pulled, reason: DeadLetterReason): Promise<void> {
+  async #deadLetter(
+    pulled: Pulled,
+    reason: DeadLetterReason,
+    extra?: Readonly<Record<string, string>>,
+  ): Promise<void> {
     this.#deadLettering.add(pulled);
     try {
       await storeDeadLetter({
-        store: () => this.#deps.deadLetter(pulled.msg, pulled.info, reason),
+        store: () => this.#deps.deadLetter(pulled.msg, pulled.info, reason, extra),
         terminate: () => this.#settle(pulled, "+TERM"),
         abandon: (refused) => this.#shutDown || !this.#deps.linkUp() || (this.#stopped && !refused),
         logger: this.#deps.logger,
