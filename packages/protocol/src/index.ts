@@ -89,6 +89,7 @@ export type {
   Transport,
 } from "./transport.ts";
 export type { TransportScheduling } from "./scheduling.ts";
+export type { DeadLetterEntry, DeadLetterStore } from "./dead-letters.ts";
 export type {
   TransportEventLog,
   EventLogRetention,
