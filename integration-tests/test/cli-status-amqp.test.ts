@@ -7,8 +7,8 @@ import { eventually, startCli } from "../src/cli-harness.ts";
 
 // `nuropb status` on the private RabbitMQ: it folds the nuropb.status reports runner participants
 // publish (sent here by hand, as @nuropb/runner sends them) into the live view.
-/** The queue `nuropb status` binds for itself. */
-const STATUS_QUEUE = /^nuropb-cli-status-[0-9a-f]{12}$/;
+/** The queue `nuropb status` reads: its watcher's transient service queue. */
+const STATUS_QUEUE = /^nuropb-nuropb-watch-[0-9a-f]{16}-sq$/;
 let mesh: TestMesh;
 let transport: Transport;
 let client: MeshClient;

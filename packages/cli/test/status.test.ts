@@ -1,5 +1,6 @@
 import pc from "picocolors";
-import { createServicesView } from "@nuropb/runner";
+import { createClient, createServicesView, STATUS_TOPIC } from "@nuropb/core";
+import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import { describe, expect, it } from "vitest";
 import { run } from "../src/index.ts";
 import { formatServicesView } from "../src/commands/status.ts";
@@ -30,10 +31,61 @@ describe("formatServicesView", () => {
 });
 
 describe("nuropb status", () => {
-  it("needs RabbitMQ (it binds a queue of its own to the events exchange)", async () => {
+  it("works on any broker: the view after --wait, from a transient watcher queue", async () => {
+    const hub = createMemoryHub();
+    const reporter = createClient({ transport: createMemoryTransport({ hub }) });
+    await reporter.connect();
+    const report = (instance_id: string, state: string, leader: boolean): Promise<void> =>
+      reporter.publishEvent(STATUS_TOPIC, {
+        type: "nuropb_status",
+        service: "orders",
+        instance_id,
+        state,
+        leader,
+        heartbeat_ms: 5000,
+        at: new Date().toISOString(),
+      });
+    // The CLI says nothing before it listens with --wait: report until the view has them.
+    const reporting = setInterval(() => {
+      void report("aaaa", "leader", true);
+      void report("bbbb", "operational", false);
+    }, 20);
+    try {
+      const c = capture();
+      const code = await run(
+        ["status", "--wait", "300", "--json", "--url", "redis://r:6379"],
+        c.io,
+        {
+          createTransport: () => createMemoryTransport({ hub }),
+        },
+      );
+      expect(c.stderr()).toBe("");
+      expect(code).toBe(0);
+      const view = JSON.parse(c.stdout()) as {
+        services: { name: string; leader: string; instances: { instanceId: string }[] }[];
+      };
+      expect(view.services[0]?.leader).toBe("aaaa");
+      expect(view.services[0]?.instances.map((i) => i.instanceId)).toEqual(["aaaa", "bbbb"]);
+      // The watcher's queue went with it.
+      expect(hub.queueNames().filter((q) => q.includes("nuropb-watch-"))).toEqual([]);
+    } finally {
+      clearInterval(reporting);
+      await reporter.disconnect();
+    }
+  });
+
+  it("fails with the transport's exit code when the connection closes under it", async () => {
+    const hub = createMemoryHub();
     const c = capture();
-    expect(await run(["status", "--url", "redis://r:6379"], c.io)).toBe(2);
-    expect(c.stderr()).toContain("`nuropb status` works on RabbitMQ only");
+    const running = run(["status", "--json", "--url", "nats://n:4222"], c.io, {
+      createTransport: () => {
+        const t = createMemoryTransport({ hub });
+        setTimeout(() => void hub.fail(t), 100);
+        return t;
+      },
+    });
+    expect(await running).toBe(4);
+    expect(c.stderr()).toContain("watching failed");
   });
 
   it("checks --wait", async () => {

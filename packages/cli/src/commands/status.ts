@@ -1,14 +1,11 @@
-import { DEFAULT_EVENTS_EXCHANGE, newId } from "@nuropb/protocol";
-import { STATUS_TOPIC, createServicesView, type ServicesView } from "@nuropb/runner";
-import amqp from "amqplib";
-import type { ChannelModel, ConsumeMessage } from "amqplib";
+import { STATUS_TOPIC, type ServicesView, type ServicesWatch } from "@nuropb/core";
 import { brokerUrl, milliseconds } from "../args.ts";
 import { CliError, ExitCode } from "../errors.ts";
 import { formatTable } from "../format.ts";
 import type { Colors } from "../io.ts";
 import { scrub } from "../scrub.ts";
+import { openSession } from "../session.ts";
 import { connectTimeoutOf, type CommandContext } from "./context.ts";
-import { toEvent, withTimeout } from "./listen.ts";
 
 /** Options of `nuropb status`. */
 export interface StatusOptions {
@@ -25,40 +22,21 @@ const PRUNE_EVERY_MS = 1_000;
  * `nuropb status`: the live view of what runner participants report on `nuropb.status` —
  * services, instances, their state, the leader, last seen — redrawn in place on a terminal at each
  * change until Ctrl-C (`--json`: a line per change; `--wait`: once, after listening that long).
- * Like `listen`, it binds a queue of its own (exclusive, auto-deleted) to the events exchange.
+ * It works on every broker the CLI reaches (RabbitMQ, NATS, Redis): a client's `watchServices()`,
+ * which reads a transient queue of its own, gone when the command ends.
  */
 export async function statusCommand(cx: CommandContext, opts: StatusOptions): Promise<ExitCode> {
   const waitMs = opts.wait === undefined ? undefined : milliseconds(opts.wait, "--wait");
   const connectTimeoutMs = connectTimeoutOf(cx);
-  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env, { amqpFor: "`nuropb status`" }));
+  const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env));
   const { output, io } = cx;
-  const queue = `nuropb-cli-status-${newId().slice(0, 12)}`;
-  let conn: ChannelModel;
-  try {
-    conn = await output.spin(`connecting to ${broker.shown}`, () =>
-      withTimeout(
-        amqp.connect(broker.url, {
-          timeout: connectTimeoutMs,
-          clientProperties: { connection_name: queue, product: "nuropb-cli" },
-        }),
-        connectTimeoutMs,
-      ),
-    );
-  } catch (err) {
-    throw new CliError(
-      `cannot connect to ${broker.shown}: ${scrub((err as Error)?.message ?? String(err), broker)}`,
-      ExitCode.transport,
-      {
-        cause: err,
-        hint: "is RabbitMQ running there? check the URL, the credentials and the vhost",
-      },
-    );
-  }
-  const view = createServicesView();
+  const session = await output.spin(`connecting to ${broker.shown}`, () =>
+    openSession(broker, { connectTimeoutMs }, cx.createTransport),
+  );
   const live = waitMs === undefined && opts.json !== true && io.stdoutIsTTY === true;
   let drawnLines = 0;
-  const show = (): void => {
-    const v = view.view();
+  let watch: ServicesWatch | undefined;
+  const show = (v: ServicesView): void => {
     if (opts.json === true) return output.data(`${JSON.stringify(v)}\n`);
     const text = formatServicesView(v, output.out, Date.now());
     // On a terminal the view is redrawn where it was: up over the last drawing, clear to the end.
@@ -66,59 +44,50 @@ export async function statusCommand(cx: CommandContext, opts: StatusOptions): Pr
     output.data(text);
     drawnLines = text.split("\n").length - 1;
   };
-  let stopping = false;
-  const timers: ReturnType<typeof setTimeout>[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
   try {
-    conn.on("error", () => undefined);
-    const ch = await conn.createChannel();
-    ch.on("error", () => undefined);
-    const done = new Promise<ExitCode>((resolve, reject) => {
-      const stop = (): void => {
-        stopping = true;
-        resolve(ExitCode.ok);
-      };
-      const onMessage = (msg: ConsumeMessage | null): void => {
-        if (stopping) return;
-        if (msg === null) return reject(new Error("the broker cancelled the subscription"));
-        const event = toEvent(msg);
-        if (typeof event !== "string" && view.apply(event.event) && waitMs === undefined) show();
-      };
-      conn.on("close", (err?: Error) => {
-        if (!stopping) reject(err ?? new Error("the connection closed"));
-      });
-      if (io.signal?.aborted === true) stop();
-      else io.signal?.addEventListener("abort", stop, { once: true });
-      timers.push(
-        setInterval(() => {
-          if (view.prune() && waitMs === undefined) show();
-        }, PRUNE_EVERY_MS),
-      );
-      void (async () => {
-        await ch.assertQueue(queue, { exclusive: true, autoDelete: true, durable: false });
-        await ch.bindQueue(queue, DEFAULT_EVENTS_EXCHANGE, STATUS_TOPIC);
-        await ch.consume(queue, onMessage, { noAck: true, exclusive: true });
-        if (waitMs !== undefined) timers.push(setTimeout(stop, waitMs));
-        else {
-          output.note(
-            output.err.dim(`watching ${STATUS_TOPIC} on mesh ${broker.vhost}, Ctrl-C to stop`),
-          );
-          if (opts.json !== true) show();
-        }
-      })().catch(reject);
-    });
-    const code = await done.catch((err: unknown) => {
+    try {
+      watch = await session.client.watchServices({ pruneEveryMs: PRUNE_EVERY_MS });
+    } catch (err) {
       throw new CliError(
         `watching failed: ${scrub((err as Error)?.message ?? String(err), broker)}`,
         ExitCode.transport,
         { cause: err },
       );
+    }
+    const w = watch;
+    const stopped = new Promise<undefined>((resolve) => {
+      const stop = (): void => resolve(undefined);
+      onAbort = stop;
+      if (io.signal?.aborted === true) stop();
+      else io.signal?.addEventListener("abort", stop, { once: true });
+      if (waitMs !== undefined) timer = setTimeout(stop, waitMs);
     });
-    if (waitMs !== undefined) show();
-    return code;
+    // The transport closing for good (it gave up reconnecting) ends the watch with an error.
+    const lost = session.client.closed().then((err) => err ?? new Error("the connection closed"));
+    if (waitMs === undefined) {
+      output.note(
+        output.err.dim(`watching ${STATUS_TOPIC} on mesh ${broker.vhost}, Ctrl-C to stop`),
+      );
+      if (opts.json !== true) show(w.view());
+      void (async () => {
+        for await (const v of w.updates()) show(v);
+      })();
+    }
+    const failure = await Promise.race([stopped, lost]);
+    if (failure !== undefined) {
+      throw new CliError(`watching failed: ${scrub(failure.message, broker)}`, ExitCode.transport, {
+        cause: failure,
+      });
+    }
+    if (waitMs !== undefined) show(w.view());
+    return ExitCode.ok;
   } finally {
-    stopping = true;
-    for (const t of timers) clearTimeout(t);
-    await conn.close().catch(() => undefined);
+    clearTimeout(timer);
+    if (onAbort !== undefined) io.signal?.removeEventListener("abort", onAbort);
+    await watch?.close().catch(() => undefined);
+    await session.close();
   }
 }
 

@@ -1,0 +1,90 @@
+import { createClient, type MeshClient } from "@nuropb/core";
+import { newId, type Transport } from "@nuropb/protocol";
+import { createNatsTransport } from "@nuropb/transport-nats";
+import { connect } from "nats";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { eventually, startCli } from "../src/cli-harness.ts";
+
+// `nuropb status` on the harness's NATS server (its own mesh): it folds the nuropb.status reports
+// runner participants publish (sent here by hand, as @nuropb/runner sends them) into the view.
+const mesh = `ck${newId().slice(0, 12)}`;
+const url = (): string => `${inject("natsUrl")}/${mesh}`;
+/** The watcher's stream, as NATS spells `nuropb-watch-`. */
+const WATCHER = "nuropb~2d~watch~2d~";
+let transport: Transport;
+let client: MeshClient;
+
+beforeAll(async () => {
+  transport = createNatsTransport({ servers: inject("natsUrl"), mesh });
+  client = createClient({ transport });
+  await client.connect();
+});
+afterAll(async () => {
+  await client.disconnect();
+  await transport.close();
+});
+
+const report = (instance: string, state: string, leader: boolean) =>
+  client.publishEvent("nuropb.status", {
+    type: "nuropb_status",
+    service: "orders",
+    instance_id: instance,
+    state,
+    leader,
+    heartbeat_ms: 5000,
+    at: new Date().toISOString(),
+  });
+
+async function watcherStreams(): Promise<string[]> {
+  const nc = await connect({ servers: inject("natsUrl") });
+  try {
+    const jsm = await nc.jetstreamManager();
+    const names: string[] = [];
+    for await (const s of jsm.streams.list()) names.push(s.config.name);
+    return names.filter((n) => n.includes(WATCHER));
+  } finally {
+    await nc.close();
+  }
+}
+
+describe("nuropb status (NATS)", () => {
+  it("shows the reporting instances, their states and the leader; a stopped one leaves", async () => {
+    const watching = startCli(["status", "--wait", "1500", "--json", "--url", url()]);
+    // The CLI says nothing before it listens with --wait: report until the view has them.
+    const reporting = setInterval(() => {
+      void report("aaaa", "leader", true);
+      void report("bbbb", "operational", false);
+      void report("cccc", "operational", false);
+      void report("cccc", "stopped", false);
+    }, 100);
+    const done = await watching.done;
+    clearInterval(reporting);
+    expect(done.stderr).toBe("");
+    expect(done.code).toBe(0);
+    const view = JSON.parse(done.stdout) as {
+      services: {
+        name: string;
+        leader: string;
+        instances: { instanceId: string; state: string }[];
+      }[];
+    };
+    expect(view.services).toHaveLength(1);
+    expect(view.services[0]?.leader).toBe("aaaa");
+    expect(view.services[0]?.instances.map((i) => [i.instanceId, i.state])).toEqual([
+      ["aaaa", "leader"],
+      ["bbbb", "operational"],
+    ]);
+  });
+
+  it("leaves no stream behind", async () => {
+    const watching = startCli(["status", "--wait", "3000", "--url", url()]);
+    await eventually(
+      "the watcher's stream",
+      async () => (await watcherStreams()).length > 0,
+      2_500,
+      100,
+    );
+    expect((await watching.done).code).toBe(0);
+    expect(await watcherStreams()).toEqual([]);
+  });
+});
