@@ -10,7 +10,13 @@ import {
 } from "./commands/context.ts";
 import { describeCommand, type DescribeOptions } from "./commands/describe.ts";
 import { listenCommand, type ListenOptions } from "./commands/listen.ts";
-import { meshSetupCommand, meshTeardownCommand, type TeardownOptions } from "./commands/mesh.ts";
+import { eventsCommand, type EventsOptions } from "./commands/events.ts";
+import {
+  meshSetupCommand,
+  meshTeardownCommand,
+  type MeshSetupOptions,
+  type TeardownOptions,
+} from "./commands/mesh.ts";
 import { publishCommand, type PublishOptions } from "./commands/publish.ts";
 import { runModuleCommand, type RunModuleOptions } from "./commands/run-module.ts";
 import { servicesCommand, type ServicesOptions } from "./commands/services.ts";
@@ -181,8 +187,15 @@ function buildProgram(
   configure(
     mesh
       .command("setup")
-      .description("create the vhost, exchanges and dead-letter queue; idempotent"),
-  ).action(action((cx) => meshSetupCommand(cx)));
+      .description(
+        "create the vhost, exchanges and dead-letter queue (RabbitMQ) and, with --event-log-…, the mesh's event log (any broker); idempotent",
+      )
+      .option("--event-log-max-age <age>", "keep events this long, e.g. 7d, 12h (default 7d)")
+      .option(
+        "--event-log-max-bytes <size>",
+        "keep at most this much of the log, e.g. 1GiB, 500MB (default 1GiB)",
+      ),
+  ).action(action((cx, opts: MeshSetupOptions) => meshSetupCommand(cx, opts)));
   configure(
     mesh
       .command("teardown")
@@ -278,6 +291,21 @@ function buildProgram(
       .option("--count <n>", "stop after n events")
       .option("--exchange <name>", "events exchange (default nuropb-events-exchange)"),
   ).action(action((cx, pattern: string, opts: ListenOptions) => listenCommand(cx, pattern, opts)));
+
+  configure(
+    program
+      .command("events")
+      .description(
+        "print stored events matching a topic pattern from the mesh's event log, oldest first; --follow keeps printing new ones",
+      )
+      .argument("<pattern>", "topic pattern: '*' one word, '#' any number, e.g. 'orders.#'")
+      .option("--since <when>", "from a duration ago (1h, 30m, 7d) or an ISO 8601 date")
+      .option("--until <when>", "only events stored before it (same forms)")
+      .option("--after <position>", "start just after this position (as --json prints it)")
+      .option("--limit <n>", "print at most n events (default 100; unbounded with --follow)")
+      .option("--follow", "then print new events as they are stored, until Ctrl-C")
+      .option("--json", "one JSON object per line, with its timestamp and position"),
+  ).action(action((cx, pattern: string, opts: EventsOptions) => eventsCommand(cx, pattern, opts)));
 
   configure(
     program
