@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   fromErrorPayload,
   schedulingOf,
@@ -317,11 +318,11 @@ class AnswerContextImpl implements AnswerContext {
 
 /**
  * The responses arriving on a service's queue: answers of its asynchronous calls (and their
- * deadlines). Each goes to the handler declared for its remote method, once its deadline's claim
- * is won when it has one; it is acked after the handler, dead-lettered when the handler throws
- * (requeued once for `NuropbCallAgain`), and dead-lettered with a logged reason when nothing
- * should handle it: no record, no handler, or it came after its deadline fired. A deadline that
- * lost to its answer is acked silently.
+ * deadlines). Each goes to the handler declared for its remote method once it has won its call's
+ * claim (one answer per call, or the deadline); it is acked after the handler, dead-lettered when
+ * the handler throws (requeued once for `NuropbCallAgain`), and dead-lettered with a logged reason
+ * when nothing should handle it: no record, no handler, or the claim went to the deadline or to
+ * another answer (late, or a duplicate). A deadline that lost to an answer is acked silently.
  */
 export class AnswerDispatcher<TService extends object> {
   readonly #p: DispatcherParts<TService>;
@@ -421,14 +422,19 @@ export class AnswerDispatcher<TService extends object> {
       await this.#deadLetter(
         delivery,
         decoded,
-        "the call has a deadline but the transport has no scheduling to claim it",
+        "the call has a claim but the transport has no scheduling to take it",
         flow,
       );
       return false;
     }
     let won: boolean;
     try {
-      won = await scheduling.claim(key, isDeadline ? "deadline" : "answer");
+      // An answer's taker is its body's digest: a redelivered copy claims again, another answer
+      // to the same call (Python's duplicate after an exception, PROTOCOL.md §7.3) cannot.
+      const taker = isDeadline
+        ? "deadline"
+        : `answer:${createHash("sha256").update(delivery.body).digest("hex")}`;
+      won = await scheduling.claim(key, taker);
     } catch (err) {
       const requeue = !delivery.redelivered && this.#p.transport.capabilities.redelivery;
       this.#p.log.warn("could not claim an asynchronous call's answer", {
@@ -449,7 +455,7 @@ export class AnswerDispatcher<TService extends object> {
       await this.#deadLetter(
         delivery,
         decoded,
-        "a late answer: the call's deadline fired first (or its claim expired)",
+        "a late or duplicate answer: the call's deadline fired or another answer came first (or its claim expired)",
         flow,
       );
     }

@@ -27,11 +27,13 @@ export const CALL_LATER_CONTEXT_KEY = "nuropb_call_later";
 export const MAX_CALL_LATER_STATE_BYTES = 4096;
 
 /**
- * How much longer than the deadline the claim deciding "answer or deadline" lives: the deadline's
- * message may wait in a busy queue before an instance takes it. A deadline message taken later
- * than this finds the claim expired and is dropped (its error handler does not run).
+ * How much longer than the call's deadline (or, without one, its request's time-to-live) the
+ * claim of an asynchronous call lives. The claim lets exactly one answer through: the first of
+ * its answers (Python services send a second, wrong one after an exception, PROTOCOL.md §7.3) or
+ * its deadline. An answer or deadline taken later than this finds the claim expired and is
+ * dead-lettered (a deadline: dropped), so size handlers that run longer with a deadline.
  */
-export const DEADLINE_CLAIM_MARGIN_MS = 10 * 60_000;
+export const ANSWER_CLAIM_MARGIN_MS = 10 * 60_000;
 
 /** The record carried in the context (see {@link CALL_LATER_CONTEXT_KEY}). */
 export interface CallLaterRecord {
@@ -41,7 +43,7 @@ export interface CallLaterRecord {
   readonly method: string;
   /** The caller's state (JSON), or null. */
   readonly state: unknown;
-  /** When the call has a deadline: the claim key deciding between its answer and its deadline. */
+  /** The claim key letting one answer (or the deadline) through; absent: every answer passes. */
   readonly claim?: string;
   /** Set only on the deadline's own message (never on an answer). */
   readonly deadline?: true;
@@ -132,8 +134,8 @@ export interface CallLaterDefaults {
 
 /**
  * Sends asynchronous calls: ordinary NuroPb requests whose `reply_to` is the calling service's
- * own queue, with the answer handler's record in their context, and, with a deadline, a claim
- * and a delayed deadline message. Requests go out in plaintext and without the client
+ * own queue, with the answer handler's record in their context, a claim that lets one answer
+ * through and, with a deadline, a delayed deadline message. Requests go out in plaintext and without the client
  * middleware (the answer is not awaited here: there is no response for middleware to see).
  */
 export class CallLaterSender {
@@ -176,13 +178,8 @@ export class CallLaterSender {
 
     const callId = newId();
     const traceId = o.traceId ?? defaults?.traceId ?? newId();
-    const claim = deadlineMs === undefined ? undefined : `nuropb-call-later:${callId}`;
-    const record: CallLaterRecord = {
-      service,
-      method,
-      state,
-      ...(claim === undefined ? {} : { claim }),
-    };
+    const claim = `nuropb-call-later:${callId}`;
+    const record: CallLaterRecord = { service, method, state, claim };
     const replyTo = scheduling.serviceReplyAddress(this.#p.serviceName);
     const frame = encodePayload(
       requestPayload(
@@ -195,10 +192,10 @@ export class CallLaterSender {
       ),
       { replyTo, ttlMs },
     );
-    if (claim !== undefined && deadlineMs !== undefined) {
-      // Claim first, deadline next, request last: an answer always finds its claim open, and a
-      // request that cannot be sent leaves a deadline that finds its claim taken.
-      await scheduling.openClaim(claim, deadlineMs + DEADLINE_CLAIM_MARGIN_MS);
+    // Claim first, deadline next, request last: an answer always finds its claim open, and a
+    // request that cannot be sent leaves a deadline that finds its claim taken.
+    await scheduling.openClaim(claim, (deadlineMs ?? ttlMs) + ANSWER_CLAIM_MARGIN_MS);
+    if (deadlineMs !== undefined) {
       const deadline = deadlineFrame(
         callId,
         traceId,
@@ -213,7 +210,7 @@ export class CallLaterSender {
     try {
       await this.#p.transport.send({ kind: "rpc", service }, frame);
     } catch (err) {
-      if (claim !== undefined) {
+      if (deadlineMs !== undefined) {
         await scheduling.claim(claim, "unsent").catch((e: unknown) => {
           this.#p.log.warn("could not cancel the deadline of an unsent asynchronous call", {
             correlationId: callId,

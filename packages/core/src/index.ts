@@ -11,7 +11,7 @@ export { onAnswer, onAnswerError } from "./call-later-handlers.ts";
 export {
   CALL_LATER_CONTEXT_KEY,
   MAX_CALL_LATER_STATE_BYTES,
-  DEADLINE_CLAIM_MARGIN_MS,
+  ANSWER_CLAIM_MARGIN_MS,
 } from "./call-later.ts";
 export { normaliseDescription } from "./describe.ts";
 export { MessageLifecycleState } from "./message-lifecycle.ts";

@@ -8,6 +8,7 @@ import {
   encodePayload,
   isNuropbError,
   newId,
+  type ErrorPayload,
   type LogFields,
   type Logger,
   type NuropbError,
@@ -239,7 +240,7 @@ describe("callLater: answers to the service, not the instance", () => {
         (l) =>
           l.level === "warn" &&
           l.fields.correlationId === callId &&
-          String(l.fields.reason).includes("late answer"),
+          String(l.fields.reason).includes("late or duplicate answer"),
       ),
     ).toBe(true);
     expect(instance.answers).toHaveLength(1);
@@ -257,6 +258,55 @@ describe("callLater: answers to the service, not the instance", () => {
     );
     expect(instance.answers.map((a) => a.kind)).toEqual(["result"]);
     expect(mesh.hub.deadLetters()).toEqual([]);
+  });
+
+  it("lets one answer per call through: Python's duplicate after an exception is dead-lettered", async () => {
+    // A raw responder answering as Python NuroPb does when a handler raises (PROTOCOL.md §7.3):
+    // the error response, then a second one whose result is the error's text.
+    const raw = mesh.transport();
+    await raw.connect();
+    await raw.consumeService(
+      { service: "pyish", rpcBindings: [], eventBindings: [], prefetch: 0 },
+      async (d) => {
+        await d.ack();
+        const req = decodeFrame(d);
+        const answer = (result: unknown, error: ErrorPayload | null) =>
+          raw.send(
+            { kind: "reply", address: d.replyTo as string },
+            encodePayload({
+              tag: "response",
+              result,
+              error,
+              correlation_id: req.correlationId,
+              trace_id: req.traceId,
+              context: (req.payload as { context: Record<string, unknown> }).context,
+              warning: null,
+              reply_to: "",
+            }),
+          );
+        await answer(null, { error: "NuropbException", description: "declined" });
+        await answer("declined", null);
+      },
+    );
+    const got: string[] = [];
+    const svc = createService({
+      name: "dup-caller",
+      instance: {
+        ok(result: unknown) {
+          got.push(`result ${String(result)}`);
+        },
+        failed(error: NuropbError) {
+          got.push(`error ${error.description}`);
+        },
+      },
+      transport: mesh.transport(),
+      answerHandlers: [{ service: "pyish", method: "charge", onResult: "ok", onError: "failed" }],
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    await svc.callLater("pyish", "charge", {});
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the duplicate dead-lettered");
+    expect(got).toEqual(["error declined"]);
   });
 
   it("dead-letters a response with no handler, with the reason and correlation id logged", async () => {

@@ -261,7 +261,9 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
       await waitFor(
         () =>
           lines.some(
-            (l) => l.fields.correlationId === callId && /late answer/.test(String(l.fields.reason)),
+            (l) =>
+              l.fields.correlationId === callId &&
+              /late or duplicate answer/.test(String(l.fields.reason)),
           ),
         wait,
         "the late answer to be dead-lettered",
