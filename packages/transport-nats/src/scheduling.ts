@@ -227,6 +227,7 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
         }
       } catch (err) {
         if (!running) return;
+        ensured = undefined; // the stream or its consumer may be gone: make sure of them again
         host.logger.debug("mover stopped; starting again", { error: err });
       }
       if (running) await new Promise((r) => setTimeout(r, MOVE_RETRY_MS).unref());
@@ -251,7 +252,15 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
       h.set(DELAY_HEADER, String(delay));
       try {
         await ensureStream(jsm);
-        await host.publishConfirmed(subject, checked.body, h);
+        try {
+          await host.publishConfirmed(subject, checked.body, h);
+        } catch (err) {
+          // The stream was deleted since we made sure of it: make it again, once.
+          if (natsCode(err) !== ErrorCode.NoResponders) throw err;
+          ensured = undefined;
+          await ensureStream(jsm);
+          await host.publishConfirmed(subject, checked.body, h);
+        }
       } catch (err) {
         throw host.translate(err, `send a delayed frame to service '${service}'`);
       }
