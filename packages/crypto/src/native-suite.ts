@@ -237,8 +237,8 @@ export async function sealNativeResponseOn(
 
 /** The clear head of a request envelope, checked for shape (not yet authenticated). */
 export interface NativeRequestHead {
-  /** Hex key id of the recipient key it names. */
-  readonly kid: string;
+  /** Hex key id of the recipient key it names (computed when asked: only a cache miss needs it). */
+  readonly kid: () => string;
   /** The sender's public key (a view into the body). */
   readonly senderPublic: Uint8Array;
   /** A cache key for (recipient key, sender key): the 40 bytes as latin1 text. */
@@ -262,7 +262,7 @@ export function readNativeRequestHead(body: Uint8Array): NativeRequestHead {
     );
   }
   return {
-    kid: b.toString("hex", AT_KID, AT_SENDER),
+    kid: () => b.toString("hex", AT_KID, AT_SENDER),
     senderPublic,
     pairId: b.toString("latin1", AT_KID, AT_REQUEST_NONCE),
     sentAtMs: readUint64(b, 2),

@@ -814,11 +814,12 @@ class Encryptor implements PayloadEncryptor {
     const head = readNativeRequestHead(body);
     let key = this.#nativeSenders.get(head.pairId);
     if (key === undefined) {
-      const own = this.#nativeKeys.get(head.kid);
+      const kid = head.kid();
+      const own = this.#nativeKeys.get(kid);
       if (own === undefined) {
         throw cryptoError(
           DecryptFailure.wrongKey,
-          `${NATIVE} request sealed for key id ${head.kid}; this participant holds ${[...this.#nativeKeys.keys()].join(", ")}`,
+          `${NATIVE} request sealed for key id ${kid}; this participant holds ${[...this.#nativeKeys.keys()].join(", ")}`,
           NATIVE,
         );
       }
