@@ -118,6 +118,7 @@ class Orders {
  * ```
  */
 export function describeCallLaterConformance(options: CallLaterConformanceOptions): void {
+  checkOptions(options);
   const timeoutMs = options.timeoutMs ?? 20_000;
   const wait = timeoutMs / 2;
   const deadlineMs = options.deadlineMs ?? 500;
@@ -338,4 +339,21 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
       expect(answer?.ctx).toMatchObject({ callId, redelivered: true });
     });
   });
+}
+
+/** @throws TypeError naming the bad option. */
+function checkOptions(options: CallLaterConformanceOptions): void {
+  if (typeof options !== "object" || options === null)
+    throw new TypeError("describeCallLaterConformance: options must be an object");
+  if (typeof options.name !== "string" || options.name === "")
+    throw new TypeError("describeCallLaterConformance: name must be a non-empty string");
+  if (typeof options.create !== "function")
+    throw new TypeError("describeCallLaterConformance: create must be a function");
+  if (options.deadLetterCount !== undefined && typeof options.deadLetterCount !== "function")
+    throw new TypeError("describeCallLaterConformance: deadLetterCount must be a function");
+  for (const key of ["timeoutMs", "deadlineMs"] as const) {
+    const v = options[key];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0))
+      throw new TypeError(`describeCallLaterConformance: ${key} must be a positive integer of ms`);
+  }
 }
