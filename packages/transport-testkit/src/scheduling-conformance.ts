@@ -185,6 +185,34 @@ function registerSuite(
   );
 
   it(
+    "delivers a delayed frame to an instance that connects after its sender closed",
+    async () => {
+      const service = uniqueName();
+      // The service's queue exists (an instance ran and stopped); nobody is connected when the
+      // frame comes due but the instance that arrives later.
+      const [first] = await open();
+      const listener = await withTimeout(
+        first.consumeService(testServiceSpec(service), (d) => d.requeue()),
+        timeoutMs,
+        "consumeService()",
+      );
+      await listener.stop();
+      await withTimeout(first.close(), timeoutMs, "close()");
+      const [sender, ss] = await open();
+      const before = Date.now();
+      await ss.sendDelayed(service, testFrame("for-later"), 400);
+      await withTimeout(sender.close(), timeoutMs, "close()");
+      await delay(500);
+      const [late] = await open();
+      const got = await consume(late, service);
+      const { delivery, at } = await got.waitForItem(() => true, timeoutMs);
+      expect(frameText(delivery)).toBe("for-later");
+      expect(at - before).toBeGreaterThanOrEqual(400);
+    },
+    testTimeout,
+  );
+
+  it(
     "lands a reply sent to serviceReplyAddress on the service queue as a delivery",
     async () => {
       const [a, sa] = await open();
