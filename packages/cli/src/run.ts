@@ -9,6 +9,7 @@ import {
   type GlobalOptions,
 } from "./commands/context.ts";
 import { describeCommand, type DescribeOptions } from "./commands/describe.ts";
+import { registerDlqCommands } from "./commands/dlq.ts";
 import { listenCommand, type ListenOptions } from "./commands/listen.ts";
 import { eventsCommand, type EventsOptions } from "./commands/events.ts";
 import {
@@ -337,5 +338,6 @@ function buildProgram(
     action((cx, module: string, opts: RunModuleOptions) => runModuleCommand(cx, module, opts)),
   );
 
+  registerDlqCommands(program, configure, action);
   return program;
 }

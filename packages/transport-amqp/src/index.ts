@@ -1,4 +1,5 @@
 export { createAmqpTransport } from "./amqp-transport.ts";
+export { createAmqpDeadLetterStore, type AmqpDeadLetterStoreOptions } from "./dead-letter-store.ts";
 export {
   createAmqpBacklogProbe,
   type AmqpBacklogProbe,

@@ -1,4 +1,8 @@
 export { createRedisTransport } from "./redis-transport.ts";
+export {
+  createRedisDeadLetterStore,
+  type RedisDeadLetterStoreOptions,
+} from "./dead-letter-store.ts";
 export { DEFAULT_REDIS_MAX_FRAME_BYTES } from "./options.ts";
 export { createRedisLeaseStore } from "./lease-store.ts";
 export {
