@@ -80,8 +80,14 @@ class Orders {
     );
   }
 
+  /** Answers handled so far start here; `hold` keeps them waiting. */
+  entered = 0;
+  hold: Promise<void> | undefined;
+
   @onAnswer("payments", "charge")
-  charged(result: unknown, ctx: AnswerContext): void {
+  async charged(result: unknown, ctx: AnswerContext): Promise<void> {
+    this.entered++;
+    if (this.hold !== undefined) await this.hold;
     this.#fail(ctx);
     this.answers.push({ instance: this.name, kind: "result", value: result, ctx });
   }
@@ -115,16 +121,17 @@ describe("callLater: answers to the service, not the instance", () => {
 
   async function orders(name: string, logger?: Logger) {
     const instance = new Orders(name);
+    const transport = mesh.transport();
     const svc = createService({
       name: "orders",
       instance,
-      transport: mesh.transport(),
+      transport,
       secretContextKeys: ["sessionId"],
       ...(logger === undefined ? {} : { logger }),
     });
     await svc.connect();
     mesh.defer(() => svc.disconnect());
-    return { instance, svc };
+    return { instance, svc, transport };
   }
 
   it("runs the result handler with the state, trace id, call id and context without credentials", async () => {
@@ -218,6 +225,24 @@ describe("callLater: answers to the service, not the instance", () => {
       value: { receipt: "r-7" },
       ctx: { callId, state: { x: 1 } },
     });
+  });
+
+  it("redelivers to another instance an answer whose instance died while handling it", async () => {
+    const a = await orders("a");
+    const stuck = createDeferred<void>();
+    a.instance.hold = stuck.promise; // the instance dies first
+    const callId = await a.svc.callLater("payments", "charge", { amount: 9 }, { state: "s" });
+    await waitFor(() => a.instance.entered === 1, 2000, "the answer to reach instance a");
+    const b = await orders("b");
+    // Killed: its broker connection closes with the answer unsettled.
+    await a.transport.close();
+    await waitFor(() => b.instance.answers.length === 1, 2000, "the redelivered answer");
+    expect(b.instance.answers[0]).toMatchObject({
+      instance: "b",
+      value: { receipt: "r-9" },
+      ctx: { callId, state: "s", redelivered: true },
+    });
+    stuck.resolve(); // lets the dead instance's handler end, so it disconnects at once
   });
 
   it("runs the error handler once at the deadline and dead-letters the late answer", async () => {
