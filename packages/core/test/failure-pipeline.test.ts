@@ -2,7 +2,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   NuropbError,
   NuropbValidationError,
+  type DeliveryHandler,
   type EventType,
+  type ServiceQueueSpec,
   type Frame,
   type Transport,
   type TransportScheduling,
@@ -310,6 +312,67 @@ describe("the failure pipeline on the memory transport", () => {
     expect(frames[0]!.headers[FailureHeader.method]).toBe("handleEvent");
     expect(other.faults).toHaveLength(1);
     expect(deadLetters()).toEqual([]);
+  });
+
+  it("dead-letters with the record when the redelivery cannot be scheduled: nothing is lost", async () => {
+    const t = mesh.transport();
+    const real = t.scheduling as TransportScheduling;
+    const broken = withScheduling(t, {
+      ...real,
+      sendDelayed: () => Promise.reject(new Error("broker refused")),
+    });
+    const service = createService({
+      transport: broken,
+      name: "jobs",
+      instance: jobs,
+      failurePolicy: { delays: [1] },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    await client.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 1, 2000, "the dead letter");
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toMatchObject({
+      attempts: 1,
+      redeliveries: 0,
+    });
+    expect(mesh.hub.queueDepth("nuropb-jobs-sq")).toBe(0);
+  });
+
+  it("falls back to reject on a transport whose deliveries cannot dead-letter with headers", async () => {
+    const t = mesh.transport();
+    const plain = new Proxy(t, {
+      get(target, prop) {
+        if (prop === "consumeService") {
+          return (spec: ServiceQueueSpec, handler: DeliveryHandler) =>
+            target.consumeService(spec, (d) =>
+              handler({
+                headers: d.headers,
+                body: d.body,
+                correlationId: d.correlationId,
+                redelivered: d.redelivered,
+                ...(d.replyTo === undefined ? {} : { replyTo: d.replyTo }),
+                ack: () => d.ack(),
+                requeue: () => d.requeue(),
+                reject: () => d.reject(),
+              }),
+            );
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const service = createService({
+      transport: plain,
+      name: "jobs",
+      instance: jobs,
+      failurePolicy: { immediateRetries: 1 },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    await expect(client.request("jobs", "work", {})).rejects.toThrow(/database busy/);
+    await waitFor(() => deadLetters().length === 1, 2000, "the dead letter");
+    expect(jobs.runs.work).toBe(2);
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toBeUndefined();
   });
 
   it("refuses a bad policy at once, naming the field", () => {
