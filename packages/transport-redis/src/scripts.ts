@@ -152,8 +152,12 @@ local function trimLog(log, cfg, keepId)
   local cursor = '-'
   local dropped = nil
   local done = false
+  -- The usual case, within both limits, costs a look at the oldest entry alone.
+  local count = 1
+  if used > maxBytes then count = 64 end
   while not done do
-    local batch = redis.call('XRANGE', log, cursor, '+', 'COUNT', 64)
+    local batch = redis.call('XRANGE', log, cursor, '+', 'COUNT', count)
+    count = 64
     if #batch == 0 then break end
     for _, e in ipairs(batch) do
       local id = e[1]
