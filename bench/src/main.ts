@@ -6,6 +6,7 @@ import { amqpSuite } from "./suites/amqp.ts";
 import { amqpPersistenceSuite } from "./suites/amqp-persistence.ts";
 import { codecSuite } from "./suites/codec.ts";
 import { cryptoSuite } from "./suites/crypto.ts";
+import { eventLogSuite } from "./suites/event-log.ts";
 import { gatewaySuite } from "./suites/gateway.ts";
 import { memorySuite } from "./suites/memory.ts";
 import { natsSuite } from "./suites/nats.ts";
@@ -27,6 +28,7 @@ const SUITES: readonly BenchSuite[] = [
   pathologicalSuite,
   pipelineSuite,
   gatewaySuite,
+  eventLogSuite,
 ];
 
 function usage(): string {
