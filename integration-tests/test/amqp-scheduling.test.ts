@@ -1,5 +1,12 @@
+import amqplib from "amqplib";
 import { configureMesh, createAmqpTransport, teardownMesh } from "@nuropb/transport-amqp";
-import { describeSchedulingConformance } from "@nuropb/transport-testkit";
+import {
+  createCollector,
+  describeSchedulingConformance,
+  testFrame,
+  testServiceSpec,
+} from "@nuropb/transport-testkit";
+import type { Delivery } from "@nuropb/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getQueue, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
 
@@ -38,6 +45,31 @@ describe("amqp scheduling topology", () => {
       });
       expect(q?.durable).toBe(true);
     } finally {
+      await t.close();
+    }
+  });
+
+  it("declares a delay queue again when it vanished since it was declared", async () => {
+    const t = createAmqpTransport({ url });
+    await t.connect();
+    const admin = await amqplib.connect(url);
+    try {
+      const got = createCollector<Delivery>("deliveries");
+      await t.consumeService(testServiceSpec("vanish"), async (d) => {
+        got.push(d);
+        await d.ack();
+      });
+      await t.scheduling?.sendDelayed("vanish", testFrame("one"), 100);
+      await got.waitForCount(1);
+      // Gone (as x-expires would make it) while the transport still counts it declared.
+      const ch = await admin.createChannel();
+      await ch.deleteQueue("nuropb-vanish-delay-100");
+      await ch.close();
+      await t.scheduling?.sendDelayed("vanish", testFrame("two"), 100);
+      const all = await got.waitForCount(2);
+      expect(all.map((d) => new TextDecoder().decode(d.body))).toEqual(["one", "two"]);
+    } finally {
+      await admin.close();
       await t.close();
     }
   });

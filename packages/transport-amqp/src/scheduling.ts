@@ -162,7 +162,7 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
     }
   };
 
-  /** True when the queue exists (a passive declare; 404 closes the channel). */
+  /** The ready messages of a queue, or undefined when it does not exist (passive declare). */
   const messageCount = (name: string): Promise<number | undefined> =>
     withChannel(async (ch) => {
       try {
@@ -209,6 +209,7 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
                 );
               }
               // Returned: the delay queue expired since we declared it; declare it again.
+              host.log.debug("delay queue gone; declaring it again", { queue });
             }
             throw new NuropbTransportError(
               `the delay queue for service '${service}' vanished twice while sending`,
