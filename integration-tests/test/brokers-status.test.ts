@@ -6,9 +6,10 @@ import {
   createLeaseElection,
   createService,
   type LeaderElection,
+  type LeadershipEvent,
   type ServicesView,
 } from "@nuropb/core";
-import { newId, type Transport } from "@nuropb/protocol";
+import { createEventChannel, newId, type Transport } from "@nuropb/protocol";
 import { createRunner, type ElectionContext, type Runner } from "@nuropb/runner";
 import { createAmqpLeaderElection, createAmqpTransport } from "@nuropb/transport-amqp";
 import { createNatsLeaseStore, createNatsTransport } from "@nuropb/transport-nats";
@@ -18,7 +19,8 @@ import { createTestMesh, mgmtGet, type TestMesh } from "../src/amqp-helpers.ts";
 
 // Status on the three brokers: transient queues leave nothing behind (the testkit's scenarios),
 // and client.watchServices() follows runner instances, a killed leader and its successor, then
-// leaves nothing of its own queue on the broker.
+// leaves nothing of its own queue on the broker. And the leader's first duty: with
+// topologyWaitMs, a follower consumes only once the leader has declared the service's topology.
 
 const natsMesh = `ck${newId().slice(0, 12)}`;
 const redisMesh = `ck${newId().slice(0, 12)}`;
@@ -205,6 +207,58 @@ for (const broker of brokers) {
       // Only the service's own (durable) queue is left: nothing of the watcher's.
       const left = await broker.leftovers("nuropb-watch-");
       expect(left).toEqual([]);
+    }, 60_000);
+  });
+}
+
+/** An election that says what it was told: a fixed leader or a fixed follower. */
+function fixedElection(leading: boolean): LeaderElection {
+  const channel = createEventChannel<LeadershipEvent>();
+  return {
+    candidateId: leading ? "leader" : "follower",
+    isLeader: leading,
+    start: () => Promise.resolve(),
+    stop: () => Promise.resolve(),
+    close: () => Promise.resolve(channel.end()),
+    events: () => channel.iterate(),
+    [Symbol.asyncDispose]: () => Promise.resolve(),
+  };
+}
+
+for (const broker of brokers) {
+  describe(`the leader declares the topology first on ${broker.name}`, () => {
+    it("a follower waits for it before it consumes", async () => {
+      const service = `top${newId().slice(0, 8)}`;
+      const make = (leading: boolean) => {
+        const transport = broker.transport();
+        const s = createService({
+          transport,
+          name: service,
+          instance: { ping: () => "pong" },
+          election: fixedElection(leading),
+          topologyWaitMs: 20_000,
+        });
+        return { s, transport };
+      };
+      const follower = make(false);
+      const leader = make(true);
+      try {
+        let followerUp = false;
+        const connecting = follower.s.connect().then(() => (followerUp = true));
+        await new Promise((r) => setTimeout(r, 1_000));
+        expect(followerUp).toBe(false);
+        // Nothing of the service on the broker while only the follower is there (but its own
+        // response queue, `nuropb-{service}-{instance}-rq`).
+        expect((await broker.leftovers(service)).filter((n) => !n.includes("-rq"))).toEqual([]);
+        await leader.s.connect();
+        await connecting;
+        expect(await follower.s.request(service, "ping")).toBe("pong");
+      } finally {
+        for (const { s, transport } of [follower, leader]) {
+          await s.disconnect();
+          await transport.close();
+        }
+      }
     }, 60_000);
   });
 }

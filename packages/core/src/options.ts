@@ -52,6 +52,8 @@ export interface ServiceConfig<TService extends object> {
   readonly prefetch: number;
   /** The prefetch while this instance leads; undefined: `prefetch` throughout. */
   readonly leaderPrefetch: number | undefined;
+  /** A follower's bound on waiting for the leader's topology, in ms; undefined: no wait. */
+  readonly topologyWaitMs: number | undefined;
   /** The service queue's type; undefined: the transport's default (classic). */
   readonly queueType: "classic" | "quorum" | undefined;
   /** Quorum queues: `x-delivery-limit`; undefined: the broker's. */
@@ -231,6 +233,15 @@ function normaliseService<TService extends object>(
       "createService: options.election must be a LeaderElection (createLeaseElection, say)",
     );
   }
+  const topologyWaitMs = so.topologyWaitMs;
+  if (topologyWaitMs !== undefined) {
+    checkTtl(topologyWaitMs, "createService: options.topologyWaitMs");
+    if (election === undefined) {
+      throw new TypeError(
+        "createService: options.topologyWaitMs needs an election (only followers wait for the leader's topology)",
+      );
+    }
+  }
   const secretKeys = checkSecretContextKeys(so.secretContextKeys);
   const eventContext = so.eventContext ?? "strip-secrets";
   if (eventContext !== "strip-secrets" && eventContext !== "full") {
@@ -262,6 +273,7 @@ function normaliseService<TService extends object>(
     eventBindings: so.eventBindings ?? [],
     prefetch,
     leaderPrefetch: lp,
+    topologyWaitMs,
     queueType,
     deliveryLimit,
     drainTimeoutMs: so.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS,

@@ -29,6 +29,12 @@ export interface LifecycleParts {
   readonly release: () => Promise<void>;
   /** The service's election: campaigned in once connected, resigned from when disconnecting. */
   readonly election: LeaderElection | undefined;
+  /**
+   * With an election: a follower's wait for the leader's topology before it consumes (see
+   * `topologyWaitMs`); the campaign then starts before consuming. Undefined: consume at once.
+   * `signal` aborts when `disconnect()` is called meanwhile.
+   */
+  readonly awaitTopology?: ((signal: AbortSignal) => Promise<unknown>) | undefined;
 }
 
 /**
@@ -44,6 +50,10 @@ export class ParticipantLifecycle {
   #state: State = "idle";
   /** disconnect() is waiting for in-flight handlers: their own calls still go out. */
   #draining = false;
+  /** connect() is probing for the leader's topology: its probes may go out. */
+  #probing = false;
+  /** Aborts connect()'s wait for the topology when disconnect() comes first. */
+  #connectAbort: AbortController | undefined;
   #transportUp = true;
   #connecting: Promise<void> | undefined;
   /** The running (or finished) disconnect, shared by concurrent disconnect() calls. */
@@ -80,7 +90,7 @@ export class ParticipantLifecycle {
 
   /** Throws unless calls may go out; `fromHandler`: a handler's own call during the drain may. */
   assertOpen(fromHandler: boolean): void {
-    if (this.#state === "open" || (fromHandler && this.#draining)) return;
+    if (this.#state === "open" || (fromHandler && (this.#draining || this.#probing))) return;
     if (this.#state === "closing" || this.#state === "closed") {
       throw new NuropbConnectionClosedError("this participant is disconnected");
     }
@@ -124,6 +134,29 @@ export class ParticipantLifecycle {
     this.#stopEvents?.();
     this.#stopEvents = this.#watchTransport();
     this.#listeners.push(await this.#p.consumeResponses());
+    const { awaitTopology, election } = this.#p;
+    if (awaitTopology !== undefined && election !== undefined) {
+      // The leader declares first: campaign, then a follower waits for the topology (bounded).
+      await this.#campaign();
+      if (!election.isLeader) {
+        const abort = (this.#connectAbort = new AbortController());
+        this.#probing = true;
+        try {
+          await awaitTopology(abort.signal);
+        } finally {
+          this.#probing = false;
+          this.#connectAbort = undefined;
+        }
+        if (abort.signal.aborted) {
+          throw new NuropbConnectionClosedError(
+            "disconnected while waiting for the leader's topology",
+          );
+        }
+      }
+      if (this.#p.consumeService !== undefined)
+        this.#listeners.push(await this.#p.consumeService());
+      return;
+    }
     if (this.#p.consumeService !== undefined) this.#listeners.push(await this.#p.consumeService());
     await this.#campaign();
   }
@@ -236,8 +269,10 @@ export class ParticipantLifecycle {
   async #close(reason: Error | undefined): Promise<void> {
     if (this.#state === "closed") return;
     if (this.#state === "closing") return this.#closing;
-    if (this.#state === "connecting" && this.#connecting !== undefined)
+    if (this.#state === "connecting" && this.#connecting !== undefined) {
+      this.#connectAbort?.abort();
       await this.#connecting.catch(() => undefined);
+    }
     // A close that started meanwhile (while connect() settled) is the one.
     if ((this.#state as State) === "closing" || (this.#state as State) === "closed")
       return this.#closing;

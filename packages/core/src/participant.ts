@@ -1,4 +1,4 @@
-import type { Context, Listener, Transport } from "@nuropb/protocol";
+import { DESCRIBE_METHOD, type Context, type Listener, type Transport } from "@nuropb/protocol";
 import { Caller } from "./caller.ts";
 import { CallLaterSender, type CallLaterOptions } from "./call-later.ts";
 import type { RequestContextFields } from "./request-context.ts";
@@ -22,6 +22,7 @@ import { Sealing } from "./sealing.ts";
 import { EVENT_HOOK } from "./service-definition.ts";
 import { ServiceStats, type ServiceStatsReport } from "./service-stats.ts";
 import { watchServices, type ServicesWatch, type WatchServicesOptions } from "./watch-services.ts";
+import { waitForTopology } from "./topology-wait.ts";
 import type {
   ClientOptions,
   CommandOptions,
@@ -82,6 +83,7 @@ class Participant<TService extends object> implements MeshService<TService> {
     const pending = new PendingResponses(sealing, config.maxInboundBodyBytes, log);
     this.#pending = pending;
     let dispatcher: Dispatcher<TService> | undefined;
+    const waitMs = so?.topologyWaitMs;
     const lifecycle: ParticipantLifecycle = new ParticipantLifecycle({
       transport,
       log,
@@ -123,6 +125,25 @@ class Participant<TService extends object> implements MeshService<TService> {
       failPending: (make) => pending.failAll(make),
       release: () => sealing.close(),
       election: so?.election,
+      awaitTopology:
+        so?.election === undefined || waitMs === undefined
+          ? undefined
+          : (signal) =>
+              waitForTopology({
+                signal,
+                probe: (ttlMs) =>
+                  caller.request(
+                    so.name,
+                    DESCRIBE_METHOD,
+                    {},
+                    {},
+                    { ttlMs, encrypted: false, signal },
+                    true,
+                  ),
+                isLeader: () => so.election?.isLeader === true,
+                waitMs,
+                log,
+              }),
     });
     this.#lifecycle = lifecycle;
     const caller = new Caller({

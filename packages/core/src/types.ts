@@ -283,6 +283,15 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
    */
   readonly leaderPrefetch?: number;
   /**
+   * With an election: the leader declares the service's topology (its queue and bindings, by
+   * starting to consume) before the others consume. An instance that does not lead when it
+   * connects waits, at most this many ms, until the service answers a describe request (the
+   * topology is there), or until it leads itself; past the bound it logs a warning and declares
+   * the topology itself (idempotent). `connect()` resolves after the wait. Needs `election`.
+   * @defaultValue none (every instance declares and consumes at once)
+   */
+  readonly topologyWaitMs?: number;
+  /**
    * The kind of the service queue on a broker that has queue types (AMQP): `classic` (what
    * Python NuroPb declares) or `quorum` (replicated on a RabbitMQ cluster; survives the loss of a
    * node). All the service's instances must agree: the broker refuses a declaration that
