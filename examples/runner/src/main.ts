@@ -36,7 +36,7 @@ import {
 
 export const SERVICE_NAME = "inventory";
 
-/** The service each instance runs; the leader would do the service's chores (topology, alerts). */
+/** The service each instance runs; the leader declares its topology (the others wait for it). */
 class Inventory {
   readonly #stock = new Map<string, number>([["tea", 12]]);
   count({ item }: { item: string }): number {
@@ -131,6 +131,8 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
             instance: new Inventory(),
             instanceId: context.instanceId,
             election: context.elect(SERVICE_NAME),
+            // The leader declares the topology; the others consume once it is there.
+            topologyWaitMs: 5_000,
           });
         },
       ],
