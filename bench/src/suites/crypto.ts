@@ -20,7 +20,7 @@ import {
   withCleanup,
 } from "../rr.ts";
 import type { CaseStats, EchoCase, Scenario } from "../rr.ts";
-import { formatPercent, measureInterleaved } from "../suite.ts";
+import { formatPercent, measureInterleaved, median } from "../suite.ts";
 import type { BenchSuite, SuiteResult } from "../suite.ts";
 
 /**
@@ -34,6 +34,44 @@ const SUITES = [NATIVE, "nacl", "rsa-fernet"] as const;
 /** Case-name suffix of the clients and service with `encryption: { cipherThreads: 1 }`. */
 const THREADED = "(thread)";
 
+/** Calls per case and round of {@link cpuPerCall}. */
+const CPU_CALLS = 1500;
+
+/**
+ * CPU time of this process (client and service, every thread) per call, for `calls` calls at
+ * `concurrency` in flight. Unlike req/s it hardly moves when other processes load the machine.
+ */
+async function cpuPerCall(
+  call: (params: unknown) => Promise<unknown>,
+  params: unknown,
+  calls: number,
+  concurrency: number,
+): Promise<number> {
+  let left = calls;
+  const start = process.cpuUsage();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (left-- > 0) await call(params);
+    }),
+  );
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / calls;
+}
+
+/** Median CPU µs per call of each case, over `rounds` interleaved rounds. */
+async function measureCpu(
+  cases: readonly EchoCase[],
+  params: unknown,
+  rounds: number,
+): Promise<Map<string, number>> {
+  const samples = new Map<string, number[]>(cases.map((c) => [c.name, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const c of cases)
+      samples.get(c.name)?.push(await cpuPerCall(c.call, params, CPU_CALLS, 64));
+  }
+  return new Map([...samples].map(([name, values]) => [name, median(values)]));
+}
+
 /**
  * One service with RSA + nacl keys and three clients (plain, nacl, rsa-fernet) on `makeTransport`,
  * checked to really encrypt, then measured at c=64 in interleaved rounds.
@@ -42,7 +80,7 @@ async function measureTransport(
   label: string,
   makeTransport: () => Transport,
   defer: (cleanup: () => Promise<unknown>) => void,
-): Promise<CaseStats[]> {
+): Promise<{ stats: CaseStats[]; cpuUs: Map<string, number> }> {
   const keys = createServiceKeys({ rsa: true, nacl: true });
   const echo = await startNuropbEcho(makeTransport, `echo-${runTag()}`, { keys });
   defer(() => echo.close());
@@ -79,7 +117,8 @@ async function measureTransport(
       throw new Error(`${c.name}: the request was not encrypted`);
   }
   const scenario: Scenario = { size: sizeLabel(jsonBytes(params)), concurrency: 64, params };
-  return measureScenario(cases, scenario, { rounds: 5, sampleMs: 600 });
+  const stats = await measureScenario(cases, scenario, { rounds: 5, sampleMs: 600 });
+  return { stats, cpuUs: await measureCpu(cases, params, 5) };
 }
 
 /** What encryption costs: encrypted vs plain request/response, each suite, memory and AMQP. */
@@ -92,14 +131,19 @@ export const cryptoSuite: BenchSuite = {
     return withCleanup(async (defer) => {
       const hub = createMemoryHub();
       const mesh = `bench-${runTag()}`;
-      const memory = await measureTransport(
+      const { stats: memory } = await measureTransport(
         "memory",
         () => createMemoryTransport({ hub, mesh }),
         defer,
       );
       const url = `${base}/bench-crypto-${runTag()}`;
       await configureMesh({ url });
-      const amqp = await measureTransport("amqp", () => createAmqpTransport({ url }), defer);
+      const { stats: amqp, cpuUs } = await measureTransport(
+        "amqp",
+        () => createAmqpTransport({ url }),
+        defer,
+      );
+      const plainCpu = cpuUs.get("amqp plain") ?? NaN;
       const stats = [...memory, ...amqp];
       // The ciphers alone, in this process, outside any transport: what the crypto API must cost
       // per request whatever nuropb and the broker do around it.
@@ -133,6 +177,15 @@ export const cryptoSuite: BenchSuite = {
             const us = 1e6 / (cipher[i]?.medianOpsPerSec ?? NaN);
             return `${r.suite} alone: seal + open of the ${String(r.requestBytes)} B request and the ${String(r.responseBytes)} B response envelopes = ${us.toFixed(1)} µs per request in this process, ${formatPercent(us / plainUs)} of a plain AMQP request's ${plainUs.toFixed(0)} µs (1 / its req/s at c=64; this process is the bottleneck there)`;
           }),
+          `CPU of this process per AMQP request at c=64 (client + service, all threads; medians of 5 interleaved rounds of ${String(CPU_CALLS)} calls; steadier than req/s on a loaded machine): ` +
+            [...cpuUs]
+              .filter(([name]) => name.startsWith("amqp "))
+              .map(
+                ([name, us]) =>
+                  `${name.slice(5)} ${us.toFixed(1)} µs` +
+                  (name === "amqp plain" ? "" : ` (plain ÷ it = ${formatPercent(plainCpu / us)})`),
+              )
+              .join(", "),
           ...errorNotes(stats),
         ],
         comparison: [
