@@ -11,11 +11,14 @@ import type {
   Transport,
   TransportCapabilities,
   TransportEvent,
+  TransportEventLog,
   TransportScheduling,
 } from "@nuropb/protocol";
 import { channelError, connectError, isAccessRefusal, isPermanent } from "./connection.ts";
 import type { Consumer } from "./consumer.ts";
+import { createAmqpEventLog } from "./event-log.ts";
 import { encodeFrame } from "./frame-codec.ts";
+import { managementFor } from "./management.ts";
 import { describeTarget, resolveOptions } from "./options.ts";
 import type { AmqpTransportOptions, ResolvedOptions } from "./options.ts";
 import { Publisher } from "./publisher.ts";
@@ -53,6 +56,7 @@ class AmqpTransport implements Transport {
   readonly mesh: string;
   readonly capabilities: TransportCapabilities;
   readonly scheduling: TransportScheduling;
+  readonly eventLog: TransportEventLog;
 
   readonly #o: ResolvedOptions;
   readonly #log: Logger;
@@ -118,6 +122,16 @@ class AmqpTransport implements Transport {
         p.then(done, done);
         return p;
       },
+    });
+    this.eventLog = createAmqpEventLog({
+      log: this.#log,
+      password: options.target.password,
+      vhost: options.target.vhost,
+      eventsExchange: options.eventsExchange,
+      connection: () => this.#requireOpen("use the event log").conn,
+      management: () => managementFor({}, options.target),
+      send: (to, frame) => this.send(to, frame),
+      ending: () => this.#life.ending,
     });
   }
 

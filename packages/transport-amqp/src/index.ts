@@ -1,4 +1,5 @@
 export { createAmqpTransport } from "./amqp-transport.ts";
+export { AMQP_EVENT_LOG_MAX_PAGE } from "./event-log.ts";
 export { createAmqpDeadLetterStore, type AmqpDeadLetterStoreOptions } from "./dead-letter-store.ts";
 export {
   createAmqpBacklogProbe,

@@ -6,7 +6,7 @@ import {
   NuropbTransportError,
   noopLogger,
 } from "@nuropb/protocol";
-import type { Logger } from "@nuropb/protocol";
+import type { EventLogRetention, Logger } from "@nuropb/protocol";
 import type { Channel, ChannelModel } from "amqplib";
 import { channelError, openConnection } from "./connection.ts";
 import { obfuscateUrl, redact, resolveTarget } from "./options.ts";
@@ -227,6 +227,12 @@ export interface ConfigureMeshOptions {
   readonly tls?: AmqpTlsOptions;
   /** Limit of the AMQP connection attempt, in milliseconds. @defaultValue 10000 */
   readonly connectTimeoutMs?: number;
+  /**
+   * Sets up the mesh's event log with this retention (a stream queue bound to the events
+   * exchange, its retention in a policy; see the README's "Event history"), or updates the
+   * retention of the one there. Absent: the log is left as it is (none on a new mesh).
+   */
+  readonly eventLog?: EventLogRetention;
   /** @defaultValue `noopLogger` */
   readonly logger?: Logger;
 }
@@ -307,6 +313,17 @@ export async function configureMesh(options: ConfigureMeshOptions = {}): Promise
     );
     await ensureExchange(eventsExchange, "topic");
     await ensureExchange(rpcExchange, "direct");
+    if (options.eventLog !== undefined) {
+      const made = await ensureEventLog(conn, {
+        management: managementFor(options, target),
+        vhost: target.vhost,
+        eventsExchange,
+        retention: options.eventLog,
+        password: target.password,
+      });
+      declared.push(...made.declared);
+      existing.push(...made.existing);
+    }
   } finally {
     await conn.close().catch(() => undefined);
   }
@@ -343,7 +360,8 @@ function meshTarget(options: Pick<ConfigureMeshOptions, "url" | "vhost" | "tls">
   return options.vhost !== undefined ? { ...t, vhost: options.vhost } : t;
 }
 
-function managementFor(
+/** The management API of a mesh: `options.management`, else derived from the AMQP target. */
+export function managementFor(
   options: Pick<ConfigureMeshOptions, "url" | "management">,
   target: ResolvedTarget,
 ): ManagementTarget {
@@ -387,4 +405,118 @@ async function onChannel(
     throw channelError(err, what, password);
   }
   await ch.close().catch(() => undefined);
+}
+
+// ---------------------------------------------------------------- event log (issue #16)
+
+/** The mesh's event log: a stream queue of the vhost, bound to the events exchange with `#`. */
+export const EVENT_LOG_QUEUE = "nuropb-event-log";
+/** The policy that holds the log's retention (a policy can be changed; queue arguments cannot). */
+const EVENT_LOG_POLICY = "nuropb-event-log";
+/** Beats a catch-all policy of the vhost (priority 0) for the log's queue. */
+const EVENT_LOG_POLICY_PRIORITY = 10;
+/** Bounds of the stream's segment size: RabbitMQ drops whole segments, so it is the granularity. */
+const MIN_SEGMENT_BYTES = 64 * 1024;
+const MAX_SEGMENT_BYTES = 500_000_000;
+
+/** @throws TypeError for limits that are not positive whole numbers */
+export function assertEventLogRetention(retention: EventLogRetention): void {
+  if (typeof retention !== "object" || retention === null) {
+    throw new TypeError("retention must be an object { maxAgeMs, maxBytes }");
+  }
+  for (const key of ["maxAgeMs", "maxBytes"] as const) {
+    const v = retention[key];
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new TypeError(`retention.${key} must be a positive integer, got ${String(v)}`);
+    }
+  }
+}
+
+/**
+ * The stream's segment size for a retention: an eighth of `maxBytes`, from 64 KiB to 500 MB
+ * (RabbitMQ's default). Fixed when the stream is created: later retention changes keep it.
+ */
+export function eventLogSegmentBytes(retention: EventLogRetention): number {
+  return Math.min(
+    MAX_SEGMENT_BYTES,
+    Math.max(MIN_SEGMENT_BYTES, Math.floor(retention.maxBytes / 8)),
+  );
+}
+
+/** What {@link ensureEventLog} needs. */
+export interface EventLogSetup {
+  readonly management: ManagementTarget;
+  readonly vhost: string;
+  readonly eventsExchange: string;
+  readonly retention: EventLogRetention;
+  /** Kept out of error texts. */
+  readonly password: string;
+}
+
+/**
+ * Creates the event log of a mesh, or brings its retention to `retention`. Idempotent:
+ * 1. the retention goes into the policy `nuropb-event-log` (management API): `max-age` in whole
+ *    seconds (rounded up) and `max-length-bytes`. A policy, not queue arguments, because RabbitMQ
+ *    applies the lower of the two, so arguments could never be raised later;
+ * 2. the events exchange, when missing, as {@link configureMesh} declares it;
+ * 3. the stream queue (`x-queue-type: stream`, its segment size from the first retention), left as
+ *    it is when it exists;
+ * 4. its binding to the events exchange with `#`: every event is stored, whoever published it.
+ * @throws TypeError for a bad retention.
+ * @throws NuropbTransportError when the broker or its management API refuses.
+ */
+export async function ensureEventLog(
+  conn: ChannelModel,
+  setup: EventLogSetup,
+): Promise<{ declared: string[]; existing: string[] }> {
+  assertEventLogRetention(setup.retention);
+  const { vhost, eventsExchange, password } = setup;
+  const declared: string[] = [];
+  const existing: string[] = [];
+  await call(api(setup.management), "PUT", `/policies/${enc(vhost)}/${EVENT_LOG_POLICY}`, {
+    pattern: `^${EVENT_LOG_QUEUE}$`,
+    "apply-to": "queues",
+    priority: EVENT_LOG_POLICY_PRIORITY,
+    definition: {
+      "max-age": `${Math.ceil(setup.retention.maxAgeMs / 1000)}s`,
+      "max-length-bytes": setup.retention.maxBytes,
+    },
+  });
+  declared.push(`policy:${EVENT_LOG_POLICY}`);
+  if (!(await exists(conn, (ch) => ch.checkExchange(eventsExchange)))) {
+    await onChannel(conn, `cannot declare exchange ${eventsExchange}`, password, (ch) =>
+      ch.assertExchange(eventsExchange, "topic", {
+        durable: true,
+        autoDelete: false,
+        internal: false,
+      }),
+    );
+    declared.push(`exchange:${eventsExchange}`);
+  }
+  if (await exists(conn, (ch) => ch.checkQueue(EVENT_LOG_QUEUE))) {
+    existing.push(`queue:${EVENT_LOG_QUEUE}`);
+  } else {
+    try {
+      await onChannel(conn, `cannot declare the event log ${EVENT_LOG_QUEUE}`, password, (ch) =>
+        ch.assertQueue(EVENT_LOG_QUEUE, {
+          durable: true,
+          exclusive: false,
+          autoDelete: false,
+          arguments: {
+            "x-queue-type": "stream",
+            "x-stream-max-segment-size-bytes": eventLogSegmentBytes(setup.retention),
+          },
+        }),
+      );
+      declared.push(`queue:${EVENT_LOG_QUEUE}`);
+    } catch (err) {
+      // Declared meanwhile by another set-up (with another segment size): use that one.
+      if (!(await exists(conn, (ch) => ch.checkQueue(EVENT_LOG_QUEUE)))) throw err;
+      existing.push(`queue:${EVENT_LOG_QUEUE}`);
+    }
+  }
+  await onChannel(conn, `cannot bind ${EVENT_LOG_QUEUE} to ${eventsExchange}`, password, (ch) =>
+    ch.bindQueue(EVENT_LOG_QUEUE, eventsExchange, "#"),
+  );
+  return { declared, existing };
 }
