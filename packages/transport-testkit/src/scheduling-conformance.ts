@@ -185,6 +185,30 @@ function registerSuite(
   );
 
   it(
+    "delivers each delayed frame once while several transports are connected",
+    async () => {
+      const all = await Promise.all([open(), open(), open()]);
+      const service = uniqueName();
+      const got = await consume((all[0] as [Transport, TransportScheduling])[0], service);
+      const labels: string[] = [];
+      await Promise.all(
+        all.flatMap(([, s], i) =>
+          Array.from({ length: 10 }, (_, j) => {
+            const label = `f${i}-${j}`;
+            labels.push(label);
+            return s.sendDelayed(service, testFrame(label), (j % 4) * 100);
+          }),
+        ),
+      );
+      await got.waitForCount(labels.length, timeoutMs + 400);
+      await delay(slackMs);
+      const seen = got.items.map((x) => frameText(x.delivery)).sort();
+      expect(seen).toEqual([...labels].sort());
+    },
+    testTimeout,
+  );
+
+  it(
     "delivers a delayed frame to an instance that connects after its sender closed",
     async () => {
       const service = uniqueName();
