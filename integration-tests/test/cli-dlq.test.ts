@@ -56,6 +56,7 @@ interface Listed {
   method: string;
   error: string;
   attempts: number;
+  reason: string;
   correlationId: string;
 }
 
@@ -83,7 +84,7 @@ describe.each(brokers)("nuropb dlq on $name", (broker) => {
           handled.push(params);
         },
       },
-      failurePolicy: { immediateRetries: 1 },
+      failurePolicy: { immediateRetries: 1, delays: [50] },
     });
     await service.connect();
     try {
@@ -100,7 +101,8 @@ describe.each(brokers)("nuropb dlq on $name", (broker) => {
           service: "orders",
           method: "work",
           error: "NuropbException",
-          attempts: 2,
+          attempts: 4,
+          reason: "rejected",
         });
       }
       const table = await cli(["dlq", "list", "--url", broker.url()]);

@@ -108,12 +108,14 @@ function entryOf(msg: GetMessage, seen: Map<string, number>): DeadLetterEntry {
   return {
     id,
     service: typeof recorded === "string" ? recorded : fromQueue,
+    // A letter with a failure record was rejected by its service (its x-death, if any, tells of
+    // the delay queues of its redeliveries); others say why the broker dead-lettered them.
     reason:
-      typeof death.reason === "string"
-        ? death.reason
-        : recorded === undefined
-          ? undefined
-          : "rejected",
+      typeof recorded === "string"
+        ? "rejected"
+        : typeof death.reason === "string"
+          ? death.reason
+          : undefined,
     frame,
   };
 }
