@@ -1,7 +1,13 @@
-import { afterAll } from "vitest";
-import { newId } from "@nuropb/protocol";
+import { afterAll, describe, expect, it } from "vitest";
+import { eventLogOf, newId, type TransportEventLog } from "@nuropb/protocol";
 import { createRedisTransport } from "@nuropb/transport-redis";
-import { describeEventLogConformance } from "@nuropb/transport-testkit";
+import {
+  delay,
+  describeEventLogConformance,
+  frameText,
+  testFrame,
+  waitFor,
+} from "@nuropb/transport-testkit";
 import { launchRedis } from "../src/brokers/redis.ts";
 
 // A private server: the retention scenario changes the log's limits, and nothing else may see it.
@@ -15,4 +21,46 @@ describeEventLogConformance({
   createWithoutLog: () => createRedisTransport({ url: server.url, mesh: `${mesh}-none` }),
   // Entries count their field names and values: a 1 KiB body is about 1.2 KiB.
   retentionTestBytes: 32 * 1024,
+});
+
+describe("redis event log: what the suite leaves to each transport", () => {
+  it("drops entries older than maxAgeMs as it appends", async () => {
+    const transport = createRedisTransport({ url: server.url, mesh: `${mesh}-age` });
+    await transport.connect();
+    try {
+      const log = eventLogOf(transport) as TransportEventLog;
+      await log.setup({ maxAgeMs: 200, maxBytes: 1_000_000 });
+      await log.append("age.a", testFrame("old"));
+      await delay(400);
+      await log.append("age.b", testFrame("new"));
+      const page = await log.read({ from: "start", limit: 10 });
+      expect(page.entries.map((e) => frameText(e.frame))).toEqual(["new"]);
+    } finally {
+      await transport.close();
+    }
+  });
+
+  it("an append without a log delivers nothing", async () => {
+    const none = `${mesh}-nolog`;
+    const transport = createRedisTransport({ url: server.url, mesh: none });
+    await transport.connect();
+    try {
+      const got: string[] = [];
+      await transport.consumeService(
+        { service: "audit", rpcBindings: [], eventBindings: ["x.*"], prefetch: 10 },
+        async (d) => {
+          got.push(frameText(d));
+          await d.ack();
+        },
+      );
+      const log = eventLogOf(transport) as TransportEventLog;
+      await expect(log.append("x.appended", testFrame("appended"))).rejects.toThrow(/not set up/);
+      await transport.send({ kind: "event", topic: "x.sent" }, testFrame("sent"));
+      await waitFor(() => got.length >= 1);
+      await delay(200);
+      expect(got).toEqual(["sent"]);
+    } finally {
+      await transport.close();
+    }
+  });
 });
