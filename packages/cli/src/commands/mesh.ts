@@ -38,8 +38,16 @@ export async function meshSetupCommand(
       retention === undefined ? { amqpFor: "`nuropb mesh setup` without --event-log-…" } : {},
     ),
   );
-  if (broker.kind === "amqp") await setUpAmqpMesh(cx, broker, connectTimeoutMs);
-  if (retention !== undefined) await setUpEventLog(cx, broker, connectTimeoutMs, retention);
+  // RabbitMQ: configureMesh sets the log up with the rest (it has the management API, which
+  // keeps the retention in a policy); elsewhere the URL's transport does.
+  if (broker.kind === "amqp") await setUpAmqpMesh(cx, broker, connectTimeoutMs, retention);
+  else if (retention !== undefined) await setUpEventLog(cx, broker, connectTimeoutMs, retention);
+  if (retention !== undefined) {
+    const c = cx.output.out;
+    cx.output.data(
+      `mesh ${c.bold(broker.vhost)}: event log ${c.green("set up")}, keeps ${formatAge(retention.maxAgeMs)} and at most ${formatBytes(retention.maxBytes)}\n`,
+    );
+  }
   return ExitCode.ok;
 }
 
@@ -97,10 +105,6 @@ async function setUpEventLog(
   } finally {
     await transport.close().catch(() => undefined);
   }
-  const c = output.out;
-  output.data(
-    `mesh ${c.bold(broker.vhost)}: event log ${c.green("set up")}, keeps ${formatAge(retention.maxAgeMs)} and at most ${formatBytes(retention.maxBytes)}\n`,
-  );
 }
 
 function formatAge(ms: number): string {
@@ -126,11 +130,12 @@ function formatBytes(bytes: number): string {
   return `${bytes} bytes`;
 }
 
-/** The vhost, exchanges and dead-letter queue of a RabbitMQ mesh. */
+/** The vhost, exchanges and dead-letter queue of a RabbitMQ mesh (and its event log). */
 async function setUpAmqpMesh(
   cx: CommandContext,
   broker: BrokerUrl,
   connectTimeoutMs: number,
+  eventLog: EventLogRetention | undefined,
 ): Promise<void> {
   const management = managementUrl(cx.globals.managementUrl, cx.io.env);
   const { output } = cx;
@@ -144,6 +149,7 @@ async function setUpAmqpMesh(
           url: management ?? managementUrlFromAmqpUrl(broker.url),
           timeoutMs: connectTimeoutMs,
         },
+        ...(eventLog === undefined ? {} : { eventLog }),
       }),
     );
   } catch (err) {
