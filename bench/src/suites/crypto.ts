@@ -154,13 +154,15 @@ export const cryptoSuite: BenchSuite = {
       );
       const plainAmqp = pick(amqp, "amqp plain");
       const plainUs = 1e6 / plainAmqp.reqPerSec;
-      // The target is the native suite's, with or without cipher threads: the better of the two.
+      // The verdict is the native suite's in its default setting (no cipher threads); the
+      // threaded figure is printed beside it (a best-of-two would pass on noise alone).
       const nativeCases = [`amqp ${NATIVE}`, `amqp ${NATIVE} ${THREADED}`].map((name) =>
         pick(amqp, name),
       );
-      const nativeOk = nativeCases.some(
-        (enc) => throughputRatio(enc, plainAmqp) >= CRYPTO_AMQP_TARGET && enc.errors === 0,
-      );
+      const nativeDefault = nativeCases[0] as CaseStats;
+      const nativeOk =
+        throughputRatio(nativeDefault, plainAmqp) >= CRYPTO_AMQP_TARGET &&
+        nativeDefault.errors === 0;
       return {
         columns: RR_COLUMNS,
         rows: stats.map(statsRow),
@@ -189,7 +191,7 @@ export const cryptoSuite: BenchSuite = {
           ...errorNotes(stats),
         ],
         comparison: [
-          `amqp ${NATIVE} at c=64 = ${describeRatio(nativeCases[0] as CaseStats, plainAmqp, "throughput")} of plain req/s, ${THREADED} ${describeRatio(nativeCases[1] as CaseStats, plainAmqp, "throughput")} (target ≥ ${formatPercent(CRYPTO_AMQP_TARGET)}): ${nativeOk ? "OK" : "BELOW TARGET"}`,
+          `amqp ${NATIVE} at c=64 = ${describeRatio(nativeDefault, plainAmqp, "throughput")} of plain req/s, ${THREADED} ${describeRatio(nativeCases[1] as CaseStats, plainAmqp, "throughput")} (target ≥ ${formatPercent(CRYPTO_AMQP_TARGET)}): ${nativeOk ? "OK" : "BELOW TARGET"}`,
           ...SUITES.slice(1).map(
             (suite) =>
               `amqp ${suite} at c=64 = ${describeRatio(pick(amqp, `amqp ${suite}`), plainAmqp, "throughput")} of plain req/s, ${THREADED} ${describeRatio(pick(amqp, `amqp ${suite} ${THREADED}`), plainAmqp, "throughput")} (no target)`,
