@@ -1,3 +1,4 @@
+import { assertTopicPattern } from "./topic.ts";
 import type { Frame } from "./transport.ts";
 
 /**
@@ -91,4 +92,102 @@ export function eventLogOf(transport: object): TransportEventLog | undefined {
     }
   }
   return value as TransportEventLog;
+}
+
+// Argument checks every event log makes alike (exported from "@nuropb/protocol/transport-kit").
+
+/**
+ * Checks a retention: both limits positive safe integers.
+ * @throws TypeError naming the bad limit.
+ */
+export function assertEventLogRetention(retention: EventLogRetention): void {
+  if (typeof retention !== "object" || retention === null) {
+    throw new TypeError("retention must be an object { maxAgeMs, maxBytes }");
+  }
+  for (const key of ["maxAgeMs", "maxBytes"] as const) {
+    const v = retention[key];
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new TypeError(`retention.${key} must be a positive integer, got ${String(v)}`);
+    }
+  }
+}
+
+/**
+ * Checks the topic of an append: non-empty dot-separated words without wildcards.
+ * @throws TypeError
+ */
+export function assertEventLogTopic(topic: string): void {
+  if (
+    typeof topic !== "string" ||
+    topic === "" ||
+    topic.split(".").some((w) => w === "" || w === "*" || w === "#")
+  ) {
+    throw new TypeError(
+      `'${String(topic)}' is not an event topic (dot-separated words, no wildcards)`,
+    );
+  }
+}
+
+/**
+ * Checks read options; `isPosition` says whether a string is a position of this log.
+ * @throws TypeError naming the bad option.
+ */
+export function assertEventLogReadOptions(
+  options: EventLogReadOptions,
+  isPosition: (position: string) => boolean,
+): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("read options must be an object");
+  }
+  assertStart(options.from, isPosition);
+  assertTopics(options.topics);
+  if (!Number.isSafeInteger(options.limit) || options.limit < 1) {
+    throw new TypeError(`limit must be a positive integer, got ${String(options.limit)}`);
+  }
+  if (options.until !== undefined && !Number.isFinite(options.until)) {
+    throw new TypeError("until must be a time in ms since the epoch");
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new TypeError("signal must be an AbortSignal");
+  }
+}
+
+/**
+ * Checks follow options; `isPosition` says whether a string is a position of this log.
+ * @throws TypeError naming the bad option.
+ */
+export function assertEventLogFollowOptions(
+  options: EventLogFollowOptions,
+  isPosition: (position: string) => boolean,
+): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("follow options must be an object");
+  }
+  assertStart(options.from, isPosition);
+  assertTopics(options.topics);
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new TypeError("signal must be an AbortSignal");
+  }
+}
+
+function assertStart(from: EventLogStart, isPosition: (position: string) => boolean): void {
+  if (from === "start" || from === "end") return;
+  if (typeof from === "object" && from !== null) {
+    if ("after" in from) {
+      if (typeof from.after === "string" && isPosition(from.after)) return;
+      throw new TypeError(
+        `not a position of this event log: ${JSON.stringify(from.after) ?? "undefined"}`,
+      );
+    }
+    if ("time" in from && Number.isFinite(from.time)) return;
+  }
+  throw new TypeError(
+    'from must be "start", "end", { time: <ms since the epoch> } or { after: <position> }',
+  );
+}
+
+function assertTopics(topics: readonly string[] | undefined): void {
+  if (topics === undefined) return;
+  if (!Array.isArray(topics)) throw new TypeError("topics must be an array of topic patterns");
+  for (const t of topics) assertTopicPattern(t);
 }

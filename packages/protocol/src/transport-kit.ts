@@ -12,6 +12,12 @@ export {
   assertClaimTtl,
   assertClaimTaker,
 } from "./scheduling.ts";
+export {
+  assertEventLogRetention,
+  assertEventLogTopic,
+  assertEventLogReadOptions,
+  assertEventLogFollowOptions,
+} from "./event-log.ts";
 
 export type {
   DeliveryLedger,
