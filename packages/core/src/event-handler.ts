@@ -107,6 +107,7 @@ export class EventHandler<TService extends object> {
             traceId: decoded.traceId,
             correlationId: decoded.correlationId,
             params: p.event,
+            topic: p.topic,
           },
           flow,
         );

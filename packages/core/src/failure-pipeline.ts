@@ -55,6 +55,8 @@ export interface FailedMessage {
   readonly correlationId: string;
   /** The call's params (an event's `event`), for fault events that opt in. */
   readonly params: unknown;
+  /** An event's topic. */
+  readonly topic?: string;
 }
 
 /** How {@link FailurePipeline.settle} settled a failed message. */
@@ -157,7 +159,10 @@ export class FailurePipeline {
       }
     }
     await this.#deadLetter(m.delivery, failureHeaders(record, redeliveries, deadline), flow);
-    if (policy.faultEvents) await this.#fault(policy, m, record);
+    // A failed fault event raises none: a subscriber failing on its own faults would loop.
+    if (policy.faultEvents && m.topic?.startsWith(FAULT_PREFIX) !== true) {
+      await this.#fault(policy, m, record);
+    }
     return "dead-lettered";
   }
 
@@ -243,9 +248,11 @@ export class FailurePipeline {
   }
 }
 
+const FAULT_PREFIX = "nuropb.fault.";
+
 /** The topic of a fault event: `nuropb.fault.{service}.{method}`. */
 export function faultTopic(service: string, method: string): string {
-  return `nuropb.fault.${service}.${method}`;
+  return `${FAULT_PREFIX}${service}.${method}`;
 }
 
 /**

@@ -264,6 +264,20 @@ describe("the failure pipeline on the memory transport", () => {
     expect(JSON.stringify(fault)).not.toMatch(/secret|4111/);
   });
 
+  it("raises no fault event for a failed fault event (a subscriber of its own faults)", async () => {
+    jobs.error = () => new Error("watcher down");
+    await serve({ faultEvents: true }, ["nuropb.fault.#"]);
+    await client.command("jobs", "work", {});
+    // The command's fault reaches jobs.handleEvent, which fails: dead-lettered, no second fault.
+    await waitFor(() => deadLetters().length === 2, 2000, "two dead letters");
+    await new Promise((r) => setTimeout(r, 20));
+    expect(jobs.eventRuns).toBe(1);
+    expect(deadLetters().map((d) => d.frame.headers[FailureHeader.method])).toEqual([
+      "work",
+      "handleEvent",
+    ]);
+  });
+
   it("puts the params in the fault event only when the policy opts in", async () => {
     const watcher = new Watcher();
     const watch = createService({
