@@ -74,6 +74,43 @@ describe("nuropb status", () => {
     }
   });
 
+  it("on a terminal redraws the view in place at each change until interrupted", async () => {
+    const hub = createMemoryHub();
+    const reporter = createClient({ transport: createMemoryTransport({ hub }) });
+    await reporter.connect();
+    const stop = new AbortController();
+    const c = capture({ stdoutIsTTY: true, env: { NO_COLOR: "1" }, signal: stop.signal });
+    const running = run(["status", "--url", "nats://n:4222/mesh"], c.io, {
+      createTransport: () => createMemoryTransport({ hub }),
+    });
+    const send = (instance_id: string, state: string, leader: boolean): Promise<void> =>
+      reporter.publishEvent(STATUS_TOPIC, {
+        type: "nuropb_status",
+        service: "orders",
+        instance_id,
+        state,
+        leader,
+        heartbeat_ms: 5000,
+        at: new Date().toISOString(),
+      });
+    try {
+      await waitUntil(() => c.stdout().includes("no participants reporting"));
+      await send("aaaa", "leader", true);
+      await waitUntil(() => c.stdout().includes("aaaa"));
+      await send("bbbb", "operational", false);
+      await waitUntil(() => c.stdout().includes("bbbb"));
+      stop.abort();
+      expect(await running).toBe(0);
+      // Each redraw moves up over the last drawing and clears to the end.
+      expect(c.stdout()).toContain("\x1b[1F\x1b[J");
+      expect(c.stdout().split("\x1b[J").at(-1)).toMatch(/aaaa\s+leader\s+yes[\s\S]*bbbb/);
+      expect(hub.queueNames().filter((q) => q.includes("nuropb-watch-"))).toEqual([]);
+    } finally {
+      stop.abort();
+      await reporter.disconnect();
+    }
+  });
+
   it("fails with the transport's exit code when the connection closes under it", async () => {
     const hub = createMemoryHub();
     const c = capture();
@@ -93,3 +130,11 @@ describe("nuropb status", () => {
     expect(await run(["status", "--wait", "soon", "--url", "amqp://h/v"], c.io)).toBe(2);
   });
 });
+
+async function waitUntil(check: () => boolean, timeoutMs = 3_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
