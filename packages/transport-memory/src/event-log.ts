@@ -1,4 +1,10 @@
-import { NuropbTransportError, assertTopicPattern, topicMatches } from "@nuropb/protocol";
+import { NuropbTransportError, topicMatches } from "@nuropb/protocol";
+import {
+  assertEventLogFollowOptions,
+  assertEventLogReadOptions,
+  assertEventLogRetention,
+  assertEventLogTopic,
+} from "@nuropb/protocol/transport-kit";
 import type {
   EventLogEntry,
   EventLogFollowOptions,
@@ -183,7 +189,7 @@ export class MemoryEventLog implements TransportEventLog {
   }
 
   async setup(retention: EventLogRetention): Promise<void> {
-    assertRetention(retention);
+    assertEventLogRetention(retention);
     await this.#host.whenUsable();
     const copy = { maxAgeMs: retention.maxAgeMs, maxBytes: retention.maxBytes };
     const store = stores.get(this.#host.mesh);
@@ -197,7 +203,7 @@ export class MemoryEventLog implements TransportEventLog {
   }
 
   async append(topic: string, frame: Frame): Promise<EventLogPosition> {
-    assertTopicName(topic);
+    assertEventLogTopic(topic);
     const copy = this.#host.copyFrame(frame);
     await this.#host.whenUsable();
     const position = appendToEventLog(this.#host.mesh, topic, copy);
@@ -207,7 +213,7 @@ export class MemoryEventLog implements TransportEventLog {
   }
 
   async read(options: EventLogReadOptions): Promise<EventLogPage> {
-    assertReadOptions(options);
+    assertEventLogReadOptions(options, isPosition);
     options.signal?.throwIfAborted();
     await this.#host.whenUsable();
     const store = this.#store();
@@ -222,7 +228,7 @@ export class MemoryEventLog implements TransportEventLog {
   }
 
   async *follow(options: EventLogFollowOptions): AsyncIterable<EventLogEntry> {
-    assertFollowOptions(options);
+    assertEventLogFollowOptions(options, isPosition);
     await this.#host.whenUsable();
     const store = this.#store();
     const closing = this.#closingSignal();
@@ -257,13 +263,6 @@ export class MemoryEventLog implements TransportEventLog {
   }
 }
 
-/** @throws TypeError for a topic that is empty or has wildcards */
-function assertTopicName(topic: string): void {
-  if (typeof topic !== "string" || topic === "" || /[*#]/.test(topic)) {
-    throw new TypeError(`topic must be a non-empty string without wildcards, got ${String(topic)}`);
-  }
-}
-
 function notSetUp(): NuropbTransportError {
   return new NuropbTransportError(
     "the event log is not set up for this mesh: call transport.eventLog.setup() (nuropb mesh setup) first",
@@ -279,65 +278,14 @@ function entryBytes(topic: string, frame: Frame): number {
   return bytes;
 }
 
-/** A position this log handed out. @throws TypeError for anything else */
-function parsePosition(position: unknown): number {
-  if (typeof position !== "string" || !/^[1-9][0-9]{0,15}$/.test(position)) {
-    throw new TypeError(`not a position of the memory event log: ${JSON.stringify(position)}`);
-  }
+const POSITION_RE = /^[1-9][0-9]{0,15}$/;
+
+/** Whether `position` is one this log hands out (a decimal sequence number). */
+function isPosition(position: string): boolean {
+  return POSITION_RE.test(position);
+}
+
+/** A position this log handed out (checked by the option checks already). */
+function parsePosition(position: string): number {
   return Number(position);
-}
-
-/** @throws TypeError for limits that are not positive whole numbers */
-export function assertRetention(retention: EventLogRetention): void {
-  if (typeof retention !== "object" || retention === null) {
-    throw new TypeError("retention must be an object { maxAgeMs, maxBytes }");
-  }
-  for (const key of ["maxAgeMs", "maxBytes"] as const) {
-    const v = retention[key];
-    if (!Number.isSafeInteger(v) || v < 1) {
-      throw new TypeError(`retention.${key} must be a positive integer, got ${String(v)}`);
-    }
-  }
-}
-
-function assertStart(from: EventLogStart): void {
-  if (from === "start" || from === "end") return;
-  if (typeof from === "object" && from !== null) {
-    if ("after" in from) {
-      parsePosition(from.after);
-      return;
-    }
-    if ("time" in from && Number.isFinite(from.time)) return;
-  }
-  throw new TypeError(
-    'from must be "start", "end", { time: <ms since the epoch> } or { after: <position> }',
-  );
-}
-
-function assertTopics(topics: readonly string[] | undefined): void {
-  if (topics === undefined) return;
-  if (!Array.isArray(topics)) throw new TypeError("topics must be an array of topic patterns");
-  for (const t of topics) assertTopicPattern(t);
-}
-
-function assertReadOptions(options: EventLogReadOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("read options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
-  if (!Number.isSafeInteger(options.limit) || options.limit < 1) {
-    throw new TypeError(`limit must be a positive integer, got ${String(options.limit)}`);
-  }
-  if (options.until !== undefined && !Number.isFinite(options.until)) {
-    throw new TypeError("until must be a time in ms since the epoch");
-  }
-}
-
-function assertFollowOptions(options: EventLogFollowOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("follow options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
 }

@@ -1,10 +1,11 @@
 import type { Redis } from "ioredis";
+import { NuropbMessageError, NuropbTransportError, topicMatches } from "@nuropb/protocol";
 import {
-  NuropbMessageError,
-  NuropbTransportError,
-  assertTopicPattern,
-  topicMatches,
-} from "@nuropb/protocol";
+  assertEventLogFollowOptions,
+  assertEventLogReadOptions,
+  assertEventLogRetention,
+  assertEventLogTopic,
+} from "@nuropb/protocol/transport-kit";
 import type {
   EventLogEntry,
   EventLogFollowOptions,
@@ -63,7 +64,7 @@ export class RedisEventLog implements TransportEventLog {
   }
 
   async setup(retention: EventLogRetention): Promise<void> {
-    assertRetention(retention);
+    assertEventLogRetention(retention);
     const { redis } = this.#h.open();
     try {
       await runBuffer(
@@ -88,9 +89,8 @@ export class RedisEventLog implements TransportEventLog {
   }
 
   async append(topic: string, frame: Frame): Promise<EventLogPosition> {
-    if (!isKeyName(topic) || topic.split(".").some((w) => w === "" || w === "*" || w === "#")) {
-      throw new TypeError(`'${String(topic)}' is not a valid event topic (no wildcards)`);
-    }
+    assertEventLogTopic(topic);
+    if (!isKeyName(topic)) throw new TypeError(`'${topic}' is not a valid event topic`);
     if (!(frame?.body instanceof Uint8Array))
       throw new TypeError("frame.body must be a Uint8Array");
     if (frame.body.byteLength > this.#h.maxFrameBytes) {
@@ -103,7 +103,7 @@ export class RedisEventLog implements TransportEventLog {
   }
 
   async read(options: EventLogReadOptions): Promise<EventLogPage> {
-    assertReadOptions(options);
+    assertEventLogReadOptions(options, isPosition);
     options.signal?.throwIfAborted();
     const { redis } = this.#h.open();
     await this.#assertAvailable(redis);
@@ -142,7 +142,7 @@ export class RedisEventLog implements TransportEventLog {
   }
 
   async *follow(options: EventLogFollowOptions): AsyncIterable<EventLogEntry> {
-    assertFollowOptions(options);
+    assertEventLogFollowOptions(options, isPosition);
     const { redis } = this.#h.open();
     await this.#assertAvailable(redis);
     const closing = this.#closingSignal();
@@ -282,59 +282,7 @@ function readStart(from: Exclude<EventLogStart, "end">): string {
   return ms <= 0 ? "-" : `${ms}-0`;
 }
 
-/** @throws TypeError for limits that are not positive whole numbers */
-function assertRetention(retention: EventLogRetention): void {
-  if (typeof retention !== "object" || retention === null) {
-    throw new TypeError("retention must be an object { maxAgeMs, maxBytes }");
-  }
-  for (const key of ["maxAgeMs", "maxBytes"] as const) {
-    const v = retention[key];
-    if (!Number.isSafeInteger(v) || v < 1) {
-      throw new TypeError(`retention.${key} must be a positive integer, got ${String(v)}`);
-    }
-  }
-}
-
-function assertStart(from: EventLogStart): void {
-  if (from === "start" || from === "end") return;
-  if (typeof from === "object" && from !== null) {
-    if ("after" in from) {
-      if (typeof from.after === "string" && ID_RE.test(from.after)) return;
-      throw new TypeError(
-        `not a position of the Redis event log: ${JSON.stringify(from.after) ?? "undefined"}`,
-      );
-    }
-    if ("time" in from && Number.isFinite(from.time)) return;
-  }
-  throw new TypeError(
-    'from must be "start", "end", { time: <ms since the epoch> } or { after: <position> }',
-  );
-}
-
-function assertTopics(topics: readonly string[] | undefined): void {
-  if (topics === undefined) return;
-  if (!Array.isArray(topics)) throw new TypeError("topics must be an array of topic patterns");
-  for (const t of topics) assertTopicPattern(t);
-}
-
-function assertReadOptions(options: EventLogReadOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("read options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
-  if (!Number.isSafeInteger(options.limit) || options.limit < 1) {
-    throw new TypeError(`limit must be a positive integer, got ${String(options.limit)}`);
-  }
-  if (options.until !== undefined && !Number.isFinite(options.until)) {
-    throw new TypeError("until must be a time in ms since the epoch");
-  }
-}
-
-function assertFollowOptions(options: EventLogFollowOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("follow options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
+/** Whether `position` is a stream id (`{ms}-{seq}`). */
+function isPosition(position: string): boolean {
+  return ID_RE.test(position);
 }
