@@ -165,6 +165,8 @@ export class EventHistory {
       if (page.entries.length === 0) return { events, cursor: undefined };
       for (const entry of page.entries) {
         lastPosition = entry.position;
+        // With both `after` and `since`, the log starts after the cursor: `since` still holds.
+        if (o.since !== undefined && entry.timestamp < o.since) continue;
         const event = this.#toStoredEvent(entry, o.topics, secretKeys);
         if (event !== undefined) events.push(event);
       }

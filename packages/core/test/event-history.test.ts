@@ -105,6 +105,16 @@ describe("event history", () => {
     expect(since.events.map((e) => e.event)).toEqual(["b"]);
     const until = await c.queryEvents({ topics: ["tr.*"], until: new Date(b.timestamp) });
     expect(until.events.map((e) => e.event)).toEqual(["a"]);
+    // `since` holds even after a cursor from before it.
+    const both = await c.queryEvents({
+      topics: ["tr.*"],
+      after: (all.events[0] as StoredEvent).position,
+      since: b.timestamp + 1,
+    });
+    expect(both.events).toEqual([]);
+    const first = all.events[0] as StoredEvent;
+    const fromCursor = await c.queryEvents({ topics: ["tr.*"], after: first.position, since: 0 });
+    expect(fromCursor.events.map((e) => e.event)).toEqual(["b"]);
   });
 
   it("leaves credentials out of the contexts read back", async () => {
