@@ -42,7 +42,7 @@ declare module "vitest" {
 
 const PREFIX = "nuropb-rabbitmq-";
 const RABBIT_BIN_CANDIDATES = ["/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin"];
-const INSTALL_HINT =
+export const INSTALL_HINT =
   "RabbitMQ 3.x is required: `apt-get install -y rabbitmq-server openssl` (Debian/Ubuntu), " +
   "or put `rabbitmq-server` and `rabbitmqctl` on PATH.";
 const STARTUP_TIMEOUT_MS = 120_000;
@@ -376,7 +376,7 @@ async function pickPorts(): Promise<Ports> {
   throw new Error("RabbitMQ harness: could not find free ports");
 }
 
-function portFree(port: number): Promise<boolean> {
+export function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = createServer();
     srv.once("error", () => resolve(false));
@@ -384,7 +384,7 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-function portOpen(port: number): Promise<boolean> {
+export function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = new Socket();
     const done = (ok: boolean): void => {
@@ -397,7 +397,7 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
-function runCtl(
+export function runCtl(
   ctl: string,
   env: Record<string, string>,
   args: readonly string[],
@@ -411,7 +411,7 @@ function runCtl(
   });
 }
 
-function findRabbitBin(): string {
+export function findRabbitBin(): string {
   for (const d of RABBIT_BIN_CANDIDATES) {
     if (existsSync(join(d, "rabbitmq-server")) && existsSync(join(d, "rabbitmqctl"))) return d;
   }
@@ -426,7 +426,7 @@ function findRabbitBin(): string {
 }
 
 /** When running as root, the node runs as the `rabbitmq` user (as Debian's launcher would). */
-function runAsIds(): { uid: number; gid: number } | undefined {
+export function runAsIds(): { uid: number; gid: number } | undefined {
   if (userInfo().uid !== 0) return undefined;
   const id = spawnSync("id", ["-u", "rabbitmq"], { encoding: "utf8" });
   const gid = spawnSync("id", ["-g", "rabbitmq"], { encoding: "utf8" });
@@ -434,7 +434,7 @@ function runAsIds(): { uid: number; gid: number } | undefined {
   return { uid: Number(id.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
-function chownTree(path: string, uid: number, gid: number): void {
+export function chownTree(path: string, uid: number, gid: number): void {
   chownSync(path, uid, gid);
   if (statSync(path).isDirectory()) {
     chmodSync(path, 0o755);
@@ -556,7 +556,7 @@ function reapStaleNodes(): void {
   }
 }
 
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -565,6 +565,6 @@ function alive(pid: number): boolean {
   }
 }
 
-function delay(ms: number): Promise<void> {
+export function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

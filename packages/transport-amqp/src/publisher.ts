@@ -109,6 +109,10 @@ export class Publisher {
           (err: unknown) => {
             forget();
             if (err !== null && err !== undefined) {
+              // RabbitMQ 3.10 keeps nacking every later publish on a channel whose publish a
+              // quorum queue refused while it elected a new leader (a node was lost), though
+              // a fresh channel is accepted at once: after a nack, publish on a new channel.
+              if (isNack(err)) this.#retire(err, "the broker nacked a publish");
               reject(this.#publishError(err, to));
             } else if (entry.returned) {
               reject(
@@ -122,7 +126,7 @@ export class Publisher {
         );
       } catch (err) {
         forget();
-        this.#retire(err);
+        this.#retire(err, "a publish failed");
         reject(encodeError(err));
       }
     });
@@ -147,16 +151,14 @@ export class Publisher {
    * later publish on it would settle on another's confirm. It takes no more publishes and closes
    * once the earlier ones have their confirms; later sends get a fresh channel.
    */
-  #retire(cause: unknown): void {
+  #retire(cause: unknown, why: string): void {
     if (this.#retired) return;
     this.#retired = true;
     const error = new NuropbTransportError(
-      `publisher channel retired after a publish failed: ${(cause as Error)?.message ?? String(cause)}`,
+      `publisher channel retired after ${why}: ${(cause as Error)?.message ?? String(cause)}`,
       { cause, retryable: true },
     );
-    this.#host.log.warn("publisher channel retired after a publish failed", {
-      error: error.message,
-    });
+    this.#host.log.warn(`publisher channel retired after ${why}`, { error: error.message });
     this.#host.life.emit({ type: "errored", error });
     this.#closeIfRetired();
     if (this.#host.current() === this.#session && this.#session.publisher === this) {
@@ -195,8 +197,7 @@ export class Publisher {
         this.#host.password,
       );
     }
-    const message = (err as Error)?.message ?? String(err);
-    if (message === "message nacked") {
+    if (isNack(err)) {
       return new NuropbTransportError("the broker could not take the message (basic.nack)", {
         cause: err,
         retryable: true,
@@ -207,6 +208,11 @@ export class Publisher {
       { cause: err, retryable: true },
     );
   }
+}
+
+/** amqplib's error for a basic.nack from the broker. */
+function isNack(err: unknown): boolean {
+  return ((err as Error)?.message ?? String(err)) === "message nacked";
 }
 
 /** What a publish that threw becomes: a frame amqplib cannot encode, or a channel gone. */
