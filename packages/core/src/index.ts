@@ -1,11 +1,6 @@
 export { createService, createClient } from "./participant.ts";
 export { publishToMesh } from "./mesh-method.ts";
-export {
-  FailureHeader,
-  failureRecordOf,
-  withoutFailureHeaders,
-  checkFailurePolicy,
-} from "./failure-policy.ts";
+export { FailureHeader, failureRecordOf, withoutFailureHeaders } from "./failure-policy.ts";
 export { faultTopic } from "./failure-pipeline.ts";
 export { onAnswer, onAnswerError } from "./call-later-handlers.ts";
 export {
