@@ -416,6 +416,22 @@ describe("the failure pipeline on the memory transport", () => {
         failurePolicy: { delays: [1_000] },
       }),
     ).toThrow(/options\.failurePolicy\.delays needs a transport with scheduling/);
+    expect(() =>
+      createService({
+        transport: bare,
+        name: "jobs",
+        instance: { later: () => 1 },
+        methods: { later: { failurePolicy: { delays: [5] } } },
+      }),
+    ).toThrow(/methods\.later\.failurePolicy\.delays needs a transport with scheduling/);
+    expect(() =>
+      createService({
+        transport: t,
+        name: "jobs",
+        instance: { later: () => 1 },
+        methods: { later: { failurePolicy: { delays: [5], immediateRetries: -1 } } },
+      }),
+    ).toThrow(/createService: methods\.later\.failurePolicy\.immediateRetries/);
     // Immediate retries alone need no scheduling.
     expect(() =>
       createService({
