@@ -1,4 +1,4 @@
-import { Empty, ErrorCode, headers as natsHeaders, type Msg, type MsgHdrs } from "nats";
+import { Empty, ErrorCode, headers as natsHeaders, type MsgHdrs } from "nats";
 import type { Logger } from "@nuropb/protocol";
 import { NatsHeader, decodeFrameHeaders, encodeFrameHeaders } from "./frame-headers.ts";
 import type { AckInfo } from "./names.ts";
@@ -12,7 +12,14 @@ export const DEAD_LETTER_RETRY_MIN_MS = 250;
 export const DEAD_LETTER_RETRY_MAX_MS = 10_000;
 
 /** Why a message went to the dead-letter stream. */
-export type DeadLetterReason = "rejected" | "expired" | "undecodable";
+export type DeadLetterReason = "rejected" | "expired" | "undecodable" | "overflow";
+
+/** What a dead letter copies of a message: a JetStream delivery, or a core request. */
+export interface StoredMsg {
+  readonly subject: string;
+  readonly headers?: MsgHdrs | undefined;
+  readonly data: Uint8Array;
+}
 
 /**
  * The dead-letter stream definitely refused the copy (a JetStream API error such as 10060, or a
@@ -47,7 +54,7 @@ export type DeadLetterCopy = (typeof DeadLetterCopy)[keyof typeof DeadLetterCopy
  * refuse the copy (error 10060) every time.
  */
 export function deadLetterHeaders(
-  msg: Msg,
+  msg: StoredMsg,
   info: AckInfo,
   reason: DeadLetterReason,
   copy: DeadLetterCopy = DeadLetterCopy.whole,
@@ -79,7 +86,7 @@ export function deadLetterHeaders(
  */
 function addFrameHeaders(
   h: MsgHdrs,
-  msg: Msg,
+  msg: StoredMsg,
   extra: Readonly<Record<string, string>>,
   copy: DeadLetterCopy,
 ): void {
@@ -104,6 +111,7 @@ function addFrameHeaders(
  * service's dead letter of an event is its own.
  */
 export function deadLetterMsgId(info: AckInfo): string {
+  if (info.deadLetterId !== undefined) return info.deadLetterId;
   return `${info.stream}:${info.consumer}:${String(info.streamSequence)}`;
 }
 
@@ -133,7 +141,7 @@ export interface DeadLetterTarget {
  */
 export async function publishDeadLetter(
   target: DeadLetterTarget,
-  msg: Msg,
+  msg: StoredMsg,
   info: AckInfo,
   reason: DeadLetterReason,
   extra?: Readonly<Record<string, string>>,

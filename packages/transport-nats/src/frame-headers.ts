@@ -10,8 +10,9 @@ import {
  * How a frame's fields ride in NATS message headers.
  *
  * One header, `Nuropb-Frame`, carries the NuroPb headers and the frame's fields as JSON:
- * `{"h":{…headers…},"c":"<correlation id>","r":"<reply to>","t":<ttl ms>}` (`r` and `t` only when
- * set). JSON keeps every key and value exactly (nulls, spaces, control characters and lone
+ * `{"h":{…headers…},"c":"<correlation id>","r":"<reply to>","t":<ttl ms>,"s":<sent at ms>}` (`r`,
+ * `t` and `s` only when set; `s`, the sender's clock at the first send, rides on core requests,
+ * which have no stored timestamp to check the ttl against). JSON keeps every key and value exactly (nulls, spaces, control characters and lone
  * surrogates are escaped; no CR or LF reaches the header), and one header costs a fraction of
  * one per NuroPb header in nats.js, which validates, canonicalises and looks up every key.
  *
@@ -33,6 +34,8 @@ export const NatsHeader = {
   encodedKeys: "Nuropb-Enc",
   extra: "Nuropb-Extra",
   probe: "Nuropb-Probe",
+  /** `1` on a core request sent again (requeued or given back): its delivery is `redelivered`. */
+  redelivered: "Nuropb-Redelivered",
   deadLetterReason: "Nuropb-Dl-Reason",
   deadLetterSubject: "Nuropb-Dl-Subject",
   deadLetterSequence: "Nuropb-Dl-Sequence",
@@ -51,13 +54,17 @@ export interface DecodedFrameFields {
   readonly correlationId: string;
   readonly replyTo?: string;
   readonly ttlMs?: number;
+  /** When the frame was first sent, by the sender's clock, in ms since the epoch (core requests). */
+  readonly sentAtMs?: number;
+  /** Marked as sent again ({@link NatsHeader.redelivered}). */
+  readonly redelivered?: boolean;
 }
 
 /**
  * The NATS headers carrying `frame`'s headers, correlation id, reply-to and ttl.
  * @throws TypeError when a header value is not a string or null (the receiver would refuse it).
  */
-export function encodeFrameHeaders(frame: Frame): MsgHdrs {
+export function encodeFrameHeaders(frame: Frame, sentAtMs?: number): MsgHdrs {
   for (const key in frame.headers) {
     const value: unknown = frame.headers[key];
     if (value !== null && typeof value !== "string") {
@@ -67,6 +74,7 @@ export function encodeFrameHeaders(frame: Frame): MsgHdrs {
   const packed: PackedFrame = { h: frame.headers, c: frame.correlationId };
   if (frame.replyTo !== undefined) packed.r = frame.replyTo;
   if (frame.ttlMs !== undefined && frame.ttlMs > 0) packed.t = Math.floor(frame.ttlMs);
+  if (sentAtMs !== undefined) packed.s = sentAtMs;
   const h = natsHeaders();
   h.set(NatsHeader.frame, JSON.stringify(packed));
   return h;
@@ -77,6 +85,7 @@ interface PackedFrame {
   c: string;
   r?: string;
   t?: number;
+  s?: number;
 }
 
 /** The fields of a `Nuropb-Frame` header. @throws TypeError naming what is wrong. */
@@ -84,7 +93,7 @@ function unpack(value: string): DecodedFrameFields {
   const parsed = JSON.parse(value) as unknown;
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
     throw new TypeError("not an object");
-  const { h, c, r, t } = parsed as Record<string, unknown>;
+  const { h, c, r, t, s } = parsed as Record<string, unknown>;
   if (typeof h !== "object" || h === null || Array.isArray(h)) throw new TypeError("h");
   for (const v of Object.values(h)) {
     if (typeof v !== "string" && v !== null) throw new TypeError("a header value");
@@ -92,11 +101,13 @@ function unpack(value: string): DecodedFrameFields {
   if (typeof c !== "string") throw new TypeError("c");
   if (r !== undefined && typeof r !== "string") throw new TypeError("r");
   if (t !== undefined && (!Number.isSafeInteger(t) || (t as number) <= 0)) throw new TypeError("t");
+  if (s !== undefined && (!Number.isSafeInteger(s) || (s as number) < 0)) throw new TypeError("s");
   return {
     headers: h as WireHeaders,
     correlationId: c,
     ...(r !== undefined ? { replyTo: r as string } : {}),
     ...(t !== undefined ? { ttlMs: t as number } : {}),
+    ...(s !== undefined ? { sentAtMs: s as number } : {}),
   };
 }
 
@@ -119,6 +130,7 @@ export function decodeFrameHeaders(h: MsgHdrs | undefined): DecodedFrameFields {
   let encoded: string[] = [];
   let extra: string | undefined;
   let packed: string | undefined;
+  let redelivered = false;
   try {
     for (const [key, values] of h) {
       const value = values[0] ?? "";
@@ -146,6 +158,9 @@ export function decodeFrameHeaders(h: MsgHdrs | undefined): DecodedFrameFields {
         case NatsHeader.extra:
           extra = value;
           break;
+        case NatsHeader.redelivered:
+          redelivered = value === "1";
+          break;
         default:
           if (!/^(nats|nuropb)-/i.test(key)) out[key] = value;
       }
@@ -159,7 +174,11 @@ export function decodeFrameHeaders(h: MsgHdrs | undefined): DecodedFrameFields {
     if (packed !== undefined) {
       const fields = unpack(packed);
       // Other writers' plain headers (a gateway's…) stay; the packed ones win.
-      return { ...fields, headers: { ...out, ...fields.headers } };
+      return {
+        ...fields,
+        headers: { ...out, ...fields.headers },
+        ...(redelivered ? { redelivered } : {}),
+      };
     }
     for (const key of encoded) {
       const v = out[key];

@@ -8,5 +8,5 @@ export {
   type NatsBacklogProbeOptions,
 } from "./backlog-probe.ts";
 
-export type { NatsTransportOptions } from "./options.ts";
+export type { NatsRequestMode, NatsTransportOptions } from "./options.ts";
 export type { NatsLeaseStore, NatsLeaseStoreOptions } from "./lease-store.ts";

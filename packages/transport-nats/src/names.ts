@@ -1,7 +1,9 @@
 /**
  * Subjects and JetStream object names. Every subject starts with the mesh:
  *
- * - `{mesh}.rpc.{name}`     requests and commands; captured by the stream of the service bound to `name`
+ * - `{mesh}.rpc.{name}`     commands (and requests with `requests: "jetstream"`, delayed requests and
+ *                           requests a busy instance spills); captured by the stream of the service bound to `name`
+ * - `{mesh}.req.{name}`     requests on core NATS (`requests: "core"`): a queue group per service
  * - `{mesh}.evt.{topic}`    events; captured by the mesh's events stream
  * - `{mesh}.reply.{address}` responses, on core NATS (no stream)
  * - `{mesh}.dl.{service}`   dead letters; captured by the mesh's dead-letter stream
@@ -22,6 +24,21 @@ export function isSubjectToken(value: string): boolean {
 /** Subject of requests and commands for an rpc name (a service or one of its aliases). */
 export function rpcSubject(mesh: string, name: string): string {
   return `${mesh}.rpc.${name}`;
+}
+
+/** Core-NATS subject of requests for an rpc name (`requests: "core"`). */
+export function requestSubject(mesh: string, name: string): string {
+  return `${mesh}.req.${name}`;
+}
+
+/** The rpc name of a core request subject. */
+export function nameOfRequestSubject(mesh: string, subject: string): string {
+  return subject.slice(mesh.length + 5);
+}
+
+/** Queue group the instances of a service take core requests in (one per service). */
+export function requestQueueGroup(service: string): string {
+  return `svc-${encodeName(service)}`;
 }
 
 /** Subject of an event. */
@@ -107,6 +124,8 @@ export interface AckInfo {
   readonly streamSequence: number;
   /** When the stream stored the message, in milliseconds since the epoch. */
   readonly timestampMs: number;
+  /** `Nats-Msg-Id` of its dead letter, when not made of the stream and sequence (core requests). */
+  readonly deadLetterId?: string;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { Events, type JetStreamManager, type Msg, type NatsConnection } from "nats";
+import { Events, type JetStreamManager, type NatsConnection } from "nats";
 import {
   createTransportLifecycle,
   LifecycleState,
@@ -14,13 +14,26 @@ import {
   type Transport,
   type TransportCapabilities,
   type TransportEvent,
+  type TransportEventLog,
   type TransportLifecycle,
   type TransportScheduling,
 } from "@nuropb/protocol";
 import { openNatsConnection } from "./connection.ts";
-import { publishDeadLetter, type DeadLetterReason } from "./dead-letter.ts";
+import { CoreRequestConsumer } from "./core-request-consumer.ts";
+import { DeliveryWindow } from "./delivery-window.ts";
+import { publishDeadLetter, type DeadLetterReason, type StoredMsg } from "./dead-letter.ts";
 import { NatsLink } from "./link.ts";
-import { deadLetterSubject, isLiteralSubject, replySubject, type AckInfo } from "./names.ts";
+import {
+  deadLetterSubject,
+  isLiteralSubject,
+  nameOfRequestSubject,
+  replySubject,
+  requestQueueGroup,
+  requestSubject,
+  rpcSubject,
+  type AckInfo,
+} from "./names.ts";
+import { createNatsEventLog } from "./event-log.ts";
 import { translateNatsError } from "./nats-errors.ts";
 import {
   resolveNatsOptions,
@@ -54,8 +67,10 @@ class NatsTransport implements Transport {
   #maxFrameBytes: number;
   readonly #services = new Map<ServiceConsumer, ServiceRecord>();
   readonly #responses = new Map<string, ResponseConsumer>();
+  readonly #coreRequests = new Set<CoreRequestConsumer>();
   readonly #scheduler: NatsScheduling;
   readonly scheduling: TransportScheduling;
+  readonly eventLog: TransportEventLog;
 
   constructor(opts: ResolvedNatsOptions) {
     this.#opts = opts;
@@ -69,12 +84,14 @@ class NatsTransport implements Transport {
       life: this.#life,
       logger: opts.logger,
       publishTimeoutMs: opts.publishTimeoutMs,
+      requests: opts.requests,
     });
     this.#topology = new Topology({
       mesh: opts.mesh,
       ackWaitMs: opts.ackWaitMs,
       eventRetentionMs: opts.eventRetentionMs,
       deadLetterRetentionMs: opts.deadLetterRetentionMs,
+      replicas: opts.replicas,
       requireOpen: () => this.#requireOpen(),
     });
     this.#scheduler = createNatsScheduling({
@@ -87,6 +104,12 @@ class NatsTransport implements Transport {
       translate: (err, what) => translateNatsError(err, what, this.#life),
     });
     this.scheduling = this.#scheduler.scheduling;
+    this.eventLog = createNatsEventLog({
+      mesh: opts.mesh,
+      logger: opts.logger,
+      requireOpen: () => this.#requireOpen(),
+      life: this.#life,
+    });
   }
 
   get state(): LifecycleState {
@@ -199,6 +222,8 @@ class NatsTransport implements Transport {
     this.#publisher.abandonConfirms();
     for (const c of this.#services.keys()) void c.shutdown();
     this.#services.clear();
+    for (const c of this.#coreRequests) void c.shutdown();
+    this.#coreRequests.clear();
     for (const r of this.#responses.values()) r.shutdown();
     this.#responses.clear();
   }
@@ -211,7 +236,10 @@ class NatsTransport implements Transport {
     await this.#life.connectSettled();
     await this.#scheduler.stop();
     const transients = [...this.#services.values()].filter((t) => t.transient === true);
-    const withdrawn = [...this.#services.keys()].map((c) => c.shutdown());
+    const withdrawn = [
+      ...[...this.#coreRequests].map((c) => c.shutdown()),
+      ...[...this.#services.keys()].map((c) => c.shutdown()),
+    ];
     for (const r of this.#responses.values()) void r.stop();
     const nc = this.#link.nc;
     if (nc !== undefined && !nc.isClosed()) {
@@ -291,12 +319,14 @@ class NatsTransport implements Transport {
       topo.announcements?.unsubscribe();
       throw err;
     }
+    const window = new DeliveryWindow(spec.prefetch === 0 ? this.#opts.prefetch : spec.prefetch);
     const consumer: ServiceConsumer = new ServiceConsumer({
       nc,
       control: (subject, payload, reply) => this.#link.control(subject, payload, reply),
       logger: this.#opts.logger.child({ service: spec.service }),
       sources: this.#topology.pullSources(topo),
-      window: spec.prefetch === 0 ? this.#opts.prefetch : spec.prefetch,
+      window: window.limit,
+      shared: window,
       ackWaitMs: this.#opts.ackWaitMs,
       serverAckWaitMs: () => topo.serverAckWaitMs,
       handler,
@@ -310,6 +340,8 @@ class NatsTransport implements Transport {
       },
     });
     this.#services.set(consumer, topo);
+    const requests =
+      this.#opts.requests === "core" ? this.#consumeRequests(nc, topo, window, handler) : undefined;
     consumer.start();
     if (!this.#link.up) consumer.pause();
     else {
@@ -329,12 +361,59 @@ class NatsTransport implements Transport {
       eventBindings: topo.eventBindings,
       prefetch: spec.prefetch,
     });
-    if (topo.transient !== true) return consumer;
+    if (topo.transient !== true && requests === undefined) return consumer;
     // A transient queue goes once its consumer has withdrawn its pulls.
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> =>
-      (stopping ??= consumer.stop().finally(() => this.#removeTransient(topo)));
+      (stopping ??= Promise.all([requests?.stop(), consumer.stop()]).then(() =>
+        topo.transient === true ? this.#removeTransient(topo) : undefined,
+      ));
     return { stop, [Symbol.asyncDispose]: stop };
+  }
+
+  /** Core-NATS requests of a service (`requests: "core"`): subscribed before `consumeService` resolves. */
+  #consumeRequests(
+    nc: NatsConnection,
+    topo: ServiceRecord,
+    window: DeliveryWindow,
+    handler: DeliveryHandler,
+  ): CoreRequestConsumer {
+    const mesh = this.mesh;
+    const requests = new CoreRequestConsumer({
+      nc,
+      service: topo.service,
+      subjects: topo.rpcNames.map((name) => requestSubject(mesh, name)),
+      queue: requestQueueGroup(topo.service),
+      window,
+      handler,
+      logger: this.#opts.logger.child({ service: topo.service }),
+      publishRequest: (subject, body, headers) => {
+        const current = this.#link.nc;
+        if (current === undefined || current.isClosed()) {
+          return Promise.reject(new NuropbTransportError("the NATS connection is closed"));
+        }
+        return this.#publisher.publishRequest(current, subject, body, headers);
+      },
+      spill: (msg, headers) =>
+        this.#publisher.publishConfirmed(
+          rpcSubject(mesh, nameOfRequestSubject(mesh, msg.subject)),
+          msg.data,
+          headers,
+        ),
+      // Dead letters read as those of the stream: the same subject whichever way they came.
+      deadLetter: (msg, info, reason, extra) =>
+        this.#deadLetter(
+          topo.service,
+          { ...msg, subject: rpcSubject(mesh, nameOfRequestSubject(mesh, msg.subject)) },
+          info,
+          reason,
+          extra,
+        ),
+      onStopped: (c) => this.#coreRequests.delete(c),
+    });
+    this.#coreRequests.add(requests);
+    requests.start();
+    return requests;
   }
 
   /** Removes a transient queue while the connection is there (else its consumers expire). */
@@ -346,7 +425,7 @@ class NatsTransport implements Transport {
 
   async #deadLetter(
     service: string,
-    msg: Msg,
+    msg: StoredMsg,
     info: AckInfo,
     reason: DeadLetterReason,
     extra?: Readonly<Record<string, string>>,

@@ -12,8 +12,20 @@ import { CONSUMER_TICK_MS } from "./service-consumer.ts";
 
 /** Options of {@link createNatsTransport}. */
 export interface NatsTransportOptions {
-  /** NATS server URL(s), e.g. `"nats://127.0.0.1:4222"`. The server must have JetStream enabled. */
+  /**
+   * NATS server URL(s), e.g. `"nats://127.0.0.1:4222"`. The server must have JetStream enabled.
+   * The servers of a cluster may be listed in one string with commas,
+   * `"nats://user:pass@h1:4222,h2:4222"` (the scheme and credentials of the first apply to the
+   * others that give none); the client connects to one and fails over to the others.
+   */
   readonly servers: string | readonly string[];
+  /**
+   * Replicas of the streams the transport creates (services, events, dead letters): 1 on a
+   * single server, 3 (or 5) on a JetStream cluster so that messages survive the loss of a
+   * server. Applies when a stream is created; an existing stream keeps its own.
+   * @defaultValue 1
+   */
+  readonly replicas?: number;
   /**
    * The mesh: first token of every subject and part of every stream name. One subject token
    * (letters, digits, `_`, `-`).
@@ -61,13 +73,29 @@ export interface NatsTransportOptions {
    * @defaultValue 1032192 (1 MiB less 16 KiB)
    */
   readonly maxFrameBytes?: number;
+  /**
+   * Where requests travel. `"core"`: core NATS request/reply, as NATS's own services framework
+   * does — each instance of a service subscribes to its request subjects in one queue group per
+   * service, the reply goes to the caller's response inbox, and a request that no instance is
+   * subscribed for fails at once with `NuropbNotDeliveredError`. A request held by an instance
+   * that crashes is lost: the caller fails typed at its ttl. `"jetstream"`: requests are stored
+   * in the service's stream as commands are (a crashed instance's requests are redelivered).
+   * Commands and events always go through JetStream.
+   * @defaultValue `"core"`
+   */
+  readonly requests?: NatsRequestMode;
   /** Extra options for `nats` `connect()` (authentication, TLS…); `servers`, `name` and reconnect settings above win. */
   readonly connectionOptions?: Partial<ConnectionOptions>;
 }
 
+/** Where requests travel: see {@link NatsTransportOptions.requests}. */
+export const NatsRequestMode = { core: "core", jetstream: "jetstream" } as const;
+export type NatsRequestMode = (typeof NatsRequestMode)[keyof typeof NatsRequestMode];
+
 /** {@link NatsTransportOptions} with defaults applied. */
 export interface ResolvedNatsOptions {
   readonly servers: readonly string[];
+  readonly replicas: number;
   readonly mesh: string;
   readonly prefetch: number;
   readonly logger: Logger;
@@ -79,6 +107,7 @@ export interface ResolvedNatsOptions {
   readonly eventRetentionMs: number;
   readonly deadLetterRetentionMs: number;
   readonly maxFrameBytes: number;
+  readonly requests: NatsRequestMode;
   readonly connectionOptions: Partial<ConnectionOptions>;
 }
 
@@ -102,13 +131,25 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
   if (typeof options !== "object" || options === null) {
     throw new TypeError("createNatsTransport: options are required ({ servers })");
   }
-  const servers = typeof options.servers === "string" ? [options.servers] : options.servers;
+  const servers = Array.isArray(options.servers)
+    ? (options.servers as readonly unknown[]).flatMap((s) =>
+        typeof s === "string" ? splitServerList(s) : [s],
+      )
+    : typeof options.servers === "string"
+      ? splitServerList(options.servers)
+      : options.servers;
   if (
     !Array.isArray(servers) ||
     servers.length === 0 ||
     servers.some((s) => typeof s !== "string" || s === "")
   ) {
     throw new TypeError("createNatsTransport: 'servers' must be a URL or a non-empty list of URLs");
+  }
+  const replicas = options.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+    throw new TypeError(
+      `createNatsTransport: 'replicas' must be an integer from 1 to 5, got ${String(replicas as unknown)}`,
+    );
   }
   const mesh = options.mesh ?? DEFAULT_MESH;
   if (!isSubjectToken(mesh) || !/^[A-Za-z0-9_-]+$/.test(mesh)) {
@@ -135,6 +176,12 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
       "createNatsTransport: 'connectionOptions' must be an object of nats connect() options",
     );
   }
+  const requests = options.requests ?? NatsRequestMode.core;
+  if (requests !== NatsRequestMode.core && requests !== NatsRequestMode.jetstream) {
+    throw new TypeError(
+      `createNatsTransport: 'requests' must be "core" or "jetstream", got '${String(requests as unknown)}'`,
+    );
+  }
   const ackWaitMs = delayMs("ackWaitMs", options.ackWaitMs, 30_000, MIN_ACK_WAIT_MS);
   const publishTimeoutMs = delayMs(
     "publishTimeoutMs",
@@ -150,6 +197,7 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
   }
   return {
     servers: [...(servers as readonly string[])],
+    replicas,
     mesh,
     prefetch: positiveInt("prefetch", options.prefetch, 256),
     logger: (options.logger ?? noopLogger).child({ component: "transport-nats" }),
@@ -169,6 +217,22 @@ export function resolveNatsOptions(options: NatsTransportOptions): ResolvedNatsO
       options.maxFrameBytes,
       DEFAULT_NATS_MAX_FRAME_BYTES,
     ),
+    requests,
     connectionOptions: { ...(connectionOptions as Partial<ConnectionOptions>) },
   };
+}
+
+/**
+ * One server URL per entry of a comma list, `nats://user:pass@h1:4222,h2:4223`: an entry without
+ * a scheme takes the first one's scheme and credentials. A string without commas is returned as is.
+ */
+export function splitServerList(text: string): string[] {
+  if (!text.includes(",")) return [text];
+  const parts = text.split(",").map((p) => p.trim());
+  const head = /^([a-z][a-z0-9+.-]*:\/\/)([^@/]*@)?/i.exec(parts[0] ?? "");
+  return parts.map((p, i) => {
+    if (p === "") return p; // refused with the other empty entries
+    if (i === 0 || head === null || /^[a-z][a-z0-9+.-]*:\/\//i.test(p)) return p;
+    return `${head[1]}${head[2] ?? ""}${p}`;
+  });
 }

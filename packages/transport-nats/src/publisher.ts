@@ -2,6 +2,7 @@ import { createInbox, ErrorCode, nuid, type Msg, type MsgHdrs, type NatsConnecti
 import {
   assertFrameTtl,
   LifecycleState,
+  MessageType,
   NuropbMessageError,
   NuropbNotDeliveredError,
   type Destination,
@@ -11,7 +12,13 @@ import {
 } from "@nuropb/protocol";
 import { encodeFrameHeaders } from "./frame-headers.ts";
 import type { NatsLink } from "./link.ts";
-import { isLiteralSubject, replySubject, rpcSubject, eventSubject } from "./names.ts";
+import {
+  eventSubject,
+  isLiteralSubject,
+  replySubject,
+  requestSubject,
+  rpcSubject,
+} from "./names.ts";
 import { natsCode, natsError, translateNatsError } from "./nats-errors.ts";
 
 /** What a {@link Publisher} needs from its transport. */
@@ -22,6 +29,13 @@ export interface PublisherDeps {
   readonly logger: Logger;
   /** Longest a publish waits for the link and the stream's acknowledgement, in milliseconds. */
   readonly publishTimeoutMs: number;
+  /** Requests on core NATS (`"core"`) or into the service's stream. */
+  readonly requests: "core" | "jetstream";
+}
+
+/** A core request published, until the flush after it tells whether anyone took it. */
+interface SentRequest {
+  noResponders: boolean;
 }
 
 /** Period of the clock that times out JetStream acknowledgements, in milliseconds. */
@@ -36,8 +50,14 @@ interface AwaitedAck {
 }
 
 /**
- * Sends frames: requests, commands and events into JetStream, confirmed by the stream's
- * acknowledgement; replies on core NATS, confirmed by a flush.
+ * Sends frames: commands and events into JetStream, confirmed by the stream's acknowledgement;
+ * replies on core NATS, confirmed by a flush; requests on core NATS (or into JetStream, with
+ * `requests: "jetstream"`).
+ *
+ * A core request carries a reply subject on this publisher's no-responders inbox,
+ * `{nrPrefix}.{n}`: when no subscriber takes the subject, the server answers there with a 503
+ * status before it answers the flush (PING) that follows, so `send` knows at once. Nothing else
+ * ever comes there: the service replies to the frame's own reply address.
  *
  * JetStream publish acknowledgements come back on one subscription, `{ackPrefix}.{n}`, matched by
  * `n`: `js.publish()` makes a full request per message (a reply subscription, a timer and three
@@ -49,6 +69,9 @@ export class Publisher {
   #ackSeq = 0;
   readonly #acks = new Map<string, AwaitedAck>();
   #ackSweep: NodeJS.Timeout | undefined;
+  #nrPrefix = "";
+  #nrSeq = 0;
+  readonly #sentRequests = new Map<string, SentRequest>();
 
   constructor(deps: PublisherDeps) {
     this.#deps = deps;
@@ -58,6 +81,45 @@ export class Publisher {
   listen(nc: NatsConnection): void {
     this.#ackPrefix = createInbox();
     nc.subscribe(`${this.#ackPrefix}.*`, { callback: (err, msg) => this.#onPubAck(err, msg) });
+    this.#nrPrefix = createInbox();
+    nc.subscribe(`${this.#nrPrefix}.*`, { callback: (err, msg) => this.#onNoResponders(err, msg) });
+  }
+
+  #onNoResponders(err: Error | null, msg: Msg): void {
+    if (err !== null) return;
+    if (msg.headers?.code !== 503) return;
+    const sent = this.#sentRequests.get(msg.subject.slice(this.#nrPrefix.length + 1));
+    if (sent !== undefined) sent.noResponders = true;
+  }
+
+  /**
+   * Publishes a request on core NATS to `subject` and resolves once the server has it (a flush
+   * shared with the publishes around it).
+   * @throws NuropbNotDeliveredError when no instance is subscribed to `subject`.
+   * @throws the client's error (untranslated) when the link fails meanwhile.
+   */
+  async publishRequest(
+    nc: NatsConnection,
+    subject: string,
+    body: Uint8Array,
+    headers: MsgHdrs,
+  ): Promise<void> {
+    const { link } = this.#deps;
+    if (!link.up) await link.ready(Date.now() + this.#deps.publishTimeoutMs);
+    const token = String(++this.#nrSeq);
+    const sent: SentRequest = { noResponders: false };
+    this.#sentRequests.set(token, sent);
+    try {
+      nc.publish(subject, body, { headers, reply: `${this.#nrPrefix}.${token}` });
+      await link.flushSoon(nc);
+    } finally {
+      this.#sentRequests.delete(token);
+    }
+    if (sent.noResponders) {
+      throw new NuropbNotDeliveredError(`no responders on '${subject}'`, {
+        details: { subject },
+      });
+    }
   }
 
   /**
@@ -68,7 +130,12 @@ export class Publisher {
   async send(nc: NatsConnection, to: Destination, frame: Frame): Promise<void> {
     const mesh = this.#deps.mesh;
     assertFrameTtl(frame.ttlMs); // as every transport: refused here, refused everywhere
-    const headers = encodeFrameHeaders(frame);
+    const core =
+      to.kind === "rpc" &&
+      this.#deps.requests === "core" &&
+      frame.headers.nuropb_type === MessageType.request;
+    // A core request is stamped with its send time: core NATS keeps none, and the ttl runs from it.
+    const headers = encodeFrameHeaders(frame, core ? Date.now() : undefined);
     // One id per send, reused by every attempt: a publish the stream stored before its
     // acknowledgement was lost to a disconnect is not stored again (duplicate window).
     const msgID = nuid.next();
@@ -76,6 +143,19 @@ export class Publisher {
       case "rpc": {
         if (!isLiteralSubject(to.service)) {
           throw new NuropbNotDeliveredError(`no service can be named '${to.service}' on NATS`);
+        }
+        if (core) {
+          try {
+            await this.publishRequest(nc, requestSubject(mesh, to.service), frame.body, headers);
+            return;
+          } catch (err) {
+            if (!(err instanceof NuropbNotDeliveredError)) {
+              throw this.#translate(err, `send to service '${to.service}'`);
+            }
+          }
+          // No instance subscribes now. A service declared before keeps its stream (between two
+          // instances, say): the request waits there for the next one, or its ttl. A service never
+          // declared has none: NuropbNotDeliveredError, as below.
         }
         try {
           await this.publishConfirmed(rpcSubject(mesh, to.service), frame.body, headers, msgID);

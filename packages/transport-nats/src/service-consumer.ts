@@ -3,6 +3,7 @@ import type { DeliveryHandler, InboundFrame, Listener, Logger } from "@nuropb/pr
 import { copyBytes, createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { DeliveryLedger, HeldDelivery, Settlement } from "@nuropb/protocol/transport-kit";
 import { storeDeadLetter, type DeadLetterReason } from "./dead-letter.ts";
+import { DeliveryWindow } from "./delivery-window.ts";
 import { decodeFrameHeaders, type DecodedFrameFields } from "./frame-headers.ts";
 import { parseAckSubject, type AckInfo } from "./names.ts";
 import { PULL_CREDIT, PullLoop, type PullSource } from "./pull-loop.ts";
@@ -16,6 +17,8 @@ export interface ServiceConsumerDeps {
   readonly sources: readonly PullSource[];
   /** Most deliveries received and not settled (handed out or waiting for a slot). */
   readonly window: number;
+  /** The window shared with the listener's core request consumer; else one of its own. */
+  readonly shared?: DeliveryWindow;
   readonly ackWaitMs: number;
   /**
    * The ack wait of the consumers as the server last reported it (another instance may have
@@ -80,6 +83,8 @@ export class ServiceConsumer implements Listener {
   readonly #loops: PullLoop[];
   /** Deliveries handed to the handler and not settled. */
   readonly #ledger: DeliveryLedger<Pulled>;
+  /** The prefetch window; the ledger counts this consumer's part of it. */
+  readonly #window: DeliveryWindow;
   /** Received, waiting for a slot in the window. */
   readonly #waiting: Pulled[] = [];
   /** Released deliveries whose dead letter is being stored: progress goes on until +TERM. */
@@ -96,7 +101,7 @@ export class ServiceConsumer implements Listener {
     this.#deps = deps;
     this.#loops = deps.sources.map((s) => new PullLoop(s, deps.nc, deps.control));
     this.#ledger = createDeliveryLedger<Pulled>({
-      prefetch: deps.window,
+      prefetch: 0, // the window counts the slots
       settle: (pulled, outcome) => this.#settleAs(pulled, outcome),
       // Never falls back to a plain reject: the copy is stored as any dead letter is.
       deadLetter: (pulled, headers) => this.#deadLetter(pulled, "rejected", headers),
@@ -104,10 +109,15 @@ export class ServiceConsumer implements Listener {
       giveBack: (pulled) => {
         for (const p of pulled) this.#settle(p, "-NAK");
       },
-      onRelease: () => this.#onRelease(),
+      onRelease: () => this.#window.released(),
       logger: deps.logger,
       describe: (p) => ({ stream: p.info.stream, seq: p.info.streamSequence }),
     });
+    this.#window = deps.shared ?? new DeliveryWindow(deps.window);
+    this.#window.join(
+      () => this.#ledger.size,
+      () => this.#onRelease(),
+    );
   }
 
   get #stopped(): boolean {
@@ -269,8 +279,8 @@ export class ServiceConsumer implements Listener {
 
   #pump(): void {
     if (this.#stopped || this.#paused) return;
-    const window = this.#deps.window;
-    const held = this.#ledger.size + this.#waiting.length;
+    const window = this.#window.limit;
+    const held = this.#window.taken + this.#waiting.length;
     let total = 0;
     for (const l of this.#loops) total += l.outstanding;
     const credit = Math.min(window, PULL_CREDIT);
@@ -294,7 +304,7 @@ export class ServiceConsumer implements Listener {
   }
 
   #dispatch(): void {
-    while (this.#waiting.length > 0 && this.#ledger.hasRoom()) {
+    while (this.#waiting.length > 0 && this.#ledger.hasRoom() && this.#window.hasRoom()) {
       const held = this.#ledger.hold(this.#waiting.shift() as Pulled);
       void this.#deliver(held);
     }
@@ -361,7 +371,9 @@ export class ServiceConsumer implements Listener {
       await this.#deadLetter(pulled, "undecodable");
       return;
     }
-    if (fields.ttlMs !== undefined && Date.now() > info.timestampMs + fields.ttlMs) {
+    // A request spilled from core NATS (or sent again) keeps the ttl of its first send.
+    const sentAtMs = Math.min(info.timestampMs, fields.sentAtMs ?? info.timestampMs);
+    if (fields.ttlMs !== undefined && Date.now() > sentAtMs + fields.ttlMs) {
       this.#deps.logger.debug("expired; dead-lettering", {
         stream: info.stream,
         seq: info.streamSequence,
@@ -377,7 +389,7 @@ export class ServiceConsumer implements Listener {
       correlationId: fields.correlationId,
       ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
       ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),
-      redelivered: info.deliveryCount > 1,
+      redelivered: info.deliveryCount > 1 || fields.redelivered === true,
     };
     await this.#ledger.dispatch(held, frame, this.#deps.handler);
   }

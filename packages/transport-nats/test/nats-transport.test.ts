@@ -55,7 +55,8 @@ describe("send over a link that drops", () => {
   ] as const)(
     "a %s publish sent again after a disconnect keeps its Nats-Msg-Id, so the stream stores it once",
     async (_kind, to, subject) => {
-      const { t, fake } = await open();
+      // Requests go into the stream only with requests: "jetstream" (core NATS has no Msg-Id).
+      const { t, fake } = await open({ requests: "jetstream" });
       const sending = t.send(to, frame);
       await vi.waitFor(() => expect(publishedOn(fake, subject)).toHaveLength(1));
       // The stream stored it, but the acknowledgement is lost with the link.

@@ -1,0 +1,303 @@
+import {
+  headers as natsHeadersOf,
+  nuid,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from "nats";
+import { NuropbNotDeliveredError } from "@nuropb/protocol";
+import type { DeliveryHandler, InboundFrame, Listener, Logger } from "@nuropb/protocol";
+import { copyBytes, createDeliveryLedger } from "@nuropb/protocol/transport-kit";
+import type { DeliveryLedger, HeldDelivery, Settlement } from "@nuropb/protocol/transport-kit";
+import type { DeadLetterReason, StoredMsg } from "./dead-letter.ts";
+import type { DeliveryWindow } from "./delivery-window.ts";
+import { decodeFrameHeaders, NatsHeader, type DecodedFrameFields } from "./frame-headers.ts";
+import type { AckInfo } from "./names.ts";
+
+/** What a {@link CoreRequestConsumer} needs from its transport. */
+export interface CoreRequestConsumerDeps {
+  readonly nc: NatsConnection;
+  readonly service: string;
+  /** The core subjects of the service's rpc names, and the queue group its instances share. */
+  readonly subjects: readonly string[];
+  readonly queue: string;
+  /**
+   * The listener's prefetch window, shared with its pull consumer: at most `limit` deliveries
+   * are in the handler at once; as many more requests wait here.
+   */
+  readonly window: DeliveryWindow;
+  readonly handler: DeliveryHandler;
+  readonly logger: Logger;
+  /** Publishes on core NATS; rejects `NuropbNotDeliveredError` when no instance subscribes. */
+  readonly publishRequest: (subject: string, body: Uint8Array, headers: MsgHdrs) => Promise<void>;
+  /** Stores a request in the service's stream (with flow control), for a pull consumer. */
+  readonly spill: (msg: StoredMsg, headers: MsgHdrs) => Promise<void>;
+  /** Publishes a copy to the dead-letter stream (see `publishDeadLetter`). */
+  readonly deadLetter: (
+    msg: StoredMsg,
+    info: AckInfo,
+    reason: DeadLetterReason,
+    extra?: Readonly<Record<string, string>>,
+  ) => Promise<void>;
+  readonly onStopped: (consumer: CoreRequestConsumer) => void;
+}
+
+/** A request received on core NATS, until it is settled. */
+interface CoreRequest {
+  readonly subject: string;
+  readonly headers: MsgHdrs | undefined;
+  /** A copy: the received bytes are a view into the socket's read buffer. */
+  readonly data: Uint8Array;
+  /** Its dead letter's id: a core request has no stream sequence. */
+  readonly id: string;
+}
+
+/**
+ * The requests of one service listener on core NATS (`requests: "core"`): a subscription per rpc
+ * subject in the service's queue group, so the server hands each request to one instance.
+ *
+ * The Delivery contract is the transport kit's {@link DeliveryLedger}, as on the pull consumer:
+ * settled once; `ack` = done (nothing to tell the server); `requeue` = published again once,
+ * marked `Nuropb-Redelivered`; `reject` and `deadLetter` = a copy in the dead-letter stream. A
+ * request past its ttl when its turn comes is dead-lettered, never handled.
+ *
+ * A core subscription has no flow control: the server sends whatever comes. At most `window`
+ * requests are in the handler at once and as many more wait here; a request past that is
+ * spilled into the service's JetStream stream, where it waits (pulled with flow control, by
+ * this instance or another) rather than being dropped. On stop the subscriptions are withdrawn
+ * and every request not handed out is published again for another instance (into the stream
+ * when there is none).
+ */
+export class CoreRequestConsumer implements Listener {
+  readonly #deps: CoreRequestConsumerDeps;
+  readonly #ledger: DeliveryLedger<CoreRequest>;
+  readonly #waiting: CoreRequest[] = [];
+  readonly #subs: Subscription[] = [];
+  #stopping: Promise<void> | undefined;
+
+  constructor(deps: CoreRequestConsumerDeps) {
+    this.#deps = deps;
+    this.#ledger = createDeliveryLedger<CoreRequest>({
+      prefetch: 0, // the window counts the slots
+      settle: (req, outcome) => this.#settleAs(req, outcome),
+      deadLetter: (req, headers) => this.#deadLetter(req, "rejected", headers),
+      giveBack: (reqs) => {
+        for (const r of reqs) void this.#sendAgain(r);
+      },
+      onRelease: () => deps.window.released(),
+      logger: deps.logger,
+      describe: (r) => ({ subject: r.subject }),
+    });
+    deps.window.join(
+      () => this.#ledger.size,
+      () => this.#dispatch(),
+    );
+  }
+
+  /** Subscribes the request subjects. */
+  start(): void {
+    for (const subject of this.#deps.subjects) {
+      this.#subs.push(
+        this.#deps.nc.subscribe(subject, {
+          queue: this.#deps.queue,
+          callback: (err, msg) => this.#onMessage(err, msg),
+        }),
+      );
+    }
+  }
+
+  /** Requests waiting for a slot (for tests and logs). */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  #onMessage(err: Error | null, msg: Msg): void {
+    if (err !== null) {
+      this.#deps.logger.warn("request subscription error", { error: err });
+      return;
+    }
+    const req: CoreRequest = {
+      subject: msg.subject,
+      headers: msg.headers,
+      data: copyBytes(msg.data),
+      id: nuid.next(),
+    };
+    if (this.#ledger.stopped) {
+      void this.#sendAgain(req); // came before the server had the unsubscribe
+      return;
+    }
+    if (this.#waiting.length === 0 && this.#deps.window.hasRoom()) {
+      void this.#deliver(this.#ledger.hold(req));
+      return;
+    }
+    if (this.#waiting.length < this.#deps.window.limit) {
+      this.#waiting.push(req);
+      return;
+    }
+    void this.#spill(req);
+  }
+
+  #dispatch(): void {
+    while (this.#waiting.length > 0 && this.#ledger.hasRoom() && this.#deps.window.hasRoom()) {
+      void this.#deliver(this.#ledger.hold(this.#waiting.shift() as CoreRequest));
+    }
+  }
+
+  async #deliver(held: HeldDelivery<CoreRequest>): Promise<void> {
+    const req = held.message;
+    let fields: DecodedFrameFields;
+    try {
+      fields = decodeFrameHeaders(req.headers);
+    } catch (err) {
+      this.#deps.logger.warn("undecodable headers; dead-lettering", {
+        subject: req.subject,
+        error: err,
+      });
+      this.#ledger.release(held);
+      await this.#deadLetter(req, "undecodable");
+      return;
+    }
+    if (
+      fields.ttlMs !== undefined &&
+      fields.sentAtMs !== undefined &&
+      Date.now() > fields.sentAtMs + fields.ttlMs
+    ) {
+      this.#deps.logger.debug("expired; dead-lettering", { subject: req.subject });
+      this.#ledger.release(held);
+      await this.#deadLetter(req, "expired");
+      return;
+    }
+    const frame: InboundFrame = {
+      headers: fields.headers,
+      body: req.data,
+      correlationId: fields.correlationId,
+      ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
+      ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),
+      redelivered: fields.redelivered === true,
+    };
+    await this.#ledger.dispatch(held, frame, this.#deps.handler);
+  }
+
+  #settleAs(req: CoreRequest, outcome: Settlement): Promise<void> | void {
+    if (outcome === "reject") return this.#deadLetter(req, "rejected");
+    if (outcome === "requeue") return this.#sendAgain(req);
+    // ack: a core request is done once handled; there is nothing to tell the server.
+  }
+
+  /**
+   * Publishes `req` again once, marked redelivered: to the queue group (any instance, this one
+   * included), or into the service's stream when no instance subscribes any more.
+   */
+  async #sendAgain(req: CoreRequest): Promise<void> {
+    const headers = markedRedelivered(req.headers);
+    try {
+      await this.#deps.publishRequest(req.subject, req.data, headers);
+    } catch (err) {
+      if (!(err instanceof NuropbNotDeliveredError)) {
+        this.#deps.logger.warn("request not sent again; the caller times out", {
+          subject: req.subject,
+          error: err,
+        });
+        return;
+      }
+      await this.#spill({ ...req, headers }, false);
+    }
+  }
+
+  /** Stores `req` in the service's stream; dead-letters it when the stream does not take it. */
+  async #spill(req: CoreRequest, overflow = true): Promise<void> {
+    try {
+      await this.#deps.spill(req, copyHeaders(req.headers));
+      if (overflow) {
+        this.#deps.logger.debug("request queue full; request spilled into the service stream", {
+          subject: req.subject,
+        });
+      }
+    } catch (err) {
+      this.#deps.logger.warn("request not spilled into the service stream; dead-lettering", {
+        subject: req.subject,
+        error: err,
+      });
+      await this.#deadLetter(req, "overflow");
+    }
+  }
+
+  async #deadLetter(
+    req: CoreRequest,
+    reason: DeadLetterReason,
+    extra?: Readonly<Record<string, string>>,
+  ): Promise<void> {
+    const info: AckInfo = {
+      stream: "core",
+      consumer: this.#deps.service,
+      deliveryCount: 1,
+      streamSequence: 0,
+      timestampMs: Date.now(),
+      deadLetterId: `core:${req.id}`,
+    };
+    try {
+      await this.#deps.deadLetter(req, info, reason, extra);
+    } catch (err) {
+      // A core request is not stored anywhere else: the caller fails at its ttl.
+      this.#deps.logger.error("request not dead-lettered; dropped", {
+        subject: req.subject,
+        reason,
+        error: err,
+      });
+    }
+  }
+
+  /**
+   * Stops taking requests: the subscriptions are withdrawn; requests waiting go to another
+   * instance at once, those handed out once their handler returns unsettled.
+   */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#unsubscribe();
+      void this.#ledger.stop();
+      this.#returnWaiting();
+      this.#deps.onStopped(this);
+      await this.#deps.nc.flush().catch(() => undefined);
+    })();
+    return this.#stopping;
+  }
+
+  /** The transport is closing: unsettled requests are published again now. */
+  shutdown(): Promise<void> {
+    this.#unsubscribe();
+    void this.#ledger.close();
+    this.#returnWaiting();
+    return Promise.resolve();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  #unsubscribe(): void {
+    for (const sub of this.#subs.splice(0)) {
+      try {
+        sub.unsubscribe();
+      } catch {
+        // the connection is closed: the subscription went with it
+      }
+    }
+  }
+
+  #returnWaiting(): void {
+    for (const req of this.#waiting.splice(0)) void this.#sendAgain(req);
+  }
+}
+
+function copyHeaders(h: MsgHdrs | undefined): MsgHdrs {
+  const out = natsHeadersOf();
+  if (h !== undefined) for (const [key, values] of h) for (const v of values) out.append(key, v);
+  return out;
+}
+
+function markedRedelivered(h: MsgHdrs | undefined): MsgHdrs {
+  const out = copyHeaders(h);
+  out.set(NatsHeader.redelivered, "1");
+  return out;
+}
