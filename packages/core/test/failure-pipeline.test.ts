@@ -17,6 +17,7 @@ import {
   publishToMesh,
   type FailurePolicy,
 } from "@nuropb/core";
+import { createServiceKeys } from "@nuropb/crypto";
 import { createMesh, waitFor } from "./helpers.ts";
 
 /** A transport whose scheduling records each delay before handing the frame to the real one. */
@@ -225,6 +226,26 @@ describe("the failure pipeline on the memory transport", () => {
     await serve({ delays: [2, 2, 2] });
     await expect(client.request("jobs", "work", {})).resolves.toBe("done after 3");
     expect(delays).toEqual([2, 2]);
+    expect(deadLetters()).toEqual([]);
+  });
+
+  it("answers an encrypted request from a delayed redelivery (the copy is opened again)", async () => {
+    const keys = createServiceKeys({ nacl: true });
+    jobs.succeedFrom = 2;
+    const rec = recording(mesh.transport());
+    const service = createService({
+      transport: rec.transport,
+      name: "jobs",
+      instance: jobs,
+      keys,
+      failurePolicy: { delays: [2] },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    await expect(client.request("jobs", "work", {}, {}, { encrypted: true })).resolves.toBe(
+      "done after 2",
+    );
+    expect(rec.frames[0]!.headers.encrypted).toBe("yes");
     expect(deadLetters()).toEqual([]);
   });
 
