@@ -142,3 +142,16 @@ describe.each(brokers)("nuropb dlq on $name", (broker) => {
     }
   });
 });
+
+describe("nuropb dlq without a broker", () => {
+  it.each([
+    ["RabbitMQ", "amqp://guest:guest@127.0.0.1:1/none"],
+    ["NATS", "nats://127.0.0.1:1/none"],
+    ["Redis", "redis://127.0.0.1:1/0?mesh=none"],
+  ])("exits 4 when %s cannot be reached", async (_name, url) => {
+    const r = await cli(["dlq", "list", "--connect-timeout", "2000", "--url", url]);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain("dead letters of");
+    expect(r.stdout).toBe("");
+  });
+});

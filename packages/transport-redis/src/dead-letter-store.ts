@@ -42,6 +42,8 @@ export function createRedisDeadLetterStore(options: RedisDeadLetterStoreOptions)
     lazyConnect: true,
     connectTimeout: options.connectTimeoutMs ?? 5_000,
     maxRetriesPerRequest: 1,
+    // An operator's tool: a broker that cannot be reached is an error now, not a reconnect loop.
+    retryStrategy: () => null,
   };
   let redis: Redis | undefined;
   const connection = async (): Promise<Redis> => {
@@ -49,8 +51,13 @@ export function createRedisDeadLetterStore(options: RedisDeadLetterStoreOptions)
     const r =
       options.url === undefined ? new Redis(redisOptions) : new Redis(options.url, redisOptions);
     r.on("error", () => undefined); // reported by the command that fails
+    try {
+      await r.connect();
+    } catch (err) {
+      r.disconnect();
+      throw err;
+    }
     redis = r;
-    await r.connect();
     return r;
   };
   const close = async (): Promise<void> => {
