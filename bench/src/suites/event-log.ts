@@ -14,6 +14,10 @@ import type { BenchSuite, SuiteResult } from "../suite.ts";
 const WINDOW = 64;
 /** Measured rounds of each publishing case (interleaved); the median is reported. */
 const ROUNDS = 3;
+/** Longest one measured run may take, in ms: it stops early and its rate counts what it did. */
+const RUN_BUDGET_MS = 1_000;
+/** Longest one transport may take in all; past it the transport is reported as not finished. */
+const TARGET_DEADLINE_MS = 30_000;
 /** Retention of the logs set up here: nothing the bench appends is dropped. */
 const RETENTION = { maxAgeMs: 3_600_000, maxBytes: 1024 ** 3 };
 
@@ -37,20 +41,30 @@ interface Row {
 
 const event = { order: 42, sku: "A-1", qty: 3, note: "bench" };
 
-/** Publishes `n` events, `WINDOW` at a time; events per second. */
-async function publishRate(client: MeshClient, n: number, persisted: boolean): Promise<number> {
+/**
+ * Publishes up to `n` events, `WINDOW` at a time, for at most `budgetMs`; events per second.
+ */
+async function publishRate(
+  client: MeshClient,
+  n: number,
+  persisted: boolean,
+  budgetMs = RUN_BUDGET_MS,
+): Promise<number> {
   const topic = "bench.orders.created";
   let next = 0;
+  let done = 0;
   const t0 = performance.now();
+  const end = t0 + budgetMs;
   await Promise.all(
     Array.from({ length: WINDOW }, async () => {
-      while (next < n) {
+      while (next < n && performance.now() < end) {
         next++;
         await client.publishEvent(topic, event, {}, persisted ? { persisted: true } : {});
+        done++;
       }
     }),
   );
-  return (n / (performance.now() - t0)) * 1000;
+  return (done / (performance.now() - t0)) * 1000;
 }
 
 /** Reads every stored event of the topic in pages of 1000; events per second. */
@@ -58,6 +72,7 @@ async function queryRate(client: MeshClient): Promise<{ rate: number; count: num
   let count = 0;
   let after: string | undefined;
   const t0 = performance.now();
+  const end = t0 + RUN_BUDGET_MS;
   do {
     const page = await client.queryEvents({
       topics: ["bench.#"],
@@ -66,7 +81,7 @@ async function queryRate(client: MeshClient): Promise<{ rate: number; count: num
     });
     count += page.events.length;
     after = page.cursor;
-  } while (after !== undefined);
+  } while (after !== undefined && performance.now() < end);
   return { rate: (count / (performance.now() - t0)) * 1000, count };
 }
 
@@ -79,7 +94,13 @@ async function replayRate(client: MeshClient, count: number): Promise<number> {
   const sub = await client.subscribeEvents({ topics: ["bench.#"], from: { time: 0 } }, () => {
     if (++seen === count) done();
   });
-  await Promise.race([all, sub.ended()]);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    all,
+    sub.ended(),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, RUN_BUDGET_MS))),
+  ]);
+  clearTimeout(timer);
   const elapsed = performance.now() - t0;
   await sub.stop();
   return (seen / elapsed) * 1000;
@@ -104,8 +125,8 @@ async function measure(target: Target): Promise<Row> {
     await eventLogOf(setupTransport)?.setup(RETENTION);
     const logged = await clientOn(makeLogged);
     // Warm-up, then interleaved rounds so drift hits every case alike.
-    await publishRate(noLog, Math.min(1000, target.events), false);
-    await publishRate(logged, Math.min(1000, target.events), true);
+    await publishRate(noLog, Math.min(1000, target.events), false, RUN_BUDGET_MS / 3);
+    await publishRate(logged, Math.min(1000, target.events), true, RUN_BUDGET_MS / 3);
     const plain: number[] = [];
     const plainWithLog: number[] = [];
     const persisted: number[] = [];
@@ -190,11 +211,24 @@ export const eventLogSuite: BenchSuite = {
         notes.push(`${target.name}: the transport offers no event log yet, skipped`);
         continue;
       }
+      let timer: NodeJS.Timeout | undefined;
       try {
-        rows.push(await measure(target));
+        rows.push(
+          await Promise.race([
+            measure(target),
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(
+                () => reject(new Error(`did not finish within ${TARGET_DEADLINE_MS / 1000} s`)),
+                TARGET_DEADLINE_MS,
+              );
+            }),
+          ]),
+        );
       } catch (err) {
         // One transport's failure is reported; the others' figures still count.
         notes.push(`${target.name}: FAILED: ${(err as Error)?.message ?? String(err)}`);
+      } finally {
+        clearTimeout(timer);
       }
     }
     const cell = (v: number): string => formatInt(v);
@@ -226,9 +260,9 @@ export const eventLogSuite: BenchSuite = {
         )
         .join("; "),
       notes: [
-        `one client per mesh, ${WINDOW} events in flight, ${ROUNDS} interleaved rounds (median); no subscriber is bound, so plain publishing measures the publish path alone`,
+        `one client per mesh, ${WINDOW} events in flight, ${ROUNDS} interleaved rounds (median) of at most ${RUN_BUDGET_MS} ms each; no subscriber is bound, so plain publishing measures the publish path alone`,
         "publish/s (log set up): a plain publishEvent on a mesh whose log is set up (every event sent is stored); persisted/s: publishEvent(…, { persisted: true }), resolved once the log holds it",
-        "query: queryEvents pages of 1000 over everything stored; replay: subscribeEvents from the start until all of it was handed over",
+        `query: queryEvents pages of 1000 over what was stored; replay: subscribeEvents from the start over the same (each for at most ${RUN_BUDGET_MS} ms)`,
         ...notes,
       ],
     };
