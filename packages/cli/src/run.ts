@@ -162,7 +162,7 @@ function buildProgram(
     .addOption(
       new Option(
         "--url <url>",
-        "broker URL: amqp://user:password@host:5672/vhost, nats://host:4222/mesh or redis://host:6379/0?mesh=name (or NUROPB_URL, NUROPB_AMQP_URL); mesh, services and listen need RabbitMQ",
+        "broker URL: amqp://user:password@host:5672/vhost, nats://host:4222/mesh or redis://host:6379/0?mesh=name (or NUROPB_URL, NUROPB_AMQP_URL); mesh (but for its event-log options), services and listen need RabbitMQ",
       ),
     )
     .addOption(
