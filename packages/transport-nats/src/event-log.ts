@@ -1,0 +1,427 @@
+import {
+  DeliverPolicy,
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  nanos,
+  nuid,
+  type ConsumerMessages,
+  type JetStreamManager,
+  type JsMsg,
+  type NatsConnection,
+  type OrderedConsumerOptions,
+  type StreamInfo,
+} from "nats";
+import {
+  NuropbTransportError,
+  assertTopicPattern,
+  topicMatches,
+  type EventLogEntry,
+  type EventLogFollowOptions,
+  type EventLogPage,
+  type EventLogPosition,
+  type EventLogReadOptions,
+  type EventLogRetention,
+  type EventLogStart,
+  type Frame,
+  type Logger,
+  type TransportEventLog,
+  type TransportLifecycle,
+} from "@nuropb/protocol";
+import { decodeFrameHeaders, encodeFrameHeaders } from "./frame-headers.ts";
+import {
+  eventSubject,
+  eventsStreamName,
+  eventsWildcard,
+  isLiteralSubject,
+  parseAckSubject,
+  topicOfSubject,
+} from "./names.ts";
+import { apiErrorCode, JsErr, translateNatsError } from "./nats-errors.ts";
+
+// The event log on NATS (issue #16) is the mesh's events stream `NUROPB-{mesh}-EVENTS` itself,
+// turned from interest to limits retention (MaxAge, MaxBytes) by `setup()`. JetStream refuses
+// two streams over overlapping subjects, so a second, limits stream over `{mesh}.evt.>` cannot
+// exist beside it; a mirror could, but it would copy through a consumer of its own, so an
+// event acknowledged by every service before the mirror's consumer had it (the mirror being
+// re-created, a restart) would be gone from the interest stream and never reach the log, and
+// an append would have to wait for the copy. On a limits stream, the services' durable
+// consumers (explicit acks, deliver-new) work as before; messages just stay until the limits
+// drop them. The position is the stream sequence, the timestamp the stream's.
+
+/** Most entries one `read` page returns on NATS; a larger `limit` is capped to it. */
+export const NATS_EVENT_LOG_MAX_PAGE = 10_000;
+/** Longest one `read` may take, in milliseconds. */
+const READ_TIMEOUT_MS = 30_000;
+/** How long `append` trusts an earlier check that the log exists, in milliseconds. */
+const KNOWN_LOG_MS = 10_000;
+/** The server refuses a duplicate window longer than the stream's max age. */
+const DUPLICATE_WINDOW_MS = 120_000;
+
+/** What the event log needs from its transport. */
+export interface NatsEventLogHost {
+  readonly mesh: string;
+  readonly logger: Logger;
+  /** The open connection and its JetStream manager; throws once the transport is not open. */
+  requireOpen(): { nc: NatsConnection; jsm: JetStreamManager };
+  /** The transport's lifecycle: whether it is ending, its closed error, when it closed. */
+  readonly life: Pick<TransportLifecycle, "ending" | "closedError" | "closed">;
+}
+
+/** The event log of one NATS transport (see the comment above). */
+export function createNatsEventLog(host: NatsEventLogHost): TransportEventLog {
+  return new NatsEventLog(host);
+}
+
+class NatsEventLog implements TransportEventLog {
+  readonly #host: NatsEventLogHost;
+  readonly #stream: string;
+  /** When append last found the log there. */
+  #knownAt = 0;
+
+  constructor(host: NatsEventLogHost) {
+    this.#host = host;
+    this.#stream = eventsStreamName(host.mesh);
+  }
+
+  async setup(retention: EventLogRetention): Promise<void> {
+    assertRetention(retention);
+    const { jsm } = this.#host.requireOpen();
+    const limits = {
+      retention: RetentionPolicy.Limits,
+      max_age: nanos(retention.maxAgeMs),
+      max_bytes: retention.maxBytes,
+      duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, retention.maxAgeMs)),
+    };
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const info = await this.#info(jsm);
+        if (info === undefined) {
+          try {
+            await jsm.streams.add({
+              name: this.#stream,
+              subjects: [eventsWildcard(this.#host.mesh)],
+              storage: StorageType.File,
+              discard: DiscardPolicy.Old,
+              ...limits,
+            });
+            break;
+          } catch (err) {
+            // Created meanwhile (by a service, or another set-up): look again.
+            if (apiErrorCode(err) !== JsErr.streamNameInUse || attempt > 3) throw err;
+            continue;
+          }
+        }
+        if (await this.#toLimits(jsm, info, limits)) break;
+      }
+    } catch (err) {
+      throw err instanceof NuropbTransportError
+        ? err
+        : translateNatsError(err, "set up the event log", this.#host.life);
+    }
+    this.#knownAt = Date.now();
+    this.#host.logger.info("event log set up", { stream: this.#stream, ...retention });
+  }
+
+  /**
+   * Brings an existing events stream to limits retention with `limits`. A server before 2.10
+   * cannot change a stream's retention: an interest stream without consumers holds nothing and
+   * is made again; one with consumers (services running) is refused with the way out.
+   * @returns false when the stream must be looked at again (it was deleted to be made again).
+   */
+  async #toLimits(
+    jsm: JetStreamManager,
+    info: StreamInfo,
+    limits: { retention: RetentionPolicy; max_age: number; max_bytes: number },
+  ): Promise<boolean> {
+    try {
+      await jsm.streams.update(this.#stream, { ...info.config, ...limits });
+      return true;
+    } catch (err) {
+      if (info.config.retention === RetentionPolicy.Limits) throw err;
+      if (info.state.consumer_count > 0) {
+        throw new NuropbTransportError(
+          `the events stream ${this.#stream} has interest retention and ${info.state.consumer_count} service consumer(s), and this NATS server cannot change a stream's retention (it needs 2.10 or later): set the event log up before services subscribe to events, or stop them and delete the stream`,
+          { cause: err },
+        );
+      }
+      await jsm.streams.delete(this.#stream);
+      return false;
+    }
+  }
+
+  async available(): Promise<boolean> {
+    const { jsm } = this.#host.requireOpen();
+    const info = await this.#info(jsm);
+    return info !== undefined && info.config.retention === RetentionPolicy.Limits;
+  }
+
+  async append(topic: string, frame: Frame): Promise<EventLogPosition> {
+    if (typeof topic !== "string" || !isLiteralSubject(topic) || /[*#]/.test(topic)) {
+      throw new TypeError(`topic must be a dot-separated name without wildcards, got ${topic}`);
+    }
+    const headers = encodeFrameHeaders(frame);
+    const { nc, jsm } = this.#host.requireOpen();
+    if (Date.now() - this.#knownAt > KNOWN_LOG_MS) {
+      await this.#requireLog(jsm);
+      this.#knownAt = Date.now();
+    }
+    try {
+      const ack = await nc.jetstream().publish(eventSubject(this.#host.mesh, topic), frame.body, {
+        headers,
+        msgID: nuid.next(),
+      });
+      const stored = await jsm.streams.getMessage(ack.stream, { seq: ack.seq });
+      return { position: String(ack.seq), timestamp: storedMs(stored.timestamp) };
+    } catch (err) {
+      if ((err as { code?: unknown }).code === "503") throw notSetUp();
+      throw translateNatsError(err, `append event '${topic}'`, this.#host.life);
+    }
+  }
+
+  async read(options: EventLogReadOptions): Promise<EventLogPage> {
+    assertReadOptions(options);
+    options.signal?.throwIfAborted();
+    const limit = Math.min(options.limit, NATS_EVENT_LOG_MAX_PAGE);
+    const { nc, jsm } = this.#host.requireOpen();
+    const info = await this.#requireLog(jsm);
+    // What is stored now is the page's horizon: reading stops at it (or at a later entry).
+    const horizon = info.state.last_seq;
+    const start = await this.#startFor(jsm, options.from, info);
+    if (start === undefined) return { entries: [], more: false };
+    const deadline = AbortSignal.timeout(READ_TIMEOUT_MS);
+    const stop =
+      options.signal === undefined ? deadline : AbortSignal.any([options.signal, deadline]);
+    const messages = await this.#consume(nc, start);
+    const onStop = (): void => messages.stop();
+    stop.addEventListener("abort", onStop, { once: true });
+    const entries: EventLogEntry[] = [];
+    try {
+      for await (const m of messages) {
+        const last = m.seq >= horizon || m.info.pending === 0;
+        const entry = this.#entry(m, options.topics);
+        if (entry !== undefined) {
+          if (options.until !== undefined && entry.timestamp >= options.until) break;
+          if (entries.length === limit) return { entries, more: true };
+          entries.push(entry);
+        }
+        if (last) break;
+      }
+      options.signal?.throwIfAborted();
+      if (deadline.aborted) {
+        throw new NuropbTransportError(
+          `reading the event log took longer than ${READ_TIMEOUT_MS} ms`,
+          { retryable: true },
+        );
+      }
+      return { entries, more: false };
+    } finally {
+      stop.removeEventListener("abort", onStop);
+      messages.stop();
+    }
+  }
+
+  async *follow(options: EventLogFollowOptions): AsyncIterable<EventLogEntry> {
+    assertFollowOptions(options);
+    options.signal?.throwIfAborted();
+    const { nc, jsm } = this.#host.requireOpen();
+    const info = await this.#requireLog(jsm);
+    const start = (await this.#startFor(jsm, options.from, info)) ?? {
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: info.state.last_seq + 1,
+    };
+    const messages = await this.#consume(nc, start);
+    const onStop = (): void => messages.stop();
+    options.signal?.addEventListener("abort", onStop, { once: true });
+    void this.#host.life.closed().then(onStop);
+    const aborted = (): boolean => options.signal?.aborted === true;
+    try {
+      for await (const m of messages) {
+        if (aborted()) return;
+        const entry = this.#entry(m, options.topics);
+        if (entry !== undefined) yield entry;
+        if (aborted()) return;
+      }
+    } finally {
+      options.signal?.removeEventListener("abort", onStop);
+      messages.stop();
+    }
+    if (!aborted() && !this.#host.life.ending) {
+      throw new NuropbTransportError(
+        "the event log follow stopped (connection lost?); resume after the last position read",
+        { retryable: true },
+      );
+    }
+  }
+
+  /** An ordered consumer of the events stream from `start`, consumed. */
+  async #consume(
+    nc: NatsConnection,
+    start: Partial<OrderedConsumerOptions>,
+  ): Promise<ConsumerMessages> {
+    const consumer = await nc.jetstream().consumers.get(this.#stream, {
+      filterSubjects: eventsWildcard(this.#host.mesh),
+      ...start,
+    });
+    return consumer.consume({ max_messages: 256 });
+  }
+
+  /**
+   * Where an ordered consumer starts for `from`; undefined when nothing stored can follow it
+   * (`end`, a position at or past the last entry, a time after the last entry's).
+   */
+  async #startFor(
+    jsm: JetStreamManager,
+    from: EventLogStart,
+    info: StreamInfo,
+  ): Promise<Partial<OrderedConsumerOptions> | undefined> {
+    const last = info.state.last_seq;
+    if (info.state.messages === 0 || from === "end") return undefined;
+    // By sequence (nats.js's ordered consumer did not deliver with DeliverPolicy.All).
+    if (from === "start") {
+      return {
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: Math.max(1, info.state.first_seq),
+      };
+    }
+    if ("after" in from) {
+      const seq = parsePosition(from.after) + 1;
+      if (seq > last) return undefined;
+      return { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: seq };
+    }
+    const newest = await jsm.streams.getMessage(this.#stream, { seq: last }).catch(() => undefined);
+    if (newest !== undefined && storedMs(newest.timestamp) < from.time) return undefined;
+    return {
+      deliver_policy: DeliverPolicy.StartTime,
+      opt_start_time: new Date(from.time).toISOString(),
+    };
+  }
+
+  /** The entry of a message, or undefined when no topic pattern matches (or it is unreadable). */
+  #entry(m: JsMsg, topics: readonly string[] | undefined): EventLogEntry | undefined {
+    const topic = topicOfSubject(this.#host.mesh, m.subject);
+    if (topics !== undefined && !topics.some((p) => topicMatches(p, topic))) return undefined;
+    let fields: ReturnType<typeof decodeFrameHeaders>;
+    try {
+      fields = decodeFrameHeaders(m.headers);
+    } catch (err) {
+      this.#host.logger.debug("event log entry with unreadable headers skipped", {
+        seq: m.seq,
+        error: err,
+      });
+      return undefined;
+    }
+    // The ack subject has the stored time in exact nanoseconds (`timestampNanos` is a double).
+    const info = parseAckSubject((m as JsMsg & { readonly reply?: string }).reply);
+    const frame: Frame = {
+      headers: fields.headers,
+      body: m.data,
+      correlationId: fields.correlationId,
+      ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
+      ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),
+    };
+    return {
+      position: String(m.seq),
+      timestamp: info?.timestampMs ?? Math.floor(m.info.timestampNanos / 1_000_000),
+      topic,
+      frame,
+    };
+  }
+
+  async #info(jsm: JetStreamManager): Promise<StreamInfo | undefined> {
+    try {
+      return await jsm.streams.info(this.#stream);
+    } catch (err) {
+      if (apiErrorCode(err) === JsErr.streamNotFound) return undefined;
+      throw translateNatsError(err, "look for the event log", this.#host.life);
+    }
+  }
+
+  /** The stream info of the log. @throws NuropbTransportError when the log is not set up */
+  async #requireLog(jsm: JetStreamManager): Promise<StreamInfo> {
+    const info = await this.#info(jsm);
+    if (info === undefined || info.config.retention !== RetentionPolicy.Limits) throw notSetUp();
+    return info;
+  }
+}
+
+/** Milliseconds since the epoch of a stored message's RFC 3339 time (nanoseconds cut to ms). */
+function storedMs(timestamp: string): number {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(timestamp);
+  if (m === null) return Date.parse(timestamp);
+  const ms = (m[2] ?? "").padEnd(3, "0").slice(0, 3);
+  return Date.parse(`${m[1] ?? ""}.${ms}${m[3] ?? "Z"}`);
+}
+
+function notSetUp(): NuropbTransportError {
+  return new NuropbTransportError(
+    "the event log is not set up for this mesh: run nuropb mesh setup with the event-log options, or transport.eventLog.setup()",
+  );
+}
+
+/** @throws TypeError for limits that are not positive whole numbers */
+function assertRetention(retention: EventLogRetention): void {
+  if (typeof retention !== "object" || retention === null) {
+    throw new TypeError("retention must be an object { maxAgeMs, maxBytes }");
+  }
+  for (const key of ["maxAgeMs", "maxBytes"] as const) {
+    const v = retention[key];
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new TypeError(`retention.${key} must be a positive integer, got ${String(v)}`);
+    }
+  }
+}
+
+/** A position this log handed out (a stream sequence). @throws TypeError for anything else */
+function parsePosition(position: unknown): number {
+  if (typeof position !== "string" || !/^[1-9][0-9]{0,15}$/.test(position)) {
+    throw new TypeError(`not a position of the NATS event log: ${JSON.stringify(position)}`);
+  }
+  const n = Number(position);
+  if (!Number.isSafeInteger(n)) {
+    throw new TypeError(`not a position of the NATS event log: ${JSON.stringify(position)}`);
+  }
+  return n;
+}
+
+function assertStart(from: EventLogStart): void {
+  if (from === "start" || from === "end") return;
+  if (typeof from === "object" && from !== null) {
+    if ("after" in from) {
+      parsePosition(from.after);
+      return;
+    }
+    if ("time" in from && Number.isFinite(from.time)) return;
+  }
+  throw new TypeError(
+    'from must be "start", "end", { time: <ms since the epoch> } or { after: <position> }',
+  );
+}
+
+function assertTopics(topics: readonly string[] | undefined): void {
+  if (topics === undefined) return;
+  if (!Array.isArray(topics)) throw new TypeError("topics must be an array of topic patterns");
+  for (const t of topics) assertTopicPattern(t);
+}
+
+function assertReadOptions(options: EventLogReadOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("read options must be an object");
+  }
+  assertStart(options.from);
+  assertTopics(options.topics);
+  if (!Number.isSafeInteger(options.limit) || options.limit < 1) {
+    throw new TypeError(`limit must be a positive integer, got ${String(options.limit)}`);
+  }
+  if (options.until !== undefined && !Number.isFinite(options.until)) {
+    throw new TypeError(`until must be a time in ms since the epoch, got ${String(options.until)}`);
+  }
+}
+
+function assertFollowOptions(options: EventLogFollowOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("follow options must be an object");
+  }
+  assertStart(options.from);
+  assertTopics(options.topics);
+}
