@@ -17,11 +17,13 @@ import type {
 import { channelError, connectError, isAccessRefusal, isPermanent } from "./connection.ts";
 import type { Consumer } from "./consumer.ts";
 import { createAmqpEventLog } from "./event-log.ts";
-import { encodeFrame } from "./frame-codec.ts";
+import { assertMeshCompact } from "./dialect.ts";
+import { encodeFrame, isCompact, toInboundFrame } from "./frame-codec.ts";
 import { managementFor } from "./management.ts";
 import { describeTarget, resolveOptions } from "./options.ts";
 import type { AmqpTransportOptions, ResolvedOptions } from "./options.ts";
 import { Publisher } from "./publisher.ts";
+import { ReplyChannel } from "./reply-channel.ts";
 import { createAmqpScheduling } from "./scheduling.ts";
 import { createResponseConsumer } from "./response-consumer.ts";
 import { createServiceConsumer } from "./service-consumer.ts";
@@ -46,6 +48,9 @@ export function createAmqpTransport(options: AmqpTransportOptions = {}): Transpo
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/** Most response addresses remembered as compact (the oldest is forgotten first). */
+const COMPACT_PEERS_MAX = 10_000;
 
 /**
  * The facade and its lifecycle: the connection (a {@link Session}) with its reconnect loop,
@@ -75,6 +80,13 @@ class AmqpTransport implements Transport {
   readonly #shutdown = new AbortController();
 
   #session: Session | undefined;
+  /** Each session's channel for responses (no publisher confirms). */
+  readonly #replyChannels = new WeakMap<Session, ReplyChannel>();
+  /**
+   * Response addresses whose requests came in the compact form: their replies go compact too;
+   * every other reply goes in the Python form (PROTOCOL.md §3).
+   */
+  readonly #compactPeers = new Set<string>();
   #sessionSeq = 0;
   #reconnectTask: Promise<void> | undefined;
   /** What the publisher and the consumers need of the transport. */
@@ -106,6 +118,12 @@ class AmqpTransport implements Transport {
         this.#retiringChannels.add(closing);
         void closing.finally(() => this.#retiringChannels.delete(closing));
       },
+      inbound: (msg) => {
+        const compact = isCompact(msg);
+        const frame = toInboundFrame(msg, compact);
+        if (frame.replyTo !== undefined) this.#notePeer(frame.replyTo, compact);
+        return frame;
+      },
       handlerStarted: () => void this.#handlersRunning++,
       handlerFinished: () => {
         if (--this.#handlersRunning === 0) this.#onHandlersIdle?.();
@@ -115,7 +133,7 @@ class AmqpTransport implements Transport {
       log: this.#log,
       password: options.target.password,
       connection: () => this.#requireOpen("schedule").conn,
-      encode: (to, frame) => encodeFrame(to, frame, this.#o),
+      encode: (to, frame) => encodeFrame(to, frame, this.#o, this.#o.dialect),
       track: (p) => {
         this.#inflight.add(p);
         const done = (): void => void this.#inflight.delete(p);
@@ -211,7 +229,11 @@ class AmqpTransport implements Transport {
     });
     const conn = session.conn;
     try {
+      if (this.#o.dialect === "compact") {
+        await assertMeshCompact(conn, this.#o.target.vhost, this.#o.target.password);
+      }
       session.publisher = await Publisher.open(session, this.#host);
+      this.#replyChannels.set(session, await ReplyChannel.open(session, this.#host));
       for (const l of this.#listeners) {
         if (!l.stopped) await l.start(session);
       }
@@ -316,6 +338,7 @@ class AmqpTransport implements Transport {
           Promise.allSettled([
             ...[...this.#listeners].map((l) => l.closeChannel()),
             ...this.#retiringChannels,
+            this.#replyChannels.get(session)?.close(),
           ]),
           this.#o.closeTimeoutMs,
         );
@@ -381,15 +404,47 @@ class AmqpTransport implements Transport {
     return p;
   }
 
+  /** Remembers whether the participant answering at `address` speaks the compact form. */
+  #notePeer(address: string, compact: boolean): void {
+    const peers = this.#compactPeers;
+    if (!compact) {
+      if (peers.size > 0) peers.delete(address);
+      return;
+    }
+    if (peers.has(address)) return;
+    if (peers.size >= COMPACT_PEERS_MAX) {
+      for (const oldest of peers) {
+        peers.delete(oldest);
+        break;
+      }
+    }
+    peers.add(address);
+  }
+
   #publish(to: Destination, frame: Frame): Promise<void> {
-    const out = encodeFrame(to, frame, this.#o);
-    const session = this.#requireOpen("send", to.kind === "reply");
+    const reply = to.kind === "reply";
+    const dialect = reply
+      ? this.#compactPeers.has(to.address)
+        ? "compact"
+        : "python"
+      : this.#o.dialect;
+    const out = encodeFrame(to, frame, this.#o, dialect);
+    const session = this.#requireOpen("send", reply);
     if (session.blocked !== undefined) {
       // The broker would hold the message (and its confirm) until the alarm clears.
       throw new NuropbTransportError(
         `cannot send: the broker blocked publishing (resource alarm: ${session.blocked})`,
         { retryable: true, details: { blocked: session.blocked } },
       );
+    }
+    if (reply) {
+      const channel = this.#replyChannels.get(session);
+      if (channel !== undefined) {
+        // No confirm: the caller's ttl covers a lost reply. A reply that cannot be written
+        // rejects (core logs it), never unhandled.
+        channel.publish(out);
+        return RESOLVED;
+      }
     }
     const publisher = session.publisher;
     if (publisher === undefined || publisher.handle.closed) {

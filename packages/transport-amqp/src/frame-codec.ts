@@ -19,6 +19,20 @@ export interface EncodeSettings {
   readonly persistentRequests: boolean;
 }
 
+/**
+ * How the five NuroPb header fields travel: `python`, the headers table of PROTOCOL.md §3 (what
+ * Python peers read); `compact`, AMQP basic properties, so that neither Node nor RabbitMQ (which
+ * decodes every headers table it routes) pays for a table. A receiver reads both forms.
+ */
+export type AmqpDialect = "python" | "compact";
+
+/**
+ * Compact form: `type` = nuropb_type, `app_id` = "{nuropb_protocol} {nuropb_version}",
+ * `message_id` = trace_id (absent for a null trace id), `content_encoding` = this value when
+ * `encrypted` is "yes". RabbitMQ validates none of these (unlike `user_id`); Python ignores them.
+ */
+export const COMPACT_ENCRYPTED = "nuropb-encrypted";
+
 /** A frame as amqplib publishes it. */
 export interface OutgoingMessage {
   readonly exchange: string;
@@ -35,7 +49,12 @@ export interface OutgoingMessage {
  * while encoding (after registering the confirm).
  * @throws NuropbMessageError for a malformed or oversized frame or destination.
  */
-export function encodeFrame(to: Destination, frame: Frame, o: EncodeSettings): OutgoingMessage {
+export function encodeFrame(
+  to: Destination,
+  frame: Frame,
+  o: EncodeSettings,
+  dialect: AmqpDialect = "python",
+): OutgoingMessage {
   const body = frame.body;
   if (!(body instanceof Uint8Array))
     throw new NuropbMessageError("frame.body must be a Uint8Array");
@@ -109,7 +128,9 @@ export function encodeFrame(to: Destination, frame: Frame, o: EncodeSettings): O
     contentType: CONTENT_TYPE_JSON,
     correlationId: frame.correlationId,
     replyTo,
-    headers: { ...frame.headers },
+    ...(dialect === "compact"
+      ? compactFields(frame.headers ?? {})
+      : { headers: { ...frame.headers } }),
     ...(persistent ? { deliveryMode: PERSISTENT } : {}),
     ...(ttl !== undefined && ttl > 0 ? { expiration: String(ttl) } : {}),
     ...(mandatory ? { mandatory: true } : {}),
@@ -118,12 +139,45 @@ export function encodeFrame(to: Destination, frame: Frame, o: EncodeSettings): O
   return { exchange, routingKey, mandatory, content, properties };
 }
 
-/** Maps an AMQP message to the transport's inbound frame (PROTOCOL.md §3, §5). */
-export function toInboundFrame(msg: Message): InboundFrame {
+/**
+ * The compact form of `headers` (see {@link COMPACT_ENCRYPTED}): the fields it can carry as
+ * properties, any other header (or a value the properties cannot carry) in a headers table.
+ */
+function compactFields(headers: Readonly<Record<string, string | null>>): Options.Publish {
+  const out: Options.Publish = {};
+  const rest: Record<string, string | null> = { ...headers };
+  const type = rest[Header.type];
+  if (typeof type === "string") {
+    out.type = type;
+    delete rest[Header.type];
+  }
+  const protocol = rest[Header.protocol];
+  const version = rest[Header.version];
+  if (typeof protocol === "string" && typeof version === "string" && !protocol.includes(" ")) {
+    out.appId = `${protocol} ${version}`;
+    delete rest[Header.protocol];
+    delete rest[Header.version];
+  }
+  const trace = rest[Header.traceId];
+  if (trace === null || (typeof trace === "string" && trace !== "")) {
+    if (trace !== null) out.messageId = trace;
+    delete rest[Header.traceId];
+  }
+  const encrypted = rest[Header.encrypted];
+  if (encrypted === "yes" || encrypted === "") {
+    if (encrypted === "yes") out.contentEncoding = COMPACT_ENCRYPTED;
+    delete rest[Header.encrypted];
+  }
+  if (Object.keys(rest).length > 0) out.headers = rest;
+  return out;
+}
+
+/** Maps an AMQP message to the transport's inbound frame (PROTOCOL.md §3, §5), either dialect. */
+export function toInboundFrame(msg: Message, compact = isCompact(msg)): InboundFrame {
   const p = msg.properties;
   const ttl = parseTtl(p.expiration);
   return {
-    headers: toWireHeaders(p.headers),
+    headers: compact ? fromCompact(p) : toWireHeaders(p.headers),
     body: msg.content,
     correlationId: typeof p.correlationId === "string" ? p.correlationId : "",
     ...(typeof p.replyTo === "string" && p.replyTo !== "" ? { replyTo: p.replyTo } : {}),
@@ -147,6 +201,34 @@ function toWireHeaders(headers: Record<string, unknown> | undefined): WireHeader
     else if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint")
       out[k] = String(v);
   }
+  return out;
+}
+
+/**
+ * A message in the compact form: it has a `type` property (Python never sets one) and no
+ * `nuropb_type` header.
+ */
+export function isCompact(msg: Message): boolean {
+  const p = msg.properties;
+  return typeof p.type === "string" && (p.headers?.[Header.type] ?? undefined) === undefined;
+}
+
+/** The five header fields of a compact message, plus any headers table it has. */
+function fromCompact(p: Message["properties"]): WireHeaders {
+  const out = toWireHeaders(p.headers) as Record<string, string | null>;
+  out[Header.type] = p.type as string;
+  const appId: unknown = p.appId;
+  if (typeof appId === "string") {
+    const space = appId.indexOf(" ");
+    if (space > 0) {
+      out[Header.protocol] ??= appId.slice(0, space);
+      out[Header.version] ??= appId.slice(space + 1);
+    }
+  }
+  if (!(Header.traceId in out)) {
+    out[Header.traceId] = typeof p.messageId === "string" ? p.messageId : null;
+  }
+  out[Header.encrypted] ??= p.contentEncoding === COMPACT_ENCRYPTED ? "yes" : "";
   return out;
 }
 

@@ -1,4 +1,5 @@
 export { createAmqpTransport } from "./amqp-transport.ts";
+export { COMPACT_MESH_MARKER, markMeshCompact } from "./dialect.ts";
 export { AMQP_EVENT_LOG_MAX_PAGE } from "./event-log.ts";
 export { createAmqpDeadLetterStore, type AmqpDeadLetterStoreOptions } from "./dead-letter-store.ts";
 export {
@@ -25,6 +26,7 @@ export {
   teardownMesh,
 } from "./management.ts";
 
+export type { AmqpDialect } from "./frame-codec.ts";
 export type {
   AmqpTransportOptions,
   AmqpConnectionSettings,

@@ -9,6 +9,7 @@ import {
   noopLogger,
 } from "@nuropb/protocol";
 import type { Logger } from "@nuropb/protocol";
+import type { AmqpDialect } from "./frame-codec.ts";
 
 /** Broker-side largest message RabbitMQ 3.x accepts by default (`max_message_size`, 128 MiB). */
 export const DEFAULT_MAX_FRAME_BYTES = 134_217_728;
@@ -125,6 +126,16 @@ export interface AmqpTransportOptions {
    */
   readonly persistentRequests?: boolean;
   /**
+   * How the NuroPb header fields travel on this mesh. `"python"` is the wire of PROTOCOL.md §3
+   * (a headers table), which Python peers read. `"compact"` carries them in AMQP basic properties
+   * instead (cheaper for Node and RabbitMQ alike), for meshes with no Python participant: the mesh
+   * must have been marked with `markMeshCompact()`, or `connect()` fails. Whatever the setting,
+   * the transport reads both forms, and it answers a request in the form the request came in.
+   * See the README, "Compact dialect".
+   * @defaultValue `"python"`
+   */
+  readonly dialect?: AmqpDialect;
+  /**
    * How long `connect()` keeps trying an unreachable broker, in milliseconds; also the limit of one
    * connection attempt. Refusals (bad credentials, missing vhost, TLS failures) fail at once.
    * @defaultValue 10000
@@ -173,6 +184,7 @@ export interface ResolvedOptions {
   readonly dlExchange: string;
   readonly heartbeatSec: number;
   readonly persistentRequests: boolean;
+  readonly dialect: AmqpDialect;
   readonly connectTimeoutMs: number;
   readonly tls: AmqpTlsOptions | undefined;
   readonly initialDelayMs: number;
@@ -216,6 +228,12 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
   if (typeof persistentRequests !== "boolean") {
     throw new TypeError(
       `persistentRequests must be a boolean, got ${persistentRequests === null ? "null" : typeof persistentRequests}`,
+    );
+  }
+  const dialect = options.dialect ?? "python";
+  if (dialect !== "python" && dialect !== "compact") {
+    throw new TypeError(
+      `dialect must be "python" or "compact", got ${typeof dialect === "string" ? `"${dialect}"` : typeof dialect}`,
     );
   }
   const connectTimeoutMs = timerOption(OWNER, "connectTimeoutMs", options.connectTimeoutMs, 10_000);
@@ -272,6 +290,7 @@ export function resolveOptions(options: AmqpTransportOptions): ResolvedOptions {
     dlExchange: name("dlExchange", options.dlExchange ?? DEFAULT_DL_EXCHANGE),
     heartbeatSec,
     persistentRequests,
+    dialect,
     connectTimeoutMs,
     tls,
     initialDelayMs,

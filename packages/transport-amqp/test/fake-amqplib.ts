@@ -69,6 +69,10 @@ export class FakeChannel extends EventEmitter {
   readonly #unconfirmed: ((err: unknown) => void)[] = [];
   #tags = 0;
   #deliveries = 0;
+  /** Delivery tags delivered and not settled, in order. */
+  readonly #unsettled = new Set<number>();
+  /** basic.ack frames with `multiple` set. */
+  multipleAcks = 0;
 
   constructor(conn: FakeConnection, confirm: boolean) {
     super();
@@ -102,12 +106,9 @@ export class FakeChannel extends EventEmitter {
         );
       }
     }
-    this.published.push({
-      exchange,
-      routingKey,
-      content: Buffer.from(content),
-      options: { ...options },
-    });
+    const entry = { exchange, routingKey, content: Buffer.from(content), options: { ...options } };
+    this.published.push(entry);
+    this.conn.sent.push({ ...entry, confirm: this.confirm });
     const returned = options.mandatory === true && !broker.bound.has(routingKey);
     queueMicrotask(() => {
       if (this.closed) return;
@@ -178,16 +179,24 @@ export class FakeChannel extends EventEmitter {
     this.#live();
     this.consumers.delete(tag);
   }
-  ack(m: FakeMessage): void {
+  /** As the broker: `allUpTo` acks every unsettled delivery up to the tag (recorded one by one). */
+  ack(m: FakeMessage, allUpTo?: boolean): void {
     this.#live();
-    this.settled.push({ how: "ack", tag: m.fields.deliveryTag });
+    const tag = m.fields.deliveryTag;
+    if (allUpTo === true) this.multipleAcks++;
+    for (const t of allUpTo === true ? [...this.#unsettled].filter((u) => u <= tag) : [tag]) {
+      this.#unsettled.delete(t);
+      this.settled.push({ how: "ack", tag: t });
+    }
   }
   nack(m: FakeMessage, _all?: boolean, requeue?: boolean): void {
     this.#live();
+    this.#unsettled.delete(m.fields.deliveryTag);
     this.settled.push({ how: "nack", tag: m.fields.deliveryTag, requeue: requeue ?? true });
   }
   reject(m: FakeMessage, requeue?: boolean): void {
     this.#live();
+    this.#unsettled.delete(m.fields.deliveryTag);
     this.settled.push({ how: "reject", tag: m.fields.deliveryTag, requeue: requeue ?? true });
   }
   async close(): Promise<void> {
@@ -214,6 +223,7 @@ export class FakeChannel extends EventEmitter {
       },
       properties,
     };
+    this.#unsettled.add(m.fields.deliveryTag);
     consumer.cb(m);
     return m;
   }
@@ -247,6 +257,8 @@ export class FakeChannel extends EventEmitter {
 
 export class FakeConnection extends EventEmitter {
   readonly channels: FakeChannel[] = [];
+  /** Every publish on every channel, in order, and whether its channel confirms. */
+  readonly sent: (FakeChannel["published"][number] & { confirm: boolean })[] = [];
   closed = false;
 
   constructor() {

@@ -1,0 +1,235 @@
+import { NuropbTransportError, buildHeaders } from "@nuropb/protocol";
+import type { Delivery, Frame, Transport } from "@nuropb/protocol";
+import type { Message } from "amqplib";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { COMPACT_MESH_MARKER } from "../src/dialect.ts";
+import { encodeFrame, isCompact, toInboundFrame } from "../src/frame-codec.ts";
+import { createAmqpTransport } from "../src/index.ts";
+import { FakeConnection, broker } from "./fake-amqplib.ts";
+
+vi.mock("amqplib", async () => (await import("./fake-amqplib.ts")).fakeAmqplib);
+
+const URL = "amqp://guest:guest@broker:5672/mesh-a";
+const enc = new TextEncoder();
+const spec = { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 64 };
+const settings = {
+  rpcExchange: "rpc",
+  eventsExchange: "ev",
+  maxFrameBytes: 1 << 20,
+  persistentRequests: false,
+};
+const frame = (id: string, extra: Partial<Frame> = {}): Frame => ({
+  headers: buildHeaders("request", "trace-1"),
+  body: enc.encode(`{"id":"${id}"}`),
+  correlationId: id,
+  ...extra,
+});
+
+const made: Transport[] = [];
+function transport(extra: Parameters<typeof createAmqpTransport>[0] = {}): Transport {
+  const t = createAmqpTransport({
+    url: URL,
+    reconnect: { initialDelayMs: 1, maxDelayMs: 5 },
+    ...extra,
+  });
+  made.push(t);
+  return t;
+}
+const conn = (): FakeConnection => {
+  const c = broker.connections.at(-1);
+  if (c === undefined) throw new Error("no connection");
+  return c;
+};
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/** What amqplib hands a consumer for a publish of `out`. */
+function received(out: ReturnType<typeof encodeFrame>): Message {
+  return {
+    content: out.content,
+    fields: {
+      deliveryTag: 1,
+      redelivered: false,
+      exchange: out.exchange,
+      routingKey: out.routingKey,
+    },
+    properties: { ...out.properties },
+  } as unknown as Message;
+}
+
+beforeEach(() => broker.reset());
+afterEach(async () => {
+  await Promise.allSettled(made.splice(0).map((t) => t.close()));
+});
+
+describe("replies without publisher confirms", () => {
+  it("a reply that cannot be written rejects with a transport error (no unhandled rejection)", async () => {
+    const t = transport();
+    await t.connect();
+    const replies = conn().channels.find((c) => !c.confirm && c.declared.length === 0);
+    expect(replies).toBeDefined();
+    if (replies === undefined) return;
+    replies.failNextPublish = new Error("write after end");
+    const err = await t
+      .send(
+        { kind: "reply", address: "rq" },
+        frame("r", { headers: buildHeaders("response", null) }),
+      )
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as Error).message).toMatch(/cannot reply: write after end/);
+    expect(conn().publisher().published).toEqual([]); // not retried on the confirm channel
+  });
+});
+
+describe("batched acknowledgements", () => {
+  it("acks given in one turn go out as one basic.ack(multiple)", async () => {
+    const t = transport();
+    await t.connect();
+    await t.consumeService(spec, (d) => d.ack());
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    for (const b of ["a", "b", "c", "d"]) ch.deliver(b);
+    await turn();
+    expect(ch.settled.map((s) => s.tag)).toEqual([1, 2, 3, 4]);
+    expect(ch.multipleAcks).toBe(1);
+  });
+
+  it("never covers a delivery whose handler has not settled it: the later ones are acked singly", async () => {
+    const t = transport();
+    await t.connect();
+    const got: Delivery[] = [];
+    await t.consumeService(spec, async (d) => {
+      if (Buffer.from(d.body).toString() === "slow") got.push(d);
+      else await d.ack();
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.deliver("fast");
+    ch.deliver("slow");
+    ch.deliver("fast");
+    ch.deliver("fast");
+    await turn();
+    expect(ch.settled.map((s) => s.tag)).toEqual([1, 3, 4]);
+    await got[0]?.reject();
+    await turn();
+    expect(ch.settled.at(-1)).toEqual({ how: "reject", tag: 2, requeue: false });
+  });
+
+  it("acks are sent before a stopped listener's channel closes", async () => {
+    const t = transport();
+    await t.connect();
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const l = await t.consumeService(spec, async (d) => {
+      await gate;
+      await d.ack();
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.deliver("a");
+    await l.stop();
+    release();
+    await vi.waitFor(() => expect(ch.closed).toBe(true));
+    expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]);
+  });
+});
+
+describe("compact dialect", () => {
+  it("carries the five header fields in basic properties, no headers table", () => {
+    const out = encodeFrame(
+      { kind: "rpc", service: "svc" },
+      frame("c1", {
+        headers: { ...buildHeaders("request", "t-9"), encrypted: "yes" },
+        replyTo: "rq",
+      }),
+      settings,
+      "compact",
+    );
+    expect(out.properties).not.toHaveProperty("headers");
+    expect(out.properties).toMatchObject({
+      type: "request",
+      messageId: "t-9",
+      contentEncoding: "nuropb-encrypted",
+      contentType: "application/json",
+    });
+    expect(out.properties.appId).toMatch(/^0\.1\.1 /);
+    const back = toInboundFrame(received(out));
+    expect(back.headers).toStrictEqual({ ...buildHeaders("request", "t-9"), encrypted: "yes" });
+  });
+
+  it("round-trips a null trace id and keeps other headers in a table", () => {
+    const headers = { ...buildHeaders("event", null), x_extra: "1" };
+    const out = encodeFrame(
+      { kind: "event", topic: "a" },
+      frame("e", { headers }),
+      settings,
+      "compact",
+    );
+    expect(out.properties.headers).toStrictEqual({ x_extra: "1" });
+    expect(out.properties).not.toHaveProperty("messageId");
+    expect(toInboundFrame(received(out)).headers).toStrictEqual(headers);
+  });
+
+  it("the Python form is read as before and is not taken for compact", () => {
+    const out = encodeFrame({ kind: "rpc", service: "svc" }, frame("p"), settings);
+    expect(out.properties.headers).toStrictEqual(buildHeaders("request", "trace-1"));
+    expect(isCompact(received(out))).toBe(false);
+    expect(toInboundFrame(received(out)).headers).toStrictEqual(buildHeaders("request", "trace-1"));
+  });
+
+  it('dialect "compact" refuses a mesh not marked compact, at connect, permanently', async () => {
+    const t = transport({ dialect: "compact", connectTimeoutMs: 200 });
+    const err = await t.connect().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect((err as Error).message).toMatch(/not marked compact|markMeshCompact/);
+  });
+
+  it("sends requests compact on a marked mesh, and answers each request in its own form", async () => {
+    broker.exchanges.set(COMPACT_MESH_MARKER, "fanout");
+    broker.bound.add("svc");
+    const t = transport({ dialect: "compact" });
+    await t.connect();
+    await t.send({ kind: "rpc", service: "svc" }, frame("q", { replyTo: "my-rq" }));
+    expect(conn().sent.at(-1)?.options).toMatchObject({ type: "request" });
+    expect(conn().sent.at(-1)?.options).not.toHaveProperty("headers");
+
+    // A service of the default dialect: replies mirror the request's form.
+    const s = transport();
+    await s.connect();
+    await s.consumeService(spec, async (d) => {
+      const to = d.replyTo;
+      if (to !== undefined) {
+        await s.send(
+          { kind: "reply", address: to },
+          frame(d.correlationId, { headers: buildHeaders("response", null) }),
+        );
+      }
+      await d.ack();
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    const compact = encodeFrame(
+      { kind: "rpc", service: "svc" },
+      frame("from-compact", { replyTo: "compact-rq" }),
+      settings,
+      "compact",
+    );
+    const python = encodeFrame(
+      { kind: "rpc", service: "svc" },
+      frame("from-python", { replyTo: "python-rq" }),
+      settings,
+    );
+    ch.deliver("x", { ...compact.properties });
+    ch.deliver("y", { ...python.properties });
+    await vi.waitFor(() => expect(conn().sent).toHaveLength(2));
+    const [toCompact, toPython] = conn().sent;
+    expect(toCompact?.routingKey).toBe("compact-rq");
+    expect(toCompact?.options).toMatchObject({ type: "response" });
+    expect(toCompact?.options).not.toHaveProperty("headers");
+    expect(toPython?.routingKey).toBe("python-rq");
+    expect(toPython?.options.headers).toStrictEqual(buildHeaders("response", null));
+    expect(toPython?.options).not.toHaveProperty("type");
+  });
+
+  it("rejects an unknown dialect at once", () => {
+    expect(() => createAmqpTransport({ url: URL, dialect: "tiny" as never })).toThrow(
+      /dialect must be "python" or "compact", got "tiny"/,
+    );
+  });
+});
