@@ -1,4 +1,5 @@
 export { createNatsTransport } from "./nats-transport.ts";
+export { NATS_EVENT_LOG_MAX_PAGE } from "./event-log.ts";
 export { createNatsDeadLetterStore, type NatsDeadLetterStoreOptions } from "./dead-letter-store.ts";
 export { DEFAULT_NATS_MAX_FRAME_BYTES } from "./options.ts";
 export { createNatsLeaseStore } from "./lease-store.ts";
