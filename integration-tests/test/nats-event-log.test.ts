@@ -43,7 +43,7 @@ describe("nats event log: the events stream", () => {
     }
   }
 
-  it("setup makes the events stream the log; services get events, which stay stored", async () => {
+  it("setup makes the events stream the log; services declaring it keep the log's retention", async () => {
     const m = `ev${newId().slice(0, 10)}`;
     const { transport, log } = await open(m);
     await log.setup({ maxAgeMs: 3_600_000, maxBytes: 1 << 20 });
@@ -59,7 +59,11 @@ describe("nats event log: the events stream", () => {
         await d.ack();
       },
     );
-    expect((await streamConfig(m)).retention).toBe(RetentionPolicy.Limits);
+    // The service declared the events stream over it (eventRetentionMs: 1 day by default): the
+    // log keeps its own retention.
+    config = await streamConfig(m);
+    expect(config.retention).toBe(RetentionPolicy.Limits);
+    expect(config.max_age).toBe(3_600_000 * 1_000_000);
     // The service still gets events, and they stay in the log once acknowledged.
     const stored = await log.append("a.one", testFrame("one", { headers: testHeaders("event") }));
     await transport.send(

@@ -246,8 +246,13 @@ export class Topology {
           changes.subjects = [...new Set([...have, ...config.subjects])];
         }
         // A retention changed in the options reaches a stream declared before: the last
-        // transport to declare it wins.
-        if (config.max_age !== undefined && info.config.max_age !== config.max_age) {
+        // transport to declare it wins. Not when the stream's retention policy is another:
+        // the events stream turned into the event log (limits) keeps the log's retention.
+        if (
+          config.max_age !== undefined &&
+          info.config.max_age !== config.max_age &&
+          (config.retention === undefined || config.retention === info.config.retention)
+        ) {
           changes.max_age = config.max_age;
           // The server refuses a duplicate window longer than the retention.
           if (info.config.duplicate_window > config.max_age)
