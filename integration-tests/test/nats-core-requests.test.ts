@@ -94,6 +94,29 @@ describe("nats requests on core NATS (requests: 'core', the default)", () => {
     );
   });
 
+  it("a request sent after the last instance left (send no longer waits) waits in the stream for the next", async () => {
+    const t = await open();
+    const service = uniqueName();
+    const got = createCollector<string>("deliveries");
+    const handler = async (d: Delivery): Promise<void> => {
+      got.push(frameText(d));
+      await d.ack();
+    };
+    const first = await t.consumeService(testServiceSpec(service), handler);
+    // The first send waits for the flush and learns the subject has a subscriber.
+    await t.send({ kind: "rpc", service }, testFrame("seen"));
+    await got.waitForCount(1);
+    await first.stop();
+    await t.send({ kind: "rpc", service }, testFrame("later"));
+    await waitFor(
+      async () => (await storedInStream(service)) === 1,
+      10_000,
+      "stored in the stream",
+    );
+    await t.consumeService(testServiceSpec(service), handler);
+    expect(await got.waitForCount(2)).toEqual(["seen", "later"]);
+  });
+
   it("a request past its ttl when it arrives is dead-lettered as expired, never handled", async () => {
     const t = await open();
     const service = uniqueName();

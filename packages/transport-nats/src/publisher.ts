@@ -15,6 +15,7 @@ import type { NatsLink } from "./link.ts";
 import {
   eventSubject,
   isLiteralSubject,
+  nameOfRequestSubject,
   replySubject,
   requestSubject,
   rpcSubject,
@@ -35,9 +36,16 @@ export interface PublisherDeps {
 
 /** A core request published, until the flush after it tells whether anyone took it. */
 interface SentRequest {
+  readonly subject: string;
+  readonly body: Uint8Array;
+  readonly headers: MsgHdrs;
+  /** `send` waits for the flush (the subject is not known to have a subscriber). */
+  readonly awaited: boolean;
   noResponders: boolean;
 }
 
+/** How long an unawaited core request is kept for a 503 that may come, at least, in ms. */
+const FORGET_AFTER_MS = 1_000;
 /** Period of the clock that times out JetStream acknowledgements, in milliseconds. */
 const ACK_SWEEP_MS = 50;
 const utf8 = new TextDecoder();
@@ -59,6 +67,13 @@ interface AwaitedAck {
  * status before it answers the flush (PING) that follows, so `send` knows at once. Nothing else
  * ever comes there: the service replies to the frame's own reply address.
  *
+ * Waiting for that flush costs a round trip per send, so it is awaited only until a subject has
+ * shown a subscriber: after that a request resolves once written, and a 503 that still comes
+ * (its last instance went in between) moves the request into the service's stream, where it
+ * waits for the next instance as any request to a declared service does. The subject is then
+ * awaited again. Likewise a reply resolves once written while the link is up: the caller's ttl
+ * covers one lost with the link.
+ *
  * JetStream publish acknowledgements come back on one subscription, `{ackPrefix}.{n}`, matched by
  * `n`: `js.publish()` makes a full request per message (a reply subscription, a timer and three
  * stack-carrying errors), a fifth of the process's time under load.
@@ -71,7 +86,12 @@ export class Publisher {
   #ackSweep: NodeJS.Timeout | undefined;
   #nrPrefix = "";
   #nrSeq = 0;
-  readonly #sentRequests = new Map<string, SentRequest>();
+  /** Core requests whose 503 may still come: this period's, and the last period's. */
+  #sentRequests = new Map<number, SentRequest>();
+  #sentBefore = new Map<number, SentRequest>();
+  /** Core subjects whose last awaited request found a subscriber. */
+  readonly #live = new Set<string>();
+  #forgetTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: PublisherDeps) {
     this.#deps = deps;
@@ -88,8 +108,41 @@ export class Publisher {
   #onNoResponders(err: Error | null, msg: Msg): void {
     if (err !== null) return;
     if (msg.headers?.code !== 503) return;
-    const sent = this.#sentRequests.get(msg.subject.slice(this.#nrPrefix.length + 1));
-    if (sent !== undefined) sent.noResponders = true;
+    const token = Number(msg.subject.slice(this.#nrPrefix.length + 1));
+    const sent = this.#sentRequests.get(token) ?? this.#sentBefore.get(token);
+    if (sent === undefined) return;
+    sent.noResponders = true;
+    this.#live.delete(sent.subject);
+    if (sent.awaited) return;
+    // Its send resolved already: the request waits in the service's stream instead.
+    this.#sentRequests.delete(token);
+    this.#sentBefore.delete(token);
+    const { mesh } = this.#deps;
+    const stream = rpcSubject(mesh, nameOfRequestSubject(mesh, sent.subject));
+    this.publishConfirmed(stream, sent.body, sent.headers).catch((err: unknown) => {
+      this.#deps.logger.warn("request found no instance and no stream; the caller times out", {
+        subject: sent.subject,
+        error: err,
+      });
+    });
+  }
+
+  /**
+   * Forgets unawaited requests after one to two {@link FORGET_AFTER_MS} periods: a 503 comes
+   * within a round trip. One clock for all (a flush per send would cost a round trip each); it
+   * stops when nothing is left to forget.
+   */
+  #forgetLater(): void {
+    if (this.#forgetTimer !== undefined) return;
+    this.#forgetTimer = setInterval(() => {
+      this.#sentBefore = this.#sentRequests;
+      this.#sentRequests = new Map();
+      if (this.#sentBefore.size === 0) {
+        clearInterval(this.#forgetTimer);
+        this.#forgetTimer = undefined;
+      }
+    }, FORGET_AFTER_MS);
+    this.#forgetTimer.unref();
   }
 
   /**
@@ -106,16 +159,28 @@ export class Publisher {
   ): Promise<void> {
     const { link } = this.#deps;
     if (!link.up) await link.ready(Date.now() + this.#deps.publishTimeoutMs);
-    const token = String(++this.#nrSeq);
-    const sent: SentRequest = { noResponders: false };
+    const token = ++this.#nrSeq;
+    const awaited = !this.#live.has(subject);
+    const sent: SentRequest = { subject, body, headers, awaited, noResponders: false };
     this.#sentRequests.set(token, sent);
+    if (!awaited) {
+      try {
+        nc.publish(subject, body, { headers, reply: `${this.#nrPrefix}.${String(token)}` });
+      } catch (err) {
+        this.#sentRequests.delete(token);
+        throw err;
+      }
+      this.#forgetLater();
+      return;
+    }
     try {
-      nc.publish(subject, body, { headers, reply: `${this.#nrPrefix}.${token}` });
+      nc.publish(subject, body, { headers, reply: `${this.#nrPrefix}.${String(token)}` });
       await link.flushSoon(nc);
     } finally {
       this.#sentRequests.delete(token);
     }
-    if (sent.noResponders) {
+    if (!sent.noResponders) this.#live.add(subject);
+    else {
       throw new NuropbNotDeliveredError(`no responders on '${subject}'`, {
         details: { subject },
       });
@@ -344,6 +409,10 @@ export class Publisher {
     headers: MsgHdrs,
   ): Promise<void> {
     const { link } = this.#deps;
+    if (link.up) {
+      nc.publish(subject, body, { headers });
+      return;
+    }
     const deadline = Date.now() + this.#deps.publishTimeoutMs;
     for (;;) {
       await link.ready(deadline);
