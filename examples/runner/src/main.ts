@@ -198,7 +198,9 @@ export async function main(print: (line: string) => void = console.log): Promise
   const cluster = await startCluster();
   print(`three ${SERVICE_NAME} instances on ${cluster.mesh}`);
   let last = "";
+  let closing = false;
   const show = (view: ServicesView): void => {
+    if (closing) return; // the story ends with the view after the takeover, not the shutdown
     const line = describeView(view);
     if (line !== last) print(`view: ${(last = line)}`);
   };
@@ -234,6 +236,7 @@ export async function main(print: (line: string) => void = console.log): Promise
     );
     show(cluster.watch.view());
   } finally {
+    closing = true;
     await cluster.close();
     await following;
   }

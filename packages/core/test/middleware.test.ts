@@ -177,11 +177,16 @@ describe("middleware", () => {
       const { client } = await start({ client: [mark("c")], service: [mark("s")] });
       await client.command("shop", "price", { sku: "b" });
       await waitFor(() => trail.includes("<s"), 2000, "the command");
-      expect(trail).toEqual(["c>", "<c", "s>", "handler", "<s"]);
+      // Whether the client's middleware ends before the service's starts is the transport's timing.
+      expect(trail[0]).toBe("c>");
+      expect(trail.filter((t) => t.includes("c"))).toEqual(["c>", "<c"]);
+      expect(trail.filter((t) => !t.includes("c"))).toEqual(["s>", "handler", "<s"]);
       trail = [];
       await client.publishEvent("shop.sold", { n: 7 });
       await waitFor(() => trail.includes("<s"), 2000, "the event");
-      expect(trail).toEqual(["c>", "<c", "s>", "event:7", "<s"]);
+      expect(trail[0]).toBe("c>");
+      expect(trail.filter((t) => t.includes("c"))).toEqual(["c>", "<c"]);
+      expect(trail.filter((t) => !t.includes("c"))).toEqual(["s>", "event:7", "<s"]);
     });
   });
 
