@@ -8,6 +8,7 @@ import {
   describeRatio,
   errorNotes,
   jsonBytes,
+  latencyRatio,
   measureScenario,
   pick,
   runTag,
@@ -21,8 +22,11 @@ import type { CaseStats, Scenario } from "../rr.ts";
 import { formatPercent, measureInterleaved } from "../suite.ts";
 import type { BenchSuite, SuiteResult } from "../suite.ts";
 
-/** nuropb over memory must reach this multiple of Moleculer's Fake transporter at c=64. */
-export const MEMORY_TARGET_RATIO = 2;
+/** nuropb over memory must reach this multiple of Moleculer's Fake transporter at c=64 (issue 20). */
+export const MEMORY_TARGET_RATIO = 1.2;
+
+/** nuropb's p50 at c=1 over memory may be at most this multiple of Moleculer Fake's (issue 20). */
+export const MEMORY_LATENCY_TARGET_RATIO = 1;
 
 const NUROPB = "nuropb memory";
 const MOLECULER = "Moleculer Fake";
@@ -64,7 +68,12 @@ export const memorySuite: BenchSuite = {
       const theirs = pick(at64, MOLECULER);
       const ceiling = pick(at64, RAW);
       const ratio = throughputRatio(ours, theirs);
-      const ok = ratio >= MEMORY_TARGET_RATIO && ours.errors === 0;
+      const at1 = stats.filter((s) => s.scenario.concurrency === 1);
+      const ours1 = pick(at1, NUROPB);
+      const theirs1 = pick(at1, MOLECULER);
+      const latencyOk = latencyRatio(ours1, theirs1) <= MEMORY_LATENCY_TARGET_RATIO;
+      const throughputOk = ratio >= MEMORY_TARGET_RATIO;
+      const ok = throughputOk && latencyOk && ours.errors === 0 && ours1.errors === 0;
       // The least any echo over this wire must do: JSON.stringify and JSON.parse of the request
       // and the response envelope (bare JSON, not nuropb's codec), measured alone.
       const { request, response } = echoEnvelopes(params);
@@ -88,13 +97,14 @@ export const memorySuite: BenchSuite = {
         notes: [
           "medians of 5 interleaved rounds of 700 ms per case, after warm-up; echo of a JSON object",
           "nuropb: service + client on their own memory transports (one hub); Moleculer: two brokers, transporter Fake, JSON serializer",
-          `c=1: nuropb = ${describeRatio(pick(stats, NUROPB), pick(stats, MOLECULER), "throughput")} of Moleculer's req/s`,
+          `c=1: nuropb = ${describeRatio(ours1, theirs1, "throughput")} of Moleculer's req/s`,
           `the target leaves ${budgetUs.toFixed(1)} µs per request (1 / (${String(MEMORY_TARGET_RATIO)} × Moleculer's req/s at c=64)) for client, service and transport together; JSON.stringify + JSON.parse of the ${String(jsonBytes(request))} B request and ${String(jsonBytes(response))} B response envelopes alone take ${jsonUs.toFixed(1)} µs (${formatPercent(jsonUs / budgetUs)} of it); nuropb took ${(1e6 / ours.reqPerSec).toFixed(1)} µs`,
           `${RAW}: the ceiling for this wire in one process (bench/src/peers/raw-memory-wire.ts: envelopes as UTF-8 JSON with the contract's headers, a ttl stamped and checked per request, prefetch, a promise per call, and the issue's per-call rules in their smallest form: method table, ctx with addEvent, value-or-promise handler, errors as error responses, settle-once delivery; none of nuropb's other duties) = ${describeRatio(ceiling, theirs, "throughput")} of Moleculer's req/s at c=64, ${(1e6 / ceiling.reqPerSec).toFixed(1)} µs per request; nuropb = ${describeRatio(ours, ceiling, "throughput")} of it`,
           ...errorNotes(stats),
         ],
         comparison: [
-          `nuropb memory at c=64 = ${describeRatio(ours, theirs, "throughput")} of Moleculer Fake req/s (target ≥ ${formatPercent(MEMORY_TARGET_RATIO)}): ${ok ? "OK" : "BELOW TARGET"}`,
+          `nuropb memory at c=64 = ${describeRatio(ours, theirs, "throughput")} of Moleculer Fake req/s (target ≥ ${formatPercent(MEMORY_TARGET_RATIO)}): ${throughputOk ? "OK" : "BELOW TARGET"}`,
+          `nuropb memory c=1 p50 = ${describeRatio(ours1, theirs1, "latency")} of Moleculer Fake's (target ≤ ${formatPercent(MEMORY_LATENCY_TARGET_RATIO)}): ${latencyOk ? "OK" : "ABOVE TARGET"}`,
           `${RAW} (the ceiling) at c=64 = ${describeRatio(ceiling, theirs, "throughput")} of Moleculer Fake req/s`,
         ].join("\n"),
         ok,
