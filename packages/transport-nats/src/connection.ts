@@ -29,11 +29,23 @@ export async function openNatsConnection(
   } catch (err) {
     if (signal?.aborted === true)
       throw new NuropbTransportError("connect aborted", { cause: signal.reason });
-    throw new NuropbTransportError(`cannot connect to NATS at ${opts.servers.join(", ")}`, {
+    throw new NuropbTransportError(`cannot connect to NATS at ${describeServers(opts.servers)}`, {
       cause: err,
       retryable: true,
     });
   }
+}
+
+/**
+ * Server URLs for an error or a log, credentials masked: `nats://user:****@host:4222`, a token
+ * (`nats://token@host`) as `nats://****@host`.
+ */
+export function describeServers(servers: readonly string[]): string {
+  return servers
+    .map((s) =>
+      s.replace(/\/\/([^:/@\s]*):[^@/\s]*@/g, "//$1:****@").replace(/\/\/([^:/@\s]+)@/g, "//****@"),
+    )
+    .join(", ");
 }
 
 function abortable<T>(

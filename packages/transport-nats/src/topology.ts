@@ -69,6 +69,8 @@ export interface TopologyDeps {
   readonly ackWaitMs: number;
   readonly eventRetentionMs: number;
   readonly deadLetterRetentionMs: number;
+  /** `num_replicas` of the streams it creates (an existing stream keeps its own). @defaultValue 1 */
+  readonly replicas?: number;
   /** The open connection and its JetStream manager; throws once the transport is not open. */
   readonly requireOpen: () => { nc: NatsConnection; jsm: JetStreamManager };
 }
@@ -267,7 +269,7 @@ export class Topology {
         if (code !== JsErr.streamNotFound || attempt > 3) throw err;
       }
       try {
-        await jsm.streams.add(config);
+        await jsm.streams.add({ num_replicas: this.#deps.replicas ?? 1, ...config });
         return;
       } catch (err) {
         const code = apiErrorCode(err);
