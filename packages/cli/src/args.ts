@@ -1,6 +1,7 @@
 import { DEFAULT_MESH, MAX_TIMER_MS, assertTopicPattern, parseWireJson } from "@nuropb/protocol";
 import { obfuscateUrl } from "@nuropb/transport-amqp";
 import { usageError } from "./errors.ts";
+import { splitHostList } from "./transports.ts";
 
 /** The brokers the CLI reaches, by URL scheme. */
 export type BrokerKind = "amqp" | "nats" | "redis";
@@ -71,7 +72,8 @@ export function brokerUrl(
         : "NUROPB_AMQP_URL";
   let u: URL;
   try {
-    u = new URL(text);
+    // A cluster's nodes may be listed with commas: the first one is checked for the rest.
+    u = new URL(splitHostList(text)[0] ?? text);
   } catch {
     throw usageError(`${where} is not a URL (${obfuscateUrl(text)}); expected ${URL_EXAMPLES}`);
   }

@@ -9,10 +9,21 @@ export type TransportFactory = (
   settings: { readonly connectTimeoutMs: number },
 ) => Transport;
 
+/**
+ * The URLs of a comma list of hosts, `scheme://user:pass@h1:p1,h2:p2/path?query` (the nodes of a
+ * cluster): one URL per host, each with the scheme, credentials, path and query. A URL without
+ * a comma in its host part is returned as is.
+ */
+export function splitHostList(url: string): string[] {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^@/?#]*@)?([^/?#]*)(.*)$/is.exec(url);
+  if (m === null || !(m[3] ?? "").includes(",")) return [url];
+  return (m[3] as string).split(",").map((h) => `${m[1]}${m[2] ?? ""}${h.trim()}${m[4] ?? ""}`);
+}
+
 /** A connection name the broker's monitoring shows: `nuropb-cli-…`. */
 const connectionName = (): string => `nuropb-cli-${newId().slice(0, 8)}`;
 
-/** RabbitMQ, one connection named `nuropb-cli-…`. */
+/** RabbitMQ (a comma list of a cluster's nodes too), one connection named `nuropb-cli-…`. */
 export const amqpTransportFactory: TransportFactory = (url, settings) =>
   createAmqpTransport({
     url,
@@ -21,17 +32,19 @@ export const amqpTransportFactory: TransportFactory = (url, settings) =>
   });
 
 /**
- * NATS (JetStream): the server is the URL without its credentials and path; `user:password@`
- * becomes the connection's user and password, a lone `token@` its token; the path is the mesh.
- * Credentials never enter the server list, so no error text carries them.
+ * NATS (JetStream): the server is the URL without its credentials and path (the servers of a
+ * cluster with commas, `nats://h1:4222,h2:4222/mesh`); `user:password@` becomes the connection's
+ * user and password, a lone `token@` its token; the path is the mesh. Credentials never enter
+ * the server list, so no error text carries them.
  */
 export const natsTransportFactory: TransportFactory = (url, settings) => {
-  const u = new URL(url);
+  const all = splitHostList(url).map((x) => new URL(x));
+  const u = all[0] as URL;
   const user = decodeURIComponent(u.username);
   const pass = decodeURIComponent(u.password);
   const mesh = u.pathname.replace(/^\//, "");
   return createNatsTransport({
-    servers: `${u.protocol}//${u.host}`,
+    servers: all.map((x) => `${x.protocol}//${x.host}`),
     mesh: mesh === "" ? DEFAULT_MESH : mesh,
     name: connectionName(),
     connectTimeoutMs: settings.connectTimeoutMs,
@@ -70,7 +83,7 @@ const BY_SCHEME: Readonly<Record<string, TransportFactory>> = {
  * @throws TypeError for another scheme (the CLI checks URLs before, so this is a caller's bug).
  */
 export const urlTransportFactory: TransportFactory = (url, settings) => {
-  const factory = BY_SCHEME[new URL(url).protocol];
+  const factory = BY_SCHEME[new URL(splitHostList(url)[0] ?? url).protocol];
   if (factory === undefined) {
     throw new TypeError(
       "the broker URL must be amqp://, amqps://, nats://, tls://, redis:// or rediss://",
