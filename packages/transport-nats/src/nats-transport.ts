@@ -242,6 +242,7 @@ class NatsTransport implements Transport {
     ];
     for (const r of this.#responses.values()) void r.stop();
     const nc = this.#link.nc;
+    this.#publisher.uncork();
     if (nc !== undefined && !nc.isClosed()) {
       // The pull inboxes are withdrawn (what the server sent before is given back), then the
       // settlements and replies already written go out before the socket closes.
