@@ -275,19 +275,30 @@ describe("declaring over what an earlier transport declared", () => {
       deadLetterRetentionMs: 60_000,
     });
     // As declared by a transport with the defaults.
-    const stream = (name: string, subjects: string[], maxAgeMs: number): StreamConfig =>
+    const stream = (
+      name: string,
+      subjects: string[],
+      maxAgeMs: number,
+      retention: RetentionPolicy,
+    ): StreamConfig =>
       ({
         name,
         subjects,
-        retention: RetentionPolicy.Limits,
+        retention,
         max_age: nanos(maxAgeMs),
         duplicate_window: nanos(120_000),
       }) as StreamConfig;
-    fake.jsm.streamConfigs.set("NUROPB-m-DL", stream("NUROPB-m-DL", ["m.dl.>"], 604_800_000));
-    fake.jsm.streamConfigs.set("NUROPB-m-SQ-svc", stream("NUROPB-m-SQ-svc", ["m.rpc.svc"], 0));
+    fake.jsm.streamConfigs.set(
+      "NUROPB-m-DL",
+      stream("NUROPB-m-DL", ["m.dl.>"], 604_800_000, RetentionPolicy.Limits),
+    );
+    fake.jsm.streamConfigs.set(
+      "NUROPB-m-SQ-svc",
+      stream("NUROPB-m-SQ-svc", ["m.rpc.svc"], 0, RetentionPolicy.Workqueue),
+    );
     fake.jsm.streamConfigs.set(
       "NUROPB-m-EVENTS",
-      stream("NUROPB-m-EVENTS", ["m.evt.>"], 86_400_000),
+      stream("NUROPB-m-EVENTS", ["m.evt.>"], 86_400_000, RetentionPolicy.Interest),
     );
     for (const key of ["NUROPB-m-SQ-svc/nuropb", "NUROPB-m-EVENTS/svc-svc"]) {
       fake.jsm.consumerConfigs.set(key, {
@@ -328,6 +339,27 @@ describe("declaring over what an earlier transport declared", () => {
     );
     expect(fake2.jsm.consumerConfigs.get("NUROPB-m-SQ-svc/nuropb")?.ack_wait).toBe(nanos(60_000));
     expect(fake2.jsm.consumerConfigs.get("NUROPB-m-EVENTS/svc-svc")?.ack_wait).toBe(nanos(60_000));
+  });
+
+  it("leaves the retention of a limits events stream (the event log) alone", async () => {
+    const { t, fake } = await open({ eventRetentionMs: 86_400_000 });
+    fake.jsm.streamConfigs.set("NUROPB-m-EVENTS", {
+      name: "NUROPB-m-EVENTS",
+      subjects: ["m.evt.>"],
+      retention: RetentionPolicy.Limits,
+      max_age: nanos(3_600_000),
+      max_bytes: 1 << 20,
+      duplicate_window: nanos(120_000),
+    } as StreamConfig);
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: ["a.#"], prefetch: 1 },
+      (d) => d.ack(),
+    );
+    expect(fake.jsm.streamConfigs.get("NUROPB-m-EVENTS")).toMatchObject({
+      retention: RetentionPolicy.Limits,
+      max_age: nanos(3_600_000),
+      max_bytes: 1 << 20,
+    });
   });
 });
 
