@@ -13,7 +13,7 @@ import { createRedisDeadLetterStore } from "@nuropb/transport-redis";
 import { brokerUrl, positiveInteger, type BrokerUrl } from "../args.ts";
 import { CliError, ExitCode, usageError } from "../errors.ts";
 import { formatTable } from "../format.ts";
-import { scrub } from "../scrub.ts";
+import { redactSecrets, scrub } from "../scrub.ts";
 import { connectTimeoutOf, type CommandContext } from "./context.ts";
 
 /** Options of `nuropb dlq list`. */
@@ -183,8 +183,7 @@ export async function dlqShowCommand(
   opts: DlqShowOptions,
 ): Promise<ExitCode> {
   return withStore(cx, async (store) => {
-    const d = await findOne(store, id);
-    const detail = { ...summaryOf(d), headers: d.frame.headers, body: bodyOf(d.frame) };
+    const detail = dlqDetailOf(await findOne(store, id));
     if (opts.json === true) {
       cx.output.data(`${JSON.stringify(detail, null, 2)}\n`);
       return ExitCode.ok;
@@ -266,7 +265,7 @@ export async function dlqPurgeCommand(
 }
 
 /** What `list` prints of a dead letter: where it came from and its failure record, if any. */
-interface Summary {
+export interface Summary {
   readonly id: string;
   readonly service: string | undefined;
   readonly reason: string | undefined;
@@ -300,16 +299,33 @@ function summaryOf(d: DeadLetterEntry): Summary {
   };
 }
 
-/** The body as JSON when it is, else a note of its size (an encrypted body stays unread). */
+/**
+ * What `nuropb dlq show` prints of a dead letter: its summary, headers and body, with the
+ * credentials of its context (and any credential-like header) redacted.
+ */
+export function dlqDetailOf(d: DeadLetterEntry): Summary & {
+  readonly headers: unknown;
+  readonly body: unknown;
+} {
+  return { ...summaryOf(d), headers: redactSecrets(d.frame.headers), body: bodyOf(d.frame) };
+}
+
+/**
+ * The body as JSON when it is (its `context` redacted: it carries the caller's credentials), else
+ * a note of its size (an encrypted body stays unread).
+ */
 function bodyOf(frame: Frame): unknown {
   if (frame.headers.encrypted === "yes")
     return `(encrypted, ${String(frame.body.byteLength)} bytes)`;
   const text = Buffer.from(frame.body).toString("utf8");
+  let body: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    body = JSON.parse(text) as unknown;
   } catch {
     return `(${String(frame.body.byteLength)} bytes, not JSON)`;
   }
+  if (typeof body !== "object" || body === null || !("context" in body)) return body;
+  return { ...body, context: redactSecrets(body.context) };
 }
 
 /** The frame sent back to its service: without the failure record or a ttl. */
