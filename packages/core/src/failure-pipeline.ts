@@ -1,4 +1,5 @@
 import {
+  DEFAULT_RPC_TTL_MS,
   schedulingOf,
   type Context,
   type Delivery,
@@ -20,6 +21,7 @@ import {
   type ResolvedFailurePolicy,
 } from "./failure-policy.ts";
 import type { ServiceConfig } from "./options.ts";
+import { EVENT_HOOK } from "./service-definition.ts";
 import type { EventToPublish } from "./types.ts";
 
 /** What the failure pipeline needs of its service. */
@@ -81,6 +83,7 @@ export class FailurePipeline {
       if (own === undefined) continue;
       this.#methods.set(name, own === false ? undefined : checkFailurePolicy(own, name));
     }
+    warnOfLongDelays(parts);
   }
 
   /** The pipeline of a service, or undefined when neither it nor any method has a policy. */
@@ -92,9 +95,16 @@ export class FailurePipeline {
     return new FailurePipeline(parts);
   }
 
-  /** The policy of `method` (`handleEvent` for events): its own, else the service's. */
+  /**
+   * The policy of `method` (`handleEvent` for events): its own, else the service's; for a method
+   * the service does not have, the service's with nothing retried (the call cannot succeed).
+   */
   policyFor(method: string): ResolvedFailurePolicy | undefined {
-    return this.#methods.has(method) ? this.#methods.get(method) : this.#p.service.failurePolicy;
+    if (this.#methods.has(method)) return this.#methods.get(method);
+    const policy = this.#p.service.failurePolicy;
+    if (policy === undefined || method === EVENT_HOOK || this.#p.service.methods.has(method))
+      return policy;
+    return { ...policy, retryable: neverRetryable };
   }
 
   /**
@@ -249,6 +259,36 @@ export class FailurePipeline {
 }
 
 const FAULT_PREFIX = "nuropb.fault.";
+
+const neverRetryable = (): boolean => false;
+
+/** Services already warned of (a service's call and event handlers each build a pipeline). */
+const warned = new WeakSet<object>();
+
+/**
+ * Warns when a policy's delays add up to more than the default ttl of a request or command: a
+ * call with that ttl fails before its later redeliveries (events, without a ttl, reach them).
+ */
+function warnOfLongDelays(parts: FailurePipelineParts): void {
+  const s = parts.service;
+  if (warned.has(s)) return;
+  warned.add(s);
+  const policies: [string, ResolvedFailurePolicy | undefined][] = [
+    ["the service", s.failurePolicy],
+  ];
+  for (const [name, entry] of s.methods) {
+    const own = entry.options.failurePolicy;
+    if (own !== undefined && own !== false) policies.push([name, checkFailurePolicy(own, name)]);
+  }
+  for (const [where, policy] of policies) {
+    const totalMs = policy?.delays.reduce((a, b) => a + b, 0) ?? 0;
+    if (totalMs <= DEFAULT_RPC_TTL_MS) continue;
+    parts.log.warn(
+      "failurePolicy delays add up to more than the default ttl of a request or command: calls with that ttl fail before their last redeliveries (give them a longer ttlMs)",
+      { service: s.name, policyOf: where, totalDelayMs: totalMs, defaultTtlMs: DEFAULT_RPC_TTL_MS },
+    );
+  }
+}
 
 /** The topic of a fault event: `nuropb.fault.{service}.{method}`. */
 export function faultTopic(service: string, method: string): string {

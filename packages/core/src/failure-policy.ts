@@ -1,4 +1,10 @@
-import { MAX_MESSAGE_TTL_MS } from "@nuropb/protocol";
+import {
+  MAX_MESSAGE_TTL_MS,
+  NuropbAuthenticationError,
+  NuropbAuthorizationError,
+  NuropbMessageError,
+  NuropbValidationError,
+} from "@nuropb/protocol";
 
 /**
  * What a service (`createService({ failurePolicy })`) or one method (`publishToMesh({
@@ -14,7 +20,9 @@ import { MAX_MESSAGE_TTL_MS } from "@nuropb/protocol";
  *
  * An error is retryable when it says so (`retryable: true`, as `new NuropbError(text, {
  * retryable: true })` or any error with that property), unless `retryable` is given: then that
- * predicate alone decides, for the error the handler threw.
+ * predicate decides, for the error the handler threw. Validation, authentication, authorisation
+ * and malformed-message errors, and a call of a method the service does not have, are never
+ * retried, whatever the predicate says: running them again cannot succeed.
  *
  * Requests and commands have a ttl: a delayed redelivery that would start after the caller's
  * ttl has passed is not scheduled; the failure is final at once (a request is answered with it).
@@ -36,7 +44,8 @@ export interface FailurePolicy {
   readonly delays?: readonly number[];
   /**
    * Whether an error (as the handler threw it) is worth trying again; a predicate that throws
-   * says no. @defaultValue errors marked `retryable: true`
+   * says no. Never asked about validation, authentication, authorisation or malformed-message
+   * errors (never retried). @defaultValue errors marked `retryable: true`
    */
   readonly retryable?: (err: unknown) => boolean;
   /** Publish `nuropb.fault.{service}.{method}` after the final failure. @defaultValue false */
@@ -156,10 +165,31 @@ export function checkFailurePolicy(
 }
 
 /**
- * Whether `policy` takes `err` (as the handler threw it) as retryable: its predicate when it has
- * one (a throw is a no), else the error's own `retryable: true`.
+ * Errors that running the handler again cannot cure: never retried, whatever the policy says.
+ * Matched by class and, for errors that crossed the wire, by wire name.
+ */
+const NEVER_RETRIED = [
+  NuropbValidationError,
+  NuropbAuthenticationError,
+  NuropbAuthorizationError,
+  NuropbMessageError,
+] as const;
+const NEVER_RETRIED_NAMES = new Set<string>(NEVER_RETRIED.map((c) => c.wireName));
+
+/** Whether `err` is of a class that is never retried (see {@link NEVER_RETRIED}). */
+export function isNeverRetried(err: unknown): boolean {
+  if (NEVER_RETRIED.some((c) => err instanceof c)) return true;
+  const wireName = (err as { wireName?: unknown } | null)?.wireName;
+  return typeof wireName === "string" && NEVER_RETRIED_NAMES.has(wireName);
+}
+
+/**
+ * Whether `policy` takes `err` (as the handler threw it) as retryable: never for the classes of
+ * {@link isNeverRetried}; else its predicate when it has one (a throw is a no), else the error's
+ * own `retryable: true`.
  */
 export function isRetryable(policy: ResolvedFailurePolicy, err: unknown): boolean {
+  if (typeof err === "object" && err !== null && isNeverRetried(err)) return false;
   if (policy.retryable !== undefined) {
     try {
       return policy.retryable(err) === true;

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
+  NuropbAuthorizationError,
   NuropbError,
   NuropbValidationError,
   type DeliveryHandler,
@@ -204,6 +205,56 @@ describe("the failure pipeline on the memory transport", () => {
     await client.command("jobs", "work", {});
     await waitFor(() => deadLetters().length === 1, 2000, "the second dead letter");
     expect(jobs.runs.work).toBe(1);
+  });
+
+  it("never retries validation or authorisation errors, or an unknown method, even with a predicate", async () => {
+    await serve({ immediateRetries: 3, delays: [1], retryable: () => true });
+    jobs.error = () => new NuropbValidationError("bad order");
+    await expect(client.request("jobs", "work", {})).rejects.toThrow(NuropbValidationError);
+    expect(jobs.runs.work).toBe(1);
+    jobs.runs = {};
+    jobs.error = () => new NuropbAuthorizationError("not yours");
+    await expect(client.request("jobs", "work", {})).rejects.toThrow(NuropbAuthorizationError);
+    expect(jobs.runs.work).toBe(1);
+    await expect(client.request("jobs", "noSuchMethod", {})).rejects.toThrow(/Unknown method/);
+    expect(delays).toEqual([]);
+    expect(deadLetters().map((d) => failureRecordOf(d.frame.headers)?.attempts)).toEqual([1, 1, 1]);
+    // The predicate still decides for everything else.
+    jobs.runs = {};
+    jobs.error = () => new Flaky();
+    await client.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 4, 2000, "the fourth dead letter");
+    expect(jobs.runs.work).toBe(8);
+    expect(delays).toEqual([1]);
+  });
+
+  it("warns at createService when a policy's delays outlast the default command ttl", () => {
+    const warnings: [string, Record<string, unknown> | undefined][] = [];
+    const logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (msg: string, fields?: Record<string, unknown>) => void warnings.push([msg, fields]),
+      error: () => undefined,
+      child: () => logger,
+    };
+    createService({
+      transport: mesh.transport(),
+      name: "slow",
+      instance: jobs,
+      logger,
+      failurePolicy: { delays: [1_000, 10_000, 60_000] },
+    });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]![0]).toMatch(/default ttl/);
+    expect(warnings[0]![1]).toMatchObject({ service: "slow", totalDelayMs: 71_000 });
+    createService({
+      transport: mesh.transport(),
+      name: "quick",
+      instance: jobs,
+      logger,
+      failurePolicy: { delays: [1_000, 10_000] },
+    });
+    expect(warnings).toHaveLength(1);
   });
 
   it("redelivers later through the scheduling capability with backoff, then dead-letters", async () => {
