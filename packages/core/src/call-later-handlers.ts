@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import {
   fromErrorPayload,
   schedulingOf,
+  type ClaimOutcome,
   type Context,
   type DecodedMessageOf,
   type Delivery,
@@ -13,6 +14,7 @@ import {
   callLaterRecordOf,
   type CallLaterFunction,
   type CallLaterOptions,
+  type CallLaterRecord,
 } from "./call-later.ts";
 import type { DispatcherParts } from "./dispatcher.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
@@ -363,13 +365,7 @@ export class AnswerDispatcher<TService extends object> {
       return;
     }
     if (record.claim !== undefined) {
-      const won = await this.#claim(
-        delivery,
-        decoded,
-        record.claim,
-        record.deadline === true,
-        flow,
-      );
+      const won = await this.#claim(delivery, decoded, record, record.claim, flow);
       if (!won) return;
     } else if (record.deadline === true) {
       await this.#deadLetter(delivery, decoded, "a deadline without a claim", flow);
@@ -408,15 +404,18 @@ export class AnswerDispatcher<TService extends object> {
 
   /**
    * Takes the call's claim for the answer or the deadline; settles the delivery and returns
-   * false when it is not this message's to handle.
+   * false when it is not this message's to handle. A claim another message holds ("lost") lets
+   * nothing through; an expired one ("absent") lets an answer through unless its call's deadline
+   * has passed (see `ANSWER_CLAIM_MARGIN_MS`), never a deadline.
    */
   async #claim(
     delivery: Delivery,
     decoded: DecodedMessageOf<ResponsePayload>,
+    record: CallLaterRecord,
     key: string,
-    isDeadline: boolean,
     flow: MessageFlow | undefined,
   ): Promise<boolean> {
+    const isDeadline = record.deadline === true;
     const scheduling = schedulingOf(this.#p.transport);
     if (scheduling === undefined) {
       await this.#deadLetter(
@@ -427,14 +426,14 @@ export class AnswerDispatcher<TService extends object> {
       );
       return false;
     }
-    let won: boolean;
+    let outcome: ClaimOutcome;
     try {
       // An answer's taker is its body's digest: a redelivered copy claims again, another answer
       // to the same call (Python's duplicate after an exception, PROTOCOL.md §7.3) cannot.
       const taker = isDeadline
         ? "deadline"
         : `answer:${createHash("sha256").update(delivery.body).digest("hex")}`;
-      won = await scheduling.claim(key, taker);
+      outcome = await scheduling.claim(key, taker);
     } catch (err) {
       const requeue = !delivery.redelivered && this.#p.transport.capabilities.redelivery;
       this.#p.log.warn("could not claim an asynchronous call's answer", {
@@ -445,20 +444,38 @@ export class AnswerDispatcher<TService extends object> {
       await settle(delivery, requeue ? "requeue" : "reject", flow);
       return false;
     }
-    if (won) return true;
+    if (outcome === "won") return true;
     if (isDeadline) {
-      this.#p.log.debug("deadline passed after its answer was handled; dropped", {
-        correlationId: decoded.correlationId,
-      });
+      this.#p.log.debug(
+        outcome === "lost"
+          ? "deadline passed after its answer was handled; dropped"
+          : "deadline found its claim expired; dropped",
+        { correlationId: decoded.correlationId },
+      );
       await settle(delivery, "ack", flow);
-    } else {
+      return false;
+    }
+    if (outcome === "absent") {
+      if (record.deadlineAt === undefined || Date.now() < record.deadlineAt) {
+        this.#p.log.debug("the call's claim has expired; its answer is handled", {
+          correlationId: decoded.correlationId,
+        });
+        return true;
+      }
       await this.#deadLetter(
         delivery,
         decoded,
-        "a late or duplicate answer: the call's deadline fired or another answer came first (or its claim expired)",
+        "a late answer: the call's deadline has passed and its claim has expired",
         flow,
       );
+      return false;
     }
+    await this.#deadLetter(
+      delivery,
+      decoded,
+      "a late or duplicate answer: the call's deadline fired or another answer came first",
+      flow,
+    );
     return false;
   }
 

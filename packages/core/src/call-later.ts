@@ -30,8 +30,11 @@ export const MAX_CALL_LATER_STATE_BYTES = 4096;
  * How much longer than the call's deadline (or, without one, its request's time-to-live) the
  * claim of an asynchronous call lives. The claim lets exactly one answer through: the first of
  * its answers (Python services send a second, wrong one after an exception, PROTOCOL.md §7.3) or
- * its deadline. An answer or deadline taken later than this finds the claim expired and is
- * dead-lettered (a deadline: dropped), so size handlers that run longer with a deadline.
+ * its deadline. An answer taken later than this finds the claim expired ("absent"): a call
+ * without a deadline still handles it (at least once; a duplicate that late is no longer told
+ * apart), a call with a deadline handles it while its deadline (`deadlineAt`, the sender's clock)
+ * has not passed and dead-letters it after (the deadline had its turn). A deadline finding its
+ * claim expired is dropped.
  */
 export const ANSWER_CLAIM_MARGIN_MS = 10 * 60_000;
 
@@ -47,6 +50,8 @@ export interface CallLaterRecord {
   readonly claim?: string;
   /** Set only on the deadline's own message (never on an answer). */
   readonly deadline?: true;
+  /** When the call has a deadline: when it passes, in ms since the epoch (the sender's clock). */
+  readonly deadlineAt?: number;
 }
 
 /** Options of {@link MeshService.callLater} and `ctx.callLater`. */
@@ -93,12 +98,14 @@ export function callLaterRecordOf(context: unknown): CallLaterRecord | undefined
   const o = r as Record<string, unknown>;
   if (typeof o.service !== "string" || typeof o.method !== "string") return undefined;
   if (o.claim !== undefined && typeof o.claim !== "string") return undefined;
+  if (o.deadlineAt !== undefined && !Number.isFinite(o.deadlineAt)) return undefined;
   return {
     service: o.service,
     method: o.method,
     state: o.state ?? null,
     ...(typeof o.claim === "string" ? { claim: o.claim } : {}),
     ...(o.deadline === true ? { deadline: true as const } : {}),
+    ...(typeof o.deadlineAt === "number" ? { deadlineAt: o.deadlineAt } : {}),
   };
 }
 
@@ -179,7 +186,13 @@ export class CallLaterSender {
     const callId = newId();
     const traceId = o.traceId ?? defaults?.traceId ?? newId();
     const claim = `nuropb-call-later:${callId}`;
-    const record: CallLaterRecord = { service, method, state, claim };
+    const record: CallLaterRecord = {
+      service,
+      method,
+      state,
+      claim,
+      ...(deadlineMs === undefined ? {} : { deadlineAt: Date.now() + deadlineMs }),
+    };
     const replyTo = scheduling.serviceReplyAddress(this.#p.serviceName);
     const frame = encodePayload(
       requestPayload(

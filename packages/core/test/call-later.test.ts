@@ -13,6 +13,7 @@ import {
   type Logger,
   type NuropbError,
   type Transport,
+  type TransportScheduling,
 } from "@nuropb/protocol";
 import {
   CALL_LATER_CONTEXT_KEY,
@@ -35,6 +36,31 @@ function captureLogger(): Logger & { lines: { level: string; msg: string; fields
     child: (b) => make({ ...bindings, ...b }),
   });
   return Object.assign(make({}), { lines });
+}
+
+/** `t` as seen through a proxy whose `scheduling` is `scheduling`. */
+function withScheduling(t: Transport, scheduling: TransportScheduling): Transport {
+  return new Proxy(t, {
+    get(target, prop) {
+      if (prop === "scheduling") return scheduling;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+/** `t` whose claims expire 1 ms after they are opened (as after a long outage or a slow callee). */
+function shortClaims(t: Transport): Transport {
+  const real = t.scheduling as TransportScheduling;
+  return withScheduling(t, {
+    serviceReplyAddress: (s) => real.serviceReplyAddress(s),
+    sendDelayed: (service, frame, delayMs) => real.sendDelayed(service, frame, delayMs),
+    openClaim: (k) => real.openClaim(k, 1),
+    claim: async (k, taker) => {
+      await new Promise((r) => setTimeout(r, 2));
+      return real.claim(k, taker);
+    },
+  });
 }
 
 /** The payments service: `charge` answers when the test releases it (or at once). */
@@ -119,9 +145,9 @@ describe("callLater: answers to the service, not the instance", () => {
   });
   afterEach(async () => mesh.cleanup());
 
-  async function orders(name: string, logger?: Logger) {
+  async function orders(name: string, logger?: Logger, wrap?: (t: Transport) => Transport) {
     const instance = new Orders(name);
-    const transport = mesh.transport();
+    const transport = wrap === undefined ? mesh.transport() : wrap(mesh.transport());
     const svc = createService({
       name: "orders",
       instance,
@@ -456,5 +482,41 @@ describe("callLater: answers to the service, not the instance", () => {
       /callLater needs a transport with the scheduling capability/,
     );
     expect(payments.seen).toEqual([]);
+  });
+
+  it("handles an answer whose claim expired when the call has no deadline (at least once)", async () => {
+    const log = captureLogger();
+    const { instance, svc } = await orders("a", log, shortClaims);
+    const callId = await svc.callLater("payments", "charge", { amount: 6 }, { state: "late" });
+    await waitFor(() => instance.answers.length === 1, 2000, "the answer");
+    expect(instance.answers[0]).toMatchObject({ kind: "result", ctx: { callId, state: "late" } });
+    expect(mesh.hub.deadLetters()).toEqual([]);
+  });
+
+  it("handles an answer whose claim expired before its deadline, dead-letters it after", async () => {
+    const log = captureLogger();
+    const { instance, svc } = await orders("a", log, shortClaims);
+    await svc.callLater("payments", "charge", { amount: 6 }, { deadlineMs: 60_000 });
+    await waitFor(() => instance.answers.length === 1, 2000, "the answer");
+    expect(instance.answers[0]?.kind).toBe("result");
+
+    const gate = createDeferred<void>();
+    payments.gate = gate.promise;
+    const late = await svc.callLater("payments", "charge", { amount: 7 }, { deadlineMs: 30 });
+    // The deadline finds its claim expired: dropped, not run.
+    await waitFor(
+      () => log.lines.some((l) => l.fields.correlationId === late && /dropped/.test(l.msg)),
+      3000,
+      "the deadline to be dropped",
+    );
+    gate.resolve();
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the late answer");
+    expect(
+      log.lines.some(
+        (l) =>
+          l.fields.correlationId === late && /deadline has passed/.test(String(l.fields.reason)),
+      ),
+    ).toBe(true);
+    expect(instance.answers).toHaveLength(1);
   });
 });

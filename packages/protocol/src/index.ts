@@ -88,7 +88,7 @@ export type {
   TransportCapabilities,
   Transport,
 } from "./transport.ts";
-export type { TransportScheduling } from "./scheduling.ts";
+export type { ClaimOutcome, TransportScheduling } from "./scheduling.ts";
 export type { DeadLetterEntry, DeadLetterStore } from "./dead-letters.ts";
 export type {
   TransportEventLog,

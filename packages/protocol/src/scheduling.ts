@@ -38,14 +38,23 @@ export interface TransportScheduling {
    */
   openClaim(key: string, ttlMs: number): Promise<void>;
   /**
-   * Takes the open claim `key` for `taker`. True when the claim was open and is now `taker`'s, or
-   * was already `taker`'s (so a redelivered message claims again); false when another taker holds
-   * it, or it expired, or it was never opened. Atomic across every participant of the mesh.
+   * Takes the open claim `key` for `taker`. Atomic across every participant of the mesh.
+   * - `"won"`: the claim was open and is now `taker`'s, or was already `taker`'s (so a redelivered
+   *   message claims again);
+   * - `"lost"`: another taker holds it;
+   * - `"absent"`: no such claim is open: it expired, or was never opened. A caller decides what
+   *   that means (an asynchronous call without a deadline still handles its answer).
+   *
+   * A transport that cannot tell "absent" from a store that is briefly unavailable (for example a
+   * RabbitMQ cluster node down) throws a retryable error rather than answer `"absent"`.
    * @throws TypeError for a malformed key, or a taker that is not a non-empty string of at most
    *   {@link MAX_CLAIM_TAKER_LENGTH} characters.
    */
-  claim(key: string, taker: string): Promise<boolean>;
+  claim(key: string, taker: string): Promise<ClaimOutcome>;
 }
+
+/** What {@link TransportScheduling.claim} found: see there. */
+export type ClaimOutcome = "won" | "lost" | "absent";
 
 /** The transport's scheduling capability, or undefined when it has none. */
 export function schedulingOf(transport: object): TransportScheduling | undefined {

@@ -5,7 +5,13 @@ import {
   newId,
   serviceQueueName,
 } from "@nuropb/protocol";
-import type { Destination, Frame, Logger, TransportScheduling } from "@nuropb/protocol";
+import type {
+  ClaimOutcome,
+  Destination,
+  Frame,
+  Logger,
+  TransportScheduling,
+} from "@nuropb/protocol";
 import {
   assertClaimKey,
   assertClaimTaker,
@@ -162,14 +168,23 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
     }
   };
 
-  /** The ready messages of a queue, or undefined when it does not exist (passive declare). */
+  /**
+   * The ready messages of a queue, or undefined when it does not exist (passive declare).
+   * @throws NuropbTransportError (retryable) when the 404 says the queue's home node is down or
+   *   inaccessible (a cluster node away): the queue may well exist.
+   */
   const messageCount = (name: string): Promise<number | undefined> =>
     withChannel(async (ch) => {
       try {
         return (await ch.checkQueue(name)).messageCount;
       } catch (err) {
-        if ((err as { code?: unknown }).code === 404) return undefined;
-        throw err;
+        if ((err as { code?: unknown }).code !== 404) throw err;
+        if (isNodeDown(err)) {
+          throw new NuropbTransportError(`the claim queue's cluster node is down or inaccessible`, {
+            retryable: true,
+          });
+        }
+        return undefined;
       }
     });
 
@@ -262,6 +277,7 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
               Array.from({ length: steps }, () => publish(ch, name, Buffer.alloc(0), {})),
             );
           })().catch((err: unknown) => {
+            if (err instanceof NuropbTransportError) throw err;
             throw channelError(err, "cannot open the claim", host.password);
           }),
         );
@@ -270,7 +286,7 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
       }
     },
 
-    claim(key: string, taker: string): Promise<boolean> {
+    claim(key: string, taker: string): Promise<ClaimOutcome> {
       try {
         assertClaimKey(key);
         assertClaimTaker(taker);
@@ -279,7 +295,7 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
         return host.track(
           (async () => {
             const markers = await messageCount(name);
-            if (markers === undefined || markers === 0) return false; // expired, or never opened
+            if (markers === undefined || markers === 0) return "absent"; // expired, or never opened
             // The taken record outlives the open marker: twice the ttl bound the markers encode.
             const expires = Math.min(MAX_MESSAGE_TTL_MS, 2 ** markers * 1000);
             const digest = createHash("sha256").update(taker).digest("hex");
@@ -293,14 +309,15 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
                     "x-dead-letter-routing-key": digest,
                   },
                 });
-                return true;
+                return "won" as const;
               } catch (err) {
                 // 406 PRECONDITION_FAILED: declared with another taker's digest.
-                if ((err as { code?: unknown }).code === 406) return false;
+                if ((err as { code?: unknown }).code === 406) return "lost" as const;
                 throw err;
               }
             });
           })().catch((err: unknown) => {
+            if (err instanceof NuropbTransportError) throw err;
             throw channelError(err, "cannot take the claim", host.password);
           }),
         );
@@ -309,4 +326,14 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
       }
     },
   });
+}
+
+/**
+ * A 404 NOT_FOUND that RabbitMQ gives for a durable queue whose home node is down or inaccessible
+ * ("home node 'rabbit@x' of durable queue 'q' in vhost '/' is down or inaccessible"), not for a
+ * queue that does not exist.
+ */
+export function isNodeDown(err: unknown): boolean {
+  const text = String((err as Error)?.message ?? err);
+  return /down or inaccessible|home node/i.test(text);
 }

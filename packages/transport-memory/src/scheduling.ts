@@ -1,5 +1,5 @@
 import { MAX_TIMER_MS, serviceQueueName } from "@nuropb/protocol";
-import type { Frame, TransportScheduling } from "@nuropb/protocol";
+import type { ClaimOutcome, Frame, TransportScheduling } from "@nuropb/protocol";
 import {
   assertClaimKey,
   assertClaimTaker,
@@ -70,18 +70,18 @@ export class HubScheduler {
     if (this.#claims.size >= this.#sweepAt) this.#sweep(now);
   }
 
-  claim(key: string, taker: string): boolean {
+  claim(key: string, taker: string): ClaimOutcome {
     const entry = this.#claims.get(key);
-    if (entry === undefined) return false;
+    if (entry === undefined) return "absent";
     if (entry.expiresAt <= Date.now()) {
       this.#claims.delete(key);
-      return false;
+      return "absent";
     }
     if (entry.taker === undefined) {
       entry.taker = taker;
-      return true;
+      return "won";
     }
-    return entry.taker === taker;
+    return entry.taker === taker ? "won" : "lost";
   }
 
   /** Forgets expired claims: amortised O(1) per opened claim. */
@@ -126,7 +126,7 @@ export function createMemoryScheduling(host: SchedulingHost): TransportSchedulin
       await host.whenUsable();
       host.vhost.scheduler.open(key, ttlMs);
     },
-    async claim(key: string, taker: string): Promise<boolean> {
+    async claim(key: string, taker: string): Promise<ClaimOutcome> {
       assertClaimKey(key);
       assertClaimTaker(taker);
       await host.whenUsable();

@@ -42,8 +42,8 @@ describe("memory hub scheduling", () => {
     const b = createMemoryTransport({ hub, mesh: "b" });
     await Promise.all([a.connect(), b.connect()]);
     await a.scheduling?.openClaim("k", 10_000);
-    expect(await b.scheduling?.claim("k", "x")).toBe(false);
-    expect(await a.scheduling?.claim("k", "x")).toBe(true);
+    expect(await b.scheduling?.claim("k", "x")).toBe("absent");
+    expect(await a.scheduling?.claim("k", "x")).toBe("won");
     await Promise.all([a.close(), b.close()]);
   });
 });

@@ -18,6 +18,7 @@ import {
   NuropbMessageError,
   NuropbTransportError,
   serviceQueueName,
+  type ClaimOutcome,
   type Frame,
   type Logger,
   type TransportScheduling,
@@ -293,7 +294,7 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
         throw host.translate(err, "open a claim");
       }
     },
-    async claim(key: string, taker: string): Promise<boolean> {
+    async claim(key: string, taker: string): Promise<ClaimOutcome> {
       assertClaimKey(key);
       assertClaimTaker(taker);
       const k = claimKey(key);
@@ -301,13 +302,13 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
         const store = await claims();
         for (;;) {
           const entry = await store.get(k);
-          if (entry === null || entry.operation !== "PUT") return false;
+          if (entry === null || entry.operation !== "PUT") return "absent";
           const value = decode(entry.value);
-          if (value.e <= Date.now()) return false;
-          if (value.t !== null) return value.t === taker;
+          if (value.e <= Date.now()) return "absent";
+          if (value.t !== null) return value.t === taker ? "won" : "lost";
           try {
             await store.update(k, encode({ t: taker, e: value.e }), entry.revision);
-            return true;
+            return "won";
           } catch (err) {
             if (!isWrongSequence(err)) throw err;
             // Someone wrote it meanwhile: read again.

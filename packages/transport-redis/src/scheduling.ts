@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
 import { NuropbMessageError, newId, serviceQueueName } from "@nuropb/protocol";
-import type { Frame, Logger, TransportScheduling } from "@nuropb/protocol";
+import type { ClaimOutcome, Frame, Logger, TransportScheduling } from "@nuropb/protocol";
 import {
   assertClaimKey,
   assertClaimTaker,
@@ -93,12 +93,15 @@ return 1
 `,
 );
 
-/** KEYS[1] = claim; ARGV[1] = taker. 1 when the claim is (now) the taker's, else 0. */
+/**
+ * KEYS[1] = claim; ARGV[1] = taker. 1 when the claim is (now) the taker's, 0 when another taker
+ * holds it, -1 when there is no such claim (expired or never opened).
+ */
 const TAKE_CLAIM = script(
   "take-claim",
   `
 local cur = redis.call('GET', KEYS[1])
-if cur == false then return 0 end
+if cur == false then return -1 end
 if cur == '' then
   redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
   return 1
@@ -220,12 +223,13 @@ export function createRedisScheduling(host: RedisSchedulingHost): RedisSchedulin
         throw host.translate(err, "open a claim");
       }
     },
-    async claim(key: string, taker: string): Promise<boolean> {
+    async claim(key: string, taker: string): Promise<ClaimOutcome> {
       assertClaimKey(key);
       assertClaimTaker(taker);
       const redis = host.redis();
       try {
-        return (await runScript(redis, TAKE_CLAIM, [`${host.prefix}claim:${key}`], [taker])) === 1;
+        const r = await runScript(redis, TAKE_CLAIM, [`${host.prefix}claim:${key}`], [taker]);
+        return r === 1 ? "won" : r === 0 ? "lost" : "absent";
       } catch (err) {
         throw host.translate(err, "take a claim");
       }

@@ -46,8 +46,8 @@ interface Arrival {
  * ({@link TransportScheduling}), written only against the `Transport` interface: a delayed frame
  * never arrives early, still arrives when the sender has closed, arrives as an ordinary delivery
  * without a ttl; a reply sent to `serviceReplyAddress` lands on the service queue; of two
- * transports claiming at once exactly one wins; a taker claims again; expired and unknown claims
- * are refused; bad arguments are refused at once with a TypeError or RangeError naming them.
+ * transports claiming at once exactly one wins (the other loses); a taker claims again; expired
+ * and unknown claims are absent; bad arguments are refused at once with a TypeError or RangeError naming them.
  * Names are unique per test, so the suite can run against a shared broker.
  * @throws TypeError when an option is invalid.
  * @example
@@ -270,41 +270,42 @@ function registerSuite(
         const key = `${uniqueName()}:${round}`;
         await sa.openClaim(key, 30_000);
         const [wa, wb] = await Promise.all([sa.claim(key, "a"), sb.claim(key, "b")]);
-        expect([wa, wb].filter(Boolean)).toHaveLength(1);
-        const [won, lost] = wa ? ["a", "b"] : ["b", "a"];
+        expect([wa, wb].sort()).toEqual(["lost", "won"]);
+        const [won, lost] = wa === "won" ? ["a", "b"] : ["b", "a"];
         // The claim belongs to the taker, whichever transport asks (a redelivered message).
-        expect(await sa.claim(key, won)).toBe(true);
-        expect(await sb.claim(key, won)).toBe(true);
-        expect(await sa.claim(key, lost)).toBe(false);
+        expect(await sa.claim(key, won)).toBe("won");
+        expect(await sb.claim(key, won)).toBe("won");
+        expect(await sa.claim(key, lost)).toBe("lost");
         // Opening again is idempotent: the taker stays.
         await sb.openClaim(key, 30_000);
-        expect(await sb.claim(key, lost)).toBe(false);
-        expect(await sa.claim(key, won)).toBe(true);
+        expect(await sb.claim(key, lost)).toBe("lost");
+        expect(await sa.claim(key, won)).toBe("won");
       }
     },
     testTimeout,
   );
 
   it(
-    "refuses a claim that was never opened or has expired",
+    "tells a claim that was never opened or has expired (absent) from one another holds (lost)",
     async () => {
       const [, sa] = await open();
       const [b, sb] = await open();
-      expect(await sa.claim(uniqueName(), "a")).toBe(false);
+      expect(await sa.claim(uniqueName(), "a")).toBe("absent");
       const open1 = uniqueName();
       const taken = uniqueName();
       const ttlMs = 400;
       await sa.openClaim(open1, ttlMs);
       await sa.openClaim(taken, ttlMs);
-      expect(await sb.claim(taken, "b")).toBe(true);
+      expect(await sb.claim(taken, "b")).toBe("won");
+      expect(await sa.claim(taken, "a")).toBe("lost");
       await b.close();
       await delay(ttlMs + slackMs);
-      expect(await sa.claim(open1, "a")).toBe(false);
-      expect(await sa.claim(taken, "b")).toBe(false);
-      expect(await sa.claim(taken, "a")).toBe(false);
+      expect(await sa.claim(open1, "a")).toBe("absent");
+      expect(await sa.claim(taken, "b")).toBe("absent");
+      expect(await sa.claim(taken, "a")).toBe("absent");
       // An expired claim may be opened afresh.
       await sa.openClaim(taken, 30_000);
-      expect(await sa.claim(taken, "a")).toBe(true);
+      expect(await sa.claim(taken, "a")).toBe("won");
     },
     testTimeout,
   );
