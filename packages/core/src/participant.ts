@@ -1,4 +1,11 @@
-import { DESCRIBE_METHOD, type Context, type Listener, type Transport } from "@nuropb/protocol";
+import {
+  DESCRIBE_METHOD,
+  encodePayload,
+  newId,
+  type Context,
+  type Listener,
+  type Transport,
+} from "@nuropb/protocol";
 import { Caller } from "./caller.ts";
 import { CallLaterSender, type CallLaterOptions } from "./call-later.ts";
 import type { RequestContextFields } from "./request-context.ts";
@@ -17,6 +24,7 @@ import { consumeWithLeaderPrefetch } from "./leader-prefetch.ts";
 import { checkName, normaliseOptions, type ServiceConfig } from "./options.ts";
 import { ParticipantLifecycle } from "./participant-lifecycle.ts";
 import { PendingResponses } from "./pending-responses.ts";
+import { requestPayload } from "./outgoing-calls.ts";
 import { Responder } from "./responder.ts";
 import { Sealing } from "./sealing.ts";
 import { EVENT_HOOK } from "./service-definition.ts";
@@ -131,14 +139,14 @@ class Participant<TService extends object> implements MeshService<TService> {
           : (signal) =>
               waitForTopology({
                 signal,
-                probe: (ttlMs) =>
-                  caller.request(
-                    so.name,
-                    DESCRIBE_METHOD,
-                    {},
-                    {},
-                    { ttlMs, encrypted: false, signal },
-                    true,
+                // No ttl: a probe the queue holds until someone consumes is never dead-lettered.
+                probe: () =>
+                  transport.send(
+                    { kind: "rpc", service: so.name },
+                    encodePayload(
+                      requestPayload(so.name, DESCRIBE_METHOD, {}, newId(), {}, newId()),
+                      { replyTo: config.responseAddress },
+                    ),
                   ),
                 isLeader: () => so.election?.isLeader === true,
                 waitMs,

@@ -285,9 +285,10 @@ export interface ServiceOptions<TService extends object> extends ParticipantOpti
   /**
    * With an election: the leader declares the service's topology (its queue and bindings, by
    * starting to consume) before the others consume. An instance that does not lead when it
-   * connects waits, at most this many ms, until the service answers a describe request (the
-   * topology is there), or until it leads itself; past the bound it logs a warning and declares
-   * the topology itself (idempotent). `connect()` resolves after the wait. Needs `election`.
+   * connects waits, at most this many ms, until the service queue takes a describe request
+   * (the topology is there; the request carries no ttl, so it never expires into the dead
+   * letters: the next consumer answers it), or until it leads itself; past the bound it logs a
+   * warning and declares the topology itself (idempotent). `connect()` resolves after the wait. Needs `election`.
    * @defaultValue none (every instance declares and consumes at once)
    */
   readonly topologyWaitMs?: number;

@@ -146,6 +146,40 @@ describe("topologyWaitMs", () => {
     expect(mesh.hub.consumerCount(QUEUE)).toBe(3);
   });
 
+  it("probes of a queue nobody consumes expire nowhere: no dead letter, nothing left queued", async () => {
+    // A previous run left the durable queue behind; no instance consumes it now.
+    const earlier = service(fakeElection(true));
+    await earlier.connect();
+    await earlier.disconnect();
+    expect(mesh.hub.queueNames()).toContain(QUEUE);
+    expect(mesh.hub.consumerCount(QUEUE)).toBe(0);
+
+    const follower = service(fakeElection(false), 3_500);
+    await follower.connect();
+    expect(mesh.hub.consumerCount(QUEUE)).toBe(1);
+    // The probe never expires: it is consumed (answered) by the instance that now consumes.
+    await waitFor(
+      () => mesh.hub.queueDepth(QUEUE) === 0 && mesh.hub.unsettledCount(QUEUE) === 0,
+      2_000,
+      "the probe consumed",
+    );
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(mesh.hub.deadLetters()).toEqual([]);
+    await expect(follower.request("stock", "count")).resolves.toBe(12);
+  });
+
+  it("a follower waiting for the leader leaves no dead letter behind", async () => {
+    const follower = service(fakeElection(false), 10_000);
+    const connecting = follower.connect();
+    await new Promise((r) => setTimeout(r, 1_300));
+    const leader = service(fakeElection(true));
+    await leader.connect();
+    await connecting;
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect(mesh.hub.deadLetters()).toEqual([]);
+    expect(mesh.hub.queueDepth(QUEUE)).toBe(0);
+  });
+
   it("refuses a bad bound, and a bound without an election", () => {
     const transport = mesh.transport();
     const base = { transport, name: "stock", instance: new Stock() };
