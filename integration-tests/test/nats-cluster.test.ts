@@ -63,6 +63,7 @@ class Jobs {
 /** `num_replicas` and message count of a stream, asked through a running server. */
 async function streamInfo(name: string): Promise<{ replicas: number; messages: number }> {
   const url = cluster.servers.find((s) => s.process.running)?.url;
+  if (url === undefined) throw new Error("no NATS server of the cluster is running");
   const nc = await connect({ servers: url });
   try {
     const info = await (await nc.jetstreamManager()).streams.info(name);
