@@ -4,6 +4,7 @@ import { runBesideNode, writeResultsForParent } from "./beside-node.ts";
 import { stopBrokers } from "./brokers.ts";
 import { amqpSuite } from "./suites/amqp.ts";
 import { amqpPersistenceSuite } from "./suites/amqp-persistence.ts";
+import { clusterSuite } from "./suites/cluster.ts";
 import { codecSuite } from "./suites/codec.ts";
 import { cryptoSuite } from "./suites/crypto.ts";
 import { eventLogSuite } from "./suites/event-log.ts";
@@ -22,6 +23,7 @@ const SUITES: readonly BenchSuite[] = [
   memorySuite,
   amqpSuite,
   amqpPersistenceSuite,
+  clusterSuite,
   natsSuite,
   redisSuite,
   cryptoSuite,
