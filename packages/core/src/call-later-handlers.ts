@@ -323,8 +323,8 @@ class AnswerContextImpl implements AnswerContext {
  * deadlines). Each goes to the handler declared for its remote method once it has won its call's
  * claim (one answer per call, or the deadline); it is acked after the handler, dead-lettered when
  * the handler throws (requeued once for `NuropbCallAgain`), and dead-lettered with a logged reason
- * when nothing should handle it: no record, no handler, or the claim went to the deadline or to
- * another answer (late, or a duplicate). A deadline that lost to an answer is acked silently.
+ * when nothing should handle it: no record, a record without a claim, no handler, or the claim
+ * went to the deadline or to another answer (late, or a duplicate). A deadline that lost to an answer is acked silently.
  */
 export class AnswerDispatcher<TService extends object> {
   readonly #p: DispatcherParts<TService>;
@@ -364,13 +364,18 @@ export class AnswerDispatcher<TService extends object> {
       );
       return;
     }
-    if (record.claim !== undefined) {
-      const won = await this.#claim(delivery, decoded, record, record.claim, flow);
-      if (!won) return;
-    } else if (record.deadline === true) {
-      await this.#deadLetter(delivery, decoded, "a deadline without a claim", flow);
+    if (record.claim === undefined) {
+      // callLater always sets one: a record without it is forged or garbled.
+      await this.#deadLetter(
+        delivery,
+        decoded,
+        `a ${record.deadline === true ? "deadline" : "response"} whose ${CALL_LATER_CONTEXT_KEY} record has no claim (forged or garbled)`,
+        flow,
+      );
       return;
     }
+    const won = await this.#claim(delivery, decoded, record, record.claim, flow);
+    if (!won) return;
     const { [CALL_LATER_CONTEXT_KEY]: _record, ...rest } = payload.context;
     const ctx = new AnswerContextImpl(
       {

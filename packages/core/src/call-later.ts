@@ -46,7 +46,7 @@ export interface CallLaterRecord {
   readonly method: string;
   /** The caller's state (JSON), or null. */
   readonly state: unknown;
-  /** The claim key letting one answer (or the deadline) through; absent: every answer passes. */
+  /** The claim key letting one answer (or the deadline) through; a response without one is dead-lettered. */
   readonly claim?: string;
   /** Set only on the deadline's own message (never on an answer). */
   readonly deadline?: true;

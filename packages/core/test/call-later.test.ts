@@ -519,4 +519,32 @@ describe("callLater: answers to the service, not the instance", () => {
     ).toBe(true);
     expect(instance.answers).toHaveLength(1);
   });
+
+  it("dead-letters a forged or garbled answer whose record has no claim, with the reason", async () => {
+    const log = captureLogger();
+    const { instance } = await orders("a", log);
+    const raw = mesh.transport();
+    await raw.connect();
+    const id = newId();
+    await raw.send(
+      { kind: "reply", address: raw.scheduling!.serviceReplyAddress("orders") },
+      encodePayload({
+        tag: "response",
+        result: { receipt: "forged" },
+        error: null,
+        correlation_id: id,
+        trace_id: "t",
+        context: { [CALL_LATER_CONTEXT_KEY]: { service: "payments", method: "charge" } },
+        warning: null,
+        reply_to: "",
+      }),
+    );
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the dead letter");
+    expect(
+      log.lines.some(
+        (l) => l.fields.correlationId === id && /has no claim/.test(String(l.fields.reason)),
+      ),
+    ).toBe(true);
+    expect(instance.answers).toEqual([]);
+  });
 });
