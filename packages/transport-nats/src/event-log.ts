@@ -10,6 +10,7 @@ import {
   type JsMsg,
   type NatsConnection,
   type OrderedConsumerOptions,
+  type StreamConfig,
   type StreamInfo,
 } from "nats";
 import {
@@ -58,6 +59,13 @@ const KNOWN_LOG_MS = 10_000;
 /** The server refuses a duplicate window longer than the stream's max age. */
 const DUPLICATE_WINDOW_MS = 120_000;
 
+/** nats.js's manager has a `direct` API (direct gets) that its exported interface omits. */
+type WithDirectGet = JetStreamManager & {
+  readonly direct?: {
+    getMessage(stream: string, query: { seq: number }): Promise<{ readonly timestamp: string }>;
+  };
+};
+
 /** What the event log needs from its transport. */
 export interface NatsEventLogHost {
   readonly mesh: string;
@@ -76,8 +84,8 @@ export function createNatsEventLog(host: NatsEventLogHost): TransportEventLog {
 class NatsEventLog implements TransportEventLog {
   readonly #host: NatsEventLogHost;
   readonly #stream: string;
-  /** When append last found the log there. */
-  #knownAt = 0;
+  /** When append last found the log there, and whether it serves direct gets. */
+  #known = { at: 0, direct: false };
 
   constructor(host: NatsEventLogHost) {
     this.#host = host;
@@ -92,6 +100,8 @@ class NatsEventLog implements TransportEventLog {
       max_age: nanos(retention.maxAgeMs),
       max_bytes: retention.maxBytes,
       duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, retention.maxAgeMs)),
+      // append reads the stored time back: a direct get skips the JetStream API's JSON.
+      allow_direct: true,
     };
     try {
       for (let attempt = 0; ; attempt++) {
@@ -119,7 +129,7 @@ class NatsEventLog implements TransportEventLog {
         ? err
         : translateNatsError(err, "set up the event log", this.#host.life);
     }
-    this.#knownAt = Date.now();
+    this.#known = { at: 0, direct: false };
     this.#host.logger.info("event log set up", { stream: this.#stream, ...retention });
   }
 
@@ -132,7 +142,7 @@ class NatsEventLog implements TransportEventLog {
   async #toLimits(
     jsm: JetStreamManager,
     info: StreamInfo,
-    limits: { retention: RetentionPolicy; max_age: number; max_bytes: number },
+    limits: Partial<StreamConfig>,
   ): Promise<boolean> {
     try {
       await jsm.streams.update(this.#stream, { ...info.config, ...limits });
@@ -162,16 +172,20 @@ class NatsEventLog implements TransportEventLog {
     }
     const headers = encodeFrameHeaders(frame);
     const { nc, jsm } = this.#host.requireOpen();
-    if (Date.now() - this.#knownAt > KNOWN_LOG_MS) {
-      await this.#requireLog(jsm);
-      this.#knownAt = Date.now();
+    if (Date.now() - this.#known.at > KNOWN_LOG_MS) {
+      const info = await this.#requireLog(jsm);
+      this.#known = { at: Date.now(), direct: info.config.allow_direct === true };
     }
     try {
       const ack = await nc.jetstream().publish(eventSubject(this.#host.mesh, topic), frame.body, {
         headers,
         msgID: nuid.next(),
       });
-      const stored = await jsm.streams.getMessage(ack.stream, { seq: ack.seq });
+      const direct = (jsm as WithDirectGet).direct;
+      const stored =
+        this.#known.direct && direct !== undefined
+          ? await direct.getMessage(ack.stream, { seq: ack.seq })
+          : await jsm.streams.getMessage(ack.stream, { seq: ack.seq });
       return { position: String(ack.seq), timestamp: storedMs(stored.timestamp) };
     } catch (err) {
       if ((err as { code?: unknown }).code === "503") throw notSetUp();
