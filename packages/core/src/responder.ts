@@ -44,8 +44,11 @@ export class Responder {
     this.#log = log;
   }
 
-  /** Sends one response to `replyTo`; never throws. `flow`: the handled message's, if measured. */
-  async respond(
+  /**
+   * Sends one response to `replyTo`; never throws (the promise settles once the transport took
+   * it, never rejects). `flow`: the handled message's, if measured.
+   */
+  respond(
     replyTo: string,
     r: ResponseFields,
     replyKey: ReplyKey | undefined,
@@ -53,33 +56,72 @@ export class Responder {
   ): Promise<void> {
     try {
       flow?.emit("service-encode");
-      let frame = await this.#frame(replyTo, r, replyKey);
-      const max = this.#transport.capabilities.maxFrameBytes;
-      if (frame.body.byteLength > max) {
-        // The handler ran and its message is settled: say why there is no result, rather than
-        // let the caller time out and retry it.
-        const tooBig = new NuropbMessageError(
-          `the response of ${frame.body.byteLength} bytes exceeds the transport's maxFrameBytes (${max})`,
-          { details: { bytes: frame.body.byteLength, maxFrameBytes: max } },
-        );
-        this.#log.warn("response too large; answering with an error", {
-          correlationId: r.correlationId,
-          bytes: frame.body.byteLength,
-        });
-        frame = await this.#frame(
-          replyTo,
-          { ...r, result: null, error: toErrorPayload(tooBig) },
-          replyKey,
-        );
-      }
-      flow?.emit("service-reply", r.error === null ? undefined : { error: r.error.error });
-      await this.#transport.send({ kind: "reply", address: replyTo }, frame);
+      // A plaintext response is written synchronously: no promise until the transport's send.
+      if (replyKey !== undefined) return this.#respondSealed(replyTo, r, replyKey, flow);
+      let frame = this.#plainFrame(replyTo, r);
+      const tooLarge = this.#tooLarge(frame, r);
+      if (tooLarge !== undefined) frame = this.#plainFrame(replyTo, tooLarge);
+      return this.#send(replyTo, r, frame, flow);
     } catch (err) {
-      this.#log.error("could not send a response", {
-        correlationId: r.correlationId,
-        error: String((err as Error)?.message ?? err),
-      });
+      this.#sendFailed(r, err);
+      return Promise.resolve();
     }
+  }
+
+  async #respondSealed(
+    replyTo: string,
+    r: ResponseFields,
+    replyKey: ReplyKey,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    try {
+      let frame = await this.#sealing.sealResponse(this.#plainFrame(replyTo, r), replyKey);
+      const tooLarge = this.#tooLarge(frame, r);
+      if (tooLarge !== undefined) {
+        frame = await this.#sealing.sealResponse(this.#plainFrame(replyTo, tooLarge), replyKey);
+      }
+      await this.#send(replyTo, r, frame, flow);
+    } catch (err) {
+      this.#sendFailed(r, err);
+    }
+  }
+
+  /**
+   * The response to send instead when `frame` is larger than the transport takes (the handler
+   * ran and its message is settled: say why there is no result, rather than let the caller time
+   * out and retry it); undefined when it fits.
+   */
+  #tooLarge(frame: Frame, r: ResponseFields): ResponseFields | undefined {
+    const max = this.#transport.capabilities.maxFrameBytes;
+    if (frame.body.byteLength <= max) return undefined;
+    const tooBig = new NuropbMessageError(
+      `the response of ${frame.body.byteLength} bytes exceeds the transport's maxFrameBytes (${max})`,
+      { details: { bytes: frame.body.byteLength, maxFrameBytes: max } },
+    );
+    this.#log.warn("response too large; answering with an error", {
+      correlationId: r.correlationId,
+      bytes: frame.body.byteLength,
+    });
+    return { ...r, result: null, error: toErrorPayload(tooBig) };
+  }
+
+  #send(
+    replyTo: string,
+    r: ResponseFields,
+    frame: Frame,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    flow?.emit("service-reply", r.error === null ? undefined : { error: r.error.error });
+    return this.#transport
+      .send({ kind: "reply", address: replyTo }, frame)
+      .then(undefined, (err: unknown) => this.#sendFailed(r, err));
+  }
+
+  #sendFailed(r: ResponseFields, err: unknown): void {
+    this.#log.error("could not send a response", {
+      correlationId: r.correlationId,
+      error: String((err as Error)?.message ?? err),
+    });
   }
 
   /**
@@ -110,7 +152,8 @@ export class Responder {
     );
   }
 
-  async #frame(replyTo: string, r: ResponseFields, replyKey: ReplyKey | undefined): Promise<Frame> {
+  /** The plaintext frame of a response (a result that cannot become JSON: answered with that error). */
+  #plainFrame(replyTo: string, r: ResponseFields): Frame {
     const payload: ResponsePayload = {
       tag: "response",
       result: r.result,
@@ -134,8 +177,6 @@ export class Responder {
         frame = encodePayload({ ...payload, result: null, error, context: {} });
       }
     }
-    frame = withHeaders(frame, r.headers);
-    if (replyKey !== undefined) frame = await this.#sealing.sealResponse(frame, replyKey);
-    return frame;
+    return withHeaders(frame, r.headers);
   }
 }
