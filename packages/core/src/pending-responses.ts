@@ -24,8 +24,11 @@ export interface Pending {
   readonly replyKey: ReplyKey | undefined;
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: Error) => void;
-  /** Clears the request's timer and abort listener. */
-  readonly cleanup: () => void;
+  /** The ttl timer; cleared with {@link cleanup}. */
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** The caller's signal and the listener it holds, when the request has one. */
+  readonly signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
   /** The call its middleware sees, to show the response to; undefined without middleware. */
   readonly call: { response: IncomingResponse | undefined } | undefined;
   /** Reports the response's transitions; undefined without a lifecycle listener. */
@@ -70,45 +73,55 @@ export class PendingResponses {
     call: Pending["call"],
     flow: MessageFlow | undefined,
   ): Promise<unknown> {
-    const pending = this.#pending;
+    // One record per request and no closures beyond the promise's own (the timer gets its
+    // arguments, the abort listener exists only with a signal): this runs once per request.
     return new Promise<unknown>((resolve, reject) => {
-      const onAbort = (): void => {
-        if (pending.delete(correlationId)) {
-          clearTimeout(timer);
-          reject(
-            options.signal?.reason instanceof Error
-              ? options.signal.reason
-              : new NuropbTimeoutError("request aborted"),
-          );
-        }
-      };
-      const timer = setTimeout(() => {
-        if (pending.delete(correlationId)) {
-          options.signal?.removeEventListener("abort", onAbort);
-          reject(
-            new NuropbTimeoutError(
-              `no response from ${service}.${method} within ${String(ttlMs)} ms`,
-              { retryable: true, details: { service, method, correlationId, ttlMs } },
-            ),
-          );
-        }
-      }, ttlMs);
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      pending.set(correlationId, {
+      const signal = options.signal;
+      const p: Pending = {
         service,
         method,
         rpcResponse: options.rpcResponse !== false,
         replyKey,
         resolve,
         reject,
-        cleanup: () => {
-          clearTimeout(timer);
-          options.signal?.removeEventListener("abort", onAbort);
-        },
+        timer: undefined,
+        signal,
+        onAbort: undefined,
         call,
         flow,
-      });
+      };
+      p.timer = setTimeout(this.#expire, ttlMs, correlationId, p, ttlMs);
+      if (signal !== undefined) {
+        p.onAbort = () => this.#abort(correlationId, p);
+        signal.addEventListener("abort", p.onAbort, { once: true });
+      }
+      this.#pending.set(correlationId, p);
     });
+  }
+
+  /** The ttl of the request `correlationId` passed without a response. */
+  readonly #expire = (correlationId: string, p: Pending, ttlMs: number): void => {
+    if (this.#pending.get(correlationId) !== p) return;
+    this.#pending.delete(correlationId);
+    p.timer = undefined;
+    cleanup(p);
+    const { service, method } = p;
+    p.reject(
+      new NuropbTimeoutError(`no response from ${service}.${method} within ${String(ttlMs)} ms`, {
+        retryable: true,
+        details: { service, method, correlationId, ttlMs },
+      }),
+    );
+  };
+
+  /** The caller's signal aborted the request `correlationId`. */
+  #abort(correlationId: string, p: Pending): void {
+    if (this.#pending.get(correlationId) !== p) return;
+    this.#pending.delete(correlationId);
+    p.onAbort = undefined; // a once listener, gone already
+    cleanup(p);
+    const reason: unknown = p.signal?.reason;
+    p.reject(reason instanceof Error ? reason : new NuropbTimeoutError("request aborted"));
   }
 
   /** Sending the request `correlationId` failed with `err`: it fails (unless settled already). */
@@ -116,7 +129,7 @@ export class PendingResponses {
     const p = this.#pending.get(correlationId);
     if (p === undefined) return;
     this.#pending.delete(correlationId);
-    p.cleanup();
+    cleanup(p);
     p.reject(sendError(err, p.service, p.method));
   }
 
@@ -124,7 +137,7 @@ export class PendingResponses {
   failAll(make: () => Error): void {
     for (const [id, p] of this.#pending) {
       this.#pending.delete(id);
-      p.cleanup();
+      cleanup(p);
       p.reject(make());
     }
   }
@@ -179,7 +192,7 @@ export class PendingResponses {
   /** An undecodable response for a pending request: fail the request now rather than at ttl. */
   #fail(correlationId: string, pending: Pending, err: unknown): void {
     this.#pending.delete(correlationId);
-    pending.cleanup();
+    cleanup(pending);
     this.#handled(
       pending,
       isNuropbError(err) ? err : new NuropbMessageError(String(err), { cause: err }),
@@ -209,7 +222,7 @@ export class PendingResponses {
     }
     const response = decoded.payload;
     this.#pending.delete(frame.correlationId);
-    pending.cleanup();
+    cleanup(pending);
     if (pending.call !== undefined)
       pending.call.response = { payload: response, headers: frame.headers };
     if (pending.replyKey !== undefined && !decoded.encrypted && response.error === null) {
@@ -235,4 +248,10 @@ export class PendingResponses {
     else if (err !== undefined) pending.reject(err);
     else pending.resolve(response?.result);
   }
+}
+
+/** Clears the request's timer and abort listener. */
+function cleanup(p: Pending): void {
+  if (p.timer !== undefined) clearTimeout(p.timer);
+  if (p.onAbort !== undefined) p.signal?.removeEventListener("abort", p.onAbort);
 }

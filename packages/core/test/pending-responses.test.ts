@@ -1,0 +1,115 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { NuropbTimeoutError, encodePayload, noopLogger } from "@nuropb/protocol";
+import type { InboundFrame } from "@nuropb/protocol";
+import { PendingResponses } from "../src/pending-responses.ts";
+import { Sealing } from "../src/sealing.ts";
+
+function pendingResponses(): PendingResponses {
+  return new PendingResponses(new Sealing({}), 1 << 20, noopLogger);
+}
+
+function response(correlationId: string, result: unknown): InboundFrame {
+  const frame = encodePayload({
+    tag: "response",
+    result,
+    error: null,
+    correlation_id: correlationId,
+    trace_id: null,
+    context: {},
+    warning: null,
+    reply_to: "rq",
+  });
+  return { ...frame, redelivered: false };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("PendingResponses", () => {
+  it("completes a request with its response and clears its timer", async () => {
+    vi.useFakeTimers();
+    const pending = pendingResponses();
+    const outcome = pending.expect("c1", "s", "m", 1000, {}, undefined, undefined, undefined);
+    expect(vi.getTimerCount()).toBe(1);
+    pending.onResponse(response("c1", { ok: 1 }));
+    await expect(outcome).resolves.toEqual({ ok: 1 });
+    expect(vi.getTimerCount()).toBe(0);
+    expect(pending.size).toBe(0);
+  });
+
+  it("fails a request at its ttl with a retryable NuropbTimeoutError naming it", async () => {
+    vi.useFakeTimers();
+    const pending = pendingResponses();
+    const outcome = pending.expect("c1", "s", "m", 1000, {}, undefined, undefined, undefined);
+    const seen = outcome.catch((err: unknown) => err);
+    vi.advanceTimersByTime(999);
+    expect(pending.size).toBe(1);
+    vi.advanceTimersByTime(1);
+    const err = (await seen) as NuropbTimeoutError;
+    expect(err).toBeInstanceOf(NuropbTimeoutError);
+    expect(err.message).toBe("no response from s.m within 1000 ms");
+    expect(err.retryable).toBe(true);
+    expect(err.details).toEqual({ service: "s", method: "m", correlationId: "c1", ttlMs: 1000 });
+    expect(pending.size).toBe(0);
+    // A response after the ttl is ignored.
+    pending.onResponse(response("c1", 1));
+  });
+
+  it("fails a sent request when its signal aborts, with the signal's reason", async () => {
+    vi.useFakeTimers();
+    const pending = pendingResponses();
+    const abort = new AbortController();
+    const outcome = pending.expect(
+      "c1",
+      "s",
+      "m",
+      1000,
+      { signal: abort.signal },
+      undefined,
+      undefined,
+      undefined,
+    );
+    abort.abort(new Error("user gave up"));
+    await expect(outcome).rejects.toThrow("user gave up");
+    expect(vi.getTimerCount()).toBe(0);
+    expect(pending.size).toBe(0);
+  });
+
+  it("an abort reason that is not an Error fails the request with NuropbTimeoutError", async () => {
+    const pending = pendingResponses();
+    const abort = new AbortController();
+    const outcome = pending.expect(
+      "c1",
+      "s",
+      "m",
+      1000,
+      { signal: abort.signal },
+      undefined,
+      undefined,
+      undefined,
+    );
+    abort.abort("gave up");
+    await expect(outcome).rejects.toThrow(new NuropbTimeoutError("request aborted"));
+  });
+
+  it("a response removes the abort listener from the caller's signal", async () => {
+    const pending = pendingResponses();
+    const abort = new AbortController();
+    const remove = vi.spyOn(abort.signal, "removeEventListener");
+    const outcome = pending.expect(
+      "c1",
+      "s",
+      "m",
+      1000,
+      { signal: abort.signal },
+      undefined,
+      undefined,
+      undefined,
+    );
+    pending.onResponse(response("c1", "done"));
+    await expect(outcome).resolves.toBe("done");
+    expect(remove).toHaveBeenCalledWith("abort", expect.any(Function));
+    abort.abort(new Error("too late"));
+  });
+});
