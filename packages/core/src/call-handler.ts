@@ -122,6 +122,23 @@ export class CallHandler<TService extends object> {
   ): Promise<void> {
     const payload = decoded.payload;
     flow?.emit("service-handle");
+    // A delayed redelivery whose caller's ttl has passed is dead-lettered unrun.
+    if (
+      this.#failures !== undefined &&
+      (await this.#failures.settleIfExpired(
+        {
+          delivery,
+          kind: decoded.type,
+          method: payload.method,
+          traceId: decoded.traceId,
+          correlationId: decoded.correlationId,
+          params: payload.params,
+        },
+        flow,
+      ))
+    ) {
+      return;
+    }
     const t0 = this.#p.stats.started();
     const t0Wall = this.#failures === undefined ? 0 : Date.now();
     let outcome: Outcome;

@@ -1,5 +1,6 @@
 import {
   DEFAULT_RPC_TTL_MS,
+  NuropbTimeoutError,
   schedulingOf,
   type Context,
   type Delivery,
@@ -7,16 +8,20 @@ import {
   type Logger,
   type NuropbError,
   type Transport,
+  type TransportScheduling,
 } from "@nuropb/protocol";
 import type { MessageFlow } from "./message-lifecycle.ts";
 import { settle, type Outcome } from "./outcomes.ts";
 import {
   FailureHeader,
   MAX_FAILURE_DESCRIPTION,
+  MAX_FAILURE_ERROR,
+  carriedFailureOf,
   checkFailurePolicy,
-  countOf,
   failureHeaders,
   isRetryable,
+  withoutFailureHeaders,
+  type CarriedFailure,
   type FailureRecord,
   type ResolvedFailurePolicy,
 } from "./failure-policy.ts";
@@ -142,24 +147,27 @@ export class FailurePipeline {
     m: FailedMessage,
     flow: MessageFlow | undefined,
   ): Promise<FailureSettlement> {
-    const h = m.delivery.headers;
     const now = Date.now();
-    const before = countOf(h[FailureHeader.attempts]);
-    const redeliveries = countOf(h[FailureHeader.redeliveries]);
-    const first = h[FailureHeader.firstAt];
+    const carried = this.#carried(policy, m.delivery, m.kind, m.method, now);
+    const before = carried?.attempts ?? 0;
+    const redeliveries = carried?.redeliveries ?? 0;
     const record: FailureRecord = {
-      error: m.error.wireName,
+      error: m.error.wireName.slice(0, MAX_FAILURE_ERROR) || "NuropbException",
       description: m.error.description.slice(0, MAX_FAILURE_DESCRIPTION),
       service: this.#service,
       method: m.method,
       attempts: before + m.runs,
-      firstFailureAt: typeof first === "string" && first !== "" ? first : iso(now),
+      firstFailureAt: carried?.firstFailureAt ?? iso(now),
       lastFailureAt: iso(now),
     };
-    const deadline = deadlineOf(m.delivery, m.receivedAt);
+    const deadline =
+      m.kind === "event"
+        ? undefined
+        : (carried?.deadline ??
+          (m.delivery.ttlMs === undefined ? undefined : m.receivedAt + m.delivery.ttlMs));
     const delay = policy.delays[redeliveries];
     if (delay !== undefined && isRetryable(policy, m.thrown)) {
-      if (deadline !== undefined && now + delay >= deadline) {
+      if (deadline !== undefined && now + this.#deliveredAfterMs(delay) >= deadline) {
         this.#p.log.debug("the caller's ttl passes before the next delivery; failing now", {
           correlationId: m.correlationId,
         });
@@ -176,6 +184,84 @@ export class FailurePipeline {
     return "dead-lettered";
   }
 
+  /**
+   * On arrival of a request or command: when it is a copy this pipeline scheduled and the
+   * caller's ttl it carries has passed, dead-letters it as expired (error `NuropbTimeoutError`,
+   * the earlier failures in its record) and publishes the fault event if the policy asks, without
+   * running it. True when it did: the caller then neither runs nor answers the message.
+   */
+  async settleIfExpired(
+    m: Omit<FailedMessage, "error" | "thrown" | "runs" | "receivedAt" | "topic">,
+    flow: MessageFlow | undefined,
+  ): Promise<boolean> {
+    if (m.kind === "event") return false;
+    const policy = this.policyFor(m.method);
+    if (policy === undefined) return false;
+    const now = Date.now();
+    const carried = this.#carried(policy, m.delivery, m.kind, m.method, now);
+    if (carried?.deadline === undefined || now < carried.deadline) return false;
+    const record: FailureRecord = {
+      error: NuropbTimeoutError.wireName,
+      description:
+        `the caller's ttl passed before delayed redelivery ${String(carried.redeliveries)} could run; the last failure was ${carried.error}: ${carried.description}`.slice(
+          0,
+          MAX_FAILURE_DESCRIPTION,
+        ),
+      service: this.#service,
+      method: m.method,
+      attempts: carried.attempts,
+      firstFailureAt: carried.firstFailureAt,
+      lastFailureAt: iso(now),
+    };
+    this.#p.log.debug("a delayed redelivery arrived after its caller's ttl; dead-lettering it", {
+      correlationId: m.correlationId,
+      redelivery: carried.redeliveries,
+    });
+    await this.#deadLetter(
+      m.delivery,
+      failureHeaders(record, carried.redeliveries, carried.deadline),
+      flow,
+    );
+    if (policy.faultEvents) await this.#fault(policy, m, record);
+    return true;
+  }
+
+  /** The failure a delivery carries, when it is a copy this pipeline scheduled (else undefined). */
+  #carried(
+    policy: ResolvedFailurePolicy,
+    delivery: Delivery,
+    kind: FailedMessage["kind"],
+    method: string,
+    now: number,
+  ): CarriedFailure | undefined {
+    const carried = carriedFailureOf(
+      delivery.headers,
+      policy,
+      { service: this.#service, method, kind },
+      now,
+    );
+    if (carried === undefined && delivery.headers[FailureHeader.redeliveries] !== undefined) {
+      this.#p.log.debug("ignoring failure headers that this pipeline did not set", {
+        correlationId: delivery.correlationId,
+      });
+    }
+    return carried;
+  }
+
+  /**
+   * When a copy sent with `delayMs` is delivered at the earliest: the transport's own figure when
+   * its scheduling tells (RabbitMQ rounds up to a delay bucket), else `delayMs` plus a margin.
+   */
+  #deliveredAfterMs(delayMs: number): number {
+    const scheduling = schedulingOf(this.#p.transport) as
+      (TransportScheduling & { deliveryDelayMs?: unknown }) | undefined;
+    if (typeof scheduling?.deliveryDelayMs === "function") {
+      const ms: unknown = (scheduling.deliveryDelayMs as (d: number) => unknown)(delayMs);
+      if (typeof ms === "number" && Number.isFinite(ms) && ms >= delayMs) return ms;
+    }
+    return delayMs + Math.max(DELAY_MARGIN_MS, Math.ceil(delayMs / 10));
+  }
+
   /** Sends the copy for redelivery `n`; false (logged) when the transport could not take it. */
   async #schedule(
     m: FailedMessage,
@@ -186,7 +272,7 @@ export class FailurePipeline {
   ): Promise<boolean> {
     const d = m.delivery;
     const frame: Frame = {
-      headers: { ...d.headers, ...failureHeaders(record, n, deadline) },
+      headers: { ...withoutFailureHeaders(d.headers), ...failureHeaders(record, n, deadline) },
       body: d.body,
       correlationId: d.correlationId,
       ...(d.replyTo === undefined ? {} : { replyTo: d.replyTo }),
@@ -232,7 +318,7 @@ export class FailurePipeline {
   /** Publishes `nuropb.fault.{service}.{method}` (no context: it may hold credentials). */
   async #fault(
     policy: ResolvedFailurePolicy,
-    m: FailedMessage,
+    m: Pick<FailedMessage, "kind" | "method" | "correlationId" | "traceId" | "params">,
     record: FailureRecord,
   ): Promise<void> {
     const event = {
@@ -261,6 +347,9 @@ export class FailurePipeline {
 const FAULT_PREFIX = "nuropb.fault.";
 
 const neverRetryable = (): boolean => false;
+
+/** Added to a delay when the transport does not tell when a delayed copy is delivered. */
+const DELAY_MARGIN_MS = 100;
 
 /** Services already warned of (a service's call and event handlers each build a pipeline). */
 const warned = new WeakSet<object>();
@@ -293,17 +382,6 @@ function warnOfLongDelays(parts: FailurePipelineParts): void {
 /** The topic of a fault event: `nuropb.fault.{service}.{method}`. */
 export function faultTopic(service: string, method: string): string {
   return `${FAULT_PREFIX}${service}.${method}`;
-}
-
-/**
- * When the caller's ttl passes: from an earlier redelivery's header, else from the delivery's
- * ttl counted from when it was received (the time it waited in the queue is not known, so this
- * is an upper bound); undefined for an event or a message without a ttl.
- */
-function deadlineOf(delivery: Delivery, receivedAt: number): number | undefined {
-  const carried = delivery.headers[FailureHeader.deadline];
-  if (typeof carried === "string" && /^\d{1,16}$/.test(carried)) return Number(carried);
-  return delivery.ttlMs === undefined ? undefined : receivedAt + delivery.ttlMs;
 }
 
 function iso(ms: number): string {

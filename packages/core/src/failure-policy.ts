@@ -247,6 +247,93 @@ export function failureRecordOf(
   };
 }
 
+/** Longest `_first_at`/`_last_at` accepted from a header (an ISO 8601 time is 24 to 30). */
+export const MAX_FAILURE_TIME_LENGTH = 40;
+/** Longest error wire name kept in a failure record. */
+export const MAX_FAILURE_ERROR = 200;
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/;
+
+/** Whether `value` is an ISO 8601 time of at most {@link MAX_FAILURE_TIME_LENGTH} characters. */
+export function isFailureTime(value: unknown): value is string {
+  return (
+    typeof value === "string" &&
+    value.length <= MAX_FAILURE_TIME_LENGTH &&
+    ISO_TIME.test(value) &&
+    !Number.isNaN(Date.parse(value))
+  );
+}
+
+/** The failure so far, as a scheduled copy carries it (see {@link carriedFailureOf}). */
+export interface CarriedFailure {
+  /** Handler runs over the earlier deliveries. */
+  readonly attempts: number;
+  /** Delayed redeliveries so far (this delivery is redelivery number `redeliveries`). */
+  readonly redeliveries: number;
+  /** ISO 8601. */
+  readonly firstFailureAt: string;
+  /** The last failure's wire name and description, as recorded. */
+  readonly error: string;
+  readonly description: string;
+  /** Requests and commands: when the caller's ttl passes (ms since the epoch). */
+  readonly deadline: number | undefined;
+}
+
+/**
+ * The failure record a delivery carries, when it reads as a copy that this pipeline scheduled for
+ * `service`'s `method` under `policy`; undefined otherwise (a first delivery, or headers that
+ * anyone could have set: then they count for nothing). A copy that the pipeline scheduled has
+ * every field, its service and method, `1 <= redeliveries <= delays.length` and
+ * `redeliveries <= attempts <= redeliveries * (immediateRetries + 1)`, ISO times of at most
+ * {@link MAX_FAILURE_TIME_LENGTH} characters, and for a request or command a deadline (if any: a
+ * first delivery without a ttl has none) no further than `MAX_MESSAGE_TTL_MS` ahead. Events
+ * carry no deadline (one is ignored).
+ */
+export function carriedFailureOf(
+  headers: Readonly<Record<string, string | null | undefined>>,
+  policy: ResolvedFailurePolicy,
+  where: { readonly service: string; readonly method: string; readonly kind: string },
+  now: number,
+): CarriedFailure | undefined {
+  const h = headers;
+  if (h[FailureHeader.service] !== where.service || h[FailureHeader.method] !== where.method)
+    return undefined;
+  const redeliveries = strictCount(h[FailureHeader.redeliveries]);
+  const attempts = strictCount(h[FailureHeader.attempts]);
+  if (redeliveries === undefined || attempts === undefined) return undefined;
+  if (redeliveries < 1 || redeliveries > policy.delays.length) return undefined;
+  if (attempts < redeliveries || attempts > redeliveries * (policy.immediateRetries + 1))
+    return undefined;
+  const firstAt = h[FailureHeader.firstAt];
+  const error = h[FailureHeader.error];
+  if (!isFailureTime(firstAt) || !isFailureTime(h[FailureHeader.lastAt])) return undefined;
+  if (typeof error !== "string" || error === "" || error.length > MAX_FAILURE_ERROR)
+    return undefined;
+  const description = h[FailureHeader.description];
+  let deadline: number | undefined;
+  if (where.kind !== "event") {
+    // Absent when the first delivery had no ttl.
+    const carried = h[FailureHeader.deadline];
+    if (carried !== undefined && carried !== null) {
+      if (!/^\d{1,16}$/.test(carried)) return undefined;
+      deadline = Number(carried);
+      if (deadline > now + MAX_MESSAGE_TTL_MS) return undefined;
+    }
+  }
+  return {
+    attempts,
+    redeliveries,
+    firstFailureAt: firstAt,
+    error,
+    description:
+      typeof description === "string" ? description.slice(0, MAX_FAILURE_DESCRIPTION) : "",
+    deadline,
+  };
+}
+
+function strictCount(value: string | null | undefined): number | undefined {
+  return typeof value === "string" && /^\d{1,9}$/.test(value) ? Number(value) : undefined;
+}
+
 /** A non-negative integer header, 0 when absent or malformed (a header from anyone). */
 export function countOf(value: string | null | undefined): number {
   if (typeof value !== "string" || !/^\d{1,9}$/.test(value)) return 0;

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   NuropbAuthorizationError,
   NuropbError,
+  NuropbTimeoutError,
   NuropbValidationError,
   type DeliveryHandler,
   type EventType,
@@ -307,6 +308,126 @@ describe("the failure pipeline on the memory transport", () => {
     );
     expect(delays).toEqual([]);
     expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toMatchObject({ attempts: 1 });
+  });
+
+  /** A client whose frames to `jobs` carry `extra` headers (as any sender could set them). */
+  async function forgingClient(extra: Record<string, string>) {
+    const t = mesh.transport();
+    const forging = new Proxy(t, {
+      get(target, prop) {
+        if (prop === "send") {
+          return (to: Parameters<Transport["send"]>[0], frame: Frame) =>
+            target.send(to, { ...frame, headers: { ...frame.headers, ...extra } });
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const c = createClient({ transport: forging, defaultTtlMs: 5_000 });
+    await c.connect();
+    mesh.defer(() => c.disconnect());
+    return c;
+  }
+
+  it("ignores failure counters a sender set on a first delivery", async () => {
+    await serve({ delays: [1, 1, 1] });
+    const forger = await forgingClient({ [FailureHeader.redeliveries]: "3" });
+    await forger.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 1, 2000, "the dead letter");
+    expect(jobs.runs.work).toBe(4);
+    expect(delays).toEqual([1, 1, 1]);
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toMatchObject({
+      attempts: 4,
+      redeliveries: 3,
+    });
+  });
+
+  it("ignores a whole forged record out of the policy's bounds, and an overlong first_at", async () => {
+    await serve({ delays: [1] });
+    const forger = await forgingClient({
+      [FailureHeader.service]: "jobs",
+      [FailureHeader.method]: "work",
+      [FailureHeader.error]: "NuropbException",
+      [FailureHeader.redeliveries]: "99",
+      [FailureHeader.attempts]: "99",
+      [FailureHeader.firstAt]: "2026-01-01T00:00:00.000Z" + "x".repeat(200_000),
+      [FailureHeader.lastAt]: "2026-01-01T00:00:00.000Z",
+    });
+    const before = new Date().toISOString();
+    await forger.command("jobs", "work", {});
+    await waitFor(() => deadLetters().length === 1, 2000, "the dead letter");
+    expect(delays).toEqual([1]);
+    const record = failureRecordOf(deadLetters()[0]!.frame.headers)!;
+    expect(record).toMatchObject({ attempts: 2, redeliveries: 1 });
+    expect(record.firstFailureAt.length).toBeLessThanOrEqual(40);
+    expect(record.firstFailureAt >= before).toBe(true);
+  });
+
+  it("ignores a deadline header on an event: its delayed redeliveries still run", async () => {
+    jobs.succeedFrom = 2;
+    await serve({ delays: [1] }, ["orders.*"]);
+    const forger = await forgingClient({ [FailureHeader.deadline]: "1" });
+    await forger.publishEvent("orders.created", { id: 1 });
+    await waitFor(() => jobs.events.length === 1, 2000, "the event handled");
+    expect(delays).toEqual([1]);
+    expect(deadLetters()).toEqual([]);
+  });
+
+  it("dead-letters a delayed copy that arrives after its caller's ttl as expired, unrun", async () => {
+    const t = mesh.transport();
+    const real = t.scheduling as TransportScheduling;
+    // The broker delivers later than asked (a backlog, a bucket rounded up).
+    const late = withScheduling(t, {
+      ...real,
+      sendDelayed: (service, frame) => real.sendDelayed(service, frame, 400),
+    });
+    const service = createService({
+      transport: late,
+      name: "jobs",
+      instance: jobs,
+      failurePolicy: { delays: [1] },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    await expect(client.request("jobs", "work", {}, {}, { ttlMs: 300 })).rejects.toThrow(
+      NuropbTimeoutError,
+    );
+    await waitFor(() => deadLetters().length === 1, 2000, "the expired dead letter");
+    expect(jobs.runs.work).toBe(1);
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)).toMatchObject({
+      error: "NuropbTimeoutError",
+      attempts: 1,
+      redeliveries: 1,
+    });
+    expect(failureRecordOf(deadLetters()[0]!.frame.headers)!.description).toMatch(/database busy/);
+  });
+
+  it("fails at once when the transport's real delay passes the caller's ttl", async () => {
+    const t = mesh.transport();
+    const real = t.scheduling as TransportScheduling;
+    const sent: number[] = [];
+    const bucketed = withScheduling(t, {
+      ...real,
+      sendDelayed: (service, frame, delayMs) => {
+        sent.push(delayMs);
+        return real.sendDelayed(service, frame, delayMs);
+      },
+      // Rounds every delay up to 10 s, as a coarse delay bucket would.
+      deliveryDelayMs: () => 10_000,
+    } as TransportScheduling);
+    const service = createService({
+      transport: bucketed,
+      name: "jobs",
+      instance: jobs,
+      failurePolicy: { delays: [1_000] },
+    });
+    await service.connect();
+    mesh.defer(() => service.disconnect());
+    await expect(client.request("jobs", "work", {}, {}, { ttlMs: 5_000 })).rejects.toThrow(
+      /database busy/,
+    );
+    expect(sent).toEqual([]);
+    expect(jobs.runs.work).toBe(1);
   });
 
   it("publishes a fault event after the final failure, without context or params", async () => {
