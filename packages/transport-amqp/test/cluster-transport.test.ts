@@ -1,0 +1,164 @@
+import type { Transport, TransportEvent } from "@nuropb/protocol";
+import { buildHeaders } from "@nuropb/protocol";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { createAmqpTransport } from "../src/index.ts";
+import { FakeConnection, broker } from "./fake-amqplib.ts";
+import type { FakeChannel } from "./fake-amqplib.ts";
+
+vi.mock("amqplib", async () => (await import("./fake-amqplib.ts")).fakeAmqplib);
+
+// Issue #19 against the fake amqplib: failover between a cluster's nodes, quorum settlement,
+// a publisher channel retired after a nack, and a cancelled consumer started again in place.
+
+const made: Transport[] = [];
+function transport(extra: Parameters<typeof createAmqpTransport>[0] = {}): Transport {
+  const t = createAmqpTransport({ reconnect: { initialDelayMs: 1, maxDelayMs: 5 }, ...extra });
+  made.push(t);
+  return t;
+}
+function events(t: Transport): TransportEvent[] {
+  const seen: TransportEvent[] = [];
+  void (async () => {
+    for await (const e of t.events()) seen.push(e);
+  })();
+  return seen;
+}
+const conn = (i = -1): FakeConnection => {
+  const c = broker.connections.at(i);
+  if (c === undefined) throw new Error("no connection");
+  return c;
+};
+const frame = (id: string) => ({
+  headers: buildHeaders("command", null),
+  body: new TextEncoder().encode(id),
+  correlationId: id,
+});
+const spec = { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 4 };
+
+beforeEach(() => broker.reset());
+afterEach(async () => {
+  await Promise.allSettled(made.splice(0).map((t) => t.close()));
+});
+
+describe("failover", () => {
+  it("connects to the next node of a comma list when one refuses, in order, on every reconnect", async () => {
+    const down = new Set(["h1"]);
+    broker.connect = (url) => {
+      const host = (url as { hostname: string }).hostname;
+      if (down.has(host)) {
+        return Promise.reject(
+          Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }),
+        );
+      }
+      return Promise.resolve(new FakeConnection());
+    };
+    const t = transport({ url: "amqp://u:pw-secret@h1:5672,h2:5673,h3:5674/mesh" });
+    await t.connect();
+    expect(
+      broker.connectCalls.map((c) => `${String(c.url.hostname)}:${String(c.url.port)}`),
+    ).toEqual(["h1:5672", "h2:5673"]);
+    const seen = events(t);
+    down.add("h2");
+    broker.connectCalls.length = 0;
+    conn().drop();
+    await vi.waitFor(() => expect(seen.map((e) => e.type)).toContain("reconnected"));
+    expect(broker.connectCalls.map((c) => c.url.hostname)).toEqual(["h1", "h2", "h3"]);
+  });
+
+  it("fails retryable naming every node, without the password, when none answers", async () => {
+    broker.connect = () =>
+      Promise.reject(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }));
+    const t = transport({
+      urls: ["amqp://u:pw-secret@h1:5672/mesh", "amqp://u:pw-secret@h2:5672/mesh"],
+      connectTimeoutMs: 50,
+    });
+    const err = await t.connect().then(
+      () => undefined,
+      (e: unknown) => e as Error & { retryable?: boolean },
+    );
+    expect(err?.message).toMatch(/no broker of the cluster could be reached/);
+    expect(err?.message).toContain("h1");
+    expect(err?.message).toContain("h2");
+    expect(err?.message).not.toContain("pw-secret");
+  });
+});
+
+describe("quorum queues", () => {
+  it("declares the quorum arguments and settles call-again with basic.reject(requeue)", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    await t.consumeService({ ...spec, queueType: "quorum", deliveryLimit: 3 }, (d) => d.requeue());
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    expect(ch.declared.find((d) => d.queue === "nuropb-svc-sq")?.options).toMatchObject({
+      arguments: {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 3,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+      },
+    });
+    ch.deliver("again");
+    await vi.waitFor(() => expect(ch.settled).toEqual([{ how: "reject", tag: 1, requeue: true }]));
+  });
+
+  it("keeps basic.nack(requeue) for classic queues (as Python)", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    await t.consumeService(spec, (d) => d.requeue());
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    ch.deliver("again");
+    await vi.waitFor(() => expect(ch.settled).toEqual([{ how: "nack", tag: 1, requeue: true }]));
+  });
+});
+
+describe("publisher after a nack", () => {
+  it("retires the nacked channel: later sends go on a fresh one", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    broker.bound.add("svc");
+    const first = conn().publisher();
+    // As RabbitMQ 3.10 after a quorum queue's leader change: this channel nacks for good.
+    first.publish = ((...args: unknown[]) => {
+      const cb = args[4] as (err: unknown) => void;
+      queueMicrotask(() => cb(new Error("message nacked")));
+      return true;
+    }) as FakeChannel["publish"];
+    await expect(t.send({ kind: "rpc", service: "svc" }, frame("a"))).rejects.toThrow(
+      /basic\.nack/,
+    );
+    await vi.waitFor(() => expect(conn().publisher()).not.toBe(first));
+    await vi.waitFor(() =>
+      t.send({ kind: "rpc", service: "svc" }, frame("b")).then(() => undefined),
+    );
+    expect(first.closed).toBe(true);
+  });
+});
+
+describe("a consumer cancelled by the broker", () => {
+  it("is started again on the same connection, retrying a passing failure", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    const got: string[] = [];
+    await t.consumeService(spec, async (d) => {
+      got.push(new TextDecoder().decode(d.body));
+      await d.ack();
+    });
+    const seen = events(t);
+    const c = conn();
+    const original = c.createChannel.bind(c);
+    let refusals = 2;
+    c.createChannel = async () => {
+      if (refusals-- > 0) throw new Error("channel not available yet");
+      return original();
+    };
+    c.consumerChannel("nuropb-svc-sq").serverCancel();
+    await vi.waitFor(() => expect(() => c.consumerChannel("nuropb-svc-sq")).not.toThrow(), {
+      timeout: 5_000,
+    });
+    c.consumerChannel("nuropb-svc-sq").deliver("after");
+    await vi.waitFor(() => expect(got).toEqual(["after"]));
+    expect(c.closed).toBe(false);
+    expect(broker.connections).toHaveLength(1);
+    expect(seen.map((e) => e.type)).not.toContain("disconnected");
+  });
+});
