@@ -32,6 +32,7 @@ export type {
   AmqpConnectionSettings,
   AmqpTlsOptions,
   AmqpReconnectOptions,
+  AmqpFailoverOrder,
 } from "./options.ts";
 export type {
   ManagementOptions,
