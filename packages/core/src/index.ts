@@ -23,6 +23,8 @@ export {
   createServicesView,
   isStatusEvent,
   STATUS_TOPIC,
+  MIN_STATUS_HEARTBEAT_MS,
+  MAX_STATUS_HEARTBEAT_MS,
 } from "./watch-services.ts";
 
 export type {

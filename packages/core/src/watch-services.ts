@@ -1,4 +1,5 @@
 import {
+  NuropbConnectionClosedError,
   createEventChannel,
   decodeFrame,
   isLogger,
@@ -31,6 +32,14 @@ export interface StatusEvent {
   readonly at: string;
 }
 
+/** The shortest heartbeat a watcher takes from a report, in ms (a shorter one counts as this). */
+export const MIN_STATUS_HEARTBEAT_MS = 100;
+/**
+ * The longest heartbeat a watcher takes from a report, in ms (a longer one counts as this): an
+ * instance that announced more still drops out of the view once silent for a few of these.
+ */
+export const MAX_STATUS_HEARTBEAT_MS = 300_000;
+
 /** One instance as the status reports show it. */
 export interface InstanceView {
   readonly instanceId: string;
@@ -38,7 +47,7 @@ export interface InstanceView {
   readonly leader: boolean;
   /** When its last report arrived (`Date.now()` of the watcher). */
   readonly lastSeen: number;
-  /** The heartbeat it announced, in ms. */
+  /** The heartbeat it announced, in ms, clamped to {@link MIN_STATUS_HEARTBEAT_MS}..{@link MAX_STATUS_HEARTBEAT_MS}. */
   readonly heartbeatMs: number;
 }
 
@@ -95,7 +104,10 @@ export function createServicesView(
           state: event.state,
           leader: event.leader,
           lastSeen: now(),
-          heartbeatMs: event.heartbeat_ms,
+          heartbeatMs: Math.min(
+            MAX_STATUS_HEARTBEAT_MS,
+            Math.max(MIN_STATUS_HEARTBEAT_MS, event.heartbeat_ms),
+          ),
         },
       });
       return before?.state !== event.state || before.leader !== event.leader;
@@ -162,7 +174,12 @@ export interface WatchServicesOptions {
 export interface ServicesWatch extends AsyncDisposable {
   /** The view now. */
   view(): ServicesView;
-  /** The view after each change (a new instance, a state or leader change, one gone); ends at `close()`. */
+  /**
+   * The view after each change (a new instance, a state or leader change, one gone); ends at
+   * `close()` and when the transport is closed. When the transport closes for good without being
+   * asked (it gave up reconnecting), iterating throws `NuropbConnectionClosedError` (the reason as
+   * `cause`) instead, and the view stays as it was last heard (nothing is pruned any more).
+   */
   updates(): AsyncIterable<ServicesView>;
   /** Stops listening and removes the watcher's queue (the transport stays open). Idempotent. */
   close(): Promise<void>;
@@ -231,6 +248,8 @@ export async function watchServices(
   }, pruneEveryMs);
   timer.unref?.();
   let closing: Promise<void> | undefined;
+  /** Why the transport closed, when it was not asked to; set before the updates end. */
+  let lost: NuropbConnectionClosedError | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       clearInterval(timer);
@@ -240,9 +259,25 @@ export async function watchServices(
         channel.end();
       }
     })());
+  // The transport closed (for good): nothing more will be heard, so the watch ends with it.
+  void transport.closed().then((reason) => {
+    if (closing !== undefined) return;
+    clearInterval(timer);
+    if (reason !== undefined) {
+      lost = new NuropbConnectionClosedError("the transport of the status watch closed", {
+        cause: reason,
+      });
+      log.warn("the transport closed; the status watch ends", { error: String(reason) });
+    }
+    channel.end();
+  });
+  const updates = async function* (): AsyncGenerator<ServicesView> {
+    yield* channel.iterate();
+    if (lost !== undefined) throw lost;
+  };
   return {
     view: () => builder.view(),
-    updates: () => channel.iterate(),
+    updates,
     close,
     [Symbol.asyncDispose]: close,
   };

@@ -3,6 +3,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   createClient,
   createServicesView,
+  MAX_STATUS_HEARTBEAT_MS,
+  MIN_STATUS_HEARTBEAT_MS,
   STATUS_TOPIC,
   watchServices,
   type ServicesView,
@@ -110,8 +112,38 @@ describe("client.watchServices", () => {
     })();
     await transport.close();
     expect(watcherQueues()).toEqual([]);
-    await watch.close();
+    // The transport closed as asked: the updates end by themselves, before watch.close().
     await expect(ended).resolves.toBe(true);
+    await watch.close();
+  });
+
+  it("ends with NuropbConnectionClosedError when its transport fails for good, view kept", async () => {
+    const transport: Transport = mesh.transport();
+    await transport.connect();
+    const watch = await watchServices(transport, { pruneEveryMs: 10 });
+    mesh.defer(() => watch.close());
+    const iterating = (async () => {
+      for await (const _ of watch.updates()) void _;
+    })();
+    const send = await reporter();
+    await send(report({ instance_id: "a", heartbeat_ms: 100 }));
+    await waitFor(() => watch.view().services.length === 1, 2000, "the instance");
+    const cause = new Error("broker gone");
+    await mesh.hub.fail(transport, cause);
+    const err = await iterating.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(NuropbConnectionClosedError);
+    expect((err as Error).cause).toBe(cause);
+    // An updates() started later ends the same way at once.
+    const later = (async () => {
+      for await (const _ of watch.updates()) void _;
+    })();
+    await expect(later).rejects.toThrow(NuropbConnectionClosedError);
+    // Nothing is heard any more: the last view stays, not pruned into an empty mesh.
+    await new Promise((r) => setTimeout(r, 450));
+    expect(watch.view().services[0]?.instances.map((i) => i.instanceId)).toEqual(["a"]);
   });
 
   it("refuses to watch before connect and bad options at once", async () => {
@@ -127,6 +159,26 @@ describe("client.watchServices", () => {
 });
 
 describe("createServicesView", () => {
+  it("clamps the heartbeat a report announces to a sane range", () => {
+    let t = 0;
+    const v = createServicesView({ now: () => t });
+    v.apply(report({ instance_id: "forever", heartbeat_ms: 1e12 }));
+    v.apply(report({ instance_id: "eager", heartbeat_ms: 0.001 }));
+    const beats = Object.fromEntries(
+      (v.view().services[0]?.instances ?? []).map((i) => [i.instanceId, i.heartbeatMs]),
+    );
+    expect(beats).toEqual({ forever: MAX_STATUS_HEARTBEAT_MS, eager: MIN_STATUS_HEARTBEAT_MS });
+    // Silent for 3 of the eager one's clamped heartbeats: only it may go.
+    t = MIN_STATUS_HEARTBEAT_MS * 3;
+    expect(v.prune()).toBe(false);
+    t += 1;
+    expect(v.prune()).toBe(true);
+    // An instance that announced 1e12 ms still drops out, after 3 of the largest heartbeat.
+    t = MAX_STATUS_HEARTBEAT_MS * 3 + 1;
+    expect(v.prune()).toBe(true);
+    expect(v.view().services).toEqual([]);
+  });
+
   it("ignores what is not a status report", () => {
     const v = createServicesView();
     expect(v.apply({ type: "nuropb_status", instance_id: "" })).toBe(false);

@@ -1,5 +1,10 @@
 import { isLogger, noopLogger, timerOption, type Logger, type Transport } from "@nuropb/protocol";
-import type { LeaderElection, MeshClient, MeshService } from "@nuropb/core";
+import {
+  MAX_STATUS_HEARTBEAT_MS,
+  type LeaderElection,
+  type MeshClient,
+  type MeshService,
+} from "@nuropb/core";
 
 /** What a participant factory gets from the runner. */
 export interface ParticipantContext {
@@ -95,7 +100,8 @@ export interface RunnerOptions {
   /**
    * Status reports: each participant publishes its state (`starting`, `operational`, `leader`,
    * `stopping`, `stopped`) as an event on topic `nuropb.status` at each change and every
-   * `heartbeatMs`, so a watcher can drop an instance that went silent. `false`: none.
+   * `heartbeatMs`, so a watcher can drop an instance that went silent. `false`: none. At most
+   * `MAX_STATUS_HEARTBEAT_MS` (5 minutes): watchers take no longer heartbeat from a report.
    * @defaultValue { heartbeatMs: 5000 }
    */
   readonly status?: { readonly heartbeatMs?: number } | false;
@@ -171,7 +177,13 @@ function statusOption(
   if (status !== undefined && (typeof status !== "object" || status === null)) {
     throw new TypeError(`${OWNER}: options.status must be { heartbeatMs? } or false`);
   }
-  return { heartbeatMs: timerOption(OWNER, "status.heartbeatMs", status?.heartbeatMs, 5_000) };
+  const heartbeatMs = timerOption(OWNER, "status.heartbeatMs", status?.heartbeatMs, 5_000);
+  if (heartbeatMs > MAX_STATUS_HEARTBEAT_MS) {
+    throw new TypeError(
+      `${OWNER}: 'status.heartbeatMs' must be at most ${String(MAX_STATUS_HEARTBEAT_MS)} ms (what watchers take), got ${String(heartbeatMs)}`,
+    );
+  }
+  return { heartbeatMs };
 }
 
 function factories<T>(value: readonly T[] | undefined, name: string): readonly T[] {

@@ -168,5 +168,13 @@ describe("status reports", () => {
         status: { heartbeatMs: 0 },
       }),
     ).toThrow(/heartbeatMs/);
+    // Watchers clamp a longer heartbeat (and would drop the instance between its reports).
+    expect(() =>
+      createRunner({
+        transport: () => createMemoryTransport({ hub }),
+        services: [() => r.services[0] as never],
+        status: { heartbeatMs: 300_001 },
+      }),
+    ).toThrow(/heartbeatMs' must be at most 300000/);
   });
 });
