@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestMesh, disruptableTransports } from "../src/amqp-helpers.ts";
 import type { TestMesh } from "../src/amqp-helpers.ts";
 
-// Replies go out without publisher confirms and service-queue acks are batched: replies still
-// arrive, and no delivery is acked before its handler settled it.
+// Replies go out without publisher confirms: they still arrive. And under concurrency no delivery
+// is acked before its handler settled it (a crash redelivers exactly the unsettled one).
 const T = 30_000;
 let mesh: TestMesh;
 const transports = disruptableTransports();
@@ -62,7 +62,7 @@ describe("replies without publisher confirms", () => {
   );
 });
 
-describe("batched acks", () => {
+describe("acks under concurrency", () => {
   it(
     "a crash before the slow handler settles redelivers it, and only it; fast ones were acked",
     async () => {
@@ -91,7 +91,7 @@ describe("batched acks", () => {
       const bodies = ["f0", "f1", "slow", ...Array.from({ length: 40 }, (_, i) => `f${i + 2}`)];
       await Promise.all(bodies.map((b) => sender.send({ kind: "rpc", service }, frame(b))));
       await waitFor(() => slowSeen && acked.length === bodies.length - 1, 10_000, "the fast acks");
-      // Give the batched acks their turn to reach the broker, then crash the consumer.
+      // Give the acks time to reach the broker, then crash the consumer.
       await new Promise((r) => setTimeout(r, 300));
       await transports.disrupt(first);
       await first.close();

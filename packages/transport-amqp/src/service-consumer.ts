@@ -3,7 +3,6 @@ import type { DeliveryHandler, ServiceQueueSpec } from "@nuropb/protocol";
 import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { ConsumeMessage } from "amqplib";
 import type { InboundFrame } from "@nuropb/protocol";
-import { createAckBatch } from "./ack-batch.ts";
 import { Consumer } from "./consumer.ts";
 import { publishDeadLetterCopy } from "./dead-letter.ts";
 import type { ChannelUse, ConsumerHost } from "./consumer.ts";
@@ -57,21 +56,14 @@ function serviceChannel(
   quorum: boolean,
 ): ChannelUse {
   const { ch } = handle;
-  const acks = createAckBatch(handle);
-  /** Handlers running on this channel: when the last finishes, its acks go out at once. */
-  let active = 0;
   const ledger = createDeliveryLedger<ConsumeMessage>({
     // basic.qos: the broker keeps the window.
     prefetch: 0,
     settle: (msg, outcome) => {
       // On a channel that went away the broker redelivers the message: nothing to send.
       if (handle.closed) return;
-      if (outcome === "ack") {
-        acks.ack(msg);
-        return;
-      }
-      acks.settled(msg);
-      if (outcome === "requeue") {
+      if (outcome === "ack") ch.ack(msg);
+      else if (outcome === "requeue") {
         // Call-again on a quorum queue counts against its delivery limit: on 3.x every return
         // does, but from 4.3 basic.nack means "not processed" and leaves delivery-count alone,
         // while basic.reject(requeue) counts on every version. A classic queue has no limit:
@@ -86,7 +78,6 @@ function serviceChannel(
     // original is acked; a copy that cannot be sent makes the ledger reject the original.
     deadLetter: async (msg, headers) => {
       await publishDeadLetterCopy(host, host.exchanges.dlExchange, msg, headers);
-      acks.settled(msg);
       if (!handle.closed) ch.ack(msg);
     },
     // Closing the channel (once no handler runs on it) gives them back.
@@ -95,9 +86,6 @@ function serviceChannel(
     describe: () => ({ queue: consumer.queue }),
   });
   const finished = (): void => {
-    // Before a stopped listener's channel closes, and before close() goes on (it waits for
-    // the handlers), the acks are sent.
-    if (--active === 0) acks.flush();
     consumer.retireIfIdle(handle);
     host.handlerFinished();
   };
@@ -106,12 +94,10 @@ function serviceChannel(
       return ledger.running;
     },
     onMessage(msg) {
-      acks.received(msg); // even when dropped: a batched ack must not cover it
       if (consumer.stopped) return; // it goes back to the queue when the channel closes
       const running = ledger.dispatch(ledger.hold(msg), host.inbound(msg), handler);
       if (running !== undefined) {
         // A running handler keeps a stopped listener's channel open so it can still settle.
-        active++;
         host.handlerStarted();
         void running.then(finished);
       }

@@ -521,7 +521,6 @@ describe("consuming", () => {
     await got[0]?.ack();
     await got[0]?.reject();
     await got[0]?.requeue();
-    await new Promise((r) => setImmediate(r)); // acks go out in a batch at the end of the turn
     expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]);
     conn().drop(); // the channel goes with the connection
     await expect(got[1]?.ack()).resolves.toBeUndefined();

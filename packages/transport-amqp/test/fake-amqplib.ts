@@ -71,8 +71,6 @@ export class FakeChannel extends EventEmitter {
   #deliveries = 0;
   /** Delivery tags delivered and not settled, in order. */
   readonly #unsettled = new Set<number>();
-  /** basic.ack frames with `multiple` set. */
-  multipleAcks = 0;
 
   constructor(conn: FakeConnection, confirm: boolean) {
     super();
@@ -183,7 +181,6 @@ export class FakeChannel extends EventEmitter {
   ack(m: FakeMessage, allUpTo?: boolean): void {
     this.#live();
     const tag = m.fields.deliveryTag;
-    if (allUpTo === true) this.multipleAcks++;
     for (const t of allUpTo === true ? [...this.#unsettled].filter((u) => u <= tag) : [tag]) {
       this.#unsettled.delete(t);
       this.settled.push({ how: "ack", tag: t });

@@ -1,5 +1,5 @@
 import { NuropbTransportError, buildHeaders } from "@nuropb/protocol";
-import type { Delivery, Frame, Transport } from "@nuropb/protocol";
+import type { Frame, Transport } from "@nuropb/protocol";
 import type { Message } from "amqplib";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { COMPACT_MESH_MARKER } from "../src/dialect.ts";
@@ -40,7 +40,6 @@ const conn = (): FakeConnection => {
   if (c === undefined) throw new Error("no connection");
   return c;
 };
-const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 /** What amqplib hands a consumer for a publish of `out`. */
 function received(out: ReturnType<typeof encodeFrame>): Message {
@@ -78,56 +77,6 @@ describe("replies without publisher confirms", () => {
     expect(err).toBeInstanceOf(NuropbTransportError);
     expect((err as Error).message).toMatch(/cannot reply: write after end/);
     expect(conn().publisher().published).toEqual([]); // not retried on the confirm channel
-  });
-});
-
-describe("batched acknowledgements", () => {
-  it("acks given in one turn go out as one basic.ack(multiple)", async () => {
-    const t = transport();
-    await t.connect();
-    await t.consumeService(spec, (d) => d.ack());
-    const ch = conn().consumerChannel("nuropb-svc-sq");
-    for (const b of ["a", "b", "c", "d"]) ch.deliver(b);
-    await turn();
-    expect(ch.settled.map((s) => s.tag)).toEqual([1, 2, 3, 4]);
-    expect(ch.multipleAcks).toBe(1);
-  });
-
-  it("never covers a delivery whose handler has not settled it: the later ones are acked singly", async () => {
-    const t = transport();
-    await t.connect();
-    const got: Delivery[] = [];
-    await t.consumeService(spec, async (d) => {
-      if (Buffer.from(d.body).toString() === "slow") got.push(d);
-      else await d.ack();
-    });
-    const ch = conn().consumerChannel("nuropb-svc-sq");
-    ch.deliver("fast");
-    ch.deliver("slow");
-    ch.deliver("fast");
-    ch.deliver("fast");
-    await turn();
-    expect(ch.settled.map((s) => s.tag)).toEqual([1, 3, 4]);
-    await got[0]?.reject();
-    await turn();
-    expect(ch.settled.at(-1)).toEqual({ how: "reject", tag: 2, requeue: false });
-  });
-
-  it("acks are sent before a stopped listener's channel closes", async () => {
-    const t = transport();
-    await t.connect();
-    let release: () => void = () => undefined;
-    const gate = new Promise<void>((r) => (release = r));
-    const l = await t.consumeService(spec, async (d) => {
-      await gate;
-      await d.ack();
-    });
-    const ch = conn().consumerChannel("nuropb-svc-sq");
-    ch.deliver("a");
-    await l.stop();
-    release();
-    await vi.waitFor(() => expect(ch.closed).toBe(true));
-    expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]);
   });
 });
 
