@@ -10,6 +10,7 @@ import {
 import { describeCoreConformance, waitFor } from "@nuropb/transport-testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { disruptableTransports, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
+import { pythonPeerScript, startPythonPeer } from "../src/python-peer.ts";
 
 // The compact dialect (the NuroPb header fields in AMQP basic properties) end to end: every
 // rule of core between compact participants, what the broker sees, and the mixed-mesh rule.
@@ -139,4 +140,20 @@ describe("mixed mesh rule", () => {
     },
     T,
   );
+
+  it("a live Python client on a compact mesh (against the rule) still gets its responses in headers", async () => {
+    const svc = `compact-py-${newId()}`;
+    await startEcho(svc, "compact");
+    const peer = await startPythonPeer({
+      script: pythonPeerScript("nuropb_peer.py"),
+      config: { amqp_url: url, client: true, services: [] },
+    });
+    closers.push(() => peer.stop());
+    const reply = await peer.call<{ result: unknown; error: unknown }>(
+      "request",
+      { service: svc, method: "echo", params: { n: 7 } },
+      20_000,
+    );
+    expect(reply.ok ? reply.value : reply.error).toMatchObject({ result: { n: 7 }, error: null });
+  }, 60_000);
 });
