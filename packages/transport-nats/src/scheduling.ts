@@ -17,6 +17,7 @@ import {
   MAX_MESSAGE_TTL_MS,
   NuropbMessageError,
   NuropbTransportError,
+  newId,
   serviceQueueName,
   type ClaimOutcome,
   type Frame,
@@ -40,9 +41,12 @@ import { natsCode } from "./nats-errors.ts";
 //   queue, file storage) with the service and the delay in headers. Every connected transport
 //   works its durable pull consumer `mover` (competing): a message not yet due (stored time +
 //   delay, against the mover's clock) is `nak`ed with the remaining delay; a due one is published
-//   to the service's rpc subject, as sends do (with a Nats-Msg-Id from its sequence, so a mover
-//   that dies before its ack does not store it twice), then acked. A service without a stream
-//   drops it (no responders), as AMQP's default exchange does.
+//   to the service's rpc subject, as sends do, then acked. Its Nats-Msg-Id is the unique id
+//   `sendDelayed` gave the frame (header `Nuropb-Delayed-Id`): a mover that dies between publish
+//   and ack does not store it twice within the service stream's duplicate window (a mover that
+//   comes back later than that may: at least once), and a delay stream re-created (sequences
+//   start again) never has a new frame taken for a duplicate. A service without a stream drops
+//   it (no responders), as AMQP's default exchange does.
 // - Claims live in the KV bucket `nuropb_claims_{mesh hex}`; 2.9 KV has no per-key TTL, so the
 //   value keeps the expiry (`{"t": taker | null, "e": expiry ms}`), updated with the expected
 //   revision. The bucket's max age (49.7 days, the longest claim ttl) removes old entries.
@@ -53,6 +57,7 @@ const MOVER_ACK_WAIT_MS = 10_000;
 const MOVE_RETRY_MS = 1_000;
 const SERVICE_HEADER = "Nuropb-Service";
 const DELAY_HEADER = "Nuropb-Delay-Ms";
+const DELAYED_ID_HEADER = "Nuropb-Delayed-Id";
 const MOVER = "mover";
 const SERVICE_ADDRESS = /^nuropb-(.+)-sq$/;
 
@@ -204,7 +209,9 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
     const h = natsHeaders();
     h.set(NatsHeader.frame, packed);
     try {
-      const routed = await toService(service, m.data, h, `${streamName}-${m.seq}`);
+      // Frames held before the id header existed fall back to their (less unique) sequence.
+      const id = m.headers?.get(DELAYED_ID_HEADER) || `${streamName}-${m.seq}`;
+      const routed = await toService(service, m.data, h, `nuropb-delayed-${id}`);
       if (!routed) host.logger.debug("delayed frame dropped: no such service", { service });
       m.ack();
     } catch (err) {
@@ -251,6 +258,7 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
       const h = encodeFrameHeaders(checked);
       h.set(SERVICE_HEADER, service);
       h.set(DELAY_HEADER, String(delay));
+      h.set(DELAYED_ID_HEADER, newId());
       try {
         await ensureStream(jsm);
         try {
