@@ -6,7 +6,7 @@ import {
   testFrame,
   testServiceSpec,
 } from "@nuropb/transport-testkit";
-import type { Delivery } from "@nuropb/protocol";
+import { NuropbNotDeliveredError, NuropbTransportError, type Delivery } from "@nuropb/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { getQueue, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
 
@@ -71,6 +71,44 @@ describe("amqp scheduling topology", () => {
     } finally {
       await admin.close();
       await t.close();
+    }
+  });
+});
+
+describe("amqp scheduling: a frame due now that the broker does not hold", () => {
+  it("rejects NuropbNotDeliveredError when the service has no queue (returned)", async () => {
+    const t = createAmqpTransport({ url });
+    await t.connect();
+    try {
+      await expect(
+        t.scheduling!.sendDelayed("retired", testFrame("orphan-now"), 0),
+      ).rejects.toBeInstanceOf(NuropbNotDeliveredError);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it("rejects a retryable NuropbTransportError when the queue refuses it (basic.nack)", async () => {
+    const admin = await amqplib.connect(url);
+    const t = createAmqpTransport({ url });
+    try {
+      const ch = await admin.createChannel();
+      await ch.assertQueue("nuropb-fullsvc-sq", {
+        durable: true,
+        arguments: { "x-max-length": 0, "x-overflow": "reject-publish" },
+      });
+      await ch.close();
+      await t.connect();
+      const refused = t.scheduling!.sendDelayed("fullsvc", testFrame("refused-now"), 0);
+      await expect(refused).rejects.toBeInstanceOf(NuropbTransportError);
+      await expect(refused).rejects.toMatchObject({ retryable: true });
+      expect(t.scheduling).toMatchObject({ deliveryDelayMs: expect.any(Function) });
+      expect(
+        (t.scheduling as unknown as { deliveryDelayMs(d: number): number }).deliveryDelayMs(1_001),
+      ).toBe(2_000);
+    } finally {
+      await t.close();
+      await admin.close();
     }
   });
 });

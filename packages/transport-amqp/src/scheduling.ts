@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import {
   MAX_MESSAGE_TTL_MS,
+  NuropbNotDeliveredError,
   NuropbTransportError,
   newId,
   serviceQueueName,
@@ -191,6 +192,15 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
   const claimQueue = (key: string): string => `nuropb-claim-${key}`;
 
   return Object.freeze({
+    /**
+     * When a frame sent with `delayMs` is delivered at the earliest: its delay bucket (core's
+     * failure pipeline checks a caller's ttl against it). Not part of `TransportScheduling` yet.
+     */
+    deliveryDelayMs(delayMs: number): number {
+      const delay = scheduledDelayMs(delayMs);
+      return delay === 0 ? 0 : delayBucketMs(delay);
+    },
+
     serviceReplyAddress(service: string): string {
       assertScheduledService(service);
       return serviceQueueName(service);
@@ -208,8 +218,22 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
           (async () => {
             const ch = await confirmChannel(conn);
             if (delay === 0) {
-              // Due now: straight to the service queue (dropped if it does not exist).
-              await publish(ch, target, out.content, out.properties);
+              // Due now: straight to the service queue. Unlike a delayed frame (whose delay
+              // queue dead-letters it later, dropped if the service queue is gone by then), the
+              // outcome is known here: a frame the broker returned (no such queue) or refused
+              // (basic.nack: a full queue with reject-publish, say) is not held, so it rejects.
+              const outcome = await publish(ch, target, out.content, out.properties);
+              if (outcome === "returned") {
+                throw new NuropbNotDeliveredError(`no queue for service '${service}'`, {
+                  details: { service },
+                });
+              }
+              if (outcome === "nacked") {
+                throw new NuropbTransportError(
+                  `the broker refused the message for service '${service}' (basic.nack)`,
+                  { retryable: true },
+                );
+              }
               return;
             }
             const bucket = delayBucketMs(delay);
@@ -231,7 +255,7 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
               { retryable: true },
             );
           })().catch((err: unknown) => {
-            throw err instanceof NuropbTransportError
+            throw err instanceof NuropbTransportError || err instanceof NuropbNotDeliveredError
               ? err
               : channelError(err, "cannot send a delayed message", host.password);
           }),
