@@ -111,6 +111,38 @@ describe("nuropb status", () => {
     }
   });
 
+  it("on a terminal redraws every second, so a silent instance's 'seen' ages", async () => {
+    const hub = createMemoryHub();
+    const reporter = createClient({ transport: createMemoryTransport({ hub }) });
+    await reporter.connect();
+    const stop = new AbortController();
+    const c = capture({ stdoutIsTTY: true, env: { NO_COLOR: "1" }, signal: stop.signal });
+    const running = run(["status", "--url", "nats://n:4222/mesh"], c.io, {
+      createTransport: () => createMemoryTransport({ hub }),
+    });
+    const lastDrawing = (): string => c.stdout().split("\x1b[J").at(-1) ?? "";
+    try {
+      await waitUntil(() => c.stdout().includes("no participants reporting"));
+      // One report, then silence (it crashed): nothing changes in the view until it is pruned.
+      await reporter.publishEvent(STATUS_TOPIC, {
+        type: "nuropb_status",
+        service: "orders",
+        instance_id: "aaaa",
+        state: "operational",
+        leader: false,
+        heartbeat_ms: 5000,
+        at: new Date().toISOString(),
+      });
+      await waitUntil(() => /aaaa.*0s ago/.test(lastDrawing()));
+      await waitUntil(() => /aaaa.*[12]s ago/.test(lastDrawing()), 4_000);
+      stop.abort();
+      expect(await running).toBe(0);
+    } finally {
+      stop.abort();
+      await reporter.disconnect();
+    }
+  });
+
   it("fails with the transport's exit code when the connection closes under it", async () => {
     const hub = createMemoryHub();
     const c = capture();

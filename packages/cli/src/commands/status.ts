@@ -17,11 +17,15 @@ export interface StatusOptions {
 
 /** How often silent instances are looked for, in ms. */
 const PRUNE_EVERY_MS = 1_000;
+/** How often the view on a terminal is redrawn without a change (its "seen" ages), in ms. */
+const REDRAW_EVERY_MS = 1_000;
 
 /**
  * `nuropb status`: the live view of what runner participants report on `nuropb.status` —
  * services, instances, their state, the leader, last seen — redrawn in place on a terminal at each
- * change until Ctrl-C (`--json`: a line per change; `--wait`: once, after listening that long).
+ * change and every second (so "seen" ages: an instance that crashed shows how long it has been
+ * silent until it is dropped) until Ctrl-C (`--json`: a line per change; `--wait`: once, after
+ * listening that long).
  * It works on every broker the CLI reaches (RabbitMQ, NATS, Redis): a client's `watchServices()`,
  * which reads a transient queue of its own, gone when the command ends.
  */
@@ -45,6 +49,7 @@ export async function statusCommand(cx: CommandContext, opts: StatusOptions): Pr
     drawnLines = text.split("\n").length - 1;
   };
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let redraw: ReturnType<typeof setInterval> | undefined;
   let onAbort: (() => void) | undefined;
   try {
     try {
@@ -72,8 +77,13 @@ export async function statusCommand(cx: CommandContext, opts: StatusOptions): Pr
       );
       if (opts.json !== true) show(w.view());
       void (async () => {
-        for await (const v of w.updates()) show(v);
+        try {
+          for await (const v of w.updates()) show(v);
+        } catch {
+          // The transport closed for good: `lost` below reports it.
+        }
       })();
+      if (live) redraw = setInterval(() => show(w.view()), REDRAW_EVERY_MS);
     }
     const failure = await Promise.race([stopped, lost]);
     if (failure !== undefined) {
@@ -85,6 +95,7 @@ export async function statusCommand(cx: CommandContext, opts: StatusOptions): Pr
     return ExitCode.ok;
   } finally {
     clearTimeout(timer);
+    clearInterval(redraw);
     if (onAbort !== undefined) io.signal?.removeEventListener("abort", onAbort);
     await watch?.close().catch(() => undefined);
     await session.close();
