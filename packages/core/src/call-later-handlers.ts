@@ -6,8 +6,10 @@ import {
   type Context,
   type DecodedMessageOf,
   type Delivery,
+  type Frame,
   type NuropbError,
   type ResponsePayload,
+  type TransportScheduling,
 } from "@nuropb/protocol";
 import {
   CALL_LATER_CONTEXT_KEY,
@@ -104,6 +106,21 @@ export interface AnswerTable {
   readonly handlers: ReadonlyMap<string, { result?: AnswerHandler; error?: AnswerErrorHandler }>;
   /** The instance methods that handle answers: never served as mesh methods. */
   readonly methodNames: ReadonlySet<string>;
+}
+
+/**
+ * When the claim store fails while an answer takes its call's claim, the answer is sent again
+ * (a delayed copy, held by the broker) after each of these delays in turn, then dead-lettered.
+ */
+export const CLAIM_RETRY_DELAYS_MS: readonly number[] = Object.freeze([1_000, 5_000, 30_000]);
+
+/** The header counting an answer's claim retries so far (see {@link CLAIM_RETRY_DELAYS_MS}). */
+export const CLAIM_RETRY_HEADER = "nuropb_claim_retries";
+
+function claimRetriesOf(headers: Readonly<Record<string, unknown>>): number {
+  const v = headers[CLAIM_RETRY_HEADER];
+  const n = typeof v === "string" && /^\d{1,3}$/.test(v) ? Number(v) : 0;
+  return Math.min(n, CLAIM_RETRY_DELAYS_MS.length);
 }
 
 /** The table key of a remote method. */
@@ -440,13 +457,7 @@ export class AnswerDispatcher<TService extends object> {
         : `answer:${createHash("sha256").update(delivery.body).digest("hex")}`;
       outcome = await scheduling.claim(key, taker);
     } catch (err) {
-      const requeue = !delivery.redelivered && this.#p.transport.capabilities.redelivery;
-      this.#p.log.warn("could not claim an asynchronous call's answer", {
-        correlationId: decoded.correlationId,
-        error: String((err as Error)?.message ?? err),
-        settlement: requeue ? "requeue" : "reject",
-      });
-      await settle(delivery, requeue ? "requeue" : "reject", flow);
+      await this.#retryClaimLater(delivery, decoded, scheduling, err, flow);
       return false;
     }
     if (outcome === "won") return true;
@@ -482,6 +493,54 @@ export class AnswerDispatcher<TService extends object> {
       flow,
     );
     return false;
+  }
+
+  /**
+   * The claim store failed (briefly unavailable, say): sends the answer again after the next of
+   * {@link CLAIM_RETRY_DELAYS_MS} (the count rides in {@link CLAIM_RETRY_HEADER}) and acks this
+   * copy once the broker holds the new one; dead-letters it with the reason once they are spent
+   * or the copy cannot be sent.
+   */
+  async #retryClaimLater(
+    delivery: Delivery,
+    decoded: DecodedMessageOf<ResponsePayload>,
+    scheduling: TransportScheduling,
+    err: unknown,
+    flow: MessageFlow | undefined,
+  ): Promise<void> {
+    const error = String((err as Error)?.message ?? err);
+    const retries = claimRetriesOf(delivery.headers);
+    const delayMs = CLAIM_RETRY_DELAYS_MS[retries];
+    if (delayMs !== undefined) {
+      const frame: Frame = {
+        headers: { ...delivery.headers, [CLAIM_RETRY_HEADER]: String(retries + 1) },
+        body: delivery.body,
+        correlationId: delivery.correlationId,
+        ...(delivery.replyTo === undefined ? {} : { replyTo: delivery.replyTo }),
+      };
+      try {
+        await scheduling.sendDelayed(this.#p.service.name, frame, delayMs);
+        this.#p.log.warn("could not claim an asynchronous call's answer; trying again later", {
+          correlationId: decoded.correlationId,
+          error,
+          retry: retries + 1,
+          delayMs,
+        });
+        await settle(delivery, "ack", flow);
+        return;
+      } catch (e) {
+        this.#p.log.warn("could not schedule another try at an answer's claim", {
+          correlationId: decoded.correlationId,
+          error: String((e as Error)?.message ?? e),
+        });
+      }
+    }
+    await this.#deadLetter(
+      delivery,
+      decoded,
+      `the call's claim could not be taken (${String(retries)} retries): ${error}`,
+      flow,
+    );
   }
 
   async #failed(

@@ -63,6 +63,31 @@ function shortClaims(t: Transport): Transport {
   });
 }
 
+/** `t` whose claim store fails `failures` times; delayed sends are recorded and sped up to 1 ms. */
+function flakyClaims(failures: number): {
+  wrap: (t: Transport) => Transport;
+  delays: number[];
+} {
+  const delays: number[] = [];
+  let left = failures;
+  const wrap = (t: Transport): Transport => {
+    const real = t.scheduling as TransportScheduling;
+    return withScheduling(t, {
+      serviceReplyAddress: (s) => real.serviceReplyAddress(s),
+      sendDelayed: (service, frame, delayMs) => {
+        if (delayMs >= 1000) delays.push(delayMs);
+        return real.sendDelayed(service, frame, delayMs >= 1000 ? 1 : delayMs);
+      },
+      openClaim: (k, ms) => real.openClaim(k, ms),
+      claim: (k, taker) => {
+        if (left-- > 0) return Promise.reject(new Error("claim store unavailable"));
+        return real.claim(k, taker);
+      },
+    });
+  };
+  return { wrap, delays };
+}
+
 /** The payments service: `charge` answers when the test releases it (or at once). */
 class Payments {
   readonly seen: { params: unknown; context: unknown }[] = [];
@@ -543,6 +568,35 @@ describe("callLater: answers to the service, not the instance", () => {
     expect(
       log.lines.some(
         (l) => l.fields.correlationId === id && /has no claim/.test(String(l.fields.reason)),
+      ),
+    ).toBe(true);
+    expect(instance.answers).toEqual([]);
+  });
+
+  it("tries a failing claim again later (1 s, 5 s, 30 s) instead of burning the one requeue", async () => {
+    const flaky = flakyClaims(2);
+    const { instance, svc } = await orders("a", undefined, flaky.wrap);
+    const callId = await svc.callLater("payments", "charge", { amount: 3 });
+    await waitFor(() => instance.answers.length === 1, 3000, "the answer");
+    expect(instance.answers[0]?.ctx.callId).toBe(callId);
+    expect(flaky.delays).toEqual([1000, 5000]);
+    expect(mesh.hub.deadLetters()).toEqual([]);
+  });
+
+  it("dead-letters an answer with the reason once its claim retries are spent", async () => {
+    const log = captureLogger();
+    const flaky = flakyClaims(Number.POSITIVE_INFINITY);
+    const { instance, svc } = await orders("a", log, flaky.wrap);
+    const callId = await svc.callLater("payments", "charge", { amount: 3 });
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 3000, "the dead letter");
+    expect(flaky.delays).toEqual([1000, 5000, 30000]);
+    expect(
+      log.lines.some(
+        (l) =>
+          l.fields.correlationId === callId &&
+          /claim could not be taken \(3 retries\): claim store unavailable/.test(
+            String(l.fields.reason),
+          ),
       ),
     ).toBe(true);
     expect(instance.answers).toEqual([]);
