@@ -92,7 +92,7 @@ export function queueConflictError(
       ? text.replace(/^.*PRECONDITION_FAILED - /s, "").replace(/"\s*$/, "")
       : `argument '${arg}' differs (declared: ${values?.[1] ?? "?"}; the queue has: ${values?.[2] ?? "?"})`;
   return new NuropbTransportError(
-    `service queue '${queue}' exists with other arguments than declared: ${difference}. ` +
+    `service queue '${queue}' exists with other arguments than declared (PRECONDITION_FAILED): ${difference}. ` +
       `Declared: ${shown}. Every instance of a service must declare its queue alike (queueType, ` +
       "deliveryLimit); to change them, delete the queue (its messages go with it) and start again",
     {
