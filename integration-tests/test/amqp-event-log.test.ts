@@ -1,10 +1,17 @@
 import { NuropbTransportError, eventLogOf, newId } from "@nuropb/protocol";
-import type { Frame, Transport, TransportEventLog } from "@nuropb/protocol";
+import type { EventLogEntry, Frame, Transport, TransportEventLog } from "@nuropb/protocol";
 import { configureMesh, createAmqpTransport, teardownMesh } from "@nuropb/transport-amqp";
-import { describeEventLogConformance, testHeaders } from "@nuropb/transport-testkit";
+import { describeEventLogConformance, testHeaders, waitFor } from "@nuropb/transport-testkit";
 import amqplib from "amqplib";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { getQueue, mgmtGet, queueBindings, rabbitEnv, uniqueVhost } from "../src/amqp-helpers.ts";
+import {
+  closeConnectionByName,
+  getQueue,
+  mgmtGet,
+  queueBindings,
+  rabbitEnv,
+  uniqueVhost,
+} from "../src/amqp-helpers.ts";
 
 // The event log on RabbitMQ: the stream queue `nuropb-event-log` bound to the events exchange.
 const env = rabbitEnv();
@@ -172,6 +179,49 @@ describe("amqp event log: set-up and wire", () => {
     // The service bound to # got the two events, never a barrier.
     await expect.poll(() => got.length, { timeout: 10_000 }).toBe(2);
     expect(got).toEqual(["m", "n"]);
+  });
+
+  it("a follow goes on after the connection is lost: no gap, no duplicate", async () => {
+    const name = `eventlog-follow-${newId().slice(0, 8)}`;
+    const follower = createAmqpTransport({
+      url,
+      connectionName: name,
+      reconnect: { initialDelayMs: 100, maxDelayMs: 500 },
+    });
+    opened.push(follower);
+    await follower.connect();
+    const log = eventLogOf(follower) as TransportEventLog;
+    const { log: publisher } = await open();
+    await publisher.setup({ maxAgeMs: 3_600_000, maxBytes: 512 * 1024 });
+    const p = `rc${newId().slice(0, 8)}`;
+    const stop = new AbortController();
+    const got: EventLogEntry[] = [];
+    const following = (async () => {
+      for await (const e of log.follow({ from: "end", topics: [`${p}.*`], signal: stop.signal })) {
+        got.push(e);
+      }
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // attached (its barrier stored)
+      await publisher.append(`${p}.e`, frame("before"));
+      await waitFor(() => got.length === 1, 10_000, "the first entry");
+      await closeConnectionByName(name);
+      // Stored while the follower is away, then after it is back.
+      for (const label of ["away1", "away2"]) await publisher.append(`${p}.e`, frame(label));
+      await waitFor(() => follower.state === "open", 10_000, "the follower to reconnect");
+      await publisher.append(`${p}.e`, frame("back"));
+      await waitFor(() => got.length >= 4, 10_000, "four entries");
+      await new Promise((r) => setTimeout(r, 250));
+      expect(got.map((e) => new TextDecoder().decode(e.frame.body))).toEqual([
+        "before",
+        "away1",
+        "away2",
+        "back",
+      ]);
+    } finally {
+      stop.abort();
+      await following;
+    }
   });
 
   it("without a log: available() is false, append and read reject, no queue appears", async () => {

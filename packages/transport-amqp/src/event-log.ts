@@ -163,7 +163,7 @@ class AmqpEventLog implements TransportEventLog {
     try {
       const barrier = newId();
       reader.publishBarrier(barrier);
-      const filter = new EntryFilter(options.from, options.topics, this.#host.eventsExchange);
+      const filter = new EntryFilter(options.from, options.topics, this.#host.eventsExchange, 0);
       const entries: EventLogEntry[] = [];
       for (;;) {
         const msg = await reader.next(stop);
@@ -194,21 +194,67 @@ class AmqpEventLog implements TransportEventLog {
   async *follow(options: EventLogFollowOptions): AsyncIterable<EventLogEntry> {
     assertFollowOptions(options);
     options.signal?.throwIfAborted();
-    const reader = await StreamReader.open(this.#host, options.from);
+    const aborted = (): boolean => options.signal?.aborted === true;
+    const exchange = this.#host.eventsExchange;
+    let from = options.from;
+    let reader = await StreamReader.open(this.#host, from);
+    // From the end, a barrier gives the follow an offset to resume after from the start.
+    if (from === "end") reader.publishBarrier(newId());
+    let filter = new EntryFilter(from, options.topics, exchange, 0);
+    /** The offset of the last delivery (barriers and skipped entries included). */
+    let last: number | undefined;
     try {
-      const filter = new EntryFilter(options.from, options.topics, this.#host.eventsExchange);
       for (;;) {
         const msg = await reader.next(options.signal);
         if (msg === undefined) {
-          if (options.signal?.aborted === true || this.#host.ending()) return;
-          throw reader.lostError();
+          if (aborted() || this.#host.ending()) return;
+          // The connection was lost: once the transport is back, attach again just after the
+          // last offset delivered, so that nothing is missed or repeated.
+          await reader.close();
+          if (last !== undefined) from = { after: String(last) };
+          const again = await this.#reattach(from, options.signal);
+          if (again === undefined) return;
+          reader = again;
+          filter = new EntryFilter(from, options.topics, exchange, filter.lastTimestamp);
+          continue;
         }
+        const offset = Number(msg.properties.headers?.[OFFSET_HEADER]);
+        if (Number.isSafeInteger(offset)) last = Math.max(last ?? offset, offset);
         const entry = filter.accept(msg);
         if (entry !== undefined) yield entry;
-        if (options.signal?.aborted === true) return;
+        if (aborted()) return;
       }
     } finally {
       await reader.close();
+    }
+  }
+
+  /**
+   * Attaches a reader at `from` once the transport is open again (backing off from 100 ms to
+   * 2 s); undefined once `signal` aborts or the transport is closing.
+   * @throws NuropbTransportError when the log is gone.
+   */
+  async #reattach(from: EventLogStart, signal?: AbortSignal): Promise<StreamReader | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      if (signal?.aborted === true || this.#host.ending()) return undefined;
+      try {
+        return await StreamReader.open(this.#host, from);
+      } catch (err) {
+        if ((err as Error).message === NOT_SET_UP) throw err;
+        this.#host.log.debug("event log follow: attaching again failed, retrying", {
+          attempt,
+          error: (err as Error).message,
+        });
+      }
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(2_000, 100 * 2 ** Math.min(attempt, 5)));
+        signal?.addEventListener("abort", done, { once: true });
+      });
     }
   }
 }
@@ -225,13 +271,24 @@ class EntryFilter {
   readonly #exchange: string;
   #lastTimestamp: number;
 
-  constructor(from: EventLogStart, topics: readonly string[] | undefined, exchange: string) {
+  /** `lastTimestamp`: what an entry without a stamp gets until one with a stamp comes. */
+  constructor(
+    from: EventLogStart,
+    topics: readonly string[] | undefined,
+    exchange: string,
+    lastTimestamp: number,
+  ) {
     this.#after =
       typeof from === "object" && "after" in from ? parsePosition(from.after) : undefined;
     this.#since = typeof from === "object" && "time" in from ? from.time : undefined;
-    this.#lastTimestamp = this.#since ?? 0;
+    this.#lastTimestamp = Math.max(this.#since ?? 0, lastTimestamp);
     this.#topics = topics;
     this.#exchange = exchange;
+  }
+
+  /** The timestamp of the last event seen (what the next unstamped one gets). */
+  get lastTimestamp(): number {
+    return this.#lastTimestamp;
   }
 
   accept(msg: Message): EventLogEntry | undefined {
@@ -490,10 +547,11 @@ class AppendTail {
   }
 }
 
+const NOT_SET_UP =
+  "the event log is not set up for this mesh: run nuropb mesh setup with the event-log options, or transport.eventLog.setup()";
+
 function notSetUp(): NuropbTransportError {
-  return new NuropbTransportError(
-    "the event log is not set up for this mesh: run nuropb mesh setup with the event-log options, or transport.eventLog.setup()",
-  );
+  return new NuropbTransportError(NOT_SET_UP);
 }
 
 /** @throws TypeError for a topic that is empty or has wildcards */
