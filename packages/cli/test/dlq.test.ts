@@ -1,6 +1,7 @@
-import { describe, expect, it } from "vitest";
-import type { DeadLetterEntry } from "@nuropb/protocol";
-import { dlqDetailOf } from "../src/commands/dlq.ts";
+import { afterEach, describe, expect, it } from "vitest";
+import type { DeadLetterEntry, DeadLetterStore, Delivery, Transport } from "@nuropb/protocol";
+import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
+import { dlqDetailOf, requeueDeadLetters } from "../src/commands/dlq.ts";
 import { REDACTED, redactSecrets } from "../src/scrub.ts";
 
 function letter(body: unknown, headers: Record<string, string> = {}): DeadLetterEntry {
@@ -56,5 +57,108 @@ describe("nuropb dlq show: credentials", () => {
   it("redactSecrets walks arrays and leaves scalars", () => {
     expect(redactSecrets([{ secret: 1 }, "x", null])).toEqual([{ secret: REDACTED }, "x", null]);
     expect(redactSecrets("Authorization")).toBe("Authorization");
+  });
+});
+
+/** A store over an array; with `oneByOne`, also `take` (as the RabbitMQ store has). */
+function arrayStore(letters: DeadLetterEntry[], oneByOne: boolean): DeadLetterStore {
+  const store: DeadLetterStore = {
+    list: (limit) => Promise.resolve(letters.slice(0, limit)),
+    remove(ids) {
+      const before = letters.length;
+      letters.splice(0, letters.length, ...letters.filter((d) => !ids.includes(d.id)));
+      return Promise.resolve(before - letters.length);
+    },
+    close: () => Promise.resolve(),
+    [Symbol.asyncDispose]: () => Promise.resolve(),
+  };
+  if (!oneByOne) return store;
+  return {
+    ...store,
+    async take(limit, visit) {
+      let removed = 0;
+      for (const d of letters.slice(0, limit)) {
+        if (await visit(d)) removed += await store.remove([d.id]);
+      }
+      return removed;
+    },
+  };
+}
+
+function deadLetter(id: string, service: string | undefined): DeadLetterEntry {
+  return {
+    id,
+    service,
+    reason: "rejected",
+    frame: {
+      headers: {
+        nuropb_type: "command",
+        nuropb_failure_error: "NuropbException",
+        nuropb_failure_service: service ?? "",
+      },
+      body: new TextEncoder().encode(`{"id":"${id}"}`),
+      correlationId: id,
+    },
+  };
+}
+
+describe("nuropb dlq requeue", () => {
+  const open: Transport[] = [];
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((t) => t.close()));
+  });
+
+  async function mesh(): Promise<{ transport: Transport; got: Delivery[] }> {
+    const hub = createMemoryHub();
+    const service = createMemoryTransport({ hub });
+    const transport = createMemoryTransport({ hub });
+    open.push(service, transport);
+    await service.connect();
+    await transport.connect();
+    const got: Delivery[] = [];
+    await service.consumeService(
+      { service: "orders", rpcBindings: [], eventBindings: [], prefetch: 1 },
+      async (d) => {
+        got.push(d);
+        await d.ack();
+      },
+    );
+    return { transport, got };
+  }
+
+  it.each([
+    ["list and remove", false],
+    ["one pass (take)", true],
+  ])(
+    "keeps the letters no queue took and removes only the requeued (%s)",
+    async (_how, oneByOne) => {
+      const { transport, got } = await mesh();
+      const letters = [
+        deadLetter("a", "orders"),
+        deadLetter("b", "retired"),
+        deadLetter("c", undefined),
+      ];
+      const notes: string[] = [];
+      const store = arrayStore(letters, oneByOne);
+      const r = await requeueDeadLetters(store, transport, { all: true, limit: 100 }, (l) =>
+        notes.push(l),
+      );
+      expect(r).toEqual({ requeued: 1, kept: 2 });
+      expect(letters.map((d) => d.id)).toEqual(["b", "c"]);
+      expect(got).toHaveLength(1);
+      expect(got[0]!.correlationId).toBe("a");
+      expect(got[0]!.headers).not.toHaveProperty("nuropb_failure_error");
+      expect(notes.join("\n")).toMatch(/b: service retired has no queue/);
+    },
+  );
+
+  it("keeps one letter by id when its service has no queue", async () => {
+    const { transport } = await mesh();
+    const letters = [deadLetter("b", "retired")];
+    const r = await requeueDeadLetters(arrayStore(letters, false), transport, { id: "b" }, () => {
+      /* notes unused */
+    });
+    expect(r).toEqual({ requeued: 0, kept: 1 });
+    expect(letters).toHaveLength(1);
   });
 });

@@ -2,10 +2,11 @@ import type { Command } from "commander";
 import { failureRecordOf, withoutFailureHeaders } from "@nuropb/core";
 import {
   DEFAULT_MESH,
-  schedulingOf,
+  NuropbNotDeliveredError,
   type DeadLetterEntry,
   type DeadLetterStore,
   type Frame,
+  type Transport,
 } from "@nuropb/protocol";
 import { createAmqpDeadLetterStore } from "@nuropb/transport-amqp";
 import { createNatsDeadLetterStore } from "@nuropb/transport-nats";
@@ -213,41 +214,83 @@ export async function dlqShowCommand(
 /**
  * `nuropb dlq requeue <id>|--all`: sends each dead letter back to the queue of its service (its
  * failure record removed, so the service's failure policy starts again), then removes it from the
- * dead letters: at least once, never lost (a crash between the two leaves a copy in both).
+ * dead letters: at least once, never lost (a crash between the two leaves a copy in both). A
+ * letter whose service has no queue (retired, renamed) or whose queue refuses it stays.
  */
 export async function dlqRequeueCommand(
   cx: CommandContext,
   id: string | undefined,
   opts: DlqSelectOptions,
 ): Promise<ExitCode> {
+  if ((id === undefined) === (opts.all !== true))
+    throw usageError("give one dead letter id, or --all");
+  const limit =
+    id !== undefined || opts.limit === undefined
+      ? MAX_READ
+      : positiveInteger(opts.limit, "--limit");
   return withStore(cx, async (store, broker) => {
-    const letters = await select(store, id, opts);
     const transport = cx.createTransport(broker.url, { connectTimeoutMs: connectTimeoutOf(cx) });
     try {
       await cx.output.spin(`connecting to ${broker.shown}`, () => transport.connect());
-      const scheduling = schedulingOf(transport);
-      if (scheduling === undefined) {
-        throw new CliError(
-          `the ${transport.kind} transport cannot deliver to a service's queue (no scheduling)`,
-          ExitCode.transport,
-        );
-      }
-      let requeued = 0;
-      for (const d of letters) {
-        if (d.service === undefined) {
-          cx.output.note(`${d.id}: its service is not known; left in the dead letters`);
-          continue;
-        }
-        await scheduling.sendDelayed(d.service, requeuedFrame(d.frame), 0);
-        requeued += await store.remove([d.id]);
-        cx.output.note(`${d.id}: requeued to ${d.service}`);
-      }
+      const { requeued, kept } = await requeueDeadLetters(
+        store,
+        transport,
+        id === undefined ? { all: true, limit } : { id },
+        (line) => cx.output.note(line),
+      );
       cx.output.data(`${String(requeued)} dead letter(s) requeued\n`);
-      return requeued === letters.length ? ExitCode.ok : ExitCode.failed;
+      return kept === 0 ? ExitCode.ok : ExitCode.failed;
     } finally {
       await transport.close().catch(() => undefined);
     }
   });
+}
+
+/**
+ * Requeues dead letters (one by id, or all up to `limit`): a mandatory send to the service's
+ * queue (`NuropbNotDeliveredError` when it has none), and only once the broker holds the copy,
+ * the letter removed. With a store that has `take` (RabbitMQ), `--all` is one pass (get, send,
+ * remove); else the letters are listed, then each sent and removed by its id. Resolves with how
+ * many were requeued and how many were kept (no service known, or the broker did not take it).
+ * @throws the transport's error other than not-delivered (the letter stays, and the rest).
+ */
+export async function requeueDeadLetters(
+  store: DeadLetterStore,
+  transport: Transport,
+  which: { readonly id: string } | { readonly all: true; readonly limit: number },
+  note: (line: string) => void,
+): Promise<{ requeued: number; kept: number }> {
+  let kept = 0;
+  const send = async (d: DeadLetterEntry): Promise<boolean> => {
+    if (d.service === undefined) {
+      note(`${d.id}: its service is not known; left in the dead letters`);
+      kept++;
+      return false;
+    }
+    try {
+      await transport.send({ kind: "rpc", service: d.service }, requeuedFrame(d.frame));
+    } catch (err) {
+      if (!(err instanceof NuropbNotDeliveredError)) throw err;
+      note(`${d.id}: service ${d.service} has no queue to take it; left in the dead letters`);
+      kept++;
+      return false;
+    }
+    note(`${d.id}: requeued to ${d.service}`);
+    return true;
+  };
+  if ("all" in which && store.take !== undefined) {
+    const requeued = await store.take(which.limit, send);
+    return { requeued, kept };
+  }
+  const letters = "id" in which ? [await findOne(store, which.id)] : await store.list(which.limit);
+  let requeued = 0;
+  for (const d of letters) {
+    if (!(await send(d))) continue;
+    requeued++;
+    if ((await store.remove([d.id])) === 0)
+      note(`${d.id}: it had left the dead letters meanwhile (requeued all the same)`);
+  }
+  return { requeued, kept };
 }
 
 /** `nuropb dlq purge <id>|--all`: removes dead letters for good. */
