@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import {
+  NuropbCallAgain,
   fromErrorPayload,
   schedulingOf,
   type ClaimOutcome,
@@ -21,7 +22,8 @@ import {
 import type { DispatcherParts } from "./dispatcher.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
 import { withoutKeys } from "./options.ts";
-import { isCallAgain, isSuccessSignal, settle } from "./outcomes.ts";
+import { FailurePipeline } from "./failure-pipeline.ts";
+import { isCallAgain, outcomeOfThrown, settle, type Outcome } from "./outcomes.ts";
 import type { RequestContextFields } from "./request-context.ts";
 import { findMethod } from "./service-definition.ts";
 import type { CommandOptions, PublishEventOptions, RequestOptions } from "./types.ts";
@@ -122,6 +124,12 @@ function claimRetriesOf(headers: Readonly<Record<string, unknown>>): number {
   const n = typeof v === "string" && /^\d{1,3}$/.test(v) ? Number(v) : 0;
   return Math.min(n, CLAIM_RETRY_DELAYS_MS.length);
 }
+
+/**
+ * The method name under which answer handlers' failures go through the service's `failurePolicy`
+ * (its failure record, delayed copies and `nuropb.fault.{service}.handleAnswer` events).
+ */
+export const ANSWER_HOOK = "handleAnswer";
 
 /** The table key of a remote method. */
 export function answerKey(service: string, method: string): string {
@@ -338,16 +346,24 @@ class AnswerContextImpl implements AnswerContext {
 /**
  * The responses arriving on a service's queue: answers of its asynchronous calls (and their
  * deadlines). Each goes to the handler declared for its remote method once it has won its call's
- * claim (one answer per call, or the deadline); it is acked after the handler, dead-lettered when
- * the handler throws (requeued once for `NuropbCallAgain`), and dead-lettered with a logged reason
- * when nothing should handle it: no record, a record without a claim, no handler, or the claim
- * went to the deadline or to another answer (late, or a duplicate). A deadline that lost to an answer is acked silently.
+ * claim (one answer per call, or the deadline); it is acked after the handler; when the handler
+ * throws it goes through the service's `failurePolicy` (immediate retries, delayed copies, the
+ * failure record and fault event, as method `handleAnswer`) or, without one, is dead-lettered
+ * (requeued once for `NuropbCallAgain`). A response is dead-lettered with a logged reason when
+ * nothing should handle it: no record, a record without a claim, no handler, or the claim went to
+ * the deadline or to another answer (late, or a duplicate). A deadline that lost to an answer is
+ * acked silently. The service's middleware does not run around answer handlers (its calls are
+ * requests, commands and events; an answer is none of them).
  */
 export class AnswerDispatcher<TService extends object> {
   readonly #p: DispatcherParts<TService>;
+  /** Undefined: the service has no failure policy (a failing handler is dead-lettered at once). */
+  readonly #failures: FailurePipeline | undefined;
 
   constructor(parts: DispatcherParts<TService>) {
     this.#p = parts;
+    this.#failures =
+      parts.service.failurePolicy === undefined ? undefined : FailurePipeline.of(parts);
   }
 
   /** Handles one response delivered to the service queue; settles it exactly once, never throws. */
@@ -409,19 +425,65 @@ export class AnswerDispatcher<TService extends object> {
     const argument = failed
       ? fromErrorPayload(payload.error as NonNullable<typeof payload.error>)
       : payload.result;
-    try {
-      await (handler as (a: unknown, c: AnswerContext) => unknown).call(
-        this.#p.service.instance,
-        argument,
-        ctx,
-      );
-    } catch (err) {
-      if (!isSuccessSignal(err)) {
-        await this.#failed(delivery, decoded, err, service, method, flow);
-        return;
+    const run = async (): Promise<Outcome> => {
+      try {
+        await (handler as (a: unknown, c: AnswerContext) => unknown).call(
+          this.#p.service.instance,
+          argument,
+          ctx,
+        );
+        return { kind: "success", result: null, events: [] };
+      } catch (err) {
+        return outcomeOfThrown(err, [], service, method);
       }
+    };
+    const receivedAt = Date.now();
+    let outcome = await run();
+    const policy = this.#failures === undefined ? undefined : this.#p.service.failurePolicy;
+    let runs = 1;
+    if (outcome.kind === "failure" && policy !== undefined) {
+      ({ outcome, runs } = await (this.#failures as FailurePipeline).retryImmediately(
+        policy,
+        outcome,
+        run,
+      ));
     }
-    await settle(delivery, "ack", flow);
+    switch (outcome.kind) {
+      case "success":
+        await settle(delivery, "ack", flow);
+        return;
+      case "call-again":
+        await this.#failed(delivery, decoded, new NuropbCallAgain(), service, method, flow);
+        return;
+      case "failure":
+        if (policy === undefined) {
+          await this.#failed(delivery, decoded, outcome.thrown, service, method, flow);
+          return;
+        }
+        this.#p.log.warn("answer handler failed", {
+          correlationId: decoded.correlationId,
+          service,
+          method,
+          error: outcome.error.wireName,
+        });
+        await (this.#failures as FailurePipeline).settle(
+          policy,
+          {
+            delivery,
+            kind: "command",
+            method: ANSWER_HOOK,
+            error: outcome.error,
+            thrown: outcome.thrown,
+            runs,
+            receivedAt,
+            traceId: decoded.traceId,
+            correlationId: decoded.correlationId,
+            params: null,
+          },
+          flow,
+        );
+        return;
+    }
   }
 
   /**

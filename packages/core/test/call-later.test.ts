@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   NuropbCallAgain,
+  NuropbError,
   NuropbTimeoutError,
   NuropbValidationError,
   createDeferred,
@@ -17,6 +18,7 @@ import {
 } from "@nuropb/protocol";
 import {
   CALL_LATER_CONTEXT_KEY,
+  FailureHeader,
   createService,
   onAnswer,
   onAnswerError,
@@ -600,5 +602,52 @@ describe("callLater: answers to the service, not the instance", () => {
       ),
     ).toBe(true);
     expect(instance.answers).toEqual([]);
+  });
+
+  it("routes a throwing answer handler through the service's failurePolicy", async () => {
+    let runs = 0;
+    const got: unknown[] = [];
+    const svc = createService({
+      name: "retrying",
+      instance: {
+        paid(result: unknown) {
+          runs++;
+          if (runs < 3) throw new NuropbError("ledger busy", { retryable: true });
+          got.push(result);
+        },
+      },
+      transport: mesh.transport(),
+      answerHandlers: [{ service: "payments", method: "charge", onResult: "paid" }],
+      failurePolicy: { immediateRetries: 1, delays: [10] },
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    await svc.callLater("payments", "charge", { amount: 4 });
+    await waitFor(() => got.length === 1, 3000, "the answer handled on its delayed copy");
+    expect(runs).toBe(3);
+    expect(got).toEqual([{ receipt: "r-4" }]);
+    expect(mesh.hub.deadLetters()).toEqual([]);
+  });
+
+  it("dead-letters with the failure record once the failurePolicy is spent", async () => {
+    const svc = createService({
+      name: "spent",
+      instance: {
+        paid() {
+          throw new NuropbError("ledger down", { retryable: true });
+        },
+      },
+      transport: mesh.transport(),
+      answerHandlers: [{ service: "payments", method: "charge", onResult: "paid" }],
+      failurePolicy: { immediateRetries: 1 },
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    await svc.callLater("payments", "charge", { amount: 4 });
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 3000, "the dead letter");
+    expect(mesh.hub.deadLetters()[0]?.frame.headers).toMatchObject({
+      [FailureHeader.method]: "handleAnswer",
+      [FailureHeader.attempts]: "2",
+    });
   });
 });
