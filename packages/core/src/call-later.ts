@@ -68,7 +68,9 @@ export interface CallLaterOptions {
   /**
    * Milliseconds after which, when no answer has come, the error handler runs once with
    * `NuropbTimeoutError` (a message the broker holds, never a timer of this instance); an answer
-   * arriving later is dead-lettered. Also the request's time-to-live. @defaultValue none
+   * arriving later is dead-lettered. Also the request's time-to-live. At most `MAX_TIMER_MS`
+   * (a TypeError naming it otherwise), so its claim (10 min longer) stays within
+   * `MAX_MESSAGE_TTL_MS`. @defaultValue none
    */
   readonly deadlineMs?: number;
   /** Trace id. @defaultValue a fresh id, or inside a handler the handler's */
@@ -181,6 +183,8 @@ export class CallLaterSender {
       o.ttlMs === undefined
         ? (deadlineMs ?? this.#p.defaultTtlMs)
         : checkTtl(o.ttlMs, "options.ttlMs");
+    // Both are at most MAX_TIMER_MS (checkTtl): the claim's ttl stays under MAX_MESSAGE_TTL_MS.
+    const claimTtlMs = (deadlineMs ?? ttlMs) + ANSWER_CLAIM_MARGIN_MS;
     this.#p.assertOpen(fromHandler);
 
     const callId = newId();
@@ -207,7 +211,7 @@ export class CallLaterSender {
     );
     // Claim first, deadline next, request last: an answer always finds its claim open, and a
     // request that cannot be sent leaves a deadline that finds its claim taken.
-    await scheduling.openClaim(claim, (deadlineMs ?? ttlMs) + ANSWER_CLAIM_MARGIN_MS);
+    await scheduling.openClaim(claim, claimTtlMs);
     if (deadlineMs !== undefined) {
       const deadline = deadlineFrame(
         callId,

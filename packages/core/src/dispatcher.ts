@@ -154,7 +154,11 @@ export class Dispatcher<TService extends object> {
     }
   }
 
-  /** Dead-letters a message that cannot be handled and, when it can be answered, answers it. */
+  /**
+   * Dead-letters a message that cannot be handled and, when it is a request (its type header
+   * says so) with a reply address, answers it. Nothing else is answered: a response's `reply_to`
+   * can be this service's own queue.
+   */
   async #undecodable(
     delivery: Delivery,
     err: unknown,
@@ -167,6 +171,7 @@ export class Dispatcher<TService extends object> {
       reason: error.description,
     });
     await settle(delivery, "reject", flow);
+    if (delivery.headers[Header.type] !== "request") return;
     await this.#p.responder.answerUnread(delivery, error, replyKey, flow);
   }
 

@@ -650,4 +650,31 @@ describe("callLater: answers to the service, not the instance", () => {
       [FailureHeader.attempts]: "2",
     });
   });
+
+  it("dead-letters a sealed or undecodable response without answering it", async () => {
+    await orders("a");
+    const raw = mesh.transport();
+    await raw.connect();
+    const replies: string[] = [];
+    const address = `reply-${newId()}`;
+    await raw.consumeResponses({ address }, (f) => void replies.push(f.correlationId));
+    const queue = raw.scheduling!.serviceReplyAddress("orders");
+    const garbled = (type: string, id: string) =>
+      raw.send(
+        { kind: "reply", address: queue },
+        {
+          headers: { nuropb_protocol: "0.1.1", nuropb_type: type, trace_id: "t", encrypted: "yes" },
+          body: new TextEncoder().encode("not json"),
+          correlationId: id,
+          replyTo: address,
+        },
+      );
+    const response = newId();
+    const request = newId();
+    await garbled("response", response);
+    await garbled("request", request); // answered: it comes after the response
+    await waitFor(() => replies.includes(request), 2000, "the request's error response");
+    await waitFor(() => mesh.hub.deadLetters().length === 2, 2000, "both dead-lettered");
+    expect(replies).toEqual([request]);
+  });
 });
