@@ -50,7 +50,26 @@ export function delayBucketMs(delayMs: number): number {
 }
 
 /** How long an unused delay queue is kept after its last use, beyond its bucket. */
-const DELAY_QUEUE_IDLE_MS = 60_000;
+export const DELAY_QUEUE_IDLE_MS = 60_000;
+
+/**
+ * The arguments of the delay queue of `bucket` for `service`. Its `x-expires` (counted from the
+ * last declare, not from the messages it holds) always exceeds the bucket by
+ * {@link DELAY_QUEUE_IDLE_MS}, so RabbitMQ never deletes it holding a frame not yet due; a bucket
+ * so large that this would pass the largest `x-expires` RabbitMQ takes (MAX_MESSAGE_TTL_MS) gets
+ * no `x-expires`: the top bucket's queue is kept (one per service at most).
+ */
+export function delayQueueArguments(service: string, bucket: number): Record<string, unknown> {
+  const args: Record<string, unknown> = {
+    "x-message-ttl": bucket,
+    "x-dead-letter-exchange": "",
+    "x-dead-letter-routing-key": serviceQueueName(service),
+  };
+  if (bucket + DELAY_QUEUE_IDLE_MS <= MAX_MESSAGE_TTL_MS) {
+    args["x-expires"] = bucket + DELAY_QUEUE_IDLE_MS;
+  }
+  return args;
+}
 
 /** The ttl bound a claim's marker count encodes: 2^(count - 1) seconds (count 1 to 23). */
 function claimTtlSteps(ttlMs: number): number {
@@ -138,21 +157,12 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
     force: boolean,
   ): Promise<string> => {
     const name = `nuropb-${service}-delay-${bucket}`;
-    const expires = Math.min(MAX_MESSAGE_TTL_MS, bucket + DELAY_QUEUE_IDLE_MS);
     let seen = declaredAt.get(conn);
     if (seen === undefined) declaredAt.set(conn, (seen = new Map()));
     const last = seen.get(name);
     // Re-declaring renews x-expires; in between, a return says the queue expired.
     if (!force && last !== undefined && Date.now() - last < DELAY_QUEUE_IDLE_MS / 2) return name;
-    await ch.assertQueue(name, {
-      durable: true,
-      arguments: {
-        "x-message-ttl": bucket,
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": serviceQueueName(service),
-        "x-expires": expires,
-      },
-    });
+    await ch.assertQueue(name, { durable: true, arguments: delayQueueArguments(service, bucket) });
     seen.set(name, Date.now());
     return name;
   };

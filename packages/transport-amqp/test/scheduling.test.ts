@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MAX_MESSAGE_TTL_MS } from "@nuropb/protocol";
-import { delayBucketMs } from "../src/scheduling.ts";
+import { DELAY_QUEUE_IDLE_MS, delayBucketMs, delayQueueArguments } from "../src/scheduling.ts";
 
 // The delay buckets: one TTL queue per bucket, so a delay is rounded UP to a bucket (never early).
 describe("delayBucketMs", () => {
@@ -33,5 +33,22 @@ describe("delayBucketMs", () => {
     const buckets = new Set<number>();
     for (let d = 1; d <= 600_000; d++) buckets.add(delayBucketMs(d));
     expect(buckets.size).toBe(10 + 59 + 54);
+  });
+});
+
+describe("delayQueueArguments", () => {
+  it("never lets a delay queue expire before its frames are due, near the largest bucket too", () => {
+    for (const delay of [1, 60_000, 3_600_000, MAX_MESSAGE_TTL_MS - 60_001, MAX_MESSAGE_TTL_MS]) {
+      const bucket = delayBucketMs(delay);
+      const args = delayQueueArguments("svc", bucket);
+      expect(args["x-message-ttl"]).toBe(bucket);
+      const expires = args["x-expires"];
+      if (expires !== undefined) {
+        expect(expires).toBeGreaterThanOrEqual(bucket + DELAY_QUEUE_IDLE_MS);
+        expect(expires).toBeLessThanOrEqual(MAX_MESSAGE_TTL_MS);
+      }
+    }
+    expect(delayQueueArguments("svc", MAX_MESSAGE_TTL_MS)).not.toHaveProperty("x-expires");
+    expect(delayQueueArguments("svc", 1_000)["x-expires"]).toBe(1_000 + DELAY_QUEUE_IDLE_MS);
   });
 });
