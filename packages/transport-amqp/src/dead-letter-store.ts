@@ -1,6 +1,7 @@
 import amqplib from "amqplib";
 import type { ChannelModel, GetMessage } from "amqplib";
 import { DEFAULT_DL_QUEUE, type DeadLetterEntry, type DeadLetterStore } from "@nuropb/protocol";
+import { DEAD_LETTER_ID_HEADER } from "./dead-letter.ts";
 import { toInboundFrame } from "./frame-codec.ts";
 
 /** Options of {@link createAmqpDeadLetterStore}. */
@@ -9,7 +10,7 @@ export interface AmqpDeadLetterStoreOptions {
   readonly url: string;
   /** The dead-letter queue, as `configureMesh` declared it. @defaultValue "nuropb-dl-queue" */
   readonly dlQueue?: string;
-  /** Most messages read from the queue by one `remove`. @defaultValue 100000 */
+  /** Most messages read from the queue by one `remove` (it stops once it found every id). @defaultValue 100000 */
   readonly maxScan?: number;
 }
 
@@ -18,9 +19,14 @@ const OWNER = "createAmqpDeadLetterStore";
 /**
  * The dead letters of a mesh on RabbitMQ: the messages of its dead-letter queue. A queue has no
  * ids and no random access, so `list` takes messages with basic.get and gives them all back (the
- * channel closes unacknowledged: they return to their places, marked redelivered), and `remove`
- * reads up to `maxScan` messages, acknowledges those with a matching id and gives back the rest.
- * Ids are correlation ids, with `~2`, `~3`… for later letters that share one (queue order).
+ * channel closes unacknowledged: they return to their places, marked redelivered), `remove` reads
+ * until it has found every id (at most `maxScan` messages), acknowledges those and gives back the
+ * rest, and `take` visits letters one by one in a single pass, acknowledging each one as its
+ * visit says so. A letter the transport dead-lettered (core's failure pipeline) has a stable,
+ * unique id that the transport stamped on it (`nuropb_dead_letter_id`, not shown in its
+ * headers); one the broker dead-lettered itself (plain reject, expiry, a full queue) has none and
+ * gets a positional id: its correlation id, with `~2`, `~3`… for later letters that share one in
+ * queue order, which shifts when an earlier one goes (its reason says so).
  * Meant for an operator on a quiet dead-letter queue, not for a hot path.
  * @throws TypeError naming the bad option.
  */
@@ -44,22 +50,26 @@ export function createAmqpDeadLetterStore(options: AmqpDeadLetterStoreOptions): 
     model = m;
     return m;
   };
-  /** Reads up to `limit` messages on a fresh channel; `settle` decides, then the channel closes. */
-  const scan = async <T>(
+  /**
+   * Reads up to `limit` messages on a fresh channel, handing each to `visit` (which may ack it)
+   * until it returns false; then the channel closes and gives back what was not acked.
+   */
+  const scan = async (
     limit: number,
-    settle: (read: readonly [DeadLetterEntry, GetMessage][], ack: (m: GetMessage) => void) => T,
-  ): Promise<T> => {
+    visit: (entry: DeadLetterEntry, ack: () => void) => Promise<boolean> | boolean,
+    onlyThoseThere = false,
+  ): Promise<void> => {
     const ch = await (await connection()).createChannel();
     try {
-      await ch.checkQueue(queue);
-      const read: [DeadLetterEntry, GetMessage][] = [];
+      const { messageCount } = await ch.checkQueue(queue);
+      // A letter requeued by this pass may fail again and come back behind: not read again.
+      const most = onlyThoseThere ? Math.min(limit, messageCount) : limit;
       const seen = new Map<string, number>();
-      while (read.length < limit) {
+      for (let read = 0; read < most; read++) {
         const msg = await ch.get(queue, { noAck: false });
         if (msg === false) break;
-        read.push([entryOf(msg, seen), msg]);
+        if (!(await visit(entryOf(msg, seen), () => ch.ack(msg)))) break;
       }
-      return settle(read, (m) => ch.ack(m));
     } finally {
       // Unacknowledged messages go back to the queue as the channel closes.
       await ch.close().catch(() => undefined);
@@ -70,52 +80,87 @@ export function createAmqpDeadLetterStore(options: AmqpDeadLetterStoreOptions): 
     model = undefined;
     if (m !== undefined) await m.close().catch(() => undefined);
   };
+  const checkLimit = (limit: number, what: string): void => {
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      throw new TypeError(`${what}: limit must be a positive integer, got ${String(limit)}`);
+  };
   return {
     async list(limit: number): Promise<DeadLetterEntry[]> {
-      if (!Number.isSafeInteger(limit) || limit < 1)
-        throw new TypeError(`list: limit must be a positive integer, got ${String(limit)}`);
-      return scan(limit, (read) => read.map(([entry]) => entry));
+      checkLimit(limit, "list");
+      const out: DeadLetterEntry[] = [];
+      await scan(limit, (entry) => {
+        out.push(entry);
+        return true;
+      });
+      return out;
     },
     async remove(ids: readonly string[]): Promise<number> {
       if (ids.length === 0) return 0;
       const wanted = new Set(ids);
-      return scan(maxScan, (read, ack) => {
-        let removed = 0;
-        for (const [entry, msg] of read) {
-          if (!wanted.has(entry.id)) continue;
-          ack(msg);
+      let removed = 0;
+      await scan(maxScan, (entry, ack) => {
+        if (wanted.delete(entry.id)) {
+          ack();
           removed++;
         }
-        return removed;
+        return wanted.size > 0;
       });
+      return removed;
+    },
+    async take(
+      limit: number,
+      visit: (entry: DeadLetterEntry) => Promise<boolean>,
+    ): Promise<number> {
+      checkLimit(limit, "take");
+      let removed = 0;
+      await scan(
+        limit,
+        async (entry, ack) => {
+          if (await visit(entry)) {
+            ack();
+            removed++;
+          }
+          return true;
+        },
+        true,
+      );
+      return removed;
     },
     close,
     [Symbol.asyncDispose]: close,
   };
 }
 
-/** A dead letter: the frame, the service (its failure record, else its first death's queue). */
+/** A dead letter: its id, the frame, the service (its failure record, else its first death's queue). */
 function entryOf(msg: GetMessage, seen: Map<string, number>): DeadLetterEntry {
-  const { redelivered: _r, ...frame } = toInboundFrame(msg);
-  const n = (seen.get(frame.correlationId) ?? 0) + 1;
-  seen.set(frame.correlationId, n);
-  const id = n === 1 ? frame.correlationId : `${frame.correlationId}~${String(n)}`;
+  const { redelivered: _r, ...inbound } = toInboundFrame(msg);
+  const { [DEAD_LETTER_ID_HEADER]: stamped, ...headers } = inbound.headers;
+  const frame = { ...inbound, headers };
+  let id: string;
+  if (typeof stamped === "string" && /^[\w-]{1,64}$/.test(stamped)) {
+    id = stamped;
+  } else {
+    const n = (seen.get(frame.correlationId) ?? 0) + 1;
+    seen.set(frame.correlationId, n);
+    id = n === 1 ? frame.correlationId : `${frame.correlationId}~${String(n)}`;
+  }
   const h = (msg.properties.headers ?? {}) as Record<string, unknown>;
   const recorded = h.nuropb_failure_service;
   const death = Array.isArray(h["x-death"]) ? (h["x-death"][0] as Record<string, unknown>) : {};
   const queue = typeof death.queue === "string" ? death.queue : undefined;
   const fromQueue = queue?.match(/^nuropb-(.+)-sq$/)?.[1];
+  // A letter with a failure record was rejected by its service (its x-death, if any, tells of
+  // the delay queues of its redeliveries); others say why the broker dead-lettered them.
+  const reason =
+    typeof recorded === "string"
+      ? "rejected"
+      : typeof death.reason === "string"
+        ? death.reason
+        : undefined;
   return {
     id,
     service: typeof recorded === "string" ? recorded : fromQueue,
-    // A letter with a failure record was rejected by its service (its x-death, if any, tells of
-    // the delay queues of its redeliveries); others say why the broker dead-lettered them.
-    reason:
-      typeof recorded === "string"
-        ? "rejected"
-        : typeof death.reason === "string"
-          ? death.reason
-          : undefined,
+    reason: id === stamped ? reason : `${reason ?? "unknown"} (positional id)`,
     frame,
   };
 }

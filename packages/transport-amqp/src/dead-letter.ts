@@ -1,7 +1,10 @@
-import { NuropbTransportError } from "@nuropb/protocol";
+import { NuropbTransportError, newId } from "@nuropb/protocol";
 import type { ConsumeMessage, Options } from "amqplib";
 import type { OutgoingMessage } from "./frame-codec.ts";
 import type { PublisherHost } from "./publisher.ts";
+
+/** The header with a dead letter's id, stamped as the transport dead-letters a message. */
+export const DEAD_LETTER_ID_HEADER = "nuropb_dead_letter_id";
 
 /**
  * Publishes a copy of `msg` with `headers` added to the dead-letter exchange (`dlExchange`,
@@ -9,6 +12,8 @@ import type { PublisherHost } from "./publisher.ts";
  * the broker's confirm: `Delivery.deadLetter` (the failure record of core's failure pipeline).
  * The copy keeps the message's properties but its expiration (the broker drops that when it
  * dead-letters too) and `user_id` (the broker refuses one that is not this connection's user).
+ * The copy gets a fresh {@link DEAD_LETTER_ID_HEADER}: its id in the dead letters, stable and
+ * unique (a queue has no ids of its own), which `createAmqpDeadLetterStore` lists and removes by.
  * @throws NuropbTransportError when the broker cannot take it now (the caller then rejects the
  * original instead, so the message is never lost).
  */
@@ -35,7 +40,7 @@ export async function publishDeadLetterCopy(
   }
   const p = msg.properties;
   const properties: Options.Publish = {
-    headers: { ...(p.headers ?? {}), ...headers },
+    headers: { ...(p.headers ?? {}), ...headers, [DEAD_LETTER_ID_HEADER]: newId() },
     persistent: true,
   };
   if (p.contentType !== undefined) properties.contentType = p.contentType as string;
