@@ -89,9 +89,11 @@ export interface ServiceQueueSpec {
   /**
    * The queue lives only as long as this consumer: nothing of it stays behind once the listener
    * stops or the transport closes (AMQP: an exclusive, auto-deleted queue; NATS: its stream and
-   * consumers deleted, the consumers also expiring once unused; Redis: its stream, group and
-   * bindings removed; memory: the queue removed). Use a name of its own (one consumer per name):
-   * a second consumer of the same transient queue may be refused. For short-lived watchers.
+   * consumers deleted, the consumers also expiring once unused, and no stream at all when it
+   * has event bindings and no rpc bindings, so its own name is then not routed; Redis: its
+   * stream, group and bindings removed, and all expiring once unused; memory: the queue
+   * removed). Use a name of its own (one consumer per name): a second consumer of the same
+   * transient queue may be refused. For short-lived watchers.
    * @defaultValue false (a durable queue shared by the service's instances)
    */
   readonly transient?: boolean;

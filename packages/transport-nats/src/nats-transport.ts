@@ -297,9 +297,12 @@ class NatsTransport implements Transport {
   async consumeService(spec: ServiceQueueSpec, handler: DeliveryHandler): Promise<Listener> {
     const { nc } = this.#requireOpen();
     validateServiceSpec(spec);
+    // A transient queue that only listens to events gets no stream (see ServiceTopology.rpcNames).
+    const eventsOnly =
+      spec.transient === true && spec.rpcBindings.length === 0 && spec.eventBindings.length > 0;
     const topo: ServiceRecord = {
       service: spec.service,
-      rpcNames: [...new Set([spec.service, ...spec.rpcBindings])],
+      rpcNames: eventsOnly ? [] : [...new Set([spec.service, ...spec.rpcBindings])],
       eventBindings: [...new Set(spec.eventBindings)],
       patterns: [],
       ...(spec.transient === true ? { transient: true } : {}),
@@ -342,7 +345,9 @@ class NatsTransport implements Transport {
     });
     this.#services.set(consumer, topo);
     const requests =
-      this.#opts.requests === "core" ? this.#consumeRequests(nc, topo, window, handler) : undefined;
+      this.#opts.requests === "core" && topo.rpcNames.length > 0
+        ? this.#consumeRequests(nc, topo, window, handler)
+        : undefined;
     consumer.start();
     if (!this.#link.up) consumer.pause();
     else {

@@ -37,6 +37,11 @@ import type { PullSource } from "./pull-loop.ts";
 /** What a service listener consumes. */
 export interface ServiceTopology {
   readonly service: string;
+  /**
+   * The rpc names routed to the service's stream. Empty for a transient queue with event
+   * bindings alone: it then has no stream of its own (JetStream streams never expire, so one
+   * left by a consumer that crashed would stay), only its expiring events consumer.
+   */
   readonly rpcNames: readonly string[];
   readonly eventBindings: readonly string[];
   /** A transient queue (`ServiceQueueSpec.transient`): its consumers expire, all is removed at stop. */
@@ -117,9 +122,10 @@ export class Topology {
    */
   pullSources(topo: ServiceRecord): PullSource[] {
     const mesh = this.#deps.mesh;
-    const sources: PullSource[] = [
-      { stream: serviceStreamName(mesh, topo.service), consumer: SERVICE_CONSUMER },
-    ];
+    const sources: PullSource[] =
+      topo.rpcNames.length === 0
+        ? []
+        : [{ stream: serviceStreamName(mesh, topo.service), consumer: SERVICE_CONSUMER }];
     if (topo.eventBindings.length > 0) {
       sources.push({
         stream: eventsStreamName(mesh),
@@ -152,29 +158,33 @@ export class Topology {
   async ensureService(topo: ServiceRecord): Promise<void> {
     const { mesh, ackWaitMs } = this.#deps;
     await this.ensureStream(this.deadLetterStream(), false);
-    const streamName = serviceStreamName(mesh, topo.service);
-    await this.ensureStream(
-      {
-        name: streamName,
-        subjects: topo.rpcNames.map((n) => rpcSubject(mesh, n)),
-        retention: RetentionPolicy.Workqueue,
-        storage: StorageType.File,
-        discard: DiscardPolicy.Old,
-      },
-      true,
-    );
     const expiring: Partial<ConsumerConfig> =
       topo.transient === true ? { inactive_threshold: nanos(TRANSIENT_INACTIVE_MS) } : {};
-    const rpc = await this.#ensureConsumer(streamName, {
-      ...expiring,
-      durable_name: SERVICE_CONSUMER,
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: nanos(ackWaitMs),
-      deliver_policy: DeliverPolicy.All,
-      max_deliver: -1,
-      max_ack_pending: -1,
-    });
-    topo.serverAckWaitMs = rpc.ackWaitMs;
+    let rpcAckWaitMs = Number.POSITIVE_INFINITY;
+    if (topo.rpcNames.length > 0) {
+      const streamName = serviceStreamName(mesh, topo.service);
+      await this.ensureStream(
+        {
+          name: streamName,
+          subjects: topo.rpcNames.map((n) => rpcSubject(mesh, n)),
+          retention: RetentionPolicy.Workqueue,
+          storage: StorageType.File,
+          discard: DiscardPolicy.Old,
+        },
+        true,
+      );
+      const rpc = await this.#ensureConsumer(streamName, {
+        ...expiring,
+        durable_name: SERVICE_CONSUMER,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(ackWaitMs),
+        deliver_policy: DeliverPolicy.All,
+        max_deliver: -1,
+        max_ack_pending: -1,
+      });
+      rpcAckWaitMs = rpc.ackWaitMs;
+      topo.serverAckWaitMs = rpc.ackWaitMs;
+    }
     if (topo.eventBindings.length === 0) return;
     const eventsName = eventsStreamName(mesh);
     await this.ensureStream(
@@ -203,7 +213,7 @@ export class Topology {
       },
       topo.eventBindings,
     );
-    topo.serverAckWaitMs = Math.min(rpc.ackWaitMs, events.ackWaitMs);
+    topo.serverAckWaitMs = Math.min(rpcAckWaitMs, events.ackWaitMs);
     topo.patterns = [...new Set([...topo.patterns, ...events.union])].sort();
     const { nc } = this.#deps.requireOpen();
     nc.publish(bindingsSubject(mesh, topo.service), JSON.stringify(topo.patterns));
@@ -212,13 +222,14 @@ export class Topology {
 
   /**
    * Removes a transient service queue: its events consumer and its stream (with the stream's
-   * consumer). Never rejects: what cannot be removed now expires (consumers) or stays empty.
+   * consumer) when it has one. Never rejects: what cannot be removed now expires (consumers) or stays empty.
    */
   async removeService(topo: ServiceTopology, jsm: JetStreamManager, logger: Logger): Promise<void> {
     const { mesh } = this.#deps;
-    const steps: (() => Promise<unknown>)[] = [
-      () => jsm.streams.delete(serviceStreamName(mesh, topo.service)),
-    ];
+    const steps: (() => Promise<unknown>)[] =
+      topo.rpcNames.length === 0
+        ? []
+        : [() => jsm.streams.delete(serviceStreamName(mesh, topo.service))];
     if (topo.eventBindings.length > 0) {
       steps.unshift(() =>
         jsm.consumers.delete(eventsStreamName(mesh), eventsConsumerName(topo.service)),

@@ -290,6 +290,9 @@ while i <= n do
           ps = redis.pcall('SMEMBERS', prefix .. 'evb:' .. s)
           if not failed(ps) then
             for k, p in ipairs(ps) do ps[k] = words(p) end
+            -- A service in evs has bindings; none left: a transient queue whose keys expired
+            -- (its consumer crashed). It leaves evs now.
+            if #ps == 0 then redis.pcall('SREM', prefix .. 'evs', s) end
           end
           patterns[s] = ps
         end

@@ -426,9 +426,11 @@ export class ServiceConsumer implements Listener {
 export const TRANSIENT_KEYS_TTL_MS = 30_000;
 
 /**
- * The keys of a transient service queue (`ServiceQueueSpec.transient`): its stream and event
- * bindings expire unless renewed, so the events router (which reads the bindings) stops feeding
- * a consumer that died; `remove()` takes the stream, the bindings and the rpc routes at stop.
+ * The keys of a transient service queue (`ServiceQueueSpec.transient`): its stream, its event
+ * bindings and the rpc set of its own name expire unless renewed, so nothing of a consumer that
+ * died stays: the events router (which reads the bindings) stops feeding it and drops it from
+ * `{mesh}:evs` at the next event, and its name is no longer routed. `remove()` takes the stream,
+ * the bindings and the rpc routes (its aliases' too) at stop.
  */
 export class TransientKeys {
   readonly #redis: () => Redis | undefined;
@@ -457,13 +459,19 @@ export class TransientKeys {
     this.#logger = parts.logger;
   }
 
-  /** Sets (or renews) the keys' expiry; call after each registration. */
+  /**
+   * Sets (or renews) the keys' expiry; call after each registration. The rpc set of the queue's
+   * own name (`rpcSets[0]`) expires too: a transient queue has a name of its own. The sets of its
+   * aliases may name other services, so they do not.
+   */
   async touch(): Promise<void> {
-    await this.#redis()
+    const tx = this.#redis()
       ?.multi()
       .pexpire(this.#keys.stream, TRANSIENT_KEYS_TTL_MS)
-      .pexpire(this.#keys.bindings, TRANSIENT_KEYS_TTL_MS)
-      .exec();
+      .pexpire(this.#keys.bindings, TRANSIENT_KEYS_TTL_MS);
+    const own = this.#rpcSets[0];
+    if (own !== undefined) tx?.pexpire(own, TRANSIENT_KEYS_TTL_MS);
+    await tx?.exec();
   }
 
   /** Renews the expiry every third of it until {@link remove}. */
