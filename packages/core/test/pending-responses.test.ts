@@ -27,14 +27,41 @@ afterEach(() => {
 });
 
 describe("PendingResponses", () => {
-  it("completes a request with its response and clears its timer", async () => {
+  it("completes a request with its response; its ttl passing later changes nothing", async () => {
     vi.useFakeTimers();
     const pending = pendingResponses();
     const outcome = pending.expect("c1", "s", "m", 1000, {}, undefined, undefined, undefined);
-    expect(vi.getTimerCount()).toBe(1);
     pending.onResponse(response("c1", { ok: 1 }));
     await expect(outcome).resolves.toEqual({ ok: 1 });
-    expect(vi.getTimerCount()).toBe(0);
+    expect(pending.size).toBe(0);
+    vi.advanceTimersByTime(2000);
+    expect(pending.size).toBe(0);
+  });
+
+  it("fails each of several requests at its own ttl", async () => {
+    vi.useFakeTimers();
+    const pending = pendingResponses();
+    const failed: string[] = [];
+    const expect_ = (id: string, ttlMs: number): void =>
+      void pending
+        .expect(id, "s", "m", ttlMs, {}, undefined, undefined, undefined)
+        .catch(() => failed.push(id));
+    expect_("long", 3000);
+    expect_("short", 1000);
+    expect_("answered", 1000);
+    vi.advanceTimersByTime(500);
+    expect_("later", 1000);
+    pending.onResponse(response("answered", 1));
+    await vi.advanceTimersByTimeAsync(600); // 1100 ms in
+    expect(failed).toEqual(["short"]);
+    await vi.advanceTimersByTimeAsync(399);
+    expect(failed).toEqual(["short"]);
+    await vi.advanceTimersByTimeAsync(1); // 1500 ms: "later" was sent at 500 ms
+    expect(failed).toEqual(["short", "later"]);
+    await vi.advanceTimersByTimeAsync(1499);
+    expect(failed).toEqual(["short", "later"]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(failed).toEqual(["short", "later", "long"]);
     expect(pending.size).toBe(0);
   });
 
@@ -72,7 +99,6 @@ describe("PendingResponses", () => {
     );
     abort.abort(new Error("user gave up"));
     await expect(outcome).rejects.toThrow("user gave up");
-    expect(vi.getTimerCount()).toBe(0);
     expect(pending.size).toBe(0);
   });
 
