@@ -96,6 +96,7 @@ class NatsTransport implements Transport {
     });
     this.#scheduler = createNatsScheduling({
       mesh: opts.mesh,
+      replicas: opts.replicas,
       logger: opts.logger,
       maxFrameBytes: () => this.#maxFrameBytes,
       requireOpen: () => this.#requireOpen(),

@@ -50,6 +50,8 @@ import { natsCode } from "./nats-errors.ts";
 // - Claims live in the KV bucket `nuropb_claims_{mesh hex}`; 2.9 KV has no per-key TTL, so the
 //   value keeps the expiry (`{"t": taker | null, "e": expiry ms}`), updated with the expected
 //   revision. The bucket's max age (49.7 days, the longest claim ttl) removes old entries.
+// - Both take the transport's `replicas` when they are created (an existing stream or bucket
+//   keeps its own).
 
 /** Ack wait of the mover: a mover that dies holding messages gives them back after this. */
 const MOVER_ACK_WAIT_MS = 10_000;
@@ -64,6 +66,8 @@ const SERVICE_ADDRESS = /^nuropb-(.+)-sq$/;
 /** What the scheduling needs from its transport. */
 export interface NatsSchedulingHost {
   readonly mesh: string;
+  /** Replicas of the delay stream and the claims bucket (the transport's `replicas`). @defaultValue 1 */
+  readonly replicas?: number;
   readonly logger: Logger;
   maxFrameBytes(): number;
   /** The open connection. @throws when the transport is not open. */
@@ -119,6 +123,7 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
           subjects: [subject],
           retention: RetentionPolicy.Workqueue,
           storage: StorageType.File,
+          num_replicas: host.replicas ?? 1,
         });
       }
       try {
@@ -146,6 +151,7 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
         history: 1,
         ttl: MAX_MESSAGE_TTL_MS,
         storage: StorageType.File,
+        replicas: host.replicas ?? 1,
       });
       kv = { nc, kv: opening };
       opening.catch(() => {
