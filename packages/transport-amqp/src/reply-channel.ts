@@ -15,6 +15,8 @@ import type { ChannelHandle, Session } from "./session.ts";
  * A plain channel rather than the confirm channel with the confirm ignored: on a confirm channel
  * the broker still confirms every publish and amqplib must still pair each confirm with a
  * callback (its delivery-tag count), so only the wait would go; here the whole confirm goes.
+ * Measured against that alternative (interleaved echo rounds, 2 loaded cores): c=1 p50 8 % lower
+ * in both runs; c=64 req/s 0.86× and 1.16× in two runs (noise).
  */
 export class ReplyChannel {
   #handle: ChannelHandle;
