@@ -9,7 +9,7 @@ import { eventually, startCli } from "../src/cli-harness.ts";
 // runner participants publish (sent here by hand, as @nuropb/runner sends them) into the view.
 const mesh = `ck${newId().slice(0, 12)}`;
 const url = (): string => `${inject("natsUrl")}/${mesh}`;
-/** The watcher's stream, as NATS spells `nuropb-watch-`. */
+/** The watcher's name, as NATS spells `nuropb-watch-` in stream and consumer names. */
 const WATCHER = "nuropb~2d~watch~2d~";
 let transport: Transport;
 let client: MeshClient;
@@ -35,12 +35,16 @@ const report = (instance: string, state: string, leader: boolean) =>
     at: new Date().toISOString(),
   });
 
-async function watcherStreams(): Promise<string[]> {
+/** The watcher's streams and consumers (it reads the events stream: a consumer, no stream). */
+async function watcherLeftovers(): Promise<string[]> {
   const nc = await connect({ servers: inject("natsUrl") });
   try {
     const jsm = await nc.jetstreamManager();
     const names: string[] = [];
-    for await (const s of jsm.streams.list()) names.push(s.config.name);
+    for await (const s of jsm.streams.list()) {
+      names.push(s.config.name);
+      for await (const c of jsm.consumers.list(s.config.name)) names.push(c.name);
+    }
     return names.filter((n) => n.includes(WATCHER));
   } finally {
     await nc.close();
@@ -76,15 +80,15 @@ describe("nuropb status (NATS)", () => {
     ]);
   });
 
-  it("leaves no stream behind", async () => {
+  it("leaves no stream or consumer behind", async () => {
     const watching = startCli(["status", "--wait", "3000", "--url", url()]);
     await eventually(
-      "the watcher's stream",
-      async () => (await watcherStreams()).length > 0,
+      "the watcher's consumer",
+      async () => (await watcherLeftovers()).length > 0,
       2_500,
       100,
     );
     expect((await watching.done).code).toBe(0);
-    expect(await watcherStreams()).toEqual([]);
+    expect(await watcherLeftovers()).toEqual([]);
   });
 });
