@@ -12,7 +12,6 @@ import {
   type ErrorPayload,
   type LogFields,
   type Logger,
-  type NuropbError,
   type Transport,
   type TransportScheduling,
 } from "@nuropb/protocol";
