@@ -155,9 +155,9 @@ export class Dispatcher<TService extends object> {
   }
 
   /**
-   * Dead-letters a message that cannot be handled and, when it is a request (its type header
-   * says so) with a reply address, answers it. Nothing else is answered: a response's `reply_to`
-   * can be this service's own queue.
+   * Dead-letters a message that cannot be handled and, when it has a reply address and its type
+   * header does not say response, answers it. A response is never answered: its `reply_to` can be
+   * this service's own queue.
    */
   async #undecodable(
     delivery: Delivery,
@@ -171,7 +171,9 @@ export class Dispatcher<TService extends object> {
       reason: error.description,
     });
     await settle(delivery, "reject", flow);
-    if (delivery.headers[Header.type] !== "request") return;
+    // PROTOCOL.md §5 answers whatever carries a reply address, except a response: its reply_to
+    // can be this service's own queue (asynchronous calls), where an answer would breed another.
+    if (delivery.headers[Header.type] === "response") return;
     await this.#p.responder.answerUnread(delivery, error, replyKey, flow);
   }
 
