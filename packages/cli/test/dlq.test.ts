@@ -152,6 +152,19 @@ describe("nuropb dlq requeue", () => {
     },
   );
 
+  it("refuses to requeue a letter whose body the store left out", async () => {
+    const { transport, got } = await mesh();
+    const letters = [{ ...deadLetter("h", "orders"), incomplete: "the body was left out" }];
+    const notes: string[] = [];
+    const r = await requeueDeadLetters(arrayStore(letters, false), transport, { id: "h" }, (l) =>
+      notes.push(l),
+    );
+    expect(r).toEqual({ requeued: 0, kept: 1 });
+    expect(letters).toHaveLength(1);
+    expect(got).toEqual([]);
+    expect(notes.join("\n")).toMatch(/h: not requeued, the body was left out/);
+  });
+
   it("keeps one letter by id when its service has no queue", async () => {
     const { transport } = await mesh();
     const letters = [deadLetter("b", "retired")];

@@ -16,6 +16,11 @@ export interface DeadLetterEntry {
   readonly reason: string | undefined;
   /** The message as it was dead-lettered, with the failure record in its headers if any. */
   readonly frame: Frame;
+  /**
+   * Set when the letter is not the whole message (a store too small for it kept only its headers
+   * and left the body out, say): why. Such a letter is shown but never requeued.
+   */
+  readonly incomplete?: string;
 }
 
 /**

@@ -1,7 +1,14 @@
-import { connect, type ConnectionOptions, type JetStreamManager, type NatsConnection } from "nats";
+import {
+  connect,
+  type ConnectionOptions,
+  type JetStreamManager,
+  type JsMsg,
+  type NatsConnection,
+} from "nats";
 import { DEFAULT_MESH, type DeadLetterEntry, type DeadLetterStore } from "@nuropb/protocol";
 import { NatsHeader, decodeFrameHeaders } from "./frame-headers.ts";
 import { deadLetterStreamName, deadLetterSubject } from "./names.ts";
+import { apiErrorCode } from "./nats-errors.ts";
 
 /** Options of {@link createNatsDeadLetterStore}. */
 export interface NatsDeadLetterStoreOptions {
@@ -17,7 +24,10 @@ export interface NatsDeadLetterStoreOptions {
 
 /**
  * The dead letters of a mesh on NATS: the messages of its dead-letter stream
- * (`NUROPB-{mesh}-DL`), ids their stream sequences; `remove` deletes messages. Connects on first use.
+ * (`NUROPB-{mesh}-DL`), ids their stream sequences; `list` reads them in batches with an ordered
+ * consumer, `remove` deletes messages. Connects on first use; connection and server errors
+ * reject (never read as "no dead letter"). A letter whose body the stream could not keep (too
+ * large) is listed with `incomplete` set: `nuropb dlq requeue` refuses it.
  * @throws TypeError for a bad option.
  * @example
  * ```ts
@@ -46,13 +56,16 @@ export function createNatsDeadLetterStore(options: NatsDeadLetterStoreOptions): 
     jsm = await nc.jetstreamManager();
     return jsm;
   };
-  /** The stream's first and last sequences; undefined when there is no stream (no dead letter yet). */
-  const bounds = async (m: JetStreamManager): Promise<[number, number] | undefined> => {
+  /** The number of dead letters; undefined when there is no stream (no dead letter yet). */
+  const count = async (m: JetStreamManager): Promise<number | undefined> => {
     try {
-      const { state } = await m.streams.info(stream);
-      return [state.first_seq, state.last_seq];
+      return (await m.streams.info(stream)).state.messages;
     } catch (err) {
-      if (/stream not found/i.test(String((err as Error)?.message ?? err))) return undefined;
+      if (
+        apiErrorCode(err) === STREAM_NOT_FOUND ||
+        /stream not found/i.test(String((err as Error)?.message))
+      )
+        return undefined;
       throw err;
     }
   };
@@ -67,30 +80,32 @@ export function createNatsDeadLetterStore(options: NatsDeadLetterStoreOptions): 
       if (!Number.isSafeInteger(limit) || limit < 1)
         throw new TypeError(`list: limit must be a positive integer, got ${String(limit)}`);
       const m = await manager();
-      const b = await bounds(m);
       const out: DeadLetterEntry[] = [];
-      if (b === undefined) return out;
-      for (let seq = b[0]; seq <= b[1] && out.length < limit; seq++) {
-        // A deleted sequence (removed, or expired) has no message: skipped.
-        const msg = await m.streams.getMessage(stream, { seq }).catch(() => undefined);
-        if (msg === undefined) continue;
-        let fields: ReturnType<typeof decodeFrameHeaders> = { headers: {}, correlationId: "" };
-        try {
-          fields = decodeFrameHeaders(msg.header);
-        } catch {
-          // a foreign writer's headers: the body alone
+      const total = await count(m);
+      if (total === undefined || total === 0) return out;
+      // An ordered consumer reads the stream in batches, oldest first, skipping the gaps that
+      // removed and expired letters leave (rather than one request per sequence).
+      const consumer = await (nc as NatsConnection).jetstream().consumers.get(stream);
+      try {
+        for (;;) {
+          const want = Math.min(limit - out.length, PAGE, Math.max(1, total - out.length));
+          const batch = await consumer.fetch({ max_messages: want, expires: FETCH_EXPIRES_MS });
+          let got = 0;
+          let done = false;
+          for await (const msg of batch) {
+            got++;
+            out.push(entryOf(msg));
+            // The last letter there is: stop now rather than wait for the batch to expire.
+            if (msg.info.pending === 0 || out.length >= limit) {
+              done = true;
+              break;
+            }
+          }
+          if (done || got === 0) return out;
         }
-        const service = msg.subject.startsWith(subjectPrefix)
-          ? msg.subject.slice(subjectPrefix.length)
-          : undefined;
-        out.push({
-          id: String(seq),
-          service,
-          reason: msg.header.get(NatsHeader.deadLetterReason) || undefined,
-          frame: { ...fields, body: msg.data },
-        });
+      } finally {
+        await consumer.delete().catch(() => undefined);
       }
-      return out;
     },
     async remove(ids: readonly string[]): Promise<number> {
       if (ids.length === 0) return 0;
@@ -98,12 +113,56 @@ export function createNatsDeadLetterStore(options: NatsDeadLetterStoreOptions): 
       let removed = 0;
       for (const id of ids) {
         const seq = Number(id);
-        if (!Number.isSafeInteger(seq) || seq < 1) continue;
-        if (await m.streams.deleteMessage(stream, seq, false).catch(() => false)) removed++;
+        if (!/^\d{1,16}$/.test(id) || !Number.isSafeInteger(seq) || seq < 1) continue;
+        try {
+          if (await m.streams.deleteMessage(stream, seq, false)) removed++;
+        } catch (err) {
+          // Gone already (removed, expired), or no stream: not removed. Anything else is an error.
+          const code = apiErrorCode(err);
+          if (code === NO_MESSAGE_FOUND || code === STREAM_NOT_FOUND) continue;
+          // "sequence {n} not found" (the server's delete-failed error 10057, which has others).
+          if (/^sequence \d+ not found$|no message found/i.test(String((err as Error)?.message)))
+            continue;
+          throw err;
+        }
       }
       return removed;
     },
     close,
     [Symbol.asyncDispose]: close,
   };
+
+  function entryOf(msg: JsMsg): DeadLetterEntry {
+    let fields: ReturnType<typeof decodeFrameHeaders> = { headers: {}, correlationId: "" };
+    try {
+      fields = decodeFrameHeaders(msg.headers);
+    } catch {
+      // a foreign writer's headers: the body alone
+    }
+    const service = msg.subject.startsWith(subjectPrefix)
+      ? msg.subject.slice(subjectPrefix.length)
+      : undefined;
+    const dropped = msg.headers?.get(NatsHeader.deadLetterDropped) ?? "";
+    const bytes = msg.headers?.get(NatsHeader.deadLetterBodyBytes) ?? "?";
+    const { ttlMs: _ttl, sentAtMs: _sent, redelivered: _r, ...frame } = fields;
+    return {
+      id: String(msg.seq),
+      service,
+      reason: msg.headers?.get(NatsHeader.deadLetterReason) || undefined,
+      frame: { ...frame, body: msg.data },
+      ...(dropped === ""
+        ? {}
+        : {
+            incomplete: `the dead-letter stream kept only part of it (${dropped} of ${bytes} bytes left out: the whole did not fit)`,
+          }),
+    };
+  }
 }
+
+/** Letters read per fetch by `list`. */
+const PAGE = 256;
+/** How long one fetch waits for its batch, in milliseconds. */
+const FETCH_EXPIRES_MS = 5_000;
+/** JetStream API error codes. */
+const STREAM_NOT_FOUND = 10059;
+const NO_MESSAGE_FOUND = 10037;

@@ -184,7 +184,8 @@ export async function dlqShowCommand(
   opts: DlqShowOptions,
 ): Promise<ExitCode> {
   return withStore(cx, async (store) => {
-    const detail = dlqDetailOf(await findOne(store, id));
+    const d = await findOne(store, id);
+    const detail = dlqDetailOf(d);
     if (opts.json === true) {
       cx.output.data(`${JSON.stringify(detail, null, 2)}\n`);
       return ExitCode.ok;
@@ -204,6 +205,8 @@ export async function dlqShowCommand(
         `${c.bold("failed")}         ${detail.firstFailureAt ?? ""} … ${detail.lastFailureAt ?? ""}`,
       );
     }
+    if (d.incomplete !== undefined)
+      lines.push(`${c.bold("incomplete")}     ${c.red(d.incomplete)} (not requeued)`);
     lines.push(`${c.bold("headers")}        ${JSON.stringify(detail.headers)}`);
     lines.push(`${c.bold("body")}           ${JSON.stringify(detail.body)}`);
     cx.output.data(`${lines.join("\n")}\n`);
@@ -264,6 +267,11 @@ export async function requeueDeadLetters(
   const send = async (d: DeadLetterEntry): Promise<boolean> => {
     if (d.service === undefined) {
       note(`${d.id}: its service is not known; left in the dead letters`);
+      kept++;
+      return false;
+    }
+    if (d.incomplete !== undefined) {
+      note(`${d.id}: not requeued, ${d.incomplete}; left in the dead letters`);
       kept++;
       return false;
     }
@@ -347,10 +355,16 @@ function summaryOf(d: DeadLetterEntry): Summary {
  * credentials of its context (and any credential-like header) redacted.
  */
 export function dlqDetailOf(d: DeadLetterEntry): Summary & {
+  readonly incomplete?: string;
   readonly headers: unknown;
   readonly body: unknown;
 } {
-  return { ...summaryOf(d), headers: redactSecrets(d.frame.headers), body: bodyOf(d.frame) };
+  return {
+    ...summaryOf(d),
+    ...(d.incomplete === undefined ? {} : { incomplete: d.incomplete }),
+    headers: redactSecrets(d.frame.headers),
+    body: bodyOf(d.frame),
+  };
 }
 
 /**
