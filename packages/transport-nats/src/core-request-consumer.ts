@@ -49,8 +49,6 @@ interface CoreRequest {
   readonly headers: MsgHdrs | undefined;
   /** A copy: the received bytes are a view into the socket's read buffer. */
   readonly data: Uint8Array;
-  /** Its dead letter's id: a core request has no stream sequence. */
-  readonly id: string;
 }
 
 /**
@@ -121,7 +119,6 @@ export class CoreRequestConsumer implements Listener {
       subject: msg.subject,
       headers: msg.headers,
       data: copyBytes(msg.data),
-      id: nuid.next(),
     };
     if (this.#ledger.stopped) {
       void this.#sendAgain(req); // came before the server had the unsubscribe
@@ -234,7 +231,8 @@ export class CoreRequestConsumer implements Listener {
       deliveryCount: 1,
       streamSequence: 0,
       timestampMs: Date.now(),
-      deadLetterId: `core:${req.id}`,
+      // Stored once: a core request has no stream sequence to make the id of.
+      deadLetterId: `core:${nuid.next()}`,
     };
     try {
       await this.#deps.deadLetter(req, info, reason, extra);

@@ -250,7 +250,7 @@ export class Publisher {
     const headers = encodeFrameHeaders(frame, core ? Date.now() : undefined);
     // One id per send, reused by every attempt: a publish the stream stored before its
     // acknowledgement was lost to a disconnect is not stored again (duplicate window).
-    const msgID = nuid.next();
+    const msgID = core || to.kind === "reply" ? undefined : nuid.next();
     switch (to.kind) {
       case "rpc": {
         if (!isLiteralSubject(to.service)) {
@@ -270,7 +270,12 @@ export class Publisher {
           // declared has none: NuropbNotDeliveredError, as below.
         }
         try {
-          await this.publishConfirmed(rpcSubject(mesh, to.service), frame.body, headers, msgID);
+          await this.publishConfirmed(
+            rpcSubject(mesh, to.service),
+            frame.body,
+            headers,
+            msgID ?? nuid.next(),
+          );
         } catch (err) {
           if (natsCode(err) === ErrorCode.NoResponders) {
             throw new NuropbNotDeliveredError(`no service '${to.service}' on mesh '${mesh}'`, {

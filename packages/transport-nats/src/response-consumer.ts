@@ -69,7 +69,12 @@ export class ResponseConsumer implements Listener {
       logger.warn("response subscription error", { address, error: err });
       return;
     }
-    if (msg.headers?.has(NatsHeader.probe) === true) {
+    // Only a probe asks for an answer: a response has no reply subject.
+    if (
+      msg.reply !== undefined &&
+      msg.reply !== "" &&
+      msg.headers?.has(NatsHeader.probe) === true
+    ) {
       if (msg.reply) msg.respond();
       return;
     }
