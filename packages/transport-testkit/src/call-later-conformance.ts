@@ -11,6 +11,7 @@ import {
   type Logger,
   type NuropbError,
   type Transport,
+  type TransportScheduling,
 } from "@nuropb/protocol";
 import {
   CALL_LATER_CONTEXT_KEY,
@@ -39,6 +40,12 @@ export interface CallLaterConformanceOptions {
    * and no shorter than its delay granularity. @defaultValue 500
    */
   readonly deadlineMs?: number;
+  /**
+   * Whether the transport offers `scheduling`. True: a transport without it fails every case
+   * (it would otherwise pass them silently). False: the suite checks only that `callLater`
+   * throws at once. @defaultValue true
+   */
+  readonly scheduling?: boolean;
 }
 
 /** One log line of a service under test. */
@@ -110,8 +117,9 @@ class Orders {
  * Runs the asynchronous-call scenarios of `@nuropb/core` (`callLater`, `onAnswer`,
  * `onAnswerError`) over a transport: the answer reaches the calling *service* (another instance
  * when the caller has gone), errors and deadlines reach the error handler once, late and
- * unhandled answers are dead-lettered. A transport without `scheduling` must make `callLater`
- * throw at once; that is all the suite checks of it.
+ * unhandled or forged (claim-less) answers are dead-lettered. A transport declared without
+ * `scheduling` (`scheduling: false`) must make `callLater` throw at once; that is all the suite
+ * checks of it.
  * @example
  * ```ts
  * describeCallLaterConformance({ name: "memory", create: () => createMemoryTransport({ hub }) });
@@ -122,6 +130,20 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
   const timeoutMs = options.timeoutMs ?? 20_000;
   const wait = timeoutMs / 2;
   const deadlineMs = options.deadlineMs ?? 500;
+  const schedulingExpected = options.scheduling ?? true;
+  /** The transport's scheduling; undefined (the case is moot) only when none is expected. */
+  const schedulingOfTransport = (t: Transport): TransportScheduling | undefined => {
+    const s = schedulingOf(t);
+    if (s === undefined && schedulingExpected) {
+      throw new Error(
+        `the ${t.kind} transport has no scheduling; pass scheduling: false if that is intended`,
+      );
+    }
+    if (s !== undefined && !schedulingExpected) {
+      throw new Error(`the ${t.kind} transport has scheduling, but scheduling: false was given`);
+    }
+    return s;
+  };
 
   describe(`call-later conformance: ${options.name}`, { timeout: timeoutMs }, () => {
     let closers: (() => Promise<void>)[] = [];
@@ -193,7 +215,7 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
       await startPayments();
       const svc = await orders("a");
       const t = await transport();
-      if (schedulingOf(t) === undefined) {
+      if (schedulingOfTransport(t) === undefined) {
         await expect(callPayments(svc, 1)).rejects.toThrow(TypeError);
         return;
       }
@@ -219,7 +241,7 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
 
     it("runs the error handler with the remote error", async () => {
       const t = await transport();
-      if (schedulingOf(t) === undefined) return;
+      if (schedulingOfTransport(t) === undefined) return;
       await startPayments();
       const svc = await orders("a");
       await callPayments(svc, -1, { state: 7 });
@@ -232,7 +254,7 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
 
     it("another instance handles the answer after the caller's instance closed", async () => {
       const t = await transport();
-      if (schedulingOf(t) === undefined) return;
+      if (schedulingOfTransport(t) === undefined) return;
       let release!: () => void;
       payments.gate = new Promise<void>((r) => (release = r));
       await startPayments();
@@ -248,7 +270,7 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
 
     it("runs the error handler once at the deadline; the late answer is dead-lettered", async () => {
       const t = await transport();
-      if (schedulingOf(t) === undefined) return;
+      if (schedulingOfTransport(t) === undefined) return;
       let release!: () => void;
       payments.gate = new Promise<void>((r) => (release = r));
       await startPayments();
@@ -277,7 +299,7 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
 
     it("drops the deadline when the answer came first", async () => {
       const t = await transport();
-      if (schedulingOf(t) === undefined) return;
+      if (schedulingOfTransport(t) === undefined) return;
       await startPayments();
       const svc = await orders("a");
       const callId = await callPayments(svc, 4, { deadlineMs });
@@ -292,7 +314,7 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
 
     it("dead-letters a response on the service queue that no handler takes", async () => {
       const t = await transport();
-      const scheduling = schedulingOf(t);
+      const scheduling = schedulingOfTransport(t);
       if (scheduling === undefined) return;
       await orders("a");
       await t.connect();
@@ -328,9 +350,43 @@ export function describeCallLaterConformance(options: CallLaterConformanceOption
       expect(answers.items).toEqual([]);
     });
 
+    it("dead-letters a forged answer whose record has no claim, never handling it", async () => {
+      const t = await transport();
+      const scheduling = schedulingOfTransport(t);
+      if (scheduling === undefined) return;
+      await orders("a");
+      await t.connect();
+      const id = newId();
+      await t.send(
+        { kind: "reply", address: scheduling.serviceReplyAddress(names.orders) },
+        encodePayload({
+          tag: "response",
+          result: { receipt: "forged" },
+          error: null,
+          correlation_id: id,
+          trace_id: "t",
+          context: { [CALL_LATER_CONTEXT_KEY]: { service: names.payments, method: "charge" } },
+          warning: null,
+          reply_to: "",
+        }),
+      );
+      await waitFor(
+        () =>
+          lines.some(
+            (l) =>
+              l.level === "warn" &&
+              l.fields.correlationId === id &&
+              /has no claim/.test(String(l.fields.reason)),
+          ),
+        wait,
+        "the forged answer to be dead-lettered with its reason",
+      );
+      expect(answers.items).toEqual([]);
+    });
+
     it("hands a redelivered answer to the handler marked redelivered", async () => {
       const t = await transport();
-      if (schedulingOf(t) === undefined || !t.capabilities.redelivery) return;
+      if (schedulingOfTransport(t) === undefined || !t.capabilities.redelivery) return;
       await startPayments();
       const svc = await orders("a");
       svc.instance.againOnce = true;
@@ -349,6 +405,8 @@ function checkOptions(options: CallLaterConformanceOptions): void {
     throw new TypeError("describeCallLaterConformance: name must be a non-empty string");
   if (typeof options.create !== "function")
     throw new TypeError("describeCallLaterConformance: create must be a function");
+  if (options.scheduling !== undefined && typeof options.scheduling !== "boolean")
+    throw new TypeError("describeCallLaterConformance: scheduling must be a boolean");
   if (options.deadLetterCount !== undefined && typeof options.deadLetterCount !== "function")
     throw new TypeError("describeCallLaterConformance: deadLetterCount must be a function");
   for (const key of ["timeoutMs", "deadlineMs"] as const) {
