@@ -188,9 +188,10 @@ export class EventHistory {
     this.#p.assertOpen();
     const log = await availableLog(this.#p.transport);
     const secretKeys = this.#secretKeys(o.secretContextKeys);
+    // "now" is fixed before this resolves: what is published once it has resolved is seen.
     const from: EventLogStart =
       o.from === "now"
-        ? "end"
+        ? await log.head()
         : "time" in o.from
           ? { time: o.from.time }
           : { after: o.from.position };

@@ -23,6 +23,14 @@ export interface TransportEventLog {
    * @throws NuropbTransportError (with a message saying the log is not set up) when there is no log.
    */
   append(topic: string, frame: Frame): Promise<EventLogPosition>;
+  /**
+   * Where the log ends now: a start from which `read` and `follow` give exactly the entries
+   * stored after this resolves (`{ after }` the last stored entry or a marker, or `"start"` when
+   * the log is empty). `follow({ from: "end" })` only fixes its start once it is iterated; a
+   * caller that must not miss what it appends next (a subscription "from now") resolves the end
+   * with `head()` first.
+   */
+  head(): Promise<EventLogStart>;
   /** One page of stored entries, in log order. */
   read(options: EventLogReadOptions): Promise<EventLogPage>;
   /**
@@ -86,7 +94,7 @@ export function eventLogOf(transport: object): TransportEventLog | undefined {
   const value = (transport as { eventLog?: unknown }).eventLog;
   if (value === undefined || value === null) return undefined;
   const log = value as Partial<TransportEventLog>;
-  for (const name of ["setup", "available", "append", "read", "follow"] as const) {
+  for (const name of ["setup", "available", "append", "head", "read", "follow"] as const) {
     if (typeof log[name] !== "function") {
       throw new TypeError(`transport.eventLog must implement TransportEventLog (no ${name}())`);
     }

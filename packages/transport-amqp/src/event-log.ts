@@ -152,6 +152,34 @@ class AmqpEventLog implements TransportEventLog {
     return { position: String(offset), timestamp };
   }
 
+  /** A barrier published now: its offset ends the log (readers skip barriers). */
+  async head(): Promise<EventLogStart> {
+    const reader = await StreamReader.open(this.#host, "end");
+    const deadline = AbortSignal.timeout(LOG_TIMEOUT_MS);
+    try {
+      const barrier = newId();
+      reader.publishBarrier(barrier);
+      for (;;) {
+        const msg = await reader.next(deadline);
+        if (msg === undefined) {
+          if (deadline.aborted) {
+            throw new NuropbTransportError(
+              `the event log did not answer within ${LOG_TIMEOUT_MS} ms`,
+              { retryable: true },
+            );
+          }
+          throw reader.lostError();
+        }
+        if (msg.properties.headers?.[BARRIER_HEADER] !== barrier) continue;
+        const offset = Number(msg.properties.headers[OFFSET_HEADER]);
+        if (!Number.isSafeInteger(offset)) throw reader.lostError();
+        return { after: String(offset) };
+      }
+    } finally {
+      await reader.close();
+    }
+  }
+
   async read(options: EventLogReadOptions): Promise<EventLogPage> {
     assertReadOptions(options);
     options.signal?.throwIfAborted();

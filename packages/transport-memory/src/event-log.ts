@@ -87,6 +87,11 @@ export class MemoryEventStore {
     return this.#nextSeq;
   }
 
+  /** Where the log ends now: after the last entry stored, or the start of an empty log. */
+  head(): EventLogStart {
+    return this.#nextSeq === 1 ? "start" : { after: String(this.#nextSeq - 1) };
+  }
+
   /** Up to `limit` entries from `seq` on that match `topics` and were stored before `until`. */
   page(
     seq: number,
@@ -210,6 +215,11 @@ export class MemoryEventLog implements TransportEventLog {
     if (position === undefined) throw notSetUp();
     this.#host.route(topic, copy);
     return position;
+  }
+
+  async head(): Promise<EventLogStart> {
+    await this.#host.whenUsable();
+    return this.#store().head();
   }
 
   async read(options: EventLogReadOptions): Promise<EventLogPage> {

@@ -193,6 +193,13 @@ class NatsEventLog implements TransportEventLog {
     }
   }
 
+  async head(): Promise<EventLogStart> {
+    const { jsm } = this.#host.requireOpen();
+    const info = await this.#requireLog(jsm);
+    const last = info.state.last_seq;
+    return last > 0 ? { after: String(last) } : "start";
+  }
+
   async read(options: EventLogReadOptions): Promise<EventLogPage> {
     assertReadOptions(options);
     options.signal?.throwIfAborted();

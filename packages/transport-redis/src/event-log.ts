@@ -102,6 +102,13 @@ export class RedisEventLog implements TransportEventLog {
     return { position: id, timestamp: entryTimeMs(id) };
   }
 
+  async head(): Promise<EventLogStart> {
+    const { redis } = this.#h.open();
+    await this.#assertAvailable(redis);
+    const after = await this.#lastId(redis);
+    return after === undefined ? "start" : { after };
+  }
+
   async read(options: EventLogReadOptions): Promise<EventLogPage> {
     assertEventLogReadOptions(options, isPosition);
     options.signal?.throwIfAborted();
@@ -190,17 +197,20 @@ export class RedisEventLog implements TransportEventLog {
   /** The id a follow reads after. */
   async #followStart(redis: Redis, from: EventLogStart): Promise<string> {
     if (from === "start") return "0-0";
-    if (from === "end") {
-      try {
-        const last = await redis.xrevrange(this.#h.keys.eventLog, "+", "-", "COUNT", 1);
-        return last[0]?.[0] ?? "0-0";
-      } catch (err) {
-        throw this.#h.translate(err, "follow the event log");
-      }
-    }
+    if (from === "end") return (await this.#lastId(redis)) ?? "0-0";
     if ("after" in from) return from.after;
     const ms = Math.floor(from.time);
     return ms <= 0 ? "0-0" : `${ms - 1}-${MAX_SEQ}`;
+  }
+
+  /** The id of the newest entry, or undefined when the log is empty. */
+  async #lastId(redis: Redis): Promise<string | undefined> {
+    try {
+      const last = await redis.xrevrange(this.#h.keys.eventLog, "+", "-", "COUNT", 1);
+      return last[0]?.[0];
+    } catch (err) {
+      throw this.#h.translate(err, "find the end of the event log");
+    }
   }
 
   async #assertAvailable(redis: Redis): Promise<void> {

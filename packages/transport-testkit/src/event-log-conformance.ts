@@ -426,6 +426,21 @@ function registerSuite(s: Settings): void {
     expect(fromEnd.entries.map(labelOf)).toEqual(["r6"]);
   });
 
+  it("head(): read and follow from it give exactly what is appended after it", t, async () => {
+    const { log } = await open();
+    const p = uniqueName();
+    const topics = [`${p}.*`];
+    await log.append(`${p}.before`, eventFrame("before"));
+    const head = await log.head();
+    // No pause: what is appended once head() resolved is after it.
+    await log.append(`${p}.after`, eventFrame("after"));
+    const follower = followInto(log, head, topics, stopper().signal);
+    await waitFor(() => follower.entries.length >= 1, s.timeoutMs, "the entry after head()");
+    expect((await readAll(log, head, topics)).map(labelOf)).toEqual(["after"]);
+    await delay(s.quietMs);
+    expect(follower.entries.map(labelOf)).toEqual(["after"]);
+  });
+
   it("ends a follow when its signal aborts or the transport closes", t, async () => {
     const { transport, log } = await open();
     const p = uniqueName();
@@ -590,6 +605,26 @@ function registerSuite(s: Settings): void {
       await delay(s.quietMs);
       expect(resumed).toEqual([38, 39, 40]);
       await again.stop();
+    },
+  );
+
+  it(
+    "core: subscribeEvents from now gets an event published right after it resolves",
+    t,
+    async () => {
+      const client = await openClient();
+      const p = uniqueName();
+      await client.publishEvent(`${p}.e`, "old", {}, { persisted: true });
+      const got: unknown[] = [];
+      const sub = await client.subscribeEvents({ topics: [`${p}.e`], from: "now" }, (e) => {
+        got.push(e.event);
+      });
+      // No pause between the subscription and the publish.
+      await client.publishEvent(`${p}.e`, "new", {}, { persisted: true });
+      await waitFor(() => got.length >= 1, s.timeoutMs, "the event published after subscribing");
+      await delay(s.quietMs);
+      expect(got).toEqual(["new"]);
+      await sub.stop();
     },
   );
 
