@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { MAX_MESSAGE_TTL_MS } from "@nuropb/protocol";
-import { DELAY_QUEUE_IDLE_MS, delayBucketMs, delayQueueArguments } from "../src/scheduling.ts";
+import { MAX_MESSAGE_TTL_MS, NuropbTransportError } from "@nuropb/protocol";
+import {
+  DELAY_QUEUE_IDLE_MS,
+  createAmqpScheduling,
+  delayBucketMs,
+  delayQueueArguments,
+  type AmqpSchedulingHost,
+} from "../src/scheduling.ts";
 
 // The delay buckets: one TTL queue per bucket, so a delay is rounded UP to a bucket (never early).
 describe("delayBucketMs", () => {
@@ -50,5 +56,42 @@ describe("delayQueueArguments", () => {
     }
     expect(delayQueueArguments("svc", MAX_MESSAGE_TTL_MS)).not.toHaveProperty("x-expires");
     expect(delayQueueArguments("svc", 1_000)["x-expires"]).toBe(1_000 + DELAY_QUEUE_IDLE_MS);
+  });
+});
+
+describe("claim on a claim queue that a passive declare cannot find", () => {
+  /** A scheduling whose every passive declare fails with a 404 saying `message`. */
+  function schedulingWith404(message: string) {
+    const channel = {
+      on: () => channel,
+      close: async () => undefined,
+      checkQueue: async () => Promise.reject(Object.assign(new Error(message), { code: 404 })),
+    };
+    const connection = { createChannel: async () => channel };
+    return createAmqpScheduling({
+      log: { debug: () => undefined } as unknown as AmqpSchedulingHost["log"],
+      password: undefined,
+      connection: () => connection as unknown as ReturnType<AmqpSchedulingHost["connection"]>,
+      encode: () => {
+        throw new Error("not used");
+      },
+      track: (p) => p,
+    });
+  }
+
+  it("answers absent for a queue that does not exist", async () => {
+    const s = schedulingWith404(
+      "Operation failed: QueueDeclare; 404 (NOT-FOUND) with message \"NOT_FOUND - no queue 'nuropb-claim-k' in vhost '/'\"",
+    );
+    expect(await s.claim("k", "a")).toBe("absent");
+  });
+
+  it("throws a retryable error, not absent, when the queue's cluster node is down", async () => {
+    const s = schedulingWith404(
+      "Operation failed: QueueDeclare; 404 (NOT-FOUND) with message \"NOT_FOUND - home node 'rabbit@n2' of durable queue 'nuropb-claim-k' in vhost '/' is down or inaccessible\"",
+    );
+    const err: unknown = await s.claim("k", "a").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect(err).toMatchObject({ retryable: true });
   });
 });
