@@ -7,7 +7,24 @@ describe("copyBytes", () => {
   it("is reached through the transport kit, not the public surface", () => {
     expect(Object.keys(protocol)).not.toContain("copyBytes");
     expect(Object.keys(protocol)).not.toContain("utf8Bytes");
-    expect(Object.keys(kit).sort()).toEqual(["copyBytes", "createDeliveryLedger"]);
+    // The kit is for transport authors: the byte helpers, the ledger, and the argument checks
+    // the optional capabilities (scheduling, event log) share. Nothing else leaks into it.
+    expect(Object.keys(kit).sort()).toEqual([
+      "MAX_CLAIM_KEY_LENGTH",
+      "MAX_CLAIM_TAKER_LENGTH",
+      "assertClaimKey",
+      "assertClaimTaker",
+      "assertClaimTtl",
+      "assertEventLogFollowOptions",
+      "assertEventLogReadOptions",
+      "assertEventLogRetention",
+      "assertEventLogTopic",
+      "assertScheduledService",
+      "copyBytes",
+      "createDeliveryLedger",
+      "scheduledDelayMs",
+    ]);
+    expect(Object.keys(protocol)).not.toContain("createDeliveryLedger");
   });
 
   it("gives every copy bytes of its own, small (shared slabs) or large, across many copies", () => {
