@@ -117,6 +117,32 @@ describe("nats requests on core NATS (requests: 'core', the default)", () => {
     expect(await got.waitForCount(2)).toEqual(["seen", "later"]);
   });
 
+  it("close() of the last instance puts its unsettled requests into the stream for the next", async () => {
+    const service = uniqueName();
+    const first = await open();
+    const held = createCollector<Delivery>("deliveries on the first");
+    await first.consumeService(testServiceSpec(service, { prefetch: 1 }), (d) => {
+      held.push(d); // never settled
+    });
+    const caller = await open();
+    await caller.send({ kind: "rpc", service }, testFrame("held"));
+    await caller.send({ kind: "rpc", service }, testFrame("waiting"));
+    await held.waitForCount(1);
+    await first.close();
+    const got = createCollector<Delivery>("deliveries on the next");
+    await (
+      await open()
+    ).consumeService(testServiceSpec(service), async (d) => {
+      got.push(d);
+      await d.ack();
+    });
+    const again = await got.waitForCount(2);
+    expect(again.map((d) => frameText(d)).sort()).toEqual(["held", "waiting"]);
+    // "held" was handed out, so it comes back marked; "waiting" may have reached the server
+    // after the first unsubscribed, then the caller moved it into the stream as it was.
+    expect(again.find((d) => frameText(d) === "held")?.redelivered).toBe(true);
+  });
+
   it("a request past its ttl when it arrives is dead-lettered as expired, never handled", async () => {
     const t = await open();
     const service = uniqueName();

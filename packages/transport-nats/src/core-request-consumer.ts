@@ -29,7 +29,10 @@ export interface CoreRequestConsumerDeps {
   readonly window: DeliveryWindow;
   readonly handler: DeliveryHandler;
   readonly logger: Logger;
-  /** Publishes on core NATS; rejects `NuropbNotDeliveredError` when no instance subscribes. */
+  /**
+   * Publishes on core NATS and waits for the flush; rejects `NuropbNotDeliveredError` when no
+   * instance subscribes.
+   */
   readonly publishRequest: (subject: string, body: Uint8Array, headers: MsgHdrs) => Promise<void>;
   /** Stores a request in the service's stream (with flow control), for a pull consumer. */
   readonly spill: (msg: StoredMsg, headers: MsgHdrs) => Promise<void>;
@@ -80,8 +83,8 @@ export class CoreRequestConsumer implements Listener {
       prefetch: 0, // the window counts the slots
       settle: (req, outcome) => this.#settleAs(req, outcome),
       deadLetter: (req, headers) => this.#deadLetter(req, "rejected", headers),
-      giveBack: (reqs) => {
-        for (const r of reqs) void this.#sendAgain(r);
+      giveBack: async (reqs) => {
+        await Promise.all(reqs.map((r) => this.#sendAgain(r)));
       },
       onRelease: () => deps.window.released(),
       logger: deps.logger,
@@ -254,19 +257,21 @@ export class CoreRequestConsumer implements Listener {
     this.#stopping ??= (async () => {
       this.#unsubscribe();
       void this.#ledger.stop();
-      this.#returnWaiting();
+      const returned = this.#returnWaiting();
       this.#deps.onStopped(this);
       await this.#deps.nc.flush().catch(() => undefined);
+      await returned;
     })();
     return this.#stopping;
   }
 
-  /** The transport is closing: unsettled requests are published again now. */
-  shutdown(): Promise<void> {
+  /**
+   * The transport is closing: unsettled requests are published again now (into the stream when
+   * this was the last instance); resolves once they are. Never rejects.
+   */
+  async shutdown(): Promise<void> {
     this.#unsubscribe();
-    void this.#ledger.close();
-    this.#returnWaiting();
-    return Promise.resolve();
+    await Promise.all([this.#ledger.close(), this.#returnWaiting()]);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -283,8 +288,10 @@ export class CoreRequestConsumer implements Listener {
     }
   }
 
-  #returnWaiting(): void {
-    for (const req of this.#waiting.splice(0)) void this.#sendAgain(req);
+  #returnWaiting(): Promise<void> {
+    return Promise.all(this.#waiting.splice(0).map((req) => this.#sendAgain(req))).then(
+      () => undefined,
+    );
   }
 }
 

@@ -250,7 +250,10 @@ class NatsTransport implements Transport {
       await Promise.race([
         Promise.all(withdrawn)
           .then(() => Promise.all(transients.map((t) => this.#removeTransient(t))))
-          .then(() => nc.flush().catch(() => undefined)),
+          .then(() => {
+            this.#publisher.uncork();
+            return nc.flush().catch(() => undefined);
+          }),
         new Promise((r) => setTimeout(r, 2_000).unref()),
       ]);
       await nc.close().catch(() => undefined);
@@ -399,7 +402,7 @@ class NatsTransport implements Transport {
         if (current === undefined || current.isClosed()) {
           return Promise.reject(new NuropbTransportError("the NATS connection is closed"));
         }
-        return this.#publisher.publishRequest(current, subject, body, headers);
+        return this.#publisher.publishRequest(current, subject, body, headers, true);
       },
       spill: (msg, headers) =>
         this.#publisher.publishConfirmed(

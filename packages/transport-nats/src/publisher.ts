@@ -191,7 +191,8 @@ export class Publisher {
 
   /**
    * Publishes a request on core NATS to `subject` and resolves once the server has it (a flush
-   * shared with the publishes around it).
+   * shared with the publishes around it), or, once the subject has shown a subscriber and
+   * `confirm` is not set, once written (see the class).
    * @throws NuropbNotDeliveredError when no instance is subscribed to `subject`.
    * @throws the client's error (untranslated) when the link fails meanwhile.
    */
@@ -200,11 +201,12 @@ export class Publisher {
     subject: string,
     body: Uint8Array,
     headers: MsgHdrs,
+    confirm = false,
   ): Promise<void> {
     const { link } = this.#deps;
     if (!link.up) await link.ready(Date.now() + this.#deps.publishTimeoutMs);
     const token = ++this.#nrSeq;
-    const awaited = !this.#live.has(subject);
+    const awaited = confirm || !this.#live.has(subject);
     const sent: SentRequest = { subject, body, headers, awaited, noResponders: false };
     this.#sentRequests.set(token, sent);
     if (!awaited) {
