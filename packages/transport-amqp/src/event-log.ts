@@ -14,7 +14,7 @@ import type {
 } from "@nuropb/protocol";
 import type { Channel, ChannelModel, Message } from "amqplib";
 import { channelError } from "./connection.ts";
-import { toInboundFrame } from "./frame-codec.ts";
+import { EVENT_TIME_HEADER, toInboundFrame } from "./frame-codec.ts";
 import { EVENT_LOG_QUEUE, assertEventLogRetention, ensureEventLog } from "./management.ts";
 import type { ManagementTarget } from "./management.ts";
 import { closeQuietly } from "./session.ts";
@@ -33,11 +33,12 @@ import { closeQuietly } from "./session.ts";
 //   `next` watches the stream; the tail sees the event with its offset once the stream holds it
 //   (a stream delivers only committed entries), which also proves that the log exists.
 // - RabbitMQ 3.10 gives a stream entry no timestamp over AMQP 0-9-1: `append` stamps the event
-//   with a `timestamp_in_ms` header (the one RabbitMQ 3.12's message interceptor sets). An entry
-//   without one (a plain `send`, a Python peer) gets the timestamp of the entry before it.
+//   with a `timestamp_in_ms` header (the one RabbitMQ 3.12's message interceptor sets), and the
+//   transport's `send` stamps every event with it too. An entry without one (a Python peer's)
+//   gets the timestamp of the entry before it.
 
 /** Header with the stamp of an appended event, in milliseconds since the epoch. */
-const TIMESTAMP_HEADER = "timestamp_in_ms";
+const TIMESTAMP_HEADER = EVENT_TIME_HEADER;
 /** Header with the id an append recognises its event by in the stream. */
 const APPEND_ID_HEADER = "x-nuropb-log-append";
 /** Header of a read's barrier. */

@@ -33,6 +33,12 @@ export type AmqpDialect = "python" | "compact";
  */
 export const COMPACT_ENCRYPTED = "nuropb-encrypted";
 
+/**
+ * Header every event is sent with: when it was sent, in ms since the epoch (the name RabbitMQ
+ * 3.12's message interceptor uses). The event log reads it as the entry's time; receivers drop it.
+ */
+export const EVENT_TIME_HEADER = "timestamp_in_ms";
+
 /** A frame as amqplib publishes it. */
 export interface OutgoingMessage {
   readonly exchange: string;
@@ -100,6 +106,13 @@ export function encodeFrame(
       exchange = o.eventsExchange;
       routingKey = to.topic;
       persistent = true;
+      // The event log's time (RabbitMQ 3.10 streams keep none over AMQP 0-9-1); Python ignores it.
+      if (typeof frame.headers?.[EVENT_TIME_HEADER] !== "string") {
+        frame = {
+          ...frame,
+          headers: { ...frame.headers, [EVENT_TIME_HEADER]: String(Date.now()) },
+        };
+      }
       break;
     case "reply":
       exchange = "";
@@ -176,8 +189,13 @@ function compactFields(headers: Readonly<Record<string, string | null>>): Option
 export function toInboundFrame(msg: Message, compact = isCompact(msg)): InboundFrame {
   const p = msg.properties;
   const ttl = parseTtl(p.expiration);
+  const headers = (compact ? fromCompact(p) : toWireHeaders(p.headers)) as Record<
+    string,
+    string | null
+  >;
+  delete headers[EVENT_TIME_HEADER];
   return {
-    headers: compact ? fromCompact(p) : toWireHeaders(p.headers),
+    headers,
     body: msg.content,
     correlationId: typeof p.correlationId === "string" ? p.correlationId : "",
     ...(typeof p.replyTo === "string" && p.replyTo !== "" ? { replyTo: p.replyTo } : {}),

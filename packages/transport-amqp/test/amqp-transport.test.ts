@@ -247,7 +247,8 @@ describe("send", () => {
       contentType: "application/json",
       correlationId: "e1",
       replyTo: "",
-      headers: buildHeaders("event", "tr"),
+      // Events carry when they were sent, for the event log (Python ignores the header).
+      headers: { ...buildHeaders("event", "tr"), timestamp_in_ms: expect.stringMatching(/^\d+$/) },
       deliveryMode: 2,
     });
     expect(published[2]?.options.replyTo).toBe("");

@@ -111,7 +111,10 @@ describe("compact dialect", () => {
       settings,
       "compact",
     );
-    expect(out.properties.headers).toStrictEqual({ x_extra: "1" });
+    expect(out.properties.headers).toStrictEqual({
+      x_extra: "1",
+      timestamp_in_ms: expect.stringMatching(/^\d+$/),
+    });
     expect(out.properties).not.toHaveProperty("messageId");
     expect(toInboundFrame(received(out)).headers).toStrictEqual(headers);
   });

@@ -565,6 +565,48 @@ function registerSuite(s: Settings): void {
   );
 
   it(
+    "core: events published without persisted have the log's time: ranges and cursor pages",
+    t,
+    async () => {
+      const client = await openClient();
+      const p = uniqueName();
+      const topics = [`${p}.#`];
+      // Plain publishes (no append): what Python peers and handlers send.
+      for (const e of ["e1", "e2"]) await client.publishEvent(`${p}.x`, e);
+      await delay(s.clockStepMs);
+      for (const e of ["l1", "l2", "l3", "l4"]) await client.publishEvent(`${p}.x`, e);
+      await waitFor(
+        async () => (await client.queryEvents({ topics })).events.length === 6,
+        s.timeoutMs,
+        "the six published events in the log",
+      );
+      const all = (await client.queryEvents({ topics })).events;
+      const stamps = all.map((e) => e.timestamp);
+      for (const ts of stamps) expect(Math.abs(ts - Date.now())).toBeLessThan(60_000);
+      expect([...stamps].sort((a, b) => a - b)).toEqual(stamps);
+      const lateStart = (all[2] as StoredEvent).timestamp;
+      expect(lateStart).toBeGreaterThan((all[1] as StoredEvent).timestamp);
+      const late: unknown[] = [];
+      let after: string | undefined;
+      let pages = 0;
+      do {
+        const page = await client.queryEvents({
+          topics,
+          since: lateStart,
+          limit: 2,
+          ...(after === undefined ? {} : { after }),
+        });
+        pages++;
+        late.push(...page.events.map((e) => e.event));
+        after = page.cursor;
+      } while (after !== undefined && pages < 10);
+      expect(late).toEqual(["l1", "l2", "l3", "l4"]);
+      const early = await client.queryEvents({ topics, until: lateStart });
+      expect(early.events.map((e) => e.event)).toEqual(["e1", "e2"]);
+    },
+  );
+
+  it(
     "core: subscribeEvents catches up, then live, with publishes during the hand-over",
     t,
     async () => {
