@@ -209,7 +209,7 @@ describe("nats requests on core NATS (requests: 'core', the default)", () => {
     const labels = Array.from({ length: 10 }, (_, i) => `p${String(i)}`);
     await Promise.all(labels.map((l) => t.send({ kind: "rpc", service }, testFrame(l))));
     await got.waitForCount(labels.length, 20_000);
-    expect(got.items.sort()).toEqual(labels.sort());
+    expect([...got.items].sort()).toEqual([...labels].sort());
     expect(most).toBeLessThanOrEqual(2);
     expect(onCore.items).toHaveLength(labels.length);
     // Two in the handler, two waiting here: the other six waited in the stream.
