@@ -48,6 +48,8 @@ import { Topology, validateServiceSpec, type ServiceRecord } from "./topology.ts
 
 /** Headroom left for headers under the server's `max_payload`, in bytes. */
 const HEADER_ROOM_BYTES = 16_384;
+/** Longest one try at re-declaring a service after a reconnect waits, in ms. */
+const REDECLARE_TRY_MS = 2_000;
 
 /**
  * The facade: the connection's lifecycle (connect, the link's ups and downs, recovery, close),
@@ -177,6 +179,10 @@ class NatsTransport implements Transport {
           break;
         case Events.Reconnect:
           this.#link.restored();
+          // Pull again at once: the durable consumers are kept by the cluster, and a pull that
+          // finds none yet (leaders still elected) is answered with a status and tried again.
+          // The re-declaration may wait for JetStream's meta leader meanwhile.
+          for (const c of this.#services.keys()) c.resume();
           void this.#recover();
           break;
         case Events.Error:
@@ -191,18 +197,50 @@ class NatsTransport implements Transport {
     }
   }
 
-  /** After a reconnect: re-declare streams and consumers, then pull again. */
+  /**
+   * After a reconnect: re-declare streams and consumers, then pull again. Each try is bounded
+   * ({@link #declareOnce}); the lifecycle tries again with backoff, logging each failure.
+   */
   #recover(): Promise<void> {
     return this.#life.recover(
       async () => {
         for (const [consumer, topo] of this.#services) {
-          await this.#topology.ensureService(topo);
+          await this.#declareOnce(topo);
           if (this.#life.state !== LifecycleState.open) return;
           consumer.resume();
         }
       },
       () => this.#link.up,
     );
+  }
+
+  /**
+   * Declares `topo` once, giving up after {@link REDECLARE_TRY_MS} (or publishTimeoutMs when
+   * shorter). After a server of a cluster is lost, JetStream API requests go unanswered until
+   * a new meta leader is elected: waiting out each one's full timeout would leave the service's
+   * stored messages unconsumed (and past their ttl) that long. A request left behind is
+   * harmless: declaring is idempotent.
+   * @throws NuropbTransportError (retryable) when the bound passes first.
+   */
+  #declareOnce(topo: ServiceRecord): Promise<void> {
+    const bound = Math.min(this.#opts.publishTimeoutMs, REDECLARE_TRY_MS);
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      this.#topology.ensureService(topo).finally(() => clearTimeout(timer)),
+      new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new NuropbTransportError(
+                `re-declaring service '${topo.service}': JetStream did not answer within ${bound} ms`,
+                { retryable: true },
+              ),
+            ),
+          bound,
+        );
+        timer.unref();
+      }),
+    ]);
   }
 
   #onConnectionClosed(err: void | Error): void {
