@@ -261,6 +261,16 @@ export function isPermanent(err: unknown): boolean {
 /** AMQP reply codes after which retrying the same operation cannot succeed. */
 const PERMANENT_CODES = new Set([403, 404, 405, 406, 530]);
 
+/**
+ * A 404 NOT_FOUND that RabbitMQ gives for a durable queue whose home node is down or inaccessible
+ * ("home node 'rabbit@x' of durable queue 'q' in vhost '/' is down or inaccessible"), not for a
+ * queue that does not exist: it passes when the node comes back, so it is never permanent.
+ */
+export function isNodeDown(err: unknown): boolean {
+  const text = String((err as Error)?.message ?? err);
+  return /down or inaccessible|home node/i.test(text);
+}
+
 /** Translates an amqplib channel / operation error (a broker channel.close). */
 export function channelError(
   err: unknown,
@@ -271,7 +281,8 @@ export function channelError(
   const e = err as { message?: string; code?: unknown };
   const raw = typeof e?.message === "string" ? e.message : String(err);
   const code = typeof e?.code === "number" ? e.code : undefined;
-  const permanent = code !== undefined && PERMANENT_CODES.has(code);
+  const permanent =
+    code !== undefined && PERMANENT_CODES.has(code) && !(code === 404 && isNodeDown(err));
   const reason = redact(
     raw.replace(/^(Operation failed: \w+; |Channel closed by server: )/, ""),
     password,

@@ -21,7 +21,7 @@ import {
   scheduledDelayMs,
 } from "@nuropb/protocol/transport-kit";
 import type { Channel, ChannelModel, ConfirmChannel, Message } from "amqplib";
-import { channelError } from "./connection.ts";
+import { channelError, isNodeDown } from "./connection.ts";
 import type { OutgoingMessage } from "./frame-codec.ts";
 import { closeQuietly } from "./session.ts";
 
@@ -360,14 +360,4 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
       }
     },
   });
-}
-
-/**
- * A 404 NOT_FOUND that RabbitMQ gives for a durable queue whose home node is down or inaccessible
- * ("home node 'rabbit@x' of durable queue 'q' in vhost '/' is down or inaccessible"), not for a
- * queue that does not exist.
- */
-export function isNodeDown(err: unknown): boolean {
-  const text = String((err as Error)?.message ?? err);
-  return /down or inaccessible|home node/i.test(text);
 }

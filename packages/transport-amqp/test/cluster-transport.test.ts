@@ -162,3 +162,66 @@ describe("a consumer cancelled by the broker", () => {
     expect(seen.map((e) => e.type)).not.toContain("disconnected");
   });
 });
+
+describe("a queue whose home node is down", () => {
+  const nodeDown = (): Error =>
+    Object.assign(
+      new Error(
+        "Operation failed: QueueDeclare; 404 (NOT-FOUND) with message \"NOT_FOUND - home node 'rabbit@a' of durable queue 'nuropb-svc-sq' in vhost 'mesh' is down or inaccessible\"",
+      ),
+      { code: 404 },
+    );
+
+  it("is retried when the consumer is cancelled, never closing the transport", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    const got: string[] = [];
+    await t.consumeService(spec, async (d) => {
+      got.push(new TextDecoder().decode(d.body));
+      await d.ack();
+    });
+    const seen = events(t);
+    const c = conn();
+    const original = c.createChannel.bind(c);
+    let refusals = 2;
+    c.createChannel = async () => {
+      const ch = await original();
+      if (refusals-- > 0) {
+        ch.assertQueue = () => {
+          ch.serverClose(404, "NOT_FOUND - home node down");
+          return Promise.reject(nodeDown());
+        };
+      }
+      return ch;
+    };
+    c.consumerChannel("nuropb-svc-sq").serverCancel();
+    await vi.waitFor(() => expect(() => c.consumerChannel("nuropb-svc-sq")).not.toThrow(), {
+      timeout: 5_000,
+    });
+    c.consumerChannel("nuropb-svc-sq").deliver("after");
+    await vi.waitFor(() => expect(got).toEqual(["after"]));
+    expect(seen.map((e) => e.type)).not.toContain("closed");
+    expect(refusals).toBeLessThan(0);
+  });
+
+  it("makes consumeService fail retryable, not permanent", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    const c = conn();
+    const original = c.createChannel.bind(c);
+    c.createChannel = async () => {
+      const ch = await original();
+      ch.assertQueue = () => Promise.reject(nodeDown());
+      return ch;
+    };
+    const err = await t
+      .consumeService(spec, () => undefined)
+      .then(
+        () => undefined,
+        (e: unknown) => e as Error & { retryable?: boolean; details?: { permanent?: boolean } },
+      );
+    expect(err?.message).toMatch(/down or inaccessible/);
+    expect(err?.retryable).toBe(true);
+    expect(err?.details?.permanent).toBe(false);
+  });
+});
