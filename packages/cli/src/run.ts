@@ -305,7 +305,11 @@ function buildProgram(
       .option("--after <position>", "start just after this position (as --json prints it)")
       .option("--limit <n>", "print at most n events (default 100; unbounded with --follow)")
       .option("--follow", "then print new events as they are stored, until Ctrl-C")
-      .option("--json", "one JSON object per line, with its timestamp and position"),
+      .option("--json", "one JSON object per line, with its timestamp and position")
+      .option(
+        "--secret-context-keys <keys>",
+        "comma-separated context keys to leave out (credential-like keys always are)",
+      ),
   ).action(action((cx, pattern: string, opts: EventsOptions) => eventsCommand(cx, pattern, opts)));
 
   configure(

@@ -100,6 +100,48 @@ describe("nuropb events", () => {
     expect(text.stderr).toMatch(/2 event\(s\)/);
   });
 
+  it("leaves credential-like keys and --secret-context-keys out of what it prints", async () => {
+    await publisher.publishEvent("k.e", 1, {
+      sessionToken: "tok-1",
+      api_key: "key-1",
+      tenant: "ten-1",
+      user: "ann",
+    });
+    const r = await cli(["events", "k.*", "--secret-context-keys", "tenant", "--json"]);
+    expect(r.code).toBe(0);
+    expect(lines(r.stdout)[0]).toMatchObject({ context: { user: "ann" } });
+    expect(r.stdout + r.stderr).not.toMatch(/tok-1|key-1|ten-1/);
+    const bad = await cli(["events", "k.*", "--secret-context-keys", "a,,b"]);
+    expect(bad.code).toBe(2);
+  });
+
+  it("--follow --after X --since T still leaves out events before T", async () => {
+    await publisher.publishEvent("fa.e", "a0");
+    await publisher.publishEvent("fa.e", "a1");
+    await new Promise((r) => setTimeout(r, 20));
+    const cut = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 20));
+    await publisher.publishEvent("fa.e", "b1");
+    await publisher.publishEvent("fa.e", "b2");
+    const first = await cli(["events", "fa.*", "--limit", "1", "--json"]);
+    const after = lines(first.stdout)[0]?.position as string;
+    const r = await cli([
+      "events",
+      "fa.*",
+      "--follow",
+      "--after",
+      after,
+      "--since",
+      cut,
+      "--limit",
+      "2",
+      "--json",
+    ]);
+    expect(r.code).toBe(0);
+    // a1 follows the position but was stored before --since.
+    expect(lines(r.stdout).map((e) => e.event)).toEqual(["b1", "b2"]);
+  });
+
   it("honours --limit and says how to go on with --after", async () => {
     for (let i = 0; i < 5; i++) await publisher.publishEvent("p.e", i);
     const first = await cli(["events", "p.*", "--limit", "3", "--json"]);

@@ -35,7 +35,7 @@ import {
   requestPayload,
 } from "./outgoing-calls.ts";
 import { sendError } from "./outcomes.ts";
-import { appendToLog } from "./event-history.ts";
+import { appendToLog, withoutCredentials } from "./event-history.ts";
 import type { PendingResponses } from "./pending-responses.ts";
 import type { Sealing } from "./sealing.ts";
 import { ServiceDirectory } from "./service-directory.ts";
@@ -53,6 +53,11 @@ export interface CallerParts {
   readonly defaultTtlMs: number;
   /** Context keys left out of the events this participant publishes. */
   readonly eventSecretKeys: readonly string[];
+  /**
+   * Context keys left out of the events this participant persists (the log keeps them and any
+   * reader sees them), whatever `eventContext` says; credential-like keys go too.
+   */
+  readonly persistedSecretKeys: readonly string[];
   readonly sealing: Sealing;
   readonly pending: PendingResponses;
   /** Throws unless calls may go out; `fromHandler`: a handler's own call during the drain may. */
@@ -434,7 +439,9 @@ export class Caller {
       topic: e.topic,
       event: e.event,
       // Every subscriber of the topic gets this context: a service leaves its secrets out.
-      context: withoutKeys(context, this.#p.eventSecretKeys),
+      context: persisted
+        ? withoutCredentials(withoutKeys(context, this.#p.persistedSecretKeys))
+        : withoutKeys(context, this.#p.eventSecretKeys),
       trace_id: traceId,
       correlation_id: correlationId,
       target: e.target ?? null,

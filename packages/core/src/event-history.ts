@@ -33,6 +33,34 @@ export class NuropbEventLogUnavailableError extends NuropbTransportError {
   static override readonly wireName: string = "NuropbEventLogUnavailableError";
 }
 
+/**
+ * Parts of context key names taken for credentials (case, `_` and `-` ignored): such keys are
+ * never stored by a persisted publish nor handed out by the history API, whoever published them.
+ */
+export const CREDENTIAL_KEY_PARTS: readonly string[] = [
+  "authorization",
+  "token",
+  "password",
+  "passwd",
+  "secret",
+  "apikey",
+  "cookie",
+  "credential",
+  "privatekey",
+];
+
+/** Whether a context key names a credential (see {@link CREDENTIAL_KEY_PARTS}). */
+function isCredentialKey(key: string): boolean {
+  const k = key.toLowerCase().replace(/[-_]/g, "");
+  return CREDENTIAL_KEY_PARTS.some((part) => k.includes(part));
+}
+
+/** `context` without its credential-like keys (the same object when it has none). */
+export function withoutCredentials(context: Context): Context {
+  const keys = Object.keys(context).filter(isCredentialKey);
+  return keys.length === 0 ? context : withoutKeys(context, keys);
+}
+
 /** A past event, as {@link MeshParticipant.queryEvents} and `subscribeEvents` return it. */
 export interface StoredEvent {
   readonly topic: string;
@@ -41,8 +69,9 @@ export interface StoredEvent {
   /** Instance or service names the event was meant for, or null. */
   readonly target: readonly string[] | null;
   /**
-   * The publisher's context without credentials: `Authorization`, the reader's method token keys
-   * and secret context keys, and the query's `secretContextKeys` are left out.
+   * The publisher's context without credentials: `Authorization` and every credential-like key
+   * ({@link CREDENTIAL_KEY_PARTS}: `sessionToken`, `apiKey`, `db_password`, …), the reader's
+   * method token keys and secret context keys, and the query's `secretContextKeys` are left out.
    */
   readonly context: Context;
   readonly traceId: string | null;
@@ -247,7 +276,7 @@ export class EventHistory {
       topic: entry.topic,
       event: payload.event,
       target: payload.target,
-      context: withoutKeys(payload.context, secretKeys),
+      context: withoutCredentials(withoutKeys(payload.context, secretKeys)),
       traceId,
       correlationId,
       timestamp: entry.timestamp,

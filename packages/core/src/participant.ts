@@ -159,6 +159,7 @@ class Participant<TService extends object> implements MeshService<TService> {
       responseAddress: config.responseAddress,
       defaultTtlMs: config.defaultTtlMs,
       eventSecretKeys: so?.eventSecretKeys ?? [],
+      persistedSecretKeys: so?.contextSecretKeys ?? [],
       sealing,
       pending,
       assertOpen: (fromHandler) => lifecycle.assertOpen(fromHandler),

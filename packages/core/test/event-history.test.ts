@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { NuropbTransportError, encodePayload, eventLogOf, newId } from "@nuropb/protocol";
-import type { Transport } from "@nuropb/protocol";
+import type { Context, Transport, TransportEventLog } from "@nuropb/protocol";
 import {
   MAX_EVENT_PAGE_LIMIT,
   NuropbEventLogUnavailableError,
@@ -125,6 +125,8 @@ describe("event history", () => {
       authorization: "Bearer lower",
       apiKey: "k-123",
       sessionToken: "s-1",
+      db_password: "pw-1",
+      tenant: "t-1",
       user: "ann",
     });
     class Orders {
@@ -142,17 +144,63 @@ describe("event history", () => {
     });
     mesh.defer(() => service.disconnect());
     await service.connect();
+    // Credential-like keys are left out for every reader, a client without secret keys too.
     const byClient = await c.queryEvents({ topics: ["sec.*"] });
-    expect(byClient.events[0]?.context).toEqual({
-      apiKey: "k-123",
-      sessionToken: "s-1",
-      user: "ann",
-    });
-    const more = await c.queryEvents({ topics: ["sec.*"], secretContextKeys: ["apiKey"] });
-    expect(more.events[0]?.context).toEqual({ sessionToken: "s-1", user: "ann" });
+    expect(byClient.events[0]?.context).toEqual({ tenant: "t-1", user: "ann" });
+    expect(JSON.stringify(byClient)).not.toMatch(/secret-token|lower|k-123|s-1|pw-1/);
+    const more = await c.queryEvents({ topics: ["sec.*"], secretContextKeys: ["tenant"] });
+    expect(more.events[0]?.context).toEqual({ user: "ann" });
     const byService = await service.queryEvents({ topics: ["sec.*"] });
-    expect(byService.events[0]?.context).toEqual({ user: "ann" });
-    expect(JSON.stringify(byService)).not.toMatch(/secret-token|lower|k-123|s-1/);
+    expect(byService.events[0]?.context).toEqual({ tenant: "t-1", user: "ann" });
+    const seen: Context[] = [];
+    const sub = await c.subscribeEvents({ topics: ["sec.*"], from: { time: 0 } }, (e) => {
+      seen.push(e.context);
+    });
+    await waitFor(() => seen.length >= 1);
+    await sub.stop();
+    expect(seen[0]).toEqual({ tenant: "t-1", user: "ann" });
+  });
+
+  it("a persisted publish stores no secret context key, whatever eventContext says", async () => {
+    const { c, t } = await client();
+    class Billing {
+      @publishToMesh({ contextTokenKey: "billingKey" })
+      get(): string {
+        return "ok";
+      }
+    }
+    const service = createService({
+      transport: mesh.transport(),
+      name: "billing",
+      instance: new Billing(),
+      secretContextKeys: ["tenantSecretId"],
+      eventContext: "full",
+    });
+    mesh.defer(() => service.disconnect());
+    await service.connect();
+    const context = {
+      Authorization: "Bearer secret-token",
+      billingKey: "b-1",
+      tenantSecretId: "ts-1",
+      refresh_token: "r-1",
+      user: "ann",
+    };
+    await service.publishEvent("persec.x", 1, context, { persisted: true });
+    await c.publishEvent("persec.y", 2, context, { persisted: true });
+    // What the log itself holds (any reader of the broker sees it): no credential.
+    const page = await (eventLogOf(t) as TransportEventLog).read({
+      from: "start",
+      topics: ["persec.*"],
+      limit: 10,
+    });
+    expect(page.entries).toHaveLength(2);
+    const stored = page.entries.map((e) => new TextDecoder().decode(e.frame.body));
+    // The service leaves out its own secret keys (token keys, secretContextKeys) and every
+    // credential-like key; a client, which knows no secret keys, the credential-like ones.
+    expect(stored[0]).not.toMatch(/secret-token|b-1|ts-1|r-1/);
+    expect(stored[1]).not.toMatch(/secret-token|ts-1|r-1/);
+    expect(stored[1]).toMatch(/b-1/);
+    expect(stored.every((b) => b.includes("ann"))).toBe(true);
   });
 
   it("skips an entry it cannot read as an event, and reads plaintext events marked encrypted", async () => {

@@ -26,6 +26,11 @@ export interface EventsOptions {
   readonly follow?: boolean;
   /** `--json`: one JSON object per event and line. */
   readonly json?: boolean;
+  /**
+   * `--secret-context-keys`: comma-separated context keys left out of what is printed, beside
+   * `Authorization` and the credential-like keys core always leaves out.
+   */
+  readonly secretContextKeys?: string;
 }
 
 /** Events printed without `--follow` and `--limit`. */
@@ -137,6 +142,7 @@ export async function eventsCommand(
       : opts.follow === true
         ? Infinity
         : DEFAULT_EVENTS_LIMIT;
+  const secretContextKeys = contextKeys(opts.secretContextKeys);
   const connectTimeoutMs = connectTimeoutOf(cx);
   const broker = cx.useBroker(brokerUrl(cx.globals.url, cx.io.env));
   const { output, io } = cx;
@@ -161,9 +167,11 @@ export async function eventsCommand(
       let stopped!: () => void;
       const done = new Promise<void>((resolve) => (stopped = resolve));
       const subscription = await session.client.subscribeEvents(
-        { topics: [pattern], from },
+        { topics: [pattern], from, secretContextKeys },
         (e) => {
           if (printed >= limit) return;
+          // From --after, --since still holds (as it does without --follow).
+          if (since !== undefined && e.timestamp < since) return;
           print(e);
           printed += 1;
           if (printed >= limit) stopped();
@@ -181,6 +189,7 @@ export async function eventsCommand(
     for (;;) {
       const page = await session.client.queryEvents({
         topics: [pattern],
+        secretContextKeys,
         limit: Math.min(MAX_EVENT_PAGE_LIMIT, limit - printed),
         ...(since === undefined ? {} : { since }),
         ...(until === undefined ? {} : { until }),
@@ -205,6 +214,16 @@ export async function eventsCommand(
     await session.close();
     if (opts.json !== true) output.note(output.err.dim(`${printed} event(s)`));
   }
+}
+
+/** The keys of `--secret-context-keys` (comma-separated). @throws CliError (usage) */
+function contextKeys(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  const keys = text.split(",").map((k) => k.trim());
+  if (keys.some((k) => k === "")) {
+    throw usageError(`--secret-context-keys must be comma-separated key names, got '${text}'`);
+  }
+  return keys;
 }
 
 function historyError(
