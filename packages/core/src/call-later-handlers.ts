@@ -23,6 +23,7 @@ import type { DispatcherParts } from "./dispatcher.ts";
 import type { MessageFlow } from "./message-lifecycle.ts";
 import { withoutKeys } from "./options.ts";
 import { FailurePipeline } from "./failure-pipeline.ts";
+import { activePipeline, type ServiceAnswerCall } from "./middleware.ts";
 import { isCallAgain, outcomeOfThrown, settle, type Outcome } from "./outcomes.ts";
 import type { RequestContextFields } from "./request-context.ts";
 import { findMethod } from "./service-definition.ts";
@@ -129,7 +130,7 @@ function claimRetriesOf(headers: Readonly<Record<string, unknown>>): number {
  * The method name under which answer handlers' failures go through the service's `failurePolicy`
  * (its failure record, delayed copies and `nuropb.fault.{service}.handleAnswer` events).
  */
-export const ANSWER_HOOK = "handleAnswer";
+export const ANSWER_HOOK = "handleAnswer" as const;
 
 /** The table key of a remote method. */
 export function answerKey(service: string, method: string): string {
@@ -352,8 +353,9 @@ class AnswerContextImpl implements AnswerContext {
  * (requeued once for `NuropbCallAgain`). A response is dead-lettered with a logged reason when
  * nothing should handle it: no record, a record without a claim, no handler, or the claim went to
  * the deadline or to another answer (late, or a duplicate). A deadline that lost to an answer is
- * acked silently. The service's middleware does not run around answer handlers (its calls are
- * requests, commands and events; an answer is none of them).
+ * acked silently. The service's middleware runs around each run of an answer handler (a
+ * `ServiceAnswerCall`, kind `"answer"`); a middleware's refusal fails the answer as a throwing
+ * handler does. Per-method middleware does not apply: an answer is not a mesh method.
  */
 export class AnswerDispatcher<TService extends object> {
   readonly #p: DispatcherParts<TService>;
@@ -410,28 +412,63 @@ export class AnswerDispatcher<TService extends object> {
     const won = await this.#claim(delivery, decoded, record, record.claim, flow);
     if (!won) return;
     const { [CALL_LATER_CONTEXT_KEY]: _record, ...rest } = payload.context;
-    const ctx = new AnswerContextImpl(
-      {
-        callId: decoded.correlationId,
-        service,
-        method,
-        state: record.state,
-        traceId: decoded.traceId,
-        context: withoutKeys(rest, this.#p.service.contextSecretKeys),
-        redelivered: delivery.redelivered,
-      },
-      this.#p.handlerCalls,
-    );
-    const argument = failed
+    const context = withoutKeys(rest, this.#p.service.contextSecretKeys);
+    const error = failed
       ? fromErrorPayload(payload.error as NonNullable<typeof payload.error>)
-      : payload.result;
+      : undefined;
+    const argument = failed ? error : payload.result;
+    const invoke = async (ctxContext: Context): Promise<void> => {
+      const ctx = new AnswerContextImpl(
+        {
+          callId: decoded.correlationId,
+          service,
+          method,
+          state: record.state,
+          traceId: decoded.traceId,
+          context: ctxContext,
+          redelivered: delivery.redelivered,
+        },
+        this.#p.handlerCalls,
+      );
+      await (handler as (a: unknown, c: AnswerContext) => unknown).call(
+        this.#p.service.instance,
+        argument,
+        ctx,
+      );
+    };
     const run = async (): Promise<Outcome> => {
       try {
-        await (handler as (a: unknown, c: AnswerContext) => unknown).call(
-          this.#p.service.instance,
-          argument,
-          ctx,
-        );
+        // The service's middleware, chosen per run (as for requests and events); an answer is
+        // not a mesh method, so no per-method middleware applies.
+        const pipeline = activePipeline(this.#p.service.pipeline);
+        if (pipeline === undefined) {
+          await invoke(context);
+        } else {
+          const call: ServiceAnswerCall = {
+            kind: "answer",
+            method: ANSWER_HOOK,
+            service: this.#p.service.name,
+            calledService: service,
+            calledMethod: method,
+            answer: record.deadline === true ? "deadline" : failed ? "error" : "result",
+            result: failed ? undefined : payload.result,
+            error,
+            callState: record.state,
+            userClaims: undefined,
+            context,
+            headers: delivery.headers,
+            traceId: decoded.traceId,
+            correlationId: decoded.correlationId,
+            encrypted: decoded.encrypted,
+            redelivered: delivery.redelivered,
+            bodyBytes: delivery.body.byteLength,
+            state: {},
+          };
+          await pipeline(call, async () => {
+            await invoke(call.context);
+            return undefined;
+          });
+        }
         return { kind: "success", result: null, events: [] };
       } catch (err) {
         return outcomeOfThrown(err, [], service, method);

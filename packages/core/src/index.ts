@@ -62,6 +62,7 @@ export type {
   ServiceRequestCall,
   ServiceCommandCall,
   ServiceEventCall,
+  ServiceAnswerCall,
   ServiceMiddleware,
   MethodCall,
   MethodMiddleware,

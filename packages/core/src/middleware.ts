@@ -2,6 +2,7 @@ import {
   Header,
   type Context,
   type Frame,
+  type NuropbError,
   type ResponsePayload,
   type WireHeaders,
 } from "@nuropb/protocol";
@@ -106,7 +107,10 @@ export interface MiddlewareActivity {
 interface ServiceCallBase {
   /** This service's name. */
   readonly service: string;
-  /** The caller's context; replace it to change what authorisation and the handler see. */
+  /**
+   * The caller's context; replace it to change what authorisation and the handler see. For an
+   * answer: the context its call was sent with, as its handler sees it (without credentials).
+   */
   context: Context;
   /** The message's wire headers, as received. */
   readonly headers: WireHeaders;
@@ -157,8 +161,38 @@ export interface ServiceEventCall extends ServiceCallBase {
   readonly target: readonly string[] | null;
 }
 
+/**
+ * An answer to one of the service's asynchronous calls (`callLater`), or its deadline, about to
+ * go to its answer handler; `next()` settles when the handler has (with undefined). Only the
+ * service's middleware sees answers: an answer is not a mesh method, so no per-method middleware
+ * applies. `service` is this service and `method` is always `"handleAnswer"` (the name its
+ * failures go under in the `failurePolicy`); the remote method is `calledService.calledMethod`.
+ * A middleware that throws fails the answer as a throwing handler does (the `failurePolicy`, or
+ * the dead-letter queue); `NuropbCallAgain` requeues it once; one that returns without calling
+ * `next()` acks it unhandled.
+ */
+export interface ServiceAnswerCall extends ServiceCallBase {
+  readonly kind: "answer";
+  readonly method: "handleAnswer";
+  /** The remote service that was called. */
+  readonly calledService: string;
+  /** The remote method that was called. */
+  readonly calledMethod: string;
+  /** What arrived: the remote method's result, its error, or the call's deadline. */
+  readonly answer: "result" | "error" | "deadline";
+  /** The remote method's result (undefined unless `answer` is `"result"`). */
+  readonly result: unknown;
+  /** The remote error, or `NuropbTimeoutError` at the deadline (undefined for a result). */
+  readonly error: NuropbError | undefined;
+  /** The `state` given to `callLater` (JSON), or null. */
+  readonly callState: unknown;
+  /** Always undefined: an answer is not authorised (no method's `authorize` runs for it). */
+  readonly userClaims: undefined;
+}
+
 /** A message a service handles, as its middleware sees it. */
-export type ServiceCall = ServiceRequestCall | ServiceCommandCall | ServiceEventCall;
+export type ServiceCall =
+  ServiceRequestCall | ServiceCommandCall | ServiceEventCall | ServiceAnswerCall;
 /** A request or command for one method, as per-method middleware sees it. */
 export type MethodCall = ServiceRequestCall | ServiceCommandCall;
 

@@ -23,6 +23,7 @@ import {
   onAnswerError,
   type AnswerContext,
   type RequestContext,
+  type ServiceMiddleware,
 } from "@nuropb/core";
 import { createMesh, waitFor } from "./helpers.ts";
 
@@ -644,6 +645,106 @@ describe("callLater: answers to the service, not the instance", () => {
     mesh.defer(() => svc.disconnect());
     await svc.callLater("payments", "charge", { amount: 4 });
     await waitFor(() => mesh.hub.deadLetters().length === 1, 3000, "the dead letter");
+    expect(mesh.hub.deadLetters()[0]?.frame.headers).toMatchObject({
+      [FailureHeader.method]: "handleAnswer",
+      [FailureHeader.attempts]: "2",
+    });
+  });
+
+  it("runs the service's middleware around answer handlers: result, error and deadline", async () => {
+    const seen: Record<string, unknown>[] = [];
+    const trail: string[] = [];
+    const instance = new Orders("a");
+    const middleware: ServiceMiddleware = async (call, next) => {
+      if (call.kind !== "answer") return next();
+      const { headers: _h, state: _s, ...fields } = call;
+      seen.push(fields);
+      call.context = { ...call.context, audited: "yes" };
+      trail.push(`before: ${String(instance.entered)} handled`);
+      const out = await next();
+      trail.push(`after: ${String(instance.entered)} handled`);
+      return out;
+    };
+    const svc = createService({
+      name: "orders",
+      instance,
+      transport: mesh.transport(),
+      secretContextKeys: ["sessionId"],
+      middleware: [middleware],
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    const callId = await svc.callLater(
+      "payments",
+      "charge",
+      { amount: 5 },
+      { state: { orderId: "o-5" }, traceId: "t-5", context: { sessionId: "s", tenant: "t1" } },
+    );
+    await waitFor(() => instance.answers.length === 1, 2000, "the result");
+    expect(trail).toEqual(["before: 0 handled", "after: 1 handled"]);
+    expect(seen[0]).toEqual({
+      kind: "answer",
+      service: "orders",
+      method: "handleAnswer",
+      calledService: "payments",
+      calledMethod: "charge",
+      answer: "result",
+      result: { receipt: "r-5" },
+      error: undefined,
+      callState: { orderId: "o-5" },
+      userClaims: undefined,
+      context: { tenant: "t1" },
+      traceId: "t-5",
+      correlationId: callId,
+      encrypted: false,
+      redelivered: false,
+      bodyBytes: expect.any(Number) as number,
+    });
+    // What the middleware put in the context is what the handler sees.
+    expect(instance.answers[0]?.ctx.context).toEqual({ tenant: "t1", audited: "yes" });
+
+    await svc.callLater("payments", "charge", { amount: -1 });
+    await waitFor(() => instance.answers.length === 2, 2000, "the error");
+    expect(seen[1]).toMatchObject({ answer: "error", result: undefined });
+    expect(seen[1]?.error).toMatchObject({ name: "NuropbValidationError" });
+
+    const gate = createDeferred<void>();
+    payments.gate = gate.promise;
+    await svc.callLater("payments", "charge", { amount: 2 }, { deadlineMs: 30 });
+    await waitFor(() => instance.answers.length === 3, 3000, "the deadline");
+    expect(seen[2]).toMatchObject({ answer: "deadline" });
+    expect(seen[2]?.error).toBeInstanceOf(NuropbTimeoutError);
+    gate.resolve();
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the late answer");
+    expect(seen).toHaveLength(3); // the late answer is dead-lettered before any middleware
+  });
+
+  it("treats a middleware's refusal of an answer as a throwing handler", async () => {
+    let refusals = 0;
+    const refuse: ServiceMiddleware = (call, next) => {
+      if (call.kind !== "answer") return next();
+      refusals++;
+      throw new NuropbError("audit store down", { retryable: true });
+    };
+    const handled: unknown[] = [];
+    const svc = createService({
+      name: "refused",
+      instance: {
+        paid(result: unknown) {
+          handled.push(result);
+        },
+      },
+      transport: mesh.transport(),
+      answerHandlers: [{ service: "payments", method: "charge", onResult: "paid" }],
+      middleware: [refuse],
+      failurePolicy: { immediateRetries: 1 },
+    });
+    await svc.connect();
+    mesh.defer(() => svc.disconnect());
+    await svc.callLater("payments", "charge", { amount: 4 });
+    await waitFor(() => mesh.hub.deadLetters().length === 1, 3000, "the dead letter");
+    expect(handled).toEqual([]);
+    expect(refusals).toBe(2);
     expect(mesh.hub.deadLetters()[0]?.frame.headers).toMatchObject({
       [FailureHeader.method]: "handleAnswer",
       [FailureHeader.attempts]: "2",
