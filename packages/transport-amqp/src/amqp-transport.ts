@@ -19,12 +19,13 @@ import type { Consumer } from "./consumer.ts";
 import { createAmqpEventLog } from "./event-log.ts";
 import { assertMeshCompact } from "./dialect.ts";
 import { encodeFrame, isCompact, toInboundFrame } from "./frame-codec.ts";
+import type { AmqpDialect } from "./frame-codec.ts";
 import { managementFor } from "./management.ts";
 import { describeTarget, resolveOptions } from "./options.ts";
 import type { AmqpTransportOptions, ResolvedOptions } from "./options.ts";
 import { Publisher } from "./publisher.ts";
 import { ReplyChannel } from "./reply-channel.ts";
-import { createAmqpScheduling } from "./scheduling.ts";
+import { SCHEDULED_HEADER, createAmqpScheduling } from "./scheduling.ts";
 import { createResponseConsumer } from "./response-consumer.ts";
 import { createServiceConsumer } from "./service-consumer.ts";
 import type { ServiceConsumerHost } from "./service-consumer.ts";
@@ -121,7 +122,12 @@ class AmqpTransport implements Transport {
       inbound: (msg) => {
         const compact = isCompact(msg);
         const frame = toInboundFrame(msg, compact);
-        if (frame.replyTo !== undefined) this.#notePeer(frame.replyTo, compact);
+        if (msg.properties.headers?.[SCHEDULED_HEADER] !== undefined) {
+          // A scheduled copy: its form is ours, not the caller's; learn nothing from it.
+          delete (frame.headers as Record<string, unknown>)[SCHEDULED_HEADER];
+        } else if (frame.replyTo !== undefined) {
+          this.#notePeer(frame.replyTo, compact);
+        }
         return frame;
       },
       handlerStarted: () => void this.#handlersRunning++,
@@ -133,7 +139,9 @@ class AmqpTransport implements Transport {
       log: this.#log,
       password: options.target.password,
       connection: () => this.#requireOpen("schedule").conn,
-      encode: (to, frame) => encodeFrame(to, frame, this.#o, this.#o.dialect),
+      // A copy keeps its caller's form: compact only towards a reply address known compact.
+      encode: (to, frame) =>
+        encodeFrame(to, frame, this.#o, this.#copyDialect(frame.replyTo ?? "")),
       track: (p) => {
         this.#inflight.add(p);
         const done = (): void => void this.#inflight.delete(p);
@@ -404,7 +412,14 @@ class AmqpTransport implements Transport {
     return p;
   }
 
+  /** The dialect of a scheduled copy of a frame whose caller waits at `replyTo` ("" for none). */
+  #copyDialect(replyTo: string): AmqpDialect {
+    if (this.#o.dialect !== "compact") return "python";
+    return replyTo === "" || this.#compactPeers.has(replyTo) ? "compact" : "python";
+  }
+
   /** Remembers whether the participant answering at `address` speaks the compact form. */
+
   #notePeer(address: string, compact: boolean): void {
     const peers = this.#compactPeers;
     if (!compact) {

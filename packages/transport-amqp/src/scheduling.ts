@@ -80,6 +80,12 @@ function claimTtlSteps(ttlMs: number): number {
 
 const PERSISTENT = 2;
 
+/**
+ * The header a scheduled copy carries (a fresh id): its publish's return is paired on it, and the
+ * receiving transport learns no reply dialect from it (the copy is ours, not the caller's).
+ */
+export const SCHEDULED_HEADER = "x-nuropb-scheduled";
+
 /** What the scheduling needs from its transport. */
 export interface AmqpSchedulingHost {
   readonly log: Logger;
@@ -107,7 +113,7 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
         if (shared?.conn === conn) shared = undefined;
       });
       c.on("return", (msg: Message) => {
-        const id = msg.properties.messageId;
+        const id: unknown = msg.properties.headers?.[SCHEDULED_HEADER];
         if (typeof id === "string") returns.get(id)?.();
       });
       return c;
@@ -127,24 +133,26 @@ export function createAmqpScheduling(host: AmqpSchedulingHost): TransportSchedul
     properties: OutgoingMessage["properties"],
   ): Promise<"ok" | "returned" | "nacked"> =>
     new Promise((resolve, reject) => {
-      const messageId = newId();
+      // Paired on a header of our own: message_id carries the compact dialect's trace id.
+      const mark = newId();
       let returned = false;
-      returns.set(messageId, () => (returned = true));
+      returns.set(mark, () => (returned = true));
+      const headers = { ...properties?.headers, [SCHEDULED_HEADER]: mark };
       try {
         ch.publish(
           "",
           queue,
           content,
-          { ...properties, messageId, mandatory: true, deliveryMode: PERSISTENT },
+          { ...properties, headers, mandatory: true, deliveryMode: PERSISTENT },
           (err: unknown) => {
-            returns.delete(messageId);
+            returns.delete(mark);
             if (err === null || err === undefined) resolve(returned ? "returned" : "ok");
             else if ((err as Error)?.message === "message nacked") resolve("nacked");
             else reject(channelError(err, "the broker did not confirm the message", host.password));
           },
         );
       } catch (err) {
-        returns.delete(messageId);
+        returns.delete(mark);
         reject(channelError(err, "cannot publish", host.password));
       }
     });

@@ -114,7 +114,7 @@ export class FakeChannel extends EventEmitter {
         this.emit("return", {
           content,
           fields: { exchange, routingKey, replyCode: 312, replyText: "NO_ROUTE" },
-          properties: { correlationId: options.correlationId, headers: options.headers },
+          properties: { ...options, mandatory: undefined }, // as published
         });
       }
       if (this.confirm) this.#unconfirmed.shift()?.(null); // basic.ack of the next delivery tag

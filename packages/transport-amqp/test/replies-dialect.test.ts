@@ -185,3 +185,71 @@ describe("compact dialect", () => {
     );
   });
 });
+
+describe("scheduled copies on a compact mesh", () => {
+  it("keep the trace id, pair returns on their own header and keep a Python request's form", async () => {
+    broker.exchanges.set(COMPACT_MESH_MARKER, "fanout");
+    const t = transport({ dialect: "compact" });
+    await t.connect();
+    const scheduling = t.scheduling;
+    if (scheduling === undefined) throw new Error("no scheduling");
+
+    // No queue yet: the broker returns the copy, and the return is paired with its send.
+    const lost = await scheduling
+      .sendDelayed("svc", frame("gone", { headers: buildHeaders("command", "trace-abc") }), 0)
+      .catch((e: unknown) => e);
+    expect((lost as Error)?.name).toBe("NuropbNotDeliveredError");
+
+    broker.bound.add("nuropb-svc-sq");
+    await scheduling.sendDelayed(
+      "svc",
+      frame("cmd", { headers: buildHeaders("command", "trace-abc") }),
+      0,
+    );
+    const copy = conn().sent.at(-1);
+    expect(copy?.options.messageId).toBe("trace-abc");
+    await scheduling.sendDelayed("svc", frame("n", { headers: buildHeaders("command", null) }), 0);
+    expect(conn().sent.at(-1)?.options).not.toHaveProperty("messageId");
+
+    // A Python caller's request re-sent by a delayed retry: still in headers, its reply too.
+    const replies: string[] = [];
+    await t.consumeService(spec, async (d) => {
+      replies.push(d.correlationId);
+      if (d.correlationId === "py" && replies.length === 1) {
+        await scheduling.sendDelayed("svc", { ...d, ttlMs: undefined }, 0);
+      } else if (d.replyTo !== undefined) {
+        expect(d.headers).toStrictEqual(buildHeaders("request", "trace-1"));
+        await t.send(
+          { kind: "reply", address: d.replyTo },
+          frame(d.correlationId, { headers: buildHeaders("response", null) }),
+        );
+      }
+      await d.ack();
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    const python = encodeFrame(
+      { kind: "rpc", service: "svc" },
+      frame("py", { replyTo: "python-rq" }),
+      settings,
+    );
+    ch.deliver("x", { ...python.properties });
+    await vi.waitFor(() => expect(replies).toEqual(["py"]));
+    const resent = await vi.waitFor(() => {
+      const s = conn().sent.find((m) => m.routingKey === "nuropb-svc-sq" && m.confirm);
+      const last = conn()
+        .sent.filter((m) => m.routingKey === "nuropb-svc-sq")
+        .at(-1);
+      expect(last?.options.correlationId).toBe("py");
+      return s === undefined ? undefined : last;
+    });
+    expect(resent?.options.headers).toMatchObject(buildHeaders("request", "trace-1"));
+    expect(resent?.options).not.toHaveProperty("type");
+    ch.deliver("x", { ...resent?.options });
+    await vi.waitFor(() =>
+      expect(conn().sent.find((m) => m.routingKey === "python-rq")).toBeDefined(),
+    );
+    const reply = conn().sent.find((m) => m.routingKey === "python-rq");
+    expect(reply?.options.headers).toStrictEqual(buildHeaders("response", null));
+    expect(reply?.options).not.toHaveProperty("type");
+  });
+});
