@@ -171,6 +171,7 @@ export class EventHistory {
     const o = checkQuery(options);
     this.#p.assertOpen();
     const log = await availableLog(this.#p.transport);
+    if (o.after !== undefined) assertPositionOf(log, o.after, "options.after");
     const secretKeys = this.#secretKeys(o.secretContextKeys);
     const from: EventLogStart =
       o.after !== undefined
@@ -216,6 +217,9 @@ export class EventHistory {
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
     this.#p.assertOpen();
     const log = await availableLog(this.#p.transport);
+    if (typeof o.from === "object" && "position" in o.from) {
+      assertPositionOf(log, o.from.position, "options.from.position");
+    }
     const secretKeys = this.#secretKeys(o.secretContextKeys);
     // "now" is fixed before this resolves: what is published once it has resolved is seen.
     const from: EventLogStart =
@@ -367,6 +371,15 @@ async function availableLog(transport: Transport): Promise<TransportEventLog> {
   }
   if (!(await log.available())) throw notSetUp(transport);
   return log;
+}
+
+/** @throws TypeError unless `position` is one of this log's (a stale or foreign cursor) */
+function assertPositionOf(log: TransportEventLog, position: string, what: string): void {
+  if (!log.isPosition(position)) {
+    throw new TypeError(
+      `${what} is not a position of this mesh's event log: ${JSON.stringify(position)}`,
+    );
+  }
 }
 
 function notSetUp(transport: Transport): NuropbEventLogUnavailableError {

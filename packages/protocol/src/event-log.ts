@@ -31,6 +31,8 @@ export interface TransportEventLog {
    * with `head()` first.
    */
   head(): Promise<EventLogStart>;
+  /** Whether `position` is one this log hands out (checked before any I/O). */
+  isPosition(position: string): boolean;
   /** One page of stored entries, in log order. */
   read(options: EventLogReadOptions): Promise<EventLogPage>;
   /**
@@ -94,7 +96,15 @@ export function eventLogOf(transport: object): TransportEventLog | undefined {
   const value = (transport as { eventLog?: unknown }).eventLog;
   if (value === undefined || value === null) return undefined;
   const log = value as Partial<TransportEventLog>;
-  for (const name of ["setup", "available", "append", "head", "read", "follow"] as const) {
+  for (const name of [
+    "setup",
+    "available",
+    "append",
+    "head",
+    "isPosition",
+    "read",
+    "follow",
+  ] as const) {
     if (typeof log[name] !== "function") {
       throw new TypeError(`transport.eventLog must implement TransportEventLog (no ${name}())`);
     }

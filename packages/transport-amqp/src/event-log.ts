@@ -153,6 +153,15 @@ class AmqpEventLog implements TransportEventLog {
     return { position: String(offset), timestamp };
   }
 
+  isPosition(position: string): boolean {
+    try {
+      parsePosition(position);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** A barrier published now: its offset ends the log (readers skip barriers). */
   async head(): Promise<EventLogStart> {
     const reader = await StreamReader.open(this.#host, "end");

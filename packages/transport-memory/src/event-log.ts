@@ -217,6 +217,10 @@ export class MemoryEventLog implements TransportEventLog {
     return position;
   }
 
+  isPosition(position: string): boolean {
+    return isPosition(position);
+  }
+
   async head(): Promise<EventLogStart> {
     await this.#host.whenUsable();
     return this.#store().head();

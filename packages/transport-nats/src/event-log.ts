@@ -193,6 +193,15 @@ class NatsEventLog implements TransportEventLog {
     }
   }
 
+  isPosition(position: string): boolean {
+    try {
+      parsePosition(position);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async head(): Promise<EventLogStart> {
     const { jsm } = this.#host.requireOpen();
     const info = await this.#requireLog(jsm);

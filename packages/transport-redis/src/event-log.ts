@@ -102,6 +102,10 @@ export class RedisEventLog implements TransportEventLog {
     return { position: id, timestamp: entryTimeMs(id) };
   }
 
+  isPosition(position: string): boolean {
+    return isPosition(position);
+  }
+
   async head(): Promise<EventLogStart> {
     const { redis } = this.#h.open();
     await this.#assertAvailable(redis);

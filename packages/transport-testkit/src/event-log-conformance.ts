@@ -670,6 +670,24 @@ function registerSuite(s: Settings): void {
     },
   );
 
+  it("core: a position that is not one of the log's is refused at once", t, async () => {
+    const client = await openClient();
+    const p = uniqueName();
+    const log = eventLogOf((await open()).transport) as TransportEventLog;
+    const stored = await log.append(`${p}.x`, eventFrame("x"));
+    expect(log.isPosition(stored.position)).toBe(true);
+    for (const bad of ["not-a-position", "", "-1"]) expect(log.isPosition(bad)).toBe(false);
+    await expect(
+      client.subscribeEvents(
+        { topics: [`${p}.*`], from: { position: "not-a-position" } },
+        () => undefined,
+      ),
+    ).rejects.toBeInstanceOf(TypeError);
+    await expect(
+      client.queryEvents({ topics: [`${p}.*`], after: "not-a-position" }),
+    ).rejects.toBeInstanceOf(TypeError);
+  });
+
   it(
     "core: the history API rejects with NuropbEventLogUnavailableError without a log",
     t,
