@@ -215,6 +215,9 @@ export function connectError(err: unknown, target: ResolvedTarget): NuropbTransp
     permanent = true;
     refused = "login";
     text = `RabbitMQ refused the login of user '${target.username}' at ${where} (ACCESS_REFUSED: wrong username or password, or the user may not connect)`;
+  } else if (refusal?.step === "open" && /NOT_ALLOWED - vhost .* is down/.test(message)) {
+    // 530 "vhost X is down": that node lost the vhost for now; it (or another node) may serve it.
+    text = `vhost '${target.vhost}' is down at ${where}`;
   } else if (refusal?.step === "open") {
     permanent = true;
     refused = "vhost";

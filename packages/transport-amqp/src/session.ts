@@ -66,10 +66,11 @@ export function failoverOrder(o: ResolvedOptions): readonly ResolvedTarget[] {
 /**
  * Connects to the first broker of {@link failoverOrder} that takes us. Each address gets an
  * equal share of `timeoutMs` (at least a second), so one silent node cannot use up the attempt.
- * A refused login or vhost ends the attempt at once (a cluster shares its users); any other
- * failure moves on to the next address.
- * @throws NuropbTransportError of the last address tried (retryable unless every one failed
- * permanently), naming every address's failure when there were several.
+ * Any failure, a refused login or vhost too (one node may have lost its vhost while the others
+ * serve it), moves on to the next address.
+ * @throws NuropbTransportError naming every address's failure when there were several: an access
+ * refusal (the reconnect loop gives up) only when every address refused us, retryable unless
+ * every one failed permanently.
  */
 async function connectAny(
   p: SessionParams,
@@ -103,21 +104,38 @@ async function connectAny(
         err instanceof NuropbTransportError
           ? err
           : new NuropbTransportError(String(err), { cause: err, retryable: true });
-      if (e.message === "aborted" || isAccessRefusal(e) || order.length === 1) throw e;
-      p.log.debug("broker unreachable, trying the next", {
-        broker: describeTarget(target),
-        error: e.message,
-      });
+      if (e.message === "aborted" || order.length === 1) throw e;
+      p.log.debug(
+        isAccessRefusal(e)
+          ? "broker refused us, trying the next"
+          : "broker unreachable, trying the next",
+        {
+          broker: describeTarget(target),
+          error: e.message,
+        },
+      );
       failures.push(e);
     }
   }
   const last = failures[failures.length - 1] as NuropbTransportError;
   const permanent = failures.every((f) => isPermanent(f));
+  const listed = failures.map((f) => f.message).join("; ");
+  if (failures.every((f) => isAccessRefusal(f))) {
+    const refused = (last.details as { refused: "login" | "vhost" }).refused;
+    return Promise.reject(
+      new NuropbTransportError(`every broker of the cluster refused us: ${listed}`, {
+        cause: last,
+        retryable: false,
+        details: { permanent: true, refused, attempts: failures.length },
+      }),
+    );
+  }
   return Promise.reject(
-    new NuropbTransportError(
-      `no broker of the cluster could be reached: ${failures.map((f) => f.message).join("; ")}`,
-      { cause: last, retryable: !permanent, details: { permanent, attempts: failures.length } },
-    ),
+    new NuropbTransportError(`no broker of the cluster could be reached: ${listed}`, {
+      cause: last,
+      retryable: !permanent,
+      details: { permanent, attempts: failures.length },
+    }),
   );
 }
 

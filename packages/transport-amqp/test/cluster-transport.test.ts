@@ -83,6 +83,54 @@ describe("failover", () => {
   });
 });
 
+describe("failover past a refusing node", () => {
+  const vhostDown = (): Error =>
+    new Error(
+      "Expected ConnectionOpenOk; got <ConnectionClose channel:0 replyCode:530 replyText:NOT_ALLOWED - vhost mesh is down on node rabbit@h1>",
+    );
+
+  it("tries the next node when one refuses the vhost, at connect and on reconnect", async () => {
+    const refusing = new Set(["h1"]);
+    broker.connect = (url) =>
+      refusing.has((url as { hostname: string }).hostname)
+        ? Promise.reject(vhostDown())
+        : Promise.resolve(new FakeConnection());
+    const t = transport({ url: "amqp://u:pw-secret@h1:5672,h2:5673,h3:5674/mesh" });
+    await t.connect();
+    expect(broker.connectCalls.map((c) => c.url.hostname)).toEqual(["h1", "h2"]);
+    const seen = events(t);
+    refusing.add("h2");
+    broker.connectCalls.length = 0;
+    conn().drop();
+    await vi.waitFor(() => expect(seen.map((e) => e.type)).toContain("reconnected"));
+    expect(broker.connectCalls.map((c) => c.url.hostname)).toEqual(["h1", "h2", "h3"]);
+    expect(seen.map((e) => e.type)).not.toContain("closed");
+  });
+
+  it("gives up only when every node refuses, naming each, without the password", async () => {
+    broker.connect = () =>
+      Promise.reject(
+        new Error(
+          'Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - Login was refused"',
+        ),
+      );
+    const t = transport({
+      url: "amqp://u:pw-secret@h1:5672,h2:5673/mesh",
+      connectTimeoutMs: 5_000,
+    });
+    const err = await t.connect().then(
+      () => undefined,
+      (e: unknown) => e as Error & { retryable?: boolean },
+    );
+    expect(err?.message).toMatch(/refused the login of user 'u'/);
+    expect(err?.message).toContain("h1");
+    expect(err?.message).toContain("h2");
+    expect(err?.message).not.toContain("pw-secret");
+    expect(err?.retryable).toBe(false);
+    expect(broker.connectCalls).toHaveLength(2); // permanent: not retried until the deadline
+  });
+});
+
 describe("quorum queues", () => {
   it("declares the quorum arguments and settles call-again with basic.reject(requeue)", async () => {
     const t = transport({ url: "amqp://broker/mesh" });

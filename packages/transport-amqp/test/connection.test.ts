@@ -34,6 +34,13 @@ describe("connectError classifies by code", () => {
       { permanent: true, refusal: true, message: /refused to open vhost 'mesh-a'/ },
     ],
     [
+      "a vhost down on that node (it may come back, or another node serves it)",
+      new Error(
+        "Expected ConnectionOpenOk; got <ConnectionClose channel:0 replyCode:530 replyText:NOT_ALLOWED - vhost mesh-a is down on node rabbit@a>",
+      ),
+      { permanent: false, refusal: false, message: /vhost 'mesh-a' is down at amqp:/ },
+    ],
+    [
       "a certificate that cannot be verified",
       socketError("self-signed certificate in certificate chain", "SELF_SIGNED_CERT_IN_CHAIN"),
       { permanent: true, refusal: false, message: /^TLS connection to .*certificate/ },
