@@ -2,7 +2,7 @@ import { createClient, createService } from "@nuropb/core";
 import type { MeshParticipant, MeshService } from "@nuropb/core";
 import { isNuropbError, newId } from "@nuropb/protocol";
 import type { Transport } from "@nuropb/protocol";
-import { createNatsTransport } from "@nuropb/transport-nats";
+import { createNatsLeaseStore, createNatsTransport } from "@nuropb/transport-nats";
 import { delay, waitFor, withTimeout } from "@nuropb/transport-testkit";
 import { connect } from "nats";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +18,13 @@ const TTL_MS = 4_000;
 const HANG_MS = TTL_MS + 10_000;
 /** A failed request ends at its ttl; this much later is allowed for a loaded machine. */
 const TTL_SLACK_MS = 5_000;
+/**
+ * The consumers' ack wait: a message the server wrote to the socket of the server that died is
+ * delivered again after it. Commands get a ttl well beyond it, so that one of them lost that way
+ * is handled late rather than dead-lettered as expired (its ttl is what the client allows).
+ */
+const ACK_WAIT_MS = 10_000;
+const COMMAND_TTL_MS = 60_000;
 
 let cluster: NatsCluster;
 const transports: Transport[] = [];
@@ -46,6 +53,7 @@ function transport(mesh: string): Transport {
     mesh,
     replicas: 3,
     reconnectWaitMs: 100,
+    ackWaitMs: ACK_WAIT_MS,
     connectionOptions: { noRandomize: true },
   });
   transports.push(t);
@@ -76,6 +84,25 @@ async function streamInfo(name: string): Promise<{ replicas: number; messages: n
 }
 
 describe("NATS cluster (JetStream replicas 3)", () => {
+  it("the event log's stream and the lease bucket take replicas 3", async () => {
+    const mesh = `nr${newId().slice(0, 10)}`;
+    const t = transport(mesh);
+    await t.connect();
+    // No service made the events stream: the log creates it.
+    await t.eventLog!.setup({ maxAgeMs: 60_000, maxBytes: 1_000_000 });
+    const leases = createNatsLeaseStore({
+      servers: [...cluster.urls],
+      mesh,
+      name: "jobs",
+      leaseMs: 5_000,
+      replicas: 3,
+    });
+    cleanups.push(() => leases.close());
+    expect(await leases.acquire("a", 5_000)).toBe(true);
+    expect((await streamInfo(`NUROPB-${mesh}-EVENTS`)).replicas).toBe(3);
+    expect((await streamInfo(`KV_nuropb_${mesh}_leases_5000`)).replicas).toBe(3);
+  }, 60_000);
+
   it("stored commands survive the loss of a server", async () => {
     const mesh = `nc${newId().slice(0, 10)}`;
     const jobs = new Jobs();
@@ -165,7 +192,11 @@ describe("NATS cluster (JetStream replicas 3)", () => {
     const commander = async (): Promise<void> => {
       for (let n = 0; running; n++) {
         try {
-          await withTimeout(client.command("jobs", "work", { n }), HANG_MS, `command ${n}`);
+          await withTimeout(
+            client.command("jobs", "work", { n }, {}, { ttlMs: COMMAND_TTL_MS }),
+            HANG_MS,
+            `command ${n}`,
+          );
           confirmed.add(n);
         } catch (err) {
           if (isNuropbError(err)) errorNames.add(err.name);

@@ -74,6 +74,11 @@ export interface NatsEventLogHost {
   requireOpen(): { nc: NatsConnection; jsm: JetStreamManager };
   /** The transport's lifecycle: whether it is ending, its closed error, when it closed. */
   readonly life: Pick<TransportLifecycle, "ending" | "closedError" | "closed">;
+  /**
+   * `num_replicas` of the events stream when the log creates it (the transport's `replicas`, as
+   * the topology gives it; an existing stream keeps its own). @defaultValue 1
+   */
+  readonly replicas?: number;
 }
 
 /** The event log of one NATS transport (see the comment above). */
@@ -109,6 +114,7 @@ class NatsEventLog implements TransportEventLog {
         if (info === undefined) {
           try {
             await jsm.streams.add({
+              num_replicas: this.#host.replicas ?? 1,
               name: this.#stream,
               subjects: [eventsWildcard(this.#host.mesh)],
               storage: StorageType.File,

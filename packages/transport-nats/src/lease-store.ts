@@ -48,6 +48,12 @@ export interface NatsLeaseStoreOptions {
   readonly leaseMs?: number;
   /** Bound of each request, in ms. @defaultValue 2000 */
   readonly requestTimeoutMs?: number;
+  /**
+   * Replicas of the bucket when this store creates it (1 to 5; 3 on a cluster, as the
+   * transport's `replicas`), so a lease outlives the loss of a server. An existing bucket keeps
+   * its own. @defaultValue 1
+   */
+  readonly replicas?: number;
   /** Further `connect()` options of the nats client (credentials, TLS). */
   readonly connectionOptions?: Partial<ConnectionOptions>;
   /** Logs as `{ component: "nats-lease" }`. @defaultValue noopLogger */
@@ -88,6 +94,12 @@ export function createNatsLeaseStore(options: NatsLeaseStoreOptions): NatsLeaseS
   }
   const leaseMs = timerOption(OWNER, "leaseMs", options.leaseMs, 10_000, 100);
   const requestTimeoutMs = timerOption(OWNER, "requestTimeoutMs", options.requestTimeoutMs, 2_000);
+  const replicas = options.replicas ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
+    throw new TypeError(
+      `${OWNER}: 'replicas' must be an integer from 1 to 5, got ${String(replicas as unknown)}`,
+    );
+  }
   return new NatsLease({
     name,
     servers: [...(servers as string[])],
@@ -95,6 +107,7 @@ export function createNatsLeaseStore(options: NatsLeaseStoreOptions): NatsLeaseS
     key: leaseKey(name),
     leaseMs,
     requestTimeoutMs,
+    replicas,
     connectionOptions: { ...(options.connectionOptions ?? {}) },
     logger: (options.logger ?? noopLogger).child({ component: "nats-lease", lease: name }),
   });
@@ -112,6 +125,7 @@ interface LeaseSettings {
   readonly key: string;
   readonly leaseMs: number;
   readonly requestTimeoutMs: number;
+  readonly replicas: number;
   readonly connectionOptions: Partial<ConnectionOptions>;
   readonly logger: Logger;
 }
@@ -205,6 +219,7 @@ class NatsLease implements NatsLeaseStore {
         history: 1,
         ttl: s.leaseMs,
         storage: StorageType.Memory,
+        replicas: s.replicas,
         timeout: s.requestTimeoutMs,
       });
       s.logger.info("lease bucket ready", { bucket: s.bucket });

@@ -112,6 +112,7 @@ class NatsTransport implements Transport {
       logger: opts.logger,
       requireOpen: () => this.#requireOpen(),
       life: this.#life,
+      replicas: opts.replicas,
     });
   }
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { JetStreamManager, NatsConnection, StreamConfig } from "nats";
 import { describeServers } from "../src/connection.ts";
+import { createNatsLeaseStore } from "../src/lease-store.ts";
 import { JsErr } from "../src/nats-errors.ts";
 import { resolveNatsOptions, splitServerList } from "../src/options.ts";
 import { Topology } from "../src/topology.ts";
@@ -34,6 +35,16 @@ describe("NATS cluster options", () => {
       expect(() => resolveNatsOptions({ servers: "nats://a:1", replicas: bad as never })).toThrow(
         /'replicas' must be an integer from 1 to 5/,
       );
+    }
+  });
+
+  it("the lease store takes replicas from 1 to 5 (no I/O at construction)", () => {
+    const store = (replicas: unknown) => (): unknown =>
+      createNatsLeaseStore({ servers: "nats://a:1", name: "s", replicas: replicas as number });
+    expect(store(3)).not.toThrow();
+    expect(store(undefined)).not.toThrow();
+    for (const bad of [0, 6, 1.5, "3", Number.NaN]) {
+      expect(store(bad)).toThrow(/createNatsLeaseStore: 'replicas' must be an integer from 1 to 5/);
     }
   });
 
