@@ -19,7 +19,7 @@ import type { Consumer } from "./consumer.ts";
 import { createAmqpEventLog } from "./event-log.ts";
 import { assertMeshCompact } from "./dialect.ts";
 import { encodeFrame, isCompact, toInboundFrame } from "./frame-codec.ts";
-import type { AmqpDialect } from "./frame-codec.ts";
+import type { AmqpDialect, OutgoingMessage } from "./frame-codec.ts";
 import { managementFor } from "./management.ts";
 import { describeTarget, resolveOptions } from "./options.ts";
 import type { AmqpTransportOptions, ResolvedOptions } from "./options.ts";
@@ -461,13 +461,36 @@ class AmqpTransport implements Transport {
         return RESOLVED;
       }
     }
+    return this.#publishOn(session, out, to, 0);
+  }
+
+  /**
+   * Publishes on the session's publisher channel; while a retired one is being replaced, waits
+   * for the replacement (at most twice: it may be retired in turn) instead of failing the send.
+   */
+  #publishOn(
+    session: Session,
+    out: OutgoingMessage,
+    to: Destination,
+    waits: number,
+  ): Promise<void> {
     const publisher = session.publisher;
-    if (publisher === undefined || publisher.handle.closed) {
-      throw new NuropbTransportError("cannot send: the publisher channel is being re-opened", {
+    if (publisher !== undefined && !publisher.handle.closed) return publisher.publish(out, to);
+    const opening = session.publisherOpening;
+    const reopening = (): NuropbTransportError =>
+      new NuropbTransportError("cannot send: the publisher channel is being re-opened", {
         retryable: true,
       });
-    }
-    return publisher.publish(out, to);
+    if (opening === undefined || waits >= 2 || session.dead !== undefined) throw reopening();
+    return opening.then(
+      () => {
+        if (this.#session !== session) throw reopening();
+        return this.#publishOn(session, out, to, waits + 1);
+      },
+      () => {
+        throw reopening();
+      },
+    );
   }
 
   async consumeService(spec: ServiceQueueSpec, handler: DeliveryHandler): Promise<Listener> {

@@ -136,12 +136,19 @@ export class Publisher {
   #replace(): void {
     const session = this.#session;
     session.publisher = undefined;
-    Publisher.open(session, this.#host).then(
+    // Sends in the meantime wait for it (one round trip) instead of failing.
+    const opening = Publisher.open(session, this.#host);
+    session.publisherOpening = opening;
+    opening.then(
       (p) => {
+        if (session.publisherOpening === opening) session.publisherOpening = undefined;
         if (this.#host.current() === session) session.publisher = p;
         else void closeQuietly(p.handle.ch);
       },
-      () => void closeQuietly(session.conn),
+      () => {
+        if (session.publisherOpening === opening) session.publisherOpening = undefined;
+        void closeQuietly(session.conn);
+      },
     );
   }
 

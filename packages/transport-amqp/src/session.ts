@@ -25,6 +25,8 @@ export interface Session {
   /** The broker (of a cluster's addresses) this connection reached. */
   readonly target: ResolvedTarget;
   publisher: Publisher | undefined;
+  /** The replacement publisher channel being opened while `publisher` is undefined. */
+  publisherOpening: Promise<Publisher> | undefined;
   lastError: Error | undefined;
   /**
    * Set, whether or not the session is installed yet, once its connection closed or its
@@ -153,6 +155,7 @@ export async function openSession(p: SessionParams): Promise<Session> {
     conn,
     target,
     publisher: undefined,
+    publisherOpening: undefined,
     lastError: undefined,
     dead: undefined,
     blocked: undefined,

@@ -182,6 +182,49 @@ describe("publisher after a nack", () => {
   });
 });
 
+describe("publisher swap after a nack", () => {
+  it("has no window where sends fail, and keeps the old channel until its confirms are in", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    broker.bound.add("svc");
+    broker.bound.add("healthy");
+    const first = conn().publisher();
+    const confirms: ((err: unknown) => void)[] = [];
+    first.publish = ((...args: unknown[]) => {
+      confirms.push(args[4] as (err: unknown) => void);
+      return true;
+    }) as FakeChannel["publish"];
+    const inFlight = t.send({ kind: "rpc", service: "healthy" }, frame("pending"));
+    const nacked = t.send({ kind: "rpc", service: "svc" }, frame("full"));
+    await vi.waitFor(() => expect(confirms).toHaveLength(2));
+    // The broker nacks the second publish (a full reject-publish queue) before acking the first.
+    confirms[1]?.(new Error("message nacked"));
+    const afterNack = nacked.then(
+      () => "resolved",
+      // Sent at once, while the replacement channel is still opening.
+      (e: unknown) => ({
+        error: (e as Error).message,
+        next: t.send({ kind: "rpc", service: "healthy" }, frame("next")).then(
+          () => "ok",
+          (err: unknown) => (err as Error).message,
+        ),
+      }),
+    );
+    const outcome = await afterNack;
+    expect(outcome).toMatchObject({ error: expect.stringMatching(/basic\.nack/) });
+    expect(await (outcome as { next: Promise<string> }).next).toBe("ok");
+    const fresh = conn()
+      .channels.filter((c) => c.confirm)
+      .at(-1);
+    expect(fresh).not.toBe(first);
+    expect(fresh?.published.map((m) => m.options.correlationId)).toEqual(["next"]);
+    expect(first.closed).toBe(false); // "pending" still awaits its confirm there
+    confirms[0]?.(null);
+    await expect(inFlight).resolves.toBeUndefined();
+    await vi.waitFor(() => expect(first.closed).toBe(true));
+  });
+});
+
 describe("a consumer cancelled by the broker", () => {
   it("is started again on the same connection, retrying a passing failure", async () => {
     const t = transport({ url: "amqp://broker/mesh" });
