@@ -5,7 +5,7 @@ import { createNatsTransport } from "@nuropb/transport-nats";
 import { testFrame, testServiceSpec, uniqueName } from "@nuropb/transport-testkit";
 import { launchNatsCluster, type NatsCluster } from "../src/brokers/nats-cluster.ts";
 
-// Scheduling on a 3-server NATS cluster: the delay stream and the claims bucket take the
+// Scheduling on a 3-server NATS cluster: the delay stream and the claims buckets take the
 // transport's `replicas`, so delayed frames (deadlines, retries) and claims survive a server.
 let cluster: NatsCluster;
 beforeAll(async () => {
@@ -15,7 +15,7 @@ afterAll(async () => {
   await cluster?.stop();
 }, 60_000);
 
-it("creates the delay stream and the claims bucket with the transport's replicas", async () => {
+it("creates the delay stream and the claims buckets with the transport's replicas", async () => {
   const mesh = `sc${newId().slice(0, 10)}`;
   const t = createNatsTransport({ servers: cluster.urls.join(","), mesh, replicas: 3 });
   const nc = await connect({ servers: cluster.urls.join(",") });
@@ -28,9 +28,13 @@ it("creates the delay stream and the claims bucket with the transport's replicas
     expect(await t.scheduling!.claim("k", "a")).toBe("won");
     const jsm = await nc.jetstreamManager();
     const delayed = await jsm.streams.info(`NUROPB-${mesh}-DELAYED`);
-    const claims = await jsm.streams.info(`KV_nuropb_claims_${Buffer.from(mesh).toString("hex")}`);
     expect(delayed.config.num_replicas).toBe(3);
-    expect(claims.config.num_replicas).toBe(3);
+    // The claims are tiered by ttl (1 h, 1 day, the longest): every bucket takes the replicas.
+    const bucket = `KV_nuropb_claims_${Buffer.from(mesh).toString("hex")}`;
+    for (const suffix of ["_1h", "_1d", ""]) {
+      const claims = await jsm.streams.info(`${bucket}${suffix}`);
+      expect(claims.config.num_replicas).toBe(3);
+    }
   } finally {
     await nc.close();
     await t.close();

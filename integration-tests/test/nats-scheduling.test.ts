@@ -49,3 +49,60 @@ it("delivers a frame delayed after the delay stream was re-created (no stale mes
     await t.close();
   }
 }, 40_000);
+
+it("keeps a claim in the smallest bucket that outlives it, so the server removes it soon", async () => {
+  // 2.9 KV has no per-key TTL: the bucket's max age is what removes an entry. With one bucket
+  // of 49.7 days every callLater left its key for 7 weeks.
+  const own = `ck${newId().slice(0, 12)}`;
+  const t = createNatsTransport({ servers: server.url, mesh: own, reconnectWaitMs: 100 });
+  const nc = await connect({ servers: server.url });
+  const prefix = `nuropb_claims_${Buffer.from(own).toString("hex")}`;
+  /** The max ages (ms) of the claim buckets holding `key` (a KV-safe key). */
+  const bucketsOf = async (key: string): Promise<number[]> => {
+    const jsm = await nc.jetstreamManager();
+    const ages: number[] = [];
+    for await (const si of jsm.streams.list()) {
+      const name = si.config.name.replace(/^KV_/, "");
+      if (!name.startsWith(prefix)) continue;
+      const kv = await nc.jetstream().views.kv(name, { bindOnly: true });
+      if ((await kv.get(key))?.operation === "PUT") ages.push(si.config.max_age / 1e6);
+    }
+    return ages;
+  };
+  try {
+    await t.connect();
+    const s = t.scheduling!;
+    const hour = 3_600_000;
+    const day = 24 * hour;
+    const short = `short-${newId()}`;
+    const long = `long-${newId()}`;
+    await s.openClaim(short, 10 * 60_000 + 30_000); // core's claim without a deadline
+    await s.openClaim(long, 2 * day);
+    expect(await bucketsOf(short)).toEqual([hour]);
+    const [longAge, ...more] = await bucketsOf(long);
+    expect(more).toEqual([]);
+    expect(longAge).toBeGreaterThan(2 * day);
+    // The claims behave as one store, whichever bucket holds them.
+    expect(await s.claim(short, "a")).toBe("won");
+    expect(await s.claim(long, "b")).toBe("won");
+    expect(await s.claim(long, "a")).toBe("lost");
+    expect(await s.claim(`absent-${newId()}`, "a")).toBe("absent");
+    // Reopening a live claim with a ttl of another bucket changes nothing (idempotent).
+    await s.openClaim(short, 2 * day);
+    expect(await bucketsOf(short)).toEqual([hour]);
+    expect(await s.claim(short, "b")).toBe("lost");
+    expect(await s.claim(short, "a")).toBe("won");
+    // An expired claim is opened afresh in the bucket of its new ttl.
+    const again = `again-${newId()}`;
+    await s.openClaim(again, 50);
+    await s.claim(again, "old");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await s.claim(again, "old")).toBe("absent");
+    await s.openClaim(again, 2 * day);
+    expect(await s.claim(again, "new")).toBe("won");
+    expect(await s.claim(again, "old")).toBe("lost");
+  } finally {
+    await nc.close();
+    await t.close();
+  }
+}, 40_000);

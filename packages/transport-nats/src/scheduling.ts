@@ -47,9 +47,17 @@ import { natsCode } from "./nats-errors.ts";
 //   comes back later than that may: at least once), and a delay stream re-created (sequences
 //   start again) never has a new frame taken for a duplicate. A service without a stream drops
 //   it (no responders), as AMQP's default exchange does.
-// - Claims live in the KV bucket `nuropb_claims_{mesh hex}`; 2.9 KV has no per-key TTL, so the
-//   value keeps the expiry (`{"t": taker | null, "e": expiry ms}`), updated with the expected
-//   revision. The bucket's max age (49.7 days, the longest claim ttl) removes old entries.
+// - Claims live in KV buckets; 2.9 KV has no per-key TTL, so the value keeps the expiry
+//   (`{"t": taker | null, "e": expiry ms}`), updated with the expected revision, and the server
+//   removes an entry only by its bucket's max age (counted from the entry's last write). So
+//   claims are tiered by ttl (CLAIM_TIERS): `nuropb_claims_{mesh hex}_1h` (max age 1 h),
+//   `…_1d` (1 day) and `nuropb_claims_{mesh hex}` (49.7 days, the longest ttl; the one bucket of
+//   earlier versions). A claim goes to the smallest tier whose max age covers its ttl plus
+//   CLAIM_AGE_MARGIN_MS, so an entry is gone at most a tier's age after it expired: core's
+//   usual claim (request ttl + 10 min) lives under an hour, not 7 weeks. `claim()` gets only the
+//   key: it looks in each tier, smallest first (one get where the claim is; one per tier when it
+//   is absent), and the first live entry decides. `openClaim` first looks in the other tiers, so
+//   reopening a live claim with a ttl of another tier stays idempotent.
 // - Both take the transport's `replicas` when they are created (an existing stream or bucket
 //   keeps its own).
 
@@ -62,6 +70,35 @@ const DELAY_HEADER = "Nuropb-Delay-Ms";
 const DELAYED_ID_HEADER = "Nuropb-Delayed-Id";
 const MOVER = "mover";
 const SERVICE_ADDRESS = /^nuropb-(.+)-sq$/;
+
+/** A bucket of claims: its name's suffix and its max age. */
+interface ClaimTier {
+  readonly suffix: string;
+  readonly maxAgeMs: number;
+}
+
+/**
+ * The claim buckets, smallest first: a claim goes to the first whose max age is at least its ttl
+ * plus {@link CLAIM_AGE_MARGIN_MS} (the last takes any ttl). The last has no suffix: it is the
+ * single bucket of earlier versions, so their claims are still found.
+ */
+export const CLAIM_TIERS: readonly ClaimTier[] = Object.freeze([
+  Object.freeze({ suffix: "_1h", maxAgeMs: 3_600_000 }),
+  Object.freeze({ suffix: "_1d", maxAgeMs: 86_400_000 }),
+  Object.freeze({ suffix: "", maxAgeMs: MAX_MESSAGE_TTL_MS }),
+]);
+
+/**
+ * How much longer than its claim's ttl an entry is kept at least: room for the clocks of the
+ * participant writing the expiry and of the server counting the max age to differ.
+ */
+export const CLAIM_AGE_MARGIN_MS = 60_000;
+
+/** The index in {@link CLAIM_TIERS} of the bucket for a claim living `ttlMs`. */
+export function claimTierOf(ttlMs: number): number {
+  const i = CLAIM_TIERS.findIndex((t) => t.maxAgeMs >= ttlMs + CLAIM_AGE_MARGIN_MS);
+  return i === -1 ? CLAIM_TIERS.length - 1 : i;
+}
 
 /** What the scheduling needs from its transport. */
 export interface NatsSchedulingHost {
@@ -108,7 +145,10 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
   const subject = `${mesh}.delayed`;
   const bucket = `nuropb_claims_${Buffer.from(mesh).toString("hex")}`;
   let ensured: Promise<void> | undefined;
-  let kv: { nc: NatsConnection; kv: Promise<KV> } | undefined;
+  /** The claim buckets, by tier, for the connection they were opened on. */
+  const kvs: ({ nc: NatsConnection; kv: Promise<KV> } | undefined)[] = CLAIM_TIERS.map(
+    () => undefined,
+  );
   let messages: ConsumerMessages | undefined;
   let running = false;
 
@@ -144,21 +184,35 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
     return ensured;
   };
 
-  const claims = (): Promise<KV> => {
+  /** The claim bucket of tier `i` of {@link CLAIM_TIERS} (created when missing). */
+  const claims = (i: number): Promise<KV> => {
     const { nc } = host.requireOpen();
-    if (kv === undefined || kv.nc !== nc) {
-      const opening = nc.jetstream().views.kv(bucket, {
-        history: 1,
-        ttl: MAX_MESSAGE_TTL_MS,
-        storage: StorageType.File,
-        replicas: host.replicas ?? 1,
-      });
-      kv = { nc, kv: opening };
-      opening.catch(() => {
-        if (kv?.kv === opening) kv = undefined;
-      });
-    }
-    return kv.kv;
+    const open = kvs[i];
+    if (open !== undefined && open.nc === nc) return open.kv;
+    const tier = CLAIM_TIERS[i] as ClaimTier;
+    const opening = nc.jetstream().views.kv(`${bucket}${tier.suffix}`, {
+      history: 1,
+      ttl: tier.maxAgeMs,
+      storage: StorageType.File,
+      replicas: host.replicas ?? 1,
+    });
+    kvs[i] = { nc, kv: opening };
+    opening.catch(() => {
+      if (kvs[i]?.kv === opening) kvs[i] = undefined;
+    });
+    return opening;
+  };
+
+  /** The live (unexpired) claim `k` in tier `i`, with its revision, or undefined. */
+  const liveIn = async (
+    i: number,
+    k: string,
+  ): Promise<{ store: KV; value: ClaimValue; revision: number } | undefined> => {
+    const store = await claims(i);
+    const entry = await store.get(k);
+    if (entry === null || entry.operation !== "PUT") return undefined;
+    const value = decode(entry.value);
+    return value.e > Date.now() ? { store, value, revision: entry.revision } : undefined;
   };
 
   const checkFrame = (frame: Frame): Frame => {
@@ -284,8 +338,14 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
       assertClaimKey(key);
       assertClaimTtl(ttlMs);
       const k = claimKey(key);
+      const tier = claimTierOf(ttlMs);
       try {
-        const store = await claims();
+        // Open (or taken) in another tier: idempotent, as within one.
+        const elsewhere = await Promise.all(
+          CLAIM_TIERS.map((_, i) => (i === tier ? undefined : liveIn(i, k))),
+        );
+        if (elsewhere.some((e) => e !== undefined)) return;
+        const store = await claims(tier);
         for (;;) {
           const fresh = encode({ t: null, e: Date.now() + ttlMs });
           try {
@@ -313,21 +373,22 @@ export function createNatsScheduling(host: NatsSchedulingHost): NatsScheduling {
       assertClaimTaker(taker);
       const k = claimKey(key);
       try {
-        const store = await claims();
-        for (;;) {
-          const entry = await store.get(k);
-          if (entry === null || entry.operation !== "PUT") return "absent";
-          const value = decode(entry.value);
-          if (value.e <= Date.now()) return "absent";
-          if (value.t !== null) return value.t === taker ? "won" : "lost";
-          try {
-            await store.update(k, encode({ t: taker, e: value.e }), entry.revision);
-            return "won";
-          } catch (err) {
-            if (!isWrongSequence(err)) throw err;
-            // Someone wrote it meanwhile: read again.
+        for (let i = 0; i < CLAIM_TIERS.length; i++) {
+          for (;;) {
+            const live = await liveIn(i, k);
+            if (live === undefined) break; // not in this tier (or expired there): the next
+            const { store, value, revision } = live;
+            if (value.t !== null) return value.t === taker ? "won" : "lost";
+            try {
+              await store.update(k, encode({ t: taker, e: value.e }), revision);
+              return "won";
+            } catch (err) {
+              if (!isWrongSequence(err)) throw err;
+              // Someone wrote it meanwhile: read again.
+            }
           }
         }
+        return "absent";
       } catch (err) {
         if (err instanceof NuropbTransportError) throw err;
         throw host.translate(err, "take a claim");
