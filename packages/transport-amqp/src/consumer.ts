@@ -47,6 +47,8 @@ export class Consumer {
   readonly #host: ConsumerHost;
   readonly #uses = new WeakMap<ChannelHandle, ChannelUse>();
   #stopped = false;
+  /** Channels given up by a restart: each closes once no handler runs on it. */
+  readonly #replaced = new WeakSet<ChannelHandle>();
   #handle: ChannelHandle | undefined;
   #consumerTag: string | undefined;
 
@@ -178,11 +180,12 @@ export class Consumer {
   }
 
   /**
-   * Closes a stopped consumer's channel once no handler is running on it: deliveries still
-   * unsettled then go back to the queue (redelivered) for another consumer.
+   * Closes a stopped consumer's channel (or one a restart replaced) once no handler is running on
+   * it: deliveries still unsettled then go back to the queue (redelivered) for another consumer.
    */
   retireIfIdle(handle: ChannelHandle | undefined): void {
-    if (!this.#stopped || handle === undefined || handle.closed || handle.retiring) return;
+    if (handle === undefined || handle.closed || handle.retiring) return;
+    if (!this.#stopped && !this.#replaced.has(handle)) return;
     if ((this.#uses.get(handle)?.running ?? 0) > 0) return;
     handle.retiring = true;
     this.#host.retiring(closeQuietly(handle.ch));
@@ -202,8 +205,9 @@ export class Consumer {
     this.#handle = undefined;
     this.#consumerTag = undefined;
     if (old !== undefined && !old.closed) {
-      old.retiring = true;
-      void closeQuietly(old.ch);
+      // Its running handlers may still settle on it: it closes after the last one.
+      this.#replaced.add(old);
+      this.retireIfIdle(old);
     }
     const error = channelError(cause, `consumer of ${this.queue} lost`, host.password);
     if (attempt === 0) {

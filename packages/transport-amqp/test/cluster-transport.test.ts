@@ -254,6 +254,31 @@ describe("a consumer cancelled by the broker", () => {
   });
 });
 
+describe("a cancelled consumer with a handler still running", () => {
+  it("keeps its old channel open until the handler has settled, then closes it", async () => {
+    const t = transport({ url: "amqp://broker/mesh" });
+    await t.connect();
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    const got: string[] = [];
+    await t.consumeService(spec, async (d) => {
+      got.push(new TextDecoder().decode(d.body));
+      if (got.length === 1) await gate;
+      await d.ack();
+    });
+    const c = conn();
+    const old = c.consumerChannel("nuropb-svc-sq");
+    old.deliver("slow");
+    await vi.waitFor(() => expect(got).toEqual(["slow"]));
+    old.serverCancel(); // as when the queue's leader moved
+    await vi.waitFor(() => expect(c.consumerChannel("nuropb-svc-sq")).not.toBe(old));
+    expect(old.closed).toBe(false);
+    release();
+    await vi.waitFor(() => expect(old.closed).toBe(true));
+    expect(old.settled).toEqual([{ how: "ack", tag: 1 }]); // settled once, not redelivered
+  });
+});
+
 describe("a queue whose home node is down", () => {
   const nodeDown = (): Error =>
     Object.assign(
