@@ -1,7 +1,14 @@
 import { NuropbTransportError, eventLogOf, newId } from "@nuropb/protocol";
 import type { EventLogEntry, Frame, Transport, TransportEventLog } from "@nuropb/protocol";
 import { configureMesh, createAmqpTransport, teardownMesh } from "@nuropb/transport-amqp";
-import { describeEventLogConformance, testHeaders, waitFor } from "@nuropb/transport-testkit";
+import {
+  delay,
+  describeEventLogConformance,
+  frameText,
+  testFrame,
+  testHeaders,
+  waitFor,
+} from "@nuropb/transport-testkit";
 import amqplib from "amqplib";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -156,6 +163,32 @@ describe("amqp event log: set-up and wire", () => {
     expect(Number(entry?.position)).toBeGreaterThan(Number(marker.position));
     // No stamp: the entry carries the time of the entry before it (the marker here).
     expect(entry?.timestamp).toBe(marker.timestamp);
+  });
+
+  it("a follow from a position past the end (the log made again) goes on from the end", async () => {
+    const { log } = await open();
+    await log.setup({ maxAgeMs: 3_600_000, maxBytes: 512 * 1024 }); // as the suite above
+    const p = `stale${newId().slice(0, 8)}`;
+    const stored = await log.append(`${p}.old`, testFrame("old"));
+    // A position kept from an earlier, longer log: offsets restart when the stream is made again.
+    const stale = String(Number(stored.position) + 1_000_000);
+    const got: string[] = [];
+    const stop = new AbortController();
+    const following = (async () => {
+      for await (const e of log.follow({
+        from: { after: stale },
+        topics: [`${p}.*`],
+        signal: stop.signal,
+      })) {
+        got.push(frameText(e.frame));
+      }
+    })();
+    await delay(300);
+    await log.append(`${p}.new`, testFrame("new"));
+    await waitFor(() => got.length >= 1, 10_000, "the new entry after a stale position");
+    expect(got).toEqual(["new"]);
+    stop.abort();
+    await following;
   });
 
   it("reads skip the barriers other reads wrote; services never get them", async () => {

@@ -234,7 +234,7 @@ class AmqpEventLog implements TransportEventLog {
     options.signal?.throwIfAborted();
     const aborted = (): boolean => options.signal?.aborted === true;
     const exchange = this.#host.eventsExchange;
-    let from = options.from;
+    let from = await this.#notPastEnd(options.from);
     let reader = await StreamReader.open(this.#host, from);
     // From the end, a barrier gives the follow an offset to resume after from the start.
     if (from === "end") reader.publishBarrier(newId());
@@ -265,6 +265,23 @@ class AmqpEventLog implements TransportEventLog {
     } finally {
       await reader.close();
     }
+  }
+
+  /**
+   * `from`, or the end when it is a position at or past the end: the stream was made again
+   * (offsets restart), and attaching at an old, larger offset would skip every new entry up to
+   * it. NATS and the memory log go on from the end too. Costs a barrier for a follow `after`.
+   */
+  async #notPastEnd(from: EventLogStart): Promise<EventLogStart> {
+    if (typeof from !== "object" || !("after" in from)) return from;
+    const end = await this.head();
+    if (typeof end !== "object" || !("after" in end)) return from;
+    if (parsePosition(from.after) < parsePosition(end.after)) return from;
+    this.#host.log.warn(
+      "event log follow: the position is past the end of the log (was it made again?); following from the end",
+      { position: from.after, end: end.after },
+    );
+    return end;
   }
 
   /**
