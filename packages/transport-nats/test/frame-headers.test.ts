@@ -41,6 +41,49 @@ describe("frame headers on NATS", () => {
     expect(JSON.parse(bare.get(NatsHeader.frame))).toEqual({ h: {}, c: "c" });
   });
 
+  it("writes the very bytes nats.js's own headers write, also once changed", () => {
+    const viaNats = (json: string, msgId?: string): Uint8Array => {
+      const h = natsHeaders();
+      h.set(NatsHeader.frame, json);
+      if (msgId !== undefined) h.set(NatsHeader.msgId, msgId);
+      return (h as MsgHdrsImpl).encode();
+    };
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.string(), fc.option(fc.string(), { nil: null })),
+        fc.string(),
+        fc.option(fc.string({ minLength: 1 }), { nil: undefined }),
+        fc.option(fc.nat(), { nil: undefined }),
+        (headers, correlationId, replyTo, sentAtMs) => {
+          const frame: Frame = {
+            headers,
+            body: new Uint8Array(),
+            correlationId,
+            ...(replyTo !== undefined ? { replyTo } : {}),
+          };
+          const h = encodeFrameHeaders(frame, sentAtMs) as MsgHdrsImpl;
+          const json = h.get(NatsHeader.frame);
+          expect(json).toBe(
+            JSON.stringify({
+              h: headers,
+              c: correlationId,
+              ...(replyTo !== undefined ? { r: replyTo } : {}),
+              ...(sentAtMs !== undefined ? { s: sentAtMs } : {}),
+            }),
+          );
+          expect(h.encode()).toEqual(viaNats(json));
+          expect(encodeFrameHeaders(frame, sentAtMs).has(NatsHeader.frame)).toBe(true);
+          expect([...h]).toEqual([[NatsHeader.frame, [json]]]);
+          h.set(NatsHeader.msgId, "m-1");
+          expect(h.encode()).toEqual(viaNats(json, "m-1"));
+          expect(decodeFrameHeaders(MsgHdrsImpl.decode(h.encode())).correlationId).toBe(
+            correlationId,
+          );
+        },
+      ),
+    );
+  });
+
   it("reads the per-header layout earlier versions stored (durable streams outlive upgrades)", () => {
     const h = natsHeaders();
     h.set("nuropb_protocol", "0.1.1");
