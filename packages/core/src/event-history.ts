@@ -106,7 +106,11 @@ export interface QueryEventsOptions {
 export interface EventPage {
   /** The events, oldest first. */
   readonly events: readonly StoredEvent[];
-  /** Pass as `after` for the next page; undefined when no stored event follows this page. */
+  /**
+   * Pass as `after` for the next page; undefined when no stored event follows this page. A page
+   * can be short, even empty, with a cursor: each call reads a bounded part of the log, so a
+   * rare topic over a long log comes in several pages.
+   */
   readonly cursor: string | undefined;
 }
 
@@ -185,14 +189,14 @@ export class EventHistory {
     // A page of the log can hold entries core cannot read (or the transport filters coarsely):
     // read on until the page is full or the log has no more.
     for (;;) {
+      const requested = o.limit - events.length;
       const page = await log.read({
         from: start,
         topics: o.topics,
-        limit: o.limit - events.length,
+        limit: requested,
         ...(o.until === undefined ? {} : { until: o.until }),
         ...(o.signal === undefined ? {} : { signal: o.signal }),
       });
-      if (page.entries.length === 0) return { events, cursor: undefined };
       for (const entry of page.entries) {
         lastPosition = entry.position;
         // With both `after` and `since`, the log starts after the cursor: `since` still holds.
@@ -200,10 +204,15 @@ export class EventHistory {
         const event = this.#toStoredEvent(entry, o.topics, secretKeys);
         if (event !== undefined) events.push(event);
       }
+      if (page.scanned !== undefined) lastPosition = page.scanned;
       if (!page.more || lastPosition === undefined) {
         return { events, cursor: undefined };
       }
-      if (events.length >= o.limit) return { events, cursor: lastPosition };
+      // A short page with more: the log's scan budget ran out. Hand back what there is (maybe
+      // nothing) with a cursor past what was scanned, so that each call stays bounded.
+      if (events.length >= o.limit || page.entries.length < requested) {
+        return { events, cursor: lastPosition };
+      }
       start = { after: lastPosition };
     }
   }

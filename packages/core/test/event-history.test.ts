@@ -203,6 +203,39 @@ describe("event history", () => {
     expect(stored.every((b) => b.includes("ann"))).toBe(true);
   });
 
+  it("a rare topic over a long log comes in bounded pages that advance, even empty ones", async () => {
+    const { c, t } = await client();
+    const log = eventLogOf(t) as TransportEventLog;
+    const frame = (n: number) =>
+      encodePayload({
+        tag: "event",
+        topic: "noise.x",
+        event: n,
+        context: {},
+        trace_id: null,
+        correlation_id: newId(),
+        target: null,
+      });
+    await c.publishEvent("rare.x", "first", {}, { persisted: true });
+    // More entries than the memory log scans in one read (10,000), none of them matching.
+    for (let i = 0; i < 12_000; i++) await log.append("noise.x", frame(i));
+    await c.publishEvent("rare.x", "second", {}, { persisted: true });
+    const got: unknown[] = [];
+    let after: string | undefined;
+    let pages = 0;
+    do {
+      const page = await c.queryEvents({
+        topics: ["rare.*"],
+        ...(after === undefined ? {} : { after }),
+      });
+      got.push(...page.events.map((e) => e.event));
+      after = page.cursor;
+      pages++;
+    } while (after !== undefined && pages < 10);
+    expect(got).toEqual(["first", "second"]);
+    expect(pages).toBeGreaterThan(1);
+  });
+
   it("skips an entry it cannot read as an event, and reads plaintext events marked encrypted", async () => {
     const { c, t } = await client();
     const log = eventLogOf(t);

@@ -81,8 +81,17 @@ export interface EventLogReadOptions {
 
 export interface EventLogPage {
   readonly entries: readonly EventLogEntry[];
-  /** True when more stored entries follow the last one of this page (before `until`). */
+  /**
+   * True when more stored entries may follow this page (before `until`). A page can end short
+   * of `limit`, even empty, with `more`: the log scans a bounded number of entries per read
+   * (its README says how many), so a query of a rare topic over a long log goes on in pages.
+   */
   readonly more: boolean;
+  /**
+   * With `more`: the position of the last entry the read looked at (returned or skipped), where
+   * the next page starts (`{ after: scanned }`). Absent: after the last entry of the page.
+   */
+  readonly scanned?: string;
 }
 
 export interface EventLogFollowOptions {

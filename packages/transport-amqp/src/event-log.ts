@@ -50,6 +50,11 @@ const LOG_HEADERS = new Set([TIMESTAMP_HEADER, APPEND_ID_HEADER, BARRIER_HEADER,
 
 /** Most entries one `read` page returns on RabbitMQ; a larger `limit` is capped to it. */
 export const AMQP_EVENT_LOG_MAX_PAGE = 10_000;
+/**
+ * Most stream entries one `read` looks at: the page ends there (short, maybe empty) with `more`
+ * and `scanned`, so that a query of a rare topic over a long log goes on in pages.
+ */
+export const AMQP_EVENT_LOG_SCAN_BUDGET = 10_000;
 /** Credit of a stream consumer: deliveries in flight before it acks. */
 const PREFETCH = 500;
 /** How much earlier than asked a read by time attaches: the broker's clock may lag ours. */
@@ -203,6 +208,8 @@ class AmqpEventLog implements TransportEventLog {
       reader.publishBarrier(barrier);
       const filter = new EntryFilter(options.from, options.topics, this.#host.eventsExchange, 0);
       const entries: EventLogEntry[] = [];
+      let scanned = 0;
+      let lastOffset: number | undefined;
       for (;;) {
         const msg = await reader.next(stop);
         if (msg === undefined) {
@@ -216,6 +223,12 @@ class AmqpEventLog implements TransportEventLog {
           throw reader.lostError();
         }
         if (msg.properties.headers?.[BARRIER_HEADER] === barrier) return { entries, more: false };
+        const offset = Number(msg.properties.headers?.[OFFSET_HEADER]);
+        if (scanned === AMQP_EVENT_LOG_SCAN_BUDGET && lastOffset !== undefined) {
+          return { entries, more: true, scanned: String(lastOffset) };
+        }
+        scanned++;
+        if (Number.isSafeInteger(offset)) lastOffset = offset;
         const entry = filter.accept(msg);
         if (entry === undefined) continue;
         if (options.until !== undefined && entry.timestamp >= options.until) {

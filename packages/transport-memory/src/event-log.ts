@@ -21,6 +21,12 @@ import { copyFrame } from "./frames.ts";
 /** Most entries one `read` page returns on the memory hub; a larger `limit` is capped to it. */
 export const MEMORY_EVENT_LOG_MAX_PAGE = 10_000;
 
+/**
+ * Most entries one `read` looks at on the memory hub: a page ends there (short, maybe empty,
+ * with `more` and `scanned`), as the brokers' logs bound a read.
+ */
+export const MEMORY_EVENT_LOG_SCAN_BUDGET = 10_000;
+
 /** One stored entry (internal). */
 interface StoredEntry {
   readonly seq: number;
@@ -103,8 +109,9 @@ export class MemoryEventStore {
     const entries: EventLogEntry[] = [];
     const first = this.#first()?.seq ?? this.#nextSeq;
     let i = this.#head + Math.max(0, seq - first);
-    for (; i < this.#entries.length; i++) {
+    for (let scanned = 0; i < this.#entries.length; i++, scanned++) {
       const e = this.#entries[i] as StoredEntry;
+      if (scanned === MEMORY_EVENT_LOG_SCAN_BUDGET) return { entries, more: true, next: e.seq };
       if (until !== undefined && e.timestamp >= until) {
         return { entries, more: false, next: e.seq };
       }
@@ -232,13 +239,13 @@ export class MemoryEventLog implements TransportEventLog {
     await this.#host.whenUsable();
     const store = this.#store();
     const limit = Math.min(options.limit, MEMORY_EVENT_LOG_MAX_PAGE);
-    const { entries, more } = store.page(
+    const { entries, more, next } = store.page(
       store.startSeq(options.from),
       limit,
       options.topics,
       options.until,
     );
-    return { entries, more };
+    return more && next > 1 ? { entries, more, scanned: String(next - 1) } : { entries, more };
   }
 
   async *follow(options: EventLogFollowOptions): AsyncIterable<EventLogEntry> {
@@ -250,13 +257,13 @@ export class MemoryEventLog implements TransportEventLog {
       options.signal === undefined ? closing : AbortSignal.any([options.signal, closing]);
     let seq = store.startSeq(options.from);
     while (!stop.aborted) {
-      const { entries, next } = store.page(seq, 256, options.topics, undefined);
+      const { entries, more, next } = store.page(seq, 256, options.topics, undefined);
       seq = next;
       for (const entry of entries) {
         if (stop.aborted) return;
         yield entry;
       }
-      if (entries.length === 0 && !stop.aborted) await store.waitForAppend(stop);
+      if (entries.length === 0 && !more && !stop.aborted) await store.waitForAppend(stop);
     }
   }
 

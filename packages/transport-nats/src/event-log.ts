@@ -52,6 +52,11 @@ import { apiErrorCode, JsErr, translateNatsError } from "./nats-errors.ts";
 
 /** Most entries one `read` page returns on NATS; a larger `limit` is capped to it. */
 export const NATS_EVENT_LOG_MAX_PAGE = 10_000;
+/**
+ * Most entries one `read` looks at: the page ends there (short, maybe empty) with `more` and
+ * `scanned`, so that a query of a rare topic over a long log goes on in pages.
+ */
+export const NATS_EVENT_LOG_SCAN_BUDGET = 10_000;
 /** Longest one `read` may take, in milliseconds. */
 const READ_TIMEOUT_MS = 30_000;
 /** How long `append` trusts an earlier check that the log exists, in milliseconds. */
@@ -228,19 +233,28 @@ class NatsEventLog implements TransportEventLog {
     const deadline = AbortSignal.timeout(READ_TIMEOUT_MS);
     const stop =
       options.signal === undefined ? deadline : AbortSignal.any([options.signal, deadline]);
+    // Unfiltered: the read ends at the horizon, a message it must see (a filtered consumer
+    // would wait out the deadline when nothing matches); the scan budget bounds it instead.
     const messages = await this.#consume(nc, start);
     const onStop = (): void => messages.stop();
     stop.addEventListener("abort", onStop, { once: true });
     const entries: EventLogEntry[] = [];
+    let scanned = 0;
+    let lastSeq: number | undefined;
     try {
       for await (const m of messages) {
         const last = m.seq >= horizon || m.info.pending === 0;
+        if (scanned === NATS_EVENT_LOG_SCAN_BUDGET && lastSeq !== undefined) {
+          return { entries, more: true, scanned: String(lastSeq) };
+        }
         const entry = this.#entry(m, options.topics);
         if (entry !== undefined) {
           if (options.until !== undefined && entry.timestamp >= options.until) break;
           if (entries.length === limit) return { entries, more: true };
           entries.push(entry);
         }
+        scanned++;
+        lastSeq = m.seq;
         if (last) break;
       }
       options.signal?.throwIfAborted();
@@ -266,7 +280,7 @@ class NatsEventLog implements TransportEventLog {
       deliver_policy: DeliverPolicy.StartSequence,
       opt_start_seq: info.state.last_seq + 1,
     };
-    const messages = await this.#consume(nc, start);
+    const messages = await this.#consume(nc, start, options.topics);
     const onStop = (): void => messages.stop();
     options.signal?.addEventListener("abort", onStop, { once: true });
     void this.#host.life.closed().then(onStop);
@@ -290,13 +304,17 @@ class NatsEventLog implements TransportEventLog {
     }
   }
 
-  /** An ordered consumer of the events stream from `start`, consumed. */
+  /**
+   * An ordered consumer of the events stream from `start`, consumed; filtered on the server
+   * when `topics` is one pattern a subject can say (NATS before 2.10 takes one filter).
+   */
   async #consume(
     nc: NatsConnection,
     start: Partial<OrderedConsumerOptions>,
+    topics?: readonly string[],
   ): Promise<ConsumerMessages> {
     const consumer = await nc.jetstream().consumers.get(this.#stream, {
-      filterSubjects: eventsWildcard(this.#host.mesh),
+      filterSubjects: filterSubjectOf(this.#host.mesh, topics),
       ...start,
     });
     return consumer.consume({ max_messages: 256 });
@@ -379,6 +397,20 @@ class NatsEventLog implements TransportEventLog {
     if (info === undefined || info.config.retention !== RetentionPolicy.Limits) throw notSetUp();
     return info;
   }
+}
+
+/**
+ * The subject a consumer filters on for `topics`: the pattern's own subject when it is one
+ * pattern without `#` (`*` is the same in both; `#` also matches no word, which `>` does not),
+ * else every event. Core and `#entry` match the patterns again.
+ */
+export function filterSubjectOf(mesh: string, topics: readonly string[] | undefined): string {
+  const only = topics?.length === 1 ? topics[0] : undefined;
+  if (only !== undefined && !only.split(".").includes("#")) {
+    const subject = eventSubject(mesh, only);
+    if (subject.split(".").every((w) => w === "*" || isLiteralSubject(w))) return subject;
+  }
+  return eventsWildcard(mesh);
 }
 
 /** Milliseconds since the epoch of a stored message's RFC 3339 time (nanoseconds cut to ms). */
