@@ -1,4 +1,4 @@
-import { Events, type JetStreamManager, type NatsConnection } from "nats";
+import { ErrorCode, Events, type JetStreamManager, type NatsConnection } from "nats";
 import {
   createTransportLifecycle,
   LifecycleState,
@@ -34,7 +34,7 @@ import {
   type AckInfo,
 } from "./names.ts";
 import { createNatsEventLog } from "./event-log.ts";
-import { translateNatsError } from "./nats-errors.ts";
+import { natsCode, translateNatsError } from "./nats-errors.ts";
 import {
   resolveNatsOptions,
   type NatsTransportOptions,
@@ -50,6 +50,8 @@ import { Topology, validateServiceSpec, type ServiceRecord } from "./topology.ts
 const HEADER_ROOM_BYTES = 16_384;
 /** Longest one try at re-declaring a service after a reconnect waits, in ms. */
 const REDECLARE_TRY_MS = 2_000;
+/** The errors of declaration tries that ran out of time ({@link NatsTransport.#declareOnce}). */
+const triesOutOfTime = new WeakSet<Error>();
 
 /**
  * The facade: the connection's lifecycle (connect, the link's ups and downs, recovery, close),
@@ -216,32 +218,55 @@ class NatsTransport implements Transport {
   }
 
   /**
-   * Declares `topo` once, giving up after {@link REDECLARE_TRY_MS} (or publishTimeoutMs when
-   * shorter). After a server of a cluster is lost, JetStream API requests go unanswered until
+   * Declares `topo` once, giving up after {@link REDECLARE_TRY_MS} (each request has its own
+   * publishTimeoutMs too). After a server of a cluster is lost, JetStream API requests go unanswered until
    * a new meta leader is elected: waiting out each one's full timeout would leave the service's
    * stored messages unconsumed (and past their ttl) that long. A request left behind is
    * harmless: declaring is idempotent.
    * @throws NuropbTransportError (retryable) when the bound passes first.
    */
   #declareOnce(topo: ServiceRecord): Promise<void> {
-    const bound = Math.min(this.#opts.publishTimeoutMs, REDECLARE_TRY_MS);
     let timer: NodeJS.Timeout | undefined;
     return Promise.race([
       this.#topology.ensureService(topo).finally(() => clearTimeout(timer)),
       new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new NuropbTransportError(
-                `re-declaring service '${topo.service}': JetStream did not answer within ${bound} ms`,
-                { retryable: true },
-              ),
-            ),
-          bound,
-        );
+        timer = setTimeout(() => {
+          const err = new NuropbTransportError(
+            `declaring service '${topo.service}': JetStream did not answer within ${REDECLARE_TRY_MS} ms`,
+            { retryable: true },
+          );
+          triesOutOfTime.add(err);
+          reject(err);
+        }, REDECLARE_TRY_MS);
         timer.unref();
       }),
     ]);
+  }
+
+  /**
+   * Declares a new listener's topology. While JetStream does not answer (a cluster electing its
+   * meta leader after the loss of a server), bounded tries ({@link #declareOnce}) go on with
+   * backoff, each logged, for up to publishTimeoutMs (at least {@link REDECLARE_TRY_MS}); other
+   * errors reject at once.
+   */
+  async #declareFirst(topo: ServiceRecord): Promise<void> {
+    const deadline = Date.now() + Math.max(this.#opts.publishTimeoutMs, REDECLARE_TRY_MS);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.#declareOnce(topo);
+        return;
+      } catch (err) {
+        const wait = Math.min(REDECLARE_TRY_MS, 100 * 2 ** attempt);
+        const open = this.#life.state === LifecycleState.open && !this.#life.ending;
+        if (!unanswered(err) || !open || Date.now() + wait >= deadline) throw err;
+        this.#opts.logger.warn("JetStream did not answer a declaration; retrying", {
+          service: topo.service,
+          attempt,
+          error: String(err),
+        });
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   #onConnectionClosed(err: void | Error): void {
@@ -353,7 +378,7 @@ class NatsTransport implements Transport {
     if (topo.eventBindings.length > 0)
       this.#topology.watchAnnouncements(nc, topo, this.#opts.logger);
     try {
-      await this.#topology.ensureService(topo);
+      await this.#declareFirst(topo);
     } catch (err) {
       topo.announcements?.unsubscribe();
       throw err instanceof NuropbTransportError
@@ -562,4 +587,14 @@ class NatsTransport implements Transport {
  */
 export function createNatsTransport(options: NatsTransportOptions): Transport {
   return new NatsTransport(resolveNatsOptions(options));
+}
+
+/**
+ * A JetStream API request got no answer: timed out (also a {@link NatsTransport} declaration
+ * try), or no responders (503: no meta leader yet, or JetStream not there).
+ */
+function unanswered(err: unknown): boolean {
+  if (err instanceof Error && triesOutOfTime.has(err)) return true;
+  const code = natsCode(err);
+  return code === ErrorCode.Timeout || code === ErrorCode.NoResponders;
 }

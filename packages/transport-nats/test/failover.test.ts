@@ -60,7 +60,9 @@ describe("failing over to another server of a cluster", () => {
     });
     const errored = events.find((e) => e.type === "errored");
     const cause = errored?.type === "errored" ? errored.error.cause : undefined;
-    expect(String(cause)).toMatch(/JetStream did not answer within 2000 ms/);
+    expect(String(cause)).toMatch(
+      /declaring service 'svc': JetStream did not answer within 2000 ms/,
+    );
     const triesAtFailure = tries;
     await vi.waitFor(() => expect(tries).toBeGreaterThan(triesAtFailure));
     expect(events.map((e) => e.type)).not.toContain("reconnected");
@@ -71,4 +73,53 @@ describe("failing over to another server of a cluster", () => {
       timeout: 6_000,
     });
   }, 20_000);
+
+  it("a new service's declaration is tried again while JetStream does not answer, then it consumes", async () => {
+    const warnings: string[] = [];
+    const logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (message: string) => void warnings.push(message),
+      error: () => undefined,
+      child: () => logger,
+    };
+    const t = createNatsTransport({ servers: "nats://fake:4222", mesh: "m", logger });
+    made.push(t);
+    await t.connect();
+    const fake = connections.at(-1);
+    if (fake === undefined) throw new Error("no connection made");
+    // The first request gets no answer (no meta leader yet); later ones are answered.
+    const answer = fake.jsm.streams.info;
+    let tries = 0;
+    fake.jsm.streams.info = (name) => (++tries === 1 ? new Promise(() => undefined) : answer(name));
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 1 },
+      (d) => d.ack(),
+    );
+    expect(warnings).toEqual(["JetStream did not answer a declaration; retrying"]);
+    expect(pulls(fake)).toBe(1);
+  }, 20_000);
+
+  it("a declaration the server refuses rejects at once, not tried again", async () => {
+    const t = createNatsTransport({ servers: "nats://fake:4222", mesh: "m" });
+    made.push(t);
+    await t.connect();
+    const fake = connections.at(-1);
+    if (fake === undefined) throw new Error("no connection made");
+    let tries = 0;
+    fake.jsm.streams.info = () => {
+      tries++;
+      return Promise.reject(
+        Object.assign(new Error("insufficient resources"), {
+          api_error: { code: 500, err_code: 10023, description: "insufficient resources" },
+        }),
+      );
+    };
+    await expect(
+      t.consumeService({ service: "svc", rpcBindings: [], eventBindings: [], prefetch: 1 }, (d) =>
+        d.ack(),
+      ),
+    ).rejects.toThrow(/insufficient resources/);
+    expect(tries).toBe(1);
+  });
 });
