@@ -456,9 +456,8 @@ class AmqpTransport implements Transport {
       const channel = this.#replyChannels.get(session);
       if (channel !== undefined) {
         // No confirm: the caller's ttl covers a lost reply. A reply that cannot be written
-        // rejects (core logs it), never unhandled.
-        channel.publish(out);
-        return RESOLVED;
+        // rejects (core logs it), never unhandled; one written to a full buffer waits for drain.
+        return channel.publish(out) ?? RESOLVED;
       }
     }
     return this.#publishOn(session, out, to, 0);

@@ -24,6 +24,8 @@ export class ReplyChannel {
   readonly #host: PublisherHost;
   /** A fresh channel is being opened after the broker closed the last one. */
   #reopening: Promise<void> | undefined;
+  /** Resolves when the current channel's full write buffer drains (see {@link publish}). */
+  #drain: Promise<void> | undefined;
 
   /** Opens the reply channel of `session`. */
   static async open(session: Session, host: PublisherHost): Promise<ReplyChannel> {
@@ -38,25 +40,44 @@ export class ReplyChannel {
   }
 
   /**
-   * Writes `out` (a response) to the connection; resolves at once, with no confirm.
+   * Writes `out` (a response) to the connection, with no confirm. Undefined when written; while
+   * the connection's write buffer is full, a promise that resolves once it drains (or the channel
+   * closes), so that a replying handler slows down instead of buffering without bound.
    * @throws NuropbTransportError when it cannot be written: the channel is closed or being
    * re-opened, or the connection is gone.
    */
-  publish(out: OutgoingMessage): void {
+  publish(out: OutgoingMessage): Promise<void> | undefined {
     const handle = this.#handle;
     if (handle.closed) {
       throw new NuropbTransportError("cannot reply: the reply channel is being re-opened", {
         retryable: true,
       });
     }
+    let written: boolean;
     try {
-      handle.ch.publish(out.exchange, out.routingKey, out.content, out.properties);
+      written = handle.ch.publish(out.exchange, out.routingKey, out.content, out.properties);
     } catch (err) {
       throw new NuropbTransportError(`cannot reply: ${(err as Error)?.message ?? String(err)}`, {
         cause: err,
         retryable: true,
       });
     }
+    return written ? undefined : this.#drained(handle);
+  }
+
+  /** Resolves once the channel of `handle` drains its write buffer, or closes. */
+  #drained(handle: ChannelHandle): Promise<void> {
+    this.#drain ??= new Promise<void>((resolve) => {
+      const done = (): void => {
+        handle.ch.off("drain", done);
+        handle.ch.off("close", done);
+        this.#drain = undefined;
+        resolve();
+      };
+      handle.ch.on("drain", done);
+      handle.ch.on("close", done);
+    });
+    return this.#drain;
   }
 
   /** Closes the channel after what was written on it (close() awaits it). */

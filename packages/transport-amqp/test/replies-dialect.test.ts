@@ -80,6 +80,63 @@ describe("replies without publisher confirms", () => {
   });
 });
 
+describe("replies skip the confirm channel", () => {
+  it("a reply resolves while the broker confirms nothing, written on a channel without confirms", async () => {
+    const t = transport();
+    await t.connect();
+    broker.bound.add("svc");
+    // The broker sits on every confirm: anything sent on the confirm channel never settles.
+    const confirming = conn().publisher();
+    const held: unknown[] = [];
+    confirming.publish = ((...args: unknown[]) => {
+      held.push(args);
+      return true;
+    }) as typeof confirming.publish;
+    const request = t.send({ kind: "rpc", service: "svc" }, frame("req", { replyTo: "rq" }));
+    let requestSettled = false;
+    void request.then(
+      () => (requestSettled = true),
+      () => (requestSettled = true),
+    );
+    await t.send(
+      { kind: "reply", address: "rq" },
+      frame("r", { headers: buildHeaders("response", null) }),
+    );
+    const sent = conn().sent.filter((m) => m.routingKey === "rq");
+    expect(sent).toHaveLength(1);
+    expect(sent[0]?.confirm).toBe(false);
+    expect(held).toHaveLength(1); // only the request went to the confirm channel
+    expect(requestSettled).toBe(false);
+  });
+});
+
+describe("reply backpressure", () => {
+  it("a reply written to a full buffer resolves only once the channel drains", async () => {
+    const t = transport();
+    await t.connect();
+    const replies = conn().channels.find((c) => !c.confirm && c.declared.length === 0);
+    if (replies === undefined) throw new Error("no reply channel");
+    const write = replies.publish.bind(replies);
+    replies.publish = ((...args: Parameters<typeof write>) => {
+      write(...args);
+      return false; // amqplib: the write buffer is full, wait for "drain"
+    }) as typeof replies.publish;
+    let settled = false;
+    const reply = t
+      .send(
+        { kind: "reply", address: "rq" },
+        frame("r", { headers: buildHeaders("response", null) }),
+      )
+      .then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(replies.published).toHaveLength(1); // written once, not held back
+    expect(settled).toBe(false);
+    replies.emit("drain");
+    await reply;
+    expect(settled).toBe(true);
+  });
+});
+
 describe("compact dialect", () => {
   it("carries the five header fields in basic properties, no headers table", () => {
     const out = encodeFrame(
