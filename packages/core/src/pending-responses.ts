@@ -22,8 +22,9 @@ export interface Pending {
   readonly method: string;
   readonly rpcResponse: boolean;
   readonly replyKey: ReplyKey | undefined;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (err: Error) => void;
+  /** Both become a no-op once the request is completed (see {@link PendingResponses}). */
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
   /** The ttl timer; cleared with {@link cleanup}. */
   timer: ReturnType<typeof setTimeout> | undefined;
   /** The caller's signal and the listener it holds, when the request has one. */
@@ -247,11 +248,19 @@ export class PendingResponses {
     if (response !== undefined && !pending.rpcResponse) pending.resolve(response);
     else if (err !== undefined) pending.reject(err);
     else pending.resolve(response?.result);
+    // The record may outlive the request in an old table of `#pending` (a long-lived Map keeps
+    // the entries of each table it outgrows until the next full collection): holding the
+    // resolvers, it would keep the caller's promise and the result promoted with it.
+    pending.resolve = pending.reject = settledAlready;
   }
 }
 
-/** Clears the request's timer and abort listener. */
+/** A completed request's resolvers. */
+function settledAlready(): void {}
+
+/** Clears the request's timer (and lets go of it) and abort listener. */
 function cleanup(p: Pending): void {
   if (p.timer !== undefined) clearTimeout(p.timer);
+  p.timer = undefined;
   if (p.onAbort !== undefined) p.signal?.removeEventListener("abort", p.onAbort);
 }

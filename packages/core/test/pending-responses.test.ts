@@ -138,4 +138,23 @@ describe("PendingResponses", () => {
     expect(remove).toHaveBeenCalledWith("abort", expect.any(Function));
     abort.abort(new Error("too late"));
   });
+
+  it("a completed record lets go of its timer and the caller's resolvers", async () => {
+    // A long-lived Map keeps the entries of each table it outgrows until a full collection, so
+    // a completed record must not hold the caller's promise (and result) or its timer.
+    const setTimer = vi.spyOn(globalThis, "setTimeout");
+    const pending = pendingResponses();
+    const outcome = pending.expect("c1", "s", "m", 1000, {}, undefined, undefined, undefined);
+    // setTimeout(expire, ttlMs, correlationId, record, ttlMs): the record is its 4th argument.
+    const args = setTimer.mock.calls[0] as unknown[] | undefined;
+    const record = args?.[3] as { timer: unknown; resolve: unknown; reject: unknown } | undefined;
+    expect(record?.timer).toBeDefined();
+    const resolve = record?.resolve;
+    pending.onResponse(response("c1", { ok: 1 }));
+    await expect(outcome).resolves.toEqual({ ok: 1 });
+    expect(record?.timer).toBeUndefined();
+    expect(record?.resolve).not.toBe(resolve);
+    expect(record?.reject).toBe(record?.resolve);
+    setTimer.mockRestore();
+  });
 });

