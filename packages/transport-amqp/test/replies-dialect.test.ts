@@ -273,7 +273,7 @@ describe("scheduled copies on a compact mesh", () => {
     await t.consumeService(spec, async (d) => {
       replies.push(d.correlationId);
       if (d.correlationId === "py" && replies.length === 1) {
-        await scheduling.sendDelayed("svc", { ...d, ttlMs: undefined }, 0);
+        await scheduling.sendDelayed("svc", d, 0);
       } else if (d.replyTo !== undefined) {
         expect(d.headers).toStrictEqual(buildHeaders("request", "trace-1"));
         await t.send(
