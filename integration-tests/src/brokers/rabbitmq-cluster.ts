@@ -32,6 +32,8 @@ import {
 // pay for three Erlang VMs (about 30 to 60 s on two busy cores).
 
 const PREFIX = "nuropb-rmqcluster-";
+/** Erlang distribution listening on the loopback interface only. */
+const LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}";
 const STARTUP_TIMEOUT_MS = 180_000;
 
 /** One node of a {@link RabbitCluster}. */
@@ -39,6 +41,8 @@ export interface RabbitClusterNode {
   /** Erlang node name, `nuropb-cN-…@localhost`. */
   readonly name: string;
   readonly amqpPort: number;
+  /** Its Erlang distribution port (listening on 127.0.0.1 only). */
+  readonly distPort: number;
   /** `amqp://guest:guest@127.0.0.1:PORT` (no vhost path: append `/vhost`). */
   readonly amqpUrl: string;
   /** True while the node's process runs. */
@@ -52,6 +56,8 @@ export interface RabbitClusterNode {
 /** A private RabbitMQ cluster (see {@link launchRabbitCluster}). */
 export interface RabbitCluster {
   readonly nodes: readonly RabbitClusterNode[];
+  /** The private epmd's port (listening on 127.0.0.1 only). */
+  readonly epmdPort: number;
   /** `amqp://guest:guest@127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3` (append `/vhost`). */
   readonly amqpUrl: string;
   /** Runs `rabbitmqctl -n NODE args…` against node `index` and returns its stdout. */
@@ -136,7 +142,10 @@ export async function launchRabbitCluster(size = 3): Promise<RabbitCluster> {
       RABBITMQ_CONFIG_FILE: join(ndir, "rabbitmq.conf"),
       RABBITMQ_ADVANCED_CONFIG_FILE: join(ndir, "advanced.config"),
       RABBITMQ_CONF_ENV_FILE: join(ndir, "rabbitmq-env.conf"),
-      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "+sbwt none +sbwtdcpu none +sbwtdio none",
+      // Loopback only: epmd, the nodes' distribution and rabbitmqctl's own distribution node.
+      ERL_EPMD_ADDRESS: "127.0.0.1",
+      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: `+sbwt none +sbwtdcpu none +sbwtdio none ${LOOPBACK_DIST}`,
+      RABBITMQ_CTL_ERL_ARGS: LOOPBACK_DIST,
     };
     return {
       index: i,
@@ -151,11 +160,15 @@ export async function launchRabbitCluster(size = 3): Promise<RabbitCluster> {
   });
   if (ids !== undefined) chownTree(dir, ids.uid, ids.gid);
 
-  const epmd = spawnSync("epmd", ["-daemon", "-port", String(epmdPort), "-relaxed_command_check"], {
-    env: nodes[0]?.env,
-    stdio: "ignore",
-    timeout: 10_000,
-  });
+  const epmd = spawnSync(
+    "epmd",
+    ["-daemon", "-address", "127.0.0.1", "-port", String(epmdPort), "-relaxed_command_check"],
+    {
+      env: nodes[0]?.env,
+      stdio: "ignore",
+      timeout: 10_000,
+    },
+  );
   if (epmd.error !== undefined || epmd.status !== 0) {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`RabbitMQ cluster harness: cannot start epmd. ${INSTALL_HINT}`);
@@ -300,6 +313,7 @@ export async function launchRabbitCluster(size = 3): Promise<RabbitCluster> {
   const handles: RabbitClusterNode[] = nodes.map((n) => ({
     name: n.name,
     amqpPort: n.ports.amqp,
+    distPort: n.ports.dist,
     amqpUrl: `amqp://guest:guest@127.0.0.1:${n.ports.amqp}`,
     get running() {
       const c = n.child;
@@ -328,6 +342,7 @@ export async function launchRabbitCluster(size = 3): Promise<RabbitCluster> {
   }));
   return {
     nodes: handles,
+    epmdPort,
     amqpUrl: `amqp://guest:guest@${nodes.map((n) => `127.0.0.1:${n.ports.amqp}`).join(",")}`,
     ctl,
     stop,
