@@ -1,6 +1,6 @@
 import { NuropbTransportError, eventLogOf, newId } from "@nuropb/protocol";
-import type { Transport, TransportEventLog } from "@nuropb/protocol";
-import { createNatsTransport } from "@nuropb/transport-nats";
+import { noopLogger, type Logger, type Transport, type TransportEventLog } from "@nuropb/protocol";
+import { createNatsTransport, type NatsTransportOptions } from "@nuropb/transport-nats";
 import { describeEventLogConformance, testFrame, testHeaders } from "@nuropb/transport-testkit";
 import { connect, RetentionPolicy } from "nats";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -23,8 +23,11 @@ describe("nats event log: the events stream", () => {
   afterEach(async () => {
     await Promise.allSettled(opened.splice(0).map((t) => t.close()));
   });
-  async function open(m: string): Promise<{ transport: Transport; log: TransportEventLog }> {
-    const transport = createNatsTransport({ servers: server.url, mesh: m });
+  async function open(
+    m: string,
+    more: Partial<NatsTransportOptions> = {},
+  ): Promise<{ transport: Transport; log: TransportEventLog }> {
+    const transport = createNatsTransport({ servers: server.url, mesh: m, ...more });
     opened.push(transport);
     await transport.connect();
     const log = eventLogOf(transport);
@@ -45,7 +48,8 @@ describe("nats event log: the events stream", () => {
 
   it("setup makes the events stream the log; services declaring it keep the log's retention", async () => {
     const m = `ev${newId().slice(0, 10)}`;
-    const { transport, log } = await open(m);
+    // The log's age is never below eventRetentionMs (1 day by default).
+    const { transport, log } = await open(m, { eventRetentionMs: 60_000 });
     await log.setup({ maxAgeMs: 3_600_000, maxBytes: 1 << 20 });
     let config = await streamConfig(m);
     expect(config.retention).toBe(RetentionPolicy.Limits);
@@ -59,7 +63,7 @@ describe("nats event log: the events stream", () => {
         await d.ack();
       },
     );
-    // The service declared the events stream over it (eventRetentionMs: 1 day by default): the
+    // The service declared the events stream over it (eventRetentionMs: one minute here): the
     // log keeps its own retention.
     config = await streamConfig(m);
     expect(config.retention).toBe(RetentionPolicy.Limits);
@@ -79,6 +83,24 @@ describe("nats event log: the events stream", () => {
     config = await streamConfig(m);
     expect(config.max_age).toBe(60_000 * 1_000_000);
     expect(config.max_bytes).toBe(4096);
+  });
+
+  it("keeps events at least eventRetentionMs, and warns what the log's limits do to services", async () => {
+    const m = `ev${newId().slice(0, 10)}`;
+    const warnings: string[] = [];
+    const logger: Logger = {
+      ...noopLogger,
+      warn: (msg) => void warnings.push(msg),
+      child: () => logger,
+    };
+    const { log } = await open(m, { eventRetentionMs: 600_000, logger });
+    await log.setup({ maxAgeMs: 60_000, maxBytes: 1 << 20 });
+    // A service's unacknowledged events may not go sooner than eventRetentionMs.
+    expect((await streamConfig(m)).max_age).toBe(600_000 * 1_000_000);
+    expect(warnings.join("\n")).toMatch(/below the transport's eventRetentionMs/);
+    expect(warnings.join("\n")).toMatch(/maxBytes also bounds what services have not acknowledged/);
+    await log.setup({ maxAgeMs: 3_600_000, maxBytes: 1 << 20 });
+    expect((await streamConfig(m)).max_age).toBe(3_600_000 * 1_000_000);
   });
 
   it("refuses to convert an interest stream that services consume (server before 2.10)", async () => {

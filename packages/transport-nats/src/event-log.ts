@@ -61,6 +61,8 @@ export const NATS_EVENT_LOG_SCAN_BUDGET = 10_000;
 const READ_TIMEOUT_MS = 30_000;
 /** How long `append` trusts an earlier check that the log exists, in milliseconds. */
 const KNOWN_LOG_MS = 10_000;
+/** `eventRetentionMs` of a NATS transport by default. */
+const DEFAULT_EVENT_RETENTION_MS = 86_400_000;
 /** The server refuses a duplicate window longer than the stream's max age. */
 const DUPLICATE_WINDOW_MS = 120_000;
 
@@ -84,6 +86,11 @@ export interface NatsEventLogHost {
    * the topology gives it; an existing stream keeps its own). @defaultValue 1
    */
   readonly replicas?: number;
+  /**
+   * How long the events stream keeps an event no service has acknowledged yet (the transport's
+   * `eventRetentionMs`): the log never keeps events for less. @defaultValue 86400000 (1 day)
+   */
+  readonly eventRetentionMs?: number;
 }
 
 /** The event log of one NATS transport (see the comment above). */
@@ -105,11 +112,25 @@ class NatsEventLog implements TransportEventLog {
   async setup(retention: EventLogRetention): Promise<void> {
     assertRetention(retention);
     const { jsm } = this.#host.requireOpen();
+    // The log's limits apply to what services have not acknowledged too (one stream): never
+    // keep events for less than services are promised, and say what a byte limit does.
+    const minAgeMs = this.#host.eventRetentionMs ?? DEFAULT_EVENT_RETENTION_MS;
+    const maxAgeMs = Math.max(retention.maxAgeMs, minAgeMs);
+    if (maxAgeMs !== retention.maxAgeMs) {
+      this.#host.logger.warn(
+        "event log: maxAgeMs is below the transport's eventRetentionMs; the events stream keeps eventRetentionMs, as services may not have acknowledged events yet",
+        { maxAgeMs: retention.maxAgeMs, eventRetentionMs: minAgeMs },
+      );
+    }
+    this.#host.logger.warn(
+      "event log: maxBytes also bounds what services have not acknowledged yet: once the events stream is full, the oldest events go, read or not",
+      { maxBytes: retention.maxBytes },
+    );
     const limits = {
       retention: RetentionPolicy.Limits,
-      max_age: nanos(retention.maxAgeMs),
+      max_age: nanos(maxAgeMs),
       max_bytes: retention.maxBytes,
-      duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, retention.maxAgeMs)),
+      duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, maxAgeMs)),
       // append reads the stored time back: a direct get skips the JetStream API's JSON.
       allow_direct: true,
     };
@@ -141,7 +162,7 @@ class NatsEventLog implements TransportEventLog {
         : translateNatsError(err, "set up the event log", this.#host.life);
     }
     this.#known = { at: 0, direct: false };
-    this.#host.logger.info("event log set up", { stream: this.#stream, ...retention });
+    this.#host.logger.info("event log set up", { stream: this.#stream, ...retention, maxAgeMs });
   }
 
   /**

@@ -115,6 +115,7 @@ class NatsTransport implements Transport {
       requireOpen: () => this.#requireOpen(),
       life: this.#life,
       replicas: opts.replicas,
+      eventRetentionMs: opts.eventRetentionMs,
     });
   }
 
