@@ -105,7 +105,7 @@ class AmqpTransport implements Transport {
     });
     this.#log = options.logger.child({
       component: "transport-amqp",
-      target: describeTarget(options.target),
+      target: options.targets.map((t) => describeTarget(t)).join(","),
       connectionName: options.connectionName,
     });
     this.#host = {
@@ -155,7 +155,8 @@ class AmqpTransport implements Transport {
       vhost: options.target.vhost,
       eventsExchange: options.eventsExchange,
       connection: () => this.#requireOpen("use the event log").conn,
-      management: () => managementFor({}, options.target),
+      // The node this transport reached (the first listed may be down).
+      management: () => managementFor({}, this.#session?.target ?? options.target),
       send: (to, frame) => this.send(to, frame),
       ending: () => this.#life.ending,
     });

@@ -74,18 +74,26 @@ async function withChannelModel(
   use: (conn: ChannelModel, password: string) => Promise<void>,
 ): Promise<void> {
   const o = resolveOptions(options);
-  let conn: ChannelModel;
-  try {
-    conn = await openConnection({
-      target: o.target,
-      tls: o.tls,
-      heartbeatSec: o.heartbeatSec,
-      timeoutMs: o.connectTimeoutMs,
-      connectionName: o.connectionName,
-      clientProperties: o.clientProperties,
-    });
-  } catch (err) {
-    throw err instanceof NuropbTransportError ? err : connectError(err, o.target);
+  // Any node of a cluster will do: each is tried in turn, the last failure reported.
+  let conn: ChannelModel | undefined;
+  let failure: NuropbTransportError | undefined;
+  for (const target of o.targets) {
+    try {
+      conn = await openConnection({
+        target,
+        tls: o.tls,
+        heartbeatSec: o.heartbeatSec,
+        timeoutMs: o.connectTimeoutMs,
+        connectionName: o.connectionName,
+        clientProperties: o.clientProperties,
+      });
+      break;
+    } catch (err) {
+      failure = err instanceof NuropbTransportError ? err : connectError(err, target);
+    }
+  }
+  if (conn === undefined) {
+    throw failure ?? new NuropbTransportError("no broker address", { retryable: false });
   }
   conn.on("error", () => undefined);
   try {

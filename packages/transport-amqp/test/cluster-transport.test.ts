@@ -1,7 +1,8 @@
 import type { Transport, TransportEvent } from "@nuropb/protocol";
 import { buildHeaders } from "@nuropb/protocol";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { createAmqpTransport } from "../src/index.ts";
+import { COMPACT_MESH_MARKER } from "../src/dialect.ts";
+import { createAmqpTransport, markMeshCompact } from "../src/index.ts";
 import { FakeConnection, broker } from "./fake-amqplib.ts";
 import type { FakeChannel } from "./fake-amqplib.ts";
 
@@ -128,6 +129,58 @@ describe("failover past a refusing node", () => {
     expect(err?.message).not.toContain("pw-secret");
     expect(err?.retryable).toBe(false);
     expect(broker.connectCalls).toHaveLength(2); // permanent: not retried until the deadline
+  });
+});
+
+describe("cluster-wide helpers", () => {
+  it("markMeshCompact marks the mesh through the next node when the first is down", async () => {
+    broker.connect = (url) =>
+      (url as { hostname: string }).hostname === "h1"
+        ? Promise.reject(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }))
+        : Promise.resolve(new FakeConnection());
+    await markMeshCompact({ url: "amqp://u:pw-secret@h1:5672,h2:5673/mesh" });
+    expect(broker.connectCalls.map((c) => c.url.hostname)).toEqual(["h1", "h2"]);
+    expect(broker.exchanges.get(COMPACT_MESH_MARKER)).toBe("fanout");
+  });
+
+  it("labels log lines with every node of the cluster, without the password", () => {
+    const bindings: Record<string, unknown>[] = [];
+    const logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: () => undefined,
+      error: () => undefined,
+      child(b: Record<string, unknown>) {
+        bindings.push(b);
+        return logger;
+      },
+    };
+    transport({ url: "amqp://u:pw-secret@h1:5672,h2:5673/mesh", logger });
+    const target = String(bindings[0]?.target);
+    expect(target).toContain("h1:5672");
+    expect(target).toContain("h2:5673");
+    expect(target).not.toContain("pw-secret");
+  });
+
+  it("sets the event log's policy through the management API of the node it is connected to", async () => {
+    broker.connect = (url) =>
+      (url as { hostname: string }).hostname === "h1"
+        ? Promise.reject(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }))
+        : Promise.resolve(new FakeConnection());
+    const urls: string[] = [];
+    vi.stubGlobal("fetch", (url: unknown) => {
+      urls.push(String(url));
+      return Promise.resolve(new Response(null, { status: 204 }));
+    });
+    try {
+      const t = transport({ url: "amqp://u:pw-secret@h1:5672,h2:5673/mesh" });
+      await t.connect();
+      await t.eventLog?.setup({ maxAgeMs: 60_000, maxBytes: 1_000_000 }).catch(() => undefined);
+      expect(urls.length).toBeGreaterThan(0);
+      for (const u of urls) expect(u).toMatch(/^http:\/\/h2:15673\//);
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 });
 
