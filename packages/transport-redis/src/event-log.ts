@@ -67,11 +67,14 @@ export class RedisEventLog implements TransportEventLog {
     assertEventLogRetention(retention);
     const { redis } = this.#h.open();
     try {
-      await runBuffer(
-        redis,
-        SETUP_EVENT_LOG,
-        [this.#h.keys.eventLog, this.#h.keys.eventLogConfig],
-        [String(retention.maxAgeMs), String(retention.maxBytes)],
+      // Each call drops at most 1000 entries (it blocks the server meanwhile): repeat until done.
+      while (
+        (await runBuffer(
+          redis,
+          SETUP_EVENT_LOG,
+          [this.#h.keys.eventLog, this.#h.keys.eventLogConfig],
+          [String(retention.maxAgeMs), String(retention.maxBytes)],
+        )) === 2
       );
     } catch (err) {
       throw this.#h.translate(err, "set up the event log");

@@ -140,18 +140,22 @@ local function nextId(id)
   return ms .. '-' .. tostring(tonumber(seq) + 1)
 end
 
--- Drops the oldest entries older than the age limit or beyond the size limit, never keepId.
+-- Drops the oldest entries older than the age limit or beyond the size limit, never keepId, and
+-- at most 1000 per call (a call blocks the server: after a long idle spell or a lowered limit,
+-- the appends that follow catch up a thousand at a time). True when it stopped at that bound.
 local function trimLog(log, cfg, keepId)
   local c = redis.call('HMGET', cfg, 'age', 'bytes', 'used')
   local maxAge = tonumber(c[1])
   local maxBytes = tonumber(c[2])
   local used = tonumber(c[3]) or 0
-  if maxAge == nil or maxBytes == nil then return end
+  if maxAge == nil or maxBytes == nil then return false end
   local t = redis.call('TIME')
   local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - maxAge
   local cursor = '-'
   local dropped = nil
+  local ndropped = 0
   local done = false
+  local bounded = false
   -- The usual case, within both limits, costs a look at the oldest entry alone.
   local count = 1
   if used > maxBytes then count = 64 end
@@ -166,8 +170,14 @@ local function trimLog(log, cfg, keepId)
         done = true
         break
       end
+      if ndropped == 1000 then
+        done = true
+        bounded = true
+        break
+      end
       used = used - entryBytes(e[2], 1, #e[2])
       dropped = id
+      ndropped = ndropped + 1
     end
     cursor = '(' .. batch[#batch][1]
   end
@@ -176,6 +186,7 @@ local function trimLog(log, cfg, keepId)
     if used < 0 then used = 0 end
     redis.call('HSET', cfg, 'used', used)
   end
+  return bounded
 end
 
 -- Appends topic + the entry a[first..last] to the log; its id, or nil when there is no log.
@@ -183,7 +194,14 @@ local function appendLog(prefix, topic, a, first, last)
   local cfg = prefix .. 'evlog:cfg'
   local log = prefix .. 'evlog'
   local id = redis.call('XADD', log, '*', 'topic', topic, unpack(a, first, last))
-  redis.call('HINCRBY', cfg, 'used', 5 + string.len(topic) + entryBytes(a, first, last))
+  local bytes = 5 + string.len(topic) + entryBytes(a, first, last)
+  -- The first entry of the stream (it was empty, or deleted or evicted while the config
+  -- stayed): 'used' counts this entry alone, whatever it said before.
+  if redis.call('XLEN', log) == 1 then
+    redis.call('HSET', cfg, 'used', bytes)
+  else
+    redis.call('HINCRBY', cfg, 'used', bytes)
+  end
   trimLog(log, cfg, id)
   return id
 end
@@ -519,8 +537,9 @@ return n
 );
 
 /**
- * Creates the event log of a mesh, or sets its retention, and trims to it. KEYS[1] = the log,
- * KEYS[2] = its config hash; ARGV[1] = max age in ms, ARGV[2] = max bytes.
+ * Creates the event log of a mesh, or sets its retention, and trims to it, dropping at most 1000
+ * entries: returns 1 when done, 2 when more are to be dropped (call it again). KEYS[1] = the
+ * log, KEYS[2] = its config hash; ARGV[1] = max age in ms, ARGV[2] = max bytes.
  */
 export const SETUP_EVENT_LOG = script(
   "setup-event-log",
@@ -530,7 +549,7 @@ redis.call('HSET', KEYS[2], 'age', ARGV[1], 'bytes', ARGV[2])
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local keep = ''
 if #last > 0 then keep = last[1][1] end
-trimLog(KEYS[1], KEYS[2], keep)
+if trimLog(KEYS[1], KEYS[2], keep) then return 2 end
 return 1
 `,
 );
