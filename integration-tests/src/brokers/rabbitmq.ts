@@ -18,6 +18,9 @@ import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import type { StartedBroker } from "./types.ts";
 
+/** Erlang distribution listening on the loopback interface only. */
+const LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}";
+
 declare module "vitest" {
   interface ProvidedContext {
     /** `amqp://guest:guest@127.0.0.1:PORT` of the private node (no vhost path: append `/vhost`). */
@@ -161,14 +164,17 @@ export async function launchRabbitMq(): Promise<RabbitMqNode> {
     RABBITMQ_CONFIG_FILE: paths.config,
     RABBITMQ_ADVANCED_CONFIG_FILE: join(dir, "advanced.config"),
     RABBITMQ_CONF_ENV_FILE: paths.envFile,
+    // Loopback only: epmd, the node's distribution and rabbitmqctl's own distribution node.
+    ERL_EPMD_ADDRESS: "127.0.0.1",
     // Two shared cores: do not let idle schedulers spin.
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "+sbwt none +sbwtdcpu none +sbwtdio none",
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: `+sbwt none +sbwtdcpu none +sbwtdio none ${LOOPBACK_DIST}`,
+    RABBITMQ_CTL_ERL_ARGS: LOOPBACK_DIST,
   };
   // Our own epmd on a private port, started with relaxed checks so that `epmd -kill` always
   // works (a plain epmd refuses while a node is still registered, and would outlive us).
   const epmd = spawnSync(
     "epmd",
-    ["-daemon", "-port", String(ports.epmd), "-relaxed_command_check"],
+    ["-daemon", "-address", "127.0.0.1", "-port", String(ports.epmd), "-relaxed_command_check"],
     {
       env,
       stdio: "ignore",
