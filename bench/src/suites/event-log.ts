@@ -1,10 +1,12 @@
 import { performance } from "node:perf_hooks";
 import { createClient, type MeshClient } from "@nuropb/core";
 import { eventLogOf, type Transport } from "@nuropb/protocol";
-import { createAmqpTransport, configureMesh } from "@nuropb/transport-amqp";
+import { createAmqpTransport, configureMesh, teardownMesh } from "@nuropb/transport-amqp";
 import { createMemoryHub, createMemoryTransport } from "@nuropb/transport-memory";
 import { createNatsTransport } from "@nuropb/transport-nats";
 import { createRedisTransport } from "@nuropb/transport-redis";
+import { Redis } from "ioredis";
+import { connect as connectNats } from "nats";
 import { provided, useBroker } from "../brokers.ts";
 import { runTag, withCleanup } from "../rr.ts";
 import { formatInt, formatPercent, median } from "../suite.ts";
@@ -28,6 +30,11 @@ interface Target {
   readonly events: number;
   /** A transport on `mesh` (the suite connects and closes it); undefined: not available. */
   readonly open: (mesh: string) => Promise<() => Transport>;
+  /**
+   * Removes what a mesh of the run left on the broker (its log above all: 1 GiB of retention
+   * each); undefined: nothing stays (memory).
+   */
+  readonly remove?: (mesh: string) => Promise<void>;
 }
 
 interface Row {
@@ -117,6 +124,11 @@ async function measure(target: Target): Promise<Row> {
       defer(() => client.disconnect());
       return client;
     };
+    // Registered first, so that they run last, once every transport is closed.
+    for (const mesh of [`bench-nolog-${tag}`, `bench-log-${tag}`]) {
+      const remove = target.remove;
+      if (remove !== undefined) defer(() => remove(mesh));
+    }
     const noLog = await clientOn(await target.open(`bench-nolog-${tag}`));
     const makeLogged = await target.open(`bench-log-${tag}`);
     const setupTransport = makeLogged();
@@ -164,6 +176,16 @@ function targets(): readonly Target[] {
         const url = provided(await useBroker("redis"), "redisUrl");
         return () => createRedisTransport({ url, mesh });
       },
+      remove: async (mesh) => {
+        const redis = new Redis(provided(await useBroker("redis"), "redisUrl"));
+        try {
+          for await (const keys of redis.scanStream({ match: `${mesh}:*`, count: 500 })) {
+            if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+          }
+        } finally {
+          redis.disconnect();
+        }
+      },
     },
     {
       name: "amqp",
@@ -174,6 +196,10 @@ function targets(): readonly Target[] {
         await configureMesh({ url });
         return () => createAmqpTransport({ url });
       },
+      remove: async (mesh) => {
+        const base = provided(await useBroker("rabbitmq"), "amqpUrl");
+        await teardownMesh({ url: `${base}/${mesh}` });
+      },
     },
     {
       name: "nats",
@@ -181,6 +207,17 @@ function targets(): readonly Target[] {
       open: async (mesh) => {
         const servers = provided(await useBroker("nats"), "natsUrl");
         return () => createNatsTransport({ servers, mesh });
+      },
+      remove: async (mesh) => {
+        const nc = await connectNats({ servers: provided(await useBroker("nats"), "natsUrl") });
+        try {
+          const jsm = await nc.jetstreamManager();
+          for await (const name of jsm.streams.names()) {
+            if (name.startsWith(`NUROPB-${mesh}-`)) await jsm.streams.delete(name);
+          }
+        } finally {
+          await nc.close();
+        }
       },
     },
   ];
