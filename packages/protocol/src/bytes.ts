@@ -10,6 +10,9 @@ const SLAB_BYTES = 16 * 1024;
 /** Largest view made in a slab; larger bodies get an ArrayBuffer of their own. */
 const MAX_IN_SLAB = SLAB_BYTES >>> 2;
 let slab: Buffer | undefined;
+/** The slab's ArrayBuffer and offset, read once per slab: the getters cost ~15 ns a view. */
+let slabBuffer: ArrayBufferLike = new ArrayBuffer(0);
+let slabOffset = 0;
 let slabUsed = 0;
 const utf8Encoder = new TextEncoder();
 
@@ -17,14 +20,16 @@ const utf8Encoder = new TextEncoder();
 function slabWithRoom(bytes: number): Buffer {
   if (slab === undefined || bytes > SLAB_BYTES - slabUsed) {
     slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabBuffer = slab.buffer;
+    slabOffset = slab.byteOffset;
     slabUsed = 0;
   }
   return slab;
 }
 
-/** Hands out the next `bytes` of `s` (written already) as a plain Uint8Array view. */
-function take(s: Buffer, bytes: number): Uint8Array {
-  const view = new Uint8Array(s.buffer, s.byteOffset + slabUsed, bytes);
+/** Hands out the next `bytes` of the slab (written already) as a plain Uint8Array view. */
+function take(bytes: number): Uint8Array {
+  const view = new Uint8Array(slabBuffer, slabOffset + slabUsed, bytes);
   slabUsed = (slabUsed + bytes + 7) & ~7; // 8-byte aligned, as Node's pool
   return view;
 }
@@ -38,7 +43,7 @@ export function copyBytes(bytes: Uint8Array): Uint8Array {
   if (n > MAX_IN_SLAB) return new Uint8Array(bytes);
   const s = slabWithRoom(n);
   s.set(bytes, slabUsed);
-  return take(s, n);
+  return take(n);
 }
 
 /** UTF-8 bytes of `text`: up to 4 KB a view into a shared slab (see above). */
@@ -46,5 +51,5 @@ export function utf8Bytes(text: string): Uint8Array {
   const max = text.length * 3; // UTF-8 needs at most 3 bytes per UTF-16 code unit
   if (max > MAX_IN_SLAB) return utf8Encoder.encode(text);
   const s = slabWithRoom(max);
-  return take(s, s.write(text, slabUsed, max, "utf8"));
+  return take(s.write(text, slabUsed, max, "utf8"));
 }
