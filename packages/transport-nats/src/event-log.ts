@@ -101,6 +101,7 @@ export function createNatsEventLog(host: NatsEventLogHost): TransportEventLog {
 class NatsEventLog implements TransportEventLog {
   readonly #host: NatsEventLogHost;
   readonly #stream: string;
+  #closing: AbortSignal | undefined;
   /** When append last found the log there, and whether it serves direct gets. */
   #known = { at: 0, direct: false };
 
@@ -304,7 +305,8 @@ class NatsEventLog implements TransportEventLog {
     const messages = await this.#consume(nc, start, options.topics);
     const onStop = (): void => messages.stop();
     options.signal?.addEventListener("abort", onStop, { once: true });
-    void this.#host.life.closed().then(onStop);
+    const closing = this.#closingSignal();
+    closing.addEventListener("abort", onStop, { once: true });
     const aborted = (): boolean => options.signal?.aborted === true;
     try {
       for await (const m of messages) {
@@ -315,6 +317,7 @@ class NatsEventLog implements TransportEventLog {
       }
     } finally {
       options.signal?.removeEventListener("abort", onStop);
+      closing.removeEventListener("abort", onStop);
       messages.stop();
     }
     if (!aborted() && !this.#host.life.ending) {
@@ -323,6 +326,19 @@ class NatsEventLog implements TransportEventLog {
         { retryable: true },
       );
     }
+  }
+
+  /** Aborts once the transport has closed: one listener on `closed()` for all follows. */
+  #closingSignal(): AbortSignal {
+    if (this.#closing === undefined) {
+      const controller = new AbortController();
+      this.#closing = controller.signal;
+      void this.#host.life.closed().then(
+        () => controller.abort(),
+        () => controller.abort(),
+      );
+    }
+    return this.#closing;
   }
 
   /**
