@@ -48,6 +48,8 @@ interface Corked {
   readonly subject: string;
   readonly body: Uint8Array;
   readonly opts: PublishOptions;
+  /** An unawaited core request's token (see {@link Publisher.publishRequest}). */
+  readonly token?: number;
 }
 
 /** A core request published, until the flush after it tells whether anyone took it. */
@@ -60,8 +62,6 @@ interface SentRequest {
   noResponders: boolean;
 }
 
-/** How long an unawaited core request is kept for a 503 that may come, at least, in ms. */
-const FORGET_AFTER_MS = 1_000;
 /** Period of the clock that times out JetStream acknowledgements, in milliseconds. */
 const ACK_SWEEP_MS = 50;
 const utf8 = new TextDecoder();
@@ -87,7 +87,10 @@ interface AwaitedAck {
  * shown a subscriber: after that a request resolves once written, and a 503 that still comes
  * (its last instance went in between) moves the request into the service's stream, where it
  * waits for the next instance as any request to a declared service does. The subject is then
- * awaited again. Likewise a reply resolves once written while the link is up: the caller's ttl
+ * awaited again. Such a request is kept until the flush that follows its batch: its 503 comes
+ * before that, or never (kept for a second instead, every request outlived the young
+ * generation, and the garbage collector's copying and old-space marking cost more than the
+ * flush). Likewise a reply resolves once written while the link is up: the caller's ttl
  * covers one lost with the link.
  *
  * JetStream publish acknowledgements come back on one subscription, `{ackPrefix}.{n}`, matched by
@@ -102,12 +105,10 @@ export class Publisher {
   #ackSweep: NodeJS.Timeout | undefined;
   #nrPrefix = "";
   #nrSeq = 0;
-  /** Core requests whose 503 may still come: this period's, and the last period's. */
-  #sentRequests = new Map<number, SentRequest>();
-  #sentBefore = new Map<number, SentRequest>();
+  /** Core requests whose 503 may still come (until the flush after them). */
+  readonly #sentRequests = new Map<number, SentRequest>();
   /** Core subjects whose last awaited request found a subscriber. */
   readonly #live = new Set<string>();
-  #forgetTimer: NodeJS.Timeout | undefined;
   #corked: Corked[] = [];
 
   constructor(deps: PublisherDeps) {
@@ -126,14 +127,13 @@ export class Publisher {
     if (err !== null) return;
     if (msg.headers?.code !== 503) return;
     const token = Number(msg.subject.slice(this.#nrPrefix.length + 1));
-    const sent = this.#sentRequests.get(token) ?? this.#sentBefore.get(token);
+    const sent = this.#sentRequests.get(token);
     if (sent === undefined) return;
     sent.noResponders = true;
     this.#live.delete(sent.subject);
     if (sent.awaited) return;
     // Its send resolved already: the request waits in the service's stream instead.
     this.#sentRequests.delete(token);
-    this.#sentBefore.delete(token);
     const { mesh } = this.#deps;
     const stream = rpcSubject(mesh, nameOfRequestSubject(mesh, sent.subject));
     this.publishConfirmed(stream, sent.body, sent.headers).catch((err: unknown) => {
@@ -145,31 +145,21 @@ export class Publisher {
   }
 
   /**
-   * Forgets unawaited requests after one to two {@link FORGET_AFTER_MS} periods: a 503 comes
-   * within a round trip. One clock for all (a flush per send would cost a round trip each); it
-   * stops when nothing is left to forget.
-   */
-  #forgetLater(): void {
-    if (this.#forgetTimer !== undefined) return;
-    this.#forgetTimer = setInterval(() => {
-      this.#sentBefore = this.#sentRequests;
-      this.#sentRequests = new Map();
-      if (this.#sentBefore.size === 0) {
-        clearInterval(this.#forgetTimer);
-        this.#forgetTimer = undefined;
-      }
-    }, FORGET_AFTER_MS);
-    this.#forgetTimer.unref();
-  }
-
-  /**
    * Publishes at the end of this turn of the event loop, with every other core request and reply
    * written in it: nats.js writes its buffer to the socket once per microtask checkpoint, and the
    * promise chains of concurrent calls reach `publish` at many checkpoints of a turn (a write
    * each, a tenth of the process's time at c=64).
    */
-  #publishSoon(nc: NatsConnection, subject: string, body: Uint8Array, opts: PublishOptions): void {
-    this.#corked.push({ nc, subject, body, opts });
+  #publishSoon(
+    nc: NatsConnection,
+    subject: string,
+    body: Uint8Array,
+    opts: PublishOptions,
+    token?: number,
+  ): void {
+    this.#corked.push(
+      token === undefined ? { nc, subject, body, opts } : { nc, subject, body, opts, token },
+    );
     if (this.#corked.length === 1) setImmediate(() => this.uncork());
   }
 
@@ -177,16 +167,35 @@ export class Publisher {
   uncork(): void {
     const corked = this.#corked;
     this.#corked = [];
-    for (const { nc, subject, body, opts } of corked) {
+    let flushed: NatsConnection | undefined;
+    let tokens: number[] | undefined;
+    for (const { nc, subject, body, opts, token } of corked) {
       try {
         nc.publish(subject, body, opts);
       } catch (err) {
+        if (token !== undefined) this.#sentRequests.delete(token);
         this.#deps.logger.warn("core publish failed; the caller times out", {
           subject,
           error: err,
         });
+        continue;
       }
+      if (token === undefined) continue;
+      if (nc !== flushed && tokens !== undefined) this.#forgetAfterFlush(flushed, tokens);
+      if (nc !== flushed) tokens = undefined;
+      flushed = nc;
+      (tokens ??= []).push(token);
     }
+    if (tokens !== undefined) this.#forgetAfterFlush(flushed, tokens);
+  }
+
+  /** Forgets requests published on `nc` once a flush after them is answered (or fails). */
+  #forgetAfterFlush(nc: NatsConnection | undefined, tokens: readonly number[]): void {
+    const forget = (): void => {
+      for (const token of tokens) this.#sentRequests.delete(token);
+    };
+    if (nc === undefined) return forget();
+    this.#deps.link.flushSoon(nc).then(forget, forget);
   }
 
   /**
@@ -210,16 +219,13 @@ export class Publisher {
     const sent: SentRequest = { subject, body, headers, awaited, noResponders: false };
     this.#sentRequests.set(token, sent);
     if (!awaited) {
-      try {
-        this.#publishSoon(nc, subject, body, {
-          headers,
-          reply: `${this.#nrPrefix}.${String(token)}`,
-        });
-      } catch (err) {
-        this.#sentRequests.delete(token);
-        throw err;
-      }
-      this.#forgetLater();
+      this.#publishSoon(
+        nc,
+        subject,
+        body,
+        { headers, reply: `${this.#nrPrefix}.${String(token)}` },
+        token,
+      );
       return;
     }
     try {

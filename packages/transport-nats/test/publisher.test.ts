@@ -1,0 +1,75 @@
+import { MsgHdrsImpl } from "nats";
+import { describe, expect, it } from "vitest";
+import { createTransportLifecycle, noopLogger, type Frame } from "@nuropb/protocol";
+import { NatsLink } from "../src/link.ts";
+import { rpcSubject, requestSubject } from "../src/names.ts";
+import { Publisher } from "../src/publisher.ts";
+import { FakeNats, fakeMsg } from "./fake-nats.ts";
+
+const mesh = "m";
+const request = (correlationId: string): Frame => ({
+  headers: { nuropb_type: "request" },
+  body: new TextEncoder().encode(correlationId),
+  correlationId,
+  replyTo: "caller",
+  ttlMs: 5_000,
+});
+
+/** A publisher on a fake connection where one instance of `svc` takes core requests. */
+async function setup(): Promise<{ fake: FakeNats; publisher: Publisher }> {
+  const fake = new FakeNats();
+  const life = createTransportLifecycle("NATS");
+  await life.connect(() => Promise.resolve());
+  const link = new NatsLink(life, noopLogger);
+  link.attach(fake.nc);
+  const publisher = new Publisher({
+    mesh,
+    link,
+    life,
+    logger: noopLogger,
+    publishTimeoutMs: 1_000,
+    requests: "core",
+  });
+  publisher.listen(fake.nc);
+  fake.subscribe(requestSubject(mesh, "svc"), { callback: () => undefined });
+  // The first request waits for its flush and shows the subject has a subscriber.
+  await publisher.send(fake.nc, { kind: "rpc", service: "svc" }, request("first"));
+  return { fake, publisher };
+}
+
+/** The server's "no responders" status, as it sends it to a request's reply subject. */
+function noResponders(fake: FakeNats, reply: string): void {
+  const status = MsgHdrsImpl.decode(new TextEncoder().encode("NATS/1.0 503\r\n\r\n"));
+  fake.deliver(reply, fakeMsg(reply, new Uint8Array(), { headers: status }));
+}
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe("Publisher, core requests sent once their subject has a subscriber", () => {
+  it("moves a request into the service's stream when its 503 comes before the flush after it", async () => {
+    const { fake, publisher } = await setup();
+    let pong!: () => void;
+    fake.flushGate = new Promise<void>((r) => (pong = r));
+    await publisher.send(fake.nc, { kind: "rpc", service: "svc" }, request("second"));
+    await turn(); // written at the end of the turn, with a flush after it
+    const sent = fake.published.at(-1);
+    expect(sent?.subject).toBe(requestSubject(mesh, "svc"));
+    noResponders(fake, sent?.reply ?? "");
+    const stored = fake.published.at(-1);
+    expect(stored?.subject).toBe(rpcSubject(mesh, "svc"));
+    expect(new TextDecoder().decode(stored?.data)).toBe("second");
+    pong();
+  });
+
+  it("forgets a request once the flush after it is answered: a later 503 stores nothing", async () => {
+    const { fake, publisher } = await setup();
+    await publisher.send(fake.nc, { kind: "rpc", service: "svc" }, request("second"));
+    await turn();
+    await turn(); // the flush after it is answered
+    const sent = fake.published.at(-1);
+    expect(sent?.subject).toBe(requestSubject(mesh, "svc"));
+    const count = fake.published.length;
+    noResponders(fake, sent?.reply ?? "");
+    expect(fake.published).toHaveLength(count);
+  });
+});
