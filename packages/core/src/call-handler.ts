@@ -147,7 +147,9 @@ export class CallHandler<TService extends object> {
       call = new Call(this.#name, delivery, decoded);
       outcome = await this.#runPiped(call, delivery);
     } else {
-      outcome = await this.#run(delivery, decoded);
+      // Synchronous when the handler is (and no authorize): no await, no promise of its own.
+      const ran = this.#run(delivery, decoded);
+      outcome = isPromiseLike(ran) ? await ran : ran;
     }
     const policy = this.#failures?.policyFor(payload.method);
     let runs = 1;
@@ -157,7 +159,7 @@ export class CallHandler<TService extends object> {
         policy,
         outcome,
         () => {
-          if (!piped) return this.#run(delivery, decoded);
+          if (!piped) return Promise.resolve(this.#run(delivery, decoded));
           call = new Call(this.#name, delivery, decoded);
           return this.#runPiped(call, delivery);
         },
@@ -172,7 +174,8 @@ export class CallHandler<TService extends object> {
         await this.#answer(delivery, decoded, replyKey, outcome.result, null, headers, flow);
         // Events go out after the response, in plaintext with `encrypted: ""` even when the
         // call was encrypted (never plaintext marked "yes": that kills Python subscribers).
-        await publishRaised(outcome.events, context, decoded, this.#p.sendEvent, this.#p.log);
+        if (outcome.events.length > 0)
+          await publishRaised(outcome.events, context, decoded, this.#p.sendEvent, this.#p.log);
         return;
       case "call-again": {
         if (!delivery.redelivered && this.#p.transport.capabilities.redelivery) {
@@ -219,11 +222,15 @@ export class CallHandler<TService extends object> {
     }
   }
 
-  /** Admits, authorises, validates and runs a request or command (no middleware); never throws. */
-  async #run(
+  /**
+   * Admits, authorises, validates and runs a request or command (no middleware); never throws.
+   * The outcome itself when nothing on the way is asynchronous (no authorize, the handler
+   * returns a value): most calls then take no promise and no await here.
+   */
+  #run(
     delivery: Delivery,
     decoded: DecodedMessage<RequestPayload | CommandPayload>,
-  ): Promise<Outcome> {
+  ): Outcome | Promise<Outcome> {
     const payload = decoded.payload;
     let ctx: HandlerContext | undefined;
     try {
@@ -237,27 +244,69 @@ export class CallHandler<TService extends object> {
         payload.method,
         decoded.encrypted,
       );
-      const userClaims =
-        entry.options.authorize === undefined
-          ? undefined
-          : await authorise(entry, payload.context, this.#name, payload.method);
+      if (entry.options.authorize !== undefined)
+        return this.#runAuthorised(entry, delivery, decoded);
       validateParams(entry, payload.params, this.#name, payload.method);
-      ctx = createRequestContext({
-        participant: this.#p.handlerCalls,
-        context: payload.context,
-        userClaims,
-        traceId: decoded.traceId,
-        correlationId: decoded.correlationId,
-        service: this.#name,
-        method: payload.method,
-        encrypted: decoded.encrypted,
-        redelivered: delivery.redelivered,
-      });
-      const result = await entry.fn.call(this.#p.service.instance, payload.params, ctx);
+      ctx = this.#context(delivery, decoded, undefined);
+      const result: unknown = entry.fn.call(this.#p.service.instance, payload.params, ctx);
+      if (isPromiseLike(result)) return this.#awaitResult(result, ctx, payload.method);
       return { kind: "success", result, events: ctx.events };
     } catch (err) {
       return outcomeOfThrown(err, ctx?.events ?? [], this.#name, payload.method);
     }
+  }
+
+  /** {@link #run} for a method with `authorize`. */
+  async #runAuthorised(
+    entry: MethodEntry,
+    delivery: Delivery,
+    decoded: DecodedMessage<RequestPayload | CommandPayload>,
+  ): Promise<Outcome> {
+    const payload = decoded.payload;
+    let ctx: HandlerContext | undefined;
+    try {
+      const userClaims = await authorise(entry, payload.context, this.#name, payload.method);
+      validateParams(entry, payload.params, this.#name, payload.method);
+      ctx = this.#context(delivery, decoded, userClaims);
+      const result: unknown = await entry.fn.call(this.#p.service.instance, payload.params, ctx);
+      return { kind: "success", result, events: ctx.events };
+    } catch (err) {
+      return outcomeOfThrown(err, ctx?.events ?? [], this.#name, payload.method);
+    }
+  }
+
+  /** The outcome of a handler that returned a promise (or another thenable). */
+  async #awaitResult(
+    pending: PromiseLike<unknown>,
+    ctx: HandlerContext,
+    method: string,
+  ): Promise<Outcome> {
+    try {
+      const result: unknown = await pending;
+      return { kind: "success", result, events: ctx.events };
+    } catch (err) {
+      return outcomeOfThrown(err, ctx.events, this.#name, method);
+    }
+  }
+
+  /** The handler context of an unpiped call. */
+  #context(
+    delivery: Delivery,
+    decoded: DecodedMessage<RequestPayload | CommandPayload>,
+    userClaims: unknown,
+  ): HandlerContext {
+    const payload = decoded.payload;
+    return createRequestContext({
+      participant: this.#p.handlerCalls,
+      context: payload.context,
+      userClaims,
+      traceId: decoded.traceId,
+      correlationId: decoded.correlationId,
+      service: this.#name,
+      method: payload.method,
+      encrypted: decoded.encrypted,
+      redelivered: delivery.redelivered,
+    });
   }
 
   /**
@@ -340,4 +389,12 @@ export class CallHandler<TService extends object> {
       flow,
     );
   }
+}
+
+/** Whether `await` would wait for `value` (an object or function with a `then` method). */
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return (
+    ((typeof value === "object" && value !== null) || typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
 }
