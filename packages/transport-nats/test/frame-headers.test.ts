@@ -126,6 +126,25 @@ describe("frame headers on NATS", () => {
     });
   });
 
+  it("reads a packed frame's ttl, send time and redelivery mark", () => {
+    const h = encodeFrameHeaders(
+      { headers: base, body: new Uint8Array(), correlationId: "c", ttlMs: 1_000 },
+      1_700_000_000_000,
+    );
+    const once = decodeFrameHeaders(MsgHdrsImpl.decode((h as MsgHdrsImpl).encode()));
+    expect(once).toEqual({
+      headers: base,
+      correlationId: "c",
+      ttlMs: 1_000,
+      sentAtMs: 1_700_000_000_000,
+    });
+    h.set(NatsHeader.redelivered, "1");
+    expect(decodeFrameHeaders(MsgHdrsImpl.decode((h as MsgHdrsImpl).encode()))).toEqual({
+      ...once,
+      redelivered: true,
+    });
+  });
+
   it("round-trips lone surrogates, which percent-encoding could not carry", () => {
     const got = overTheWire({
       headers: { odd: "a\ud800b", other: "\udfff" },
