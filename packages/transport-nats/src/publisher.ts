@@ -62,6 +62,8 @@ interface SentRequest {
   noResponders: boolean;
 }
 
+/** Longest an unawaited core request is kept before the flush that lets it go, in ms. */
+const FORGET_EVERY_MS = 20;
 /** Period of the clock that times out JetStream acknowledgements, in milliseconds. */
 const ACK_SWEEP_MS = 50;
 const utf8 = new TextDecoder();
@@ -87,10 +89,10 @@ interface AwaitedAck {
  * shown a subscriber: after that a request resolves once written, and a 503 that still comes
  * (its last instance went in between) moves the request into the service's stream, where it
  * waits for the next instance as any request to a declared service does. The subject is then
- * awaited again. Such a request is kept until the flush that follows its batch: its 503 comes
- * before that, or never (kept for a second instead, every request outlived the young
- * generation, and the garbage collector's copying and old-space marking cost more than the
- * flush). Likewise a reply resolves once written while the link is up: the caller's ttl
+ * awaited again. Such a request is kept until a flush written after it (one every
+ * {@link FORGET_EVERY_MS} at most) is answered: its 503 comes before that, or never (kept for a
+ * second instead, every request outlived the young generation, and the garbage collector's
+ * copying and old-space marking cost more than the flush). Likewise a reply resolves once written while the link is up: the caller's ttl
  * covers one lost with the link.
  *
  * JetStream publish acknowledgements come back on one subscription, `{ackPrefix}.{n}`, matched by
@@ -110,6 +112,9 @@ export class Publisher {
   /** Core subjects whose last awaited request found a subscriber. */
   readonly #live = new Set<string>();
   #corked: Corked[] = [];
+  /** Unawaited core requests written since the last flush {@link #forgetSoon} asked for. */
+  #unflushed: number[] = [];
+  #forgetTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: PublisherDeps) {
     this.#deps = deps;
@@ -167,8 +172,6 @@ export class Publisher {
   uncork(): void {
     const corked = this.#corked;
     this.#corked = [];
-    let flushed: NatsConnection | undefined;
-    let tokens: number[] | undefined;
     for (const { nc, subject, body, opts, token } of corked) {
       try {
         nc.publish(subject, body, opts);
@@ -180,22 +183,30 @@ export class Publisher {
         });
         continue;
       }
-      if (token === undefined) continue;
-      if (nc !== flushed && tokens !== undefined) this.#forgetAfterFlush(flushed, tokens);
-      if (nc !== flushed) tokens = undefined;
-      flushed = nc;
-      (tokens ??= []).push(token);
+      if (token !== undefined) this.#unflushed.push(token);
     }
-    if (tokens !== undefined) this.#forgetAfterFlush(flushed, tokens);
+    if (this.#unflushed.length > 0) this.#forgetSoon();
   }
 
-  /** Forgets requests published on `nc` once a flush after them is answered (or fails). */
-  #forgetAfterFlush(nc: NatsConnection | undefined, tokens: readonly number[]): void {
-    const forget = (): void => {
-      for (const token of tokens) this.#sentRequests.delete(token);
-    };
-    if (nc === undefined) return forget();
-    this.#deps.link.flushSoon(nc).then(forget, forget);
+  /**
+   * Within {@link FORGET_EVERY_MS}, flushes once and forgets the requests written before it when
+   * it is answered (or fails). A flush per batch would cost a PONG to read per request at c=1.
+   */
+  #forgetSoon(): void {
+    if (this.#forgetTimer !== undefined) return;
+    this.#forgetTimer = setTimeout(() => {
+      this.#forgetTimer = undefined;
+      const tokens = this.#unflushed;
+      this.#unflushed = [];
+      const forget = (): void => {
+        for (const token of tokens) this.#sentRequests.delete(token);
+      };
+      // Written on a connection since replaced, they get no 503 any more.
+      const nc = this.#deps.link.nc;
+      if (nc === undefined || nc.isClosed()) return forget();
+      this.#deps.link.flushSoon(nc).then(forget, forget);
+    }, FORGET_EVERY_MS);
+    this.#forgetTimer.unref();
   }
 
   /**
