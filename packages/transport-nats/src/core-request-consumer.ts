@@ -75,6 +75,8 @@ export class CoreRequestConsumer implements Listener {
   readonly #ledger: DeliveryLedger<CoreRequest>;
   readonly #waiting: CoreRequest[] = [];
   readonly #subs: Subscription[] = [];
+  /** Requests that arrived after the stop, on their way to another instance. */
+  readonly #resending = new Set<Promise<void>>();
   #stopping: Promise<void> | undefined;
 
   constructor(deps: CoreRequestConsumerDeps) {
@@ -124,7 +126,9 @@ export class CoreRequestConsumer implements Listener {
       data: copyBytes(msg.data),
     };
     if (this.#ledger.stopped) {
-      void this.#sendAgain(req); // came before the server had the unsubscribe
+      // Came before the server had the unsubscribe (the drain hands these to us): send it on.
+      const sent: Promise<void> = this.#sendAgain(req).finally(() => this.#resending.delete(sent));
+      this.#resending.add(sent);
       return;
     }
     if (this.#waiting.length === 0 && this.#deps.window.hasRoom()) {
@@ -255,12 +259,14 @@ export class CoreRequestConsumer implements Listener {
    */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
-      this.#unsubscribe();
+      const drained = this.#drain();
       void this.#ledger.stop();
       const returned = this.#returnWaiting();
       this.#deps.onStopped(this);
+      await drained;
       await this.#deps.nc.flush().catch(() => undefined);
       await returned;
+      await Promise.all([...this.#resending]);
     })();
     return this.#stopping;
   }
@@ -270,22 +276,35 @@ export class CoreRequestConsumer implements Listener {
    * this was the last instance); resolves once they are. Never rejects.
    */
   async shutdown(): Promise<void> {
-    this.#unsubscribe();
-    await Promise.all([this.#ledger.close(), this.#returnWaiting()]);
+    const drained = this.#drain();
+    await Promise.all([this.#ledger.close(), this.#returnWaiting(), drained]);
+    await Promise.all([...this.#resending]);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
 
-  #unsubscribe(): void {
-    for (const sub of this.#subs.splice(0)) {
-      try {
-        sub.unsubscribe();
-      } catch {
-        // the connection is closed: the subscription went with it
-      }
-    }
+  /**
+   * Withdraws the subscriptions with a drain, not an unsubscribe: nats.js drops, unseen, whatever
+   * the server sent before it had an unsubscribe, and such a request would be lost (the caller
+   * timing out). A drain hands them to {@link #onMessage}, which sends them on.
+   */
+  async #drain(): Promise<void> {
+    await Promise.all(
+      this.#subs.splice(0).map(async (sub) => {
+        try {
+          await sub.drain();
+        } catch {
+          // the connection is closed or draining: the subscription went with it
+          try {
+            sub.unsubscribe();
+          } catch {
+            // already gone
+          }
+        }
+      }),
+    );
   }
 
   #returnWaiting(): Promise<void> {
