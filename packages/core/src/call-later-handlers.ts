@@ -361,6 +361,12 @@ export class AnswerDispatcher<TService extends object> {
   readonly #p: DispatcherParts<TService>;
   /** Undefined: the service has no failure policy (a failing handler is dead-lettered at once). */
   readonly #failures: FailurePipeline | undefined;
+  /**
+   * Claims in flight per call key: this instance takes a call's claims in the order its answers
+   * arrived. Python sends the error response, then a duplicate whose `result` is the error's
+   * text (PROTOCOL.md §7.3); raced, the duplicate could claim first and reach the result handler.
+   */
+  readonly #claiming = new Map<string, Promise<ClaimOutcome>>();
 
   constructor(parts: DispatcherParts<TService>) {
     this.#p = parts;
@@ -554,7 +560,7 @@ export class AnswerDispatcher<TService extends object> {
       const taker = isDeadline
         ? "deadline"
         : `answer:${createHash("sha256").update(delivery.body).digest("hex")}`;
-      outcome = await scheduling.claim(key, taker);
+      outcome = await this.#claimInOrder(scheduling, key, taker);
     } catch (err) {
       await this.#retryClaimLater(delivery, decoded, scheduling, err, flow);
       return false;
@@ -592,6 +598,23 @@ export class AnswerDispatcher<TService extends object> {
       flow,
     );
     return false;
+  }
+
+  /** `scheduling.claim(key, taker)` once this instance's earlier claims of `key` have settled. */
+  #claimInOrder(
+    scheduling: TransportScheduling,
+    key: string,
+    taker: string,
+  ): Promise<ClaimOutcome> {
+    const take = (): Promise<ClaimOutcome> => scheduling.claim(key, taker);
+    const before = this.#claiming.get(key);
+    const mine = before === undefined ? take() : before.then(take, take);
+    this.#claiming.set(key, mine);
+    const forget = (): void => {
+      if (this.#claiming.get(key) === mine) this.#claiming.delete(key);
+    };
+    mine.then(forget, forget);
+    return mine;
   }
 
   /**

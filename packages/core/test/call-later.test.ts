@@ -65,6 +65,24 @@ function shortClaims(t: Transport): Transport {
   });
 }
 
+/**
+ * `t` whose first claim takes 30 ms to reach the store and later ones none, as when a claim's
+ * round trips (a channel and two declares on RabbitMQ) let a later claim overtake it.
+ */
+function slowFirstClaim(t: Transport): Transport {
+  const real = t.scheduling as TransportScheduling;
+  let calls = 0;
+  return withScheduling(t, {
+    serviceReplyAddress: (s) => real.serviceReplyAddress(s),
+    sendDelayed: (service, frame, delayMs) => real.sendDelayed(service, frame, delayMs),
+    openClaim: (k, ttl) => real.openClaim(k, ttl),
+    claim: async (k, taker) => {
+      if (calls++ === 0) await new Promise((r) => setTimeout(r, 30));
+      return real.claim(k, taker);
+    },
+  });
+}
+
 /** `t` whose claim store fails `failures` times; delayed sends are recorded and sped up to 1 ms. */
 function flakyClaims(failures: number): {
   wrap: (t: Transport) => Transport;
@@ -338,54 +356,60 @@ describe("callLater: answers to the service, not the instance", () => {
     expect(mesh.hub.deadLetters()).toEqual([]);
   });
 
-  it("lets one answer per call through: Python's duplicate after an exception is dead-lettered", async () => {
-    // A raw responder answering as Python NuroPb does when a handler raises (PROTOCOL.md §7.3):
-    // the error response, then a second one whose result is the error's text.
-    const raw = mesh.transport();
-    await raw.connect();
-    await raw.consumeService(
-      { service: "pyish", rpcBindings: [], eventBindings: [], prefetch: 0 },
-      async (d) => {
-        await d.ack();
-        const req = decodeFrame(d);
-        const answer = (result: unknown, error: ErrorPayload | null) =>
-          raw.send(
-            { kind: "reply", address: d.replyTo as string },
-            encodePayload({
-              tag: "response",
-              result,
-              error,
-              correlation_id: req.correlationId,
-              trace_id: req.traceId,
-              context: (req.payload as { context: Record<string, unknown> }).context,
-              warning: null,
-              reply_to: "",
-            }),
-          );
-        await answer(null, { error: "NuropbException", description: "declined" });
-        await answer("declined", null);
-      },
-    );
-    const got: string[] = [];
-    const svc = createService({
-      name: "dup-caller",
-      instance: {
-        ok(result: unknown) {
-          got.push(`result ${String(result)}`);
+  it.each([
+    ["", (t: Transport): Transport => t],
+    [", its claim taken slower than the duplicate's", slowFirstClaim],
+  ])(
+    "lets one answer per call through: Python's duplicate after an exception is dead-lettered%s",
+    async (_name, wrap) => {
+      // A raw responder answering as Python NuroPb does when a handler raises (PROTOCOL.md §7.3):
+      // the error response, then a second one whose result is the error's text.
+      const raw = mesh.transport();
+      await raw.connect();
+      await raw.consumeService(
+        { service: "pyish", rpcBindings: [], eventBindings: [], prefetch: 0 },
+        async (d) => {
+          await d.ack();
+          const req = decodeFrame(d);
+          const answer = (result: unknown, error: ErrorPayload | null) =>
+            raw.send(
+              { kind: "reply", address: d.replyTo as string },
+              encodePayload({
+                tag: "response",
+                result,
+                error,
+                correlation_id: req.correlationId,
+                trace_id: req.traceId,
+                context: (req.payload as { context: Record<string, unknown> }).context,
+                warning: null,
+                reply_to: "",
+              }),
+            );
+          await answer(null, { error: "NuropbException", description: "declined" });
+          await answer("declined", null);
         },
-        failed(error: NuropbError) {
-          got.push(`error ${error.description}`);
+      );
+      const got: string[] = [];
+      const svc = createService({
+        name: "dup-caller",
+        instance: {
+          ok(result: unknown) {
+            got.push(`result ${String(result)}`);
+          },
+          failed(error: NuropbError) {
+            got.push(`error ${error.description}`);
+          },
         },
-      },
-      transport: mesh.transport(),
-      answerHandlers: [{ service: "pyish", method: "charge", onResult: "ok", onError: "failed" }],
-    });
-    await svc.connect();
-    mesh.defer(() => svc.disconnect());
-    await svc.callLater("pyish", "charge", {});
-    await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the duplicate dead-lettered");
-    expect(got).toEqual(["error declined"]);
-  });
+        transport: wrap(mesh.transport()),
+        answerHandlers: [{ service: "pyish", method: "charge", onResult: "ok", onError: "failed" }],
+      });
+      await svc.connect();
+      mesh.defer(() => svc.disconnect());
+      await svc.callLater("pyish", "charge", {});
+      await waitFor(() => mesh.hub.deadLetters().length === 1, 2000, "the duplicate dead-lettered");
+      expect(got).toEqual(["error declined"]);
+    },
+  );
 
   it("dead-letters a response with no handler, with the reason and correlation id logged", async () => {
     const log = captureLogger();
