@@ -89,6 +89,14 @@ describe("nuropb status (NATS)", () => {
       100,
     );
     expect((await watching.done).code).toBe(0);
+    // The CLI deletes its consumer on the way out; a watcher that could not (or one of an
+    // earlier test still being deleted) lapses after the consumer's 30 s inactivity limit.
+    await eventually(
+      "no watcher stream or consumer left",
+      async () => (await watcherLeftovers()).length === 0,
+      40_000,
+      200,
+    );
     expect(await watcherLeftovers()).toEqual([]);
-  });
+  }, 55_000);
 });
