@@ -70,6 +70,42 @@ async function deadLetterReasons(service: string): Promise<string[]> {
   return reasons;
 }
 
+/**
+ * The fields of a core message in the compact framing (no headers; see compact-frame.ts), read
+ * as its documentation says, independently of the transport's reader.
+ */
+function compactFields(m: Msg): {
+  correlationId: string;
+  redelivered: boolean;
+  headers: Record<string, string | null>;
+} {
+  expect(m.headers).toBeUndefined();
+  expect([m.data[0], m.data[1]]).toEqual([0x00, 0x01]);
+  const n = new DataView(m.data.buffer, m.data.byteOffset).getUint32(2);
+  const text = new TextDecoder().decode(m.data.subarray(6, 6 + n));
+  const out = {
+    correlationId: "",
+    redelivered: false,
+    headers: {} as Record<string, string | null>,
+  };
+  let at = 0;
+  const next = (): string => {
+    const colon = text.indexOf(":", at);
+    const len = Number(text.slice(at, colon));
+    at = colon + 1 + len;
+    return text.slice(colon + 1, at);
+  };
+  while (at < text.length) {
+    const tag = text[at++];
+    if (tag === "c") out.correlationId = next();
+    else if (tag === "d") out.redelivered = next() === "";
+    else if (tag === "h") out.headers[next()] = next();
+    else if (tag === "n") out.headers[next()] = null;
+    else next();
+  }
+  return out;
+}
+
 describe("nats requests on core NATS (requests: 'core', the default)", () => {
   it("a request travels on {mesh}.req.{service} to the queue group, not into the stream", async () => {
     const t = await open();
@@ -184,8 +220,7 @@ describe("nats requests on core NATS (requests: 'core', the default)", () => {
     expect(second?.redelivered).toBe(true);
     expect(second === undefined ? "" : frameText(second)).toBe("again");
     const sent = await onCore.waitForCount(2);
-    expect(sent[0]?.headers?.get("Nuropb-Redelivered")).toBe("");
-    expect(sent[1]?.headers?.get("Nuropb-Redelivered")).toBe("1");
+    expect(sent.map((m) => compactFields(m).redelivered)).toEqual([false, true]);
     await delay(300);
     expect(got.items).toHaveLength(2);
     expect(onCore.items).toHaveLength(2);
@@ -234,6 +269,101 @@ describe("nats requests on core NATS (requests: 'core', the default)", () => {
     } finally {
       await client.disconnect();
     }
+  });
+});
+
+describe("compact framing of core requests and replies (coreFraming)", () => {
+  it("requests and replies travel without NATS headers by default; 'headers' puts them back in Nuropb-Frame; each reads the other", async () => {
+    for (const [callerFraming, serviceFraming] of [
+      ["compact", "headers"],
+      ["headers", "compact"],
+    ] as const) {
+      const service = uniqueName();
+      const address = `nuropb-${service}-rq`;
+      const onCore = await watch(`${mesh}.req.${service}`);
+      const svc = await open({ coreFraming: serviceFraming });
+      await svc.consumeService(testServiceSpec(service), async (d) => {
+        const reply = { ...testFrame(`re:${frameText(d)}`), correlationId: d.correlationId };
+        await svc.send(
+          { kind: "reply", address: d.replyTo ?? "" },
+          {
+            ...reply,
+            headers: { ...reply.headers, nuropb_type: "response", trace_id: null },
+          },
+        );
+        await d.ack();
+      });
+      const caller = await open({ coreFraming: callerFraming });
+      const replies = createCollector<string>("replies");
+      await caller.consumeResponses({ address }, (f) => {
+        replies.push(`${f.correlationId} ${frameText(f)} ${String(f.headers.trace_id)}`);
+      });
+      // After the consumer: a plain subscriber would make its probe find the address taken.
+      const onReply = await watch(`${mesh}.reply.${address}`);
+      const label = `x${callerFraming}`;
+      await caller.send(
+        { kind: "rpc", service },
+        testFrame(label, { replyTo: address, ttlMs: 30_000 }),
+      );
+      expect(await replies.waitForCount(1)).toEqual([`${label} re:${label} null`]);
+      const [request] = await onCore.waitForCount(1);
+      const [reply] = await onReply.waitForCount(1);
+      const headed = (m: Msg | undefined): boolean => m?.headers?.has("Nuropb-Frame") === true;
+      expect(headed(request)).toBe(callerFraming === "headers");
+      expect(headed(reply)).toBe(serviceFraming === "headers");
+      if (callerFraming === "compact" && request !== undefined) {
+        expect(compactFields(request).correlationId).toBe(label);
+      }
+      if (serviceFraming === "compact" && reply !== undefined) {
+        expect(compactFields(reply).headers).toMatchObject({
+          nuropb_type: "response",
+          trace_id: null,
+        });
+      }
+    }
+  });
+
+  it("refuses a coreFraming other than compact or headers", () => {
+    expect(() =>
+      createNatsTransport({ servers: url, mesh, coreFraming: "json" as "compact" }),
+    ).toThrow(/'coreFraming' must be "compact" or "headers", got 'json'/);
+  });
+
+  it("a malformed compact request is dead-lettered as undecodable, a malformed reply dropped; both go on serving", async () => {
+    const t = await open();
+    const service = uniqueName();
+    const got = createCollector<string>("deliveries");
+    await t.consumeService(testServiceSpec(service), async (d) => {
+      got.push(frameText(d));
+      await d.ack();
+    });
+    const address = `nuropb-${service}-rq`;
+    const replies = createCollector<string>("replies");
+    await t.consumeResponses({ address }, (f) => replies.push(frameText(f)));
+    const garbage = [
+      new Uint8Array([0x00, 0x07, 0, 0, 0, 0]), // an unknown version
+      new Uint8Array([0x00, 0x01, 0, 0, 0, 9, 0x63]), // fields past the end
+      new Uint8Array([0x00, 0x01, 0, 0, 0, 3, 0x78, 0x3a, 0x3a]), // no correlation id
+    ];
+    for (const g of garbage) {
+      raw.publish(`${mesh}.req.${service}`, g);
+      raw.publish(`${mesh}.reply.${address}`, g);
+    }
+    await raw.flush();
+    await t.send({ kind: "rpc", service }, testFrame("fine"));
+    await t.send({ kind: "reply", address }, testFrame("answer"));
+    expect(await got.waitForCount(1)).toEqual(["fine"]);
+    expect(await replies.waitForCount(1)).toEqual(["answer"]);
+    await waitFor(
+      async () =>
+        (await deadLetterReasons(service)).filter((r) => r === "undecodable").length ===
+        garbage.length,
+      10_000,
+      "three undecodable dead letters",
+    );
+    await delay(200);
+    expect(got.items).toEqual(["fine"]);
+    expect(replies.items).toEqual(["answer"]);
   });
 });
 

@@ -12,6 +12,12 @@ import { copyBytes, createDeliveryLedger } from "@nuropb/protocol/transport-kit"
 import type { DeliveryLedger, HeldDelivery, Settlement } from "@nuropb/protocol/transport-kit";
 import type { DeadLetterReason, StoredMsg } from "./dead-letter.ts";
 import type { DeliveryWindow } from "./delivery-window.ts";
+import {
+  compactRedelivered,
+  decodeCompactFrame,
+  expandCompactFrame,
+  isCompactFrame,
+} from "./compact-frame.ts";
 import { decodeFrameHeaders, NatsHeader, type DecodedFrameFields } from "./frame-headers.ts";
 import type { AckInfo } from "./names.ts";
 
@@ -33,7 +39,11 @@ export interface CoreRequestConsumerDeps {
    * Publishes on core NATS and waits for the flush; rejects `NuropbNotDeliveredError` when no
    * instance subscribes.
    */
-  readonly publishRequest: (subject: string, body: Uint8Array, headers: MsgHdrs) => Promise<void>;
+  readonly publishRequest: (
+    subject: string,
+    body: Uint8Array,
+    headers: MsgHdrs | undefined,
+  ) => Promise<void>;
   /** Stores a request in the service's stream (with flow control), for a pull consumer. */
   readonly spill: (msg: StoredMsg, headers: MsgHdrs) => Promise<void>;
   /** Publishes a copy to the dead-letter stream (see `publishDeadLetter`). */
@@ -52,6 +62,15 @@ interface CoreRequest {
   readonly headers: MsgHdrs | undefined;
   /** A copy: the received bytes are a view into the socket's read buffer. */
   readonly data: Uint8Array;
+  /** `data` is in the compact framing (fields, then body; no headers). */
+  readonly compact: boolean;
+}
+
+/** `req` as JetStream stores it: headers and the body alone. @throws NuropbMessageError. */
+function headed(req: CoreRequest): CoreRequest {
+  if (!req.compact) return req;
+  const { headers, body } = expandCompactFrame(req.data);
+  return { subject: req.subject, headers, data: body, compact: false };
 }
 
 /**
@@ -124,6 +143,7 @@ export class CoreRequestConsumer implements Listener {
       subject: msg.subject,
       headers: msg.headers,
       data: copyBytes(msg.data),
+      compact: isCompactFrame(msg.headers, msg.data),
     };
     if (this.#ledger.stopped) {
       // Came before the server had the unsubscribe (the drain hands these to us): send it on.
@@ -151,8 +171,10 @@ export class CoreRequestConsumer implements Listener {
   async #deliver(held: HeldDelivery<CoreRequest>): Promise<void> {
     const req = held.message;
     let fields: DecodedFrameFields;
+    let body = req.data;
     try {
-      fields = decodeFrameHeaders(req.headers);
+      if (req.compact) ({ fields, body } = decodeCompactFrame(req.data));
+      else fields = decodeFrameHeaders(req.headers);
     } catch (err) {
       this.#deps.logger.warn("undecodable headers; dead-lettering", {
         subject: req.subject,
@@ -174,7 +196,7 @@ export class CoreRequestConsumer implements Listener {
     }
     const frame: InboundFrame = {
       headers: fields.headers,
-      body: req.data,
+      body,
       correlationId: fields.correlationId,
       ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
       ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),
@@ -194,9 +216,21 @@ export class CoreRequestConsumer implements Listener {
    * included), or into the service's stream when no instance subscribes any more.
    */
   async #sendAgain(req: CoreRequest): Promise<void> {
-    const headers = markedRedelivered(req.headers);
+    let again: CoreRequest;
     try {
-      await this.#deps.publishRequest(req.subject, req.data, headers);
+      again = req.compact
+        ? { ...req, data: compactRedelivered(req.data) }
+        : { ...req, headers: markedRedelivered(req.headers) };
+    } catch (err) {
+      this.#deps.logger.warn("undecodable request not sent again; dead-lettering", {
+        subject: req.subject,
+        error: err,
+      });
+      await this.#deadLetter(req, "undecodable");
+      return;
+    }
+    try {
+      await this.#deps.publishRequest(again.subject, again.data, again.headers);
     } catch (err) {
       if (!(err instanceof NuropbNotDeliveredError)) {
         this.#deps.logger.warn("request not sent again; the caller times out", {
@@ -205,14 +239,15 @@ export class CoreRequestConsumer implements Listener {
         });
         return;
       }
-      await this.#spill({ ...req, headers }, false);
+      await this.#spill(again, false);
     }
   }
 
   /** Stores `req` in the service's stream; dead-letters it when the stream does not take it. */
   async #spill(req: CoreRequest, overflow = true): Promise<void> {
     try {
-      await this.#deps.spill(req, copyHeaders(req.headers));
+      const stored = headed(req);
+      await this.#deps.spill(stored, copyHeaders(stored.headers));
       if (overflow) {
         this.#deps.logger.debug("request queue full; request spilled into the service stream", {
           subject: req.subject,
@@ -242,7 +277,13 @@ export class CoreRequestConsumer implements Listener {
       deadLetterId: `core:${nuid.next()}`,
     };
     try {
-      await this.#deps.deadLetter(req, info, reason, extra);
+      let stored = req;
+      try {
+        stored = headed(req);
+      } catch {
+        // undecodable: its bytes go to the dead-letter stream as they came
+      }
+      await this.#deps.deadLetter(stored, info, reason, extra);
     } catch (err) {
       // A core request is not stored anywhere else: the caller fails at its ttl.
       this.#deps.logger.error("request not dead-lettered; dropped", {

@@ -154,7 +154,7 @@ class PackedHeaders implements MsgHdrs {
   }
 }
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+export type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 interface PackedFrame {
   h: WireHeaders;

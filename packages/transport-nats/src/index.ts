@@ -9,5 +9,5 @@ export {
   type NatsBacklogProbeOptions,
 } from "./backlog-probe.ts";
 
-export type { NatsRequestMode, NatsTransportOptions } from "./options.ts";
+export type { NatsCoreFraming, NatsRequestMode, NatsTransportOptions } from "./options.ts";
 export type { NatsLeaseStore, NatsLeaseStoreOptions } from "./lease-store.ts";

@@ -11,9 +11,12 @@
 
 /** True for a dot-separated subject of literal tokens: no wildcards, whitespace or empty tokens. */
 export function isLiteralSubject(value: string): boolean {
-  if (typeof value !== "string" || value === "") return false;
-  return value.split(".").every(isSubjectToken);
+  return typeof value === "string" && LITERAL_SUBJECT.test(value);
 }
+
+/** Tokens as {@link isSubjectToken} takes them, joined by single dots (one pass: every send). */
+// eslint-disable-next-line no-control-regex
+const LITERAL_SUBJECT = /^[^\s.*>\u0000-\u001f\u007f]+(?:\.[^\s.*>\u0000-\u001f\u007f]+)*$/;
 
 /** True for one subject token: non-empty, printable, no `.`, `*`, `>` or whitespace. */
 export function isSubjectToken(value: string): boolean {

@@ -89,6 +89,7 @@ class NatsTransport implements Transport {
       logger: opts.logger,
       publishTimeoutMs: opts.publishTimeoutMs,
       requests: opts.requests,
+      coreFraming: opts.coreFraming,
     });
     this.#topology = new Topology({
       mesh: opts.mesh,

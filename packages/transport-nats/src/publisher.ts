@@ -18,6 +18,7 @@ import {
   type Logger,
   type TransportLifecycle,
 } from "@nuropb/protocol";
+import { encodeCompactFrame, expandCompactFrame } from "./compact-frame.ts";
 import { encodeFrameHeaders } from "./frame-headers.ts";
 import type { NatsLink } from "./link.ts";
 import {
@@ -40,6 +41,8 @@ export interface PublisherDeps {
   readonly publishTimeoutMs: number;
   /** Requests on core NATS (`"core"`) or into the service's stream. */
   readonly requests: "core" | "jetstream";
+  /** Core requests and replies in the compact framing (`"compact"`) or with NATS headers. */
+  readonly coreFraming: "compact" | "headers";
 }
 
 /** A core publish held to the end of the event loop's turn. */
@@ -55,8 +58,9 @@ interface Corked {
 /** A core request published, until the flush after it tells whether anyone took it. */
 interface SentRequest {
   readonly subject: string;
+  /** In the compact framing when there are no headers. */
   readonly body: Uint8Array;
-  readonly headers: MsgHdrs;
+  readonly headers: MsgHdrs | undefined;
   /** `send` waits for the flush (the subject is not known to have a subscriber). */
   readonly awaited: boolean;
   noResponders: boolean;
@@ -141,7 +145,12 @@ export class Publisher {
     this.#sentRequests.delete(token);
     const { mesh } = this.#deps;
     const stream = rpcSubject(mesh, nameOfRequestSubject(mesh, sent.subject));
-    this.publishConfirmed(stream, sent.body, sent.headers).catch((err: unknown) => {
+    // A stream stores the headed form (our own compact bytes: they decode).
+    const { body, headers } =
+      sent.headers === undefined
+        ? expandCompactFrame(sent.body)
+        : { body: sent.body, headers: sent.headers };
+    this.publishConfirmed(stream, body, headers).catch((err: unknown) => {
       this.#deps.logger.warn("request found no instance and no stream; the caller times out", {
         subject: sent.subject,
         error: err,
@@ -220,7 +229,7 @@ export class Publisher {
     nc: NatsConnection,
     subject: string,
     body: Uint8Array,
-    headers: MsgHdrs,
+    headers: MsgHdrs | undefined,
     confirm = false,
   ): Promise<void> {
     const { link } = this.#deps;
@@ -229,18 +238,14 @@ export class Publisher {
     const awaited = confirm || !this.#live.has(subject);
     const sent: SentRequest = { subject, body, headers, awaited, noResponders: false };
     this.#sentRequests.set(token, sent);
+    const reply = `${this.#nrPrefix}.${String(token)}`;
+    const opts: PublishOptions = headers === undefined ? { reply } : { headers, reply };
     if (!awaited) {
-      this.#publishSoon(
-        nc,
-        subject,
-        body,
-        { headers, reply: `${this.#nrPrefix}.${String(token)}` },
-        token,
-      );
+      this.#publishSoon(nc, subject, body, opts, token);
       return;
     }
     try {
-      nc.publish(subject, body, { headers, reply: `${this.#nrPrefix}.${String(token)}` });
+      nc.publish(subject, body, opts);
       await link.flushSoon(nc);
     } finally {
       this.#sentRequests.delete(token);
@@ -266,7 +271,8 @@ export class Publisher {
       this.#deps.requests === "core" &&
       frame.headers.nuropb_type === MessageType.request;
     // A core request is stamped with its send time: core NATS keeps none, and the ttl runs from it.
-    const headers = encodeFrameHeaders(frame, core ? Date.now() : undefined);
+    const sentAtMs = core ? Date.now() : undefined;
+    const compact = this.#deps.coreFraming === "compact";
     // One id per send, reused by every attempt: a publish the stream stored before its
     // acknowledgement was lost to a disconnect is not stored again (duplicate window).
     const msgID = core || to.kind === "reply" ? undefined : nuid.next();
@@ -277,7 +283,11 @@ export class Publisher {
         }
         if (core) {
           try {
-            await this.publishRequest(nc, requestSubject(mesh, to.service), frame.body, headers);
+            const subject = requestSubject(mesh, to.service);
+            const data = compact ? encodeCompactFrame(frame, sentAtMs) : undefined;
+            await (data !== undefined
+              ? this.publishRequest(nc, subject, data, undefined)
+              : this.publishRequest(nc, subject, frame.body, encodeFrameHeaders(frame, sentAtMs)));
             return;
           } catch (err) {
             if (!(err instanceof NuropbNotDeliveredError)) {
@@ -292,7 +302,7 @@ export class Publisher {
           await this.publishConfirmed(
             rpcSubject(mesh, to.service),
             frame.body,
-            headers,
+            encodeFrameHeaders(frame, sentAtMs),
             msgID ?? nuid.next(),
           );
         } catch (err) {
@@ -313,7 +323,12 @@ export class Publisher {
           );
         }
         try {
-          await this.publishConfirmed(eventSubject(mesh, to.topic), frame.body, headers, msgID);
+          await this.publishConfirmed(
+            eventSubject(mesh, to.topic),
+            frame.body,
+            encodeFrameHeaders(frame),
+            msgID,
+          );
         } catch (err) {
           // No events stream yet: no service subscribes to any event, so nobody misses this one.
           if (natsCode(err) === ErrorCode.NoResponders) return;
@@ -326,7 +341,11 @@ export class Publisher {
           throw new NuropbMessageError(`'${to.address}' is not a valid reply address on NATS`);
         }
         try {
-          await this.#publishReply(nc, replySubject(mesh, to.address), frame.body, headers);
+          const subject = replySubject(mesh, to.address);
+          const data = compact ? encodeCompactFrame(frame) : undefined;
+          await (data !== undefined
+            ? this.#publishReply(nc, subject, data, undefined)
+            : this.#publishReply(nc, subject, frame.body, encodeFrameHeaders(frame)));
         } catch (err) {
           throw this.#translate(err, `reply to '${to.address}'`);
         }
@@ -477,17 +496,18 @@ export class Publisher {
     nc: NatsConnection,
     subject: string,
     body: Uint8Array,
-    headers: MsgHdrs,
+    headers: MsgHdrs | undefined,
   ): Promise<void> {
     const { link } = this.#deps;
+    const opts: PublishOptions = headers === undefined ? {} : { headers };
     if (link.up) {
-      this.#publishSoon(nc, subject, body, { headers });
+      this.#publishSoon(nc, subject, body, opts);
       return;
     }
     const deadline = Date.now() + this.#deps.publishTimeoutMs;
     for (;;) {
       await link.ready(deadline);
-      nc.publish(subject, body, { headers });
+      nc.publish(subject, body, opts);
       try {
         await link.flushSoon(nc);
         return;

@@ -9,6 +9,7 @@ import {
 } from "nats";
 import type { Listener, Logger, ResponseHandler } from "@nuropb/protocol";
 import { copyBytes } from "@nuropb/protocol/transport-kit";
+import { decodeCompactFrame, isCompactFrame } from "./compact-frame.ts";
 import { decodeFrameHeaders, NatsHeader } from "./frame-headers.ts";
 import { natsCode } from "./nats-errors.ts";
 
@@ -79,8 +80,15 @@ export class ResponseConsumer implements Listener {
       return;
     }
     try {
-      const fields = decodeFrameHeaders(msg.headers);
-      this.#deps.handler({ ...fields, body: copyBytes(msg.data), redelivered: false });
+      const headers = msg.headers;
+      const data = msg.data;
+      if (isCompactFrame(headers, data)) {
+        const { fields, body } = decodeCompactFrame(data);
+        this.#deps.handler({ ...fields, body: copyBytes(body), redelivered: false });
+        return;
+      }
+      const fields = decodeFrameHeaders(headers);
+      this.#deps.handler({ ...fields, body: copyBytes(data), redelivered: false });
     } catch (e) {
       logger.warn("response handler failed", { address, error: e });
     }
