@@ -9,7 +9,8 @@
 //        durable work queue as nuropb's, hand-written), raw-redis, raw-redis-streams (the
 //        durable Redis Streams echo, hand-written, no Lua),
 //        moleculer-fake
-// options: --c N (in flight, default 64), --seconds S (default 6), --encrypt nacl|rsa-fernet,
+// options: --c N (in flight, default 64), --seconds S (default 6),
+//          --encrypt x25519-aes-gcm|nacl|rsa-fernet,
 //          --cipher-threads N (with --encrypt: service and client seal/open on N threads each),
 //          --large (16 KB params), --out FILE.cpuprofile (default bench-<case>.cpuprofile in cwd),
 //          --top N (functions listed, default 30)
@@ -50,6 +51,8 @@ const CASES = [
   "moleculer-fake",
 ] as const;
 type CaseName = (typeof CASES)[number];
+const ENCRYPT = ["x25519-aes-gcm", "nacl", "rsa-fernet"] as const;
+type Encrypt = (typeof ENCRYPT)[number];
 
 interface Setup {
   readonly call: (params: unknown) => Promise<unknown>;
@@ -72,7 +75,7 @@ async function brokerPid(kind: "rabbitmq" | "nats" | "redis"): Promise<number | 
 
 async function setup(
   name: CaseName,
-  encrypt: "nacl" | "rsa-fernet" | undefined,
+  encrypt: Encrypt | undefined,
   cipherThreads: number,
   defer: (c: () => Promise<unknown>) => void,
 ): Promise<Setup> {
@@ -191,15 +194,15 @@ async function main(): Promise<void> {
   const name = positionals[0] as CaseName | undefined;
   if (name === undefined || !CASES.includes(name)) {
     console.error(
-      `usage: profile.ts <${CASES.join("|")}> [--c N] [--seconds S] [--encrypt nacl|rsa-fernet [--cipher-threads N]] [--large] [--out FILE] [--top N]`,
+      `usage: profile.ts <${CASES.join("|")}> [--c N] [--seconds S] [--encrypt ${ENCRYPT.join("|")} [--cipher-threads N]] [--large] [--out FILE] [--top N]`,
     );
     process.exitCode = 2;
     return;
   }
-  const encrypt = values.encrypt as "nacl" | "rsa-fernet" | undefined;
+  const encrypt = values.encrypt as Encrypt | undefined;
   const cipherThreads = Number(values["cipher-threads"] ?? 0);
-  if (encrypt !== undefined && encrypt !== "nacl" && encrypt !== "rsa-fernet") {
-    throw new TypeError("--encrypt must be nacl or rsa-fernet");
+  if (encrypt !== undefined && !ENCRYPT.includes(encrypt)) {
+    throw new TypeError(`--encrypt must be one of ${ENCRYPT.join(", ")}`);
   }
   const concurrency = Number(values.c);
   const seconds = Number(values.seconds);
