@@ -26,10 +26,9 @@ import {
 import { LruCache } from "./lru.ts";
 import {
   NATIVE,
-  deriveMessageKey,
+  NativePair,
   deriveNativeKeyPair,
   generateNativeKeyPair,
-  nativeKeyId,
   openNativeRequest,
   openNativeRequestOn,
   openNativeResponse,
@@ -41,7 +40,6 @@ import {
   sealNativeResponseOn,
   x25519PublicKey,
   type NativeKeyPair,
-  type NativePeer,
 } from "./native-suite.ts";
 import { fillRandom } from "./random.ts";
 
@@ -230,7 +228,7 @@ type ReplySecret =
     }
   | {
       readonly suite: "x25519-aes-gcm";
-      readonly key: Uint8Array;
+      readonly pair: NativePair;
       readonly requestNonce: Uint8Array;
     };
 
@@ -347,10 +345,10 @@ class Encryptor implements PayloadEncryptor {
   readonly #pool: CipherPool | undefined;
   /** x25519-aes-gcm: own key pairs by key id, derived from the nacl keys. */
   readonly #nativeKeys: ReadonlyMap<string, NativeKeyPair>;
-  /** x25519-aes-gcm sender: per announced recipient key, its key id and the message key. */
-  readonly #nativePeers: LruCache<string, NativePeer>;
-  /** x25519-aes-gcm receiver: per (own key id, sender key), the message key. */
-  readonly #nativeSenders: LruCache<string, Uint8Array>;
+  /** x25519-aes-gcm sender: per announced recipient key, the pair's keys and streams. */
+  readonly #nativePeers: LruCache<string, NativePair>;
+  /** x25519-aes-gcm receiver: per (own key id, sender key), the pair's keys and streams. */
+  readonly #nativeSenders: LruCache<string, NativePair>;
   #sendingNative: NativeKeyPair | undefined;
   #sendingNacl: { readonly pair: NaclKeyPair; readonly header: string } | undefined;
 
@@ -444,9 +442,9 @@ class Encryptor implements PayloadEncryptor {
   ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
     const suite = this.#sealingSuite(plain, peer, options);
     if (suite === NATIVE) {
-      const { entry, own } = this.#nativePeer(peer);
-      const { body, nonce } = sealNativeRequest(plain, entry, own.publicKey, this.#now());
-      return nativeRequestResult(entry, body, nonce);
+      const { pair, own } = this.#nativePeer(peer);
+      const { body, nonce } = sealNativeRequest(plain, pair, own.publicKey, this.#now());
+      return nativeRequestResult(pair, body, nonce);
     }
     return suite === NACL ? this.#sealNaclRequest(plain, peer) : this.#sealRsaRequest(plain, peer);
   }
@@ -465,9 +463,9 @@ class Encryptor implements PayloadEncryptor {
       return this.#rsaRequestResult(wrapped, token);
     }
     if (suite === NATIVE) {
-      const { entry, own } = this.#nativePeer(peer);
-      const sealed = await sealNativeRequestOn(pool, plain, entry, own.publicKey, this.#now());
-      return nativeRequestResult(entry, sealed.body, sealed.nonce);
+      const { pair, own } = this.#nativePeer(peer);
+      const sealed = await sealNativeRequestOn(pool, plain, pair, own.publicKey, this.#now());
+      return nativeRequestResult(pair, sealed.body, sealed.nonce);
     }
     const { entry, own } = this.#naclPeer(peer);
     const sealed = await sealNaclOn(
@@ -508,7 +506,7 @@ class Encryptor implements PayloadEncryptor {
       checkResponseSuite(headers, secret);
       if (secret.suite === RSA) return secret.fernet.decrypt(splitRsaBody(body).token);
       if (secret.suite === NATIVE) {
-        return openNativeResponse(body, secret.key, secret.requestNonce);
+        return openNativeResponse(body, secret.pair, secret.requestNonce);
       }
       return responseInner(openNacl(body, secret.shared, KIND_RESPONSE), secret.requestNonce);
     });
@@ -528,7 +526,7 @@ class Encryptor implements PayloadEncryptor {
         return fernetDecryptOn(pool, secret.fernet, splitRsaBody(body).token);
       }
       if (secret.suite === NATIVE) {
-        return openNativeResponseOn(pool, body, secret.key, secret.requestNonce);
+        return openNativeResponseOn(pool, body, secret.pair, secret.requestNonce);
       }
       const inner = await openNaclOn(pool, body, secret.shared, KIND_RESPONSE);
       return responseInner(inner, secret.requestNonce);
@@ -545,8 +543,8 @@ class Encryptor implements PayloadEncryptor {
       const maxAgeMs = options.maxAgeMs;
       const suite = this.#openingSuite(headers);
       if (suite === NATIVE) {
-        const { head, key } = this.#nativeSender(body);
-        return this.#nativeRequestOpened(openNativeRequest(body, key), head, key, maxAgeMs);
+        const { head, pair } = this.#nativeSender(body);
+        return this.#nativeRequestOpened(openNativeRequest(body, pair), head, pair, maxAgeMs);
       }
       return suite === NACL
         ? this.#openNaclRequest(body, headers, maxAgeMs)
@@ -566,9 +564,9 @@ class Encryptor implements PayloadEncryptor {
       const maxAgeMs = options.maxAgeMs;
       const suite = this.#openingSuite(headers);
       if (suite === NATIVE) {
-        const { head, key } = this.#nativeSender(body);
-        const plain = await openNativeRequestOn(pool, body, key);
-        return this.#nativeRequestOpened(plain, head, key, maxAgeMs);
+        const { head, pair } = this.#nativeSender(body);
+        const plain = await openNativeRequestOn(pool, body, pair);
+        return this.#nativeRequestOpened(plain, head, pair, maxAgeMs);
       }
       if (suite === RSA) {
         const { keyPart, token } = splitRsaBody(body);
@@ -604,7 +602,7 @@ class Encryptor implements PayloadEncryptor {
       return { body: rsaBody(secret.keyPart, secret.fernet.encrypt(plain, { now })), headers: {} };
     }
     if (secret.suite === NATIVE) {
-      const body = sealNativeResponse(plain, secret.key, secret.requestNonce, now);
+      const body = sealNativeResponse(plain, secret.pair, secret.requestNonce, now);
       return { body, headers: { ...NATIVE_HEADERS } };
     }
     const body = sealNacl(plain, secret.shared, KIND_RESPONSE, now, secret.requestNonce).body;
@@ -625,7 +623,7 @@ class Encryptor implements PayloadEncryptor {
       return { body: rsaBody(secret.keyPart, token), headers: {} };
     }
     if (secret.suite === NATIVE) {
-      const body = await sealNativeResponseOn(pool, plain, secret.key, secret.requestNonce, now);
+      const body = await sealNativeResponseOn(pool, plain, secret.pair, secret.requestNonce, now);
       return { body, headers: { ...NATIVE_HEADERS } };
     }
     const sealed = await sealNaclOn(
@@ -767,8 +765,8 @@ class Encryptor implements PayloadEncryptor {
 
   // ---- x25519-aes-gcm ----
 
-  /** The peer's key id and message key (cached), and the key pair this participant sends from. */
-  #nativePeer(peer: PeerKeys): { entry: NativePeer; own: NativeKeyPair } {
+  /** The pair's keys and streams (cached), and the key pair this participant sends from. */
+  #nativePeer(peer: PeerKeys): { pair: NativePair; own: NativeKeyPair } {
     const announced = peer.nativePublicKey;
     if (!hasText(announced)) {
       throw cryptoError(
@@ -780,8 +778,8 @@ class Encryptor implements PayloadEncryptor {
     // A participant without keys of its own sends from an ephemeral key pair, made once: its
     // public key rides in each request, so the recipient needs nothing in advance.
     const own = (this.#sendingNative ??= generateNativeKeyPair());
-    let entry = this.#nativePeers.get(announced);
-    if (entry === undefined) {
+    let pair = this.#nativePeers.get(announced);
+    if (pair === undefined) {
       const publicKey = decodeBase64Strict(announced);
       if (publicKey === null || !isCanonicalX25519Key(publicKey)) {
         throw cryptoError(
@@ -790,19 +788,26 @@ class Encryptor implements PayloadEncryptor {
           NATIVE,
         );
       }
-      const key = guardOpen(NATIVE, () =>
-        deriveMessageKey(own.privateKey, x25519PublicKey(publicKey), own.publicKey, publicKey),
+      pair = guardOpen(
+        NATIVE,
+        () =>
+          new NativePair(
+            own.privateKey,
+            x25519PublicKey(publicKey),
+            own.publicKey,
+            publicKey,
+            "sender",
+          ),
       );
-      entry = { kid: Buffer.from(nativeKeyId(publicKey), "hex"), key };
-      this.#nativePeers.set(announced, entry);
+      this.#nativePeers.set(announced, pair);
     }
-    return { entry, own };
+    return { pair, own };
   }
 
-  /** The clear head of a native request and the message key shared with its sender (cached). */
+  /** The clear head of a native request and the pair of keys shared with its sender (cached). */
   #nativeSender(body: Uint8Array): {
     head: ReturnType<typeof readNativeRequestHead>;
-    key: Uint8Array;
+    pair: NativePair;
   } {
     if (this.#nativeKeys.size === 0) {
       throw cryptoError(
@@ -812,8 +817,8 @@ class Encryptor implements PayloadEncryptor {
       );
     }
     const head = readNativeRequestHead(body);
-    let key = this.#nativeSenders.get(head.pairId);
-    if (key === undefined) {
+    let pair = this.#nativeSenders.get(head.pairId);
+    if (pair === undefined) {
       const kid = head.kid();
       const own = this.#nativeKeys.get(kid);
       if (own === undefined) {
@@ -824,21 +829,27 @@ class Encryptor implements PayloadEncryptor {
         );
       }
       const sender = Uint8Array.from(head.senderPublic);
-      key = deriveMessageKey(own.privateKey, x25519PublicKey(sender), sender, own.publicKey);
-      this.#nativeSenders.set(head.pairId, key);
+      pair = new NativePair(
+        own.privateKey,
+        x25519PublicKey(sender),
+        sender,
+        own.publicKey,
+        "recipient",
+      );
+      this.#nativeSenders.set(head.pairId, pair);
     }
-    return { head, key };
+    return { head, pair };
   }
 
   /** The age checks on an opened native request, and its reply key. */
   #nativeRequestOpened(
     plain: Uint8Array,
     head: ReturnType<typeof readNativeRequestHead>,
-    key: Uint8Array,
+    pair: NativePair,
     maxAgeMs: number | undefined,
   ): { plain: Uint8Array; replyKey: ReplyKey } {
     if (maxAgeMs !== undefined) this.#checkAge(head.sentAtMs, maxAgeMs, NATIVE);
-    return { plain, replyKey: issueReplyKey({ suite: NATIVE, key, requestNonce: head.nonce }) };
+    return { plain, replyKey: issueReplyKey({ suite: NATIVE, pair, requestNonce: head.nonce }) };
   }
 
   /** Refuses a request sent more than `maxAgeMs` ago, or dated beyond the allowed clock skew. */
@@ -1203,14 +1214,14 @@ function responseInner(inner: Uint8Array, requestNonce: Uint8Array): Uint8Array 
 }
 
 function nativeRequestResult(
-  entry: NativePeer,
+  pair: NativePair,
   body: Uint8Array,
   nonce: Uint8Array,
 ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
   return {
     body,
     headers: { ...NATIVE_HEADERS },
-    replyKey: issueReplyKey({ suite: NATIVE, key: entry.key, requestNonce: nonce }),
+    replyKey: issueReplyKey({ suite: NATIVE, pair, requestNonce: nonce }),
   };
 }
 

@@ -316,20 +316,24 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
         [threadedClient, service],
         [threadedClient, threadedService],
       ] as const) {
-        const request = utf8(`{"tag":"request","suite":"${suite}"}`);
+        // x25519-aes-gcm seals bodies over 1024 bytes as version 1 (AES-256-GCM), on the threads;
+        // smaller ones as version 2, on the calling thread (see the next test).
+        const pad = suite === "x25519-aes-gcm" ? " ".repeat(1100) : "";
+        const request = utf8(`{"tag":"request","suite":"${suite}"}${pad}`);
+        const answer = `answer${pad}`;
         const sealed = await c.sealRequestAsync(request, peer, { suite });
         const opened = await s.openRequestAsync(sealed.body, sealed.headers, { maxAgeMs: 1000 });
         expect(text(opened.plain)).toBe(text(request));
-        const reply = await s.sealResponseAsync(utf8("answer"), opened.replyKey);
+        const reply = await s.sealResponseAsync(utf8(answer), opened.replyKey);
         expect(text(await c.openResponseAsync(reply.body, reply.headers, sealed.replyKey))).toBe(
-          "answer",
+          answer,
         );
         // And the synchronous methods read what the threads wrote, giving the same types.
         const syncOpened = s.openRequest(sealed.body, sealed.headers);
         expect(text(syncOpened.plain)).toBe(text(request));
         expect(Buffer.isBuffer(opened.plain)).toBe(Buffer.isBuffer(syncOpened.plain));
         const syncAnswer = c.openResponse(reply.body, reply.headers, sealed.replyKey);
-        expect(text(syncAnswer)).toBe("answer");
+        expect(text(syncAnswer)).toBe(answer);
         const asyncAnswer = await c.openResponseAsync(reply.body, reply.headers, sealed.replyKey);
         expect(Buffer.isBuffer(asyncAnswer)).toBe(Buffer.isBuffer(syncAnswer));
       }
@@ -337,6 +341,26 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
       const calls = used.reduce((n, spy) => n + spy.mock.calls.length, 0);
       expect(calls).toBe(10);
     });
+
+    if (suite === "x25519-aes-gcm") {
+      it(`${suite}: version-2 bodies (up to 1024 bytes) stay on the calling thread`, async () => {
+        const used = (["aeadSeal", "aeadOpen"] as const).map((name) =>
+          vi.spyOn(CipherPool.prototype, name),
+        );
+        const sealed = await threadedClient.sealRequestAsync(utf8("q".repeat(1024)), peer);
+        expect(sealed.body[0]).toBe(2);
+        const opened = await threadedService.openRequestAsync(sealed.body, sealed.headers);
+        const reply = await threadedService.sealResponseAsync(utf8("a"), opened.replyKey);
+        expect(reply.body[0]).toBe(2);
+        const answer = await threadedClient.openResponseAsync(
+          reply.body,
+          reply.headers,
+          sealed.replyKey,
+        );
+        expect(text(answer)).toBe("a");
+        expect(used.reduce((n, spy) => n + spy.mock.calls.length, 0)).toBe(0);
+      });
+    }
 
     it(`${suite}: a damaged request or response fails exactly as it does without threads`, async () => {
       const rand = prng(suite === "nacl" ? 11 : suite === "rsa-fernet" ? 12 : 13);

@@ -1,4 +1,5 @@
 import {
+  createCipheriv,
   createDecipheriv,
   createPrivateKey,
   createPublicKey,
@@ -6,6 +7,7 @@ import {
   hkdfSync,
 } from "node:crypto";
 import { inspect } from "node:util";
+import nacl from "tweetnacl";
 import { describe, expect, it } from "vitest";
 import {
   CipherSuite,
@@ -17,6 +19,7 @@ import {
   type PeerKeys,
   type ServiceKeys,
 } from "../src/index.ts";
+import { SendStream } from "../src/native-suite.ts";
 import { expectFailure, fixture, text, utf8 } from "./helpers.ts";
 
 const NATIVE = CipherSuite.native;
@@ -138,14 +141,15 @@ describe("x25519-aes-gcm: envelopes", () => {
     const sealed = client.sealRequest(utf8('{"q":1}'), peer);
     expect(sealed.replyKey.suite).toBe(NATIVE);
     expect(sealed.headers).toEqual({ [EncryptionHeader.suite]: NATIVE });
-    expect(sealed.body.length).toBe(62 + 7 + 16);
-    expect(sealed.body[0]).toBe(1); // version
+    expect(sealed.body.length).toBe(66 + 7 + 16);
+    expect(sealed.body[0]).toBe(2); // version 2: AES-256-CTR stream + Poly1305
     expect(sealed.body[1]).toBe(1); // request
     const opened = service.openRequest(sealed.body, sealed.headers, { maxAgeMs: 1000 });
     expect(text(opened.plain)).toBe('{"q":1}');
     const reply = service.sealResponse(utf8('{"a":2}'), opened.replyKey);
     expect(reply.headers).toEqual({ [EncryptionHeader.suite]: NATIVE });
-    expect(reply.body.length).toBe(22 + 7 + 16);
+    expect(reply.body.length).toBe(26 + 7 + 16);
+    expect(reply.body[0]).toBe(2);
     expect(text(client.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe('{"a":2}');
     // An empty body seals too.
     const empty = client.sealRequest(new Uint8Array(0), peer);
@@ -205,19 +209,191 @@ describe("x25519-aes-gcm: envelopes", () => {
     expect(v.responseHeaders).toEqual({ [EncryptionHeader.suite]: NATIVE });
   });
 
-  it("uses a fresh nonce for every message", () => {
-    const nonces = new Set<string>();
-    const n = 5000;
-    for (let i = 0; i < n; i++) {
-      const sealed = client.sealRequest(utf8("same"), peer);
-      nonces.add(Buffer.from(sealed.body.subarray(50, 62)).toString("hex"));
-      if (i % 10 === 0) {
-        const opened = service.openRequest(sealed.body, sealed.headers);
-        const reply = service.sealResponse(utf8("same"), opened.replyKey);
-        nonces.add(Buffer.from(reply.body.subarray(10, 22)).toString("hex"));
+  it("matches the documented version-2 format: HKDF v2 keys, AES-256-CTR stream, Poly1305", () => {
+    const v = fixture<Vectors>("x25519-aes-gcm-v2-vectors.json");
+    const s = createPayloadEncryptor({
+      keys: { rsa: null, nacl: naclKeyPairFromSecretKey(v.serviceNaclSecretKey) },
+    });
+    const request = Buffer.from(v.requestBody, "hex");
+    expect(text(s.openRequest(request, v.requestHeaders).plain)).toBe(v.requestPlain);
+    // Rebuilt here from node:crypto and tweetnacl's Poly1305 alone.
+    const servicePrivate = x25519Private(
+      Buffer.from(
+        hkdfSync(
+          "sha256",
+          Buffer.from(v.serviceNaclSecretKey, "base64"),
+          Buffer.from("nuropb x25519-aes-gcm v1"),
+          Buffer.from("nuropb x25519-aes-gcm static key v1"),
+          32,
+        ),
+      ),
+    );
+    const clientPublic = Buffer.from(v.clientNativePublicKey, "base64");
+    const shared = diffieHellman({
+      privateKey: servicePrivate,
+      publicKey: createPublicKey({
+        key: { kty: "OKP", crv: "X25519", x: clientPublic.toString("base64url") },
+        format: "jwk",
+      }),
+    });
+    const keys = Buffer.from(
+      hkdfSync(
+        "sha256",
+        shared,
+        Buffer.from("nuropb x25519-aes-gcm v2"),
+        Buffer.concat([clientPublic, Buffer.from(v.serviceNativePublicKey, "base64")]),
+        64,
+      ),
+    );
+    const poly = (
+      nacl as unknown as {
+        lowlevel: {
+          crypto_onetimeauth(
+            o: Uint8Array,
+            op: number,
+            m: Uint8Array,
+            mp: number,
+            n: number,
+            k: Uint8Array,
+          ): number;
+        };
+      }
+    ).lowlevel;
+    const open = (body: Buffer, key: Buffer, head: number, binding: Buffer) => {
+      const n = body.length - head - 16;
+      const ks = createCipheriv("aes-256-ctr", key, body.subarray(head - 16, head)).update(
+        Buffer.alloc(32 + n),
+      );
+      const tag = new Uint8Array(16);
+      const mac = Buffer.concat([body.subarray(0, head + n), binding]);
+      poly.crypto_onetimeauth(tag, 0, mac, 0, mac.length, ks.subarray(0, 32));
+      expect(Buffer.from(tag)).toEqual(body.subarray(head + n));
+      const plain = Buffer.alloc(n);
+      for (let i = 0; i < n; i++) plain[i] = (body[head + i] ?? 0) ^ (ks[32 + i] ?? 0);
+      return plain.toString();
+    };
+    expect(request[0]).toBe(2);
+    expect(request.readUInt32BE(62)).toBe(9); // the stream's fourth message: 3 × 3 blocks before
+    expect(open(request, keys.subarray(0, 32), 66, Buffer.alloc(0))).toBe(v.requestPlain);
+    const response = Buffer.from(v.responseBody, "hex");
+    // The response: the response key, its request's salt ‖ counter after the ciphertext.
+    expect(open(response, keys.subarray(32), 26, request.subarray(50, 66))).toBe(v.responsePlain);
+    expect(v.responseHeaders).toEqual({ [EncryptionHeader.suite]: NATIVE });
+  });
+
+  it("a sender stream starts again at a new salt before its counter would wrap", () => {
+    const key = new Uint8Array(32).fill(3);
+    const stream = new SendStream(key, 1024); // 1024 blocks: two chunks of 512
+    const nonce = new Uint8Array(16);
+    const salts = new Set<string>();
+    let last = -1;
+    for (let i = 0; i < 1000; i++) {
+      const ks = stream.take(5, nonce, 0);
+      const salt = Buffer.from(nonce.subarray(0, 12)).toString("hex");
+      const counter = Buffer.from(nonce).readUInt32BE(12);
+      if (!salts.has(salt)) {
+        salts.add(salt);
+        expect(counter).toBe(0);
+      } else expect(counter).toBeGreaterThan(last);
+      expect(counter + 5).toBeLessThanOrEqual(1024);
+      // The keystream handed out is AES-256-CTR at salt ‖ counter.
+      const want = createCipheriv("aes-256-ctr", key, nonce).update(Buffer.alloc(80));
+      expect(Buffer.from(ks)).toEqual(want);
+      last = counter;
+    }
+    // 1000 × 5 blocks, at most 1020 per 1024-block stream: at least 5 streams.
+    expect(salts.size).toBeGreaterThanOrEqual(5);
+  });
+
+  it("never uses a keystream block twice, even between senders that share a static key", () => {
+    // Two client instances holding the same keys derive the same request key: each stream has
+    // its own random salt. Blocks used per (direction, salt) must never overlap.
+    const c1 = createPayloadEncryptor({ keys: otherKeys, now: () => clock.ms });
+    const c2 = createPayloadEncryptor({ keys: otherKeys, now: () => clock.ms });
+    const s2 = createPayloadEncryptor({ keys: serviceKeys, now: () => clock.ms });
+    const used = new Map<string, Set<number>>();
+    const record = (direction: string, body: Uint8Array, nonceAt: number, head: number) => {
+      const b = Buffer.from(body);
+      const stream = `${direction}:${b.toString("hex", nonceAt, nonceAt + 12)}`;
+      const counter = b.readUInt32BE(nonceAt + 12);
+      const blocks = 2 + Math.ceil((b.length - head - 16) / 16);
+      const set = used.get(stream) ?? new Set<number>();
+      for (let i = counter; i < counter + blocks; i++) {
+        expect(set.has(i), `${stream} block ${i} used twice`).toBe(false);
+        set.add(i);
+      }
+      used.set(stream, set);
+    };
+    for (let i = 0; i < 3000; i++) {
+      const c = i % 2 === 0 ? c1 : c2;
+      const s = i % 3 === 0 ? s2 : service;
+      const sealed = c.sealRequest(utf8("x".repeat(i % 700)), peer);
+      record("request", sealed.body, 50, 66);
+      const opened = s.openRequest(sealed.body, sealed.headers);
+      expect(opened.plain.length).toBe(i % 700);
+      const reply = s.sealResponse(utf8("y".repeat(i % 300)), opened.replyKey);
+      record("response", reply.body, 10, 26);
+      expect(c.openResponse(reply.body, reply.headers, sealed.replyKey).length).toBe(i % 300);
+    }
+    // Two request streams (one per client instance), and one response stream per service
+    // instance (to both clients: they hold the same key, so it is one pair of keys).
+    expect([...used.keys()].filter((k) => k.startsWith("request:")).length).toBe(2);
+    expect([...used.keys()].filter((k) => k.startsWith("response:")).length).toBe(2);
+  });
+
+  it("opens a stream's messages out of order, with gaps, and shared among instances", () => {
+    const sealed = Array.from({ length: 200 }, (_, i) =>
+      client.sealRequest(utf8(`{"n":${i}}`.padEnd(100 + (i % 50), " ")), peer),
+    );
+    const a = createPayloadEncryptor({ keys: serviceKeys });
+    const b = createPayloadEncryptor({ keys: serviceKeys });
+    // a gets every third message in order, b the others from the last to the first.
+    const order = sealed.map((_, i) => i);
+    for (const i of order.filter((i) => i % 3 === 0)) {
+      expect(text(a.openRequest(sealed[i]!.body, sealed[i]!.headers).plain).trim()).toBe(
+        `{"n":${i}}`,
+      );
+    }
+    for (const i of order.filter((i) => i % 3 !== 0).reverse()) {
+      expect(text(b.openRequest(sealed[i]!.body, sealed[i]!.headers).plain).trim()).toBe(
+        `{"n":${i}}`,
+      );
+    }
+    // And again (redelivered copies), then damaged copies still fail.
+    for (const i of [0, 199, 57, 58]) {
+      expect(text(a.openRequest(sealed[i]!.body, sealed[i]!.headers).plain).trim()).toBe(
+        `{"n":${i}}`,
+      );
+      expectFailure(
+        () => a.openRequest(flip(sealed[i]!.body, 70), sealed[i]!.headers),
+        DecryptFailure.tampered,
+      );
+    }
+  });
+
+  it("seals bodies over 1024 bytes as version 1 (AES-256-GCM), and answers version 1 in kind", () => {
+    for (const size of [1024, 1025, 70_000]) {
+      const sealed = client.sealRequest(new Uint8Array(size).fill(7), peer);
+      expect(sealed.body[0]).toBe(size > 1024 ? 1 : 2);
+      const opened = service.openRequest(sealed.body, sealed.headers);
+      expect(Buffer.from(opened.plain).equals(Buffer.alloc(size, 7))).toBe(true);
+      for (const answer of [10, 1025]) {
+        const reply = service.sealResponse(new Uint8Array(answer).fill(9), opened.replyKey);
+        // A version-1 request may come from an earlier build, which reads only version 1.
+        expect(reply.body[0]).toBe(answer > 1024 || size > 1024 ? 1 : 2);
+        const back = client.openResponse(reply.body, reply.headers, sealed.replyKey);
+        expect(Buffer.from(back).equals(Buffer.alloc(answer, 9))).toBe(true);
       }
     }
-    expect(nonces.size).toBe(n + n / 10);
+  });
+
+  it("refuses a version-2 body whose blocks would run past its stream's 32-bit counter", () => {
+    const sealed = client.sealRequest(utf8("x"), peer);
+    const past = Buffer.from(sealed.body);
+    past.writeUInt32BE(0xffff_ffff, 62); // the counter: 3 blocks from there would wrap
+    expectFailure(() => service.openRequest(past, sealed.headers), DecryptFailure.malformed);
+    past.writeUInt32BE(0xffff_fffd, 62); // ends exactly at the last block: authenticated, so tampered
+    expectFailure(() => service.openRequest(past, sealed.headers), DecryptFailure.tampered);
   });
 
   it("refuses every flipped byte, truncation and extension with a typed reason", () => {
