@@ -203,6 +203,10 @@ export class Caller {
       call === undefined ? undefined : RequestCall.headersOf(call),
     );
     if (!encrypted) return this.#send(payload, frame, undefined, ttlMs, options, call, flow);
+    const sealed = this.#sealNow(payload.service, frame);
+    if (sealed !== undefined) {
+      return this.#send(payload, sealed.frame, sealed.replyKey, ttlMs, options, call, flow);
+    }
     return this.#sealAndSend(payload, frame, ttlMs, options, fromHandler, call, flow);
   }
 
@@ -332,8 +336,12 @@ export class Caller {
     );
     // The reply key of a command is never needed (no response): it is not kept anywhere.
     if (encrypted) {
-      ({ frame } = await this.#seal(payload.service, frame));
-      this.#p.assertOpen(fromHandler);
+      const sealed = this.#sealNow(payload.service, frame);
+      if (sealed !== undefined) frame = sealed.frame;
+      else {
+        ({ frame } = await this.#seal(payload.service, frame));
+        this.#p.assertOpen(fromHandler);
+      }
     }
     flow?.emit("client-send");
     try {
@@ -479,6 +487,17 @@ export class Caller {
         throw err;
       },
     );
+  }
+
+  /**
+   * `frame` sealed for `service` here and now, when its description is cached and no cipher
+   * thread is used; otherwise undefined (then {@link #seal}).
+   * @throws NuropbMessageError when the peer cannot be sealed for.
+   */
+  #sealNow(service: string, frame: Frame): { frame: Frame; replyKey: ReplyKey } | undefined {
+    if (!this.#p.sealing.inline) return undefined;
+    const peer = this.directory.cachedPeerKeys(service);
+    return peer === undefined ? undefined : this.#p.sealing.sealRequestNow(frame, peer);
   }
 
   /** `frame` sealed for `service` (its keys come from its description, fetched if needed). */

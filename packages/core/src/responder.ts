@@ -57,7 +57,16 @@ export class Responder {
     try {
       flow?.emit("service-encode");
       // A plaintext response is written synchronously: no promise until the transport's send.
-      if (replyKey !== undefined) return this.#respondSealed(replyTo, r, replyKey, flow);
+      if (replyKey !== undefined) {
+        if (!this.#sealing.inline) return this.#respondSealed(replyTo, r, replyKey, flow);
+        // No cipher thread: sealed here, synchronously, as a plaintext response is written.
+        let frame = this.#sealing.sealResponseNow(this.#plainFrame(replyTo, r), replyKey);
+        const tooLarge = this.#tooLarge(frame, r);
+        if (tooLarge !== undefined) {
+          frame = this.#sealing.sealResponseNow(this.#plainFrame(replyTo, tooLarge), replyKey);
+        }
+        return this.#send(replyTo, r, frame, flow);
+      }
       let frame = this.#plainFrame(replyTo, r);
       const tooLarge = this.#tooLarge(frame, r);
       if (tooLarge !== undefined) frame = this.#plainFrame(replyTo, tooLarge);

@@ -18,6 +18,7 @@ import type { ParticipantOptions } from "./types.ts";
 
 /** Clock skew allowed beyond a message's ttl before its ciphertext counts as a replay. */
 const REPLAY_SKEW_MS = 60_000;
+const NO_OPTIONS = Object.freeze({});
 
 /** A sealed request: the frame to send and the key its response will be sealed with. */
 export interface SealedRequest {
@@ -32,6 +33,11 @@ export interface SealedRequest {
  */
 export class Sealing {
   readonly #encryptor: PayloadEncryptor;
+  /**
+   * No cipher thread: everything is sealed and opened here, synchronously, with no promise on
+   * the way (each async hop cost allocations a request could not spare, measured).
+   */
+  readonly inline: boolean;
 
   /** @throws TypeError for bad `keys` or `encryption` options. */
   constructor(options: Pick<ParticipantOptions, "keys" | "encryption">) {
@@ -43,6 +49,7 @@ export class Sealing {
     } catch (err) {
       throw new TypeError(`options.keys / options.encryption: ${(err as Error).message}`);
     }
+    this.inline = (options.encryption?.cipherThreads ?? 0) === 0;
   }
 
   /** This participant's public keys (for its description). */
@@ -58,33 +65,60 @@ export class Sealing {
 
   /** `frame` sealed for the peer whose keys are `peer`. */
   async sealRequest(frame: Frame, peer: PeerKeys): Promise<SealedRequest> {
+    if (this.inline) return this.sealRequestNow(frame, peer);
     const sealed = await this.#encryptor.sealRequestAsync(frame.body, peer);
+    return { frame: sealedFrame(frame, sealed), replyKey: sealed.replyKey };
+  }
+
+  /**
+   * {@link sealRequest} here and now: only when {@link inline}.
+   * @throws NuropbMessageError as sealRequest rejects.
+   */
+  sealRequestNow(frame: Frame, peer: PeerKeys): SealedRequest {
+    const sealed = this.#encryptor.sealRequest(frame.body, peer);
     return { frame: sealedFrame(frame, sealed), replyKey: sealed.replyKey };
   }
 
   /**
    * The plaintext body of an encrypted request or command, and the key to seal its response
    * with. Ciphertext older than the message's ttl (plus clock skew) counts as a replay.
+   * When {@link inline}, the result itself (or the error thrown), not a promise.
    * @throws NuropbMessageError when it does not open; NuropbTransportError (retryable) when a
    *   cipher thread stopped while opening it.
    */
-  openRequest(delivery: Delivery): Promise<{ plain: Uint8Array; replyKey: ReplyKey }> {
+  openRequest(
+    delivery: Delivery,
+  ):
+    { plain: Uint8Array; replyKey: ReplyKey } | Promise<{ plain: Uint8Array; replyKey: ReplyKey }> {
     const maxAgeMs = delivery.ttlMs !== undefined ? delivery.ttlMs + REPLAY_SKEW_MS : undefined;
-    return this.#encryptor.openRequestAsync(
-      delivery.body,
-      delivery.headers,
-      maxAgeMs !== undefined ? { maxAgeMs } : {},
-    );
+    const options = maxAgeMs !== undefined ? { maxAgeMs } : NO_OPTIONS;
+    return this.inline
+      ? this.#encryptor.openRequest(delivery.body, delivery.headers, options)
+      : this.#encryptor.openRequestAsync(delivery.body, delivery.headers, options);
   }
 
   /** The plaintext body of a response to a request sealed with `replyKey`. */
   openResponse(frame: InboundFrame, replyKey: ReplyKey): Promise<Uint8Array> {
-    return this.#encryptor.openResponseAsync(frame.body, frame.headers, replyKey);
+    if (!this.inline) return this.#encryptor.openResponseAsync(frame.body, frame.headers, replyKey);
+    try {
+      return Promise.resolve(this.#encryptor.openResponse(frame.body, frame.headers, replyKey));
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
   }
 
   /** A response frame sealed with the request's `replyKey`. */
   async sealResponse(frame: Frame, replyKey: ReplyKey): Promise<Frame> {
+    if (this.inline) return this.sealResponseNow(frame, replyKey);
     return sealedFrame(frame, await this.#encryptor.sealResponseAsync(frame.body, replyKey));
+  }
+
+  /**
+   * {@link sealResponse} here and now: only when {@link inline}.
+   * @throws NuropbMessageError as sealResponse rejects.
+   */
+  sealResponseNow(frame: Frame, replyKey: ReplyKey): Frame {
+    return sealedFrame(frame, this.#encryptor.sealResponse(frame.body, replyKey));
   }
 
   /** Stops the cipher threads, if any (nothing is sealed or opened any more). */

@@ -69,6 +69,16 @@ export class ServiceDirectory {
     return d?.methods[method]?.requires_encryption === true;
   }
 
+  /**
+   * The keys to seal a call to `service` with, when its description is cached (no I/O);
+   * undefined when it is not.
+   * @throws NuropbMessageError when the cached description announces no key.
+   */
+  cachedPeerKeys(service: string): PeerKeys | undefined {
+    const d = this.#cache.get(service);
+    return d === undefined ? undefined : peerKeysOf(d, service);
+  }
+
   /** The keys to seal a call to `service` with (its description is fetched if needed). */
   async peerKeys(service: string): Promise<PeerKeys> {
     return peerKeysOf(await this.describeService(service), service);

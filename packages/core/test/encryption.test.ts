@@ -393,7 +393,8 @@ describe("a request that cannot be opened for a reason not its own", () => {
       const noRedelivery = withOverrides(inner, {
         capabilities: { ...inner.capabilities, redelivery: false },
       });
-      const { vault, client } = await vaultAndClient(mesh, noRedelivery);
+      // Only an open on a cipher thread can fail so (without threads it runs synchronously).
+      const { vault, client } = await vaultAndClient(mesh, noRedelivery, { cipherThreads: 1 });
       vi.spyOn(proto(), "openRequestAsync").mockImplementationOnce(stopped);
       await client.command("vault", "remember", { value: "lost?" }, {}, { encrypted: true });
       await waitFor(() => mesh.hub.deadLetters().length === 1);

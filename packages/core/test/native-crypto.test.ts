@@ -1,12 +1,14 @@
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import {
   NuropbMessageError,
   buildHeaders,
   decodeFrame,
   encodePayload,
   newId,
+  type Delivery,
   type Destination,
   type Frame,
+  type Logger,
   type InboundFrame,
   type ResponsePayload,
   type Transport,
@@ -19,6 +21,8 @@ import {
   type ServiceKeys,
 } from "@nuropb/crypto";
 import { createClient, createService, publishToMesh, type RequestContext } from "@nuropb/core";
+import { Responder } from "../src/responder.ts";
+import { Sealing } from "../src/sealing.ts";
 import { createMesh, waitFor } from "./helpers.ts";
 
 class Vault {
@@ -89,6 +93,63 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
       expect(Buffer.from(response?.body ?? []).toString("latin1")).not.toContain("4111");
     });
   }
+
+  it("without cipher threads, a sealed request leaves in the caller's turn (no promise hop)", async () => {
+    const { client, requests } = await pair(undefined, 0);
+    await client.describeService("vault");
+    const before = requests.length;
+    const call = client.request("vault", "secretEcho", { card: "4111" });
+    expect(requests.length).toBe(before + 1); // sealed and handed to the transport already
+    expect(requests.at(-1)?.headers.nuropb_enc).toBe(CipherSuite.native);
+    const command = client.command("vault", "secretEcho", { card: "1" }, {}, { encrypted: true });
+    expect(requests.length).toBe(before + 2);
+    expect(await call).toEqual({ secret: { card: "4111" }, encrypted: true });
+    await command;
+    // With a cipher thread the request waits for it: not sent in the caller's turn.
+    await mesh.cleanup();
+    const threaded = await pair(undefined, 1);
+    await threaded.client.describeService("vault");
+    const n = threaded.requests.length;
+    const later = threaded.client.request("vault", "secretEcho", { card: "4111" });
+    expect(threaded.requests.length).toBe(n);
+    expect(await later).toMatchObject({ encrypted: true });
+  });
+
+  it("without cipher threads, a sealed response is sealed and sent in the responder's turn", async () => {
+    const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} } as unknown as Logger;
+    const request = encodePayload({
+      tag: "request",
+      service: "vault",
+      method: "secretEcho",
+      params: {},
+      correlation_id: "c-1",
+      context: {},
+      trace_id: "t",
+    });
+    const announced = createPayloadEncryptor({ keys }).publicKeys.native;
+    for (const cipherThreads of [0, 1]) {
+      const sealing = new Sealing({ keys, encryption: { cipherThreads } });
+      const sealed = createPayloadEncryptor().sealRequest(request.body, {
+        nativePublicKey: announced,
+      });
+      const { replyKey } = await sealing.openRequest({
+        body: sealed.body,
+        headers: sealed.headers,
+      } as unknown as Delivery);
+      const send = vi.fn((_to: Destination, _frame: Frame) => Promise.resolve());
+      const transport = { capabilities: { maxFrameBytes: 1 << 20 }, send } as unknown as Transport;
+      const done = new Responder(transport, sealing, silent).respond(
+        "reply-here",
+        { correlationId: "c-1", traceId: "t", context: {}, result: 1, error: null },
+        replyKey,
+      );
+      expect(send.mock.calls.length).toBe(cipherThreads === 0 ? 1 : 0);
+      await done;
+      expect(send).toHaveBeenCalledTimes(1);
+      expect(send.mock.calls[0]?.[1].headers.nuropb_enc).toBe(CipherSuite.native);
+      await sealing.close();
+    }
+  });
 
   it("falls back to nacl, then to rsa-fernet for a Python-shaped description", async () => {
     for (const [suites, header] of [
