@@ -16,7 +16,6 @@ import {
   CALL_LATER_CONTEXT_KEY,
   callLaterRecordOf,
   type CallLaterFunction,
-  type CallLaterOptions,
   type CallLaterRecord,
 } from "./call-later.ts";
 import type { DispatcherParts } from "./dispatcher.ts";
@@ -25,7 +24,7 @@ import { withoutKeys } from "./options.ts";
 import { FailurePipeline } from "./failure-pipeline.ts";
 import { activePipeline, type ServiceAnswerCall } from "./middleware.ts";
 import { isCallAgain, outcomeOfThrown, settle, type Outcome } from "./outcomes.ts";
-import type { RequestContextFields } from "./request-context.ts";
+import { OnwardCalls, type RequestContextFields } from "./request-context.ts";
 import { findMethod } from "./service-definition.ts";
 import type { CommandOptions, PublishEventOptions, RequestOptions } from "./types.ts";
 
@@ -260,7 +259,7 @@ export function collectAnswerHandlers(instance: object, option: unknown): Answer
 }
 
 /** One answer handler's context. */
-class AnswerContextImpl implements AnswerContext {
+class AnswerContextImpl extends OnwardCalls implements AnswerContext {
   readonly callId: string;
   readonly service: string;
   readonly method: string;
@@ -268,12 +267,12 @@ class AnswerContextImpl implements AnswerContext {
   readonly traceId: string | null;
   readonly context: Context;
   readonly redelivered: boolean;
-  readonly #calls: RequestContextFields["participant"];
 
   constructor(
     f: Omit<AnswerContext, "callLater" | "request" | "command" | "publishEvent">,
     calls: RequestContextFields["participant"],
   ) {
+    super(calls);
     this.callId = f.callId;
     this.service = f.service;
     this.method = f.method;
@@ -281,66 +280,6 @@ class AnswerContextImpl implements AnswerContext {
     this.traceId = f.traceId;
     this.context = f.context;
     this.redelivered = f.redelivered;
-    this.#calls = calls;
-  }
-
-  #trace(): { traceId?: string } {
-    return this.traceId === null ? {} : { traceId: this.traceId };
-  }
-
-  callLater(
-    service: string,
-    method: string,
-    params?: Readonly<Record<string, unknown>>,
-    options?: CallLaterOptions,
-  ): Promise<string> {
-    const calls = this.#calls;
-    if (calls.callLater === undefined) {
-      return Promise.reject(new TypeError("callLater is for services only"));
-    }
-    return calls.callLater(service, method, params, options, {
-      context: this.context,
-      traceId: this.traceId,
-    });
-  }
-
-  request<TResult>(
-    service: string,
-    method: string,
-    params?: Readonly<Record<string, unknown>>,
-    context?: Context,
-    options: RequestOptions = {},
-  ): Promise<TResult> {
-    return this.#calls.request<TResult>(service, method, params, context ?? this.context, {
-      ...this.#trace(),
-      ...options,
-      rpcResponse: true,
-    });
-  }
-
-  command(
-    service: string,
-    method: string,
-    params?: Readonly<Record<string, unknown>>,
-    context?: Context,
-    options: CommandOptions = {},
-  ): Promise<void> {
-    return this.#calls.command(service, method, params, context ?? this.context, {
-      ...this.#trace(),
-      ...options,
-    });
-  }
-
-  publishEvent(
-    topic: string,
-    event: unknown,
-    context?: Context,
-    options: PublishEventOptions = {},
-  ): Promise<void> {
-    return this.#calls.publishEvent(topic, event, context ?? this.context, {
-      ...this.#trace(),
-      ...options,
-    });
   }
 }
 

@@ -78,54 +78,18 @@ export type RequestContextFields = Pick<
   };
 };
 
-/** A class rather than an object of closures: one is made per handled message. */
-class HandlerContextImpl implements HandlerContext {
-  readonly context: Context;
-  readonly userClaims: unknown;
-  readonly traceId: string | null;
-  readonly correlationId: string;
-  readonly service: string;
-  readonly method: string;
-  readonly encrypted: boolean;
-  readonly redelivered: boolean;
-  readonly events: EventToPublish[] = [];
+/**
+ * The calls a handler's context makes onward (a request's handler, an answer's): the trace id
+ * goes along, and the context unless another is given. A class, not closures: one context is
+ * made per handled message.
+ */
+export abstract class OnwardCalls {
+  abstract readonly context: Context;
+  abstract readonly traceId: string | null;
   readonly #participant: RequestContextFields["participant"];
 
-  constructor(f: RequestContextFields) {
-    this.context = f.context;
-    this.userClaims = f.userClaims;
-    this.traceId = f.traceId;
-    this.correlationId = f.correlationId;
-    this.service = f.service;
-    this.method = f.method;
-    this.encrypted = f.encrypted;
-    this.redelivered = f.redelivered;
-    this.#participant = f.participant;
-  }
-
-  addEvent(event: EventToPublish): void {
-    // Checked here, where the handler can still see the mistake, not when the events go out.
-    if (
-      typeof event !== "object" ||
-      event === null ||
-      typeof event.topic !== "string" ||
-      event.topic === "" ||
-      event.topic.includes("*") ||
-      event.topic.includes("#")
-    ) {
-      throw new NuropbValidationError(
-        "ctx.addEvent needs { topic: non-empty string without wildcards, event, target? }",
-      );
-    }
-    const target: unknown = event.target;
-    if (
-      target !== undefined &&
-      target !== null &&
-      (!Array.isArray(target) || !target.every((t) => typeof t === "string"))
-    ) {
-      throw new NuropbValidationError("ctx.addEvent: target must be an array of strings or null");
-    }
-    this.events.push(event);
+  constructor(participant: RequestContextFields["participant"]) {
+    this.#participant = participant;
   }
 
   #trace(): { traceId?: string } {
@@ -184,6 +148,56 @@ class HandlerContextImpl implements HandlerContext {
       context: this.context,
       traceId: this.traceId,
     });
+  }
+}
+
+/** The context of one handled request or command. */
+class HandlerContextImpl extends OnwardCalls implements HandlerContext {
+  readonly context: Context;
+  readonly userClaims: unknown;
+  readonly traceId: string | null;
+  readonly correlationId: string;
+  readonly service: string;
+  readonly method: string;
+  readonly encrypted: boolean;
+  readonly redelivered: boolean;
+  readonly events: EventToPublish[] = [];
+
+  constructor(f: RequestContextFields) {
+    super(f.participant);
+    this.context = f.context;
+    this.userClaims = f.userClaims;
+    this.traceId = f.traceId;
+    this.correlationId = f.correlationId;
+    this.service = f.service;
+    this.method = f.method;
+    this.encrypted = f.encrypted;
+    this.redelivered = f.redelivered;
+  }
+
+  addEvent(event: EventToPublish): void {
+    // Checked here, where the handler can still see the mistake, not when the events go out.
+    if (
+      typeof event !== "object" ||
+      event === null ||
+      typeof event.topic !== "string" ||
+      event.topic === "" ||
+      event.topic.includes("*") ||
+      event.topic.includes("#")
+    ) {
+      throw new NuropbValidationError(
+        "ctx.addEvent needs { topic: non-empty string without wildcards, event, target? }",
+      );
+    }
+    const target: unknown = event.target;
+    if (
+      target !== undefined &&
+      target !== null &&
+      (!Array.isArray(target) || !target.every((t) => typeof t === "string"))
+    ) {
+      throw new NuropbValidationError("ctx.addEvent: target must be an array of strings or null");
+    }
+    this.events.push(event);
   }
 }
 
