@@ -1,4 +1,4 @@
-import { NuropbTransportError, assertTopicPattern, newId, topicMatches } from "@nuropb/protocol";
+import { NuropbTransportError, newId, topicMatches } from "@nuropb/protocol";
 import type {
   Destination,
   EventLogEntry,
@@ -13,6 +13,10 @@ import type {
   TransportEventLog,
 } from "@nuropb/protocol";
 import type { Channel, ChannelModel, Message } from "amqplib";
+import {
+  assertEventLogFollowOptions,
+  assertEventLogReadOptions,
+} from "@nuropb/protocol/transport-kit";
 import { channelError } from "./connection.ts";
 import { EVENT_TIME_HEADER, toInboundFrame } from "./frame-codec.ts";
 import { EVENT_LOG_QUEUE, assertEventLogRetention, ensureEventLog } from "./management.ts";
@@ -196,7 +200,7 @@ class AmqpEventLog implements TransportEventLog {
   }
 
   async read(options: EventLogReadOptions): Promise<EventLogPage> {
-    assertReadOptions(options);
+    assertEventLogReadOptions(options, (p) => this.isPosition(p));
     options.signal?.throwIfAborted();
     const limit = Math.min(options.limit, AMQP_EVENT_LOG_MAX_PAGE);
     const reader = await StreamReader.open(this.#host, options.from);
@@ -243,7 +247,7 @@ class AmqpEventLog implements TransportEventLog {
   }
 
   async *follow(options: EventLogFollowOptions): AsyncIterable<EventLogEntry> {
-    assertFollowOptions(options);
+    assertEventLogFollowOptions(options, (p) => this.isPosition(p));
     options.signal?.throwIfAborted();
     const aborted = (): boolean => options.signal?.aborted === true;
     const exchange = this.#host.eventsExchange;
@@ -639,46 +643,4 @@ function parsePosition(position: unknown): number {
     throw new TypeError(`not a position of the RabbitMQ event log: ${JSON.stringify(position)}`);
   }
   return n;
-}
-
-function assertStart(from: EventLogStart): void {
-  if (from === "start" || from === "end") return;
-  if (typeof from === "object" && from !== null) {
-    if ("after" in from) {
-      parsePosition(from.after);
-      return;
-    }
-    if ("time" in from && Number.isFinite(from.time)) return;
-  }
-  throw new TypeError(
-    'from must be "start", "end", { time: <ms since the epoch> } or { after: <position> }',
-  );
-}
-
-function assertTopics(topics: readonly string[] | undefined): void {
-  if (topics === undefined) return;
-  if (!Array.isArray(topics)) throw new TypeError("topics must be an array of topic patterns");
-  for (const t of topics) assertTopicPattern(t);
-}
-
-function assertReadOptions(options: EventLogReadOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("read options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
-  if (!Number.isSafeInteger(options.limit) || options.limit < 1) {
-    throw new TypeError(`limit must be a positive integer, got ${String(options.limit)}`);
-  }
-  if (options.until !== undefined && !Number.isFinite(options.until)) {
-    throw new TypeError(`until must be a time in ms since the epoch, got ${String(options.until)}`);
-  }
-}
-
-function assertFollowOptions(options: EventLogFollowOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("follow options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
 }

@@ -15,7 +15,6 @@ import {
 } from "nats";
 import {
   NuropbTransportError,
-  assertTopicPattern,
   topicMatches,
   type EventLogEntry,
   type EventLogFollowOptions,
@@ -29,6 +28,11 @@ import {
   type TransportEventLog,
   type TransportLifecycle,
 } from "@nuropb/protocol";
+import {
+  assertEventLogFollowOptions,
+  assertEventLogReadOptions,
+  assertEventLogRetention,
+} from "@nuropb/protocol/transport-kit";
 import { decodeFrameHeaders, encodeFrameHeaders } from "./frame-headers.ts";
 import {
   eventSubject,
@@ -111,7 +115,7 @@ class NatsEventLog implements TransportEventLog {
   }
 
   async setup(retention: EventLogRetention): Promise<void> {
-    assertRetention(retention);
+    assertEventLogRetention(retention);
     const { jsm } = this.#host.requireOpen();
     // The log's limits apply to what services have not acknowledged too (one stream): never
     // keep events for less than services are promised, and say what a byte limit does.
@@ -243,7 +247,7 @@ class NatsEventLog implements TransportEventLog {
   }
 
   async read(options: EventLogReadOptions): Promise<EventLogPage> {
-    assertReadOptions(options);
+    assertEventLogReadOptions(options, (p) => this.isPosition(p));
     options.signal?.throwIfAborted();
     const limit = Math.min(options.limit, NATS_EVENT_LOG_MAX_PAGE);
     const { nc, jsm } = this.#host.requireOpen();
@@ -294,7 +298,7 @@ class NatsEventLog implements TransportEventLog {
   }
 
   async *follow(options: EventLogFollowOptions): AsyncIterable<EventLogEntry> {
-    assertFollowOptions(options);
+    assertEventLogFollowOptions(options, (p) => this.isPosition(p));
     options.signal?.throwIfAborted();
     const { nc, jsm } = this.#host.requireOpen();
     const info = await this.#requireLog(jsm);
@@ -465,17 +469,6 @@ function notSetUp(): NuropbTransportError {
 }
 
 /** @throws TypeError for limits that are not positive whole numbers */
-function assertRetention(retention: EventLogRetention): void {
-  if (typeof retention !== "object" || retention === null) {
-    throw new TypeError("retention must be an object { maxAgeMs, maxBytes }");
-  }
-  for (const key of ["maxAgeMs", "maxBytes"] as const) {
-    const v = retention[key];
-    if (!Number.isSafeInteger(v) || v < 1) {
-      throw new TypeError(`retention.${key} must be a positive integer, got ${String(v)}`);
-    }
-  }
-}
 
 /** A position this log handed out (a stream sequence). @throws TypeError for anything else */
 function parsePosition(position: unknown): number {
@@ -487,46 +480,4 @@ function parsePosition(position: unknown): number {
     throw new TypeError(`not a position of the NATS event log: ${JSON.stringify(position)}`);
   }
   return n;
-}
-
-function assertStart(from: EventLogStart): void {
-  if (from === "start" || from === "end") return;
-  if (typeof from === "object" && from !== null) {
-    if ("after" in from) {
-      parsePosition(from.after);
-      return;
-    }
-    if ("time" in from && Number.isFinite(from.time)) return;
-  }
-  throw new TypeError(
-    'from must be "start", "end", { time: <ms since the epoch> } or { after: <position> }',
-  );
-}
-
-function assertTopics(topics: readonly string[] | undefined): void {
-  if (topics === undefined) return;
-  if (!Array.isArray(topics)) throw new TypeError("topics must be an array of topic patterns");
-  for (const t of topics) assertTopicPattern(t);
-}
-
-function assertReadOptions(options: EventLogReadOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("read options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
-  if (!Number.isSafeInteger(options.limit) || options.limit < 1) {
-    throw new TypeError(`limit must be a positive integer, got ${String(options.limit)}`);
-  }
-  if (options.until !== undefined && !Number.isFinite(options.until)) {
-    throw new TypeError(`until must be a time in ms since the epoch, got ${String(options.until)}`);
-  }
-}
-
-function assertFollowOptions(options: EventLogFollowOptions): void {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("follow options must be an object");
-  }
-  assertStart(options.from);
-  assertTopics(options.topics);
 }
