@@ -84,12 +84,15 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
       expect(d.public_key).toMatch(/^-----BEGIN PUBLIC KEY-----\n/); // Python callers still fit
       const r = await client.request("vault", "secretEcho", { card: "4111" });
       expect(r).toEqual({ secret: { card: "4111" }, encrypted: true });
+      // Envelope version 2 (first byte 2) needs no nuropb_enc header; the sender key is in the body.
       const request = requests.find((f) => f.headers.encrypted === "yes");
-      expect(request?.headers.nuropb_enc).toBe(CipherSuite.native);
-      expect(request?.headers.nuropb_enc_pk).toBeUndefined(); // the sender key is in the body
+      expect(request?.body[0]).toBe(2);
+      expect(request?.headers.nuropb_enc).toBeUndefined();
+      expect(request?.headers.nuropb_enc_pk).toBeUndefined();
       expect(Buffer.from(request?.body ?? []).toString("latin1")).not.toContain("4111");
       const response = responses.find((f) => f.headers.encrypted === "yes");
-      expect(response?.headers.nuropb_enc).toBe(CipherSuite.native);
+      expect(response?.body[0]).toBe(2);
+      expect(response?.headers.nuropb_enc).toBeUndefined();
       expect(Buffer.from(response?.body ?? []).toString("latin1")).not.toContain("4111");
     });
   }
@@ -100,7 +103,7 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
     const before = requests.length;
     const call = client.request("vault", "secretEcho", { card: "4111" });
     expect(requests.length).toBe(before + 1); // sealed and handed to the transport already
-    expect(requests.at(-1)?.headers.nuropb_enc).toBe(CipherSuite.native);
+    expect(requests.at(-1)?.headers.encrypted).toBe("yes");
     const command = client.command("vault", "secretEcho", { card: "1" }, {}, { encrypted: true });
     expect(requests.length).toBe(before + 2);
     expect(await call).toEqual({ secret: { card: "4111" }, encrypted: true });
@@ -146,7 +149,8 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
       expect(send.mock.calls.length).toBe(cipherThreads === 0 ? 1 : 0);
       await done;
       expect(send).toHaveBeenCalledTimes(1);
-      expect(send.mock.calls[0]?.[1].headers.nuropb_enc).toBe(CipherSuite.native);
+      expect(send.mock.calls[0]?.[1].headers.encrypted).toBe("yes");
+      expect(send.mock.calls[0]?.[1].body[0]).toBe(2); // x25519-aes-gcm, envelope version 2
       await sealing.close();
     }
   });
@@ -224,8 +228,9 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
       expect(p.error?.error).toBe(new NuropbMessageError("x").name);
     }
     await waitFor(() => mesh.hub.deadLetters().length === cases.length);
-    expect(mesh.hub.deadLetters().map((d) => d.frame.headers.nuropb_enc)).toEqual(
-      cases.map(() => CipherSuite.native),
+    // Dead-lettered as they came: encrypted, still the suite's binary envelope.
+    expect(mesh.hub.deadLetters().map((d) => [d.frame.headers.encrypted, d.frame.body[0]])).toEqual(
+      cases.map(() => ["yes", 2]),
     );
   });
 });

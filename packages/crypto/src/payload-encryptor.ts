@@ -26,6 +26,7 @@ import {
 import { LruCache } from "./lru.ts";
 import {
   NATIVE,
+  NATIVE_STREAM_VERSION,
   NativePair,
   deriveNativeKeyPair,
   generateNativeKeyPair,
@@ -60,10 +61,14 @@ export type CipherSuite = (typeof CipherSuite)[keyof typeof CipherSuite];
 
 /**
  * Headers this package adds to a `nacl` message (besides `encrypted: "yes"`, which core sets).
- * An `x25519-aes-gcm` message carries only `nuropb_enc`: its key id and sender key are in the body.
+ * An `x25519-aes-gcm` message carries none (envelope version 2, named by its first byte) or only
+ * `nuropb_enc` (version 1): its key id and sender key are in the body.
  */
 export const EncryptionHeader = {
-  /** The suite; absent means `rsa-fernet` (the Python format). */
+  /**
+   * The suite; absent means `rsa-fernet` (the Python format), or `x25519-aes-gcm` for a binary
+   * body (first byte below 0x20, as its version-2 envelope; a Python body is base64 text).
+   */
   suite: "nuropb_enc",
   /** Key id of the recipient's nacl public key the request was sealed for. */
   keyId: "nuropb_enc_kid",
@@ -281,7 +286,7 @@ const RSA = CipherSuite.rsaFernet;
 const NACL = CipherSuite.nacl;
 const ALL_SUITES: readonly string[] = [NATIVE, NACL, RSA];
 /** `nuropb_enc` of an `x25519-aes-gcm` message, request or response. */
-const NATIVE_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+const NATIVE_V1_HEADERS: Readonly<Record<string, string>> = Object.freeze({
   [EncryptionHeader.suite]: NATIVE,
 });
 
@@ -503,7 +508,7 @@ class Encryptor implements PayloadEncryptor {
   ): Uint8Array {
     const secret = replySecret(replyKey);
     return guardOpen(secret.suite, () => {
-      checkResponseSuite(headers, secret);
+      checkResponseSuite(headers, body, secret);
       if (secret.suite === RSA) return secret.fernet.decrypt(splitRsaBody(body).token);
       if (secret.suite === NATIVE) {
         return openNativeResponse(body, secret.pair, secret.requestNonce);
@@ -521,7 +526,7 @@ class Encryptor implements PayloadEncryptor {
     if (pool === undefined) return this.openResponse(body, headers, replyKey);
     const secret = replySecret(replyKey);
     return guardOpenAsync(secret.suite, async () => {
-      checkResponseSuite(headers, secret);
+      checkResponseSuite(headers, body, secret);
       if (secret.suite === RSA) {
         return fernetDecryptOn(pool, secret.fernet, splitRsaBody(body).token);
       }
@@ -541,7 +546,7 @@ class Encryptor implements PayloadEncryptor {
     checkMaxAge(options.maxAgeMs);
     return guardOpen(undefined, () => {
       const maxAgeMs = options.maxAgeMs;
-      const suite = this.#openingSuite(headers);
+      const suite = this.#openingSuite(headers, body);
       if (suite === NATIVE) {
         const { head, pair } = this.#nativeSender(body);
         return this.#nativeRequestOpened(openNativeRequest(body, pair), head, pair, maxAgeMs);
@@ -562,7 +567,7 @@ class Encryptor implements PayloadEncryptor {
     checkMaxAge(options.maxAgeMs);
     return guardOpenAsync(undefined, async () => {
       const maxAgeMs = options.maxAgeMs;
-      const suite = this.#openingSuite(headers);
+      const suite = this.#openingSuite(headers, body);
       if (suite === NATIVE) {
         const { head, pair } = this.#nativeSender(body);
         const plain = await openNativeRequestOn(pool, body, pair);
@@ -581,8 +586,8 @@ class Encryptor implements PayloadEncryptor {
     });
   }
 
-  #openingSuite(headers: Readonly<Record<string, unknown>>): CipherSuite {
-    const suite = suiteOf(headers);
+  #openingSuite(headers: Readonly<Record<string, unknown>>, body: Uint8Array): CipherSuite {
+    const suite = suiteOf(headers, body);
     if (!this.#suites.has(suite)) {
       throw cryptoError(DecryptFailure.unsupported, `Suite ${suite} is not enabled here`, suite);
     }
@@ -603,7 +608,7 @@ class Encryptor implements PayloadEncryptor {
     }
     if (secret.suite === NATIVE) {
       const body = sealNativeResponse(plain, secret.pair, secret.requestNonce, now);
-      return { body, headers: { ...NATIVE_HEADERS } };
+      return { body, headers: nativeHeaders(body) };
     }
     const body = sealNacl(plain, secret.shared, KIND_RESPONSE, now, secret.requestNonce).body;
     return { body, headers: naclResponseHeaders(secret.kid) };
@@ -624,7 +629,7 @@ class Encryptor implements PayloadEncryptor {
     }
     if (secret.suite === NATIVE) {
       const body = await sealNativeResponseOn(pool, plain, secret.pair, secret.requestNonce, now);
-      return { body, headers: { ...NATIVE_HEADERS } };
+      return { body, headers: nativeHeaders(body) };
     }
     const sealed = await sealNaclOn(
       pool,
@@ -1040,9 +1045,18 @@ function headerText(headers: Readonly<Record<string, unknown>>, name: string): s
   throw cryptoError(DecryptFailure.malformed, `Header ${name} is not text`);
 }
 
-function suiteOf(headers: Readonly<Record<string, unknown>>): CipherSuite {
+/**
+ * The suite of a sealed body: its `nuropb_enc` header, or without one, `x25519-aes-gcm` for a
+ * binary envelope (first byte below 0x20, as version 2 writes 0x02: an `rsa-fernet` body is
+ * base64 text, never that) and `rsa-fernet` (Python's wire) for anything else.
+ */
+function suiteOf(headers: Readonly<Record<string, unknown>>, body: Uint8Array): CipherSuite {
   const value = headerText(headers, EncryptionHeader.suite);
-  if (value === undefined || value === "" || value === RSA) return RSA;
+  if (value === undefined || value === "") {
+    const first = body[0];
+    return first !== undefined && first < 0x20 ? NATIVE : RSA;
+  }
+  if (value === RSA) return RSA;
   if (value === NACL) return NACL;
   if (value === NATIVE) return NATIVE;
   throw cryptoError(
@@ -1220,9 +1234,18 @@ function nativeRequestResult(
 ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
   return {
     body,
-    headers: { ...NATIVE_HEADERS },
+    headers: nativeHeaders(body),
     replyKey: issueReplyKey({ suite: NATIVE, pair, requestNonce: nonce }),
   };
+}
+
+/**
+ * Headers of a native body: none for a version-2 envelope (its first byte names it, and on AMQP
+ * each header costs both peers and the broker per message), `nuropb_enc` for version 1 (as
+ * earlier builds, which read only version 1 and require the header, sent and expect).
+ */
+function nativeHeaders(body: Uint8Array): Record<string, string> {
+  return body[0] === NATIVE_STREAM_VERSION ? {} : { ...NATIVE_V1_HEADERS };
 }
 
 function naclResponseHeaders(kid: string): Record<string, string> {
@@ -1232,9 +1255,10 @@ function naclResponseHeaders(kid: string): Record<string, string> {
 /** A response must come back in the suite its request went out in. */
 function checkResponseSuite(
   headers: Readonly<Record<string, unknown>>,
+  body: Uint8Array,
   secret: { readonly suite: CipherSuite },
 ): void {
-  const suite = suiteOf(headers);
+  const suite = suiteOf(headers, body);
   if (suite !== secret.suite) {
     throw cryptoError(
       DecryptFailure.unsupported,

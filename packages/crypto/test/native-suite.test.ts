@@ -137,17 +137,17 @@ describe("x25519-aes-gcm: envelopes", () => {
   const client = createPayloadEncryptor({ now: () => clock.ms });
   const peer = peerOf(service);
 
-  it("round-trips a request and its response with one header, nuropb_enc", () => {
+  it("round-trips a request and its response with no header (version 2 names itself)", () => {
     const sealed = client.sealRequest(utf8('{"q":1}'), peer);
     expect(sealed.replyKey.suite).toBe(NATIVE);
-    expect(sealed.headers).toEqual({ [EncryptionHeader.suite]: NATIVE });
+    expect(sealed.headers).toEqual({});
     expect(sealed.body.length).toBe(66 + 7 + 16);
     expect(sealed.body[0]).toBe(2); // version 2: AES-256-CTR stream + Poly1305
     expect(sealed.body[1]).toBe(1); // request
     const opened = service.openRequest(sealed.body, sealed.headers, { maxAgeMs: 1000 });
     expect(text(opened.plain)).toBe('{"q":1}');
     const reply = service.sealResponse(utf8('{"a":2}'), opened.replyKey);
-    expect(reply.headers).toEqual({ [EncryptionHeader.suite]: NATIVE });
+    expect(reply.headers).toEqual({});
     expect(reply.body.length).toBe(26 + 7 + 16);
     expect(reply.body[0]).toBe(2);
     expect(text(client.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe('{"a":2}');
@@ -375,16 +375,41 @@ describe("x25519-aes-gcm: envelopes", () => {
     for (const size of [1024, 1025, 70_000]) {
       const sealed = client.sealRequest(new Uint8Array(size).fill(7), peer);
       expect(sealed.body[0]).toBe(size > 1024 ? 1 : 2);
+      // Version 1 names its suite in nuropb_enc, as earlier builds require.
+      expect(sealed.headers).toEqual(size > 1024 ? { [EncryptionHeader.suite]: NATIVE } : {});
       const opened = service.openRequest(sealed.body, sealed.headers);
       expect(Buffer.from(opened.plain).equals(Buffer.alloc(size, 7))).toBe(true);
       for (const answer of [10, 1025]) {
         const reply = service.sealResponse(new Uint8Array(answer).fill(9), opened.replyKey);
         // A version-1 request may come from an earlier build, which reads only version 1.
         expect(reply.body[0]).toBe(answer > 1024 || size > 1024 ? 1 : 2);
+        expect(reply.headers).toEqual(
+          reply.body[0] === 1 ? { [EncryptionHeader.suite]: NATIVE } : {},
+        );
         const back = client.openResponse(reply.body, reply.headers, sealed.replyKey);
         expect(Buffer.from(back).equals(Buffer.alloc(answer, 9))).toBe(true);
       }
     }
+  });
+
+  it("without nuropb_enc, reads a binary body as x25519-aes-gcm and text as rsa-fernet", () => {
+    const sealed = client.sealRequest(utf8("x"), peer);
+    // The header is optional for version 2: named or not, it opens.
+    const named = { [EncryptionHeader.suite]: NATIVE };
+    expect(text(service.openRequest(sealed.body, named).plain)).toBe("x");
+    expect(text(service.openRequest(sealed.body, {}).plain)).toBe("x");
+    // An unknown binary version is refused as such, not read as Python's text format.
+    const future = Buffer.from(sealed.body);
+    future[0] = 0x03;
+    expectFailure(() => service.openRequest(future, {}), DecryptFailure.unsupported);
+    // A participant without the suite refuses it; a text body still goes to rsa-fernet.
+    const rsaOnly = createPayloadEncryptor({ keys: serviceKeys, suites: ["rsa-fernet"] });
+    expectFailure(() => rsaOnly.openRequest(sealed.body, {}), DecryptFailure.unsupported);
+    const text64 = expectFailure(
+      () => service.openRequest(utf8("QUJD.QUJD"), {}),
+      DecryptFailure.unsupported,
+    );
+    expect(text64.description).toMatch(/RSA/); // went to rsa-fernet, which has no key here
   });
 
   it("refuses a version-2 body whose blocks would run past its stream's 32-bit counter", () => {
