@@ -16,7 +16,9 @@ const request = (correlationId: string): Frame => ({
 });
 
 /** A publisher on a fake connection where one instance of `svc` takes core requests. */
-async function setup(): Promise<{ fake: FakeNats; publisher: Publisher }> {
+async function setup(
+  coreFraming: "compact" | "headers",
+): Promise<{ fake: FakeNats; publisher: Publisher }> {
   const fake = new FakeNats();
   const life = createTransportLifecycle("NATS");
   await life.connect(() => Promise.resolve());
@@ -29,6 +31,7 @@ async function setup(): Promise<{ fake: FakeNats; publisher: Publisher }> {
     logger: noopLogger,
     publishTimeoutMs: 1_000,
     requests: "core",
+    coreFraming,
   });
   publisher.listen(fake.nc);
   fake.subscribe(requestSubject(mesh, "svc"), { callback: () => undefined });
@@ -45,34 +48,40 @@ function noResponders(fake: FakeNats, reply: string): void {
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-describe("Publisher, core requests sent once their subject has a subscriber", () => {
-  it("moves a request into the service's stream when its 503 comes before the flush after it", async () => {
-    const { fake, publisher } = await setup();
-    let pong!: () => void;
-    fake.flushGate = new Promise<void>((r) => (pong = r));
-    await publisher.send(fake.nc, { kind: "rpc", service: "svc" }, request("second"));
-    await turn(); // written at the end of the turn, with a flush after it
-    const sent = fake.published.at(-1);
-    expect(sent?.subject).toBe(requestSubject(mesh, "svc"));
-    noResponders(fake, sent?.reply ?? "");
-    const stored = fake.published.at(-1);
-    expect(stored?.subject).toBe(rpcSubject(mesh, "svc"));
-    expect(new TextDecoder().decode(stored?.data)).toBe("second");
-    pong();
-  });
+describe.each(["compact", "headers"] as const)(
+  "Publisher, core requests sent once their subject has a subscriber (%s framing)",
+  (framing) => {
+    it("moves a request into the service's stream when its 503 comes before the flush after it", async () => {
+      const { fake, publisher } = await setup(framing);
+      let pong!: () => void;
+      fake.flushGate = new Promise<void>((r) => (pong = r));
+      await publisher.send(fake.nc, { kind: "rpc", service: "svc" }, request("second"));
+      await turn(); // written at the end of the turn, with a flush after it
+      const sent = fake.published.at(-1);
+      expect(sent?.subject).toBe(requestSubject(mesh, "svc"));
+      noResponders(fake, sent?.reply ?? "");
+      const stored = fake.published.at(-1);
+      expect(stored?.subject).toBe(rpcSubject(mesh, "svc"));
+      // The stream stores the headed form, whichever framing went out on core NATS.
+      expect(new TextDecoder().decode(stored?.data)).toBe("second");
+      expect(stored?.headers?.has("Nuropb-Frame")).toBe(true);
+      expect(sent?.headers === undefined).toBe(framing === "compact");
+      pong();
+    });
 
-  it("forgets a request once a flush after it is answered: a later 503 stores nothing", async () => {
-    const { fake, publisher } = await setup();
-    await publisher.send(fake.nc, { kind: "rpc", service: "svc" }, request("second"));
-    await turn();
-    const flushes = fake.flushes.length;
-    await new Promise((r) => setTimeout(r, 50)); // a flush follows within 20 ms
-    expect(fake.flushes.length).toBe(flushes + 1);
-    await turn(); // and is answered
-    const sent = fake.published.at(-1);
-    expect(sent?.subject).toBe(requestSubject(mesh, "svc"));
-    const count = fake.published.length;
-    noResponders(fake, sent?.reply ?? "");
-    expect(fake.published).toHaveLength(count);
-  });
-});
+    it("forgets a request once a flush after it is answered: a later 503 stores nothing", async () => {
+      const { fake, publisher } = await setup(framing);
+      await publisher.send(fake.nc, { kind: "rpc", service: "svc" }, request("second"));
+      await turn();
+      const flushes = fake.flushes.length;
+      await new Promise((r) => setTimeout(r, 50)); // a flush follows within 20 ms
+      expect(fake.flushes.length).toBe(flushes + 1);
+      await turn(); // and is answered
+      const sent = fake.published.at(-1);
+      expect(sent?.subject).toBe(requestSubject(mesh, "svc"));
+      const count = fake.published.length;
+      noResponders(fake, sent?.reply ?? "");
+      expect(fake.published).toHaveLength(count);
+    });
+  },
+);
