@@ -5,6 +5,7 @@ import {
   errorNotes,
   jsonBytes,
   largeParams,
+  latencyRatio,
   measureScenario,
   pick,
   sizeLabel,
@@ -18,6 +19,8 @@ import type { SuiteResult } from "../suite.ts";
 
 /** nuropb's req/s at c=64 must reach this share of the raw client's (and beat Moleculer). */
 export const BROKER_THROUGHPUT_TARGET = 0.9;
+/** nuropb's p50 at c=1 must be at most this share of Moleculer's (issue #20). */
+export const BROKER_LATENCY_TARGET = 1;
 
 /** The cases of a broker suite. */
 export interface BrokerComparison {
@@ -33,7 +36,8 @@ export interface BrokerComparison {
 
 /**
  * Measures every case at c=1 and c=64 with ~100 B and at c=16 with ~16 KB (interleaved rounds),
- * and judges: nuropb ≥ 90 % of the raw client's req/s at c=64, and ahead of Moleculer there.
+ * and judges: nuropb ≥ 90 % of the raw client's req/s at c=64, and ahead of Moleculer there;
+ * nuropb's c=1 p50 at or below Moleculer's.
  */
 export async function runBrokerComparison(cmp: BrokerComparison): Promise<SuiteResult> {
   const cases = [cmp.nuropb, cmp.raw, ...cmp.others, cmp.moleculer];
@@ -58,6 +62,8 @@ export async function runBrokerComparison(cmp: BrokerComparison): Promise<SuiteR
   const vsMoleculer = throughputRatio(ours, mol);
   const rawOk = vsRaw >= BROKER_THROUGHPUT_TARGET;
   const molOk = vsMoleculer > 1;
+  const latOk =
+    latencyRatio(at(1, cmp.nuropb.name), at(1, cmp.moleculer.name)) <= BROKER_LATENCY_TARGET;
   const errors = stats.filter((s) => s.name === cmp.nuropb.name).some((s) => s.errors > 0);
   return {
     columns: RR_COLUMNS,
@@ -76,7 +82,8 @@ export async function runBrokerComparison(cmp: BrokerComparison): Promise<SuiteR
     comparison: [
       `nuropb ${cmp.broker} at c=64 = ${describeRatio(ours, raw, "throughput")} of ${cmp.raw.name} req/s (target ≥ ${formatPercent(BROKER_THROUGHPUT_TARGET)}): ${rawOk ? "OK" : "BELOW TARGET"}`,
       `nuropb ${cmp.broker} at c=64 = ${describeRatio(ours, mol, "throughput")} of ${cmp.moleculer.name} req/s (target > 100 %): ${molOk ? "OK" : "BELOW TARGET"}`,
+      `nuropb ${cmp.broker} c=1 p50 = ${describeRatio(at(1, cmp.nuropb.name), at(1, cmp.moleculer.name), "latency")} of ${cmp.moleculer.name}'s (target ≤ ${formatPercent(BROKER_LATENCY_TARGET)}): ${latOk ? "OK" : "ABOVE TARGET"}`,
     ].join("\n"),
-    ok: rawOk && molOk && !errors,
+    ok: rawOk && molOk && latOk && !errors,
   };
 }
