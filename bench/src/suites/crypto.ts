@@ -171,6 +171,7 @@ export const cryptoSuite: BenchSuite = {
           "one service created with createServiceKeys({ rsa: true, nacl: true }) (it announces all three suites); clients with encryption.suites [suite] and encrypted: true (checked: the service sees ctx.encrypted)",
           "rsa-fernet: default key reuse (one wrapped Fernet key per target for 30 s / 1000 messages; receiver caches unwrapped keys)",
           `${THREADED}: a second service and its clients with encryption.cipherThreads = 1 (a cipher thread each: two in this process)`,
+          `${NATIVE}: these envelopes (under 1 kB) go as version 2 (AES-256-CTR stream + Poly1305), which runs on the calling thread even with cipher threads; its ${THREADED} case differs only in the client and service setup`,
           ...SUITES.map(
             (suite) =>
               `memory ${suite} = ${describeRatio(pick(memory, `memory ${suite}`), pick(memory, "memory plain"), "throughput")} of plain req/s`,
