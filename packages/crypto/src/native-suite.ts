@@ -283,11 +283,15 @@ interface OpenWindow {
  * The receiving end of version-2 keystream under one key: for each of the last few streams
  * seen, a window of keystream made ahead by one long-lived cipher, so the messages of a stream,
  * arriving in order (or with gaps, when several instances share its sender's messages), cost
- * one cipher call per few kilobytes instead of one cipher object each.
+ * one cipher call per few kilobytes instead of one cipher object each. A window is kept only
+ * once a message of its stream has authenticated ({@link confirm}), and never for a message
+ * longer than a window: forged or oversized bodies cannot fill memory or evict real streams.
  */
 export class OpenWindows {
   readonly #key: Uint8Array;
   readonly #windows: OpenWindow[] = [];
+  /** The window made for the last message, kept if it authenticates. */
+  #pending: OpenWindow | undefined;
 
   constructor(key: Uint8Array) {
     this.#key = key;
@@ -295,6 +299,8 @@ export class OpenWindows {
 
   /** The keystream of blocks [counter, counter + blocks) of the stream `salt` (a view). */
   keystream(salt: Uint8Array, counter: number, blocks: number): Buffer {
+    this.#pending = undefined;
+    const chunk = OPEN_CHUNK_BYTES / BLOCK_BYTES;
     const w = this.#windows.find((x) => x.salt.equals(salt));
     if (w !== undefined) {
       if (counter >= w.start && counter + blocks <= w.end) {
@@ -303,11 +309,10 @@ export class OpenWindows {
           (counter + blocks - w.start) * BLOCK_BYTES,
         );
       }
-      const chunk = Math.max(OPEN_CHUNK_BYTES / BLOCK_BYTES, blocks);
       if (counter >= w.start && counter + blocks <= w.end + chunk) {
         // Next in the stream (or a few messages on): the cipher goes on from the window's end;
         // a message across the end keeps the window's tail in front of the new keystream.
-        const fresh = w.cipher.update(zeros(chunk * BLOCK_BYTES));
+        const fresh = w.cipher.update(ZEROS.subarray(0, OPEN_CHUNK_BYTES));
         if (counter < w.end) {
           const tail = w.keystream.subarray((counter - w.start) * BLOCK_BYTES);
           w.keystream = Buffer.concat([tail, fresh]);
@@ -323,22 +328,37 @@ export class OpenWindows {
         );
       }
     }
-    // A new stream, a jump ahead, or an older message of a known stream (redelivered or late).
-    const chunk = Math.max(OPEN_CHUNK_BYTES / BLOCK_BYTES, blocks);
+    // A new stream, a jump ahead, an older message of a known stream (redelivered or late), or
+    // a message longer than a window (made for it alone).
     const cipher = createCipheriv("aes-256-ctr", this.#key, counterBlock(salt, counter));
-    const keystream = cipher.update(zeros(chunk * BLOCK_BYTES));
+    if (blocks > chunk) return cipher.update(Buffer.alloc(blocks * BLOCK_BYTES));
+    const keystream = cipher.update(ZEROS.subarray(0, OPEN_CHUNK_BYTES));
     if (w === undefined || counter > w.start) {
-      if (w !== undefined) this.#windows.splice(this.#windows.indexOf(w), 1);
-      else if (this.#windows.length >= OPEN_WINDOWS) this.#windows.shift();
-      this.#windows.push({
+      this.#pending = {
         salt: Buffer.from(salt),
         cipher,
         start: counter,
         end: counter + chunk,
         keystream,
-      });
+      };
     }
     return keystream.subarray(0, blocks * BLOCK_BYTES);
+  }
+
+  /** The last {@link keystream}'s message authenticated: its new window (if any) is kept. */
+  confirm(): void {
+    const w = this.#pending;
+    if (w === undefined) return;
+    this.#pending = undefined;
+    const old = this.#windows.findIndex((x) => x.salt.equals(w.salt));
+    if (old >= 0) this.#windows.splice(old, 1);
+    else if (this.#windows.length >= OPEN_WINDOWS) this.#windows.shift();
+    this.#windows.push(w);
+  }
+
+  /** How many windows are kept (for tests). */
+  get size(): number {
+    return this.#windows.length;
   }
 }
 
@@ -348,10 +368,6 @@ function counterBlock(salt: Uint8Array, counter: number): Buffer {
   iv.set(salt, 0);
   writeUint32(iv, SALT_BYTES, counter);
   return iv;
-}
-
-function zeros(bytes: number): Buffer {
-  return bytes <= ZEROS.length ? ZEROS.subarray(0, bytes) : Buffer.alloc(bytes);
 }
 
 /** Poly1305 input of a response (head ‖ ciphertext ‖ request nonce), grown as needed. */
@@ -414,6 +430,7 @@ function openStream(
   if (POLY.crypto_onetimeauth_verify(b, head + n, mac, 0, macLength, keystream) !== 0) {
     throw tamperedError();
   }
+  windows.confirm();
   const plain = Buffer.allocUnsafe(n);
   xor(plain, 0, b, head, keystream, POLY_KEY_BLOCKS * BLOCK_BYTES, n);
   return plain;

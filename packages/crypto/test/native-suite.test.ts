@@ -19,7 +19,15 @@ import {
   type PeerKeys,
   type ServiceKeys,
 } from "../src/index.ts";
-import { SendStream } from "../src/native-suite.ts";
+import {
+  NativePair,
+  OpenWindows,
+  SendStream,
+  generateNativeKeyPair,
+  openNativeRequest,
+  sealNativeRequest,
+  x25519PublicKey,
+} from "../src/native-suite.ts";
 import { expectFailure, fixture, text, utf8 } from "./helpers.ts";
 
 const NATIVE = CipherSuite.native;
@@ -303,6 +311,44 @@ describe("x25519-aes-gcm: envelopes", () => {
     }
     // 1000 × 5 blocks, at most 1020 per 1024-block stream: at least 5 streams.
     expect(salts.size).toBeGreaterThanOrEqual(5);
+  });
+
+  it("a receiver keeps keystream only for streams that authenticated, and only small windows", () => {
+    const c = generateNativeKeyPair();
+    const s = generateNativeKeyPair();
+    const sending = new NativePair(
+      c.privateKey,
+      x25519PublicKey(s.publicKey),
+      c.publicKey,
+      s.publicKey,
+      "sender",
+    );
+    const receiving = new NativePair(
+      s.privateKey,
+      x25519PublicKey(c.publicKey),
+      c.publicKey,
+      s.publicKey,
+      "recipient",
+    );
+    const sealed = sealNativeRequest(utf8("hello"), sending, c.publicKey, now).body;
+    const forged = Buffer.from(sealed);
+    forged[forged.length - 1] = (forged[forged.length - 1] ?? 0) ^ 1;
+    expectFailure(() => openNativeRequest(forged, receiving), DecryptFailure.tampered);
+    expect(receiving.opening.size).toBe(0); // a forgery leaves nothing behind
+    expect(text(openNativeRequest(sealed, receiving))).toBe("hello");
+    expect(receiving.opening.size).toBe(1);
+    // Windows are bounded: made for a body longer than one (8 kB here), none is kept; at most
+    // four streams are remembered.
+    const windows = new OpenWindows(new Uint8Array(32).fill(1));
+    const salt = (i: number) => new Uint8Array(12).fill(i);
+    windows.keystream(salt(9), 0, 512);
+    windows.confirm();
+    expect(windows.size).toBe(0);
+    for (let i = 0; i < 6; i++) {
+      windows.keystream(salt(i), 0, 3);
+      windows.confirm();
+    }
+    expect(windows.size).toBe(4);
   });
 
   it("never uses a keystream block twice, even between senders that share a static key", () => {
