@@ -59,15 +59,7 @@ async function storedInStream(service: string): Promise<number> {
 }
 
 async function deadLetterReasons(service: string): Promise<string[]> {
-  const jsm = await raw.jetstreamManager();
-  const info = await jsm.streams.info(`NUROPB-${mesh}-DL`).catch(() => undefined);
-  if (info === undefined) return [];
-  const reasons: string[] = [];
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage(`NUROPB-${mesh}-DL`, { seq }).catch(() => undefined);
-    if (m?.subject === `${mesh}.dl.${service}`) reasons.push(m.header.get("Nuropb-Dl-Reason"));
-  }
-  return reasons;
+  return deadLetterHeader(service, "Nuropb-Dl-Reason");
 }
 
 /**
@@ -103,6 +95,30 @@ function compactFields(m: Msg): {
     else if (tag === "n") out.headers[next()] = null;
     else next();
   }
+  return out;
+}
+
+/** A header of every dead letter of `service`, in order. */
+async function deadLetterHeader(service: string, name: string): Promise<string[]> {
+  const jsm = await raw.jetstreamManager();
+  const info = await jsm.streams.info(`NUROPB-${mesh}-DL`).catch(() => undefined);
+  if (info === undefined) return [];
+  const out: string[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+    const m = await jsm.streams.getMessage(`NUROPB-${mesh}-DL`, { seq }).catch(() => undefined);
+    if (m?.subject === `${mesh}.dl.${service}`) out.push(m.header.get(name));
+  }
+  return out;
+}
+
+/** A compact core message (see compact-frame.ts) with the given fields text and body. */
+function compactMessage(fields: string, body: string): Uint8Array {
+  const f = new TextEncoder().encode(fields);
+  const out = new Uint8Array(6 + f.length + body.length);
+  out[1] = 0x01;
+  new DataView(out.buffer).setUint32(2, f.length);
+  out.set(f, 6);
+  out.set(new TextEncoder().encode(body), 6 + f.length);
   return out;
 }
 
@@ -323,6 +339,48 @@ describe("compact framing of core requests and replies (coreFraming)", () => {
     }
   });
 
+  it("a compact request past its ttl (its `s` entry) is dead-lettered as expired, in the headed form", async () => {
+    const t = await open();
+    const service = uniqueName();
+    const got = createCollector<string>("deliveries");
+    await t.consumeService(testServiceSpec(service), async (d) => {
+      got.push(frameText(d));
+      await d.ack();
+    });
+    const sent = Date.now() - 10_000;
+    raw.publish(
+      `${mesh}.req.${service}`,
+      compactMessage(`c3:oldt4:1000s${String(String(sent).length)}:${String(sent)}`, "stale"),
+    );
+    await t.send({ kind: "rpc", service }, testFrame("fresh"));
+    await got.waitForCount(1);
+    await waitFor(
+      async () => (await deadLetterReasons(service)).includes("expired"),
+      10_000,
+      "the expired dead letter",
+    );
+    expect(got.items).toEqual(["fresh"]);
+    const frames = await deadLetterHeader(service, "Nuropb-Frame");
+    expect(JSON.parse(frames[0] ?? "{}")).toEqual({ h: {}, c: "old", t: 1000, s: sent });
+  });
+
+  it("a frame UTF-8 cannot carry (a lone surrogate) goes with headers, and arrives exact", async () => {
+    const t = await open();
+    const service = uniqueName();
+    const onCore = await watch(`${mesh}.req.${service}`);
+    const got = createCollector<Delivery>("deliveries");
+    await t.consumeService(testServiceSpec(service), async (d) => {
+      got.push(d);
+      await d.ack();
+    });
+    const frame = testFrame("lone", { correlationId: "id\uD800" });
+    await t.send({ kind: "rpc", service }, frame);
+    const [d] = await got.waitForCount(1);
+    expect(d?.correlationId).toBe("id\uD800");
+    const [m] = await onCore.waitForCount(1);
+    expect(m?.headers?.has("Nuropb-Frame")).toBe(true);
+  });
+
   it("refuses a coreFraming other than compact or headers", () => {
     expect(() =>
       createNatsTransport({ servers: url, mesh, coreFraming: "json" as "compact" }),
@@ -361,6 +419,12 @@ describe("compact framing of core requests and replies (coreFraming)", () => {
       10_000,
       "three undecodable dead letters",
     );
+    // Stored as they came, marked as compact bytes nobody could read.
+    expect(await deadLetterHeader(service, "Nuropb-Dl-Framing")).toEqual([
+      "compact",
+      "compact",
+      "compact",
+    ]);
     await delay(200);
     expect(got.items).toEqual(["fine"]);
     expect(replies.items).toEqual(["answer"]);

@@ -33,7 +33,11 @@ import {
 export const COMPACT_FRAME_MARK = 0x00;
 export const COMPACT_FRAME_VERSION = 0x01;
 const PREFIX_BYTES = 6;
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** Longest fields text (UTF-16 code units) sent compact; longer goes with headers. At most 6
+ * UTF-16 units per unit in the headed JSON (a control character's `\u0001`), so a compact
+ * frame that is expanded for JetStream stays within the headed form's bound too. */
+export const MAX_COMPACT_FIELDS = Math.floor(MAX_HEADERS_JSON_BYTES / 8);
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** `String.prototype.isWellFormed` (ES2024; every Node line we run has it). */
 const wellFormed = (text: string): boolean =>
@@ -41,7 +45,7 @@ const wellFormed = (text: string): boolean =>
 
 /**
  * `frame` in the compact framing, or undefined when one of its texts is not well-formed UTF-16
- * (send it with headers).
+ * or its fields are longer than {@link MAX_COMPACT_FIELDS} (send it with headers).
  * @throws TypeError when a header value is not a string or null (the receiver would refuse it).
  */
 export function encodeCompactFrame(
@@ -67,7 +71,8 @@ export function encodeCompactFrame(
   }
   if (redelivered) text += "d0:";
   const headers = frame.headers;
-  for (const key in headers) {
+  // Own keys only, as the headed form's JSON.stringify takes them.
+  for (const key of Object.keys(headers)) {
     const value: unknown = headers[key];
     if (!wellFormed(key)) return undefined;
     if (value === null) {
@@ -79,6 +84,7 @@ export function encodeCompactFrame(
     if (!wellFormed(value)) return undefined;
     text += `h${String(key.length)}:${key}${String(value.length)}:${value}`;
   }
+  if (text.length > MAX_COMPACT_FIELDS) return undefined;
   const body = frame.body;
   const n = Buffer.byteLength(text, "utf8");
   // Node's pooled allocation: most frames are a few hundred bytes.
@@ -93,7 +99,12 @@ export function encodeCompactFrame(
 
 /** Whether a received message is in the compact framing (it has no headers and starts 0x00). */
 export function isCompactFrame(headers: MsgHdrs | undefined, data: Uint8Array): boolean {
-  return headers === undefined && data.length > 0 && data[0] === COMPACT_FRAME_MARK;
+  if (data.length === 0 || data[0] !== COMPACT_FRAME_MARK) return false;
+  // A header added on the way (a gateway's) does not make it headed; frame headers do.
+  return (
+    headers === undefined ||
+    (!headers.has(NatsHeader.frame) && !headers.has(NatsHeader.correlationId))
+  );
 }
 
 /** A compact frame read: its fields and its body (a view into `data`). */
@@ -157,7 +168,7 @@ function readFields(text: string): Mutable<DecodedFrameFields> {
         out.sentAtMs = r.nextWholeMs(0);
         break;
       case 100 /* d */:
-        r.next();
+        if (r.next() !== "") throw new RangeError("a 'd' entry with text");
         out.redelivered = true;
         break;
       default:
@@ -186,7 +197,9 @@ class FieldReader {
       if (at >= text.length) throw new RangeError("a length runs past the fields");
       const ch = text.charCodeAt(at++);
       if (ch === 58 /* : */ && digits > 0) break;
-      if (ch < 48 || ch > 57 || digits >= 6) throw new RangeError("a malformed length");
+      if (ch < 48 || ch > 57 || digits >= 6 || (digits === 1 && len === 0)) {
+        throw new RangeError("a malformed length");
+      }
       len = len * 10 + (ch - 48);
       digits++;
     }

@@ -245,8 +245,18 @@ export class CoreRequestConsumer implements Listener {
 
   /** Stores `req` in the service's stream; dead-letters it when the stream does not take it. */
   async #spill(req: CoreRequest, overflow = true): Promise<void> {
+    let stored: CoreRequest;
     try {
-      const stored = headed(req);
+      stored = headed(req);
+    } catch (err) {
+      this.#deps.logger.warn("undecodable request not spilled; dead-lettering", {
+        subject: req.subject,
+        error: err,
+      });
+      await this.#deadLetter(req, "undecodable");
+      return;
+    }
+    try {
       await this.#deps.spill(stored, copyHeaders(stored.headers));
       if (overflow) {
         this.#deps.logger.debug("request queue full; request spilled into the service stream", {
@@ -281,7 +291,10 @@ export class CoreRequestConsumer implements Listener {
       try {
         stored = headed(req);
       } catch {
-        // undecodable: its bytes go to the dead-letter stream as they came
+        // Undecodable: its bytes go to the dead-letter stream as they came, marked.
+        const marked = natsHeadersOf();
+        marked.set(NatsHeader.deadLetterFraming, "compact");
+        stored = { ...req, headers: marked, compact: false };
       }
       await this.#deps.deadLetter(stored, info, reason, extra);
     } catch (err) {

@@ -468,8 +468,6 @@ function notSetUp(): NuropbTransportError {
   );
 }
 
-/** @throws TypeError for limits that are not positive whole numbers */
-
 /** A position this log handed out (a stream sequence). @throws TypeError for anything else */
 function parsePosition(position: unknown): number {
   if (typeof position !== "string" || !/^[1-9][0-9]{0,15}$/.test(position)) {

@@ -42,6 +42,8 @@ export const NatsHeader = {
   deadLetterSequence: "Nuropb-Dl-Sequence",
   /** What a dead letter too large for the server left out: `body`, or `body,headers`. */
   deadLetterDropped: "Nuropb-Dl-Dropped",
+  /** `compact`: the dead letter's data is a compact frame that could not be read (no frame headers). */
+  deadLetterFraming: "Nuropb-Dl-Framing",
   /** Size of the body a dead letter left out, in bytes. */
   deadLetterBodyBytes: "Nuropb-Dl-Body-Bytes",
   /** Prefix of the stored message's own `Nats-…` headers in its dead letter. */

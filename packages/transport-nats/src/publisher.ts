@@ -145,12 +145,25 @@ export class Publisher {
     this.#sentRequests.delete(token);
     const { mesh } = this.#deps;
     const stream = rpcSubject(mesh, nameOfRequestSubject(mesh, sent.subject));
-    // A stream stores the headed form (our own compact bytes: they decode).
-    const { body, headers } =
-      sent.headers === undefined
-        ? expandCompactFrame(sent.body)
-        : { body: sent.body, headers: sent.headers };
-    this.publishConfirmed(stream, body, headers).catch((err: unknown) => {
+    // A stream stores the headed form. (Our own compact bytes decode; a throw here would end
+    // the connection's read loop: nats.js runs this callback unguarded.)
+    let stored: { body: Uint8Array; headers: MsgHdrs };
+    try {
+      stored =
+        sent.headers === undefined
+          ? expandCompactFrame(sent.body)
+          : { body: sent.body, headers: sent.headers };
+    } catch (err) {
+      this.#deps.logger.warn(
+        "request found no instance and cannot be stored; the caller times out",
+        {
+          subject: sent.subject,
+          error: err,
+        },
+      );
+      return;
+    }
+    this.publishConfirmed(stream, stored.body, stored.headers).catch((err: unknown) => {
       this.#deps.logger.warn("request found no instance and no stream; the caller times out", {
         subject: sent.subject,
         error: err,
@@ -272,7 +285,12 @@ export class Publisher {
       frame.headers.nuropb_type === MessageType.request;
     // A core request is stamped with its send time: core NATS keeps none, and the ttl runs from it.
     const sentAtMs = core ? Date.now() : undefined;
-    const compact = this.#deps.coreFraming === "compact";
+    // Encoded before anything is sent: a bad header value is the caller's TypeError, as is.
+    const compact =
+      this.#deps.coreFraming === "compact" && (core || to.kind === "reply")
+        ? encodeCompactFrame(frame, sentAtMs)
+        : undefined;
+    const headers = compact === undefined ? encodeFrameHeaders(frame, sentAtMs) : undefined;
     // One id per send, reused by every attempt: a publish the stream stored before its
     // acknowledgement was lost to a disconnect is not stored again (duplicate window).
     const msgID = core || to.kind === "reply" ? undefined : nuid.next();
@@ -284,10 +302,7 @@ export class Publisher {
         if (core) {
           try {
             const subject = requestSubject(mesh, to.service);
-            const data = compact ? encodeCompactFrame(frame, sentAtMs) : undefined;
-            await (data !== undefined
-              ? this.publishRequest(nc, subject, data, undefined)
-              : this.publishRequest(nc, subject, frame.body, encodeFrameHeaders(frame, sentAtMs)));
+            await this.publishRequest(nc, subject, compact ?? frame.body, headers);
             return;
           } catch (err) {
             if (!(err instanceof NuropbNotDeliveredError)) {
@@ -302,7 +317,7 @@ export class Publisher {
           await this.publishConfirmed(
             rpcSubject(mesh, to.service),
             frame.body,
-            encodeFrameHeaders(frame, sentAtMs),
+            headers ?? encodeFrameHeaders(frame, sentAtMs),
             msgID ?? nuid.next(),
           );
         } catch (err) {
@@ -326,7 +341,7 @@ export class Publisher {
           await this.publishConfirmed(
             eventSubject(mesh, to.topic),
             frame.body,
-            encodeFrameHeaders(frame),
+            headers ?? encodeFrameHeaders(frame),
             msgID,
           );
         } catch (err) {
@@ -341,11 +356,12 @@ export class Publisher {
           throw new NuropbMessageError(`'${to.address}' is not a valid reply address on NATS`);
         }
         try {
-          const subject = replySubject(mesh, to.address);
-          const data = compact ? encodeCompactFrame(frame) : undefined;
-          await (data !== undefined
-            ? this.#publishReply(nc, subject, data, undefined)
-            : this.#publishReply(nc, subject, frame.body, encodeFrameHeaders(frame)));
+          await this.#publishReply(
+            nc,
+            replySubject(mesh, to.address),
+            compact ?? frame.body,
+            headers,
+          );
         } catch (err) {
           throw this.#translate(err, `reply to '${to.address}'`);
         }

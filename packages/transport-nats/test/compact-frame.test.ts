@@ -2,7 +2,9 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MAX_HEADERS_JSON_BYTES, NuropbMessageError } from "@nuropb/protocol";
 import type { Frame, WireHeaders } from "@nuropb/protocol";
+import { headers as natsHeaders } from "nats";
 import {
+  MAX_COMPACT_FIELDS,
   compactRedelivered,
   decodeCompactFrame,
   encodeCompactFrame,
@@ -119,6 +121,31 @@ describe("compact frames on core NATS", () => {
     expect(encodeCompactFrame(frame({ headers: { k: "😀" } }))).toBeInstanceOf(Uint8Array);
   });
 
+  it("gives no compact form for fields longer than the bound (the headed form's JSON must fit too)", () => {
+    const frame = (traceId: string): Frame => ({
+      headers: { ...base, trace_id: traceId },
+      body: new Uint8Array(),
+      correlationId: "c",
+    });
+    expect(encodeCompactFrame(frame("x".repeat(MAX_COMPACT_FIELDS)))).toBeUndefined();
+    const long = "\u0001".repeat(MAX_COMPACT_FIELDS - 200);
+    const fits = encodeCompactFrame(frame(long)) as Uint8Array;
+    expect(fits).toBeInstanceOf(Uint8Array);
+    // Expanded for a stream, its JSON (each \u0001 six characters) is still within the bound.
+    const { headers } = expandCompactFrame(fits);
+    expect(headers.get(NatsHeader.frame).length).toBeLessThanOrEqual(MAX_HEADERS_JSON_BYTES);
+    expect(decodeFrameHeaders(headers).headers.trace_id).toBe(long);
+  });
+
+  it("sends a header object's own keys only, as the headed form does", () => {
+    const headers = Object.create({ inherited: "no" }) as Record<string, string>;
+    headers.own = "yes";
+    const read = decodeCompactFrame(
+      encodeCompactFrame({ headers, body: new Uint8Array(), correlationId: "c" }) as Uint8Array,
+    );
+    expect(read.fields.headers).toEqual({ own: "yes" });
+  });
+
   it("refuses a header value that is not a string or null", () => {
     const headers = { n: 1 } as unknown as WireHeaders;
     expect(() =>
@@ -134,6 +161,9 @@ describe("compact frames on core NATS", () => {
       ["no correlation id first", compact("r1:r")],
       ["a malformed length", compact("c:c")],
       ["a malformed length", compact("c1234567:c")],
+      ["a malformed length", compact("c01:c")],
+      ["a 'd' entry with text", compact("c1:cd1:x")],
+      ["no correlation id first", compact("\uFEFFc1:c")],
       ["a text runs past the fields", compact("c5:c")],
       ["a length runs past the fields", compact("c1:ch3")],
       ["unknown field tag 'x'", compact("c1:cx1:x")],
@@ -169,6 +199,10 @@ describe("compact frames on core NATS", () => {
     expect(
       isCompactFrame(expandCompactFrame(bytes as Uint8Array).headers, new Uint8Array([0])),
     ).toBe(false);
+    // A header someone added on the way (a gateway's) does not make a compact frame headed.
+    const added = natsHeaders();
+    added.set("X-Gateway", "1");
+    expect(isCompactFrame(added, bytes as Uint8Array)).toBe(true);
   });
 
   it("expands into the headed form JetStream stores, with the same fields, marked when sent again", () => {

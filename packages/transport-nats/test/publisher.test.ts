@@ -1,6 +1,7 @@
 import { MsgHdrsImpl } from "nats";
 import { describe, expect, it } from "vitest";
 import { createTransportLifecycle, noopLogger, type Frame } from "@nuropb/protocol";
+import { decodeFrameHeaders } from "../src/frame-headers.ts";
 import { NatsLink } from "../src/link.ts";
 import { rpcSubject, requestSubject } from "../src/names.ts";
 import { Publisher } from "../src/publisher.ts";
@@ -64,7 +65,15 @@ describe.each(["compact", "headers"] as const)(
       expect(stored?.subject).toBe(rpcSubject(mesh, "svc"));
       // The stream stores the headed form, whichever framing went out on core NATS.
       expect(new TextDecoder().decode(stored?.data)).toBe("second");
-      expect(stored?.headers?.has("Nuropb-Frame")).toBe(true);
+      const fields = decodeFrameHeaders(stored?.headers);
+      expect(fields).toEqual({
+        headers: { nuropb_type: "request" },
+        correlationId: "second",
+        replyTo: "caller",
+        ttlMs: 5_000,
+        sentAtMs: fields.sentAtMs,
+      });
+      expect(fields.sentAtMs).toBeGreaterThan(Date.now() - 60_000);
       expect(sent?.headers === undefined).toBe(framing === "compact");
       pong();
     });
@@ -81,6 +90,23 @@ describe.each(["compact", "headers"] as const)(
       expect(sent?.subject).toBe(requestSubject(mesh, "svc"));
       const count = fake.published.length;
       noResponders(fake, sent?.reply ?? "");
+      expect(fake.published).toHaveLength(count);
+    });
+
+    it("refuses a header value that is not a string or null with the caller's TypeError, untranslated", async () => {
+      const { fake, publisher } = await setup(framing);
+      const count = fake.published.length;
+      const bad = { ...request("bad"), headers: { n: 1 } as unknown as Frame["headers"] };
+      for (const to of [
+        { kind: "rpc", service: "svc" },
+        { kind: "reply", address: "caller" },
+        { kind: "event", topic: "a.b" },
+      ] as const) {
+        await expect(publisher.send(fake.nc, to, bad)).rejects.toThrow(
+          new TypeError("frame header 'n' must be a string or null"),
+        );
+      }
+      await turn();
       expect(fake.published).toHaveLength(count);
     });
   },
