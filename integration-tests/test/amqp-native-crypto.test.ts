@@ -101,30 +101,27 @@ describe("x25519-aes-gcm over RabbitMQ", () => {
       results.forEach((r, i) =>
         expect(r).toEqual({ secret: { card: `41${String(i)}` }, encrypted: true }),
       );
-      // Envelope version 2 (first byte 2): no nuropb_enc header, one header less per message.
+      // Envelope version 3 (first byte 3): no nuropb_enc header, one header less per message.
       const sealed = requests.filter((f) => f.headers.encrypted === "yes");
       expect(sealed).toHaveLength(20);
       expect(new Set(sealed.map((f) => `${String(f.headers.nuropb_enc)} ${f.body[0]}`))).toEqual(
-        new Set(["undefined 2"]),
+        new Set(["undefined 3"]),
       );
       const replies = nativeService.responses.filter((f) => f.headers.encrypted === "yes");
       expect(replies).toHaveLength(20);
       expect(new Set(replies.map((f) => `${String(f.headers.nuropb_enc)} ${f.body[0]}`))).toEqual(
-        new Set(["undefined 2"]),
+        new Set(["undefined 3"]),
       );
-      // A body over 1024 bytes goes as version 1 (AES-256-GCM), named by its header, both ways.
+      // A large body goes as version 3 too (ChaCha20-Poly1305 at every size), both ways.
       const card = "4".repeat(1500);
       expect(await client.request(native, "secretEcho", { card })).toEqual({
         secret: { card },
         encrypted: true,
       });
       const large = requests.filter((f) => f.headers.encrypted === "yes").at(-1);
-      expect([large?.headers.nuropb_enc, large?.body[0]]).toEqual([CipherSuite.native, 1]);
+      expect([large?.headers.nuropb_enc, large?.body[0]]).toEqual([undefined, 3]);
       const largeReply = nativeService.responses.at(-1);
-      expect([largeReply?.headers.nuropb_enc, largeReply?.body[0]]).toEqual([
-        CipherSuite.native,
-        1,
-      ]);
+      expect([largeReply?.headers.nuropb_enc, largeReply?.body[0]]).toEqual([undefined, 3]);
 
       const py = await client.describeService(pythonShaped);
       expect(py.native_public_key).toBeUndefined();
@@ -189,7 +186,7 @@ describe("x25519-aes-gcm over RabbitMQ", () => {
         const p = decodeFrame(r).payload as ResponsePayload;
         expect(p.error?.error).toBe("NuropbMessageError");
       }
-      // The three requests sit on the dead-letter queue, as sent (ciphertext, version-2 envelope).
+      // The three requests sit on the dead-letter queue, as sent (ciphertext, version-3 envelope).
       const conn = await amqp.connect(mesh.url);
       try {
         const ch = await conn.createChannel();
@@ -208,7 +205,7 @@ describe("x25519-aes-gcm over RabbitMQ", () => {
         );
         for (const m of dead) {
           expect(m.properties.headers?.encrypted).toBe("yes");
-          expect(m.content[0]).toBe(2);
+          expect(m.content[0]).toBe(3);
           expect(m.content.toString("latin1")).not.toContain("4111");
         }
         await ch.close();

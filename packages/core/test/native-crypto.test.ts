@@ -84,14 +84,14 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
       expect(d.public_key).toMatch(/^-----BEGIN PUBLIC KEY-----\n/); // Python callers still fit
       const r = await client.request("vault", "secretEcho", { card: "4111" });
       expect(r).toEqual({ secret: { card: "4111" }, encrypted: true });
-      // Envelope version 2 (first byte 2) needs no nuropb_enc header; the sender key is in the body.
+      // Envelope version 3 (first byte 3) needs no nuropb_enc header; the sender key is in the body.
       const request = requests.find((f) => f.headers.encrypted === "yes");
-      expect(request?.body[0]).toBe(2);
+      expect(request?.body[0]).toBe(3);
       expect(request?.headers.nuropb_enc).toBeUndefined();
       expect(request?.headers.nuropb_enc_pk).toBeUndefined();
       expect(Buffer.from(request?.body ?? []).toString("latin1")).not.toContain("4111");
       const response = responses.find((f) => f.headers.encrypted === "yes");
-      expect(response?.body[0]).toBe(2);
+      expect(response?.body[0]).toBe(3);
       expect(response?.headers.nuropb_enc).toBeUndefined();
       expect(Buffer.from(response?.body ?? []).toString("latin1")).not.toContain("4111");
     });
@@ -150,7 +150,7 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
       await done;
       expect(send).toHaveBeenCalledTimes(1);
       expect(send.mock.calls[0]?.[1].headers.encrypted).toBe("yes");
-      expect(send.mock.calls[0]?.[1].body[0]).toBe(2); // x25519-aes-gcm, envelope version 2
+      expect(send.mock.calls[0]?.[1].body[0]).toBe(3); // x25519-aes-gcm, envelope version 3
       await sealing.close();
     }
   });
@@ -230,7 +230,7 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
     await waitFor(() => mesh.hub.deadLetters().length === cases.length);
     // Dead-lettered as they came: encrypted, still the suite's binary envelope.
     expect(mesh.hub.deadLetters().map((d) => [d.frame.headers.encrypted, d.frame.body[0]])).toEqual(
-      cases.map(() => ["yes", 2]),
+      cases.map(() => ["yes", 3]),
     );
   });
 });

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { createCipheriv, createHmac } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { promisify } from "node:util";
@@ -14,10 +14,25 @@ import {
   createPayloadEncryptor,
   createServiceKeys,
   decryptFailureReason,
+  naclKeyPairFromSecretKey,
   type PayloadEncryptor,
   type ReplyKey,
 } from "../src/index.ts";
-import { mutate, prng, text, utf8 } from "./helpers.ts";
+import {
+  fixture,
+  mutate,
+  nativeVectorKey,
+  prng,
+  text,
+  utf8,
+  type NativeVectorKeys,
+} from "./helpers.ts";
+
+interface NativeVectors extends NativeVectorKeys {
+  requestHeaders: Record<string, string>;
+  requestPlain: string;
+  requestBody: string;
+}
 
 const execFileAsync = promisify(execFile);
 const pools: CipherPool[] = [];
@@ -316,8 +331,6 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
         [threadedClient, service],
         [threadedClient, threadedService],
       ] as const) {
-        // x25519-aes-gcm seals bodies over 1024 bytes as version 1 (AES-256-GCM), on the threads;
-        // smaller ones as version 2, on the calling thread (see the next test).
         const pad = suite === "x25519-aes-gcm" ? " ".repeat(1100) : "";
         const request = utf8(`{"tag":"request","suite":"${suite}"}${pad}`);
         const answer = `answer${pad}`;
@@ -338,27 +351,42 @@ describe("PayloadEncryptor with cipherThreads: the *Async methods", () => {
         expect(Buffer.isBuffer(asyncAnswer)).toBe(Buffer.isBuffer(syncAnswer));
       }
       // Ops made by a threaded end went to its pool: 2 (service), 3 (client), 5 (both).
+      // x25519-aes-gcm seals version 3 (ChaCha20-Poly1305), on the calling thread at any size.
       const calls = used.reduce((n, spy) => n + spy.mock.calls.length, 0);
-      expect(calls).toBe(10);
+      expect(calls).toBe(suite === "x25519-aes-gcm" ? 0 : 10);
     });
 
     if (suite === "x25519-aes-gcm") {
-      it(`${suite}: version-2 bodies (up to 1024 bytes) stay on the calling thread`, async () => {
+      it(`${suite}: a version-1 request is opened and answered (in version 1) on the threads`, async () => {
+        const v = fixture<NativeVectors>("x25519-aes-gcm-vectors.json");
+        const vectorService = encryptor({
+          keys: { rsa: null, nacl: naclKeyPairFromSecretKey(v.serviceNaclSecretKey) },
+          cipherThreads: 1,
+        });
         const used = (["aeadSeal", "aeadOpen"] as const).map((name) =>
           vi.spyOn(CipherPool.prototype, name),
         );
-        const sealed = await threadedClient.sealRequestAsync(utf8("q".repeat(1024)), peer);
-        expect(sealed.body[0]).toBe(2);
-        const opened = await threadedService.openRequestAsync(sealed.body, sealed.headers);
-        const reply = await threadedService.sealResponseAsync(utf8("a"), opened.replyKey);
-        expect(reply.body[0]).toBe(2);
-        const answer = await threadedClient.openResponseAsync(
-          reply.body,
-          reply.headers,
-          sealed.replyKey,
+        const request = Buffer.from(v.requestBody, "hex");
+        const opened = await vectorService.openRequestAsync(request, v.requestHeaders);
+        expect(text(opened.plain)).toBe(v.requestPlain);
+        const reply = await vectorService.sealResponseAsync(utf8("on a thread"), opened.replyKey);
+        expect(reply.body[0]).toBe(1);
+        expect(used.map((spy) => spy.mock.calls.length)).toEqual([1, 1]);
+        const body = Buffer.from(reply.body);
+        const d = createDecipheriv(
+          "aes-256-gcm",
+          nativeVectorKey(v, "nuropb x25519-aes-gcm v1"),
+          body.subarray(10, 22),
         );
-        expect(text(answer)).toBe("a");
-        expect(used.reduce((n, spy) => n + spy.mock.calls.length, 0)).toBe(0);
+        d.setAAD(Buffer.concat([body.subarray(0, 22), request.subarray(50, 62)]));
+        d.setAuthTag(body.subarray(body.length - 16));
+        const plain = Buffer.concat([d.update(body.subarray(22, body.length - 16)), d.final()]);
+        expect(plain.toString()).toBe("on a thread");
+        const damaged = Buffer.from(request);
+        damaged[70] = (damaged[70] ?? 0) ^ 1;
+        await expect(
+          vectorService.openRequestAsync(damaged, v.requestHeaders),
+        ).rejects.toMatchObject({ details: { reason: DecryptFailure.tampered } });
       });
     }
 

@@ -1,3 +1,4 @@
+import { createPrivateKey, createPublicKey, diffieHellman, hkdfSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { NuropbMessageError } from "@nuropb/protocol";
 import { expect } from "vitest";
@@ -80,4 +81,39 @@ export function mutate(body: Uint8Array, rand: (n: number) => number, from = 0):
     }
     if (Buffer.compare(Buffer.from(out), Buffer.from(body)) !== 0) return out;
   }
+}
+
+/** What the x25519-aes-gcm vector files share: the two participants' keys. */
+export interface NativeVectorKeys {
+  serviceNaclSecretKey: string;
+  serviceNativePublicKey: string;
+  clientNativePublicKey: string;
+}
+
+/**
+ * The AEAD key of an x25519-aes-gcm vector file's client → service pair under an HKDF salt
+ * ("nuropb x25519-aes-gcm v1", "nuropb x25519-chacha20-poly1305 v3"), derived with node:crypto
+ * alone, independently of the package.
+ */
+export function nativeVectorKey(v: NativeVectorKeys, salt: string): Buffer {
+  const secret = Buffer.from(
+    hkdfSync(
+      "sha256",
+      Buffer.from(v.serviceNaclSecretKey, "base64"),
+      Buffer.from("nuropb x25519-aes-gcm v1"),
+      Buffer.from("nuropb x25519-aes-gcm static key v1"),
+      32,
+    ),
+  );
+  const der = Buffer.concat([Buffer.from("302e020100300506032b656e04220420", "hex"), secret]);
+  const clientPublic = Buffer.from(v.clientNativePublicKey, "base64");
+  const shared = diffieHellman({
+    privateKey: createPrivateKey({ key: der, format: "der", type: "pkcs8" }),
+    publicKey: createPublicKey({
+      key: { kty: "OKP", crv: "X25519", x: clientPublic.toString("base64url") },
+      format: "jwk",
+    }),
+  });
+  const info = Buffer.concat([clientPublic, Buffer.from(v.serviceNativePublicKey, "base64")]);
+  return Buffer.from(hkdfSync("sha256", shared, Buffer.from(salt), info, 32));
 }
