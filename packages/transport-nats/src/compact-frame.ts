@@ -53,6 +53,15 @@ export function encodeCompactFrame(
   sentAtMs?: number,
   redelivered = false,
 ): Uint8Array | undefined {
+  return encode(frame, sentAtMs, redelivered, MAX_COMPACT_FIELDS);
+}
+
+function encode(
+  frame: Frame,
+  sentAtMs: number | undefined,
+  redelivered: boolean,
+  maxFields: number,
+): Uint8Array | undefined {
   const cid = frame.correlationId;
   if (!wellFormed(cid)) return undefined;
   let text = `c${String(cid.length)}:${cid}`;
@@ -84,7 +93,7 @@ export function encodeCompactFrame(
     if (!wellFormed(value)) return undefined;
     text += `h${String(key.length)}:${key}${String(value.length)}:${value}`;
   }
-  if (text.length > MAX_COMPACT_FIELDS) return undefined;
+  if (text.length > maxFields) return undefined;
   const body = frame.body;
   const n = Buffer.byteLength(text, "utf8");
   // Node's pooled allocation: most frames are a few hundred bytes.
@@ -100,10 +109,13 @@ export function encodeCompactFrame(
 /** Whether a received message is in the compact framing (it has no headers and starts 0x00). */
 export function isCompactFrame(headers: MsgHdrs | undefined, data: Uint8Array): boolean {
   if (data.length === 0 || data[0] !== COMPACT_FRAME_MARK) return false;
-  // A header added on the way (a gateway's) does not make it headed; frame headers do.
+  if (headers === undefined) return true;
+  // A header added on the way (a gateway's) does not make it headed; frame headers do. With
+  // headers, only a known version reads as compact (another writer's binary body may start 0x00).
   return (
-    headers === undefined ||
-    (!headers.has(NatsHeader.frame) && !headers.has(NatsHeader.correlationId))
+    data[1] === COMPACT_FRAME_VERSION &&
+    !headers.has(NatsHeader.frame) &&
+    !headers.has(NatsHeader.correlationId)
   );
 }
 
@@ -214,6 +226,8 @@ class FieldReader {
     const text = this.#text;
     const at = this.at;
     if (len === 0 || len > 16) throw new RangeError("a time in ms of no or too many digits");
+    if (len > 1 && text.charCodeAt(at) === 48)
+      throw new RangeError("a time in ms with a leading zero");
     let v = 0;
     for (let i = at; i < at + len; i++) {
       const ch = text.charCodeAt(i);
@@ -301,6 +315,9 @@ export function expandCompactFrame(data: Uint8Array): { headers: MsgHdrs; body: 
 export function compactRedelivered(data: Uint8Array): Uint8Array {
   const read = decodeCompactFrame(data);
   if (read.fields.redelivered === true) return data;
-  // What the sender wrote in the compact framing is well-formed.
-  return encodeCompactFrame(frameOf(read), read.fields.sentAtMs, true) as Uint8Array;
+  // Decoded text is well-formed, and a frame that came compact stays compact: its 3 more
+  // characters may pass the sending bound (and a peer's bound may have been another).
+  const again = encode(frameOf(read), read.fields.sentAtMs, true, Number.POSITIVE_INFINITY);
+  if (again === undefined) throw new NuropbMessageError("compact frame not encodable again");
+  return again;
 }

@@ -291,8 +291,9 @@ export class CoreRequestConsumer implements Listener {
       try {
         stored = headed(req);
       } catch {
-        // Undecodable: its bytes go to the dead-letter stream as they came, marked.
-        const marked = natsHeadersOf();
+        // Undecodable: its bytes (and any headers) go to the dead-letter stream as they came,
+        // marked.
+        const marked = copyHeaders(req.headers);
         marked.set(NatsHeader.deadLetterFraming, "compact");
         stored = { ...req, headers: marked, compact: false };
       }

@@ -68,7 +68,8 @@ export interface DecodedFrameFields {
  * @throws TypeError when a header value is not a string or null (the receiver would refuse it).
  */
 export function encodeFrameHeaders(frame: Frame, sentAtMs?: number): MsgHdrs {
-  for (const key in frame.headers) {
+  // Own keys, as JSON.stringify writes them.
+  for (const key of Object.keys(frame.headers)) {
     const value: unknown = frame.headers[key];
     if (value !== null && typeof value !== "string") {
       throw new TypeError(`frame header '${key}' must be a string or null`);

@@ -11,7 +11,7 @@ import {
   expandCompactFrame,
   isCompactFrame,
 } from "../src/compact-frame.ts";
-import { decodeFrameHeaders, NatsHeader } from "../src/frame-headers.ts";
+import { decodeFrameHeaders, encodeFrameHeaders, NatsHeader } from "../src/frame-headers.ts";
 
 const utf8 = new TextEncoder();
 
@@ -138,12 +138,27 @@ describe("compact frames on core NATS", () => {
   });
 
   it("sends a header object's own keys only, as the headed form does", () => {
-    const headers = Object.create({ inherited: "no" }) as Record<string, string>;
+    const headers = Object.create({ inherited: "no", bad: 1 }) as Record<string, string>;
     headers.own = "yes";
-    const read = decodeCompactFrame(
-      encodeCompactFrame({ headers, body: new Uint8Array(), correlationId: "c" }) as Uint8Array,
-    );
+    const frame = { headers, body: new Uint8Array(), correlationId: "c" };
+    const read = decodeCompactFrame(encodeCompactFrame(frame) as Uint8Array);
     expect(read.fields.headers).toEqual({ own: "yes" });
+    // The headed form neither sends nor checks an inherited key.
+    expect(decodeFrameHeaders(encodeFrameHeaders(frame)).headers).toEqual({ own: "yes" });
+  });
+
+  it("marks a frame at the bound as sent again: it stays compact", () => {
+    // "c<4 digits>:<id>" is exactly the bound long.
+    const id = "x".repeat(MAX_COMPACT_FIELDS - 6);
+    const at = encodeCompactFrame({ headers: {}, body: utf8.encode("b"), correlationId: id });
+    expect(at).toBeInstanceOf(Uint8Array);
+    const again = compactRedelivered(at as Uint8Array);
+    expect(decodeCompactFrame(again).fields).toEqual({
+      headers: {},
+      correlationId: id,
+      redelivered: true,
+    });
+    expect(text(decodeCompactFrame(again).body)).toBe("b");
   });
 
   it("refuses a header value that is not a string or null", () => {
@@ -171,6 +186,7 @@ describe("compact frames on core NATS", () => {
       ["a time in ms that is not digits", compact("c1:ct2:1e")],
       ["a time in ms of no or too many digits", compact("c1:cs17:12345678901234567")],
       ["a time in ms out of range", compact("c1:cs16:9999999999999999")],
+      ["a time in ms with a leading zero", compact("c1:ct5:00060")],
     ];
     for (const [why, bytes] of bad) {
       let caught: unknown;
@@ -203,6 +219,9 @@ describe("compact frames on core NATS", () => {
     const added = natsHeaders();
     added.set("X-Gateway", "1");
     expect(isCompactFrame(added, bytes as Uint8Array)).toBe(true);
+    // With headers, only a known version reads as compact: another writer's binary body.
+    expect(isCompactFrame(added, new Uint8Array([0, 9, 0, 0, 0, 0]))).toBe(false);
+    expect(isCompactFrame(undefined, new Uint8Array([0, 9, 0, 0, 0, 0]))).toBe(true);
   });
 
   it("expands into the headed form JetStream stores, with the same fields, marked when sent again", () => {
