@@ -46,8 +46,9 @@ import { fillRandom } from "./random.ts";
 /** The cipher suites. */
 export const CipherSuite = {
   /**
-   * X25519 + HKDF-SHA256 + AES-256-GCM on node:crypto alone, TypeScript peers only; preferred
-   * when the peer announces a `native_public_key`.
+   * X25519 + HKDF-SHA256 (node:crypto) + ChaCha20-Poly1305 (libsodium, or node:crypto where
+   * sodium-native does not load), TypeScript peers only; preferred when the peer announces a
+   * `native_public_key`. Its name is that of its first envelope (AES-256-GCM), still read.
    */
   native: "x25519-aes-gcm",
   /** Python NuroPb's format: RSA-OAEP-SHA256 wrapping a Fernet key. */
@@ -214,7 +215,7 @@ export interface PayloadEncryptorOptions {
   readonly now?: () => number;
   /**
    * Worker threads for the cipher work of the `*Async` methods (XSalsa20-Poly1305, AES + HMAC,
-   * AES-GCM);
+   * AES-GCM of x25519-aes-gcm's version 1; its version 3 always runs on the calling thread);
    * 0 does it on the calling thread. Threads help a process whose event loop is the bottleneck
    * and cost a thread hop (tens of µs) per operation; see the package README.
    * An integer from 0 to 16. @defaultValue 0
@@ -351,9 +352,9 @@ class Encryptor implements PayloadEncryptor {
   readonly #pool: CipherPool | undefined;
   /** x25519-aes-gcm: own key pairs by key id, derived from the nacl keys. */
   readonly #nativeKeys: ReadonlyMap<string, NativeKeyPair>;
-  /** x25519-aes-gcm sender: per announced recipient key, the pair's keys and streams. */
+  /** x25519-aes-gcm sender: per announced recipient key, the pair's keys. */
   readonly #nativePeers: LruCache<string, NativePair>;
-  /** x25519-aes-gcm receiver: per (own key id, sender key), the pair's keys and streams. */
+  /** x25519-aes-gcm receiver: per (own key id, sender key), the pair's keys. */
   readonly #nativeSenders: LruCache<string, NativePair>;
   #sendingNative: NativeKeyPair | undefined;
   #sendingNacl: { readonly pair: NaclKeyPair; readonly header: string } | undefined;
@@ -779,7 +780,7 @@ class Encryptor implements PayloadEncryptor {
 
   // ---- x25519-aes-gcm ----
 
-  /** The pair's keys and streams (cached), and the key pair this participant sends from. */
+  /** The pair's keys (cached), and the key pair this participant sends from. */
   #nativePeer(peer: PeerKeys): { pair: NativePair; own: NativeKeyPair } {
     const announced = peer.nativePublicKey;
     if (!hasText(announced)) {
