@@ -87,22 +87,62 @@ export function sodiumChachaAead(sodium: SodiumAeadBinding): ChachaAead {
   return Object.freeze({
     name: "libsodium",
     seal(out: Uint8Array, plain: Uint8Array, nonce: Uint8Array, aad: Uint8Array, key: Uint8Array) {
-      encrypt(out, plain, aad, null, nonce, key);
+      // sodium-native returns the bytes written (and throws on failure); anything else and
+      // `out` may hold what the heap held: nothing of it may leave.
+      const n = encrypt(out, plain, aad, null, nonce, key);
+      if (n !== plain.length + CHACHA_TAG_BYTES) {
+        out.fill(0);
+        throw new Error(`libsodium wrote ${String(n)} bytes, not ${String(out.length)}`);
+      }
     },
     open(sealed: Uint8Array, nonce: Uint8Array, aad: Uint8Array, key: Uint8Array) {
       if (sealed.length < CHACHA_TAG_BYTES) return null;
-      const plain = Buffer.allocUnsafe(sealed.length - CHACHA_TAG_BYTES);
+      // Zeroed, not allocUnsafe: a binding that "fails" without throwing leaves nothing of the heap.
+      const plain = Buffer.alloc(sealed.length - CHACHA_TAG_BYTES);
+      let n: number;
       try {
-        decrypt(plain, null, sealed, aad, nonce, key);
+        n = decrypt(plain, null, sealed, aad, nonce, key);
       } catch {
         return null; // libsodium leaves nothing of a forgery in `plain`
       }
-      return plain;
+      return n === plain.length ? plain : null;
     },
   } as const);
 }
 
 const debug = debuglog("nuropb-crypto");
+
+const hex = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ""), "hex");
+/** RFC 8439 §2.8.2, the AEAD test vector. */
+const KAT = {
+  key: hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"),
+  nonce: hex("070000004041424344454647"),
+  aad: hex("50515253c0c1c2c3c4c5c6c7"),
+  plain: Buffer.from(
+    "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.",
+    "latin1",
+  ),
+  tag: hex("1ae10b594f09e26a7e902ecbd0600691"),
+};
+
+/**
+ * What is wrong with `aead` against RFC 8439's vector — the tag of its seal, its opening, and
+ * its refusal of a flipped tag — or undefined when it passes.
+ */
+export function knownAnswerFailure(aead: ChachaAead): string | undefined {
+  try {
+    const out = new Uint8Array(KAT.plain.length + CHACHA_TAG_BYTES);
+    aead.seal(out, KAT.plain, KAT.nonce, KAT.aad, KAT.key);
+    if (!KAT.tag.equals(out.subarray(KAT.plain.length))) return "wrong tag";
+    const opened = aead.open(out, KAT.nonce, KAT.aad, KAT.key);
+    if (opened === null || !KAT.plain.equals(opened)) return "does not open its own seal";
+    out[out.length - 1] = (out[out.length - 1] as number) ^ 1;
+    if (aead.open(out, KAT.nonce, KAT.aad, KAT.key) !== null) return "opens a forged tag";
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}
 
 /**
  * The backend: libsodium when `load` (sodium-native's loader) gives a binding with the AEAD,
@@ -116,9 +156,11 @@ export function chooseChachaAead(load: () => unknown): ChachaAead {
       typeof sodium?.crypto_aead_chacha20poly1305_ietf_encrypt === "function" &&
       typeof sodium.crypto_aead_chacha20poly1305_ietf_decrypt === "function"
     ) {
-      return sodiumChachaAead(sodium as SodiumAeadBinding);
-    }
-    why = "it has no crypto_aead_chacha20poly1305_ietf functions";
+      const aead = sodiumChachaAead(sodium as SodiumAeadBinding);
+      const failed = knownAnswerFailure(aead);
+      if (failed === undefined) return aead;
+      why = `it failed the RFC 8439 known-answer test (${failed})`;
+    } else why = "it has no crypto_aead_chacha20poly1305_ietf functions";
   } catch (err) {
     why = err instanceof Error ? (err.message.split("\n")[0] ?? "") : String(err);
   }

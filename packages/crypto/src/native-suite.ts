@@ -376,8 +376,10 @@ export function openNativeResponse(
   body: Uint8Array,
   pair: NativePair,
   requestNonce: Uint8Array,
+  requestVersion?: number,
 ): Uint8Array {
   const version = checkEnvelope(body, NATIVE_KIND_RESPONSE);
+  checkResponseVersion(version, requestVersion);
   return openAs(
     version,
     body.subarray(RESPONSE_HEAD),
@@ -393,15 +395,27 @@ export async function openNativeResponseOn(
   body: Uint8Array,
   pair: NativePair,
   requestNonce: Uint8Array,
+  requestVersion?: number,
 ): Promise<Uint8Array> {
-  if (checkEnvelope(body, NATIVE_KIND_RESPONSE) !== NATIVE_GCM_VERSION) {
-    return openNativeResponse(body, pair, requestNonce);
-  }
+  const version = checkEnvelope(body, NATIVE_KIND_RESPONSE);
+  checkResponseVersion(version, requestVersion);
+  if (version !== NATIVE_GCM_VERSION) return openNativeResponse(body, pair, requestNonce);
   const nonceAad = Buffer.concat([
     body.subarray(AT_RESPONSE_NONCE, RESPONSE_HEAD),
     responseAad(body, requestNonce),
   ]);
   return opened(await pool.aeadOpen(keysOf(pair).v1, nonceAad, body.subarray(RESPONSE_HEAD)));
+}
+
+/** A response is sealed in its request's envelope version: any other is refused. */
+function checkResponseVersion(version: number, requestVersion: number | undefined): void {
+  if (requestVersion !== undefined && version !== requestVersion) {
+    throw cryptoError(
+      DecryptFailure.malformed,
+      `${NATIVE} response in envelope version ${String(version)} to a version-${String(requestVersion)} request`,
+      NATIVE,
+    );
+  }
 }
 
 /** The plaintext as a Buffer (as the calling thread's decipher gives), or the typed failure. */

@@ -514,7 +514,7 @@ class Encryptor implements PayloadEncryptor {
       checkResponseSuite(headers, body, secret);
       if (secret.suite === RSA) return secret.fernet.decrypt(splitRsaBody(body).token);
       if (secret.suite === NATIVE) {
-        return openNativeResponse(body, secret.pair, secret.requestNonce);
+        return openNativeResponse(body, secret.pair, secret.requestNonce, secret.version);
       }
       return responseInner(openNacl(body, secret.shared, KIND_RESPONSE), secret.requestNonce);
     });
@@ -534,7 +534,7 @@ class Encryptor implements PayloadEncryptor {
         return fernetDecryptOn(pool, secret.fernet, splitRsaBody(body).token);
       }
       if (secret.suite === NATIVE) {
-        return openNativeResponseOn(pool, body, secret.pair, secret.requestNonce);
+        return openNativeResponseOn(pool, body, secret.pair, secret.requestNonce, secret.version);
       }
       const inner = await openNaclOn(pool, body, secret.shared, KIND_RESPONSE);
       return responseInner(inner, secret.requestNonce);

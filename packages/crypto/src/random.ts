@@ -8,6 +8,11 @@ let used = POOL_BYTES;
 
 /** Writes `length` (at most 4096) cryptographically random bytes into `target` at `offset`. */
 export function fillRandom(target: Uint8Array, offset: number, length: number): void {
+  if (!Number.isSafeInteger(length) || length < 0 || length > POOL_BYTES) {
+    throw new RangeError(
+      `fillRandom: length must be 0-${String(POOL_BYTES)}, got ${String(length)}`,
+    );
+  }
   if (used + length > POOL_BYTES) {
     randomFillSync(pool);
     used = 0;

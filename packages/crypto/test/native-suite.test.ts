@@ -22,6 +22,7 @@ import {
 import {
   CHACHA_AEAD,
   chooseChachaAead,
+  knownAnswerFailure,
   nodeChachaAead,
   sodiumChachaAead,
   type ChachaAead,
@@ -35,6 +36,7 @@ import {
   useChachaAead,
   x25519PublicKey,
 } from "../src/native-suite.ts";
+import { fillRandom } from "../src/random.ts";
 import { expectFailure, fixture, nativeVectorKey, text, utf8 } from "./helpers.ts";
 
 const NATIVE = CipherSuite.native;
@@ -362,6 +364,14 @@ describe("x25519-aes-gcm: envelopes", () => {
     const relabelled = Buffer.from(sealed.body);
     relabelled[0] = 1;
     expectFailure(() => service.openRequest(relabelled, {}), DecryptFailure.tampered);
+    // A response in another version than its request is refused before any cipher work.
+    const opened3 = service.openRequest(sealed.body, sealed.headers);
+    const reply3 = Buffer.from(service.sealResponse(utf8("r"), opened3.replyKey).body);
+    reply3[0] = 1;
+    expectFailure(
+      () => client.openResponse(reply3, { [EncryptionHeader.suite]: NATIVE }, sealed.replyKey),
+      DecryptFailure.malformed,
+    );
   });
 
   it("without nuropb_enc, reads a binary body as x25519-aes-gcm and text as rsa-fernet", () => {
@@ -557,6 +567,65 @@ describe("x25519-aes-gcm: ChaCha20-Poly1305 backends (libsodium, node:crypto)", 
     expect(chooseChachaAead(() => ({}))).toBe(nodeChachaAead);
     expect(chooseChachaAead(() => null)).toBe(nodeChachaAead);
     expect(chooseChachaAead(loadSodium).name).toBe("libsodium");
+  });
+
+  it("takes libsodium only once it passes RFC 8439's known answers; checks what it returns", () => {
+    const real = loadSodium();
+    // Fails without throwing: writes nothing, returns -1 (or says success for a forgery).
+    const silent = {
+      crypto_aead_chacha20poly1305_ietf_encrypt: () => -1,
+      crypto_aead_chacha20poly1305_ietf_decrypt: () => -1,
+    };
+    const opensAnything = {
+      crypto_aead_chacha20poly1305_ietf_encrypt: real.crypto_aead_chacha20poly1305_ietf_encrypt,
+      // Opens what authenticates, and "opens" a forgery too (success without the bytes).
+      crypto_aead_chacha20poly1305_ietf_decrypt: (
+        ...args: Parameters<SodiumAeadBinding["crypto_aead_chacha20poly1305_ietf_decrypt"]>
+      ) => {
+        try {
+          return real.crypto_aead_chacha20poly1305_ietf_decrypt(...args);
+        } catch {
+          return args[0].length;
+        }
+      },
+    };
+    expect(knownAnswerFailure(sodiumChachaAead(silent))).toBe("libsodium wrote -1 bytes, not 130");
+    expect(chooseChachaAead(() => silent)).toBe(nodeChachaAead);
+    expect(knownAnswerFailure(sodiumChachaAead(opensAnything))).toBe("opens a forged tag");
+    expect(chooseChachaAead(() => opensAnything)).toBe(nodeChachaAead);
+    expect(knownAnswerFailure(sodium)).toBeUndefined();
+    expect(knownAnswerFailure(nodeChachaAead)).toBeUndefined();
+    // A seal whose byte count is wrong leaves zeros, never heap, and throws.
+    const out = Buffer.alloc(20, 0xaa);
+    expect(() =>
+      sodiumChachaAead(silent).seal(
+        out,
+        utf8("abcd"),
+        new Uint8Array(12),
+        utf8(""),
+        new Uint8Array(32),
+      ),
+    ).toThrow("libsodium wrote -1 bytes");
+    expect(out.equals(Buffer.alloc(20))).toBe(true);
+    // An open that "succeeds" with the wrong length is a refusal.
+    const short = { ...opensAnything, crypto_aead_chacha20poly1305_ietf_decrypt: () => 0 };
+    expect(
+      sodiumChachaAead(short).open(
+        new Uint8Array(20),
+        new Uint8Array(12),
+        utf8(""),
+        new Uint8Array(32),
+      ),
+    ).toBeNull();
+  });
+
+  it("hands out pooled random bytes at most a pool at a time", () => {
+    expect(() => fillRandom(new Uint8Array(5000), 0, 5000)).toThrow(RangeError);
+    const a = new Uint8Array(16);
+    const b = new Uint8Array(16);
+    fillRandom(a, 0, 16);
+    fillRandom(b, 0, 16);
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
   });
 
   it("both compute RFC 8439's AEAD test vector (§2.8.2)", () => {
