@@ -36,7 +36,7 @@ import {
 } from "./outgoing-calls.ts";
 import { sendError } from "./outcomes.ts";
 import { appendToLog, withoutCredentials } from "./event-history.ts";
-import type { PendingResponses } from "./pending-responses.ts";
+import { abortError, type PendingResponses } from "./pending-responses.ts";
 import type { Sealing } from "./sealing.ts";
 import { ServiceDirectory } from "./service-directory.ts";
 import type {
@@ -237,6 +237,8 @@ export class Caller {
     flow: MessageFlow | undefined,
   ): Promise<unknown> {
     const { service, method, correlation_id: id } = payload;
+    // Aborted meanwhile (an async middleware ran): not sent at all.
+    if (options.signal?.aborted === true) return Promise.reject(abortError(options.signal));
     const pending = this.#p.pending;
     const response = pending.expect(id, service, method, ttlMs, options, replyKey, call, flow);
     flow?.emit("client-send");

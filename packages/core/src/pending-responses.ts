@@ -16,6 +16,12 @@ import { sendError, tooLargeError } from "./outcomes.ts";
 import { isSealed, type Sealing } from "./sealing.ts";
 import type { RequestOptions } from "./types.ts";
 
+/** What a request aborted by `signal` fails with: its reason when an Error. */
+export function abortError(signal: AbortSignal | undefined): Error {
+  const reason: unknown = signal?.reason;
+  return reason instanceof Error ? reason : new NuropbTimeoutError("request aborted");
+}
+
 /** A request waiting for its response. */
 export interface Pending {
   readonly service: string;
@@ -76,8 +82,10 @@ export class PendingResponses {
   ): Promise<unknown> {
     // One record per request and no closures beyond the promise's own (the timer gets its
     // arguments, the abort listener exists only with a signal): this runs once per request.
+    const signal = options.signal;
+    // An "abort" listener added to an aborted signal never fires: fail now, register nothing.
+    if (signal?.aborted === true) return Promise.reject(abortError(signal));
     return new Promise<unknown>((resolve, reject) => {
-      const signal = options.signal;
       const p: Pending = {
         service,
         method,
@@ -121,8 +129,7 @@ export class PendingResponses {
     this.#pending.delete(correlationId);
     p.onAbort = undefined; // a once listener, gone already
     cleanup(p);
-    const reason: unknown = p.signal?.reason;
-    p.reject(reason instanceof Error ? reason : new NuropbTimeoutError("request aborted"));
+    p.reject(abortError(p.signal));
   }
 
   /** Sending the request `correlationId` failed with `err`: it fails (unless settled already). */

@@ -102,6 +102,25 @@ describe("PendingResponses", () => {
     expect(pending.size).toBe(0);
   });
 
+  it("a request whose signal aborted already fails at once and is not registered", async () => {
+    vi.useFakeTimers();
+    const pending = pendingResponses();
+    const abort = new AbortController();
+    abort.abort(new Error("gone before"));
+    const outcome = pending.expect(
+      "c1",
+      "s",
+      "m",
+      1000,
+      { signal: abort.signal },
+      undefined,
+      undefined,
+      undefined,
+    );
+    expect(pending.size).toBe(0);
+    await expect(outcome).rejects.toThrow("gone before");
+  });
+
   it("an abort reason that is not an Error fails the request with NuropbTimeoutError", async () => {
     const pending = pendingResponses();
     const abort = new AbortController();

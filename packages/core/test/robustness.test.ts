@@ -159,6 +159,35 @@ describe("core survives what peers and handlers do wrong", () => {
     expect(client.pendingRequests).toBe(0);
   });
 
+  it("an abort while a client middleware runs stops the request before it is sent", async () => {
+    let runs = 0;
+    await serve({ ping: () => ++runs }, { keys: createServiceKeys({ nacl: true }) });
+    let abort: AbortController | undefined;
+    const client = createClient({
+      transport: mesh.transport(),
+      // Aborts the call's signal (when it has one) while it waits, then lets it go on.
+      middleware: [
+        async (_call, next) => {
+          abort?.abort(new Error("user gave up"));
+          await new Promise((r) => setTimeout(r, 5));
+          return next();
+        },
+      ],
+    });
+    await client.connect();
+    mesh.defer(() => client.disconnect());
+    // Plaintext, and encrypted once the service's description is cached (sealed in this turn).
+    expect(await client.request("s", "ping", {}, {}, { encrypted: true })).toBe(1);
+    for (const encrypted of [false, true]) {
+      abort = new AbortController();
+      const call = client.request("s", "ping", {}, {}, { encrypted, signal: abort.signal });
+      await expect(call).rejects.toThrow("user gave up");
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(runs).toBe(1);
+    expect(client.pendingRequests).toBe(0);
+  });
+
   it("an encrypted request that decrypts but does not decode is refused in ciphertext", async () => {
     const keys = createServiceKeys({ rsa: true });
     const service = await serve({ ping: () => 1 }, { keys });
