@@ -27,6 +27,7 @@ import { LruCache } from "./lru.ts";
 import {
   NATIVE,
   NATIVE_CHACHA_VERSION,
+  NATIVE_GCM_VERSION,
   NativePair,
   deriveNativeKeyPair,
   generateNativeKeyPair,
@@ -1059,7 +1060,15 @@ function suiteOf(headers: Readonly<Record<string, unknown>>, body: Uint8Array): 
   const value = headerText(headers, EncryptionHeader.suite);
   if (value === undefined || value === "") {
     const first = body[0];
-    return first !== undefined && first < 0x20 ? NATIVE : RSA;
+    if (first === undefined || first >= 0x20) return RSA; // base64 text, as Python writes
+    if (first === NATIVE_GCM_VERSION || first === NATIVE_CHACHA_VERSION) return NATIVE;
+    // A binary body that is no native envelope: say so rather than name a suite it is not.
+    throw cryptoError(
+      DecryptFailure.unsupported,
+      `an encrypted body of no known suite (first byte ${String(first)}, no ${EncryptionHeader.suite} header${
+        first === NACL_VERSION ? `: a ${NACL} body sent without its header?` : ""
+      })`,
+    );
   }
   if (value === RSA) return RSA;
   if (value === NACL) return NACL;

@@ -394,6 +394,16 @@ describe("x25519-aes-gcm: envelopes", () => {
       DecryptFailure.unsupported,
     );
     expect(text64.description).toMatch(/RSA/); // went to rsa-fernet, which has no key here
+    // A nacl body stripped of its headers is not read as this suite: the error says what it is.
+    const nacl = createPayloadEncryptor({ suites: ["nacl"], now: () => clock.ms });
+    const naclSealed = nacl.sealRequest(utf8("x"), peer);
+    expect(text(service.openRequest(naclSealed.body, naclSealed.headers).plain)).toBe("x");
+    const stripped = expectFailure(
+      () => service.openRequest(naclSealed.body, {}),
+      DecryptFailure.unsupported,
+    );
+    expect(stripped.description).toMatch(/a nacl body sent without its header\?/);
+    expect(stripped.description).not.toMatch(/x25519-aes-gcm/);
   });
 
   it("refuses every flipped byte, truncation and extension with a typed reason", () => {
