@@ -256,7 +256,7 @@ class FieldReader {
 }
 
 /** The headers' keys and values most frames carry, by length. */
-const USUAL_BY_LENGTH: (readonly string[] | undefined)[] = [];
+const USUAL_BY_LENGTH: (string[] | undefined)[] = [];
 for (const u of [
   "",
   "nuropb_protocol",
@@ -272,8 +272,7 @@ for (const u of [
   "0.1.1",
   "0.1.8",
 ]) {
-  (USUAL_BY_LENGTH[u.length] ??= [] as string[]) as string[];
-  (USUAL_BY_LENGTH[u.length] as string[]).push(u);
+  (USUAL_BY_LENGTH[u.length] ??= []).push(u);
 }
 
 /** Sets an own entry, `__proto__` included (as `JSON.parse` would). */

@@ -14,14 +14,16 @@ export function isLiteralSubject(value: string): boolean {
   return typeof value === "string" && LITERAL_SUBJECT.test(value);
 }
 
-/** Tokens as {@link isSubjectToken} takes them, joined by single dots (one pass: every send). */
-// eslint-disable-next-line no-control-regex
-const LITERAL_SUBJECT = /^[^\s.*>\u0000-\u001f\u007f]+(?:\.[^\s.*>\u0000-\u001f\u007f]+)*$/;
+/** A character a subject token may hold: printable, no `.`, `*`, `>` or whitespace. */
+const TOKEN_CHAR = String.raw`[^\s.*>\u0000-\u001f\u007f]`;
+/** One token, the whole string. */
+const SUBJECT_TOKEN = new RegExp(`^${TOKEN_CHAR}+$`);
+/** Tokens joined by single dots (one pass: every send checks its subject). */
+const LITERAL_SUBJECT = new RegExp(`^${TOKEN_CHAR}+(?:\\.${TOKEN_CHAR}+)*$`);
 
 /** True for one subject token: non-empty, printable, no `.`, `*`, `>` or whitespace. */
 export function isSubjectToken(value: string): boolean {
-  // eslint-disable-next-line no-control-regex
-  return typeof value === "string" && value !== "" && !/[\s.*>\u0000-\u001f\u007f]/.test(value);
+  return typeof value === "string" && SUBJECT_TOKEN.test(value);
 }
 
 /** Subject of requests and commands for an rpc name (a service or one of its aliases). */
