@@ -441,7 +441,7 @@ describe("the failure pipeline on the memory transport", () => {
     await watch.connect();
     mesh.defer(() => watch.disconnect());
     await serve({ immediateRetries: 1, faultEvents: true });
-    await client.command("jobs", "work", { card: "4111" }, { Authorization: "Bearer secret" });
+    await client.command("jobs", "work", { card: "card-4111" }, { Authorization: "Bearer secret" });
     await waitFor(() => watcher.faults.length === 1, 2000, "the fault event");
     const fault = watcher.faults[0]!;
     expect(fault.topic).toBe("nuropb.fault.jobs.work");
@@ -454,7 +454,7 @@ describe("the failure pipeline on the memory transport", () => {
       kind: "command",
     });
     expect(fault.event).not.toHaveProperty("params");
-    expect(JSON.stringify(fault)).not.toMatch(/secret|4111/);
+    expect(JSON.stringify(fault)).not.toMatch(/secret|card-4111/);
   });
 
   it("raises no fault event for a failed fault event (a subscriber of its own faults)", async () => {
