@@ -8,7 +8,8 @@
 //        amqplib carrying nuropb's headers and envelopes), raw-nats, raw-nats-jetstream (the same
 //        durable work queue as nuropb's, hand-written), raw-redis, raw-redis-streams (the
 //        durable Redis Streams echo, hand-written, no Lua),
-//        moleculer-fake
+//        moleculer-fake, moleculer-amqp, moleculer-nats, moleculer-redis (Moleculer's transporters,
+//        as the suites configure them)
 // options: --c N (in flight, default 64), --seconds S (default 6),
 //          --encrypt x25519-aes-gcm|nacl|rsa-fernet,
 //          --cipher-threads N (with --encrypt: service and client seal/open on N threads each),
@@ -49,6 +50,9 @@ const CASES = [
   "raw-redis",
   "raw-redis-streams",
   "moleculer-fake",
+  "moleculer-amqp",
+  "moleculer-nats",
+  "moleculer-redis",
 ] as const;
 type CaseName = (typeof CASES)[number];
 const ENCRYPT = ["x25519-aes-gcm", "nacl", "rsa-fernet"] as const;
@@ -104,6 +108,31 @@ async function setup(
       const m = await startMoleculerEcho("Fake");
       defer(() => m.close());
       return { call: m.call };
+    }
+    case "moleculer-amqp": {
+      const url = `${provided(await useBroker("rabbitmq"), "amqpUrl")}/bench-prof-${runTag()}`;
+      await configureMesh({ url });
+      const m = await startMoleculerEcho({
+        type: "AMQP",
+        options: { url, prefetch: 64, socketOptions: { noDelay: true } },
+      });
+      defer(() => m.close());
+      const pid = await brokerPid("rabbitmq");
+      return { call: m.call, ...(pid ? { brokerPid: pid } : {}) };
+    }
+    case "moleculer-nats": {
+      const url = provided(await useBroker("nats"), "natsUrl");
+      const m = await startMoleculerEcho({ type: "NATS", options: { url } });
+      defer(() => m.close());
+      const pid = await brokerPid("nats");
+      return { call: m.call, ...(pid ? { brokerPid: pid } : {}) };
+    }
+    case "moleculer-redis": {
+      const url = provided(await useBroker("redis"), "redisUrl");
+      const m = await startMoleculerEcho({ type: "Redis", options: url });
+      defer(() => m.close());
+      const pid = await brokerPid("redis");
+      return { call: m.call, ...(pid ? { brokerPid: pid } : {}) };
     }
     case "nuropb-amqp":
     case "raw-amqp":

@@ -199,7 +199,11 @@ export class Caller {
   ): Promise<unknown> {
     flow?.emit("client-encode");
     const frame = withHeaders(
-      encodePayload(payload, { replyTo: this.#p.responseAddress, ttlMs }),
+      encodePayload(payload, {
+        replyTo: this.#p.responseAddress,
+        ttlMs,
+        slim: this.#slim(encrypted),
+      }),
       call === undefined ? undefined : RequestCall.headersOf(call),
     );
     if (!encrypted) return this.#send(payload, frame, undefined, ttlMs, options, call, flow);
@@ -333,7 +337,11 @@ export class Caller {
   ): Promise<void> {
     flow?.emit("client-encode");
     let frame = withHeaders(
-      encodePayload(payload, { replyTo: this.#p.responseAddress, ttlMs }),
+      encodePayload(payload, {
+        replyTo: this.#p.responseAddress,
+        ttlMs,
+        slim: this.#slim(encrypted),
+      }),
       headers,
     );
     // The reply key of a command is never needed (no response): it is not kept anywhere.
@@ -462,6 +470,15 @@ export class Caller {
     // Persisted: the log's append also delivers it, and resolves once the log holds it.
     if (persisted) await appendToLog(this.#p.transport, e.topic, frame);
     else await this.#p.transport.send({ kind: "event", topic: e.topic }, frame);
+  }
+
+  /**
+   * Whether a request or command goes with a slim body: when the transport allows it and the
+   * body is not sealed (inside a sealed body the correlation id binds the answer to its call:
+   * rsa-fernet has nothing else to).
+   */
+  #slim(encrypted: boolean): boolean {
+    return !encrypted && this.#p.transport.capabilities.slimBodies === true;
   }
 
   /** Runs a call through the middleware (when `call` is given), reporting its start and end. */

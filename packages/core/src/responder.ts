@@ -60,16 +60,19 @@ export class Responder {
       if (replyKey !== undefined) {
         if (!this.#sealing.inline) return this.#respondSealed(replyTo, r, replyKey, flow);
         // No cipher thread: sealed here, synchronously, as a plaintext response is written.
-        let frame = this.#sealing.sealResponseNow(this.#plainFrame(replyTo, r), replyKey);
+        let frame = this.#sealing.sealResponseNow(this.#plainFrame(replyTo, r, true), replyKey);
         const tooLarge = this.#tooLarge(frame, r);
         if (tooLarge !== undefined) {
-          frame = this.#sealing.sealResponseNow(this.#plainFrame(replyTo, tooLarge), replyKey);
+          frame = this.#sealing.sealResponseNow(
+            this.#plainFrame(replyTo, tooLarge, true),
+            replyKey,
+          );
         }
         return this.#send(replyTo, r, frame, flow);
       }
-      let frame = this.#plainFrame(replyTo, r);
+      let frame = this.#plainFrame(replyTo, r, false);
       const tooLarge = this.#tooLarge(frame, r);
-      if (tooLarge !== undefined) frame = this.#plainFrame(replyTo, tooLarge);
+      if (tooLarge !== undefined) frame = this.#plainFrame(replyTo, tooLarge, false);
       return this.#send(replyTo, r, frame, flow);
     } catch (err) {
       this.#sendFailed(r, err);
@@ -84,10 +87,13 @@ export class Responder {
     flow: MessageFlow | undefined,
   ): Promise<void> {
     try {
-      let frame = await this.#sealing.sealResponse(this.#plainFrame(replyTo, r), replyKey);
+      let frame = await this.#sealing.sealResponse(this.#plainFrame(replyTo, r, true), replyKey);
       const tooLarge = this.#tooLarge(frame, r);
       if (tooLarge !== undefined) {
-        frame = await this.#sealing.sealResponse(this.#plainFrame(replyTo, tooLarge), replyKey);
+        frame = await this.#sealing.sealResponse(
+          this.#plainFrame(replyTo, tooLarge, true),
+          replyKey,
+        );
       }
       await this.#send(replyTo, r, frame, flow);
     } catch (err) {
@@ -162,7 +168,7 @@ export class Responder {
   }
 
   /** The plaintext frame of a response (a result that cannot become JSON: answered with that error). */
-  #plainFrame(replyTo: string, r: ResponseFields): Frame {
+  #plainFrame(replyTo: string, r: ResponseFields, sealed: boolean): Frame {
     const payload: ResponsePayload = {
       tag: "response",
       result: r.result,
@@ -173,17 +179,19 @@ export class Responder {
       warning: null,
       reply_to: replyTo,
     };
+    // Slim only in plaintext: inside a sealed answer the ids bind it to its request.
+    const options = { slim: !sealed && this.#transport.capabilities.slimBodies === true };
     let frame: Frame;
     try {
-      frame = encodePayload(payload);
+      frame = encodePayload(payload, options);
     } catch (err) {
       // The result cannot become JSON (cycle, too deep): answer with that error instead, and
       // without the context when the caller's own context is what cannot be written back.
       const error = toErrorPayload(err);
       try {
-        frame = encodePayload({ ...payload, result: null, error });
+        frame = encodePayload({ ...payload, result: null, error }, options);
       } catch {
-        frame = encodePayload({ ...payload, result: null, error, context: {} });
+        frame = encodePayload({ ...payload, result: null, error, context: {} }, options);
       }
     }
     return withHeaders(frame, r.headers);

@@ -28,6 +28,15 @@ export interface EncodeOptions {
   readonly replyTo?: string;
   /** Time-to-live in milliseconds; requests and commands only. 0 or absent: none. */
   readonly ttlMs?: number;
+  /**
+   * A slim body (requests, commands and responses; events are always whole): it leaves out what
+   * the frame already carries, the correlation id and the trace id, and what a reader fills in
+   * by itself, an empty `context`, a null `warning` and a response's `reply_to`.
+   * {@link decodeFrame} reads it back to the same payload (nuropb-ts 0.1.0 did too). Only for a
+   * transport whose every reader is nuropb-ts (`TransportCapabilities.slimBodies`): a Python
+   * peer reads these fields with hard key access.
+   */
+  readonly slim?: boolean;
 }
 
 /**
@@ -107,7 +116,9 @@ export function encodePayload(payload: Payload, options: EncodeOptions = {}): Fr
   const marks = normalisedMarks();
   // Building the body from the known fields also means only the free-form values (params,
   // context, event, result…) need the JSON walk, not the whole payload.
-  const body = utf8Bytes(stringifyNormalised(wireBody(payload, traceId), marks) as string);
+  const fields =
+    options.slim === true && tag !== "event" ? slimBody(payload) : wireBody(payload, traceId);
+  const body = utf8Bytes(stringifyNormalised(fields, marks) as string);
   const headers = buildHeaders(tag, traceId);
   const frame: { -readonly [K in keyof Frame]: Frame[K] } = {
     headers,
@@ -163,6 +174,43 @@ function wireBody(payload: Payload, traceId: string | null): Record<string, unkn
         reply_to: outgoingString(payload, "reply_to"),
       };
   }
+}
+
+/**
+ * {@link wireBody} less the correlation id and trace id (the frame carries both), an empty
+ * context, a null warning and a response's `reply_to`: what a reader fills in by itself. Checked
+ * as fully as the whole body.
+ */
+function slimBody(payload: Payload): Record<string, unknown> {
+  let out: Record<string, unknown>;
+  if (payload.tag === "request" || payload.tag === "command") {
+    out = {
+      tag: payload.tag,
+      service: outgoingString(payload, "service"),
+      method: outgoingString(payload, "method"),
+      params: outgoingObject(payload, "params", false),
+    };
+  } else {
+    out = {
+      tag: "response",
+      result: normaliseJson((payload as ResponsePayload).result, 2) ?? null,
+      error: outgoingError(payload),
+    };
+    const warning = outgoingNullableString(payload, "warning");
+    if (warning !== null) out.warning = warning;
+    outgoingString(payload, "reply_to"); // left out, but checked as in a whole body
+  }
+  const context = outgoingObject(payload, "context", true);
+  if (!isEmptyObject(context)) out.context = context;
+  return out;
+}
+
+/** Whether `value` is an object without own enumerable keys. */
+function isEmptyObject(value: unknown): boolean {
+  for (const key in value as Record<string, unknown>) {
+    if (Object.prototype.hasOwnProperty.call(value, key)) return false;
+  }
+  return true;
 }
 
 type Fields = Readonly<Record<string, unknown>>;

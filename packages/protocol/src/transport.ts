@@ -147,6 +147,12 @@ export interface TransportCapabilities {
   readonly messageTtl: boolean;
   /** Largest body the transport accepts, in bytes. */
   readonly maxFrameBytes: number;
+  /**
+   * Every reader on this transport is nuropb-ts (no Python peer can be there): requests,
+   * commands and responses are sent with slim bodies (`EncodeOptions.slim`), about a fifth
+   * fewer bytes per call. Absent: false.
+   */
+  readonly slimBodies?: boolean;
 }
 
 /**

@@ -122,6 +122,8 @@ class MemoryTransport implements Transport {
       deadLetter: true,
       messageTtl: true,
       maxFrameBytes,
+      // In-process: every reader is nuropb-ts.
+      slimBodies: true,
     });
     this.scheduling = createMemoryScheduling({
       vhost,

@@ -38,6 +38,7 @@ describe("createMemoryTransport options", () => {
       deadLetter: true,
       messageTtl: true,
       maxFrameBytes: DEFAULT_MEMORY_MAX_FRAME_BYTES,
+      slimBodies: true,
     });
     expect(DEFAULT_MEMORY_MAX_FRAME_BYTES).toBe(16 * 1024 * 1024);
   });
