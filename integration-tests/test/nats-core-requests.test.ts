@@ -72,7 +72,7 @@ function compactFields(m: Msg): {
   headers: Record<string, string | null>;
 } {
   expect(m.headers).toBeUndefined();
-  expect([m.data[0], m.data[1]]).toEqual([0x00, 0x01]);
+  expect([m.data[0], m.data[1]]).toEqual([0x00, 0x02]);
   const n = new DataView(m.data.buffer, m.data.byteOffset).getUint32(2);
   const text = new TextDecoder().decode(m.data.subarray(6, 6 + n));
   const out = {
@@ -87,12 +87,21 @@ function compactFields(m: Msg): {
     at = colon + 1 + len;
     return text.slice(colon + 1, at);
   };
+  // Version 2's tags of the five usual headers.
+  const usual: Record<string, string> = {
+    p: "nuropb_protocol",
+    v: "nuropb_version",
+    y: "nuropb_type",
+    i: "trace_id",
+    e: "encrypted",
+  };
   while (at < text.length) {
-    const tag = text[at++];
+    const tag = text[at++] as string;
     if (tag === "c") out.correlationId = next();
     else if (tag === "d") out.redelivered = next() === "";
     else if (tag === "h") out.headers[next()] = next();
     else if (tag === "n") out.headers[next()] = null;
+    else if (usual[tag] !== undefined) out.headers[usual[tag]] = next();
     else next();
   }
   return out;

@@ -69,6 +69,7 @@ class NatsTransport implements Transport {
   readonly #topology: Topology;
   #jsm: JetStreamManager | undefined;
   #maxFrameBytes: number;
+  #capabilities: TransportCapabilities | undefined;
   readonly #services = new Map<ServiceConsumer, ServiceRecord>();
   readonly #responses = new Map<string, ResponseConsumer>();
   readonly #coreRequests = new Set<CoreRequestConsumer>();
@@ -125,13 +126,19 @@ class NatsTransport implements Transport {
   }
 
   get capabilities(): TransportCapabilities {
-    return {
-      notDelivered: true,
-      redelivery: true,
-      deadLetter: true,
-      messageTtl: true,
-      maxFrameBytes: this.#maxFrameBytes,
-    };
+    // Read per call by core: made again only when the server's limit changed it.
+    if (this.#capabilities?.maxFrameBytes !== this.#maxFrameBytes) {
+      this.#capabilities = Object.freeze({
+        notDelivered: true,
+        redelivery: true,
+        deadLetter: true,
+        messageTtl: true,
+        maxFrameBytes: this.#maxFrameBytes,
+        // Only nuropb-ts reads a NATS mesh: no Python NuroPb runs on NATS.
+        slimBodies: true,
+      });
+    }
+    return this.#capabilities;
   }
 
   connect(options: { readonly signal?: AbortSignal } = {}): Promise<void> {

@@ -24,7 +24,7 @@ const base: WireHeaders = {
 };
 
 /** A compact message of the given field text and body, as the format says. */
-function compact(text: string, body = "", version = 1): Uint8Array {
+function compact(text: string, body = "", version = 2): Uint8Array {
   const t = utf8.encode(text);
   const out = new Uint8Array(6 + t.length + body.length);
   out[1] = version;
@@ -46,7 +46,7 @@ describe("compact frames on core NATS", () => {
       ttlMs: 1000,
     };
     const bytes = encodeCompactFrame(frame, 5) as Uint8Array;
-    const fields = "c2:c1r3:r.ét4:1000s1:5h11:nuropb_type7:requestn8:trace_id";
+    const fields = "c2:c1r3:r.ét4:1000s1:5y7:requestn8:trace_id";
     expect([...bytes]).toEqual([...compact(fields, '{"x":1}')]);
     expect(isCompactFrame(undefined, bytes)).toBe(true);
     const read = decodeCompactFrame(bytes);
@@ -58,6 +58,34 @@ describe("compact frames on core NATS", () => {
       sentAtMs: 5,
     });
     expect(text(read.body)).toBe('{"x":1}');
+  });
+
+  it("writes the five usual headers by their tags, and still reads version 1's entries", () => {
+    const frame: Frame = {
+      headers: { ...base, trace_id: "t1", encrypted: "yes", x: "1" },
+      body: utf8.encode("{}"),
+      correlationId: "c1",
+    };
+    const bytes = encodeCompactFrame(frame) as Uint8Array;
+    const fields = "c2:c1p5:0.1.1v5:0.1.0y7:requesti2:t1e3:yesh1:x1:1";
+    expect([...bytes]).toEqual([...compact(fields, "{}")]);
+    expect(decodeCompactFrame(bytes).fields.headers).toStrictEqual(frame.headers);
+    // What a sender of version 1 wrote for the same frame.
+    const v1 = compact(
+      "c2:c1h15:nuropb_protocol5:0.1.1h14:nuropb_version5:0.1.0h11:nuropb_type7:request" +
+        "h8:trace_id2:t1h9:encrypted3:yesh1:x1:1",
+      "{}",
+      1,
+    );
+    expect(isCompactFrame(undefined, v1)).toBe(true);
+    const read = decodeCompactFrame(v1);
+    expect(read.fields.headers).toStrictEqual(frame.headers);
+    expect(read.fields.correlationId).toBe("c1");
+    expect(text(read.body)).toBe("{}");
+    // Sent again, a version 1 frame goes out as version 2, its fields unchanged.
+    const again = decodeCompactFrame(compactRedelivered(v1));
+    expect(again.fields.headers).toStrictEqual(frame.headers);
+    expect(again.fields.redelivered).toBe(true);
   });
 
   it("round-trips any well-formed headers and fields, a `__proto__` key and astral text included", () => {
@@ -171,7 +199,11 @@ describe("compact frames on core NATS", () => {
   it("reads a malformed compact frame as a NuropbMessageError saying what is wrong", () => {
     const bad: [string, Uint8Array][] = [
       ["shorter than its prefix", new Uint8Array([0, 1, 0])],
-      ["version 2", compact("c1:c", "", 2)],
+      ["version 3", compact("c1:c", "", 3)],
+      ["version 0", compact("c1:c", "", 0)],
+      // Version 1 has no tags of the usual headers.
+      ["unknown field tag 'y'", compact("c1:cy7:request", "", 1)],
+      ["unknown field tag 'i'", compact("c1:ci1:t", "", 1)],
       ["fields longer than the message", compact("c1:c").subarray(0, 8)],
       ["no correlation id first", compact("r1:r")],
       ["a malformed length", compact("c:c")],

@@ -14,6 +14,7 @@ describe("createNatsTransport options", () => {
       deadLetter: true,
       messageTtl: true,
       maxFrameBytes: DEFAULT_NATS_MAX_FRAME_BYTES,
+      slimBodies: true,
     });
     const o = resolveNatsOptions({ servers: ["nats://a:4222", "nats://b:4222"] });
     expect(o).toMatchObject({
