@@ -35,6 +35,8 @@ export interface ChannelUse {
   onMessage(msg: ConsumeMessage): void;
   /** Handlers still running: a stopped consumer's channel stays open until none is. */
   readonly running: number;
+  /** Writes settlements still waiting (before we close the channel). */
+  flush?(): void;
 }
 
 /**
@@ -171,7 +173,9 @@ export class Consumer {
    */
   closeChannel(): Promise<void> {
     const handle = this.#handle;
-    return handle !== undefined && !handle.closed ? closeQuietly(handle.ch) : Promise.resolve();
+    if (handle === undefined || handle.closed) return Promise.resolve();
+    this.#uses.get(handle)?.flush?.();
+    return closeQuietly(handle.ch);
   }
 
   /** The transport has closed: the consumer is stopped for good. */
@@ -188,6 +192,7 @@ export class Consumer {
     if (!this.#stopped && !this.#replaced.has(handle)) return;
     if ((this.#uses.get(handle)?.running ?? 0) > 0) return;
     handle.retiring = true;
+    this.#uses.get(handle)?.flush?.();
     this.#host.retiring(closeQuietly(handle.ch));
   }
 

@@ -5,6 +5,7 @@ import type { ConsumeMessage } from "amqplib";
 import type { InboundFrame } from "@nuropb/protocol";
 import { Consumer } from "./consumer.ts";
 import { publishDeadLetterCopy } from "./dead-letter.ts";
+import { Settlements } from "./settlements.ts";
 import type { ChannelUse, ConsumerHost } from "./consumer.ts";
 import type { ChannelHandle } from "./session.ts";
 import { declareServiceQueue } from "./topology.ts";
@@ -55,30 +56,31 @@ function serviceChannel(
   host: ServiceConsumerHost,
   quorum: boolean,
 ): ChannelUse {
-  const { ch } = handle;
+  // Acks coalesced at the end of the tick, in delivery order (see Settlements).
+  const settlements = new Settlements(handle.ch, () => handle.closed);
   const ledger = createDeliveryLedger<ConsumeMessage>({
     // basic.qos: the broker keeps the window.
     prefetch: 0,
     settle: (msg, outcome) => {
       // On a channel that went away the broker redelivers the message: nothing to send.
       if (handle.closed) return;
-      if (outcome === "ack") ch.ack(msg);
+      if (outcome === "ack") settlements.ack(msg);
       else if (outcome === "requeue") {
         // Call-again on a quorum queue counts against its delivery limit: on 3.x every return
         // does, but from 4.3 basic.nack means "not processed" and leaves delivery-count alone,
         // while basic.reject(requeue) counts on every version. A classic queue has no limit:
         // it keeps the basic.nack Python sends.
-        if (quorum) ch.reject(msg, true);
-        else ch.nack(msg, false, true);
+        if (quorum) settlements.reject(msg, true);
+        else settlements.nack(msg, true);
       }
       // A failure dead-letters (basic.reject, requeue false) on every version and queue type.
-      else ch.reject(msg, false);
+      else settlements.reject(msg, false);
     },
     // The copy with the failure record goes to the dead-letter exchange (confirmed), then the
     // original is acked; a copy that cannot be sent makes the ledger reject the original.
     deadLetter: async (msg, headers) => {
       await publishDeadLetterCopy(host, host.exchanges.dlExchange, msg, headers);
-      if (!handle.closed) ch.ack(msg);
+      if (!handle.closed) settlements.ack(msg);
     },
     // Closing the channel (once no handler runs on it) gives them back.
     giveBack: () => undefined,
@@ -93,7 +95,9 @@ function serviceChannel(
     get running() {
       return ledger.running;
     },
+    flush: () => settlements.flush(),
     onMessage(msg) {
+      settlements.delivered(msg);
       if (consumer.stopped) return; // it goes back to the queue when the channel closes
       const running = ledger.dispatch(ledger.hold(msg), host.inbound(msg), handler);
       if (running !== undefined) {

@@ -522,10 +522,44 @@ describe("consuming", () => {
     await got[0]?.ack();
     await got[0]?.reject();
     await got[0]?.requeue();
-    expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]);
+    // Acks go out at the end of the tick.
+    await vi.waitFor(() => expect(ch.settled).toEqual([{ how: "ack", tag: 1 }]));
     conn().drop(); // the channel goes with the connection
     await expect(got[1]?.ack()).resolves.toBeUndefined();
     expect(ch.settled).toHaveLength(1);
+  });
+
+  it("acks of one tick go out as one basic.ack multiple, after the replies sent with them", async () => {
+    const t = transport();
+    await t.connect();
+    await t.consumeService(spec, async (d) => {
+      await d.ack();
+      await t.send({ kind: "reply", address: "rq" }, frame(`re-${d.correlationId}`));
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    for (const id of ["a", "b", "c"]) ch.deliver(id, { correlationId: id, replyTo: "rq" });
+    await vi.waitFor(() => expect(ch.settled).toHaveLength(3));
+    expect(ch.settled.map((x) => x.how)).toEqual(["ack", "ack", "ack"]);
+    expect(conn().writes).toEqual(["publish rq", "publish rq", "publish rq", "ack 3 multiple"]);
+  });
+
+  it("an ack never covers a delivery whose handler still runs: acks past it go one by one", async () => {
+    const t = transport();
+    await t.connect();
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    await t.consumeService(spec, async (d) => {
+      if (Buffer.from(d.body).toString() === "slow") await gate;
+      await d.ack();
+    });
+    const ch = conn().consumerChannel("nuropb-svc-sq");
+    for (const body of ["a", "slow", "c", "d"]) ch.deliver(body);
+    await vi.waitFor(() => expect(ch.settled).toHaveLength(3));
+    expect(conn().writes).toEqual(["ack 1 multiple", "ack 3", "ack 4"]);
+    release();
+    await vi.waitFor(() => expect(ch.settled).toHaveLength(4));
+    expect(conn().writes.at(-1)).toBe("ack 2 multiple");
+    expect(ch.settled.map((x) => x.tag)).toEqual([1, 3, 4, 2]);
   });
 
   it("requeue is nack(requeue) and reject is reject(no requeue); a throwing handler has its delivery rejected once", async () => {

@@ -107,6 +107,7 @@ export class FakeChannel extends EventEmitter {
     const entry = { exchange, routingKey, content: Buffer.from(content), options: { ...options } };
     this.published.push(entry);
     this.conn.sent.push({ ...entry, confirm: this.confirm });
+    this.conn.writes.push(`publish ${routingKey}`);
     const returned = options.mandatory === true && !broker.bound.has(routingKey);
     queueMicrotask(() => {
       if (this.closed) return;
@@ -181,6 +182,7 @@ export class FakeChannel extends EventEmitter {
   ack(m: FakeMessage, allUpTo?: boolean): void {
     this.#live();
     const tag = m.fields.deliveryTag;
+    this.conn.writes.push(`ack ${tag}${allUpTo === true ? " multiple" : ""}`);
     for (const t of allUpTo === true ? [...this.#unsettled].filter((u) => u <= tag) : [tag]) {
       this.#unsettled.delete(t);
       this.settled.push({ how: "ack", tag: t });
@@ -256,6 +258,8 @@ export class FakeConnection extends EventEmitter {
   readonly channels: FakeChannel[] = [];
   /** Every publish on every channel, in order, and whether its channel confirms. */
   readonly sent: (FakeChannel["published"][number] & { confirm: boolean })[] = [];
+  /** Publishes ("publish <routing key>") and acks ("ack <tag>[ multiple]"), in write order. */
+  readonly writes: string[] = [];
   closed = false;
 
   constructor() {
