@@ -51,6 +51,7 @@ class RedisTransport implements Transport {
   readonly kind = "redis";
   readonly mesh: string;
   readonly #opts: ResolvedRedisOptions;
+  readonly #capabilities: TransportCapabilities;
   readonly #keys: MeshKeys;
   readonly #instance = newId();
   #consumerSeq = 0;
@@ -69,6 +70,15 @@ class RedisTransport implements Transport {
 
   constructor(opts: ResolvedRedisOptions) {
     this.#opts = opts;
+    this.#capabilities = Object.freeze({
+      notDelivered: true,
+      redelivery: true,
+      deadLetter: true,
+      messageTtl: true,
+      maxFrameBytes: opts.maxFrameBytes,
+      // Only nuropb-ts reads a Redis mesh: no Python NuroPb runs on Redis.
+      slimBodies: true,
+    });
     this.#life = createTransportLifecycle("Redis", opts.logger);
     this.mesh = opts.mesh;
     this.#keys = meshKeys(opts.mesh);
@@ -96,13 +106,7 @@ class RedisTransport implements Transport {
   }
 
   get capabilities(): TransportCapabilities {
-    return {
-      notDelivered: true,
-      redelivery: true,
-      deadLetter: true,
-      messageTtl: true,
-      maxFrameBytes: this.#opts.maxFrameBytes,
-    };
+    return this.#capabilities;
   }
 
   #redisOptions(): RedisOptions {

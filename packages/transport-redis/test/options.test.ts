@@ -15,6 +15,7 @@ describe("createRedisTransport options", () => {
       deadLetter: true,
       messageTtl: true,
       maxFrameBytes: DEFAULT_REDIS_MAX_FRAME_BYTES,
+      slimBodies: true,
     });
     expect(resolveRedisOptions({ options: { host: "h", port: 1 } })).toMatchObject({
       prefetch: 256,
