@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import type { Listener, Logger, ResponseHandler } from "@nuropb/protocol";
-import { BlockingReader, nextBackoffMs } from "./blocking-reader.ts";
+import { BlockingReader } from "./blocking-reader.ts";
 import { blobToFrame } from "./frame-codec.ts";
 import { HOLD_LEASE, RELEASE_LEASE, runScript } from "./scripts.ts";
 
@@ -26,6 +26,8 @@ export interface ResponseConsumerDeps {
 const BLOCK_SECONDS = 5;
 /** Most responses taken by one pop. */
 const POP_COUNT = 256;
+/** Pops queued on the connection at once (see {@link BlockingReader}). */
+const POP_DEPTH = 8;
 
 /**
  * The response list of one participant: popped in batches (BLMPOP) on a dedicated connection,
@@ -39,7 +41,7 @@ export class ResponseConsumer implements Listener {
 
   constructor(deps: ResponseConsumerDeps) {
     this.#deps = deps;
-    this.#reader = new BlockingReader(deps.blocking, deps.redis);
+    this.#reader = new BlockingReader(deps.blocking, deps.redis, POP_DEPTH);
   }
 
   get address(): string {
@@ -47,9 +49,16 @@ export class ResponseConsumer implements Listener {
   }
 
   async start(): Promise<void> {
+    const d = this.#deps;
     this.#timer = setInterval(() => void this.holdLease(), Math.max(100, this.#deps.leaseMs / 3));
     this.#timer.unref();
-    await this.#reader.start(() => this.#popLoop());
+    await this.#reader.start({
+      next: () => this.#pop(),
+      answered: (reply) => this.#popped(reply),
+      failed: async (err, ending) => {
+        if (!ending) d.logger.debug("pop failed; retrying", { address: d.address, error: err });
+      },
+    });
   }
 
   /** Takes or renews the lease; true when we hold it. */
@@ -80,39 +89,23 @@ export class ResponseConsumer implements Listener {
     await this.stop();
   }
 
-  async #popLoop(): Promise<void> {
+  #pop(): Promise<unknown> | undefined {
+    if (this.#stopped) return undefined;
     const d = this.#deps;
-    let backoff = 0;
-    while (!this.#stopped) {
-      let reply: unknown;
+    return d.blocking.callBuffer("BLMPOP", BLOCK_SECONDS, 1, d.list, "LEFT", "COUNT", POP_COUNT);
+  }
+
+  #popped(reply: unknown): void {
+    if (!Array.isArray(reply)) return;
+    const items = reply[1] as unknown;
+    if (!Array.isArray(items)) return;
+    const d = this.#deps;
+    for (const item of items as unknown[]) {
+      if (!Buffer.isBuffer(item)) continue;
       try {
-        reply = await d.blocking.callBuffer(
-          "BLMPOP",
-          BLOCK_SECONDS,
-          1,
-          d.list,
-          "LEFT",
-          "COUNT",
-          POP_COUNT,
-        );
-        backoff = 0;
+        d.handler(blobToFrame(item));
       } catch (err) {
-        if (this.#stopped) break;
-        d.logger.debug("pop failed; retrying", { address: d.address, error: err });
-        backoff = nextBackoffMs(backoff);
-        await new Promise((r) => setTimeout(r, backoff));
-        continue;
-      }
-      if (!Array.isArray(reply)) continue;
-      const items = reply[1] as unknown;
-      if (!Array.isArray(items)) continue;
-      for (const item of items as unknown[]) {
-        if (!Buffer.isBuffer(item)) continue;
-        try {
-          d.handler(blobToFrame(item));
-        } catch (err) {
-          d.logger.warn("response dropped", { address: d.address, error: err });
-        }
+        d.logger.warn("response dropped", { address: d.address, error: err });
       }
     }
   }

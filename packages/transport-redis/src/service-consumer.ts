@@ -2,7 +2,7 @@ import type { Redis } from "ioredis";
 import type { DeliveryHandler, InboundFrame, Listener, Logger } from "@nuropb/protocol";
 import { createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { DeliveryLedger, HeldDelivery } from "@nuropb/protocol/transport-kit";
-import { BlockingReader, nextBackoffMs } from "./blocking-reader.ts";
+import { BlockingReader } from "./blocking-reader.ts";
 import { fieldsToFrame, type EntryFrame } from "./frame-codec.ts";
 import { entryTimeMs, SERVICE_GROUP } from "./keys.ts";
 import { coalesceWrites, DEAD_LETTER, FORGET_CONSUMERS, REQUEUE, runScript } from "./scripts.ts";
@@ -100,6 +100,15 @@ const BLOCK_MS = 5_000;
  */
 const READ_BATCH = 16;
 
+/**
+ * Reads queued on the connection at once (see {@link BlockingReader}). Together they never ask
+ * for more entries than the window has room for, nor for its last quarter (kept for claiming
+ * what dead consumers held, which would otherwise wait while the reads sit queued); each asks for
+ * an eighth of the rest (up to {@link READ_BATCH}), so that the reads queued stay many and small
+ * rather than a few big ones topped up after every answer.
+ */
+const READ_DEPTH = 8;
+
 /** An entry this listener holds (its ledger's message). */
 interface Entry {
   readonly id: string;
@@ -127,7 +136,13 @@ export class ServiceConsumer implements Listener {
   readonly #deps: ServiceConsumerDeps;
   /** Settle once, reject on a handler failure, give back on stop, the window: the kit's rules. */
   readonly #ledger: DeliveryLedger<Entry>;
-  #room: (() => void) | undefined;
+  /** The COUNT of each read queued, in the order sent: room the window keeps for their answers. */
+  readonly #asked: number[] = [];
+  #reserved = 0;
+  #redeclaring: Promise<void> | undefined;
+  /** Most entries the queued reads ask for together. */
+  readonly #readRoom: number;
+  readonly #readCount: number;
   #timer: NodeJS.Timeout | undefined;
   #claimCursor = "0-0";
   #claiming = false;
@@ -136,7 +151,9 @@ export class ServiceConsumer implements Listener {
 
   constructor(deps: ServiceConsumerDeps) {
     this.#deps = deps;
-    this.#reader = new BlockingReader(deps.blocking, deps.redis);
+    this.#reader = new BlockingReader(deps.blocking, deps.redis, READ_DEPTH);
+    this.#readRoom = deps.window - Math.floor(deps.window / 4);
+    this.#readCount = Math.max(1, Math.min(READ_BATCH, Math.floor(this.#readRoom / READ_DEPTH)));
     this.#ledger = createDeliveryLedger<Entry>({
       prefetch: deps.window,
       settle: (entry, outcome) => {
@@ -160,7 +177,11 @@ export class ServiceConsumer implements Listener {
     const tick = Math.max(200, Math.min(this.#deps.claimIdleMs / 3, 5_000));
     this.#timer = setInterval(() => void this.#onTick(), tick);
     this.#timer.unref();
-    await this.#reader.start(() => this.#readLoop());
+    await this.#reader.start({
+      next: () => this.#read(),
+      answered: (reply) => this.#readAnswered(reply),
+      failed: (err, ending) => this.#readFailed(err, ending),
+    });
   }
 
   async stop(): Promise<void> {
@@ -199,7 +220,6 @@ export class ServiceConsumer implements Listener {
   }
 
   async #endLoop(): Promise<void> {
-    this.#room?.();
     await this.#reader.end();
   }
 
@@ -208,52 +228,62 @@ export class ServiceConsumer implements Listener {
     this.#timer = undefined;
   }
 
-  async #readLoop(): Promise<void> {
-    const { blocking, stream, consumer, logger } = this.#deps;
-    let backoff = 0;
-    while (!this.#ledger.stopped) {
-      if (this.#ledger.free() <= 0) {
-        await new Promise<void>((r) => (this.#room = r));
-        this.#room = undefined;
-        continue;
-      }
-      let reply: unknown;
-      try {
-        reply = await blocking.callBuffer(
-          "XREADGROUP",
-          "GROUP",
-          SERVICE_GROUP,
-          consumer,
-          "COUNT",
-          Math.min(READ_BATCH, this.#ledger.free()),
-          "BLOCK",
-          BLOCK_MS,
-          "STREAMS",
-          stream,
-          ">",
-        );
-        backoff = 0;
-      } catch (err) {
-        if (this.#ledger.stopped) break;
-        if (err instanceof Error && err.message.includes("NOGROUP")) {
-          logger.warn("consumer group missing; declaring the service again", { stream });
-          await this.#deps
-            .redeclare()
-            .catch((e: unknown) => logger.warn("re-declare failed", { error: e }));
-        } else {
-          logger.debug("read failed; retrying", { stream, error: err });
-        }
-        backoff = nextBackoffMs(backoff);
-        await new Promise((r) => setTimeout(r, backoff));
-        continue;
-      }
-      if (!Array.isArray(reply)) continue;
-      for (const perStream of reply as unknown[]) {
-        const entries = Array.isArray(perStream) ? (perStream[1] as unknown) : undefined;
-        if (!isEntryList(entries)) continue;
-        for (const [id, fields] of entries) this.#accept(id.toString("latin1"), fields, false);
-      }
+  /** Sends a read for as many entries as the window has room for beside the reads queued. */
+  #read(): Promise<unknown> | undefined {
+    if (this.#ledger.stopped) return undefined;
+    const room = Math.min(this.#ledger.free(), this.#readRoom) - this.#reserved;
+    const count = Math.min(this.#readCount, room);
+    if (count <= 0) return undefined;
+    const { blocking, stream, consumer } = this.#deps;
+    this.#asked.push(count);
+    this.#reserved += count;
+    return blocking.callBuffer(
+      "XREADGROUP",
+      "GROUP",
+      SERVICE_GROUP,
+      consumer,
+      "COUNT",
+      count,
+      "BLOCK",
+      BLOCK_MS,
+      "STREAMS",
+      stream,
+      ">",
+    );
+  }
+
+  /** A read came back: its room is the window's again. */
+  #readDone(): void {
+    this.#reserved -= this.#asked.shift() ?? 0;
+  }
+
+  #readAnswered(reply: unknown): void {
+    this.#readDone();
+    if (!Array.isArray(reply)) return;
+    for (const perStream of reply as unknown[]) {
+      const entries = Array.isArray(perStream) ? (perStream[1] as unknown) : undefined;
+      if (!isEntryList(entries)) continue;
+      for (const [id, fields] of entries) this.#accept(id.toString("latin1"), fields, false);
     }
+  }
+
+  /** A read failed: every queued read fails alike (NOGROUP, say), so one re-declaration serves all. */
+  #readFailed(err: unknown, ending: boolean): Promise<void> {
+    this.#readDone();
+    const { stream, logger } = this.#deps;
+    if (ending || this.#ledger.stopped) return Promise.resolve();
+    if (err instanceof Error && err.message.includes("NOGROUP")) {
+      if (this.#redeclaring === undefined) {
+        logger.warn("consumer group missing; declaring the service again", { stream });
+        this.#redeclaring = this.#deps
+          .redeclare()
+          .catch((e: unknown) => logger.warn("re-declare failed", { error: e }))
+          .finally(() => (this.#redeclaring = undefined));
+      }
+      return this.#redeclaring;
+    }
+    logger.debug("read failed; retrying", { stream, error: err });
+    return Promise.resolve();
   }
 
   #accept(id: string, fields: Buffer[] | null, claimed: boolean): void {
@@ -302,9 +332,9 @@ export class ServiceConsumer implements Listener {
   #released(): void {
     // Read again once a quarter of the window is free (or all of it): one read per slot freed
     // would cost a round trip per delivery when the window is full.
-    const free = this.#ledger.free();
+    const free = this.#ledger.free() - this.#reserved;
     const empty = this.#ledger.size === 0;
-    if (free >= Math.ceil(this.#deps.window / 4) || empty) this.#room?.();
+    if (free >= Math.ceil(this.#deps.window / 4) || empty) this.#reader.fill();
     if (this.#ledger.stopped && empty) this.#clearTimer();
   }
 
@@ -381,10 +411,16 @@ export class ServiceConsumer implements Listener {
         .xclaim(d.stream, SERVICE_GROUP, d.consumer, 0, ...stale.map((e) => e.id), "JUSTID")
         .catch((err: unknown) => d.logger.debug("renewal failed", { error: err }));
     }
-    if (this.#ledger.stopped || this.#claiming || this.#ledger.free() <= 0) return;
+    const free = this.#ledger.free();
+    // With a window under 4 the reads may have reserved all of it: claim one anyway (the window
+    // then holds one more, as when a claim and a read answer together).
+    const room = Math.max(free - this.#reserved, Math.min(free, 1));
+    if (this.#ledger.stopped || this.#claiming || room <= 0) return;
     // Claim what consumers that stopped answering held too long (including our own entries
     // whose read reply was lost with a connection).
     this.#claiming = true;
+    // The claim's room is kept from the reads until it is answered, as a read's is.
+    this.#reserved += room;
     try {
       // ioredis generates `xautoclaimBuffer` but does not type it; `callBuffer` on an
       // auto-pipelined connection loses the command name (ioredis 5.11).
@@ -395,7 +431,7 @@ export class ServiceConsumer implements Listener {
         d.claimIdleMs,
         this.#claimCursor,
         "COUNT",
-        this.#ledger.free(),
+        room,
       );
       if (Array.isArray(reply)) {
         const [cursor, entries] = reply as [Buffer, unknown];
@@ -413,7 +449,9 @@ export class ServiceConsumer implements Listener {
       if (err instanceof Error && err.message.includes("NOGROUP")) this.#claimCursor = "0-0";
       d.logger.debug("claim failed", { error: err });
     } finally {
+      this.#reserved -= room;
       this.#claiming = false;
+      this.#reader.fill();
     }
   }
 }
