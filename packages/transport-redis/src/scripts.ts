@@ -40,6 +40,34 @@ export function coalesceWrites(redis: Redis): void {
   });
 }
 
+/**
+ * Runs `write` (which issues commands on `redis`) and sends what it wrote now, in one socket
+ * write, rather than at the end of the tick; inside a tick whose writes are held already (see
+ * {@link coalesceWrites}) the commands simply join them.
+ */
+export function writeNow(redis: Redis, write: () => void): void {
+  const stream = (redis as unknown as { stream?: Partial<Corkable> }).stream;
+  if (
+    redis.status !== "ready" ||
+    stream === undefined ||
+    typeof stream.cork !== "function" ||
+    typeof stream.uncork !== "function" ||
+    corked.has(stream as Corkable)
+  ) {
+    write();
+    return;
+  }
+  const s = stream as Corkable;
+  corked.add(s);
+  s.cork();
+  try {
+    write();
+  } finally {
+    corked.delete(s);
+    s.uncork();
+  }
+}
+
 /** Runs `s` with `keys` and `args`. */
 export async function runScript(
   redis: Redis,
@@ -53,6 +81,23 @@ export async function runScript(
   } catch (err) {
     if (!isNoScript(err)) throw err;
     return await redis.eval(s.source, keys.length, ...keys, ...args);
+  }
+}
+
+/**
+ * Runs `s` without keys, with `args` as they are, without holding the socket write to the end of
+ * the tick (the caller decides: see {@link writeNow}).
+ */
+export async function runScriptNow(
+  redis: Redis,
+  s: Script,
+  args: (string | Buffer)[],
+): Promise<unknown> {
+  try {
+    return await redis.evalsha(s.sha, 0, args);
+  } catch (err) {
+    if (!isNoScript(err)) throw err;
+    return await redis.eval(s.source, 0, args);
   }
 }
 
@@ -349,6 +394,42 @@ while i <= n do
   i = last + 1
 end
 return out
+`,
+);
+
+/**
+ * A lone request or command (the usual frame of a tick at low load), as {@link SEND_BATCH} sends
+ * one, without the batch's decoding and tables: a call costs about what a plain XADD does.
+ * ARGV[1] = `{mesh}:`, ARGV[2] = rpc name, ARGV[3…] = the entry's fields. Returns how many
+ * services got it (0: none is bound to the name).
+ */
+export const SEND_RPC = script(
+  "send-rpc",
+  `
+local prefix = ARGV[1]
+local bound = redis.call('SMEMBERS', prefix .. 'rpc:' .. ARGV[2])
+for _, s in ipairs(bound) do
+  redis.call('XADD', prefix .. 'sq:' .. s, '*', unpack(ARGV, 3))
+end
+return #bound
+`,
+);
+
+/**
+ * A lone response, as {@link SEND_BATCH} sends one: pushed to the address's list only while
+ * someone holds its lease, else dropped; the list then expires after its ttl. ARGV[1] =
+ * `{mesh}:`, ARGV[2] = address, ARGV[3] = ttl in ms, ARGV[4] = the response blob. Returns 1
+ * pushed, 0 dropped.
+ */
+export const SEND_REPLY = script(
+  "send-reply",
+  `
+local prefix = ARGV[1]
+if redis.call('EXISTS', prefix .. 'rql:' .. ARGV[2]) == 0 then return 0 end
+local list = prefix .. 'rq:' .. ARGV[2]
+redis.call('RPUSH', list, ARGV[4])
+redis.call('PEXPIRE', list, ARGV[3])
+return 1
 `,
 );
 

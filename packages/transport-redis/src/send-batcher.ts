@@ -1,8 +1,16 @@
 import type { Redis } from "ioredis";
 import type { Frame } from "@nuropb/protocol";
-import { writeBlob, writeFrameFields } from "./frame-codec.ts";
+import type { Script } from "./scripts.ts";
+import { frameToBlob, frameToFields, writeBlob, writeFrameFields } from "./frame-codec.ts";
 import { MsgpackArrayWriter } from "./msgpack.ts";
-import { runScriptArgs, SEND_BATCH } from "./scripts.ts";
+import {
+  runScriptArgs,
+  runScriptNow,
+  SEND_BATCH,
+  SEND_REPLY,
+  SEND_RPC,
+  writeNow,
+} from "./scripts.ts";
 
 /** Most frames in one script call: a call blocks the server while it runs. */
 const MAX_BATCH_FRAMES = 256;
@@ -44,6 +52,13 @@ export class BatchItemError extends Error {
  * or its own error; a call that fails as a whole (timeout, connection closed) fails every frame
  * of it. Like any command on the connection, a batch caught by a dropped connection is sent
  * again after the reconnect.
+ *
+ * At low load a batch would be one frame that waits for the end of the tick for nothing: a
+ * request or response sent while no call of this batcher is unanswered and nothing is collected
+ * goes at once, in a socket write of its own (after the pending acknowledgements), through a
+ * script for that one frame ({@link SEND_RPC}, {@link SEND_REPLY}: the same outcome, a third of
+ * the batch script's server time). What follows it in the tick is batched as before, so under
+ * load (calls always unanswered) every frame is.
  */
 export class SendBatcher {
   readonly #redis: Redis;
@@ -54,6 +69,8 @@ export class SendBatcher {
   #batch = new MsgpackArrayWriter();
   #waiters: Waiter[] = [];
   #scheduled = false;
+  /** Script calls sent and not answered yet. */
+  #unanswered = 0;
   readonly #onTick = (): void => {
     this.#scheduled = false;
     this.flush();
@@ -81,6 +98,11 @@ export class SendBatcher {
 
   /** A request or command for the services bound to `name`; rejects when there is none. */
   rpc(name: string, frame: Frame): Promise<void> {
+    if (this.#idle()) {
+      const args = frameToFields(frame);
+      args.unshift(this.#prefix, name);
+      return this.#sendNow(SEND_RPC, args, "r", name);
+    }
     return this.#addEntry("r", name, frame);
   }
 
@@ -103,12 +125,42 @@ export class SendBatcher {
 
   /** A response to `address` (dropped when nobody holds the address). */
   reply(address: string, frame: Frame): Promise<void> {
+    if (this.#idle()) {
+      const args = [this.#prefix, address, this.#responseTtl, frameToBlob(frame)];
+      return this.#sendNow(SEND_REPLY, args, "p", address);
+    }
     const b = this.#batch;
     b.shortAscii("p");
     b.str(address);
     b.uint(1);
     writeBlob(b, frame);
     return this.#added("p", address);
+  }
+
+  /** Nothing collected and no call unanswered: a frame sent now goes at once. */
+  #idle(): boolean {
+    return this.#unanswered === 0 && this.#waiters.length === 0;
+  }
+
+  /** Sends one frame at once through its own script (see the class comment). */
+  #sendNow(s: Script, args: (string | Buffer)[], kind: SendKind, target: string): Promise<void> {
+    this.#unanswered++;
+    let sent!: Promise<unknown>;
+    writeNow(this.#redis, () => {
+      this.#beforeFlush();
+      sent = runScriptNow(this.#redis, s, args);
+    });
+    return sent.then(
+      (result) => {
+        this.#unanswered--;
+        const err = this.#outcome(kind, target, result);
+        if (err !== undefined) throw err;
+      },
+      (err: unknown) => {
+        this.#unanswered--;
+        throw this.#errors.failed(err, kind, target);
+      },
+    );
   }
 
   #addEntry(kind: SendKind, target: string, frame: Frame): Promise<void> {
@@ -142,9 +194,14 @@ export class SendBatcher {
     this.#waiters = [];
     // Room for a batch like this one, without growing.
     this.#batch = new MsgpackArrayWriter(batch.length + 4096);
+    this.#unanswered++;
     runScriptArgs(this.#redis, SEND_BATCH, [this.#prefix, this.#responseTtl, batch]).then(
-      (results) => this.#settle(waiters, results),
+      (results) => {
+        this.#unanswered--;
+        this.#settle(waiters, results);
+      },
       (err: unknown) => {
+        this.#unanswered--;
         for (const w of waiters) w.reject(this.#errors.failed(err, w.kind, w.target));
       },
     );
@@ -161,13 +218,20 @@ export class SendBatcher {
       const r: unknown = results[i];
       if (w.kind === "l" && Array.isArray(r) && typeof r[1] === "string") {
         w.resolve(r[1]);
-      } else if (typeof r !== "number" || w.kind === "l") {
-        w.reject(this.#errors.failed(new BatchItemError(String(r)), w.kind, w.target));
-      } else if (r === 0 && w.kind === "r") {
-        w.reject(this.#errors.notDelivered(w.target));
       } else {
-        w.resolve("");
+        const err = this.#outcome(w.kind, w.target, r);
+        if (err === undefined) w.resolve("");
+        else w.reject(err);
       }
     }
+  }
+
+  /** The error a frame's result stands for (a number: how many took it), or undefined. */
+  #outcome(kind: SendKind, target: string, r: unknown): Error | undefined {
+    if (typeof r !== "number" || kind === "l") {
+      return this.#errors.failed(new BatchItemError(String(r)), kind, target);
+    }
+    if (r === 0 && kind === "r") return this.#errors.notDelivered(target);
+    return undefined;
   }
 }

@@ -1,0 +1,191 @@
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  newId,
+  NuropbNotDeliveredError,
+  NuropbTransportError,
+  type Delivery,
+  type Frame,
+  type Transport,
+} from "@nuropb/protocol";
+import { createRedisTransport } from "../src/index.ts";
+import { SEND_BATCH, SEND_REPLY, SEND_RPC } from "../src/scripts.ts";
+// The integration tests' broker harness: a private redis-server on a free port, removed after.
+import { launchRedis, type RedisServer } from "../../../integration-tests/src/brokers/redis.ts";
+
+// A request or response sent while the batcher is idle goes at once through a script of its own
+// (SEND_RPC, SEND_REPLY) instead of the batch script: the same outcomes, checked here against
+// the server, and the batch taking over for what follows in the tick.
+let server: RedisServer;
+let raw: Redis;
+const made: Transport[] = [];
+
+beforeAll(async () => {
+  server = await launchRedis();
+  raw = new Redis(server.url, { lazyConnect: true });
+  await raw.connect();
+}, 60_000);
+afterAll(async () => {
+  raw.disconnect();
+  await server.stop();
+});
+afterEach(async () => {
+  await Promise.allSettled(made.splice(0).map((t) => t.close()));
+});
+
+async function open(mesh: string, extra: { responseTtlMs?: number } = {}): Promise<Transport> {
+  const t = createRedisTransport({ url: server.url, mesh, ...extra });
+  made.push(t);
+  await t.connect();
+  return t;
+}
+
+const encoder = new TextEncoder();
+const frame = (label: string): Frame => ({
+  headers: { nuropb_type: "request" },
+  body: encoder.encode(label),
+  correlationId: label,
+});
+
+async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The scripts Redis ran for `mesh` while `body` ran, by name, in order. */
+async function scriptsRun(mesh: string, body: () => Promise<void>): Promise<string[]> {
+  const names = new Map([
+    [SEND_RPC.sha, "send-rpc"],
+    [SEND_REPLY.sha, "send-reply"],
+    [SEND_BATCH.sha, "send-batch"],
+  ]);
+  const monitor = await raw.monitor();
+  const run: string[] = [];
+  let ended = false;
+  const marker = `${mesh}:marker`;
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    const [name, sha, , first] = args;
+    const command = String(name).toLowerCase();
+    if (command === "set" && sha === marker) ended = true;
+    const script = names.get(String(sha));
+    if (command === "evalsha" && script !== undefined && String(first).startsWith(mesh)) {
+      run.push(script);
+    }
+  });
+  try {
+    await body();
+    // MONITOR lines trail the commands: a command sent after them marks the end.
+    await raw.set(marker, "1");
+    await until(() => ended, "the monitor to see the marker");
+    return run;
+  } finally {
+    monitor.disconnect();
+  }
+}
+
+/** A service that records the correlation ids it gets and acknowledges them. */
+async function recordingService(t: Transport, service: string, rpcBindings: string[] = []) {
+  const got: string[] = [];
+  const listener = await t.consumeService(
+    { service, rpcBindings, eventBindings: [], prefetch: 100 },
+    async (d: Delivery) => {
+      got.push(d.correlationId);
+      await d.ack();
+    },
+  );
+  return { got, listener };
+}
+
+describe("a lone frame sent at once", () => {
+  it("a request to a name no service is bound to rejects NuropbNotDeliveredError, through its own script", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    let outcome: unknown;
+    const run = await scriptsRun(mesh, async () => {
+      outcome = await t.send({ kind: "rpc", service: "nobody" }, frame("q")).catch((e) => e);
+    });
+    expect(outcome).toBeInstanceOf(NuropbNotDeliveredError);
+    expect(run).toEqual(["send-rpc"]);
+    expect(await raw.exists(`${mesh}:sq:nobody`)).toBe(0);
+  });
+
+  it("a request reaches every service bound to its name", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const a = await recordingService(t, "a", ["both"]);
+    const b = await recordingService(t, "b", ["both"]);
+    const run = await scriptsRun(mesh, () => t.send({ kind: "rpc", service: "both" }, frame("q")));
+    expect(run).toEqual(["send-rpc"]);
+    await until(() => a.got.length === 1 && b.got.length === 1, "both deliveries");
+    expect([a.got, b.got]).toEqual([["q"], ["q"]]);
+  });
+
+  it("a request to a transient service whose listener stopped rejects NuropbNotDeliveredError", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const listener = await t.consumeService(
+      { service: "temp", rpcBindings: [], eventBindings: [], prefetch: 10, transient: true },
+      (d) => d.ack(),
+    );
+    await t.send({ kind: "rpc", service: "temp" }, frame("while-there"));
+    await listener.stop();
+    await expect(t.send({ kind: "rpc", service: "temp" }, frame("gone"))).rejects.toBeInstanceOf(
+      NuropbNotDeliveredError,
+    );
+  });
+
+  it("a request the server refuses rejects NuropbTransportError with the server's word", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    await raw.set(`${mesh}:rpc:broken`, "not a set");
+    const err: unknown = await t
+      .send({ kind: "rpc", service: "broken" }, frame("q"))
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(NuropbTransportError);
+    expect(String((err as Error).message)).toMatch(/WRONGTYPE/);
+  });
+
+  it("a response to an address nobody holds is dropped; one to a held address is pushed and expires", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh, { responseTtlMs: 30_000 });
+    const run = await scriptsRun(mesh, () =>
+      t.send({ kind: "reply", address: "ghost" }, frame("r1")),
+    );
+    expect(run).toEqual(["send-reply"]);
+    expect(await raw.exists(`${mesh}:rq:ghost`)).toBe(0);
+    // The lease of a consumer that is not popping right now (another process, say).
+    await raw.set(`${mesh}:rql:held`, "someone", "PX", 10_000);
+    await t.send({ kind: "reply", address: "held" }, frame("r2"));
+    expect(await raw.llen(`${mesh}:rq:held`)).toBe(1);
+    const ttl = await raw.pttl(`${mesh}:rq:held`);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(30_000);
+  });
+
+  it("a response reaches the consumer of its address", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const got: string[] = [];
+    await t.consumeResponses({ address: "me" }, (f) => void got.push(f.correlationId));
+    await t.send({ kind: "reply", address: "me" }, frame("answer"));
+    await until(() => got.length === 1, "the response");
+    expect(got).toEqual(["answer"]);
+  });
+
+  it("what follows a lone frame in its tick goes in one batch, in order", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    const { got } = await recordingService(t, "orders");
+    const run = await scriptsRun(mesh, async () => {
+      await Promise.all(
+        ["one", "two", "three"].map((l) => t.send({ kind: "rpc", service: "orders" }, frame(l))),
+      );
+    });
+    expect(run).toEqual(["send-rpc", "send-batch"]);
+    await until(() => got.length === 3, "the three requests");
+    expect(got).toEqual(["one", "two", "three"]);
+  });
+});
