@@ -7,7 +7,7 @@ import {
   type Subscription,
 } from "nats";
 import { NuropbNotDeliveredError } from "@nuropb/protocol";
-import type { DeliveryHandler, InboundFrame, Listener, Logger } from "@nuropb/protocol";
+import type { DeliveryHandler, Listener, Logger } from "@nuropb/protocol";
 import { copyBytes, createDeliveryLedger } from "@nuropb/protocol/transport-kit";
 import type { DeliveryLedger, HeldDelivery, Settlement } from "@nuropb/protocol/transport-kit";
 import type { DeadLetterReason, StoredMsg } from "./dead-letter.ts";
@@ -18,7 +18,12 @@ import {
   expandCompactFrame,
   isCompactFrame,
 } from "./compact-frame.ts";
-import { decodeFrameHeaders, NatsHeader, type DecodedFrameFields } from "./frame-headers.ts";
+import {
+  decodeFrameHeaders,
+  inboundFrame,
+  NatsHeader,
+  type DecodedFrameFields,
+} from "./frame-headers.ts";
 import type { AckInfo } from "./names.ts";
 
 /** What a {@link CoreRequestConsumer} needs from its transport. */
@@ -194,15 +199,7 @@ export class CoreRequestConsumer implements Listener {
       await this.#deadLetter(req, "expired");
       return;
     }
-    const frame: InboundFrame = {
-      headers: fields.headers,
-      body,
-      correlationId: fields.correlationId,
-      ...(fields.replyTo !== undefined ? { replyTo: fields.replyTo } : {}),
-      ...(fields.ttlMs !== undefined ? { ttlMs: fields.ttlMs } : {}),
-      redelivered: fields.redelivered === true,
-    };
-    await this.#ledger.dispatch(held, frame, this.#deps.handler);
+    await this.#ledger.dispatch(held, inboundFrame(fields, body), this.#deps.handler);
   }
 
   #settleAs(req: CoreRequest, outcome: Settlement): Promise<void> | void {

@@ -4,6 +4,7 @@ import {
   MAX_HEADERS_JSON_BYTES,
   NuropbMessageError,
   type Frame,
+  type InboundFrame,
   type WireHeaders,
 } from "@nuropb/protocol";
 
@@ -61,6 +62,26 @@ export interface DecodedFrameFields {
   readonly sentAtMs?: number;
   /** Marked as sent again ({@link NatsHeader.redelivered}). */
   readonly redelivered?: boolean;
+}
+
+/**
+ * The frame a handler gets: `fields` read from a message, and its `body`. One object literal of
+ * one shape (a spread of the fields would copy them key by key into a new shape per message).
+ */
+export function inboundFrame(
+  fields: DecodedFrameFields,
+  body: Uint8Array,
+  redelivered = fields.redelivered === true,
+): InboundFrame {
+  const frame: Mutable<InboundFrame> = {
+    headers: fields.headers,
+    body,
+    correlationId: fields.correlationId,
+    redelivered,
+  };
+  if (fields.replyTo !== undefined) frame.replyTo = fields.replyTo;
+  if (fields.ttlMs !== undefined) frame.ttlMs = fields.ttlMs;
+  return frame;
 }
 
 /**

@@ -10,7 +10,7 @@ import {
 import type { Listener, Logger, ResponseHandler } from "@nuropb/protocol";
 import { copyBytes } from "@nuropb/protocol/transport-kit";
 import { decodeCompactFrame, isCompactFrame } from "./compact-frame.ts";
-import { decodeFrameHeaders, NatsHeader } from "./frame-headers.ts";
+import { decodeFrameHeaders, inboundFrame, NatsHeader } from "./frame-headers.ts";
 import { natsCode } from "./nats-errors.ts";
 
 /** What a {@link ResponseConsumer} needs from its transport. */
@@ -84,11 +84,10 @@ export class ResponseConsumer implements Listener {
       const data = msg.data;
       if (isCompactFrame(headers, data)) {
         const { fields, body } = decodeCompactFrame(data);
-        this.#deps.handler({ ...fields, body: copyBytes(body), redelivered: false });
+        this.#deps.handler(inboundFrame(fields, copyBytes(body), false));
         return;
       }
-      const fields = decodeFrameHeaders(headers);
-      this.#deps.handler({ ...fields, body: copyBytes(data), redelivered: false });
+      this.#deps.handler(inboundFrame(decodeFrameHeaders(headers), copyBytes(data), false));
     } catch (e) {
       logger.warn("response handler failed", { address, error: e });
     }
