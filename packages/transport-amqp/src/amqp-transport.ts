@@ -407,6 +407,8 @@ class AmqpTransport implements Transport {
     } catch (err) {
       return Promise.reject(err as Error);
     }
+    // A reply written at once has nothing in flight (no confirm): close() need not wait for it.
+    if (p === RESOLVED) return p;
     this.#inflight.add(p);
     const done = (): void => void this.#inflight.delete(p);
     p.then(done, done);

@@ -137,17 +137,15 @@ export function encodeFrame(
   }
   const ttl = frame.ttlMs;
   assertFrameTtl(ttl);
-  const properties: Options.Publish = {
-    contentType: CONTENT_TYPE_JSON,
-    correlationId: frame.correlationId,
-    replyTo,
-    ...(dialect === "compact"
-      ? compactFields(frame.headers ?? {})
-      : { headers: { ...frame.headers } }),
-    ...(persistent ? { deliveryMode: PERSISTENT } : {}),
-    ...(ttl !== undefined && ttl > 0 ? { expiration: String(ttl) } : {}),
-    ...(mandatory ? { mandatory: true } : {}),
-  };
+  // Assigned one by one rather than spread from conditional objects: one object per message.
+  const properties: Options.Publish =
+    dialect === "compact" ? compactFields(frame.headers ?? {}) : { headers: { ...frame.headers } };
+  properties.contentType = CONTENT_TYPE_JSON;
+  properties.correlationId = frame.correlationId;
+  properties.replyTo = replyTo;
+  if (persistent) properties.deliveryMode = PERSISTENT;
+  if (ttl !== undefined && ttl > 0) properties.expiration = String(ttl);
+  if (mandatory) properties.mandatory = true;
   const content = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
   return { exchange, routingKey, mandatory, content, properties };
 }
@@ -158,30 +156,45 @@ export function encodeFrame(
  */
 function compactFields(headers: Readonly<Record<string, string | null>>): Options.Publish {
   const out: Options.Publish = {};
-  const rest: Record<string, string | null> = { ...headers };
-  const type = rest[Header.type];
-  if (typeof type === "string") {
-    out.type = type;
-    delete rest[Header.type];
+  const type = headers[Header.type];
+  const protocol = headers[Header.protocol];
+  const version = headers[Header.version];
+  const trace = headers[Header.traceId];
+  const encrypted = headers[Header.encrypted];
+  const typed = typeof type === "string";
+  const app =
+    typeof protocol === "string" && typeof version === "string" && !protocol.includes(" ");
+  const traced = trace === null || (typeof trace === "string" && trace !== "");
+  const marked = encrypted === "yes" || encrypted === "";
+  if (typed) out.type = type;
+  if (app) out.appId = `${protocol} ${version}`;
+  if (traced && trace !== null) out.messageId = trace;
+  if (encrypted === "yes") out.contentEncoding = COMPACT_ENCRYPTED;
+  // Any other header, or one whose value the properties cannot carry, in a headers table (built
+  // without copying and deleting: `delete` makes an object a slow dictionary).
+  let rest: Record<string, string | null> | undefined;
+  for (const key of Object.keys(headers)) {
+    let carried: boolean;
+    switch (key) {
+      case Header.type:
+        carried = typed;
+        break;
+      case Header.protocol:
+      case Header.version:
+        carried = app;
+        break;
+      case Header.traceId:
+        carried = traced;
+        break;
+      case Header.encrypted:
+        carried = marked;
+        break;
+      default:
+        carried = false;
+    }
+    if (!carried) (rest ??= {})[key] = headers[key] as string | null;
   }
-  const protocol = rest[Header.protocol];
-  const version = rest[Header.version];
-  if (typeof protocol === "string" && typeof version === "string" && !protocol.includes(" ")) {
-    out.appId = `${protocol} ${version}`;
-    delete rest[Header.protocol];
-    delete rest[Header.version];
-  }
-  const trace = rest[Header.traceId];
-  if (trace === null || (typeof trace === "string" && trace !== "")) {
-    if (trace !== null) out.messageId = trace;
-    delete rest[Header.traceId];
-  }
-  const encrypted = rest[Header.encrypted];
-  if (encrypted === "yes" || encrypted === "") {
-    if (encrypted === "yes") out.contentEncoding = COMPACT_ENCRYPTED;
-    delete rest[Header.encrypted];
-  }
-  if (Object.keys(rest).length > 0) out.headers = rest;
+  if (rest !== undefined) out.headers = rest;
   return out;
 }
 
@@ -193,15 +206,17 @@ export function toInboundFrame(msg: Message, compact = isCompact(msg)): InboundF
     string,
     string | null
   >;
-  delete headers[EVENT_TIME_HEADER];
-  return {
+  // Only when there: a `delete` turns the object into a slower dictionary for every later read.
+  if (headers[EVENT_TIME_HEADER] !== undefined) delete headers[EVENT_TIME_HEADER];
+  const frame: { -readonly [K in keyof InboundFrame]: InboundFrame[K] } = {
     headers,
     body: msg.content,
     correlationId: typeof p.correlationId === "string" ? p.correlationId : "",
-    ...(typeof p.replyTo === "string" && p.replyTo !== "" ? { replyTo: p.replyTo } : {}),
-    ...(ttl !== undefined ? { ttlMs: ttl } : {}),
     redelivered: msg.fields.redelivered === true,
   };
+  if (typeof p.replyTo === "string" && p.replyTo !== "") frame.replyTo = p.replyTo;
+  if (ttl !== undefined) frame.ttlMs = ttl;
+  return frame;
 }
 
 /**

@@ -95,8 +95,13 @@ export class Publisher {
         pending = false;
         this.#pending--;
         if (mandatory) {
-          const i = this.#mandatory.indexOf(entry);
-          if (i >= 0) this.#mandatory.splice(i, 1);
+          // Confirms come in publish order: usually the oldest.
+          const list = this.#mandatory;
+          if (list[0] === entry) list.shift();
+          else {
+            const i = list.indexOf(entry);
+            if (i >= 0) list.splice(i, 1);
+          }
         }
         this.#closeIfRetired();
       };

@@ -176,6 +176,32 @@ describe("compact dialect", () => {
     expect(toInboundFrame(received(out)).headers).toStrictEqual(headers);
   });
 
+  it("keeps in the table each value the properties cannot carry, and round-trips it", () => {
+    const headers = {
+      ...buildHeaders("request", "t-1"),
+      nuropb_protocol: "0.1 beta",
+      trace_id: "",
+      encrypted: "maybe",
+    };
+    const out = encodeFrame(
+      { kind: "rpc", service: "svc" },
+      frame("c", { headers }),
+      settings,
+      "compact",
+    );
+    expect(out.properties.headers).toStrictEqual({
+      nuropb_protocol: "0.1 beta",
+      nuropb_version: headers.nuropb_version,
+      trace_id: "",
+      encrypted: "maybe",
+    });
+    expect(out.properties).toMatchObject({ type: "request" });
+    expect(out.properties).not.toHaveProperty("appId");
+    expect(out.properties).not.toHaveProperty("messageId");
+    expect(out.properties).not.toHaveProperty("contentEncoding");
+    expect(toInboundFrame(received(out)).headers).toStrictEqual(headers);
+  });
+
   it("the Python form is read as before and is not taken for compact", () => {
     const out = encodeFrame({ kind: "rpc", service: "svc" }, frame("p"), settings);
     expect(out.properties.headers).toStrictEqual(buildHeaders("request", "trace-1"));
