@@ -186,7 +186,7 @@ class RedisTransport implements Transport {
       this.#keys.prefix,
       this.#opts.responseTtlMs,
       this.#sendErrors,
-      () => acks.flush(),
+      acks,
     );
     this.#linkUp = true;
     this.#life.opened();

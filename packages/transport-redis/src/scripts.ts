@@ -417,19 +417,36 @@ return #bound
 
 /**
  * A lone response, as {@link SEND_BATCH} sends one: pushed to the address's list only while
- * someone holds its lease, else dropped; the list then expires after its ttl. ARGV[1] =
- * `{mesh}:`, ARGV[2] = address, ARGV[3] = ttl in ms, ARGV[4] = the response blob. Returns 1
- * pushed, 0 dropped.
+ * someone holds its lease, else dropped; the list then expires after its ttl. First, when given,
+ * the acknowledgements collected before it (XACK + XDEL, as the ack batcher sends them: one
+ * command instead of three). ARGV[1] = `{mesh}:`, ARGV[2] = address, ARGV[3] = ttl in ms,
+ * ARGV[4] = the response blob, then optionally ARGV[5] = stream, ARGV[6] = group, ARGV[7…] = the
+ * entry ids to acknowledge. Returns 1 pushed, 0 dropped; `{ 1 or 0, error }` when the
+ * acknowledgement failed (the entries are then claimed again; the response goes anyway).
  */
 export const SEND_REPLY = script(
   "send-reply",
   `
 local prefix = ARGV[1]
-if redis.call('EXISTS', prefix .. 'rql:' .. ARGV[2]) == 0 then return 0 end
-local list = prefix .. 'rq:' .. ARGV[2]
-redis.call('RPUSH', list, ARGV[4])
-redis.call('PEXPIRE', list, ARGV[3])
-return 1
+local ackErr = nil
+if #ARGV >= 7 then
+  local r = redis.pcall('XACK', ARGV[5], ARGV[6], unpack(ARGV, 7))
+  if type(r) == 'table' and r.err then
+    ackErr = r.err
+  else
+    r = redis.pcall('XDEL', ARGV[5], unpack(ARGV, 7))
+    if type(r) == 'table' and r.err then ackErr = r.err end
+  end
+end
+local pushed = 0
+if redis.call('EXISTS', prefix .. 'rql:' .. ARGV[2]) == 1 then
+  local list = prefix .. 'rq:' .. ARGV[2]
+  redis.call('RPUSH', list, ARGV[4])
+  redis.call('PEXPIRE', list, ARGV[3])
+  pushed = 1
+end
+if ackErr ~= nil then return { pushed, ackErr } end
+return pushed
 `,
 );
 

@@ -2,6 +2,7 @@ import type { Redis } from "ioredis";
 import type { Frame } from "@nuropb/protocol";
 import type { Script } from "./scripts.ts";
 import { frameToBlob, frameToFields, writeBlob, writeFrameFields } from "./frame-codec.ts";
+import { SERVICE_GROUP } from "./keys.ts";
 import { MsgpackArrayWriter } from "./msgpack.ts";
 import {
   runScriptArgs,
@@ -27,6 +28,16 @@ interface Waiter {
   readonly kind: SendKind;
   /** The rpc name, topic or address. */
   readonly target: string;
+}
+
+/** The acknowledgements a {@link SendBatcher} sends ahead of its frames (the transport's). */
+export interface PendingAcks {
+  /** Sends every collected acknowledgement now. */
+  flush(): void;
+  /** Takes the collected acknowledgements when they are one stream's, for a script to send. */
+  takeOne(): { readonly stream: string; readonly ids: readonly string[] } | undefined;
+  /** An acknowledgement sent by a script did not go through. */
+  failed(err: unknown): void;
 }
 
 /** How a {@link SendBatcher} words its failures: the transport's errors. */
@@ -65,7 +76,7 @@ export class SendBatcher {
   readonly #prefix: string;
   readonly #responseTtl: string;
   readonly #errors: SendErrors;
-  readonly #beforeFlush: () => void;
+  readonly #acks: PendingAcks;
   #batch = new MsgpackArrayWriter();
   #waiters: Waiter[] = [];
   #scheduled = false;
@@ -77,23 +88,23 @@ export class SendBatcher {
   };
 
   /**
-   * @param beforeFlush runs first whenever a batch is sent: the transport flushes its pending
-   *   acknowledgements there, so an ack made before a send reaches Redis before it even when
-   *   another send opened this tick's batch earlier (both flush at the end of the tick, and
-   *   whichever was scheduled first would otherwise go first).
+   * @param acks are sent first whenever a batch or a lone frame is sent, so an ack made before a
+   *   send reaches Redis before it even when another send opened this tick's batch earlier (both
+   *   flush at the end of the tick, and whichever was scheduled first would otherwise go first).
+   *   A lone response takes them into its own script.
    */
   constructor(
     redis: Redis,
     prefix: string,
     responseTtlMs: number,
     errors: SendErrors,
-    beforeFlush: () => void = () => {},
+    acks: PendingAcks,
   ) {
     this.#redis = redis;
     this.#prefix = prefix;
     this.#responseTtl = String(responseTtlMs);
     this.#errors = errors;
-    this.#beforeFlush = beforeFlush;
+    this.#acks = acks;
   }
 
   /** A request or command for the services bound to `name`; rejects when there is none. */
@@ -127,6 +138,9 @@ export class SendBatcher {
   reply(address: string, frame: Frame): Promise<void> {
     if (this.#idle()) {
       const args = [this.#prefix, address, this.#responseTtl, frameToBlob(frame)];
+      // The acknowledgement of the request being answered, usually: in the same script.
+      const acks = this.#acks.takeOne();
+      if (acks !== undefined) args.push(acks.stream, SERVICE_GROUP, ...acks.ids);
       return this.#sendNow(SEND_REPLY, args, "p", address);
     }
     const b = this.#batch;
@@ -147,12 +161,18 @@ export class SendBatcher {
     this.#unanswered++;
     let sent!: Promise<unknown>;
     writeNow(this.#redis, () => {
-      this.#beforeFlush();
+      this.#acks.flush();
       sent = runScriptNow(this.#redis, s, args);
     });
     return sent.then(
-      (result) => {
+      (answer) => {
         this.#unanswered--;
+        let result = answer;
+        if (Array.isArray(answer) && kind === "p") {
+          // [pushed, why the acknowledgement it carried failed]
+          this.#acks.failed(new BatchItemError(String(answer[1])));
+          result = answer[0];
+        }
         const err = this.#outcome(kind, target, result);
         if (err !== undefined) throw err;
       },
@@ -189,7 +209,7 @@ export class SendBatcher {
   flush(): void {
     const waiters = this.#waiters;
     if (waiters.length === 0) return;
-    this.#beforeFlush();
+    this.#acks.flush();
     const batch = this.#batch.finish();
     this.#waiters = [];
     // Room for a batch like this one, without growing.

@@ -41,6 +41,25 @@ export class AckBatcher {
     }
   }
 
+  /**
+   * Takes what is collected when it is one stream's (the usual case: a service's listener acks
+   * the delivery it answers), for a script that acknowledges them itself; else nothing is taken.
+   */
+  takeOne(): { readonly stream: string; readonly ids: readonly string[] } | undefined {
+    if (this.#pending.size !== 1) return undefined;
+    const [entry] = this.#pending;
+    this.#pending = new Map();
+    const [stream, ids] = entry as [string, string[]];
+    return { stream, ids };
+  }
+
+  /** An acknowledgement that did not go through (sent by {@link flush} or by a script). */
+  failed(err: unknown): void {
+    this.#logger.debug("acknowledgement not sent; the entries will be claimed again", {
+      error: err,
+    });
+  }
+
   /** Sends what is collected now. */
   flush(): void {
     this.#scheduled = false;
@@ -52,11 +71,7 @@ export class AckBatcher {
       Promise.all([
         this.#redis.xack(stream, SERVICE_GROUP, ...ids),
         this.#redis.xdel(stream, ...ids),
-      ]).catch((err: unknown) => {
-        this.#logger.debug("acknowledgement not sent; the entries will be claimed again", {
-          error: err,
-        });
-      });
+      ]).catch((err: unknown) => this.failed(err));
     }
   }
 }

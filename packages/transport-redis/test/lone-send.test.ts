@@ -6,6 +6,7 @@ import {
   NuropbTransportError,
   type Delivery,
   type Frame,
+  type Logger,
   type Transport,
 } from "@nuropb/protocol";
 import { createRedisTransport } from "../src/index.ts";
@@ -33,7 +34,10 @@ afterEach(async () => {
   await Promise.allSettled(made.splice(0).map((t) => t.close()));
 });
 
-async function open(mesh: string, extra: { responseTtlMs?: number } = {}): Promise<Transport> {
+async function open(
+  mesh: string,
+  extra: { responseTtlMs?: number; logger?: Logger } = {},
+): Promise<Transport> {
   const t = createRedisTransport({ url: server.url, mesh, ...extra });
   made.push(t);
   await t.connect();
@@ -55,8 +59,28 @@ async function until(check: () => boolean | Promise<boolean>, what: string): Pro
   }
 }
 
-/** The scripts Redis ran for `mesh` while `body` ran, by name, in order. */
-async function scriptsRun(mesh: string, body: () => Promise<void>): Promise<string[]> {
+/** A logger that keeps the debug messages. */
+function debugLog(): { logger: Logger; messages: string[] } {
+  const messages: string[] = [];
+  const logger: Logger = {
+    debug: (msg) => void messages.push(msg),
+    info: () => undefined,
+    warn: () => undefined,
+    error: () => undefined,
+    child: () => logger,
+  };
+  return { logger, messages };
+}
+
+/**
+ * The scripts Redis ran for `mesh` while `body` ran, by name, in order, and the commands sent
+ * outside scripts that name the mesh (`commands`).
+ */
+async function scriptsRun(
+  mesh: string,
+  body: () => Promise<void>,
+  commands: string[] = [],
+): Promise<string[]> {
   const names = new Map([
     [SEND_RPC.sha, "send-rpc"],
     [SEND_REPLY.sha, "send-reply"],
@@ -66,9 +90,12 @@ async function scriptsRun(mesh: string, body: () => Promise<void>): Promise<stri
   const run: string[] = [];
   let ended = false;
   const marker = `${mesh}:marker`;
-  monitor.on("monitor", (_time: string, args: string[]) => {
+  monitor.on("monitor", (_time: string, args: string[], source: string) => {
     const [name, sha, , first] = args;
     const command = String(name).toLowerCase();
+    if (source !== "lua" && args.some((a) => String(a).startsWith(`${mesh}:`))) {
+      commands.push(command);
+    }
     if (command === "set" && sha === marker) ended = true;
     const script = names.get(String(sha));
     if (command === "evalsha" && script !== undefined && String(first).startsWith(mesh)) {
@@ -187,5 +214,66 @@ describe("a lone frame sent at once", () => {
     expect(run).toEqual(["send-rpc", "send-batch"]);
     await until(() => got.length === 3, "the three requests");
     expect(got).toEqual(["one", "two", "three"]);
+  });
+
+  it("a lone response carries the acknowledgement of the request it answers, in its script", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const t = await open(mesh);
+    // The caller on a transport of its own (its batcher's calls are its own).
+    const caller = await open(mesh);
+    const got: string[] = [];
+    await caller.consumeResponses({ address: "me" }, (f) => void got.push(f.correlationId));
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
+      async (d: Delivery) => {
+        await d.ack();
+        await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
+      },
+    );
+    const commands: string[] = [];
+    const run = await scriptsRun(
+      mesh,
+      async () => {
+        await caller.send({ kind: "rpc", service: "svc" }, { ...frame("q"), replyTo: "me" });
+        await until(() => got.length === 1, "the response");
+      },
+      commands,
+    );
+    expect(got).toEqual(["re-q"]);
+    expect(run).toEqual(["send-rpc", "send-reply"]);
+    expect(commands).not.toContain("xack");
+    expect(await raw.xlen(`${mesh}:sq:svc`)).toBe(0);
+    const pending = (await raw.xpending(`${mesh}:sq:svc`, "nuropb")) as unknown[];
+    expect(pending[0]).toBe(0);
+  });
+
+  it("a lone response goes even when the acknowledgement it carries fails; the failure is logged", async () => {
+    const mesh = `ls${newId().slice(0, 10)}`;
+    const { logger, messages } = debugLog();
+    const t = await open(mesh, { logger });
+    const caller = await open(mesh);
+    const got: string[] = [];
+    await caller.consumeResponses({ address: "me" }, (f) => void got.push(f.correlationId));
+    await t.consumeService(
+      { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
+      async (d: Delivery) => {
+        // An operator's mistake under the listener: its stream is no stream any more.
+        await raw.del(`${mesh}:sq:svc`);
+        await raw.set(`${mesh}:sq:svc`, "not a stream");
+        await d.ack();
+        await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
+      },
+    );
+    const run = await scriptsRun(mesh, async () => {
+      await caller.send({ kind: "rpc", service: "svc" }, { ...frame("q"), replyTo: "me" });
+      await until(() => got.length === 1, "the response");
+    });
+    expect(run).toEqual(["send-rpc", "send-reply"]);
+    expect(got).toEqual(["re-q"]);
+    await until(
+      () => messages.some((m) => m.startsWith("acknowledgement not sent")),
+      "the failed acknowledgement in the log",
+    );
+    await raw.del(`${mesh}:sq:svc`);
   });
 });
