@@ -191,7 +191,7 @@ describe("compact dialect", () => {
     );
     expect(out.properties.headers).toStrictEqual({
       nuropb_protocol: "0.1 beta",
-      nuropb_version: headers.nuropb_version,
+      nuropb_version: (headers as Record<string, string | null>).nuropb_version,
       trace_id: "",
       encrypted: "maybe",
     });
