@@ -97,15 +97,22 @@ export function sodiumChachaAead(sodium: SodiumAeadBinding): ChachaAead {
     },
     open(sealed: Uint8Array, nonce: Uint8Array, aad: Uint8Array, key: Uint8Array) {
       if (sealed.length < CHACHA_TAG_BYTES) return null;
-      // Zeroed, not allocUnsafe: a binding that "fails" without throwing leaves nothing of the heap.
-      const plain = Buffer.alloc(sealed.length - CHACHA_TAG_BYTES);
+      // From Node's pool, as every small Buffer (a zeroed Buffer.alloc is an ArrayBuffer of its
+      // own per message, which the collector tracks): libsodium checks the tag before it writes
+      // and fills all of `plain` when it opens. On any failure the bytes are wiped before `plain`
+      // is dropped, so whatever the pool held never leaves, even from a binding that "fails"
+      // without throwing.
+      const plain = Buffer.allocUnsafe(sealed.length - CHACHA_TAG_BYTES);
       let n: number;
       try {
         n = decrypt(plain, null, sealed, aad, nonce, key);
       } catch {
+        plain.fill(0);
         return null; // libsodium leaves nothing of a forgery in `plain`
       }
-      return n === plain.length ? plain : null;
+      if (n === plain.length) return plain;
+      plain.fill(0);
+      return null;
     },
   } as const);
 }

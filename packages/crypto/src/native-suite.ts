@@ -56,6 +56,20 @@ const REQUEST_HEAD = AT_REQUEST_NONCE + NONCE_BYTES; // 62
 /** Offsets in a response envelope. */
 const AT_RESPONSE_NONCE = 10;
 const RESPONSE_HEAD = AT_RESPONSE_NONCE + NONCE_BYTES; // 22
+/** Recipient key id ‖ sender key: what names a request's pair of keys. */
+const PAIR_ID_BYTES = KID_BYTES + KEY_BYTES; // 40
+
+// Scratch heads of the calling thread. A seal or open writes the head it authenticates here (the
+// associated data and the nonce the AEAD reads), runs the cipher and copies what the body or the
+// reply key needs, synchronously, before it returns: nothing else ever holds them, and nothing in
+// them is secret (heads travel in clear). They spare what each message cost before: a Buffer
+// object per view of the body (three per seal or open) and a fresh associated-data buffer per
+// response. The cipher-thread paths (version 1 with threads) build their own, as they await.
+const REQUEST_AAD = Buffer.alloc(REQUEST_HEAD);
+const REQUEST_AAD_NONCE = REQUEST_AAD.subarray(AT_REQUEST_NONCE, REQUEST_HEAD);
+/** A response's head, then its request's nonce: the response's associated data. */
+const RESPONSE_AAD = Buffer.alloc(RESPONSE_HEAD + NONCE_BYTES);
+const RESPONSE_AAD_NONCE = RESPONSE_AAD.subarray(AT_RESPONSE_NONCE, RESPONSE_HEAD);
 
 const HKDF_SALT = Buffer.from("nuropb x25519-aes-gcm v1", "latin1");
 const HKDF_SALT_V3 = Buffer.from("nuropb x25519-chacha20-poly1305 v3", "latin1");
@@ -132,8 +146,10 @@ export function x25519PublicKey(raw: Uint8Array): KeyObject {
   });
 }
 
-/** The AEAD keys of a pair, read by this module only. */
-let keysOf: (pair: NativePair) => { readonly v1: Uint8Array; readonly v3: Uint8Array };
+/** The AEAD key of a pair for an envelope version (1 or 3), read by this module only. */
+let keyOf: (pair: NativePair, version: number) => Uint8Array;
+/** Whether a checked request body names a pair: its recipient key id and sender key. */
+let namesPair: (body: Uint8Array, pair: NativePair) => boolean;
 
 /**
  * The keys of one (sender key, recipient key) pair, the same at either end. They sit in private
@@ -146,9 +162,17 @@ export class NativePair {
   readonly #v1: Uint8Array;
   /** Version-3 (ChaCha20-Poly1305) key. */
   readonly #v3: Uint8Array;
+  /** Recipient key id ‖ sender public key: bytes 10-50 of every request of this pair (public). */
+  readonly #id: Uint8Array;
 
   static {
-    keysOf = (pair) => ({ v1: pair.#v1, v3: pair.#v3 });
+    keyOf = (pair, version) => (version === NATIVE_CHACHA_VERSION ? pair.#v3 : pair.#v1);
+    namesPair = (body, pair) => {
+      // Public bytes (they travel in clear): an early exit leaks nothing.
+      const id = pair.#id;
+      for (let i = 0; i < PAIR_ID_BYTES; i++) if (body[AT_KID + i] !== id[i]) return false;
+      return true;
+    };
   }
 
   /**
@@ -166,27 +190,13 @@ export class NativePair {
     this.#v3 = new Uint8Array(hkdfSync("sha256", shared, HKDF_SALT_V3, info, KEY_BYTES));
     shared.fill(0);
     this.kid = Buffer.from(nativeKeyId(recipientPublic), "hex");
+    this.#id = new Uint8Array(PAIR_ID_BYTES);
+    this.#id.set(this.kid, 0);
+    this.#id.set(senderPublic.subarray(0, KEY_BYTES), KID_BYTES);
   }
 }
 
-/** Writes a request head up to its nonce, and a fresh nonce. */
-function requestFrame(
-  plainLength: number,
-  version: number,
-  pair: NativePair,
-  senderPublic: Uint8Array,
-  nowMs: number,
-): Buffer {
-  const body = Buffer.allocUnsafe(REQUEST_HEAD + plainLength + TAG_BYTES);
-  body[0] = version;
-  body[1] = NATIVE_KIND_REQUEST;
-  writeUint64(body, 2, nowMs);
-  body.set(pair.kid, AT_KID);
-  body.set(senderPublic, AT_SENDER);
-  fillRandom(body, AT_REQUEST_NONCE, NONCE_BYTES);
-  return body;
-}
-
+/** A response's frame, head written and a fresh nonce, for the cipher-thread path. */
 function responseFrame(plainLength: number, version: number, nowMs: number): Buffer {
   const body = Buffer.allocUnsafe(RESPONSE_HEAD + plainLength + TAG_BYTES);
   body[0] = version;
@@ -196,7 +206,7 @@ function responseFrame(plainLength: number, version: number, nowMs: number): Buf
   return body;
 }
 
-/** Associated data of a response: its head and the request's nonce. */
+/** Associated data of a response: its head and the request's nonce (cipher-thread path). */
 function responseAad(body: Uint8Array, requestNonce: Uint8Array): Buffer {
   const aad = Buffer.allocUnsafe(RESPONSE_HEAD + requestNonce.length);
   aad.set(body.subarray(0, RESPONSE_HEAD), 0);
@@ -213,9 +223,9 @@ function sealAs(
   aad: Uint8Array,
   pair: NativePair,
 ): void {
-  const keys = keysOf(pair);
-  if (version === NATIVE_CHACHA_VERSION) chacha.seal(out, plain, nonce, aad, keys.v3);
-  else KERNELS.aeadSeal(out, plain, nonce, aad, keys.v1);
+  const key = keyOf(pair, version);
+  if (version === NATIVE_CHACHA_VERSION) chacha.seal(out, plain, nonce, aad, key);
+  else KERNELS.aeadSeal(out, plain, nonce, aad, key);
 }
 
 function openAs(
@@ -225,17 +235,19 @@ function openAs(
   aad: Uint8Array,
   pair: NativePair,
 ): Buffer {
-  const keys = keysOf(pair);
+  const key = keyOf(pair, version);
   return opened(
     version === NATIVE_CHACHA_VERSION
-      ? chacha.open(sealed, nonce, aad, keys.v3)
-      : KERNELS.aeadOpen(sealed, nonce, aad, keys.v1),
+      ? chacha.open(sealed, nonce, aad, key)
+      : KERNELS.aeadOpen(sealed, nonce, aad, key),
   );
 }
 
 /**
  * Seals a request as version 3; returns the body and a copy of its nonce (bound into the
  * response). Runs on the calling thread, with or without cipher threads (~1 µs for 300 B).
+ * One allocation for the body, and the nonce's copy: the head is written in scratch, which the
+ * AEAD reads as associated data, then copied in front of the ciphertext.
  */
 export function sealNativeRequest(
   plain: Uint8Array,
@@ -243,17 +255,17 @@ export function sealNativeRequest(
   senderPublic: Uint8Array,
   nowMs: number,
 ): { body: Buffer; nonce: Uint8Array } {
-  const body = requestFrame(plain.length, NATIVE_CHACHA_VERSION, pair, senderPublic, nowMs);
-  const nonce = body.subarray(AT_REQUEST_NONCE, REQUEST_HEAD);
-  sealAs(
-    NATIVE_CHACHA_VERSION,
-    body.subarray(REQUEST_HEAD),
-    plain,
-    nonce,
-    body.subarray(0, REQUEST_HEAD),
-    pair,
-  );
-  return { body, nonce: Uint8Array.from(nonce) };
+  const head = REQUEST_AAD;
+  head[0] = NATIVE_CHACHA_VERSION;
+  head[1] = NATIVE_KIND_REQUEST;
+  writeUint64(head, 2, nowMs);
+  head.set(pair.kid, AT_KID);
+  head.set(senderPublic, AT_SENDER);
+  fillRandom(head, AT_REQUEST_NONCE, NONCE_BYTES);
+  const body = Buffer.allocUnsafe(REQUEST_HEAD + plain.length + TAG_BYTES);
+  sealAs(NATIVE_CHACHA_VERSION, body.subarray(REQUEST_HEAD), plain, REQUEST_AAD_NONCE, head, pair);
+  copyBytes(head, 0, body, 0, REQUEST_HEAD);
+  return { body, nonce: new Uint8Array(REQUEST_AAD_NONCE) };
 }
 
 /**
@@ -268,16 +280,27 @@ export function sealNativeResponse(
   nowMs: number,
 ): Buffer {
   const version = responseVersion(requestVersion);
-  const body = responseFrame(plain.length, version, nowMs);
-  sealAs(
-    version,
-    body.subarray(RESPONSE_HEAD),
-    plain,
-    body.subarray(AT_RESPONSE_NONCE, RESPONSE_HEAD),
-    responseAad(body, requestNonce),
-    pair,
-  );
+  const aad = responseAadOf(requestNonce);
+  aad[0] = version;
+  aad[1] = NATIVE_KIND_RESPONSE;
+  writeUint64(aad, 2, nowMs);
+  fillRandom(aad, AT_RESPONSE_NONCE, NONCE_BYTES);
+  const body = Buffer.allocUnsafe(RESPONSE_HEAD + plain.length + TAG_BYTES);
+  sealAs(version, body.subarray(RESPONSE_HEAD), plain, RESPONSE_AAD_NONCE, aad, pair);
+  copyBytes(aad, 0, body, 0, RESPONSE_HEAD);
   return body;
+}
+
+/**
+ * The response scratch with `requestNonce` in place after the head (the caller writes the head).
+ * @throws TypeError when it is no 12-byte nonce (a reply key not issued for a native request).
+ */
+function responseAadOf(requestNonce: Uint8Array): Buffer {
+  if (requestNonce.length !== NONCE_BYTES) {
+    throw new TypeError(`${NATIVE}: a request nonce is ${String(NONCE_BYTES)} bytes`);
+  }
+  RESPONSE_AAD.set(requestNonce, RESPONSE_HEAD);
+  return RESPONSE_AAD;
 }
 
 /**
@@ -300,7 +323,7 @@ export async function sealNativeResponseOn(
     body.subarray(AT_RESPONSE_NONCE, RESPONSE_HEAD),
     responseAad(body, requestNonce),
   ]);
-  body.set(await pool.aeadSeal(keysOf(pair).v1, nonceAad, plain), RESPONSE_HEAD);
+  body.set(await pool.aeadSeal(keyOf(pair, NATIVE_GCM_VERSION), nonceAad, plain), RESPONSE_HEAD);
   return body;
 }
 
@@ -308,27 +331,14 @@ function responseVersion(requestVersion: number): number {
   return requestVersion === NATIVE_GCM_VERSION ? NATIVE_GCM_VERSION : NATIVE_CHACHA_VERSION;
 }
 
-/** The clear head of a request envelope, checked for shape (not yet authenticated). */
-export interface NativeRequestHead {
-  /** Envelope version (1 or 3): its response is sealed in the same. */
-  readonly version: number;
-  /** Hex key id of the recipient key it names (computed when asked: only a cache miss needs it). */
-  readonly kid: () => string;
-  /** The sender's public key (a view into the body). */
-  readonly senderPublic: Uint8Array;
-  /** A cache key for (recipient key, sender key): the 40 bytes as latin1 text. */
-  readonly pairId: string;
-  readonly sentAtMs: number;
-  /** A copy of the nonce (the body may be reused by the caller once an open returns). */
-  readonly nonce: Uint8Array;
-}
-
-/** Reads and checks the head of a request envelope (either version) before any cipher work. */
-export function readNativeRequestHead(body: Uint8Array): NativeRequestHead {
+/**
+ * Checks the clear head of a request envelope (either version) for shape before any cipher
+ * work: length, version, kind, and a canonical sender key. Nothing in it is authenticated yet.
+ * @returns its version (1 or 3): its response is sealed in the same.
+ */
+export function checkNativeRequest(body: Uint8Array): number {
   const version = checkEnvelope(body, NATIVE_KIND_REQUEST);
-  const b = toBuffer(body);
-  const senderPublic = b.subarray(AT_SENDER, AT_REQUEST_NONCE);
-  if (((senderPublic[31] ?? 0) & 0x80) !== 0) {
+  if (((body[AT_REQUEST_NONCE - 1] ?? 0) & 0x80) !== 0) {
     // X25519 ignores the top bit (RFC 7748 §5): a key with it set is refused, never opened.
     throw cryptoError(
       DecryptFailure.malformed,
@@ -336,23 +346,52 @@ export function readNativeRequestHead(body: Uint8Array): NativeRequestHead {
       NATIVE,
     );
   }
-  return {
-    version,
-    kid: () => b.toString("hex", AT_KID, AT_SENDER),
-    senderPublic,
-    pairId: b.toString("latin1", AT_KID, AT_REQUEST_NONCE),
-    sentAtMs: readUint64(b, 2),
-    nonce: Uint8Array.from(b.subarray(AT_REQUEST_NONCE, REQUEST_HEAD)),
-  };
+  return version;
 }
 
-/** Opens a request envelope whose head was read with {@link readNativeRequestHead}. */
+/** Whether a request checked by {@link checkNativeRequest} was sealed with `pair`'s keys' names. */
+export function isRequestOfPair(body: Uint8Array, pair: NativePair): boolean {
+  return namesPair(body, pair);
+}
+
+/** A cache key for a checked request's (recipient key, sender key): the 40 bytes as latin1 text. */
+export function nativeRequestPairId(body: Uint8Array): string {
+  return toBuffer(body).toString("latin1", AT_KID, AT_REQUEST_NONCE);
+}
+
+/** Hex key id of the recipient key a checked request names. */
+export function nativeRequestKid(body: Uint8Array): string {
+  return toBuffer(body).toString("hex", AT_KID, AT_SENDER);
+}
+
+/** A copy of a checked request's sender public key. */
+export function nativeRequestSender(body: Uint8Array): Uint8Array {
+  return Uint8Array.from(body.subarray(AT_SENDER, AT_REQUEST_NONCE));
+}
+
+/** When a checked request says it was sealed, in ms since the epoch (authenticated once opened). */
+export function nativeRequestSentAt(body: Uint8Array): number {
+  return readUint64(body, 2);
+}
+
+/** A copy of a checked request's nonce (the caller may reuse the body once an open returns). */
+export function nativeRequestNonce(body: Uint8Array): Uint8Array {
+  const nonce = new Uint8Array(NONCE_BYTES);
+  copyBytes(body, AT_REQUEST_NONCE, nonce, 0, NONCE_BYTES);
+  return nonce;
+}
+
+/**
+ * Opens a request envelope checked by {@link checkNativeRequest}: its head is copied to scratch
+ * (the AEAD's associated data and nonce), so the ciphertext is the one view of the body made.
+ */
 export function openNativeRequest(body: Uint8Array, pair: NativePair): Uint8Array {
+  copyBytes(body, 0, REQUEST_AAD, 0, REQUEST_HEAD);
   return openAs(
-    body[0] ?? 0,
+    REQUEST_AAD[0] ?? 0,
     body.subarray(REQUEST_HEAD),
-    body.subarray(AT_REQUEST_NONCE, REQUEST_HEAD),
-    body.subarray(0, REQUEST_HEAD),
+    REQUEST_AAD_NONCE,
+    REQUEST_AAD,
     pair,
   );
 }
@@ -368,7 +407,9 @@ export async function openNativeRequestOn(
     body.subarray(AT_REQUEST_NONCE, REQUEST_HEAD),
     body.subarray(0, REQUEST_HEAD),
   ]);
-  return opened(await pool.aeadOpen(keysOf(pair).v1, nonceAad, body.subarray(REQUEST_HEAD)));
+  return opened(
+    await pool.aeadOpen(keyOf(pair, NATIVE_GCM_VERSION), nonceAad, body.subarray(REQUEST_HEAD)),
+  );
 }
 
 /** Opens a response envelope (either version) to the request whose nonce was `requestNonce`. */
@@ -380,13 +421,9 @@ export function openNativeResponse(
 ): Uint8Array {
   const version = checkEnvelope(body, NATIVE_KIND_RESPONSE);
   checkResponseVersion(version, requestVersion);
-  return openAs(
-    version,
-    body.subarray(RESPONSE_HEAD),
-    body.subarray(AT_RESPONSE_NONCE, RESPONSE_HEAD),
-    responseAad(body, requestNonce),
-    pair,
-  );
+  const aad = responseAadOf(requestNonce);
+  copyBytes(body, 0, aad, 0, RESPONSE_HEAD);
+  return openAs(version, body.subarray(RESPONSE_HEAD), RESPONSE_AAD_NONCE, aad, pair);
 }
 
 /** {@link openNativeResponse}, a version-1 body's AES-256-GCM on a cipher thread. */
@@ -404,7 +441,9 @@ export async function openNativeResponseOn(
     body.subarray(AT_RESPONSE_NONCE, RESPONSE_HEAD),
     responseAad(body, requestNonce),
   ]);
-  return opened(await pool.aeadOpen(keysOf(pair).v1, nonceAad, body.subarray(RESPONSE_HEAD)));
+  return opened(
+    await pool.aeadOpen(keyOf(pair, NATIVE_GCM_VERSION), nonceAad, body.subarray(RESPONSE_HEAD)),
+  );
 }
 
 /** A response is sealed in its request's envelope version: any other is refused. */
@@ -464,13 +503,48 @@ function checkEnvelope(body: Uint8Array, kind: number): number {
   return version;
 }
 
-function writeUint64(target: Buffer, offset: number, value: number): void {
+/**
+ * Copies `length` bytes of a head (at most 62): a loop costs less than `Buffer#copy`, which
+ * makes a view of the source, or `set` of a `subarray`, which makes a Buffer. The caller has
+ * checked both ranges.
+ */
+function copyBytes(
+  source: Uint8Array,
+  from: number,
+  target: Uint8Array,
+  to: number,
+  length: number,
+): void {
+  for (let i = 0; i < length; i++) target[to + i] = source[from + i] as number;
+}
+
+/** Writes `value` (ms, clamped to 0 and below 2^53) as 8 bytes big-endian, byte by byte. */
+function writeUint64(target: Uint8Array, offset: number, value: number): void {
   const ms = Math.max(0, Math.floor(value));
-  target.writeUInt32BE(Math.floor(ms / 2 ** 32), offset);
-  target.writeUInt32BE(ms >>> 0, offset + 4);
+  const high = Math.floor(ms / 2 ** 32);
+  const low = ms >>> 0;
+  target[offset] = high >>> 24;
+  target[offset + 1] = high >>> 16;
+  target[offset + 2] = high >>> 8;
+  target[offset + 3] = high;
+  target[offset + 4] = low >>> 24;
+  target[offset + 5] = low >>> 16;
+  target[offset + 6] = low >>> 8;
+  target[offset + 7] = low;
 }
 
 function readUint64(source: Uint8Array, offset: number): number {
-  const b = toBuffer(source);
-  return b.readUInt32BE(offset) * 2 ** 32 + b.readUInt32BE(offset + 4);
+  const high =
+    (((source[offset] ?? 0) << 24) |
+      ((source[offset + 1] ?? 0) << 16) |
+      ((source[offset + 2] ?? 0) << 8) |
+      (source[offset + 3] ?? 0)) >>>
+    0;
+  const low =
+    (((source[offset + 4] ?? 0) << 24) |
+      ((source[offset + 5] ?? 0) << 16) |
+      ((source[offset + 6] ?? 0) << 8) |
+      (source[offset + 7] ?? 0)) >>>
+    0;
+  return high * 2 ** 32 + low;
 }

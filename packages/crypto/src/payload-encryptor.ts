@@ -29,13 +29,19 @@ import {
   NATIVE_CHACHA_VERSION,
   NATIVE_GCM_VERSION,
   NativePair,
+  checkNativeRequest,
   deriveNativeKeyPair,
   generateNativeKeyPair,
+  isRequestOfPair,
+  nativeRequestKid,
+  nativeRequestNonce,
+  nativeRequestPairId,
+  nativeRequestSender,
+  nativeRequestSentAt,
   openNativeRequest,
   openNativeRequestOn,
   openNativeResponse,
   openNativeResponseOn,
-  readNativeRequestHead,
   sealNativeRequest,
   sealNativeResponse,
   sealNativeResponseOn,
@@ -357,6 +363,12 @@ class Encryptor implements PayloadEncryptor {
   readonly #nativePeers: LruCache<string, NativePair>;
   /** x25519-aes-gcm receiver: per (own key id, sender key), the pair's keys. */
   readonly #nativeSenders: LruCache<string, NativePair>;
+  /**
+   * x25519-aes-gcm receiver: the pair of the last request opened. A request of the same pair
+   * (the usual case: a service hears from few clients) finds it by comparing 40 bytes, with no
+   * cache key made from the body.
+   */
+  #nativeLastSender: NativePair | undefined;
   #sendingNative: NativeKeyPair | undefined;
   #sendingNacl: { readonly pair: NaclKeyPair; readonly header: string } | undefined;
 
@@ -552,8 +564,9 @@ class Encryptor implements PayloadEncryptor {
       const maxAgeMs = options.maxAgeMs;
       const suite = this.#openingSuite(headers, body);
       if (suite === NATIVE) {
-        const { head, pair } = this.#nativeSender(body);
-        return this.#nativeRequestOpened(openNativeRequest(body, pair), head, pair, maxAgeMs);
+        const { version, pair } = this.#nativeSender(body);
+        const plain = openNativeRequest(body, pair);
+        return this.#nativeRequestOpened(plain, body, version, pair, maxAgeMs);
       }
       return suite === NACL
         ? this.#openNaclRequest(body, headers, maxAgeMs)
@@ -573,9 +586,12 @@ class Encryptor implements PayloadEncryptor {
       const maxAgeMs = options.maxAgeMs;
       const suite = this.#openingSuite(headers, body);
       if (suite === NATIVE) {
-        const { head, pair } = this.#nativeSender(body);
+        const { version, pair } = this.#nativeSender(body);
+        // Read before the await: the caller may reuse `body`.
+        const sentAtMs = nativeRequestSentAt(body);
+        const nonce = nativeRequestNonce(body);
         const plain = await openNativeRequestOn(pool, body, pair);
-        return this.#nativeRequestOpened(plain, head, pair, maxAgeMs);
+        return this.#nativeRequestReplied(plain, sentAtMs, nonce, version, pair, maxAgeMs);
       }
       if (suite === RSA) {
         const { keyPart, token } = splitRsaBody(body);
@@ -813,11 +829,11 @@ class Encryptor implements PayloadEncryptor {
     return { pair, own };
   }
 
-  /** The clear head of a native request and the pair of keys shared with its sender (cached). */
-  #nativeSender(body: Uint8Array): {
-    head: ReturnType<typeof readNativeRequestHead>;
-    pair: NativePair;
-  } {
+  /**
+   * The version of a native request, its head checked, and the pair of keys shared with its
+   * sender (cached).
+   */
+  #nativeSender(body: Uint8Array): { version: number; pair: NativePair } {
     if (this.#nativeKeys.size === 0) {
       throw cryptoError(
         DecryptFailure.unsupported,
@@ -825,10 +841,13 @@ class Encryptor implements PayloadEncryptor {
         NATIVE,
       );
     }
-    const head = readNativeRequestHead(body);
-    let pair = this.#nativeSenders.get(head.pairId);
+    const version = checkNativeRequest(body);
+    const last = this.#nativeLastSender;
+    if (last !== undefined && isRequestOfPair(body, last)) return { version, pair: last };
+    const pairId = nativeRequestPairId(body);
+    let pair = this.#nativeSenders.get(pairId);
     if (pair === undefined) {
-      const kid = head.kid();
+      const kid = nativeRequestKid(body);
       const own = this.#nativeKeys.get(kid);
       if (own === undefined) {
         throw cryptoError(
@@ -837,29 +856,45 @@ class Encryptor implements PayloadEncryptor {
           NATIVE,
         );
       }
-      const sender = Uint8Array.from(head.senderPublic);
+      const sender = nativeRequestSender(body);
       pair = new NativePair(own.privateKey, x25519PublicKey(sender), sender, own.publicKey);
-      this.#nativeSenders.set(head.pairId, pair);
+      this.#nativeSenders.set(pairId, pair);
     }
-    return { head, pair };
+    this.#nativeLastSender = pair;
+    return { version, pair };
   }
 
-  /** The age checks on an opened native request, and its reply key. */
+  /** The age checks on a native request just opened from `body`, and its reply key. */
   #nativeRequestOpened(
     plain: Uint8Array,
-    head: ReturnType<typeof readNativeRequestHead>,
+    body: Uint8Array,
+    version: number,
     pair: NativePair,
     maxAgeMs: number | undefined,
   ): { plain: Uint8Array; replyKey: ReplyKey } {
-    if (maxAgeMs !== undefined) this.#checkAge(head.sentAtMs, maxAgeMs, NATIVE);
+    return this.#nativeRequestReplied(
+      plain,
+      nativeRequestSentAt(body),
+      nativeRequestNonce(body),
+      version,
+      pair,
+      maxAgeMs,
+    );
+  }
+
+  /** The age checks on an opened native request, and its reply key. */
+  #nativeRequestReplied(
+    plain: Uint8Array,
+    sentAtMs: number,
+    requestNonce: Uint8Array,
+    version: number,
+    pair: NativePair,
+    maxAgeMs: number | undefined,
+  ): { plain: Uint8Array; replyKey: ReplyKey } {
+    if (maxAgeMs !== undefined) this.#checkAge(sentAtMs, maxAgeMs, NATIVE);
     return {
       plain,
-      replyKey: issueReplyKey({
-        suite: NATIVE,
-        pair,
-        requestNonce: head.nonce,
-        version: head.version,
-      }),
+      replyKey: issueReplyKey({ suite: NATIVE, pair, requestNonce, version }),
     };
   }
 

@@ -323,6 +323,29 @@ describe("x25519-aes-gcm: envelopes", () => {
     }
   });
 
+  it("opens requests of senders taking turns, each with its own pair, and binds each reply", () => {
+    // The service remembers the pair of the last request: alternating senders (and a sender
+    // whose key differs in its last byte only) must each find their own keys, never the last one.
+    const service = createPayloadEncryptor({ keys: serviceKeys, peerCacheSize: 1 });
+    const senders = [0, 1, 2].map(() => createPayloadEncryptor({ suites: [NATIVE] }));
+    const servicePeer = peerOf(service);
+    for (let round = 0; round < 3; round++) {
+      for (const [i, sender] of [...senders.entries(), ...senders.entries()]) {
+        const sealed = sender.sealRequest(utf8(`from ${i}`), servicePeer);
+        const opened = service.openRequest(sealed.body, sealed.headers, { maxAgeMs: 60_000 });
+        expect(text(opened.plain)).toBe(`from ${i}`);
+        const reply = service.sealResponse(utf8(`to ${i}`), opened.replyKey);
+        expect(text(sender.openResponse(reply.body, reply.headers, sealed.replyKey))).toBe(
+          `to ${i}`,
+        );
+        // The sender key's last byte changed: a pair unknown to the service, that cannot open.
+        const other = Uint8Array.from(sealed.body);
+        other[49] = (other[49] ?? 0) ^ 0x01;
+        expectFailure(() => service.openRequest(other, sealed.headers), DecryptFailure.tampered);
+      }
+    }
+  });
+
   it("seals version 3 for every body size; a version-1 request gets a version-1 response", () => {
     for (const size of [0, 1024, 1025, 70_000]) {
       const sealed = client.sealRequest(new Uint8Array(size).fill(7), peer);
@@ -617,6 +640,30 @@ describe("x25519-aes-gcm: ChaCha20-Poly1305 backends (libsodium, node:crypto)", 
       ),
     ).toThrow("libsodium wrote -1 bytes");
     expect(out.equals(Buffer.alloc(20))).toBe(true);
+    // A binding that writes plaintext and then fails, by throwing or by its count, leaves
+    // nothing of it in the buffer it was handed.
+    const given: Uint8Array[] = [];
+    const writesThen = (fail: () => number) => ({
+      ...opensAnything,
+      crypto_aead_chacha20poly1305_ietf_decrypt: (m: Uint8Array) => {
+        given.push(m);
+        m.fill(0x55);
+        return fail();
+      },
+    });
+    for (const fail of [
+      () => {
+        throw new Error("could not verify data");
+      },
+      () => 3,
+    ]) {
+      const aead = sodiumChachaAead(writesThen(fail));
+      expect(aead.open(new Uint8Array(40), new Uint8Array(12), utf8(""), new Uint8Array(32))).toBe(
+        null,
+      );
+    }
+    expect(given).toHaveLength(2);
+    for (const m of given) expect(Buffer.from(m).equals(Buffer.alloc(24))).toBe(true);
     // An open that "succeeds" with the wrong length is a refusal.
     const short = { ...opensAnything, crypto_aead_chacha20poly1305_ietf_decrypt: () => 0 };
     expect(
@@ -631,6 +678,14 @@ describe("x25519-aes-gcm: ChaCha20-Poly1305 backends (libsodium, node:crypto)", 
 
   it("hands out pooled random bytes at most a pool at a time", () => {
     expect(() => fillRandom(new Uint8Array(5000), 0, 5000)).toThrow(RangeError);
+    // Never past the target's end, short (byte by byte) or long (copied).
+    expect(() => fillRandom(new Uint8Array(12), 1, 12)).toThrow(RangeError);
+    expect(() => fillRandom(new Uint8Array(100), 50, 51)).toThrow(RangeError);
+    expect(() => fillRandom(new Uint8Array(12), -1, 4)).toThrow(RangeError);
+    const long = new Uint8Array(100);
+    fillRandom(long, 36, 64);
+    expect(long.subarray(0, 36).every((x) => x === 0)).toBe(true);
+    expect(long.subarray(36).some((x) => x !== 0)).toBe(true);
     const a = new Uint8Array(16);
     const b = new Uint8Array(16);
     fillRandom(a, 0, 16);
