@@ -7,6 +7,7 @@ import type { Destination, Logger, TransportLifecycle } from "@nuropb/protocol";
 import type { ConfirmChannel, Message } from "amqplib";
 import { channelError } from "./connection.ts";
 import type { OutgoingMessage } from "./frame-codec.ts";
+import { publishFrames } from "./publish-frames.ts";
 import { closeQuietly, newHandle } from "./session.ts";
 import type { ChannelHandle, Session } from "./session.ts";
 
@@ -105,30 +106,32 @@ export class Publisher {
         }
         this.#closeIfRetired();
       };
+      const confirmed = (err: unknown): void => {
+        forget();
+        if (err !== null && err !== undefined) {
+          // RabbitMQ 3.10 keeps nacking every later publish on a channel whose publish a
+          // quorum queue refused while it elected a new leader (a node was lost), though
+          // a fresh channel is accepted at once: after a nack, publish on a new channel.
+          if (isNack(err)) this.#retire(err, "the broker nacked a publish");
+          reject(this.#publishError(err, to));
+        } else if (entry.returned) {
+          reject(
+            new NuropbNotDeliveredError(
+              `Service ${routingKey} not available: no queue is bound to ${exchange} for it`,
+              { details: { service: routingKey } },
+            ),
+          );
+        } else resolve();
+      };
       try {
-        this.handle.ch.publish(
-          exchange,
-          routingKey,
-          out.content,
-          out.properties,
-          (err: unknown) => {
-            forget();
-            if (err !== null && err !== undefined) {
-              // RabbitMQ 3.10 keeps nacking every later publish on a channel whose publish a
-              // quorum queue refused while it elected a new leader (a node was lost), though
-              // a fresh channel is accepted at once: after a nack, publish on a new channel.
-              if (isNack(err)) this.#retire(err, "the broker nacked a publish");
-              reject(this.#publishError(err, to));
-            } else if (entry.returned) {
-              reject(
-                new NuropbNotDeliveredError(
-                  `Service ${routingKey} not available: no queue is bound to ${exchange} for it`,
-                  { details: { service: routingKey } },
-                ),
-              );
-            } else resolve();
-          },
-        );
+        const ch = this.handle.ch;
+        // One buffer, byte for byte amqplib's; amqplib itself for what that does not cover.
+        if (
+          publishFrames(ch, exchange, routingKey, out.content, out.properties, confirmed) ===
+          undefined
+        ) {
+          ch.publish(exchange, routingKey, out.content, out.properties, confirmed);
+        }
       } catch (err) {
         forget();
         this.#retire(err, "a publish failed");
