@@ -290,6 +290,8 @@ const TAG_BYTES = nacl.secretbox.overheadLength; // 16
 const INNER_HEAD = 1 + 8;
 const NACL_MIN_BODY = 1 + NONCE_BYTES + TAG_BYTES + INNER_HEAD;
 
+/** The options of a call that passes none: one object, not one per call. */
+const NO_OPTIONS: Readonly<Record<string, never>> = Object.freeze({});
 const OAEP = constants.RSA_PKCS1_OAEP_PADDING;
 const RSA = CipherSuite.rsaFernet;
 const NACL = CipherSuite.nacl;
@@ -458,7 +460,7 @@ class Encryptor implements PayloadEncryptor {
   sealRequest(
     plain: Uint8Array,
     peer: PeerKeys,
-    options: { readonly suite?: CipherSuite } = {},
+    options: { readonly suite?: CipherSuite } = NO_OPTIONS,
   ): { body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey } {
     const suite = this.#sealingSuite(plain, peer, options);
     if (suite === NATIVE) {
@@ -472,7 +474,7 @@ class Encryptor implements PayloadEncryptor {
   async sealRequestAsync(
     plain: Uint8Array,
     peer: PeerKeys,
-    options: { readonly suite?: CipherSuite } = {},
+    options: { readonly suite?: CipherSuite } = NO_OPTIONS,
   ): Promise<{ body: Uint8Array; headers: Record<string, string>; replyKey: ReplyKey }> {
     const pool = this.#pool;
     if (pool === undefined) return this.sealRequest(plain, peer, options);
@@ -557,7 +559,7 @@ class Encryptor implements PayloadEncryptor {
   openRequest(
     body: Uint8Array,
     headers: Readonly<Record<string, unknown>>,
-    options: { readonly maxAgeMs?: number } = {},
+    options: { readonly maxAgeMs?: number } = NO_OPTIONS,
   ): { plain: Uint8Array; replyKey: ReplyKey } {
     checkMaxAge(options.maxAgeMs);
     return guardOpen(undefined, () => {
@@ -577,7 +579,7 @@ class Encryptor implements PayloadEncryptor {
   async openRequestAsync(
     body: Uint8Array,
     headers: Readonly<Record<string, unknown>>,
-    options: { readonly maxAgeMs?: number } = {},
+    options: { readonly maxAgeMs?: number } = NO_OPTIONS,
   ): Promise<{ plain: Uint8Array; replyKey: ReplyKey }> {
     const pool = this.#pool;
     if (pool === undefined) return this.openRequest(body, headers, options);
