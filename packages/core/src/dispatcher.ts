@@ -87,7 +87,9 @@ export class Dispatcher<TService extends object> {
         if (type === "event" && body[0] === 0x7b /* { */) {
           // Python quirk (WIRE-SAMPLES.md note 3): events marked encrypted carry a plaintext body.
         } else if (type === "request" || type === "command") {
-          ({ plain: body, replyKey } = await this.#p.sealing.openRequest(delivery));
+          // Synchronous without cipher threads: no await, no microtask hop.
+          const opening = this.#p.sealing.openRequest(delivery);
+          ({ plain: body, replyKey } = opening instanceof Promise ? await opening : opening);
         } else {
           throw new NuropbMessageError(`a ${String(type)} message cannot be encrypted`);
         }

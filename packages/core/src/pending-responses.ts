@@ -179,7 +179,19 @@ export class PendingResponses {
     }
     pending.flow?.emit("client-decode");
     if (isSealed(frame.headers) && pending.replyKey !== undefined) {
-      // Opened possibly on a cipher thread: the request may time out meanwhile.
+      if (this.#sealing.inline) {
+        // No cipher thread: opened here and now, no promise and no bookkeeping of the opening.
+        let opened: Uint8Array;
+        try {
+          opened = this.#sealing.openResponseNow(frame, pending.replyKey);
+        } catch (err) {
+          this.#fail(id, pending, err);
+          return;
+        }
+        this.#complete(frame, pending, opened);
+        return;
+      }
+      // Opened on a cipher thread: the request may time out meanwhile.
       const opened = this.#sealing
         .openResponse(frame, pending.replyKey)
         .then(

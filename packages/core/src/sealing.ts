@@ -112,6 +112,14 @@ export class Sealing {
     return this.#lastOpenOptions;
   }
 
+  /**
+   * {@link openResponse} here and now: only when {@link inline}.
+   * @throws NuropbMessageError as openResponse rejects.
+   */
+  openResponseNow(frame: InboundFrame, replyKey: ReplyKey): Uint8Array {
+    return this.#encryptor.openResponse(frame.body, frame.headers, replyKey);
+  }
+
   /** The plaintext body of a response to a request sealed with `replyKey`. */
   openResponse(frame: InboundFrame, replyKey: ReplyKey): Promise<Uint8Array> {
     if (!this.inline) return this.#encryptor.openResponseAsync(frame.body, frame.headers, replyKey);

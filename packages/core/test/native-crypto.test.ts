@@ -155,6 +155,39 @@ describe("x25519-aes-gcm between TypeScript participants", () => {
     }
   });
 
+  for (const cipherThreads of [0, 1]) {
+    it(`a sealed response that does not open fails its call at once, typed (${cipherThreads} cipher threads)`, async () => {
+      mesh = createMesh();
+      const svcTransport = mesh.transport();
+      const send = svcTransport.send.bind(svcTransport);
+      // The service's sealed answers arrive with one ciphertext byte flipped.
+      svcTransport.send = (to: Destination, frame: Frame) => {
+        if (to.kind !== "reply" || frame.headers.encrypted !== "yes") return send(to, frame);
+        const body = new Uint8Array(frame.body);
+        body[body.length - 1] = (body[body.length - 1] as number) ^ 1;
+        return send(to, { ...frame, body });
+      };
+      const service = createService({
+        transport: svcTransport,
+        name: "vault",
+        instance: new Vault(),
+        keys,
+        encryption: { cipherThreads },
+      });
+      const client = createClient({ transport: mesh.transport(), encryption: { cipherThreads } });
+      await service.connect();
+      await client.connect();
+      mesh.defer(() => client.disconnect());
+      mesh.defer(() => service.disconnect());
+      await client.describeService("vault");
+      const call = client.request("vault", "secretEcho", { card: "4111" }, {}, { ttlMs: 60_000 });
+      // With a 60 s ttl, failing within the test's time means it failed on arrival.
+      const err = await call.catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(NuropbMessageError);
+      expect((err as NuropbMessageError).details).toMatchObject({ reason: "tampered" });
+    });
+  }
+
   it("falls back to nacl, then to rsa-fernet for a Python-shaped description", async () => {
     for (const [suites, header] of [
       [["nacl", "rsa-fernet"], "nacl"],
