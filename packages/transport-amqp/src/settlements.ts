@@ -37,14 +37,19 @@ export class Settlements {
     this.#closed = closed;
   }
 
-  /** How many delivery tags the record holds (open ones, and settled ones not yet passed over). */
+  /** How many delivery tags the record holds (open ones, and settled ones not yet dropped). */
   get recorded(): number {
-    return this.#order.length - this.#head;
+    return this.#order.length;
   }
 
   /** Records a delivery as it arrives (in delivery-tag order, as the channel delivers them). */
   delivered(msg: ConsumeMessage): void {
     const tag = msg.fields.deliveryTag;
+    // Settled tags are passed over only when acks are flushed: without acks for a long time
+    // (every delivery rejected) they pile up; dropped here, amortised.
+    if (this.#order.length - this.#head > 1024 + 2 * (this.#open.size + this.#acks.size)) {
+      this.#compact();
+    }
     this.#order.push(tag);
     this.#open.add(tag);
   }
@@ -101,12 +106,27 @@ export class Settlements {
       // The channel is closing: the broker gives back what it did not get acked.
     }
     acks.clear();
-    // Drop the settled tags behind one still open (a long handler), so the record stays the
-    // size of what is open.
-    if (order.length - head > 1024 + 2 * open.size) {
-      this.#order = order.slice(head).filter((tag) => open.has(tag));
+    if (head === order.length) {
+      // Everything recorded is settled: start the record again (the usual case).
+      order.length = 0;
       this.#head = 0;
+    } else if (order.length - head > 1024 + 2 * open.size || head > 1024) {
+      // Settled tags behind one still open (a long handler): the record stays the size of
+      // what is open.
+      this.#compact();
     }
+  }
+
+  /**
+   * Keeps only the tags still open or with an ack waiting. Dropping the others changes no ack:
+   * the broker no longer counts a settled delivery as unacknowledged, so a `multiple` ack
+   * passes over it the same whether it is recorded or not.
+   */
+  #compact(): void {
+    const open = this.#open;
+    const acks = this.#acks;
+    this.#order = this.#order.slice(this.#head).filter((tag) => open.has(tag) || acks.has(tag));
+    this.#head = 0;
   }
 
   #settleNow(msg: ConsumeMessage): boolean {

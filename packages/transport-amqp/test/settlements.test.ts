@@ -129,6 +129,33 @@ describe("Settlements", () => {
     expect(written).toEqual([]);
   });
 
+  it("holds no tag of what is settled: acked in runs, or all rejected with no ack at all", async () => {
+    const { s, written, msg } = setup();
+    let most = 0;
+    for (let t = 1; t <= 20_000; t++) {
+      s.delivered(msg(t));
+      s.ack(msg(t));
+      most = Math.max(most, s.recorded);
+      if (t % 64 === 0) await tick();
+    }
+    await tick();
+    expect(s.recorded).toBe(0);
+    expect(most).toBeLessThanOrEqual(64);
+    expect(written).toHaveLength(Math.ceil(20_000 / 64)); // one multiple ack per tick
+    // Rejected, never acked: nothing flushes, the record still stays small.
+    for (let t = 20_001; t <= 40_000; t++) {
+      s.delivered(msg(t));
+      s.reject(msg(t), false);
+      most = Math.max(most, s.recorded);
+    }
+    expect(most).toBeLessThan(1100);
+    s.delivered(msg(40_001));
+    s.ack(msg(40_001));
+    await tick();
+    expect(written.slice(-1)).toEqual([["ack", 40_001, true]]);
+    expect(s.recorded).toBe(0);
+  });
+
   it("keeps its record the size of what is open behind a delivery that never settles", async () => {
     const { s, written, msg } = setup();
     s.delivered(msg(1)); // a handler that runs for a long time
