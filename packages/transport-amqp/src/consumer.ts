@@ -251,7 +251,9 @@ export class Consumer {
             attempts: attempt + 1,
             error: message,
           });
-          void closeQuietly(session.conn); // reconnect and re-declare everything
+          // Reconnect and re-declare everything; after this turn, so that the acks settled in
+          // it (written at the end of the tick, settlements.ts) go out before the close.
+          setImmediate(() => void closeQuietly(session.conn));
         }
       },
     );

@@ -85,6 +85,8 @@ export function publishFrames(
   // A closing or closed channel: amqplib throws its own error for it.
   if (slot === undefined || slot === null || slot.channel !== ch) return undefined;
   if (Object.prototype.hasOwnProperty.call(ch, "sendMessage")) return undefined;
+  // A closing connection (amqplib's toClosing): its sends throw; amqplib's error says so.
+  if (Object.prototype.hasOwnProperty.call(conn, "sendMessage")) return undefined;
   if (content.length > conn.frameMax - FRAME_OVERHEAD) return undefined;
   if (confirm !== undefined && typeof c.pushConfirmCallback !== "function") return undefined;
   const frames = encode(num, exchange, routingKey, content, options);

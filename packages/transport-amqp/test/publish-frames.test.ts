@@ -170,7 +170,7 @@ describe("publish frames", () => {
     ).toMatchObject({ sentSinceLastCheck: true });
   });
 
-  it("leaves to amqplib a closing channel, a body over one frame, or a channel it does not know", () => {
+  it("leaves to amqplib a closing channel or connection, a body over one frame, or a channel it does not know", () => {
     const cb = (): void => undefined;
     const closing = channel();
     (closing.ch as unknown as { sendMessage: () => never }).sendMessage = () => {
@@ -184,6 +184,20 @@ describe("publish frames", () => {
     (released.ch as unknown as { connection: { channels: unknown[] } }).connection.channels[3] =
       null;
     expect(publishFrames(released.ch, "x", "k", body, {}, cb)).toBeUndefined();
-    expect([...closing.confirms, ...small.confirms, ...released.confirms]).toEqual([]);
+    // A closing connection: amqplib (invalidateSend) puts throwing sends on the connection.
+    const connClosing = channel();
+    (
+      connClosing.ch as unknown as { connection: { sendMessage: () => never } }
+    ).connection.sendMessage = () => {
+      throw new Error("Connection closing");
+    };
+    expect(publishFrames(connClosing.ch, "x", "k", body, {}, cb)).toBeUndefined();
+    expect([
+      ...closing.confirms,
+      ...small.confirms,
+      ...released.confirms,
+      ...connClosing.confirms,
+    ]).toEqual([]);
+    expect(connClosing.out).toEqual([]);
   });
 });
