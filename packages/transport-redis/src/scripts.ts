@@ -503,7 +503,9 @@ end
 /**
  * Requeue: put the entry back at the end of its stream, marked redelivered and keeping when the
  * original was stored (for its ttl); only if this consumer still holds it. KEYS[1] = stream;
- * ARGV[1] = group, ARGV[2] = id, ARGV[3] = consumer. Returns 1 when requeued.
+ * ARGV[1] = group, ARGV[2] = id, ARGV[3] = consumer, ARGV[4] = `0` to give it back as it was
+ * (read by a consumer that was stopping, never handed to a handler: not marked redelivered,
+ * its own mark kept). Returns 1 when requeued.
  */
 export const REQUEUE = script(
   "requeue",
@@ -514,11 +516,12 @@ if f == nil then
   forget(KEYS[1], ARGV[1], ARGV[2])
   return 0
 end
+local mark = ARGV[4] ~= '0'
 local out = {}
 local ts = nil
 for i = 1, #f, 2 do
   if f[i] == 'ts' then ts = f[i + 1]
-  elseif f[i] ~= 'rd' then
+  elseif f[i] ~= 'rd' or not mark then
     out[#out + 1] = f[i]
     out[#out + 1] = f[i + 1]
   end
@@ -526,8 +529,10 @@ end
 if ts == nil then ts = string.match(ARGV[2], '^(%d+)') end
 out[#out + 1] = 'ts'
 out[#out + 1] = ts
-out[#out + 1] = 'rd'
-out[#out + 1] = '1'
+if mark then
+  out[#out + 1] = 'rd'
+  out[#out + 1] = '1'
+end
 redis.call('XADD', KEYS[1], '*', unpack(out))
 forget(KEYS[1], ARGV[1], ARGV[2])
 return 1

@@ -128,6 +128,8 @@ const READ_DEPTH = 8;
 interface Entry {
   readonly id: string;
   renewedAt: number;
+  /** Read after the consumer stopped: never handed to a handler (given back unmarked). */
+  readonly unhanded?: true;
 }
 
 type Held = HeldDelivery<Entry>;
@@ -309,11 +311,15 @@ export class ServiceConsumer implements Listener {
       this.#deps.acks.ack(this.#deps.stream, id);
       return;
     }
-    const held = this.#ledger.hold({ id, renewedAt: Date.now() }, id);
     if (this.#ledger.stopped) {
-      void this.#ledger.giveBack(held);
+      // A queued read answered after the stop: back to the stream as it came (the next
+      // consumer sees no redelivery: no handler ever had it).
+      void this.#ledger.giveBack(
+        this.#ledger.hold({ id, renewedAt: Date.now(), unhanded: true }, id),
+      );
       return;
     }
+    const held = this.#ledger.hold({ id, renewedAt: Date.now() }, id);
     let frame: EntryFrame;
     try {
       frame = fieldsToFrame(fields);
@@ -353,13 +359,17 @@ export class ServiceConsumer implements Listener {
     if (this.#ledger.stopped && empty) this.#clearTimer();
   }
 
-  /** Puts entries back in the stream, marked requeued (redelivered), for any consumer. */
+  /**
+   * Puts entries back in the stream for any consumer, marked requeued (redelivered) unless no
+   * handler ever had them.
+   */
   async #requeue(entries: readonly Entry[]): Promise<void> {
     const { redis, stream, consumer } = this.#deps;
     await Promise.all(
       entries.map(async (entry) => {
         try {
-          await runScript(redis, REQUEUE, [stream], [SERVICE_GROUP, entry.id, consumer]);
+          const mark = entry.unhanded === true ? "0" : "1";
+          await runScript(redis, REQUEUE, [stream], [SERVICE_GROUP, entry.id, consumer, mark]);
         } catch (err) {
           this.#deps.logger.warn(
             "requeue failed; the entry stays pending and will be claimed again",
