@@ -212,7 +212,8 @@ describe("core survives what peers and handlers do wrong", () => {
     expect(reply.headers.encrypted).toBe("yes");
     const opened = sender.openResponse(reply.body, reply.headers, sealed.replyKey);
     const payload = JSON.parse(new TextDecoder().decode(opened)) as ResponsePayload;
-    // A slim body on the memory transport: the frame carries the correlation id.
+    // A sealed answer keeps its whole body, the correlation id binding it to its call.
+    expect(payload.correlation_id).toBe(correlationId);
     expect(reply.correlationId).toBe(correlationId);
     expect(payload.error?.error).toBe("NuropbMessageError");
     expect(mesh.hub.deadLetters()).toHaveLength(1);
