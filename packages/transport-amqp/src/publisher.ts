@@ -7,7 +7,7 @@ import type { Destination, Logger, TransportLifecycle } from "@nuropb/protocol";
 import type { ConfirmChannel, Message } from "amqplib";
 import { channelError } from "./connection.ts";
 import type { OutgoingMessage } from "./frame-codec.ts";
-import { publishFrames } from "./publish-frames.ts";
+import { publishOn } from "./publish-frames.ts";
 import { closeQuietly, newHandle } from "./session.ts";
 import type { ChannelHandle, Session } from "./session.ts";
 
@@ -124,14 +124,8 @@ export class Publisher {
         } else resolve();
       };
       try {
-        const ch = this.handle.ch;
         // One buffer, byte for byte amqplib's; amqplib itself for what that does not cover.
-        if (
-          publishFrames(ch, exchange, routingKey, out.content, out.properties, confirmed) ===
-          undefined
-        ) {
-          ch.publish(exchange, routingKey, out.content, out.properties, confirmed);
-        }
+        publishOn(this.handle.ch, out, confirmed);
       } catch (err) {
         forget();
         this.#retire(err, "a publish failed");

@@ -2,7 +2,7 @@ import { NuropbTransportError } from "@nuropb/protocol";
 import type { Channel } from "amqplib";
 import { channelError } from "./connection.ts";
 import type { OutgoingMessage } from "./frame-codec.ts";
-import { publishFrames } from "./publish-frames.ts";
+import { publishOn } from "./publish-frames.ts";
 import type { PublisherHost } from "./publisher.ts";
 import { closeQuietly, newHandle } from "./session.ts";
 import type { ChannelHandle, Session } from "./session.ts";
@@ -56,9 +56,7 @@ export class ReplyChannel {
     }
     let written: boolean;
     try {
-      written =
-        publishFrames(handle.ch, out.exchange, out.routingKey, out.content, out.properties) ??
-        handle.ch.publish(out.exchange, out.routingKey, out.content, out.properties);
+      written = publishOn(handle.ch, out);
     } catch (err) {
       throw new NuropbTransportError(`cannot reply: ${(err as Error)?.message ?? String(err)}`, {
         cause: err,
