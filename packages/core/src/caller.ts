@@ -37,7 +37,7 @@ import {
 import { sendError } from "./outcomes.ts";
 import { appendToLog, withoutCredentials } from "./event-history.ts";
 import { abortError, type PendingResponses } from "./pending-responses.ts";
-import type { Sealing } from "./sealing.ts";
+import { goesSlim, type Sealing } from "./sealing.ts";
 import { ServiceDirectory } from "./service-directory.ts";
 import type {
   CommandOptions,
@@ -202,7 +202,7 @@ export class Caller {
       encodePayload(payload, {
         replyTo: this.#p.responseAddress,
         ttlMs,
-        slim: this.#slim(encrypted),
+        slim: goesSlim(this.#p.transport, encrypted),
       }),
       call === undefined ? undefined : RequestCall.headersOf(call),
     );
@@ -340,7 +340,7 @@ export class Caller {
       encodePayload(payload, {
         replyTo: this.#p.responseAddress,
         ttlMs,
-        slim: this.#slim(encrypted),
+        slim: goesSlim(this.#p.transport, encrypted),
       }),
       headers,
     );
@@ -470,15 +470,6 @@ export class Caller {
     // Persisted: the log's append also delivers it, and resolves once the log holds it.
     if (persisted) await appendToLog(this.#p.transport, e.topic, frame);
     else await this.#p.transport.send({ kind: "event", topic: e.topic }, frame);
-  }
-
-  /**
-   * Whether a request or command goes with a slim body: when the transport allows it and the
-   * body is not sealed (inside a sealed body the correlation id binds the answer to its call:
-   * rsa-fernet has nothing else to).
-   */
-  #slim(encrypted: boolean): boolean {
-    return !encrypted && this.#p.transport.capabilities.slimBodies === true;
   }
 
   /** Runs a call through the middleware (when `call` is given), reporting its start and end. */

@@ -14,7 +14,7 @@ import {
 import type { ReplyKey } from "@nuropb/crypto";
 import type { MessageFlow } from "./message-lifecycle.ts";
 import { withHeaders, type OutgoingHeaders } from "./middleware.ts";
-import type { Sealing } from "./sealing.ts";
+import { goesSlim, type Sealing } from "./sealing.ts";
 
 /** What a response says, before it is written. */
 export interface ResponseFields {
@@ -179,8 +179,7 @@ export class Responder {
       warning: null,
       reply_to: replyTo,
     };
-    // Slim only in plaintext: inside a sealed answer the ids bind it to its request.
-    const options = { slim: !sealed && this.#transport.capabilities.slimBodies === true };
+    const options = { slim: goesSlim(this.#transport, sealed) };
     let frame: Frame;
     try {
       frame = encodePayload(payload, options);

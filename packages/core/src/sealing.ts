@@ -5,6 +5,7 @@ import {
   type Delivery,
   type Frame,
   type InboundFrame,
+  type Transport,
   type WireHeaders,
 } from "@nuropb/protocol";
 import {
@@ -153,6 +154,15 @@ export class Sealing {
 /** Whether a frame's `encrypted` header says its body is ciphertext. */
 export function isSealed(headers: WireHeaders): boolean {
   return headers[Header.encrypted] === ENCRYPTED_YES;
+}
+
+/**
+ * Whether a request, command or response body goes slim (`EncodeOptions.slim`): when `transport`
+ * allows it and the body is not sealed. Inside a sealed body the correlation id binds an answer
+ * to its call (rsa-fernet has nothing else to), so a sealed body stays whole.
+ */
+export function goesSlim(transport: Transport, sealed: boolean): boolean {
+  return !sealed && transport.capabilities.slimBodies === true;
 }
 
 /** Whether a description announces any public key (RSA, nacl or x25519-aes-gcm). */
