@@ -1,36 +1,11 @@
-import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { newId, type Delivery, type Frame, type Transport } from "@nuropb/protocol";
-import { createRedisTransport } from "../src/index.ts";
-// The integration tests' broker harness: a private redis-server on a free port, removed after.
-import { launchRedis, type RedisServer } from "../../../integration-tests/src/brokers/redis.ts";
+import { describe, expect, it } from "vitest";
+import { newId, type Delivery, type Frame } from "@nuropb/protocol";
+import { until, useRedisServer } from "./redis-harness.ts";
 
 // Listeners keep several blocking reads queued on their connection (topped up a batch at a
 // time). What that must not change: the window, a stopped listener taking nothing more, a
 // stream that lost its group being declared again.
-let server: RedisServer;
-let raw: Redis;
-const made: Transport[] = [];
-
-beforeAll(async () => {
-  server = await launchRedis();
-  raw = new Redis(server.url, { lazyConnect: true });
-  await raw.connect();
-}, 60_000);
-afterAll(async () => {
-  raw.disconnect();
-  await server.stop();
-});
-afterEach(async () => {
-  await Promise.allSettled(made.splice(0).map((t) => t.close()));
-});
-
-async function open(mesh: string): Promise<Transport> {
-  const t = createRedisTransport({ url: server.url, mesh });
-  made.push(t);
-  await t.connect();
-  return t;
-}
+const redis = useRedisServer();
 
 const encoder = new TextEncoder();
 const frame = (label: string): Frame => ({
@@ -39,21 +14,9 @@ const frame = (label: string): Frame => ({
   correlationId: label,
 });
 
-async function until(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 10_000,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 /** Entries of `stream` pending (delivered, not acknowledged), per consumer of the group. */
 async function pendingByConsumer(stream: string): Promise<Map<string, number>> {
-  const rows = (await raw.call("XINFO", "CONSUMERS", stream, "nuropb")) as unknown[][];
+  const rows = (await redis.raw.call("XINFO", "CONSUMERS", stream, "nuropb")) as unknown[][];
   const out = new Map<string, number>();
   for (const row of rows) {
     const fields = new Map<string, unknown>();
@@ -73,7 +36,7 @@ const spec = (service: string, prefetch: number) => ({
 describe("queued blocking reads", () => {
   it("never deliver more than the window: prefetch 2 holds 2 of 20 until they are settled", async () => {
     const mesh = `br${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const held: Delivery[] = [];
     const got: string[] = [];
     await t.consumeService(spec("svc", 2), (d) => {
@@ -85,7 +48,7 @@ describe("queued blocking reads", () => {
     await until(() => held.length === 2, "the first two deliveries");
     // Every read the listener queued is on the server by now, and the entries are there to
     // take: any read asking for more than the window's room would have taken them already.
-    await raw.ping();
+    await redis.raw.ping();
     await new Promise((r) => setImmediate(r));
     const stream = `${mesh}:sq:svc`;
     const pending = [...(await pendingByConsumer(stream)).values()].reduce((a, b) => a + b, 0);
@@ -99,12 +62,12 @@ describe("queued blocking reads", () => {
       expect(held.length).toBeLessThanOrEqual(2);
     }
     expect(got).toEqual(labels);
-    await until(async () => (await raw.xlen(stream)) === 0, "the stream to empty");
+    await until(async () => (await redis.raw.xlen(stream)) === 0, "the stream to empty");
   });
 
   it("a stopped listener takes nothing more: what is sent afterwards goes to the next one", async () => {
     const mesh = `br${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const first: string[] = [];
     const listener = await t.consumeService(spec("svc", 64), async (d) => {
       first.push(d.correlationId);
@@ -114,7 +77,7 @@ describe("queued blocking reads", () => {
     await until(() => first.length === 1, "the first delivery");
     await listener.stop();
     await until(
-      async () => !String(await raw.client("LIST")).includes(`${mesh}-sq-svc`),
+      async () => !String(await redis.raw.client("LIST")).includes(`${mesh}-sq-svc`),
       "the reading connection to go",
     );
     for (let i = 0; i < 5; i++) await t.send({ kind: "rpc", service: "svc" }, frame(`after${i}`));
@@ -132,7 +95,7 @@ describe("queued blocking reads", () => {
 
   it("what a stopping listener's queued reads still bring goes back unmarked: no handler had it", async () => {
     const mesh = `br${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const labels = Array.from({ length: 300 }, (_, i) => `m${i}`);
     const first: string[] = [];
     let stopping: Promise<void> | undefined;
@@ -166,7 +129,7 @@ describe("queued blocking reads", () => {
 
   it("a stream that lost its group is declared again once, and the listener reads on", async () => {
     const mesh = `br${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const got: string[] = [];
     await t.consumeService(spec("svc", 64), async (d) => {
       got.push(d.correlationId);
@@ -175,18 +138,18 @@ describe("queued blocking reads", () => {
     await t.send({ kind: "rpc", service: "svc" }, frame("one"));
     await until(() => got.length === 1, "the first delivery");
     // An operator deletes the stream (and its group) under the listener's queued reads.
-    await raw.del(`${mesh}:sq:svc`);
+    await redis.raw.del(`${mesh}:sq:svc`);
     await t.send({ kind: "rpc", service: "svc" }, frame("two"));
     // The read under way waits out its block (5 s) on Redis 7.0; the next ones fail NOGROUP.
     await until(() => got.length === 2, "the delivery after the re-declaration", 20_000);
     expect(got).toEqual(["one", "two"]);
-    const groups = (await raw.call("XINFO", "GROUPS", `${mesh}:sq:svc`)) as unknown[][];
+    const groups = (await redis.raw.call("XINFO", "GROUPS", `${mesh}:sq:svc`)) as unknown[][];
     expect(groups).toHaveLength(1);
   }, 30_000);
 
   it("a stopped response listener lets go of its reading connection and its address", async () => {
     const mesh = `br${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const got: string[] = [];
     const listener = await t.consumeResponses({ address: "me" }, (f) => {
       got.push(f.correlationId);
@@ -195,12 +158,12 @@ describe("queued blocking reads", () => {
     await until(() => got.length === 1, "the response");
     await listener.stop();
     await until(
-      async () => !String(await raw.client("LIST")).includes(`${mesh}-rq-me`),
+      async () => !String(await redis.raw.client("LIST")).includes(`${mesh}-rq-me`),
       "the reading connection to go",
     );
-    expect(await raw.exists(`${mesh}:rql:me`)).toBe(0);
+    expect(await redis.raw.exists(`${mesh}:rql:me`)).toBe(0);
     await t.send({ kind: "reply", address: "me" }, frame("r2"));
-    expect(await raw.exists(`${mesh}:rq:me`)).toBe(0);
+    expect(await redis.raw.exists(`${mesh}:rq:me`)).toBe(0);
     expect(got).toEqual(["r1"]);
   });
 });

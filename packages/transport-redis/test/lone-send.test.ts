@@ -1,5 +1,4 @@
-import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   newId,
   NuropbNotDeliveredError,
@@ -9,40 +8,13 @@ import {
   type Logger,
   type Transport,
 } from "@nuropb/protocol";
-import { createRedisTransport } from "../src/index.ts";
 import { SEND_BATCH, SEND_REPLY, SEND_RPC } from "../src/scripts.ts";
-// The integration tests' broker harness: a private redis-server on a free port, removed after.
-import { launchRedis, type RedisServer } from "../../../integration-tests/src/brokers/redis.ts";
+import { until, useRedisServer } from "./redis-harness.ts";
 
 // A request or response sent while the batcher is idle goes at once through a script of its own
 // (SEND_RPC, SEND_REPLY) instead of the batch script: the same outcomes, checked here against
 // the server, and the batch taking over for what follows in the tick.
-let server: RedisServer;
-let raw: Redis;
-const made: Transport[] = [];
-
-beforeAll(async () => {
-  server = await launchRedis();
-  raw = new Redis(server.url, { lazyConnect: true });
-  await raw.connect();
-}, 60_000);
-afterAll(async () => {
-  raw.disconnect();
-  await server.stop();
-});
-afterEach(async () => {
-  await Promise.allSettled(made.splice(0).map((t) => t.close()));
-});
-
-async function open(
-  mesh: string,
-  extra: { responseTtlMs?: number; logger?: Logger } = {},
-): Promise<Transport> {
-  const t = createRedisTransport({ url: server.url, mesh, ...extra });
-  made.push(t);
-  await t.connect();
-  return t;
-}
+const redis = useRedisServer();
 
 const encoder = new TextEncoder();
 const frame = (label: string): Frame => ({
@@ -50,14 +22,6 @@ const frame = (label: string): Frame => ({
   body: encoder.encode(label),
   correlationId: label,
 });
-
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 10_000;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** A logger that keeps the debug messages. */
 function debugLog(): { logger: Logger; messages: string[] } {
@@ -86,7 +50,7 @@ async function scriptsRun(
     [SEND_REPLY.sha, "send-reply"],
     [SEND_BATCH.sha, "send-batch"],
   ]);
-  const monitor = await raw.monitor();
+  const monitor = await redis.raw.monitor();
   const run: string[] = [];
   let ended = false;
   const marker = `${mesh}:marker`;
@@ -105,7 +69,7 @@ async function scriptsRun(
   try {
     await body();
     // MONITOR lines trail the commands: a command sent after them marks the end.
-    await raw.set(marker, "1");
+    await redis.raw.set(marker, "1");
     await until(() => ended, "the monitor to see the marker");
     return run;
   } finally {
@@ -129,19 +93,19 @@ async function recordingService(t: Transport, service: string, rpcBindings: stri
 describe("a lone frame sent at once", () => {
   it("a request to a name no service is bound to rejects NuropbNotDeliveredError, through its own script", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     let outcome: unknown;
     const run = await scriptsRun(mesh, async () => {
       outcome = await t.send({ kind: "rpc", service: "nobody" }, frame("q")).catch((e) => e);
     });
     expect(outcome).toBeInstanceOf(NuropbNotDeliveredError);
     expect(run).toEqual(["send-rpc"]);
-    expect(await raw.exists(`${mesh}:sq:nobody`)).toBe(0);
+    expect(await redis.raw.exists(`${mesh}:sq:nobody`)).toBe(0);
   });
 
   it("a request reaches every service bound to its name", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const a = await recordingService(t, "a", ["both"]);
     const b = await recordingService(t, "b", ["both"]);
     const run = await scriptsRun(mesh, () => t.send({ kind: "rpc", service: "both" }, frame("q")));
@@ -152,7 +116,7 @@ describe("a lone frame sent at once", () => {
 
   it("a request to a transient service whose listener stopped rejects NuropbNotDeliveredError", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const listener = await t.consumeService(
       { service: "temp", rpcBindings: [], eventBindings: [], prefetch: 10, transient: true },
       (d) => d.ack(),
@@ -166,8 +130,8 @@ describe("a lone frame sent at once", () => {
 
   it("a request the server refuses rejects NuropbTransportError with the server's word", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh);
-    await raw.set(`${mesh}:rpc:broken`, "not a set");
+    const t = await redis.open(mesh);
+    await redis.raw.set(`${mesh}:rpc:broken`, "not a set");
     const err: unknown = await t
       .send({ kind: "rpc", service: "broken" }, frame("q"))
       .catch((e) => e);
@@ -177,24 +141,24 @@ describe("a lone frame sent at once", () => {
 
   it("a response to an address nobody holds is dropped; one to a held address is pushed and expires", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh, { responseTtlMs: 30_000 });
+    const t = await redis.open(mesh, { responseTtlMs: 30_000 });
     const run = await scriptsRun(mesh, () =>
       t.send({ kind: "reply", address: "ghost" }, frame("r1")),
     );
     expect(run).toEqual(["send-reply"]);
-    expect(await raw.exists(`${mesh}:rq:ghost`)).toBe(0);
+    expect(await redis.raw.exists(`${mesh}:rq:ghost`)).toBe(0);
     // The lease of a consumer that is not popping right now (another process, say).
-    await raw.set(`${mesh}:rql:held`, "someone", "PX", 10_000);
+    await redis.raw.set(`${mesh}:rql:held`, "someone", "PX", 10_000);
     await t.send({ kind: "reply", address: "held" }, frame("r2"));
-    expect(await raw.llen(`${mesh}:rq:held`)).toBe(1);
-    const ttl = await raw.pttl(`${mesh}:rq:held`);
+    expect(await redis.raw.llen(`${mesh}:rq:held`)).toBe(1);
+    const ttl = await redis.raw.pttl(`${mesh}:rq:held`);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(30_000);
   });
 
   it("a response reaches the consumer of its address", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const got: string[] = [];
     await t.consumeResponses({ address: "me" }, (f) => void got.push(f.correlationId));
     await t.send({ kind: "reply", address: "me" }, frame("answer"));
@@ -204,7 +168,7 @@ describe("a lone frame sent at once", () => {
 
   it("what follows a lone frame in its tick goes in one batch, in order", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const { got } = await recordingService(t, "orders");
     const run = await scriptsRun(mesh, async () => {
       await Promise.all(
@@ -218,9 +182,9 @@ describe("a lone frame sent at once", () => {
 
   it("a lone response carries the acknowledgement of the request it answers, in its script", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     // The caller on a transport of its own (its batcher's calls are its own).
-    const caller = await open(mesh);
+    const caller = await redis.open(mesh);
     const got: string[] = [];
     await caller.consumeResponses({ address: "me" }, (f) => void got.push(f.correlationId));
     await t.consumeService(
@@ -242,24 +206,24 @@ describe("a lone frame sent at once", () => {
     expect(got).toEqual(["re-q"]);
     expect(run).toEqual(["send-rpc", "send-reply"]);
     expect(commands).not.toContain("xack");
-    expect(await raw.xlen(`${mesh}:sq:svc`)).toBe(0);
-    const pending = (await raw.xpending(`${mesh}:sq:svc`, "nuropb")) as unknown[];
+    expect(await redis.raw.xlen(`${mesh}:sq:svc`)).toBe(0);
+    const pending = (await redis.raw.xpending(`${mesh}:sq:svc`, "nuropb")) as unknown[];
     expect(pending[0]).toBe(0);
   });
 
   it("a lone response goes even when the acknowledgement it carries fails; the failure is logged", async () => {
     const mesh = `ls${newId().slice(0, 10)}`;
     const { logger, messages } = debugLog();
-    const t = await open(mesh, { logger });
-    const caller = await open(mesh);
+    const t = await redis.open(mesh, { logger });
+    const caller = await redis.open(mesh);
     const got: string[] = [];
     await caller.consumeResponses({ address: "me" }, (f) => void got.push(f.correlationId));
     await t.consumeService(
       { service: "svc", rpcBindings: [], eventBindings: [], prefetch: 10 },
       async (d: Delivery) => {
         // An operator's mistake under the listener: its stream is no stream any more.
-        await raw.del(`${mesh}:sq:svc`);
-        await raw.set(`${mesh}:sq:svc`, "not a stream");
+        await redis.raw.del(`${mesh}:sq:svc`);
+        await redis.raw.set(`${mesh}:sq:svc`, "not a stream");
         await d.ack();
         await t.send({ kind: "reply", address: "me" }, frame(`re-${d.correlationId}`));
       },
@@ -274,6 +238,6 @@ describe("a lone frame sent at once", () => {
       () => messages.some((m) => m.startsWith("acknowledgement not sent")),
       "the failed acknowledgement in the log",
     );
-    await raw.del(`${mesh}:sq:svc`);
+    await redis.raw.del(`${mesh}:sq:svc`);
   });
 });

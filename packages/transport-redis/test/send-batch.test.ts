@@ -1,5 +1,4 @@
-import { Redis } from "ioredis";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   newId,
   NuropbNotDeliveredError,
@@ -9,36 +8,12 @@ import {
   type InboundFrame,
   type Transport,
 } from "@nuropb/protocol";
-import { createRedisTransport } from "../src/index.ts";
-// The integration tests' broker harness: a private redis-server on a free port, removed after.
-import { launchRedis, type RedisServer } from "../../../integration-tests/src/brokers/redis.ts";
+import { until, useRedisServer } from "./redis-harness.ts";
 
 // The frames sent in one tick travel in one script call (SEND_BATCH). What the conformance
 // suites cannot see: order within and across batches, one failing frame among good ones, and a
 // batch lost with its connection.
-let server: RedisServer;
-let raw: Redis;
-const made: Transport[] = [];
-
-beforeAll(async () => {
-  server = await launchRedis();
-  raw = new Redis(server.url, { lazyConnect: true });
-  await raw.connect();
-}, 60_000);
-afterAll(async () => {
-  raw.disconnect();
-  await server.stop();
-});
-afterEach(async () => {
-  await Promise.allSettled(made.splice(0).map((t) => t.close()));
-});
-
-async function open(mesh: string): Promise<Transport> {
-  const t = createRedisTransport({ url: server.url, mesh });
-  made.push(t);
-  await t.connect();
-  return t;
-}
+const redis = useRedisServer();
 
 const encoder = new TextEncoder();
 const frame = (label: string, extra: Partial<Frame> = {}): Frame => ({
@@ -47,14 +22,6 @@ const frame = (label: string, extra: Partial<Frame> = {}): Frame => ({
   correlationId: label,
   ...extra,
 });
-
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 10_000;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** A service that records the correlation ids it gets, in order, and acknowledges them. */
 async function recordingService(t: Transport, service: string, events: string[] = []) {
@@ -75,9 +42,9 @@ async function recordingService(t: Transport, service: string, events: string[] 
  */
 async function ackThenReply(options: { readonly nestedSendFirst: boolean }): Promise<string[]> {
   const mesh = `sb${newId().slice(0, 10)}`;
-  const t = await open(mesh);
+  const t = await redis.open(mesh);
   if (options.nestedSendFirst) await recordingService(t, "other");
-  const monitor = await raw.monitor();
+  const monitor = await redis.raw.monitor();
   const log: string[] = [];
   monitor.on("monitor", (_time: string, args: string[]) => {
     const [name, ...rest] = args;
@@ -124,7 +91,7 @@ function expectAckBeforeReply(log: readonly string[]): void {
 describe("sends batched per tick", () => {
   it("keep the order of the send calls, within a batch, across kinds and across batches split by size", async () => {
     const mesh = `sb${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const service = "orders";
     const got = await recordingService(t, service, ["orders.#"]);
     const replies: string[] = [];
@@ -157,13 +124,13 @@ describe("sends batched per tick", () => {
 
   it("a frame that fails on the server fails alone: the others of its batch go through", async () => {
     const mesh = `sb${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const got = await recordingService(t, "good");
     // A service bound in Redis whose stream key holds a string: XADD fails with WRONGTYPE.
-    await raw.sadd(`${mesh}:rpc:broken`, "broken");
-    await raw.set(`${mesh}:sq:broken`, "not a stream");
-    await raw.set(`${mesh}:rq:wrong`, "not a list");
-    await raw.set(`${mesh}:rql:wrong`, "someone", "PX", 60_000);
+    await redis.raw.sadd(`${mesh}:rpc:broken`, "broken");
+    await redis.raw.set(`${mesh}:sq:broken`, "not a stream");
+    await redis.raw.set(`${mesh}:rq:wrong`, "not a list");
+    await redis.raw.set(`${mesh}:rql:wrong`, "someone", "PX", 60_000);
     const results = await Promise.allSettled([
       t.send({ kind: "rpc", service: "good" }, frame("a")),
       t.send({ kind: "rpc", service: "broken" }, frame("b")),
@@ -189,19 +156,19 @@ describe("sends batched per tick", () => {
     expect(reason(4)).toBeInstanceOf(NuropbTransportError);
     await until(() => got.length === 3, "the good requests");
     expect(got).toEqual(["a", "c", "g"]);
-    expect(await raw.exists(`${mesh}:rq:unheld`)).toBe(0);
+    expect(await redis.raw.exists(`${mesh}:rq:unheld`)).toBe(0);
   });
 
   it("an event stops at the first subscriber it cannot reach (bindings or stream of the wrong type); the batch's other frames go", async () => {
     for (const broken of ["bindings", "stream"] as const) {
       const mesh = `sb${newId().slice(0, 10)}`;
-      const t = await open(mesh);
+      const t = await redis.open(mesh);
       const got = await recordingService(t, "good", ["orders.#"]);
-      await raw.sadd(`${mesh}:evs`, "broken");
-      if (broken === "bindings") await raw.set(`${mesh}:evb:broken`, "not a set");
+      await redis.raw.sadd(`${mesh}:evs`, "broken");
+      if (broken === "bindings") await redis.raw.set(`${mesh}:evb:broken`, "not a set");
       else {
-        await raw.sadd(`${mesh}:evb:broken`, "orders.#");
-        await raw.set(`${mesh}:sq:broken`, "not a stream");
+        await redis.raw.sadd(`${mesh}:evb:broken`, "orders.#");
+        await redis.raw.set(`${mesh}:sq:broken`, "not a stream");
       }
       const results = await Promise.allSettled([
         t.send({ kind: "event", topic: "orders.created" }, frame("e1")),
@@ -229,19 +196,19 @@ describe("sends batched per tick", () => {
 
   it("a batch lost with its connection is sent again after the reconnect, once", async () => {
     const mesh = `sb${newId().slice(0, 10)}`;
-    const t = await open(mesh);
+    const t = await redis.open(mesh);
     const got = await recordingService(t, "svc");
-    const clients = await raw.client("LIST");
+    const clients = await redis.raw.client("LIST");
     const id = /id=(\d+) [^\n]*name=nuropb-\S+-main/.exec(String(clients))?.[1];
     expect(id).toBeDefined();
     // Writes wait on the server (EVALSHA included) while the batch is on its way; then the
     // connection goes, taking the unanswered batch with it.
-    await raw.client("PAUSE", 500, "WRITE");
+    await redis.raw.client("PAUSE", 500, "WRITE");
     const sends = Array.from({ length: 300 }, (_, i) =>
       t.send({ kind: "rpc", service: "svc" }, frame(`x${i}`)),
     );
     await new Promise((r) => setTimeout(r, 100));
-    await raw.client("KILL", "ID", id as string);
+    await redis.raw.client("KILL", "ID", id as string);
     await Promise.all(sends);
     await until(() => got.length >= 300, "every request");
     await new Promise((r) => setTimeout(r, 200));
