@@ -51,7 +51,7 @@ class RedisTransport implements Transport {
   readonly kind = "redis";
   readonly mesh: string;
   readonly #opts: ResolvedRedisOptions;
-  readonly #capabilities: TransportCapabilities;
+  readonly capabilities: TransportCapabilities;
   readonly #keys: MeshKeys;
   readonly #instance = newId();
   #consumerSeq = 0;
@@ -70,7 +70,7 @@ class RedisTransport implements Transport {
 
   constructor(opts: ResolvedRedisOptions) {
     this.#opts = opts;
-    this.#capabilities = Object.freeze({
+    this.capabilities = Object.freeze({
       notDelivered: true,
       redelivery: true,
       deadLetter: true,
@@ -103,10 +103,6 @@ class RedisTransport implements Transport {
 
   get state(): LifecycleState {
     return this.#life.state;
-  }
-
-  get capabilities(): TransportCapabilities {
-    return this.#capabilities;
   }
 
   #redisOptions(): RedisOptions {
