@@ -196,13 +196,18 @@ export class NativePair {
   }
 }
 
+/** Writes a response head into `target`: version, kind, time and a fresh nonce. */
+function writeResponseHead(target: Uint8Array, version: number, nowMs: number): void {
+  target[0] = version;
+  target[1] = NATIVE_KIND_RESPONSE;
+  writeUint64(target, 2, nowMs);
+  fillRandom(target, AT_RESPONSE_NONCE, NONCE_BYTES);
+}
+
 /** A response's frame, head written and a fresh nonce, for the cipher-thread path. */
 function responseFrame(plainLength: number, version: number, nowMs: number): Buffer {
   const body = Buffer.allocUnsafe(RESPONSE_HEAD + plainLength + TAG_BYTES);
-  body[0] = version;
-  body[1] = NATIVE_KIND_RESPONSE;
-  writeUint64(body, 2, nowMs);
-  fillRandom(body, AT_RESPONSE_NONCE, NONCE_BYTES);
+  writeResponseHead(body, version, nowMs);
   return body;
 }
 
@@ -281,10 +286,7 @@ export function sealNativeResponse(
 ): Buffer {
   const version = responseVersion(requestVersion);
   const aad = responseAadOf(requestNonce);
-  aad[0] = version;
-  aad[1] = NATIVE_KIND_RESPONSE;
-  writeUint64(aad, 2, nowMs);
-  fillRandom(aad, AT_RESPONSE_NONCE, NONCE_BYTES);
+  writeResponseHead(aad, version, nowMs);
   const body = Buffer.allocUnsafe(RESPONSE_HEAD + plain.length + TAG_BYTES);
   sealAs(version, body.subarray(RESPONSE_HEAD), plain, RESPONSE_AAD_NONCE, aad, pair);
   copyBytes(aad, 0, body, 0, RESPONSE_HEAD);
